@@ -1,0 +1,253 @@
+// Package config owns the plugin's configuration: its defaults, strict YAML
+// loading (from a file or from containerd's Configure call) and validation.
+// A Config is immutable once validated and safe to share between goroutines.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// ErrInvalid classifies every configuration error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// ImageVolumeMode says what an image VOLUME becomes.
+type ImageVolumeMode string
+
+// The image volume modes.
+const (
+	// ImageVolumeAnonymous makes an anonymous volume with copy-up.
+	ImageVolumeAnonymous ImageVolumeMode = "volume"
+	// ImageVolumeTmpfs makes a sized tmpfs that starts with the image's content.
+	ImageVolumeTmpfs ImageVolumeMode = "tmpfs"
+	// ImageVolumeIgnore makes nothing.
+	ImageVolumeIgnore ImageVolumeMode = "ignore"
+)
+
+// ParseImageVolumeMode validates s as an image volume mode.
+func ParseImageVolumeMode(s string) (ImageVolumeMode, error) {
+	switch m := ImageVolumeMode(strings.TrimSpace(s)); m {
+	case ImageVolumeAnonymous, ImageVolumeTmpfs, ImageVolumeIgnore:
+		return m, nil
+	}
+	return "", fmt.Errorf("%w: image volume mode %q: want volume, tmpfs or ignore", ErrInvalid, s)
+}
+
+// Config is the plugin's configuration document.
+type Config struct {
+	// Root is the volume store.
+	Root string `json:"root"`
+	// ContainerdRoot is containerd's root; image configs are read from its content store.
+	ContainerdRoot string `json:"containerdRoot"`
+	// HookPath is this binary as the host sees it; it runs as the OCI hook.
+	HookPath string `json:"hookPath"`
+	// ImageVolumes says what an image VOLUME becomes.
+	ImageVolumes ImageVolumeMode `json:"imageVolumes"`
+	// AnonymousVolumes configures anonymous volumes.
+	AnonymousVolumes AnonymousVolumes `json:"anonymousVolumes"`
+	// Tmpfs configures tmpfs mounts.
+	Tmpfs Tmpfs `json:"tmpfs"`
+	// BindMounts configures bind mounts from annotations.
+	BindMounts BindMounts `json:"bindMounts"`
+	// Limits bounds what one pod or image can make the plugin do.
+	Limits Limits `json:"limits"`
+}
+
+// AnonymousVolumes configures anonymous volumes.
+type AnonymousVolumes struct {
+	// KeepAfterPod keeps a pod's anonymous volumes after the pod is removed, until pruned.
+	KeepAfterPod bool `json:"keepAfterPod"`
+}
+
+// Tmpfs configures tmpfs mounts.
+type Tmpfs struct {
+	// DefaultSize is the size of a tmpfs that names none.
+	DefaultSize Size `json:"defaultSize"`
+	// MaxSize is the largest size an annotation may ask for.
+	MaxSize Size `json:"maxSize"`
+}
+
+// BindMounts configures bind mounts from annotations.
+type BindMounts struct {
+	// AllowedHostPaths are the host path prefixes bind mounts may come from; empty allows none.
+	AllowedHostPaths []string `json:"allowedHostPaths"`
+	// ReadWrite lets bind mounts be writable; without it every bind mount is read-only.
+	ReadWrite bool `json:"readWrite"`
+}
+
+// Limits bounds the resources one container or image can make the plugin use.
+type Limits struct {
+	// VolumesPerContainer caps the volumes of one container.
+	VolumesPerContainer int `json:"volumesPerContainer"`
+	// CopyUpMaxSize caps how much data copy-up copies from an image into one volume.
+	CopyUpMaxSize Size `json:"copyUpMaxSize"`
+	// CopyUpMaxFiles caps how many files copy-up copies into one volume.
+	CopyUpMaxFiles int64 `json:"copyUpMaxFiles"`
+}
+
+// Default returns the configuration used when no file is given.
+func Default() *Config {
+	return &Config{
+		Root:           "/var/lib/nri-volumes",
+		ContainerdRoot: "/var/lib/containerd",
+		HookPath:       "/usr/local/bin/nri-volumes",
+		ImageVolumes:   ImageVolumeAnonymous,
+		Tmpfs: Tmpfs{
+			DefaultSize: 64 << 20,
+			MaxSize:     1 << 30,
+		},
+		BindMounts: BindMounts{AllowedHostPaths: []string{}},
+		Limits: Limits{
+			VolumesPerContainer: 64,
+			CopyUpMaxSize:       10 << 30,
+			CopyUpMaxFiles:      1_000_000,
+		},
+	}
+}
+
+// maxDocument bounds a configuration document.
+const maxDocument = 1 << 20
+
+// Parse reads a YAML (or JSON) document over the defaults. Unknown keys and bad
+// values are errors that name them. An empty document gives the defaults.
+func Parse(data []byte) (*Config, error) {
+	cfg := Default()
+	if len(data) > maxDocument {
+		return nil, fmt.Errorf("%w: document is larger than %d bytes", ErrInvalid, maxDocument)
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
+		if err := yaml.UnmarshalStrict(data, cfg); err != nil {
+			return nil, fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(err.Error(), "error unmarshaling JSON: while decoding JSON: "))
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// Load reads the configuration file at path. An empty path gives the defaults.
+func Load(path string) (*Config, error) {
+	if path == "" {
+		cfg := Default()
+		return cfg, cfg.Validate()
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("configuration %q: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate checks every field and normalises paths.
+func (c *Config) Validate() error {
+	for _, p := range []struct {
+		key string
+		val *string
+	}{{"root", &c.Root}, {"containerdRoot", &c.ContainerdRoot}, {"hookPath", &c.HookPath}} {
+		if !filepath.IsAbs(*p.val) {
+			return fmt.Errorf("%w: %s: %q is not an absolute path", ErrInvalid, p.key, *p.val)
+		}
+		*p.val = filepath.Clean(*p.val)
+	}
+	if c.Root == "/" {
+		return fmt.Errorf("%w: root: the store cannot be /", ErrInvalid)
+	}
+	if _, err := ParseImageVolumeMode(string(c.ImageVolumes)); err != nil {
+		return fmt.Errorf("imageVolumes: %w", err)
+	}
+	if c.Tmpfs.DefaultSize <= 0 {
+		return fmt.Errorf("%w: tmpfs.defaultSize must be positive", ErrInvalid)
+	}
+	if c.Tmpfs.MaxSize <= 0 {
+		return fmt.Errorf("%w: tmpfs.maxSize must be positive", ErrInvalid)
+	}
+	if c.Tmpfs.DefaultSize > c.Tmpfs.MaxSize {
+		return fmt.Errorf("%w: tmpfs.defaultSize %s is above tmpfs.maxSize %s", ErrInvalid, c.Tmpfs.DefaultSize, c.Tmpfs.MaxSize)
+	}
+	for i, p := range c.BindMounts.AllowedHostPaths {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("%w: bindMounts.allowedHostPaths[%d]: %q is not an absolute path", ErrInvalid, i, p)
+		}
+		c.BindMounts.AllowedHostPaths[i] = filepath.Clean(p)
+	}
+	if c.Limits.VolumesPerContainer <= 0 {
+		return fmt.Errorf("%w: limits.volumesPerContainer must be positive", ErrInvalid)
+	}
+	if c.Limits.CopyUpMaxSize < 0 || c.Limits.CopyUpMaxFiles < 0 {
+		return fmt.Errorf("%w: limits.copyUpMaxSize and limits.copyUpMaxFiles cannot be negative", ErrInvalid)
+	}
+	return nil
+}
+
+// Size is a byte count written like Kubernetes quantities: 64Mi, 1Gi, 512k, 1048576.
+type Size int64
+
+var sizeUnits = []struct {
+	suffix string
+	mult   int64
+}{
+	{"Ki", 1 << 10}, {"Mi", 1 << 20}, {"Gi", 1 << 30}, {"Ti", 1 << 40},
+	{"k", 1000}, {"K", 1000}, {"M", 1000 * 1000}, {"G", 1000 * 1000 * 1000}, {"T", 1000 * 1000 * 1000 * 1000},
+}
+
+// ParseSize parses a size such as 64Mi. Fractions, signs and anything but
+// digits followed by one known unit are refused, so a value can never smuggle
+// extra mount options.
+func ParseSize(s string) (Size, error) {
+	num, mult := s, int64(1)
+	for _, u := range sizeUnits {
+		if strings.HasSuffix(s, u.suffix) {
+			num, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	if num == "" || strings.TrimLeft(num, "0123456789") != "" {
+		return 0, fmt.Errorf("%w: size %q: want a whole number with an optional unit (Ki, Mi, Gi, Ti, k, M, G, T)", ErrInvalid, s)
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%w: size %q is too large", ErrInvalid, s)
+	}
+	return Size(n * mult), nil
+}
+
+// String formats the size with the largest binary unit that divides it.
+func (s Size) String() string {
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"Ti", 1 << 40}, {"Gi", 1 << 30}, {"Mi", 1 << 20}, {"Ki", 1 << 10}} {
+		if s != 0 && int64(s)%u.mult == 0 {
+			return strconv.FormatInt(int64(s)/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(int64(s), 10)
+}
+
+// UnmarshalJSON accepts a quoted size string or a plain number of bytes.
+func (s *Size) UnmarshalJSON(b []byte) error {
+	str := strings.Trim(string(b), `"`)
+	v, err := ParseSize(str)
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// MarshalJSON writes the size as a string such as "64Mi".
+func (s Size) MarshalJSON() ([]byte, error) {
+	return []byte(strconv.Quote(s.String())), nil
+}

@@ -1,0 +1,115 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		doc     string
+		wantErr string // substring; empty: no error
+		check   func(t *testing.T, c *Config)
+	}{
+		{name: "empty document gives defaults", doc: "", check: func(t *testing.T, c *Config) {
+			if c.Root != "/var/lib/nri-volumes" || c.ImageVolumes != ImageVolumeAnonymous || c.Tmpfs.DefaultSize != 64<<20 {
+				t.Errorf("defaults not applied: %+v", c)
+			}
+		}},
+		{name: "full document", doc: `
+root: /srv/vols/
+containerdRoot: /var/lib/containerd
+hookPath: /usr/local/bin/nri-volumes
+imageVolumes: tmpfs
+anonymousVolumes:
+  keepAfterPod: true
+tmpfs:
+  defaultSize: 32Mi
+  maxSize: 2Gi
+bindMounts:
+  allowedHostPaths: [/srv/data/]
+`, check: func(t *testing.T, c *Config) {
+			if c.Root != "/srv/vols" {
+				t.Errorf("root not cleaned: %q", c.Root)
+			}
+			if c.ImageVolumes != ImageVolumeTmpfs || !c.AnonymousVolumes.KeepAfterPod {
+				t.Errorf("modes not read: %+v", c)
+			}
+			if c.Tmpfs.DefaultSize != 32<<20 || c.Tmpfs.MaxSize != 2<<30 {
+				t.Errorf("sizes: %v %v", c.Tmpfs.DefaultSize, c.Tmpfs.MaxSize)
+			}
+			if len(c.BindMounts.AllowedHostPaths) != 1 || c.BindMounts.AllowedHostPaths[0] != "/srv/data" {
+				t.Errorf("allowedHostPaths: %v", c.BindMounts.AllowedHostPaths)
+			}
+		}},
+		{name: "size as plain bytes", doc: "tmpfs: {defaultSize: 1048576}", check: func(t *testing.T, c *Config) {
+			if c.Tmpfs.DefaultSize != 1<<20 {
+				t.Errorf("got %v", c.Tmpfs.DefaultSize)
+			}
+		}},
+		{name: "unknown top-level key", doc: "rooot: /x", wantErr: `unknown field "rooot"`},
+		{name: "unknown nested key", doc: "tmpfs: {defaultSzie: 1Mi}", wantErr: `unknown field "defaultSzie"`},
+		{name: "bad mode", doc: "imageVolumes: bind", wantErr: `imageVolumes`},
+		{name: "relative root", doc: "root: vols", wantErr: `root: "vols" is not an absolute path`},
+		{name: "root is slash", doc: "root: /", wantErr: `the store cannot be /`},
+		{name: "bad size", doc: `tmpfs: {maxSize: "1Mi,exec"}`, wantErr: `size "1Mi,exec"`},
+		{name: "negative size", doc: "tmpfs: {maxSize: -1}", wantErr: `size "-1"`},
+		{name: "default above max", doc: "tmpfs: {defaultSize: 2Gi, maxSize: 1Gi}", wantErr: `tmpfs.defaultSize 2Gi is above tmpfs.maxSize 1Gi`},
+		{name: "relative allowed path", doc: "bindMounts: {allowedHostPaths: [data]}", wantErr: `bindMounts.allowedHostPaths[0]`},
+		{name: "malformed yaml", doc: "root: [", wantErr: "invalid configuration"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.doc))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, ErrInvalid) {
+					t.Fatalf("Parse() error = %v, want one containing %q wrapping ErrInvalid", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse() error = %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Size
+		ok   bool
+	}{
+		{"64Mi", 64 << 20, true}, {"1Gi", 1 << 30, true}, {"512k", 512000, true}, {"10", 10, true},
+		{"0", 0, true}, {"", 0, false}, {"Mi", 0, false}, {"1.5Gi", 0, false}, {"-1Mi", 0, false},
+		{"1Mi,exec", 0, false}, {"99999999999Ti", 0, false}, {"1 Mi", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseSize(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseSize(%q) = %v, %v; want %v, ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte("root: /tmp/store\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil || c.Root != "/tmp/store" {
+		t.Fatalf("Load() = %+v, %v", c, err)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+		t.Fatal("Load() of a missing file succeeded")
+	}
+	if c, err := Load(""); err != nil || c.Root != Default().Root {
+		t.Fatalf("Load(\"\") = %+v, %v", c, err)
+	}
+}
