@@ -1,0 +1,381 @@
+package plugin
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/volumes"
+	"sigs.k8s.io/yaml"
+)
+
+// Annotation keys. Each takes the NRI scoping suffixes /container.NAME and /pod.
+const (
+	// VolumesKey holds a YAML list of volumes.
+	VolumesKey = "volumes.noderesource.dev"
+	// ImageVolumesKey overrides the imageVolumes mode.
+	ImageVolumesKey = "image-volumes.noderesource.dev"
+)
+
+// ErrInvalid classifies bad annotations.
+var ErrInvalid = errors.New("invalid annotation")
+
+// Limits on annotation documents, so a hostile pod cannot make the plugin
+// spend memory or time parsing.
+const (
+	maxAnnotationBytes = 64 << 10
+	maxItems           = 256
+	maxLabels          = 64
+	maxLabelBytes      = 4096
+	maxYAMLDepth       = 8
+)
+
+// Kind is the kind of one mount.
+type Kind string
+
+// The mount kinds.
+const (
+	KindVolume Kind = "volume"
+	KindBind   Kind = "bind"
+	KindTmpfs  Kind = "tmpfs"
+)
+
+// Item is one validated mount a container asked for.
+type Item struct {
+	Kind Kind
+	// Source is the volume name (empty for an anonymous volume) or the bind's host path.
+	Source string
+	// Target is a clean absolute path inside the container.
+	Target   string
+	ReadOnly bool
+	NoCopy   bool
+	// Size is the tmpfs size; zero means the configured default.
+	Size config.Size
+	// Mode is the tmpfs mode; zero means 1777.
+	Mode uint32
+	// Labels label a named volume created on first use.
+	Labels map[string]string
+	// Desc names the item in error messages.
+	Desc string
+}
+
+// longItem is the compose-like long syntax.
+type longItem struct {
+	Type     string            `json:"type"`
+	Source   string            `json:"source"`
+	Target   string            `json:"target"`
+	ReadOnly bool              `json:"readOnly"`
+	NoCopy   bool              `json:"noCopy"`
+	Size     json.RawMessage   `json:"size"`
+	Mode     json.RawMessage   `json:"mode"`
+	Labels   map[string]string `json:"labels"`
+}
+
+// ParseVolumes parses the value of a volumes annotation found under key. The
+// error names the key, the item and the reason.
+func ParseVolumes(key, value string, limits config.Tmpfs) ([]Item, error) {
+	fail := func(item string, format string, args ...any) error {
+		if item == "" {
+			return fmt.Errorf("%w %s: %s", ErrInvalid, key, fmt.Sprintf(format, args...))
+		}
+		return fmt.Errorf("%w %s: item %s: %s", ErrInvalid, key, item, fmt.Sprintf(format, args...))
+	}
+	if len(value) > maxAnnotationBytes {
+		return nil, fail("", "value is %d bytes, more than the %d allowed", len(value), maxAnnotationBytes)
+	}
+	if strings.ContainsRune(value, 0) {
+		return nil, fail("", "value contains a NUL byte")
+	}
+	if depth := yamlDepth(value); depth > maxYAMLDepth {
+		return nil, fail("", "value nests %d levels deep, more than the %d allowed", depth, maxYAMLDepth)
+	}
+	doc, err := yaml.YAMLToJSON([]byte(value))
+	if err != nil {
+		return nil, fail("", "not a YAML list: %s", yamlError(err))
+	}
+	if len(bytes.TrimSpace(doc)) == 0 || string(bytes.TrimSpace(doc)) == "null" {
+		return nil, nil
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(doc, &raw); err != nil {
+		return nil, fail("", "not a YAML list of volumes")
+	}
+	if len(raw) > maxItems {
+		return nil, fail("", "%d items, more than the %d allowed", len(raw), maxItems)
+	}
+	items := make([]Item, 0, len(raw))
+	targets := make(map[string]string, len(raw))
+	for i, r := range raw {
+		var (
+			it   Item
+			desc string
+		)
+		var short string
+		if err := json.Unmarshal(r, &short); err == nil {
+			desc = fmt.Sprintf("%d (%q)", i+1, short)
+			it, err = parseShort(short)
+			if err != nil {
+				return nil, fail(desc, "%s", err.Error())
+			}
+		} else {
+			var long longItem
+			dec := json.NewDecoder(bytes.NewReader(r))
+			dec.DisallowUnknownFields()
+			if err := dec.Decode(&long); err != nil {
+				return nil, fail(fmt.Sprintf("%d", i+1), "not a string or a volume mapping: %s", strings.TrimPrefix(err.Error(), "json: "))
+			}
+			desc = fmt.Sprintf("%d (target %q)", i+1, long.Target)
+			it, err = parseLong(long, limits)
+			if err != nil {
+				return nil, fail(desc, "%s", err.Error())
+			}
+		}
+		it.Desc = desc
+		if prev, dup := targets[it.Target]; dup {
+			return nil, fail(desc, "target %q is already used by item %s", it.Target, prev)
+		}
+		targets[it.Target] = desc
+		items = append(items, it)
+	}
+	return items, nil
+}
+
+// parseShort parses the docker run -v syntax: [SOURCE:]TARGET[:OPTS].
+func parseShort(s string) (Item, error) {
+	parts := strings.Split(s, ":")
+	var src, target, opts string
+	switch len(parts) {
+	case 1:
+		target = parts[0]
+	case 2:
+		if isOptionList(parts[1]) {
+			target, opts = parts[0], parts[1]
+		} else {
+			src, target = parts[0], parts[1]
+		}
+	case 3:
+		src, target, opts = parts[0], parts[1], parts[2]
+	default:
+		return Item{}, errors.New("want [SOURCE:]TARGET[:OPTIONS]")
+	}
+	it := Item{Kind: KindVolume, Source: src}
+	if strings.HasPrefix(src, "/") {
+		it.Kind = KindBind
+	}
+	if opts != "" || len(parts) == 3 {
+		seen := map[string]bool{}
+		for _, o := range strings.Split(opts, ",") {
+			if seen[o] {
+				return Item{}, fmt.Errorf("option %q given twice", o)
+			}
+			seen[o] = true
+			switch o {
+			case "ro":
+				it.ReadOnly = true
+			case "rw":
+			case "nocopy":
+				it.NoCopy = true
+			default:
+				return Item{}, fmt.Errorf("unknown option %q: want ro, rw or nocopy", o)
+			}
+		}
+		if seen["ro"] && seen["rw"] {
+			return Item{}, errors.New("options ro and rw contradict each other")
+		}
+	}
+	var err error
+	if it.Target, err = cleanTarget(target); err != nil {
+		return Item{}, err
+	}
+	return it, validateSource(&it)
+}
+
+// isOptionList tells "/target:ro" from "source:target" in the two-part form.
+func isOptionList(s string) bool {
+	for _, o := range strings.Split(s, ",") {
+		if o != "ro" && o != "rw" && o != "nocopy" {
+			return false
+		}
+	}
+	return true
+}
+
+// parseLong validates the long syntax.
+func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
+	it := Item{Kind: Kind(l.Type), Source: l.Source, ReadOnly: l.ReadOnly, NoCopy: l.NoCopy, Labels: l.Labels}
+	if it.Kind == "" {
+		it.Kind = KindVolume
+	}
+	var err error
+	if it.Target, err = cleanTarget(l.Target); err != nil {
+		return Item{}, err
+	}
+	switch it.Kind {
+	case KindVolume, KindBind:
+		if len(l.Size) > 0 || len(l.Mode) > 0 {
+			return Item{}, fmt.Errorf("size and mode are only for type tmpfs")
+		}
+	case KindTmpfs:
+		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 {
+			return Item{}, errors.New("a tmpfs takes no source, noCopy or labels")
+		}
+		if it.Size, err = parseTmpfsSize(l.Size, limits); err != nil {
+			return Item{}, err
+		}
+		if it.Mode, err = parseMode(l.Mode); err != nil {
+			return Item{}, err
+		}
+		return it, nil
+	default:
+		return Item{}, fmt.Errorf("unknown type %q: want volume, bind or tmpfs", l.Type)
+	}
+	if it.Kind == KindBind && !strings.HasPrefix(it.Source, "/") {
+		return Item{}, fmt.Errorf("bind source %q is not an absolute host path", it.Source)
+	}
+	if it.Kind == KindVolume && strings.HasPrefix(it.Source, "/") {
+		return Item{}, fmt.Errorf("volume source %q is a path: use type bind for host paths", it.Source)
+	}
+	if len(it.Labels) > 0 && (it.Kind != KindVolume || it.Source == "") {
+		return Item{}, errors.New("labels are only for named volumes")
+	}
+	if err := validateLabels(it.Labels); err != nil {
+		return Item{}, err
+	}
+	return it, validateSource(&it)
+}
+
+func validateSource(it *Item) error {
+	switch it.Kind {
+	case KindVolume:
+		if it.Source == "" {
+			return nil
+		}
+		if err := volumes.ValidateName(it.Source); err != nil {
+			return fmt.Errorf("volume name %q: %w", it.Source, err)
+		}
+	case KindBind:
+		if it.NoCopy {
+			return errors.New("nocopy does not apply to bind mounts")
+		}
+		if strings.ContainsAny(it.Source, "\x00\n,") {
+			return fmt.Errorf("bind source %q contains a forbidden character", it.Source)
+		}
+		it.Source = path.Clean(it.Source)
+	}
+	return nil
+}
+
+// forbiddenTargets are kernel filesystems a volume must not cover.
+var forbiddenTargets = []string{"/proc", "/sys", "/dev"}
+
+// cleanTarget validates a target path inside the container.
+func cleanTarget(t string) (string, error) {
+	if t == "" {
+		return "", errors.New("no target")
+	}
+	if strings.ContainsAny(t, "\x00\n") {
+		return "", fmt.Errorf("target %q contains a forbidden character", t)
+	}
+	if !strings.HasPrefix(t, "/") {
+		return "", fmt.Errorf("target %q is not an absolute path", t)
+	}
+	c := path.Clean(t)
+	if c == "/" {
+		return "", errors.New("target cannot be /")
+	}
+	for _, f := range forbiddenTargets {
+		if c == f || strings.HasPrefix(c, f+"/") {
+			return "", fmt.Errorf("target %q is under %s", t, f)
+		}
+	}
+	if len(c) > 4096 {
+		return "", errors.New("target is longer than 4096 bytes")
+	}
+	return c, nil
+}
+
+func parseTmpfsSize(raw json.RawMessage, limits config.Tmpfs) (config.Size, error) {
+	if len(raw) == 0 {
+		return limits.DefaultSize, nil
+	}
+	var s config.Size
+	if err := s.UnmarshalJSON(raw); err != nil {
+		return 0, fmt.Errorf("tmpfs size: %w", err)
+	}
+	if s <= 0 {
+		return 0, fmt.Errorf("tmpfs size %s must be positive", s)
+	}
+	if s > limits.MaxSize {
+		return 0, fmt.Errorf("tmpfs size %s is above the maximum %s", s, limits.MaxSize)
+	}
+	return s, nil
+}
+
+func parseMode(raw json.RawMessage) (uint32, error) {
+	if len(raw) == 0 {
+		return 0o1777, nil
+	}
+	s := strings.Trim(string(raw), `"`)
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o7777 {
+		return 0, fmt.Errorf("tmpfs mode %s: want an octal mode such as \"1777\"", string(raw))
+	}
+	return uint32(m), nil
+}
+
+func validateLabels(labels map[string]string) error {
+	if len(labels) > maxLabels {
+		return fmt.Errorf("%d labels, more than the %d allowed", len(labels), maxLabels)
+	}
+	for k, v := range labels {
+		if k == "" || len(k)+len(v) > maxLabelBytes || strings.ContainsAny(k, "\x00\n=") || strings.ContainsRune(v, 0) {
+			return fmt.Errorf("label %q is invalid", k)
+		}
+	}
+	return nil
+}
+
+// ParseImageVolumeMode parses the image-volumes annotation found under key.
+func ParseImageVolumeMode(key, value string) (config.ImageVolumeMode, error) {
+	m, err := config.ParseImageVolumeMode(value)
+	if err != nil {
+		return "", fmt.Errorf("%w %s: value %q: want volume, tmpfs or ignore", ErrInvalid, key, value)
+	}
+	return m, nil
+}
+
+// yamlDepth returns an upper bound of a YAML document's nesting: flow
+// brackets and indentation both count, which is enough to refuse hostile
+// documents before the parser sees them.
+func yamlDepth(s string) int {
+	maxDepth, depth := 0, 0
+	for _, line := range strings.Split(s, "\n") {
+		indent := len(line) - len(strings.TrimLeft(line, " -"))
+		if d := indent / 2; d > maxDepth {
+			maxDepth = d
+		}
+	}
+	for _, r := range s {
+		switch r {
+		case '[', '{':
+			depth++
+			if depth > maxDepth {
+				maxDepth = depth
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return maxDepth
+}
+
+func yamlError(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "error converting YAML to JSON: ")
+	return strings.TrimPrefix(msg, "yaml: ")
+}

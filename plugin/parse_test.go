@@ -1,0 +1,136 @@
+package plugin
+
+import (
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/nri-volumes/nri-volumes/config"
+)
+
+var testTmpfs = config.Tmpfs{DefaultSize: 64 << 20, MaxSize: 1 << 30}
+
+func TestParseVolumes(t *testing.T) {
+	tests := []struct {
+		name    string
+		value   string
+		want    []Item
+		wantErr string
+	}{
+		{name: "named short", value: "- redis-data:/data",
+			want: []Item{{Kind: KindVolume, Source: "redis-data", Target: "/data"}}},
+		{name: "named short with options", value: "- redis-data:/data:ro,nocopy",
+			want: []Item{{Kind: KindVolume, Source: "redis-data", Target: "/data", ReadOnly: true, NoCopy: true}}},
+		{name: "anonymous short", value: "- /cache",
+			want: []Item{{Kind: KindVolume, Target: "/cache"}}},
+		{name: "anonymous short with options", value: "- /cache:nocopy",
+			want: []Item{{Kind: KindVolume, Target: "/cache", NoCopy: true}}},
+		{name: "bind short", value: "- /srv/conf:/etc/app:ro",
+			want: []Item{{Kind: KindBind, Source: "/srv/conf", Target: "/etc/app", ReadOnly: true}}},
+		{name: "target cleaned", value: "- v:/data/../data/",
+			want: []Item{{Kind: KindVolume, Source: "v", Target: "/data"}}},
+		{name: "flow list", value: `["a:/a", "/b"]`,
+			want: []Item{{Kind: KindVolume, Source: "a", Target: "/a"}, {Kind: KindVolume, Target: "/b"}}},
+		{name: "long volume with labels", value: "- {source: redis-data, target: /data, labels: {app: redis}}",
+			want: []Item{{Kind: KindVolume, Source: "redis-data", Target: "/data", Labels: map[string]string{"app": "redis"}}}},
+		{name: "long tmpfs", value: "- type: tmpfs\n  target: /run/secrets\n  size: 16Mi\n  mode: \"700\"",
+			want: []Item{{Kind: KindTmpfs, Target: "/run/secrets", Size: 16 << 20, Mode: 0o700}}},
+		{name: "long tmpfs default size and mode", value: "- {type: tmpfs, target: /tmp}",
+			want: []Item{{Kind: KindTmpfs, Target: "/tmp", Size: 64 << 20, Mode: 0o1777}}},
+		{name: "long bind read-only", value: "- {type: bind, source: /srv/x/, target: /x, readOnly: true}",
+			want: []Item{{Kind: KindBind, Source: "/srv/x", Target: "/x", ReadOnly: true}}},
+		{name: "empty value", value: "", want: nil},
+
+		{name: "malformed yaml", value: "- [a", wantErr: "not a YAML list"},
+		{name: "not a list", value: "a: b", wantErr: "not a YAML list of volumes"},
+		{name: "relative target", value: "- v:data", wantErr: `target "data" is not an absolute path`},
+		{name: "target slash", value: "- v:/", wantErr: "target cannot be /"},
+		{name: "target proc", value: "- /proc/self/fd/3", wantErr: "is under /proc"},
+		{name: "target sys", value: "- v:/sys/x", wantErr: "is under /sys"},
+		{name: "target dev", value: "- {type: tmpfs, target: /dev}", wantErr: "is under /dev"},
+		{name: "target dotdot to proc", value: "- /x/../proc", wantErr: "is under /proc"},
+		{name: "name dotdot", value: "- ../../etc:/x", wantErr: `volume name "../../etc"`},
+		{name: "name with slash in long", value: "- {source: a/b, target: /x}", wantErr: `volume name "a/b"`},
+		{name: "name dot", value: "- .:/x", wantErr: `volume name "."`},
+		{name: "name too long", value: "- " + strings.Repeat("a", 300) + ":/x", wantErr: "volume name"},
+		{name: "name with newline", value: `- "a\nb:/x"`, wantErr: "volume name"},
+		{name: "duplicate target", value: "- a:/data\n- /data/", wantErr: `target "/data" is already used by item 1`},
+		{name: "unknown option", value: "- a:/data:exec", wantErr: `unknown option "exec"`},
+		{name: "ro and rw", value: "- a:/data:ro,rw", wantErr: "contradict"},
+		{name: "too many colons", value: "- a:/b:ro:x", wantErr: "want [SOURCE:]TARGET"},
+		{name: "unknown type", value: "- {type: nfs, target: /x}", wantErr: `unknown type "nfs"`},
+		{name: "unknown key", value: "- {target: /x, readonly: true, sizee: 1}", wantErr: `unknown field "sizee"`},
+		{name: "tmpfs above max", value: "- {type: tmpfs, target: /x, size: 2Gi}", wantErr: "above the maximum 1Gi"},
+		{name: "tmpfs size zero", value: "- {type: tmpfs, target: /x, size: 0}", wantErr: "must be positive"},
+		{name: "tmpfs size negative", value: "- {type: tmpfs, target: /x, size: -1Mi}", wantErr: `size "-1Mi"`},
+		{name: "tmpfs size injected options", value: "- {type: tmpfs, target: /x, size: '1Mi,exec,suid'}", wantErr: `size "1Mi,exec,suid"`},
+		{name: "tmpfs huge size", value: "- {type: tmpfs, target: /x, size: 99999999999999Ti}", wantErr: "too large"},
+		{name: "tmpfs bad mode", value: "- {type: tmpfs, target: /x, mode: '1777,exec'}", wantErr: "tmpfs mode"},
+		{name: "tmpfs with source", value: "- {type: tmpfs, source: x, target: /x}", wantErr: "takes no source"},
+		{name: "size on volume", value: "- {source: v, target: /x, size: 1Mi}", wantErr: "only for type tmpfs"},
+		{name: "relative bind source", value: "- {type: bind, source: srv, target: /x}", wantErr: "not an absolute host path"},
+		{name: "volume with path source", value: "- {source: /srv, target: /x}", wantErr: "use type bind"},
+		{name: "labels on anonymous", value: "- {target: /x, labels: {a: b}}", wantErr: "labels are only for named volumes"},
+		{name: "nocopy on bind", value: "- /srv:/x:nocopy", wantErr: "nocopy does not apply"},
+		{name: "no target", value: "- {source: v}", wantErr: "no target"},
+		{name: "too large", value: "- " + strings.Repeat("a", 70<<10) + ":/x", wantErr: "more than the 65536 allowed"},
+		{name: "deep nesting", value: strings.Repeat("[", 50) + strings.Repeat("]", 50), wantErr: "levels deep"},
+		{name: "alias bomb", value: aliasBomb(), wantErr: "invalid annotation"},
+		{name: "NUL byte", value: "- \"a\x00:/x\"", wantErr: "NUL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseVolumes(VolumesKey+"/pod", tt.value, testTmpfs)
+			if tt.wantErr != "" {
+				if err == nil {
+					t.Fatalf("ParseVolumes() = %+v, want error %q", got, tt.wantErr)
+				}
+				if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.wantErr) ||
+					!strings.Contains(err.Error(), VolumesKey+"/pod") {
+					t.Fatalf("ParseVolumes() error = %q, want it to name the key and contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseVolumes() error = %v", err)
+			}
+			for i := range got {
+				got[i].Desc = ""
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("ParseVolumes() = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// aliasBomb is a billion-laughs document: small, but expanding to billions of nodes.
+func aliasBomb() string {
+	var b strings.Builder
+	b.WriteString("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n")
+	prev := "a"
+	for _, n := range []string{"b", "c", "d", "e", "f", "g", "h"} {
+		b.WriteString(n + ": &" + n + " [*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + "]\n")
+		prev = n
+	}
+	return b.String()
+}
+
+func TestParseItemErrorNamesItem(t *testing.T) {
+	_, err := ParseVolumes("volumes.noderesource.dev/container.app", "- a:/a\n- ../x:/b", testTmpfs)
+	if err == nil || !strings.Contains(err.Error(), `item 2 ("../x:/b")`) {
+		t.Fatalf("error %v does not name the item", err)
+	}
+}
+
+func TestParseImageVolumeMode(t *testing.T) {
+	for _, v := range []string{"volume", "tmpfs", "ignore"} {
+		if m, err := ParseImageVolumeMode(ImageVolumesKey, v); err != nil || string(m) != v {
+			t.Errorf("ParseImageVolumeMode(%q) = %q, %v", v, m, err)
+		}
+	}
+	if _, err := ParseImageVolumeMode(ImageVolumesKey+"/pod", "bind"); err == nil || !strings.Contains(err.Error(), ImageVolumesKey+"/pod") {
+		t.Errorf("bad mode error = %v", err)
+	}
+}

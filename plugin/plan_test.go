@@ -1,0 +1,179 @@
+package plugin
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/volumes"
+)
+
+func TestMakePlan(t *testing.T) {
+	hostDir := t.TempDir()
+	allowed := filepath.Join(hostDir, "allowed")
+	outside := filepath.Join(hostDir, "outside")
+	for _, d := range []string{allowed + "/conf", outside} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(outside, filepath.Join(allowed, "escape")); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := config.Default()
+	cfg.Root = filepath.Join(hostDir, "store")
+	cfg.BindMounts.AllowedHostPaths = []string{allowed}
+	noBinds := config.Default()
+	rwBinds := *cfg
+	rwBinds.BindMounts.ReadWrite = true
+	openAllow := *cfg
+	openAllow.BindMounts.AllowedHostPaths = []string{"/"}
+	openAllow.Root = "/var/lib/nri-volumes"
+
+	criVolume := &api.Mount{Destination: "/data", Type: "bind", Source: "/var/lib/containerd/io.containerd.grpc.v1.cri/containers/c1/volumes/abc"}
+	k8sMount := &api.Mount{Destination: "/config", Type: "bind", Source: "/var/lib/kubelet/pods/x/volumes/cm"}
+	owner := func(target string) *volumes.Owner {
+		return &volumes.Owner{PodSandboxID: "pod1", PodName: "web", Container: "app", Target: target}
+	}
+	items := func(value string) []Item {
+		t.Helper()
+		it, err := ParseVolumes(VolumesKey, value, cfg.Tmpfs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return it
+	}
+
+	tests := []struct {
+		name       string
+		cfg        *config.Config
+		req        Request
+		wantVols   []volumes.Request
+		wantMounts []string // "kind target source-or-volume-index options copyup"
+		wantRemove []string
+		wantErr    string
+	}{
+		{name: "nothing", cfg: cfg, req: Request{ImageMode: config.ImageVolumeAnonymous}},
+		{name: "named and anonymous and tmpfs", cfg: cfg, req: Request{
+			ImageMode: config.ImageVolumeAnonymous,
+			Items:     items("- redis-data:/data\n- /cache:nocopy\n- {type: tmpfs, target: /run/secrets, size: 16Mi, mode: '700'}\n- redis-data:/backup:ro"),
+		}, wantVols: []volumes.Request{
+			{Namespace: "shop", Name: "redis-data"},
+			{Namespace: "shop", Owner: owner("/cache")},
+		}, wantMounts: []string{
+			"volume /data 0 rbind,rprivate,nosuid,nodev,rw true",
+			"volume /cache 1 rbind,rprivate,nosuid,nodev,rw false",
+			"volume /backup 0 rbind,rprivate,nosuid,nodev,ro true",
+			"tmpfs /run/secrets  nosuid,nodev,mode=700,size=16777216,nr_inodes=4096,rw false",
+		}},
+		{name: "image volume replaces containerd's own", cfg: cfg, req: Request{
+			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/data"}, Mounts: []*api.Mount{criVolume},
+		}, wantVols: []volumes.Request{{Namespace: "shop", Owner: owner("/data")}},
+			wantMounts: []string{"volume /data 0 rbind,rprivate,nosuid,nodev,rw true"},
+			wantRemove: []string{"/data"}},
+		{name: "image volume as tmpfs", cfg: cfg, req: Request{
+			ImageMode: config.ImageVolumeTmpfs, ImageVolumes: []string{"/data/"},
+		}, wantMounts: []string{"tmpfs /data  nosuid,nodev,mode=1777,size=67108864,nr_inodes=16384,rw,tmpcopyup false"}},
+		{name: "image volume ignored still drops containerd's", cfg: cfg, req: Request{
+			ImageMode: config.ImageVolumeIgnore, ImageVolumes: []string{"/data"}, Mounts: []*api.Mount{criVolume},
+		}, wantRemove: []string{"/data"}},
+		{name: "annotation wins over image volume", cfg: cfg, req: Request{
+			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/data"}, Items: items("- db:/data:nocopy"),
+		}, wantVols: []volumes.Request{{Namespace: "shop", Name: "db"}},
+			wantMounts: []string{"volume /data 0 rbind,rprivate,nosuid,nodev,rw false"}},
+		{name: "kubernetes mount wins over image volume", cfg: cfg, req: Request{
+			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/config"}, Mounts: []*api.Mount{k8sMount},
+		}},
+		{name: "parents mounted first", cfg: cfg, req: Request{
+			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/data"}, Items: items("- /data/cache/x:nocopy"),
+		}, wantVols: []volumes.Request{{Namespace: "shop", Owner: owner("/data/cache/x")}, {Namespace: "shop", Owner: owner("/data")}},
+			wantMounts: []string{"volume /data 1 rbind,rprivate,nosuid,nodev,rw true", "volume /data/cache/x 0 rbind,rprivate,nosuid,nodev,rw false"}},
+		{name: "bind read-only by default", cfg: cfg, req: Request{Items: items("- " + allowed + "/conf:/etc/app")},
+			wantMounts: []string{"bind /etc/app " + allowed + "/conf rbind,rprivate,nosuid,nodev,ro false"}},
+		{name: "bind writable when configured", cfg: &rwBinds, req: Request{Items: items("- " + allowed + "/conf:/etc/app")},
+			wantMounts: []string{"bind /etc/app " + allowed + "/conf rbind,rprivate,nosuid,nodev,rw false"}},
+
+		{name: "annotation target a runtime mount has", cfg: cfg, req: Request{Items: items("- v:/config"), Mounts: []*api.Mount{k8sMount}},
+			wantErr: `target "/config" is already mounted`},
+		{name: "bind with empty allowlist", cfg: noBinds, req: Request{Items: items("- /srv:/x")},
+			wantErr: "bind mounts are not allowed"},
+		{name: "bind outside allowlist", cfg: cfg, req: Request{Items: items("- " + outside + ":/x")},
+			wantErr: "outside bindMounts.allowedHostPaths"},
+		{name: "bind escaping through a symlink", cfg: cfg, req: Request{Items: items("- " + allowed + "/escape:/x")},
+			wantErr: "outside bindMounts.allowedHostPaths"},
+		{name: "bind escaping through dotdot", cfg: cfg, req: Request{Items: items("- " + allowed + "/../outside:/x")},
+			wantErr: "outside bindMounts.allowedHostPaths"},
+		{name: "bind of a missing path", cfg: cfg, req: Request{Items: items("- " + allowed + "/missing:/x")},
+			wantErr: "no such file"},
+		{name: "bind of /etc refused even when allowed", cfg: &openAllow, req: Request{Items: items("- /etc:/x")},
+			wantErr: "never allowed"},
+		{name: "bind of a parent of the store refused", cfg: &openAllow, req: Request{Items: items("- /var/lib:/x")},
+			wantErr: "never allowed"},
+		{name: "bind of / refused", cfg: &openAllow, req: Request{Items: items("- /:/x")},
+			wantErr: "resolves to /"},
+		{name: "image volume under proc", cfg: cfg, req: Request{ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/proc/x"}, Image: "evil"},
+			wantErr: `image "evil" declares VOLUME "/proc/x"`},
+		{name: "relative image volume", cfg: cfg, req: Request{ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"data"}, Image: "evil"},
+			wantErr: "not an absolute path"},
+		{name: "too many volumes", cfg: cfg, req: Request{ImageMode: config.ImageVolumeAnonymous, ImageVolumes: manyTargets(65)},
+			wantErr: "more than the 64 allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := tt.req
+			req.Namespace, req.PodName, req.PodSandboxID, req.ContainerID, req.ContainerName = "shop", "web", "pod1", "c1", "app"
+			req.ItemsKey = VolumesKey
+			plan, err := MakePlan(tt.cfg, &req, filepath.EvalSymlinks)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("MakePlan() error = %v, want %q", err, tt.wantErr)
+				}
+				if !errors.Is(err, ErrInvalid) {
+					t.Errorf("error %v is not ErrInvalid", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("MakePlan() error = %v", err)
+			}
+			if !reflect.DeepEqual(plan.Volumes, tt.wantVols) {
+				t.Errorf("volumes = %+v, want %+v", plan.Volumes, tt.wantVols)
+			}
+			var mounts []string
+			for _, m := range plan.Mounts {
+				ref := m.Source
+				if m.Kind == KindVolume {
+					ref = string(rune('0' + m.Volume))
+				}
+				mounts = append(mounts, strings.Join([]string{string(m.Kind), m.Target, ref, strings.Join(m.Options, ","), boolString(m.CopyUp)}, " "))
+			}
+			if !reflect.DeepEqual(mounts, tt.wantMounts) {
+				t.Errorf("mounts =\n%s\nwant\n%s", strings.Join(mounts, "\n"), strings.Join(tt.wantMounts, "\n"))
+			}
+			if !reflect.DeepEqual(plan.Remove, tt.wantRemove) {
+				t.Errorf("remove = %v, want %v", plan.Remove, tt.wantRemove)
+			}
+		})
+	}
+}
+
+func manyTargets(n int) []string {
+	var out []string
+	for i := 0; i < n; i++ {
+		out = append(out, "/v"+strings.Repeat("x", i))
+	}
+	return out
+}
+
+func boolString(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}

@@ -1,0 +1,418 @@
+package plugin_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/nri/pkg/adaptation"
+	"github.com/containerd/nri/pkg/api"
+	"github.com/containerd/nri/pkg/stub"
+	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/plugin"
+	"github.com/nri-volumes/nri-volumes/volumes"
+	"github.com/sirupsen/logrus"
+)
+
+// runtime is NRI's own runtime side, listening on a real socket, with the
+// plugin connected to it as containerd would have it.
+type runtime struct {
+	t      *testing.T
+	nri    *adaptation.Adaptation
+	cfg    *config.Config
+	socket string
+	// pods and ctrs are what the runtime reports on Synchronize.
+	pods []*api.PodSandbox
+	ctrs []*api.Container
+	// synced gets the result of each Synchronize.
+	synced chan error
+}
+
+func newRuntime(t *testing.T, mutate func(*config.Config)) *runtime {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := config.Default()
+	cfg.Root = filepath.Join(dir, "store")
+	cfg.ContainerdRoot = filepath.Join(dir, "containerd")
+	cfg.HookPath = "/usr/local/bin/nri-volumes"
+	if mutate != nil {
+		mutate(cfg)
+	}
+	rt := &runtime{t: t, cfg: cfg, socket: filepath.Join(dir, "nri.sock"), synced: make(chan error, 4)}
+	for _, d := range []string{"plugins", "conf.d"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nri, err := adaptation.New("containerd-test", "v2.4.2",
+		func(ctx context.Context, cb adaptation.SyncCB) error {
+			_, err := cb(ctx, rt.pods, rt.ctrs)
+			rt.synced <- err
+			return err
+		},
+		func(context.Context, []*adaptation.ContainerUpdate) ([]*adaptation.ContainerUpdate, error) { return nil, nil },
+		adaptation.WithPluginPath(filepath.Join(dir, "plugins")),
+		adaptation.WithPluginConfigPath(filepath.Join(dir, "conf.d")),
+		adaptation.WithSocketPath(rt.socket),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nri.Start(); err != nil {
+		t.Fatal(err)
+	}
+	<-rt.synced // the synchronization of pre-installed plugins, of which there are none
+	t.Cleanup(nri.Stop)
+	rt.nri = nri
+	return rt
+}
+
+// connect starts the plugin and waits until it is registered and synchronized.
+func (rt *runtime) connect() *plugin.Plugin {
+	t := rt.t
+	t.Helper()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	if os.Getenv("NRI_VOLUMES_TEST_LOG") != "" {
+		log.SetOutput(os.Stderr)
+		log.SetLevel(logrus.DebugLevel)
+	}
+	p, err := plugin.New(rt.cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := stub.New(p, stub.WithSocketPath(rt.socket), stub.WithPluginName("volumes"), stub.WithPluginIdx("10"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop(); s.Wait(); p.Close() })
+	select {
+	case err := <-rt.synced:
+		if err != nil {
+			t.Fatalf("Synchronize: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the plugin did not synchronize")
+	}
+	return p
+}
+
+func (rt *runtime) store() *volumes.Store {
+	s, err := volumes.Open(rt.cfg.Root)
+	if err != nil {
+		rt.t.Fatal(err)
+	}
+	rt.t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func (rt *runtime) create(pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := rt.nri.CreateContainer(ctx, &adaptation.CreateContainerRequest{Pod: pod, Container: ctr})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetAdjust(), nil
+}
+
+// writeImageConfig puts an image config blob in the fake content store and returns its digest.
+func (rt *runtime) writeImageConfig(doc string) string {
+	sum := sha256.Sum256([]byte(doc))
+	hexSum := hex.EncodeToString(sum[:])
+	dir := filepath.Join(rt.cfg.ContainerdRoot, "io.containerd.content.v1.content", "blobs", "sha256")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		rt.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, hexSum), []byte(doc), 0o644); err != nil {
+		rt.t.Fatal(err)
+	}
+	return "sha256:" + hexSum
+}
+
+func newPod(id, ns string, annotations map[string]string) *api.PodSandbox {
+	return &api.PodSandbox{Id: id, Name: "pod-" + id, Uid: "uid-" + id, Namespace: ns, Annotations: annotations}
+}
+
+func newContainer(id, podID, name string) *api.Container {
+	return &api.Container{Id: id, PodSandboxId: podID, Name: name}
+}
+
+func findMount(adj *api.ContainerAdjustment, dst string) *api.Mount {
+	for _, m := range adj.GetMounts() {
+		if m.Destination == dst {
+			return m
+		}
+	}
+	return nil
+}
+
+func TestNamedVolumeLifecycle(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	pod := newPod("p1", "shop", map[string]string{plugin.VolumesKey + "/pod": "- redis-data:/data"})
+	adj, err := rt.create(pod, newContainer("c1", "p1", "redis"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := findMount(adj, "/data")
+	want := filepath.Join(rt.cfg.Root, "volumes", "shop", "redis-data", "_data")
+	if m == nil || m.Source != want || m.Type != "bind" || !slices.Contains(m.Options, "nosuid") {
+		t.Fatalf("mount /data = %+v, want a nosuid bind of %s", m, want)
+	}
+	if _, err := os.Stat(want); err != nil {
+		t.Fatalf("volume directory: %v", err)
+	}
+	store := rt.store()
+	v, err := store.Get("shop", "redis-data")
+	if err != nil || !slices.Equal(v.UsedBy, []string{"c1"}) {
+		t.Fatalf("Get() = %+v, %v; want used by c1", v, err)
+	}
+	if err := store.Remove("shop", "redis-data"); err == nil || !strings.Contains(err.Error(), "c1") {
+		t.Fatalf("Remove() of a volume in use = %v, want an error naming c1", err)
+	}
+
+	if err := rt.nri.RemoveContainer(context.Background(), &adaptation.RemoveContainerRequest{Pod: pod, Container: newContainer("c1", "p1", "redis")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.nri.RemovePodSandbox(context.Background(), &adaptation.RemovePodSandboxRequest{Pod: pod}); err != nil {
+		t.Fatal(err)
+	}
+	v, err = store.Get("shop", "redis-data")
+	if err != nil || len(v.UsedBy) != 0 {
+		t.Fatalf("after the pod: Get() = %+v, %v; want the volume kept and unused", v, err)
+	}
+	// Same name, other namespace: another volume.
+	other := newPod("p2", "default", map[string]string{plugin.VolumesKey: "- redis-data:/data"})
+	adj, err = rt.create(other, newContainer("c2", "p2", "redis"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := findMount(adj, "/data"); m == nil || !strings.Contains(m.Source, "/volumes/default/redis-data/") {
+		t.Fatalf("mount in namespace default = %+v", m)
+	}
+}
+
+func TestContainerAnnotationWins(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	pod := newPod("p1", "default", map[string]string{
+		plugin.VolumesKey + "/pod":          "- pod-level:/pod",
+		plugin.VolumesKey + "/container.db": "- db-level:/db",
+	})
+	adj, err := rt.create(pod, newContainer("c1", "p1", "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if findMount(adj, "/db") == nil || findMount(adj, "/pod") != nil {
+		t.Fatalf("container-scoped key did not win: %+v", adj.GetMounts())
+	}
+	ctr := newContainer("c2", "p1", "web")
+	ctr.Annotations = map[string]string{plugin.VolumesKey: "- {type: tmpfs, target: /scratch, size: 8Mi}"}
+	adj, err = rt.create(pod, ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := findMount(adj, "/scratch")
+	if m == nil || m.Type != "tmpfs" || !slices.Contains(m.Options, "size=8388608") || findMount(adj, "/pod") != nil {
+		t.Fatalf("container's own annotation did not win: %+v", adj.GetMounts())
+	}
+}
+
+func TestImageVolumeFromConfigDigest(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	digest := rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{"Volumes":{"/data":{},"/var/log/app/":{}}}}`)
+	pod := newPod("p1", "default", nil)
+	ctr := newContainer("c1", "p1", "redis")
+	ctr.Image = &api.Image{Name: "localhost/redis:e2e", ConfigDigest: digest}
+	adj, err := rt.create(pod, ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, logs := findMount(adj, "/data"), findMount(adj, "/var/log/app")
+	if data == nil || logs == nil {
+		t.Fatalf("image volumes not mounted: %+v", adj.GetMounts())
+	}
+	hooks := adj.GetHooks().GetCreateRuntime()
+	if len(hooks) != 1 || hooks[0].Path != rt.cfg.HookPath || !slices.Contains(hooks[0].Args, "copyup") {
+		t.Fatalf("copy-up hook = %+v", hooks)
+	}
+	store := rt.store()
+	vols, err := store.List(volumes.ListOptions{Namespace: "default"})
+	if err != nil || len(vols) != 2 || !vols[0].Anonymous || len(vols[0].Name) != 64 {
+		t.Fatalf("List() = %+v, %v; want two anonymous volumes", vols, err)
+	}
+
+	// A restart in the pod: same name, new container ID, same volume.
+	if err := rt.nri.RemoveContainer(context.Background(), &adaptation.RemoveContainerRequest{Pod: pod, Container: ctr}); err != nil {
+		t.Fatal(err)
+	}
+	again := newContainer("c2", "p1", "redis")
+	again.Image = ctr.Image
+	adj, err = rt.create(pod, again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := findMount(adj, "/data"); m == nil || m.Source != data.Source {
+		t.Fatalf("after a restart /data = %+v, want %s", m, data.Source)
+	}
+	if err := rt.nri.RemoveContainer(context.Background(), &adaptation.RemoveContainerRequest{Pod: pod, Container: again}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.nri.RemovePodSandbox(context.Background(), &adaptation.RemovePodSandboxRequest{Pod: pod}); err != nil {
+		t.Fatal(err)
+	}
+	if vols, _ := store.List(volumes.ListOptions{Namespace: "default"}); len(vols) != 0 {
+		t.Fatalf("anonymous volumes left after the pod: %+v", vols)
+	}
+	if _, err := os.Stat(filepath.Dir(data.Source)); !os.IsNotExist(err) {
+		t.Fatalf("volume directory left after the pod: %v", err)
+	}
+}
+
+func TestImageVolumeModes(t *testing.T) {
+	cases := []struct {
+		name       string
+		annotation string
+		wantType   string
+	}{
+		{name: "default volume", wantType: "bind"},
+		{name: "tmpfs by annotation", annotation: "tmpfs", wantType: "tmpfs"},
+		{name: "ignore by annotation", annotation: "ignore"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := newRuntime(t, nil)
+			rt.connect()
+			annotations := map[string]string{}
+			if tc.annotation != "" {
+				annotations[plugin.ImageVolumesKey+"/container.app"] = tc.annotation
+			}
+			pod := newPod("p1", "default", annotations)
+			ctr := newContainer("c1", "p1", "app")
+			// containerd 2.2/2.3: no image info, only its own image-volume mount.
+			ctr.Mounts = []*api.Mount{{Destination: "/data", Type: "bind", Options: []string{"rbind"},
+				Source: rt.cfg.ContainerdRoot + "/io.containerd.grpc.v1.cri/containers/c1/volumes/0123"}}
+			adj, err := rt.create(pod, ctr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var added *api.Mount
+			removed := false
+			for _, m := range adj.GetMounts() {
+				if m.Destination == api.MarkForRemoval("/data") {
+					removed = true
+				} else if m.Destination == "/data" {
+					added = m
+				}
+			}
+			if !removed && added == nil {
+				t.Fatalf("containerd's own image-volume mount was kept: %+v", adj.GetMounts())
+			}
+			switch {
+			case tc.wantType == "" && added != nil:
+				t.Fatalf("ignore mode mounted %+v", added)
+			case tc.wantType != "" && (added == nil || added.Type != tc.wantType):
+				t.Fatalf("mount = %+v, want type %s", added, tc.wantType)
+			case tc.wantType == "tmpfs" && !slices.Contains(added.Options, "tmpcopyup"):
+				t.Fatalf("image tmpfs without tmpcopyup: %v", added.Options)
+			}
+		})
+	}
+}
+
+func TestBadAnnotationLeavesNothing(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	key := plugin.VolumesKey + "/container.app"
+	pod := newPod("p1", "default", map[string]string{key: "- good-one:/a\n- /b\n- ../../etc:/c"})
+	_, err := rt.create(pod, newContainer("c1", "p1", "app"))
+	if err == nil || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "../../etc") {
+		t.Fatalf("CreateContainer() error = %v, want one naming %s and the item", err, key)
+	}
+	if vols, err := rt.store().List(volumes.ListOptions{AllNamespaces: true}); err != nil || len(vols) != 0 {
+		t.Fatalf("volumes left behind: %+v, %v", vols, err)
+	}
+	badNS := newPod("p2", "../x", map[string]string{plugin.VolumesKey: "- v:/a"})
+	if _, err := rt.create(badNS, newContainer("c2", "p2", "app")); err == nil || !strings.Contains(err.Error(), `"../x"`) {
+		t.Fatalf("CreateContainer() in namespace ../x = %v", err)
+	}
+	entries, _ := os.ReadDir(filepath.Join(rt.cfg.Root, "volumes"))
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("store has %q after failed creations", e.Name())
+		}
+	}
+}
+
+func TestSynchronizeRebuildsReferences(t *testing.T) {
+	rt := newRuntime(t, nil)
+	store := rt.store()
+	if _, err := store.Acquire("gone", []volumes.Request{{Namespace: "default", Name: "shared"}}); err != nil {
+		t.Fatal(err)
+	}
+	dead := &volumes.Owner{PodSandboxID: "dead-pod", Container: "app", Target: "/data"}
+	if _, err := store.Acquire("dead-ctr", []volumes.Request{{Namespace: "default", Owner: dead}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Release("dead-ctr"); err != nil {
+		t.Fatal(err)
+	}
+	// The runtime still runs c1 with the shared volume; dead-pod went away
+	// while the plugin was down.
+	rt.pods = []*api.PodSandbox{newPod("p1", "default", nil)}
+	c1 := newContainer("c1", "p1", "app")
+	c1.Mounts = []*api.Mount{{Destination: "/data", Type: "bind", Source: filepath.Join(rt.cfg.Root, "volumes", "default", "shared", "_data")}}
+	rt.ctrs = []*api.Container{c1}
+	rt.connect()
+
+	v, err := store.Get("default", "shared")
+	if err != nil || !slices.Equal(v.UsedBy, []string{"c1"}) {
+		t.Fatalf("after Synchronize: %+v, %v; want used by c1 only", v, err)
+	}
+	if _, err := store.Get("default", volumes.AnonymousName(*dead)); err == nil {
+		t.Fatal("anonymous volume of a removed pod survived Synchronize")
+	}
+}
+
+func TestKeepAnonymousAfterPod(t *testing.T) {
+	rt := newRuntime(t, func(c *config.Config) { c.AnonymousVolumes.KeepAfterPod = true })
+	rt.connect()
+	pod := newPod("p1", "default", map[string]string{plugin.VolumesKey: "- /cache"})
+	ctr := newContainer("c1", "p1", "app")
+	if _, err := rt.create(pod, ctr); err != nil {
+		t.Fatal(err)
+	}
+	_ = rt.nri.RemoveContainer(context.Background(), &adaptation.RemoveContainerRequest{Pod: pod, Container: ctr})
+	_ = rt.nri.RemovePodSandbox(context.Background(), &adaptation.RemovePodSandboxRequest{Pod: pod})
+	vols, err := rt.store().List(volumes.ListOptions{Namespace: "default"})
+	if err != nil || len(vols) != 1 || !vols[0].Anonymous {
+		t.Fatalf("List() = %+v, %v; want the anonymous volume kept", vols, err)
+	}
+}
+
+func TestConfigureFromRuntime(t *testing.T) {
+	rt := newRuntime(t, nil)
+	other := filepath.Join(t.TempDir(), "configured-store")
+	p := rt.connect()
+	if _, err := p.Configure(context.Background(), "root: "+other+"\nimageVolumes: ignore\n", "containerd", "v2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Config(); got.Root != other || got.ImageVolumes != config.ImageVolumeIgnore {
+		t.Fatalf("Config() after Configure = %+v", got)
+	}
+	if _, err := p.Configure(context.Background(), "imageVolumes: sometimes\n", "containerd", "v2"); err == nil || !strings.Contains(err.Error(), "imageVolumes") {
+		t.Fatalf("Configure() with a bad value = %v", err)
+	}
+}
