@@ -57,7 +57,9 @@ func newRuntime(t *testing.T, mutate func(*config.Config)) *runtime {
 			rt.synced <- err
 			return err
 		},
-		func(context.Context, []*adaptation.ContainerUpdate) ([]*adaptation.ContainerUpdate, error) { return nil, nil },
+		func(context.Context, []*adaptation.ContainerUpdate) ([]*adaptation.ContainerUpdate, error) {
+			return nil, nil
+		},
 		adaptation.WithPluginPath(filepath.Join(dir, "plugins")),
 		adaptation.WithPluginConfigPath(filepath.Join(dir, "conf.d")),
 		adaptation.WithSocketPath(rt.socket),
