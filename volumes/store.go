@@ -1,0 +1,440 @@
+// Package volumes is the volume store of nri-volumes: it owns everything below
+// ROOT/volumes, the data (NAMESPACE/NAME/_data) and metadata
+// (NAMESPACE/NAME/volume.json) of named and anonymous volumes, the record of
+// which containers use which volume, and copy-up into new volumes.
+//
+// Concurrency: a Store is safe for use by many goroutines, and several
+// processes (the plugin and the CLI) may open the same root at once. Every
+// mutation holds the Store's mutex and an exclusive flock on
+// ROOT/volumes/.lock, reads hold a shared one, and an in-use check and the
+// removal it guards happen under the same lock. Copy-up holds a lock on the one
+// volume it fills, so it never blocks the rest of the store. Metadata is
+// replaced atomically and a volume appears under its name only once complete,
+// so a process that dies at any moment leaves no half-written state; Open
+// removes what such a process left behind.
+package volumes
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	volumesDir = "volumes"
+	lockFile   = ".lock"
+	metaFile   = "volume.json"
+	dataDir    = "_data"
+	// tmpPrefix starts every temporary entry of the store. A valid name starts
+	// with a letter or digit, so no volume can be mistaken for one.
+	tmpPrefix = ".tmp-"
+)
+
+// errBroken marks a volume entry that exists on disk but cannot be used: a
+// symlink, a missing or unreadable volume.json, a missing _data.
+var errBroken = errors.New("broken volume")
+
+// Owner says which container an anonymous volume belongs to.
+type Owner struct {
+	PodSandboxID string `json:"PodSandboxID"`
+	PodName      string `json:"PodName,omitempty"`
+	Container    string `json:"Container"`
+	Target       string `json:"Target"`
+}
+
+// Volume is one volume as the store records it; volume.json holds it.
+type Volume struct {
+	Name      string `json:"Name"`
+	Namespace string `json:"Namespace"`
+	// Mountpoint is ROOT/volumes/NAMESPACE/NAME/_data, derived from the name,
+	// never taken from disk.
+	Mountpoint string            `json:"Mountpoint"`
+	CreatedAt  time.Time         `json:"CreatedAt"`
+	Labels     map[string]string `json:"Labels"`
+	Anonymous  bool              `json:"Anonymous"`
+	Owner      *Owner            `json:"Owner,omitempty"`
+	// UsedBy lists the IDs of the containers using the volume, sorted.
+	UsedBy []string `json:"UsedBy"`
+	// Size is the disk usage of the data, set only when asked for.
+	Size *int64 `json:"Size,omitempty"`
+}
+
+// MarshalJSON encodes v with UsedBy and Labels as [] and {} rather than null,
+// so consumers of the JSON never have to tell the two apart.
+func (v Volume) MarshalJSON() ([]byte, error) {
+	type plain Volume
+	p := plain(v)
+	if p.UsedBy == nil {
+		p.UsedBy = []string{}
+	}
+	if p.Labels == nil {
+		p.Labels = map[string]string{}
+	}
+	return json.Marshal(p)
+}
+
+func (v *Volume) key() string { return volumeKey(v.Namespace, v.Name) }
+
+func volumeKey(ns, name string) string { return ns + "/" + name }
+
+// Request is one volume a container wants. An empty Name asks for the
+// anonymous volume of Owner, named AnonymousName(*Owner). Labels apply only
+// when the request creates a named volume.
+type Request struct {
+	Namespace string
+	Name      string
+	Labels    map[string]string
+	Owner     *Owner
+}
+
+// Store is the volume store below one root directory.
+type Store struct {
+	root string
+	dir  string // ROOT/volumes with symlinks resolved, as mountinfo shows it
+	dev  uint64 // device of dir: removal never leaves it
+
+	mu     sync.Mutex
+	dirFd  int
+	lock   *os.File
+	closed bool
+	// gen is the generation of the store that refs reflects; every mutation
+	// bumps the one in the lock file, so a change by another process shows.
+	gen uint64
+	// refs maps a container ID to the keys ("NS/NAME") of the volumes it
+	// uses, so Acquire and Release never scan the store.
+	refs map[string]map[string]struct{}
+}
+
+// Open opens the store below root, creating ROOT/volumes (mode 0700) if it is
+// missing. It removes the temporary entries left by a process that died in
+// the middle of a write and builds the index of references from disk. Several
+// processes may open the same root at once.
+func Open(root string) (*Store, error) {
+	vdir := filepath.Join(root, volumesDir)
+	if err := os.MkdirAll(vdir, 0o700); err != nil {
+		return nil, fmt.Errorf("open volume store: %w", err)
+	}
+	resolved, err := filepath.EvalSymlinks(vdir)
+	if err != nil {
+		return nil, fmt.Errorf("open volume store: %w", err)
+	}
+	dirFd, err := unix.Open(resolved, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: resolved, Err: err})
+	}
+	st, err := fstat(dirFd)
+	if err != nil {
+		unix.Close(dirFd)
+		return nil, fmt.Errorf("open volume store: %w", err)
+	}
+	lfd, err := unix.Openat(dirFd, lockFile, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		unix.Close(dirFd)
+		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: filepath.Join(resolved, lockFile), Err: err})
+	}
+	s := &Store{
+		root:  root,
+		dir:   resolved,
+		dev:   st.Dev,
+		dirFd: dirFd,
+		lock:  os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
+	}
+	err = s.withLock(unix.LOCK_EX, func() error {
+		s.removeLeftovers()
+		return s.rebuildIndex()
+	})
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open volume store: %w", err)
+	}
+	return s, nil
+}
+
+// Root returns the root directory the store was opened with.
+func (s *Store) Root() string { return s.root }
+
+// Close releases the store's descriptors. The store must not be used after.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.lock.Close()
+	if cerr := unix.Close(s.dirFd); err == nil && cerr != nil {
+		err = cerr
+	}
+	return err
+}
+
+// withLock runs fn holding the mutex and a flock of kind how (LOCK_SH or
+// LOCK_EX). Under an exclusive lock it first reloads the index if another
+// process changed the store since this one last looked.
+func (s *Store) withLock(how int, fn func() error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("volume store is closed")
+	}
+	fd := int(s.lock.Fd())
+	if err := flockRetry(fd, how); err != nil {
+		return fmt.Errorf("lock volume store: %w", err)
+	}
+	defer unix.Flock(fd, unix.LOCK_UN)
+	if how == unix.LOCK_EX && s.refs != nil {
+		gen, err := s.readGen()
+		if err != nil {
+			return err
+		}
+		if gen != s.gen {
+			if err := s.rebuildIndex(); err != nil {
+				return err
+			}
+		}
+	}
+	return fn()
+}
+
+func (s *Store) readGen() (uint64, error) {
+	var b [8]byte
+	n, err := unix.Pread(int(s.lock.Fd()), b[:], 0)
+	if err != nil {
+		return 0, fmt.Errorf("read store generation: %w", err)
+	}
+	if n < len(b) {
+		return 0, nil
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
+// bump records a mutation. When the index matches the disk (indexed), this
+// Store keeps the new generation; otherwise it keeps the old one, so its next
+// exclusive operation rebuilds the index from disk.
+func (s *Store) bump(indexed bool) error {
+	gen, err := s.readGen()
+	if err != nil {
+		return err
+	}
+	gen++
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], gen)
+	if _, err := unix.Pwrite(int(s.lock.Fd()), b[:], 0); err != nil {
+		return fmt.Errorf("write store generation: %w", err)
+	}
+	if indexed {
+		s.gen = gen
+	}
+	return nil
+}
+
+// rebuildIndex reads the references of every volume from disk.
+func (s *Store) rebuildIndex() error {
+	gen, err := s.readGen()
+	if err != nil {
+		return err
+	}
+	refs := make(map[string]map[string]struct{})
+	err = s.scan("", func(ns string, nsFd int, name string) error {
+		v, err := s.readVolume(nsFd, ns, name)
+		if err != nil {
+			return nil // broken entries hold no references; Check reports them
+		}
+		for _, id := range v.UsedBy {
+			addRef(refs, id, v.key())
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.refs, s.gen = refs, gen
+	return nil
+}
+
+func addRef(refs map[string]map[string]struct{}, id, key string) {
+	m := refs[id]
+	if m == nil {
+		m = make(map[string]struct{})
+		refs[id] = m
+	}
+	m[key] = struct{}{}
+}
+
+// removeLeftovers deletes the temporary entries of interrupted writes and
+// removals. It runs under the exclusive lock, when no write is in progress.
+// What it cannot delete stays, and Check reports it.
+func (s *Store) removeLeftovers() {
+	nss, err := readDirNames(s.dirFd)
+	if err != nil {
+		return
+	}
+	for _, ns := range nss {
+		if strings.HasPrefix(ns, tmpPrefix) {
+			removeAllAt(s.dirFd, ns, s.dev)
+			continue
+		}
+		if ValidateNamespace(ns) != nil {
+			continue
+		}
+		nsFd, err := openDir(s.dirFd, ns)
+		if err != nil {
+			continue
+		}
+		names, err := readDirNames(nsFd)
+		if err == nil {
+			for _, n := range names {
+				if strings.HasPrefix(n, tmpPrefix) {
+					removeAllAt(nsFd, n, s.dev)
+				}
+			}
+		}
+		unix.Close(nsFd)
+	}
+}
+
+// scan calls fn for every entry with a valid volume name in namespace ns, or
+// in every namespace when ns is "". A namespace that does not exist has no
+// volumes.
+func (s *Store) scan(ns string, fn func(ns string, nsFd int, name string) error) error {
+	var nss []string
+	if ns != "" {
+		nss = []string{ns}
+	} else {
+		all, err := readDirNames(s.dirFd)
+		if err != nil {
+			return fmt.Errorf("read volume store: %w", err)
+		}
+		for _, n := range all {
+			if ValidateNamespace(n) == nil {
+				nss = append(nss, n)
+			}
+		}
+		sort.Strings(nss)
+	}
+	for _, ns := range nss {
+		if err := s.scanNamespace(ns, fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Store) scanNamespace(ns string, fn func(ns string, nsFd int, name string) error) error {
+	nsFd, err := openDir(s.dirFd, ns)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("namespace %q: %w", ns, err)
+	}
+	defer unix.Close(nsFd)
+	names, err := readDirNames(nsFd)
+	if err != nil {
+		return fmt.Errorf("namespace %q: %w", ns, err)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if ValidateName(name) != nil {
+			continue
+		}
+		if err := fn(ns, nsFd, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readVolume reads volume name of namespace ns, whose directory is open at
+// nsFd. A missing volume gives an error matching fs.ErrNotExist, an unusable
+// one an error matching errBroken.
+func (s *Store) readVolume(nsFd int, ns, name string) (*Volume, error) {
+	volFd, err := openDir(nsFd, name)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			return nil, fmt.Errorf("%w: not a directory (or a symlink)", errBroken)
+		}
+		return nil, fmt.Errorf("%w: %w", errBroken, err)
+	}
+	defer unix.Close(volFd)
+	return s.readVolumeAt(volFd, ns, name)
+}
+
+func (s *Store) readVolumeAt(volFd int, ns, name string) (*Volume, error) {
+	data, err := readFileAt(volFd, metaFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: no readable %s: %w", errBroken, metaFile, err)
+	}
+	var v Volume
+	if err := json.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("%w: bad %s: %w", errBroken, metaFile, err)
+	}
+	st, err := lstatAt(volFd, dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errBroken, err)
+	}
+	if !isDir(&st) {
+		return nil, fmt.Errorf("%w: %s is not a directory (or a symlink)", errBroken, dataDir)
+	}
+	v.Name, v.Namespace = name, ns
+	v.Mountpoint = s.mountpoint(ns, name)
+	v.Size = nil
+	if v.UsedBy == nil {
+		v.UsedBy = []string{}
+	}
+	if v.Labels == nil {
+		v.Labels = map[string]string{}
+	}
+	return &v, nil
+}
+
+func (s *Store) mountpoint(ns, name string) string {
+	return filepath.Join(s.dir, ns, name, dataDir)
+}
+
+// writeVolume replaces the volume.json of the volume open at volFd; the
+// temporary file goes into the namespace directory, where Open finds it.
+func writeVolume(nsFd, volFd int, v *Volume) error {
+	rec := *v
+	rec.Size = nil
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAt(nsFd, volFd, metaFile, append(data, '\n'))
+}
+
+// isAbsent reports whether a read error means the volume does not exist, as
+// opposed to exists but is broken (a broken one may wrap ENOENT as its cause).
+func isAbsent(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errBroken)
+}
+
+// volumeError wraps err with the volume it is about.
+func volumeError(ns, name string, err error) error {
+	return fmt.Errorf("volume %q in namespace %q: %w", name, ns, err)
+}
+
+// publicError turns an internal read error into the classified one callers see.
+func publicError(ns, name string, err error) error {
+	switch {
+	case errors.Is(err, errBroken):
+		return fmt.Errorf("volume %q in namespace %q: %w: %w", name, ns, ErrNotFound, err)
+	case isAbsent(err):
+		return volumeError(ns, name, ErrNotFound)
+	}
+	return volumeError(ns, name, err)
+}

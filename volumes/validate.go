@@ -1,0 +1,79 @@
+package volumes
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+)
+
+// Errors returned by the store are wrapped around one of these classes, so
+// callers decide with errors.Is and show the wrapped message to people.
+var (
+	// ErrNotFound means the volume (or its namespace) does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrInUse means a container uses the volume, or something else holds it
+	// (a copy-up in progress, a mount inside it).
+	ErrInUse = errors.New("in use")
+	// ErrInvalid means the input was rejected: a bad name, namespace or request.
+	ErrInvalid = errors.New("invalid")
+	// ErrExists means a volume with that name already exists.
+	ErrExists = errors.New("already exists")
+)
+
+const (
+	maxNameLen      = 128
+	maxNamespaceLen = 63
+)
+
+// ValidateName reports whether name is a valid volume name: it matches
+// ^[a-zA-Z0-9][a-zA-Z0-9_.-]*$ and has at most 128 characters, so it can never
+// be "." or "..", nor carry a "/", a NUL or a newline. The error wraps ErrInvalid
+// and says why.
+func ValidateName(name string) error {
+	if reason := checkName(name, maxNameLen); reason != "" {
+		return fmt.Errorf("volume name %q: %w: %s", name, ErrInvalid, reason)
+	}
+	return nil
+}
+
+// ValidateNamespace reports whether ns is a valid namespace: the charset of
+// ValidateName and at most 63 characters, the limit of Kubernetes namespaces.
+// The error wraps ErrInvalid and says why.
+func ValidateNamespace(ns string) error {
+	if reason := checkName(ns, maxNamespaceLen); reason != "" {
+		return fmt.Errorf("namespace %q: %w: %s", ns, ErrInvalid, reason)
+	}
+	return nil
+}
+
+// checkName returns why s is not a valid name, or "" when it is.
+func checkName(s string, maxLen int) string {
+	if s == "" {
+		return "must not be empty"
+	}
+	if len(s) > maxLen {
+		return fmt.Sprintf("longer than %d characters", maxLen)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		switch {
+		case alnum:
+		case i == 0:
+			return "must start with a letter or a digit"
+		case c == '_' || c == '.' || c == '-':
+		default:
+			return fmt.Sprintf("character %q not allowed (only [a-zA-Z0-9_.-])", c)
+		}
+	}
+	return ""
+}
+
+// AnonymousName returns the name of the anonymous volume of one pod sandbox,
+// container name and target: the hex SHA-256 of the three joined with NUL, so
+// a container that restarts in the same pod finds its volume again.
+func AnonymousName(o Owner) string {
+	sum := sha256.Sum256([]byte(o.PodSandboxID + "\x00" + o.Container + "\x00" + o.Target))
+	return hex.EncodeToString(sum[:])
+}
