@@ -1,0 +1,49 @@
+# nri-volumes: build, test, demo.
+#
+# make test runs the unit tests (with -race) and then the end-to-end tests,
+# which start a real containerd and need root; hack/install-runtime.sh builds
+# that containerd (pinned in hack/versions.env) into $(NRI_VOLUMES_TEST_CACHE).
+
+GO ?= go
+PKG := github.com/nri-volumes/nri-volumes
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+NRI_VOLUMES_TEST_CACHE ?= /var/cache/nri-volumes-test/bin
+export NRI_VOLUMES_TEST_CACHE
+
+E2E_TIMEOUT ?= 30m
+UNIT_TIMEOUT ?= 10m
+
+.PHONY: all build test test-unit test-e2e runtime demo bench lint clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/nri-volumes ./cmd/nri-volumes
+
+test: test-unit test-e2e
+
+test-unit:
+	$(GO) test -race -timeout $(UNIT_TIMEOUT) $$($(GO) list ./... | grep -v '^$(PKG)/test/e2e$$')
+
+runtime:
+	bash hack/install-runtime.sh "$(NRI_VOLUMES_TEST_CACHE)"
+
+# One package at a time: every test runs its own containerd.
+test-e2e: runtime
+	$(GO) test -p 1 -count=1 -v -timeout $(E2E_TIMEOUT) ./test/e2e/...
+
+demo: runtime
+	$(GO) run ./test/demo
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint:
+	@out="$$(gofmt -l .)"; \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

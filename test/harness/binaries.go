@@ -1,0 +1,108 @@
+package harness
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// Bins holds the paths of the binaries a test runs.
+type Bins struct {
+	// Dir is the runtime cache directory; containerd finds its shim there.
+	Dir        string
+	Containerd string
+	Ctr        string
+	Shim       string
+	Runc       string
+	Crictl     string
+	// NRIVolumes is this repository's ./cmd/nri-volumes, freshly built.
+	NRIVolumes string
+}
+
+// CacheDir is where the pinned runtime is built and kept:
+// $NRI_VOLUMES_TEST_CACHE, or /var/cache/nri-volumes-test/bin.
+func CacheDir() string {
+	if d := os.Getenv("NRI_VOLUMES_TEST_CACHE"); d != "" {
+		return d
+	}
+	return "/var/cache/nri-volumes-test/bin"
+}
+
+var runtimeOnce struct {
+	sync.Once
+	err error
+}
+
+// Binaries returns the runtime (see Runtime) and ./cmd/nri-volumes built
+// into a temporary directory. It fails the test when either cannot be had.
+func Binaries(t TB) *Bins {
+	t.Helper()
+	b := Runtime(t)
+	b.NRIVolumes = BuildPlugin(t)
+	return b
+}
+
+// Runtime makes sure the pinned runtime is in the cache, building it with
+// hack/install-runtime.sh when it is not (which takes minutes), and returns
+// its paths; NRIVolumes is left empty.
+func Runtime(t TB) *Bins {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	cache := CacheDir()
+	runtimeOnce.Do(func() {
+		cmd := exec.Command("bash", filepath.Join(root, "hack", "install-runtime.sh"), cache)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			runtimeOnce.err = &CmdError{Args: cmd.Args, Stderr: string(out), Err: err}
+		}
+	})
+	if runtimeOnce.err != nil {
+		t.Fatalf("install the runtime: %v", runtimeOnce.err)
+	}
+	return &Bins{
+		Dir:        cache,
+		Containerd: filepath.Join(cache, "containerd"),
+		Ctr:        filepath.Join(cache, "ctr"),
+		Shim:       filepath.Join(cache, "containerd-shim-runc-v2"),
+		Runc:       filepath.Join(cache, "runc"),
+		Crictl:     filepath.Join(cache, "crictl"),
+	}
+}
+
+// BuildPlugin builds ./cmd/nri-volumes into a temporary directory and returns
+// the binary's path.
+func BuildPlugin(t TB) string {
+	t.Helper()
+	start := time.Now()
+	out, err := BuildPluginTo(tempDir(t, "bin"))
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Logf("built nri-volumes in %s", time.Since(start).Round(time.Millisecond))
+	return out
+}
+
+// BuildPluginTo builds ./cmd/nri-volumes into dir and returns the binary's
+// path. When $NRI_VOLUMES_TEST_PLUGIN names a binary, that one is used
+// instead, unbuilt: a way to test a release build.
+func BuildPluginTo(dir string) (string, error) {
+	if bin := os.Getenv("NRI_VOLUMES_TEST_PLUGIN"); bin != "" {
+		return filepath.Abs(bin)
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "nri-volumes")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/nri-volumes")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", &CmdError{Args: cmd.Args, Stderr: string(b), Err: err}
+	}
+	return out, nil
+}
