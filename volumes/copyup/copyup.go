@@ -1,0 +1,206 @@
+// Package copyup copies a directory of an untrusted container image into an
+// empty volume, the way Docker fills a volume the first time it is mounted.
+//
+// The image is treated as hostile: the target path is resolved as if the
+// image's root filesystem were "/", and the tree below it is then walked and
+// written only through file descriptors, so that no symlink, ".." or mount in
+// the image can make a copy read or write a host file outside the two trees.
+//
+// Copy holds no shared state; concurrent calls are safe as long as they write
+// into different destinations.
+package copyup
+
+import (
+	"errors"
+	"fmt"
+	"path"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+)
+
+// ErrLimit is wrapped by the error Copy returns when the source exceeds one of
+// the bounds in Options.
+var ErrLimit = errors.New("copy-up limit exceeded")
+
+// ErrNotEmpty is wrapped by the error Copy returns when the destination
+// directory already has entries.
+var ErrNotEmpty = errors.New("copy-up destination is not empty")
+
+// maxDepth bounds how deep a source tree may nest. Each level holds two open
+// descriptors, and no path of a deeper tree fits in PATH_MAX anyway.
+const maxDepth = 1024
+
+// Options bounds a copy. A zero field means no bound.
+type Options struct {
+	// MaxBytes bounds the sum of the apparent sizes of the regular files copied.
+	MaxBytes int64
+	// MaxFiles bounds the number of entries created: files, directories,
+	// symlinks and hard links.
+	MaxFiles int64
+}
+
+// Stats counts what a copy did.
+type Stats struct {
+	Files     int64 // regular files written
+	Dirs      int64 // directories created below the destination
+	Symlinks  int64 // symlinks created
+	Hardlinks int64 // hard links made to a file copied earlier
+	Skipped   int64 // device nodes, fifos, sockets and other mounts left out
+	Bytes     int64 // apparent size of the regular files written
+}
+
+// Copy copies the directory at target, an absolute path inside the container,
+// of the root filesystem rootfs into the existing, empty directory dst. Owners,
+// modes, times and extended attributes are kept; symlinks are copied as
+// symlinks and hard links within the tree as hard links; sparse files stay
+// sparse. Device nodes, fifos, sockets and directories on another mount are
+// skipped and counted in Stats.Skipped. dst itself takes the owner, mode,
+// times and extended attributes of the source directory.
+//
+// If target does not exist in rootfs, or is not a directory, Copy copies
+// nothing and returns (Stats{}, nil). If dst is not empty the error wraps
+// ErrNotEmpty; if the source exceeds opts it wraps ErrLimit. When Copy fails
+// part-way it removes what it created, leaving dst empty.
+func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
+	dstFd, err := openDest(dst)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer unix.Close(dstFd)
+	var dstSt unix.Stat_t
+	if err := unix.Fstat(dstFd, &dstSt); err != nil {
+		return Stats{}, &pathError{op: "stat", path: dst, err: err}
+	}
+
+	srcFd, err := openSource(rootfs, target)
+	if err != nil {
+		return Stats{}, fmt.Errorf("open %q in %q: %w", target, rootfs, err)
+	}
+	if srcFd < 0 {
+		return Stats{}, nil
+	}
+	defer unix.Close(srcFd)
+
+	var st unix.Stat_t
+	if err := unix.Fstat(srcFd, &st); err != nil {
+		return Stats{}, fmt.Errorf("stat %q in %q: %w", target, rootfs, err)
+	}
+	if !isDir(&st) {
+		return Stats{}, nil
+	}
+
+	c := newCopier(target, st.Dev, devIno{uint64(dstSt.Dev), dstSt.Ino}, opts)
+	if err := c.run(srcFd, dstFd, &st); err != nil {
+		rmErr := errors.Join(removeContents(dstFd), restoreDest(dstFd, &dstSt))
+		if rmErr != nil {
+			err = errors.Join(err, fmt.Errorf("clean up %q: %w", dst, rmErr))
+		}
+		return c.stats, err
+	}
+	return c.stats, nil
+}
+
+// restoreDest gives dst back the owner, mode and times it had before a copy
+// that failed, perhaps while applying the source's.
+func restoreDest(fd int, st *unix.Stat_t) error {
+	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
+		return err
+	}
+	return setTimesProc(fd, st)
+}
+
+// openDest opens dst, which must be an empty directory.
+func openDest(dst string) (int, error) {
+	// O_NOATIME: looking into dst when there is nothing to copy leaves it as
+	// it was.
+	flags := unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Open(dst, flags|unix.O_NOATIME, 0)
+	if errors.Is(err, unix.EPERM) {
+		fd, err = unix.Open(dst, flags, 0)
+	}
+	if err != nil {
+		return -1, &pathError{op: "open", path: dst, err: err}
+	}
+	d := dirReader{fd: fd, buf: make([]byte, 1024)}
+	name, err := d.next()
+	if err == nil && name != "" {
+		err = fmt.Errorf("%w: it holds %q", ErrNotEmpty, name)
+	}
+	if err == nil {
+		// Rewind so that the descriptor reads the directory from the start
+		// again if it is ever listed (clean-up does).
+		_, err = unix.Seek(fd, 0, 0)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return -1, &pathError{op: "open", path: dst, err: err}
+	}
+	return fd, nil
+}
+
+// openSource opens target inside rootfs as a directory, resolving every
+// symlink and ".." in it as if rootfs were the root directory. It returns -1
+// and no error when target does not exist or is not a directory.
+func openSource(rootfs, target string) (int, error) {
+	rootFd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(rootFd)
+
+	fd, err := openInRoot(rootFd, target)
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
+		return -1, nil
+	case err != nil:
+		return -1, err
+	}
+
+	// A target that is a mount point on the host is no part of the image.
+	var rootSt, st unix.Stat_t
+	if err := unix.Fstat(rootFd, &rootSt); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if st.Dev != rootSt.Dev {
+		logrus.WithField("target", target).Debug("copy-up: target is on another mount, not copied")
+		unix.Close(fd)
+		return -1, nil
+	}
+	return fd, nil
+}
+
+func isDir(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+// pathError is an error about one path, named in the message.
+type pathError struct {
+	op, path string
+	err      error
+}
+
+func (e *pathError) Error() string { return fmt.Sprintf("%s %q: %s", e.op, e.path, e.err) }
+func (e *pathError) Unwrap() error { return e.err }
+
+// limitError builds the error for a bound in Options that the source exceeds.
+func limitError(field string, limit int64, unit string) error {
+	return fmt.Errorf("%w: the source holds more than %d %s (%s)", ErrLimit, limit, unit, field)
+}
+
+// joinRel joins a name to a path relative to the copy's root.
+func joinRel(rel, name string) string {
+	if rel == "" {
+		return name
+	}
+	return rel + "/" + name
+}
+
+// containerPath names an entry as the container would see it, for messages.
+func (c *copier) containerPath(rel string) string { return path.Join("/", c.target, rel) }
