@@ -15,7 +15,7 @@ export NRI_VOLUMES_TEST_CACHE
 E2E_TIMEOUT ?= 30m
 UNIT_TIMEOUT ?= 10m
 
-.PHONY: all build test test-unit test-e2e runtime demo bench lint clean
+.PHONY: all build test test-unit test-e2e runtime demo bench lint fuzz clean
 
 all: build
 
@@ -28,6 +28,7 @@ test-unit:
 	$(GO) test -race -timeout $(UNIT_TIMEOUT) $$($(GO) list ./... | grep -v '^$(PKG)/test/e2e$$')
 
 runtime:
+	bash hack/install-deps.sh
 	bash hack/install-runtime.sh "$(NRI_VOLUMES_TEST_CACHE)"
 
 # One package at a time: every test runs its own containerd.
@@ -39,6 +40,16 @@ demo: runtime
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# Every fuzz target for FUZZTIME each (CI runs them briefly; run longer by hand).
+FUZZTIME ?= 15s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "--- $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
 
 lint:
 	@out="$$(gofmt -l .)"; \
