@@ -149,9 +149,12 @@ func Open(root string) (*Store, error) {
 		dirFd: dirFd,
 		lock:  os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
 	}
-	err = s.withLock(unix.LOCK_EX, func() error {
+	// The index of references is built on the first exclusive operation, so
+	// a process that only reads or copies up (the CLI's ls, the OCI hook)
+	// never reads every volume's metadata.
+	err = s.locked(unix.LOCK_EX, false, func() error {
 		s.removeLeftovers()
-		return s.rebuildIndex()
+		return nil
 	})
 	if err != nil {
 		s.Close()
@@ -179,9 +182,14 @@ func (s *Store) Close() error {
 }
 
 // withLock runs fn holding the mutex and a flock of kind how (LOCK_SH or
-// LOCK_EX). Under an exclusive lock it first reloads the index if another
-// process changed the store since this one last looked.
+// LOCK_EX). Under an exclusive lock it first (re)builds the index if this
+// Store has none yet or another process changed the store since this one
+// last looked.
 func (s *Store) withLock(how int, fn func() error) error {
+	return s.locked(how, how == unix.LOCK_EX, fn)
+}
+
+func (s *Store) locked(how int, index bool, fn func() error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -192,12 +200,12 @@ func (s *Store) withLock(how int, fn func() error) error {
 		return fmt.Errorf("lock volume store: %w", err)
 	}
 	defer unix.Flock(fd, unix.LOCK_UN)
-	if how == unix.LOCK_EX && s.refs != nil {
+	if index {
 		gen, err := s.readGen()
 		if err != nil {
 			return err
 		}
-		if gen != s.gen {
+		if s.refs == nil || gen != s.gen {
 			if err := s.rebuildIndex(); err != nil {
 				return err
 			}
