@@ -35,7 +35,7 @@ const usage = `Usage: nri-volumes COMMAND [ARGS]
 Commands:
   run       run the NRI plugin (the default when containerd launches it)
   hook      OCI hooks the plugin installs into containers
-  volume    manage volumes: create, ls, inspect, rm, prune
+  volume    manage volumes: create, ls, inspect, rm, prune, check
   version   show version information
 
 Run 'nri-volumes volume --help' for the volume commands.

@@ -24,6 +24,7 @@ Commands:
   inspect [-s|--size] NAME...
   rm [-f|--force] NAME...
   prune [-a|--all] [-f|--force] [--filter K=V]...
+  check [-A|--all-namespaces]   report broken store entries (exit 1 if any); deletes nothing
 
 Options of every command:
   --config FILE         configuration file that names the store root
@@ -94,6 +95,8 @@ func volumeSubcommand(args []string, s streams) error {
 		return volumeRemove(args[1:], s)
 	case "prune":
 		return volumePrune(args[1:], s)
+	case "check":
+		return volumeCheck(args[1:], s)
 	case "help", "-h", "--help":
 		fmt.Fprint(s.out, volumeUsage)
 		return nil

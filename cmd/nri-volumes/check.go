@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/nri-volumes/nri-volumes/volumes"
+)
+
+type checkOptions struct {
+	storeOptions
+	allNamespaces bool
+}
+
+// volumeCheck reports the entries of the store that are not usable volumes.
+// It only reads: a person decides what to delete, since a directory without
+// metadata may be data someone still wants.
+func volumeCheck(args []string, s streams) error {
+	var o checkOptions
+	f := newFlagSet("volume check")
+	o.register(f)
+	f.boolVar(&o.allNamespaces, "-A", "--all-namespaces")
+	rest, err := f.parse(args)
+	if err != nil || len(rest) > 0 {
+		return usageError(err, "volume check takes no arguments")
+	}
+	store, err := o.open()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	probs, err := store.Check()
+	if err != nil {
+		return err
+	}
+	ns := o.nsOrDefault()
+	var shown []volumes.Problem
+	for _, p := range probs {
+		if o.allNamespaces || p.Namespace == ns {
+			shown = append(shown, p)
+		}
+	}
+	if err := printProblems(s.out, shown); err != nil {
+		return err
+	}
+	if len(shown) > 0 {
+		fmt.Fprintf(s.err, "nri-volumes: %d problem(s) found; nothing was changed\n", len(shown))
+		return errReported
+	}
+	return nil
+}
+
+func printProblems(out io.Writer, probs []volumes.Problem) error {
+	w := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(w, "NAMESPACE\tNAME\tPROBLEM")
+	for _, p := range probs {
+		fmt.Fprintf(w, "%s\t%s\t%s\n", cell(p.Namespace), cell(p.Name), cell(p.Reason))
+	}
+	return w.Flush()
+}
+
+// cell makes an entry name fit one table cell: names planted in the store
+// may hold tabs, newlines or escape sequences, which would forge rows or
+// drive the terminal; those are quoted. An empty cell shows as "-".
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if !utf8.ValidString(s) || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return s
+}

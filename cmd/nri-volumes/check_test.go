@@ -1,0 +1,141 @@
+package main
+
+import (
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// treeOf records every entry below dir without following symlinks: its type,
+// permissions, size and, for a symlink, its target. Two equal results mean
+// nothing was created, deleted, replaced or written to.
+func treeOf(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	tree := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		desc := info.Mode().String()
+		if info.Mode().IsRegular() {
+			desc += " " + strings.Repeat("#", int(min(info.Size(), 64)))
+		}
+		if info.Mode()&fs.ModeSymlink != 0 {
+			target, _ := os.Readlink(p)
+			desc += " -> " + target
+		}
+		tree[rel] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree
+}
+
+func TestVolumeCheck(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(outside, "precious"), []byte("keep me"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := mustCLI(t, root, "check", "-A"); strings.TrimSpace(r.stdout) != "NAMESPACE   NAME   PROBLEM" || r.stderr != "" {
+		t.Fatalf("check of a clean store: %+v", r)
+	}
+	mustCLI(t, root, "create", "good")
+	mustCLI(t, root, "create", "-n", "shop", "good")
+	vols := filepath.Join(root, "volumes")
+	mkdir := func(p string) {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A volume directory whose metadata is gone.
+	mkdir(filepath.Join(vols, "default", "nometa", "_data"))
+	// Metadata whose data directory is gone.
+	mustCLI(t, root, "create", "nodata")
+	if err := os.Remove(filepath.Join(vols, "default", "nodata", "_data")); err != nil {
+		t.Fatal(err)
+	}
+	// Symlinks planted in the store: as a volume, as a volume's _data and as a namespace.
+	if err := os.Symlink(outside, filepath.Join(vols, "default", "planted")); err != nil {
+		t.Fatal(err)
+	}
+	mustCLI(t, root, "create", "datalink")
+	if err := os.Remove(filepath.Join(vols, "default", "datalink", "_data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(vols, "default", "datalink", "_data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(vols, "linkedns")); err != nil {
+		t.Fatal(err)
+	}
+	// An entry whose name would forge a table row if printed raw.
+	mkdir(filepath.Join(vols, "shop", "x\nforged\trow"))
+
+	beforeStore, beforeOutside := treeOf(t, root), treeOf(t, outside)
+
+	r := runCLI(t, root, "", "check")
+	if r.code != 1 || !strings.Contains(r.stderr, "4 problem(s)") {
+		t.Fatalf("check: exit %d, stderr %q, want exit 1 and 4 problems", r.code, r.stderr)
+	}
+	rows := map[string]string{}
+	for _, line := range r.stdoutLines[1:] {
+		f := strings.Fields(line)
+		if len(f) < 3 || f[0] != "default" {
+			t.Fatalf("check without -A printed a row of another namespace: %q", line)
+		}
+		rows[f[1]] = strings.Join(f[2:], " ")
+	}
+	if !strings.HasPrefix(r.stdoutLines[0], "NAMESPACE") || !strings.Contains(r.stdoutLines[0], "NAME") || !strings.Contains(r.stdoutLines[0], "PROBLEM") {
+		t.Errorf("header = %q", r.stdoutLines[0])
+	}
+	for name, want := range map[string]string{
+		"nometa":   "volume.json",
+		"nodata":   "_data",
+		"planted":  "symlink",
+		"datalink": "_data",
+	} {
+		if !strings.Contains(rows[name], want) {
+			t.Errorf("row for %s = %q, want it to mention %q", name, rows[name], want)
+		}
+	}
+	if _, ok := rows["good"]; ok {
+		t.Errorf("a good volume was reported: %q", rows["good"])
+	}
+
+	r = runCLI(t, root, "", "check", "-A")
+	if r.code != 1 || !strings.Contains(r.stderr, "6 problem(s)") {
+		t.Fatalf("check -A: exit %d, stderr %q, stdout:\n%s", r.code, r.stderr, r.stdout)
+	}
+	if !strings.Contains(r.stdout, "linkedns") || !strings.Contains(r.stdout, `"x\nforged\trow"`) {
+		t.Errorf("check -A misses the namespace symlink or prints a name raw:\n%s", r.stdout)
+	}
+	if len(r.stdoutLines) != 7 {
+		t.Errorf("check -A printed %d lines, want a header and 6 rows:\n%s", len(r.stdoutLines), r.stdout)
+	}
+
+	r = runCLI(t, root, "", "check", "-n", "shop")
+	if r.code != 1 || len(r.stdoutLines) != 2 || !strings.HasPrefix(r.stdoutLines[1], "shop") {
+		t.Errorf("check -n shop: %+v", r)
+	}
+
+	if after := treeOf(t, root); !maps.Equal(beforeStore, after) {
+		t.Errorf("check changed the store:\nbefore %v\nafter  %v", beforeStore, after)
+	}
+	if after := treeOf(t, outside); !maps.Equal(beforeOutside, after) {
+		t.Errorf("check changed a directory outside the store:\nbefore %v\nafter  %v", beforeOutside, after)
+	}
+	if r := runCLI(t, root, "", "check", "extra"); r.code != 2 {
+		t.Errorf("check with an argument: exit %d, want 2", r.code)
+	}
+}

@@ -1,0 +1,346 @@
+package plugin_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/plugin"
+	"github.com/nri-volumes/nri-volumes/volumes"
+)
+
+// secHost is the part of the host a hostile pod aims at: an allowed bind
+// directory with links out of it, and an outside directory with data.
+type secHost struct {
+	allowed string // in bindMounts.allowedHostPaths
+	outside string // not
+}
+
+func newSecHost(t *testing.T) secHost {
+	t.Helper()
+	h := secHost{allowed: t.TempDir(), outside: t.TempDir()}
+	for _, d := range []string{filepath.Join(h.allowed, "ok"), filepath.Join(h.outside, "sub")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(h.outside, "sub", "precious"), []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{"etc-link": "/etc", "out-link": h.outside, "root-link": "/"} {
+		if err := os.Symlink(target, filepath.Join(h.allowed, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h
+}
+
+// expand fills in $ALLOWED, $OUT, $BASE_OUT (the outside directory's name)
+// and $RT (the runtime's directory, which holds the store and containerd's
+// root).
+func (h secHost) expand(s string, rt *runtime) string {
+	return strings.NewReplacer("$ALLOWED", h.allowed, "$OUT", h.outside, "$RT", filepath.Dir(rt.cfg.Root),
+		"$BASE_OUT", filepath.Base(h.outside)).Replace(s)
+}
+
+// secTree records every entry below dir without following symlinks, with its
+// mode and, for files, a hash of the content.
+func secTree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	tree := map[string]string{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		desc := info.Mode().String()
+		if info.Mode().IsRegular() {
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			sum := sha256.Sum256(data)
+			desc += " " + hex.EncodeToString(sum[:8])
+		} else if info.Mode()&fs.ModeSymlink != 0 {
+			target, _ := os.Readlink(p)
+			desc += " -> " + target
+		}
+		tree[rel] = desc
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tree
+}
+
+// storeIsEmpty fails if the store holds any volume or namespace.
+func storeIsEmpty(t *testing.T, rt *runtime) {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(rt.cfg.Root, "volumes"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("store has %q after a refused creation", e.Name())
+		}
+	}
+}
+
+// secAliasAmplification is a 64 KiB annotation whose one anchored 32 KB
+// scalar is referenced 10,000 times: the YAML parser's aliasing check lets it
+// through (each alias is one node), and converting it to JSON builds ~320 MB.
+var secAliasAmplification = "[&a " + strings.Repeat("x", 32000) + ", " + strings.Repeat("*a,", 10000) + "*a]"
+
+func TestUntrustedAnnotations(t *testing.T) {
+	billionLaughs := "- &a [x,x,x,x,x,x,x,x,x]\n- &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n- &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n" +
+		"- &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n- &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n- &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n" +
+		"- &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n- &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n"
+	deepFlow := "- {type: volume, source: v, target: /x, labels: " + strings.Repeat("{a: ", 12) + "b" + strings.Repeat("}", 12) + "}"
+	deepBlock := "- target: /x\n  labels:\n"
+	for i := 2; i < 14; i++ {
+		deepBlock += strings.Repeat("  ", i) + "a:\n"
+	}
+	tests := []struct {
+		name       string
+		annotation string
+		// wantErr is a part of the error; empty for a creation that succeeds.
+		wantErr string
+		check   func(t *testing.T, h secHost, adj *api.ContainerAdjustment)
+		// knownBug skips a case that fails today; the text says why.
+		knownBug string
+	}{
+		// Bind sources that leave the allowed directory.
+		{name: "bind through a symlink to /etc", annotation: "- $ALLOWED/etc-link:/x", wantErr: "/etc"},
+		{name: "bind through a symlink to /", annotation: "- $ALLOWED/root-link/etc:/x", wantErr: "outside bindMounts.allowedHostPaths"},
+		{name: "bind through a symlink outside", annotation: "- $ALLOWED/out-link/sub:/x", wantErr: "outside bindMounts.allowedHostPaths"},
+		{name: "bind with ..", annotation: "- $ALLOWED/../../../../etc:/x", wantErr: "outside bindMounts.allowedHostPaths"},
+		{name: "bind with .. inside the allowed dir", annotation: "- $ALLOWED/ok/../../$BASE_OUT/sub:/x", wantErr: "outside bindMounts.allowedHostPaths"},
+		{name: "bind of the store", annotation: "- $RT/store/volumes:/x", wantErr: "never allowed"},
+		{name: "bind above the store", annotation: "- $RT:/x", wantErr: "never allowed"},
+		{name: "bind of containerd's root", annotation: "- $RT/containerd:/x", wantErr: "never allowed"},
+		{name: "bind source with mount options", annotation: "- $ALLOWED/ok,exec:/x", wantErr: "forbidden character"},
+		{name: "bind long syntax relative", annotation: "- {type: bind, source: ok, target: /x}", wantErr: "not an absolute host path"},
+		{name: "bind missing", annotation: "- $ALLOWED/nope:/x", wantErr: "no such file"},
+		{name: "bind allowed", annotation: "- $ALLOWED/ok:/x", check: func(t *testing.T, h secHost, adj *api.ContainerAdjustment) {
+			m := findMount(adj, "/x")
+			if m == nil || m.Source != filepath.Join(h.allowed, "ok") || !slices.Contains(m.Options, "ro") || !slices.Contains(m.Options, "nosuid") {
+				t.Errorf("bind mount = %+v, want a read-only nosuid bind of %s/ok", m, h.allowed)
+			}
+		}},
+		// tmpfs sizes and modes.
+		{name: "tmpfs size 0", annotation: "- {type: tmpfs, target: /t, size: 0}", wantErr: "must be positive"},
+		{name: "tmpfs size negative", annotation: "- {type: tmpfs, target: /t, size: -1Mi}", wantErr: "size"},
+		{name: "tmpfs size above max", annotation: "- {type: tmpfs, target: /t, size: 2Gi}", wantErr: "above the maximum"},
+		{name: "tmpfs size huge", annotation: "- {type: tmpfs, target: /t, size: 8388608Ti}", wantErr: "size"},
+		{name: "tmpfs size in an unknown unit", annotation: "- {type: tmpfs, target: /t, size: 1Ei}", wantErr: "size"},
+		{name: "tmpfs size overflows", annotation: "- {type: tmpfs, target: /t, size: 99999999999999999999Ei}", wantErr: "size"},
+		{name: "tmpfs size injects options", annotation: "- {type: tmpfs, target: /t, size: '1Mi,exec,suid'}", wantErr: "size"},
+		{name: "tmpfs mode injects options", annotation: "- {type: tmpfs, target: /t, mode: '1777,exec'}", wantErr: "mode"},
+		{name: "tmpfs mode too big", annotation: "- {type: tmpfs, target: /t, mode: '17777'}", wantErr: "mode"},
+		{name: "tmpfs under /proc", annotation: "- {type: tmpfs, target: /proc/sys}", wantErr: "under /proc"},
+		{name: "tmpfs with a source", annotation: "- {type: tmpfs, source: /etc, target: /t}", wantErr: "no source"},
+		{name: "tmpfs sized", annotation: "- {type: tmpfs, target: /t, size: 8Mi}", check: func(t *testing.T, h secHost, adj *api.ContainerAdjustment) {
+			m := findMount(adj, "/t")
+			if m == nil || m.Type != "tmpfs" || !slices.Contains(m.Options, "size=8388608") || !slices.Contains(m.Options, "nosuid") ||
+				slices.Contains(m.Options, "exec") || slices.Contains(m.Options, "suid") {
+				t.Errorf("tmpfs mount = %+v", m)
+			}
+		}},
+		// Documents that try to make the parser spend time or memory.
+		{name: "annotation above 64 KiB", annotation: "- /a\n#" + strings.Repeat("x", 64<<10), wantErr: "bytes"},
+		{name: "deep flow nesting", annotation: deepFlow, wantErr: "nests"},
+		{name: "deep block nesting", annotation: deepBlock, wantErr: "nests"},
+		{name: "billion laughs", annotation: billionLaughs, wantErr: "alias"},
+		{name: "self-referencing alias", annotation: "- &a [*a]", wantErr: plugin.VolumesKey},
+		{name: "alias amplification of a scalar", annotation: secAliasAmplification, wantErr: plugin.VolumesKey,
+			knownBug: "parse.go converts YAML to JSON with aliases expanded: this 64 KiB value takes seconds and GBs (see the report)"},
+		{name: "257 items", annotation: strings.Repeat("- /a\n", 257), wantErr: "items"},
+		// Keys.
+		{name: "unknown key", annotation: "- {target: /a, sourc: v}", wantErr: "unknown field"},
+		{name: "duplicate key", annotation: "- {target: /a, target: /etc}", wantErr: "target",
+			knownBug: "parse.go uses yaml.YAMLToJSON, which keeps the last of duplicate keys; YAMLToJSONStrict refuses them (see the report)"},
+		{name: "duplicate target", annotation: "- v:/a\n- w:/a/", wantErr: "already used"},
+		{name: "name traversal", annotation: "- ../../etc:/a", wantErr: "../../etc"},
+		{name: "name with a slash in long syntax", annotation: "- {source: a/b, target: /a}", wantErr: "a/b"},
+		{name: "relative target", annotation: "- v:data", wantErr: "not an absolute path"},
+		{name: "target /", annotation: "- v:/", wantErr: "cannot be /"},
+		{name: "target under /proc by ..", annotation: "- v:/x/../proc/1", wantErr: "under /proc"},
+		{name: "target with a newline", annotation: "- \"v:/a\\nb\"", wantErr: "forbidden character"},
+		{name: "NUL byte", annotation: "- \"v:/a\x00\"", wantErr: "NUL"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.knownBug != "" {
+				t.Skip("known bug: " + tc.knownBug)
+			}
+			h := newSecHost(t)
+			rt := newRuntime(t, func(c *config.Config) {
+				c.BindMounts.AllowedHostPaths = []string{h.allowed, filepath.Dir(c.Root)}
+			})
+			rt.connect()
+			if err := os.MkdirAll(rt.cfg.ContainerdRoot, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			beforeAllowed, beforeOutside := secTree(t, h.allowed), secTree(t, h.outside)
+			key := plugin.VolumesKey + "/pod"
+			pod := newPod("p1", "default", map[string]string{key: h.expand(tc.annotation, rt)})
+			adj, err := rt.create(pod, newContainer("c1", "p1", "app"))
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("CreateContainer: %v", err)
+			case tc.wantErr != "" && err == nil:
+				t.Fatalf("CreateContainer succeeded with mounts %+v, want an error with %q", adj.GetMounts(), tc.wantErr)
+			case tc.wantErr != "":
+				if msg := err.Error(); !strings.Contains(msg, h.expand(tc.wantErr, rt)) || !strings.Contains(msg, key) {
+					t.Errorf("error %q does not name the annotation %s and %q", msg, key, tc.wantErr)
+				}
+				storeIsEmpty(t, rt)
+			default:
+				tc.check(t, h, adj)
+			}
+			if after := secTree(t, h.allowed); !maps.Equal(beforeAllowed, after) {
+				t.Errorf("the allowed directory changed: %v -> %v", beforeAllowed, after)
+			}
+			if after := secTree(t, h.outside); !maps.Equal(beforeOutside, after) {
+				t.Errorf("the outside directory changed: %v -> %v", beforeOutside, after)
+			}
+		})
+	}
+}
+
+func TestUntrustedImageConfig(t *testing.T) {
+	doc := func(volumes string) string {
+		return `{"architecture":"amd64","os":"linux","config":{"Volumes":{` + volumes + `}}}`
+	}
+	tests := []struct {
+		name string
+		// digest makes the digest the container names.
+		digest  func(rt *runtime) string
+		wantErr string
+		// wantTarget is the one mount a good config makes.
+		wantTarget string
+	}{
+		{name: "VOLUME /../../etc is /etc in the container", wantTarget: "/etc",
+			digest: func(rt *runtime) string { return rt.writeImageConfig(doc(`"/../../etc":{}`)) }},
+		{name: "VOLUME with a trailing slash", wantTarget: "/data",
+			digest: func(rt *runtime) string { return rt.writeImageConfig(doc(`"/data/":{}`)) }},
+		{name: "relative VOLUME", wantErr: "not an absolute path",
+			digest: func(rt *runtime) string { return rt.writeImageConfig(doc(`"data":{}`)) }},
+		{name: "VOLUME under /proc", wantErr: "under /proc",
+			digest: func(rt *runtime) string { return rt.writeImageConfig(doc(`"/proc/sys/kernel":{}`)) }},
+		{name: "VOLUME /", wantErr: "cannot be /",
+			digest: func(rt *runtime) string { return rt.writeImageConfig(doc(`"/..":{}`)) }},
+		{name: "VOLUME with a NUL", wantErr: "forbidden character",
+			digest: func(rt *runtime) string { return rt.writeImageConfig(doc(`"/a\u0000b":{}`)) }},
+		{name: "blob does not match its digest", wantErr: "does not match its digest",
+			digest: func(rt *runtime) string {
+				d := rt.writeImageConfig(doc(`"/data":{}`))
+				blob := filepath.Join(rt.cfg.ContainerdRoot, "io.containerd.content.v1.content", "blobs", "sha256", strings.TrimPrefix(d, "sha256:"))
+				if err := os.WriteFile(blob, []byte(doc(`"/other":{}`)), 0o644); err != nil {
+					rt.t.Fatal(err)
+				}
+				return d
+			}},
+		{name: "blob is a symlink", wantErr: "content store",
+			digest: func(rt *runtime) string {
+				d := rt.writeImageConfig(doc(`"/data":{}`))
+				blob := filepath.Join(rt.cfg.ContainerdRoot, "io.containerd.content.v1.content", "blobs", "sha256", strings.TrimPrefix(d, "sha256:"))
+				if err := os.Rename(blob, blob+".real"); err != nil {
+					rt.t.Fatal(err)
+				}
+				if err := os.Symlink(blob+".real", blob); err != nil {
+					rt.t.Fatal(err)
+				}
+				return d
+			}},
+		{name: "digest with ../", wantErr: "not a sha256 digest",
+			digest: func(*runtime) string { return "sha256:../../../../../etc/passwd" }},
+		{name: "digest of another algorithm", wantErr: "not a sha256 digest",
+			digest: func(*runtime) string { return "sha512:" + strings.Repeat("a", 128) }},
+		{name: "digest upper case", wantErr: "not a sha256 digest",
+			digest: func(*runtime) string { return "sha256:" + strings.Repeat("A", 64) }},
+		{name: "digest of a missing blob", wantErr: "content store",
+			digest: func(*runtime) string { return "sha256:" + strings.Repeat("a", 64) }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := newRuntime(t, nil)
+			rt.connect()
+			if err := os.MkdirAll(rt.cfg.ContainerdRoot, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			rtDir := filepath.Dir(rt.cfg.Root)
+			ctr := newContainer("c1", "p1", "app")
+			ctr.Image = &api.Image{Name: "localhost/hostile:1", ConfigDigest: tc.digest(rt)}
+			before := secTree(t, rt.cfg.ContainerdRoot)
+			adj, err := rt.create(newPod("p1", "default", nil), ctr)
+			if after := secTree(t, rt.cfg.ContainerdRoot); !maps.Equal(before, after) {
+				t.Errorf("containerd's root changed: %v -> %v", before, after)
+			}
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), "localhost/hostile:1") {
+					t.Fatalf("CreateContainer = %v, want an error naming the image and %q", err, tc.wantErr)
+				}
+				storeIsEmpty(t, rt)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(adj.GetMounts()) != 1 {
+				t.Fatalf("mounts = %+v, want one at %s", adj.GetMounts(), tc.wantTarget)
+			}
+			m := findMount(adj, tc.wantTarget)
+			prefix := filepath.Join(rt.cfg.Root, "volumes", "default") + "/"
+			if m == nil || m.Type != "bind" || !strings.HasPrefix(m.Source, prefix) || !strings.HasSuffix(m.Source, "/_data") {
+				t.Fatalf("mount %s = %+v, want a bind of a volume below %s", tc.wantTarget, m, prefix)
+			}
+			vols, err := rt.store().List(volumes.ListOptions{AllNamespaces: true})
+			if err != nil || len(vols) != 1 || vols[0].Owner == nil || vols[0].Owner.Target != tc.wantTarget || vols[0].Mountpoint != m.Source {
+				t.Fatalf("store = %+v, %v; want one anonymous volume for %s", vols, err, tc.wantTarget)
+			}
+			// Nothing was made beside the store, the content store and the socket.
+			entries, _ := os.ReadDir(rtDir)
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			if want := []string{"conf.d", "containerd", "nri.sock", "plugins", "store"}; !slices.Equal(names, want) {
+				t.Errorf("runtime directory holds %v, want %v", names, want)
+			}
+		})
+	}
+}
+
+// TestUntrustedPodNamespace checks that a namespace that is not a valid name
+// never reaches the store.
+func TestUntrustedPodNamespace(t *testing.T) {
+	for _, ns := range []string{"../x", "..", "a/b", "x\ny", strings.Repeat("n", 64)} {
+		t.Run(ns, func(t *testing.T) {
+			rt := newRuntime(t, nil)
+			rt.connect()
+			pod := newPod("p1", ns, map[string]string{plugin.VolumesKey: "- v:/a\n- /b"})
+			if _, err := rt.create(pod, newContainer("c1", "p1", "app")); err == nil || !strings.Contains(err.Error(), "namespace") {
+				t.Fatalf("CreateContainer in namespace %q = %v, want an error naming the namespace", ns, err)
+			}
+			storeIsEmpty(t, rt)
+			if entries, _ := os.ReadDir(rt.cfg.Root); len(entries) != 1 {
+				t.Errorf("store root holds %d entries, want only volumes/", len(entries))
+			}
+		})
+	}
+}
