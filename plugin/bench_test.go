@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	goruntime "runtime"
@@ -16,91 +15,30 @@ import (
 
 	"github.com/containerd/nri/pkg/adaptation"
 	"github.com/containerd/nri/pkg/api"
-	"github.com/containerd/nri/pkg/stub"
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/nri-volumes/nri-volumes/volumes"
-	"github.com/sirupsen/logrus"
 )
 
-// benchRuntime is the harness of newRuntime and connect for benchmarks: NRI's
-// runtime side on a real socket, with the plugin connected over it. root is
-// the store, which may be shared between runs.
-type benchRuntime struct {
-	nri *adaptation.Adaptation
-	cfg *config.Config
-}
-
-func newBenchRuntime(b *testing.B, root string) *benchRuntime {
+// newBenchRuntime is newRuntime with the store at root, which may be shared
+// between runs, and a host directory bind mounts may come from.
+func newBenchRuntime(b *testing.B, root string) *runtime {
 	b.Helper()
-	// NRI's runtime side logs every plugin connection to the standard logger.
-	logrus.StandardLogger().SetOutput(io.Discard)
-	dir := b.TempDir()
-	cfg := config.Default()
-	cfg.Root = root
-	cfg.ContainerdRoot = filepath.Join(dir, "containerd")
-	cfg.HookPath = "/usr/local/bin/nri-volumes"
-	cfg.BindMounts.AllowedHostPaths = []string{filepath.Join(dir, "shared")}
-	if err := os.MkdirAll(filepath.Join(dir, "shared", "conf"), 0o755); err != nil {
+	shared := filepath.Join(b.TempDir(), "shared")
+	if err := os.MkdirAll(filepath.Join(shared, "conf"), 0o755); err != nil {
 		b.Fatal(err)
 	}
-	for _, d := range []string{"plugins", "conf.d"} {
-		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
-			b.Fatal(err)
-		}
-	}
-	synced := make(chan error, 4)
-	socket := filepath.Join(dir, "nri.sock")
-	nri, err := adaptation.New("containerd-bench", "v2.4.2",
-		func(ctx context.Context, cb adaptation.SyncCB) error {
-			_, err := cb(ctx, nil, nil)
-			synced <- err
-			return err
-		},
-		func(context.Context, []*adaptation.ContainerUpdate) ([]*adaptation.ContainerUpdate, error) {
-			return nil, nil
-		},
-		adaptation.WithPluginPath(filepath.Join(dir, "plugins")),
-		adaptation.WithPluginConfigPath(filepath.Join(dir, "conf.d")),
-		adaptation.WithSocketPath(socket),
-	)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := nri.Start(); err != nil {
-		b.Fatal(err)
-	}
-	<-synced
-	b.Cleanup(nri.Stop)
-
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	p, err := plugin.New(cfg, log)
-	if err != nil {
-		b.Fatal(err)
-	}
-	s, err := stub.New(p, stub.WithSocketPath(socket), stub.WithPluginName("volumes"), stub.WithPluginIdx("10"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { s.Stop(); s.Wait(); p.Close() })
-	select {
-	case err := <-synced:
-		if err != nil {
-			b.Fatalf("Synchronize: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		b.Fatal("the plugin did not synchronize")
-	}
-	return &benchRuntime{nri: nri, cfg: cfg}
+	rt := newRuntime(b, func(c *config.Config) {
+		c.Root = root
+		c.BindMounts.AllowedHostPaths = []string{shared}
+	})
+	rt.connect()
+	return rt
 }
 
 // benchPod is a pod whose containers get five volumes: two named, one
 // anonymous, one tmpfs and one bind mount.
-func (rt *benchRuntime) benchPod(i int) *api.PodSandbox {
+func (rt *runtime) benchPod(i int) *api.PodSandbox {
 	id := "pod-" + strconv.Itoa(i)
 	return newPod(id, "default", map[string]string{plugin.VolumesKey + "/pod": "" +
 		"- bench-shared:/shared\n" +
@@ -112,7 +50,7 @@ func (rt *benchRuntime) benchPod(i int) *api.PodSandbox {
 
 // createOne runs CreateContainer for container i in its own pod and checks
 // it got its five mounts.
-func (rt *benchRuntime) createOne(ctx context.Context, i int) (*api.PodSandbox, *api.Container, error) {
+func (rt *runtime) createOne(ctx context.Context, i int) (*api.PodSandbox, *api.Container, error) {
 	pod := rt.benchPod(i)
 	ctr := newContainer("ctr-"+strconv.Itoa(i), pod.Id, "app")
 	resp, err := rt.nri.CreateContainer(ctx, &adaptation.CreateContainerRequest{Pod: pod, Container: ctr})
@@ -127,7 +65,7 @@ func (rt *benchRuntime) createOne(ctx context.Context, i int) (*api.PodSandbox, 
 
 // removeOne removes the container and its pod, which removes the anonymous
 // volume, so the store keeps its size across iterations.
-func (rt *benchRuntime) removeOne(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) error {
+func (rt *runtime) removeOne(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) error {
 	if err := rt.nri.RemoveContainer(ctx, &adaptation.RemoveContainerRequest{Pod: pod, Container: ctr}); err != nil {
 		return err
 	}

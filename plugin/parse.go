@@ -11,6 +11,7 @@ import (
 
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/volumes"
+	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
 )
 
@@ -91,10 +92,10 @@ func ParseVolumes(key, value string, limits config.Tmpfs) ([]Item, error) {
 	if strings.ContainsRune(value, 0) {
 		return nil, fail("", "value contains a NUL byte")
 	}
-	if depth := yamlDepth(value); depth > maxYAMLDepth {
-		return nil, fail("", "value nests %d levels deep, more than the %d allowed", depth, maxYAMLDepth)
+	if err := checkYAMLShape(value); err != nil {
+		return nil, fail("", "%s", err.Error())
 	}
-	doc, err := yaml.YAMLToJSON([]byte(value))
+	doc, err := yaml.YAMLToJSONStrict([]byte(value))
 	if err != nil {
 		return nil, fail("", "not a YAML list: %s", yamlError(err))
 	}
@@ -349,29 +350,36 @@ func ParseImageVolumeMode(key, value string) (config.ImageVolumeMode, error) {
 	return m, nil
 }
 
-// yamlDepth returns an upper bound of a YAML document's nesting: flow
-// brackets and indentation both count, which is enough to refuse hostile
-// documents before the parser sees them.
-func yamlDepth(s string) int {
-	maxDepth, depth := 0, 0
-	for _, line := range strings.Split(s, "\n") {
-		indent := len(line) - len(strings.TrimLeft(line, " -"))
-		if d := indent / 2; d > maxDepth {
-			maxDepth = d
+// checkYAMLShape refuses, before anything is expanded, the YAML features a
+// hostile pod author can turn into time and memory: anchors and aliases (a
+// small value that expands to gigabytes) and deep nesting. It parses into a
+// node tree, which keeps aliases as references.
+func checkYAMLShape(value string) error {
+	var root yamlv3.Node
+	if err := yamlv3.Unmarshal([]byte(value), &root); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		msg = strings.Join(strings.Fields(strings.TrimPrefix(msg, "unmarshal errors:")), " ")
+		return fmt.Errorf("not a YAML list: %s", msg)
+	}
+	return walkYAML(&root, 0)
+}
+
+func walkYAML(n *yamlv3.Node, depth int) error {
+	if n.Kind == yamlv3.AliasNode || n.Anchor != "" {
+		return errors.New("YAML anchors and aliases are not allowed")
+	}
+	if n.Kind == yamlv3.SequenceNode || n.Kind == yamlv3.MappingNode {
+		depth++
+		if depth > maxYAMLDepth {
+			return fmt.Errorf("value nests more than the %d levels allowed", maxYAMLDepth)
 		}
 	}
-	for _, r := range s {
-		switch r {
-		case '[', '{':
-			depth++
-			if depth > maxDepth {
-				maxDepth = depth
-			}
-		case ']', '}':
-			depth--
+	for _, c := range n.Content {
+		if err := walkYAML(c, depth); err != nil {
+			return err
 		}
 	}
-	return maxDepth
+	return nil
 }
 
 func yamlError(err error) string {

@@ -75,8 +75,9 @@ func TestParseVolumes(t *testing.T) {
 		{name: "nocopy on bind", value: "- /srv:/x:nocopy", wantErr: "nocopy does not apply"},
 		{name: "no target", value: "- {source: v}", wantErr: "no target"},
 		{name: "too large", value: "- " + strings.Repeat("a", 70<<10) + ":/x", wantErr: "more than the 65536 allowed"},
-		{name: "deep nesting", value: strings.Repeat("[", 50) + strings.Repeat("]", 50), wantErr: "levels deep"},
-		{name: "alias bomb", value: aliasBomb(), wantErr: "invalid annotation"},
+		{name: "deep nesting", value: strings.Repeat("[", 50) + strings.Repeat("]", 50), wantErr: "levels allowed"},
+		{name: "alias bomb", value: aliasBomb(), wantErr: "anchors and aliases are not allowed"},
+		{name: "duplicate key", value: "- {target: /a, target: /etc}", wantErr: `key "target" already set`},
 		{name: "NUL byte", value: "- \"a\x00:/x\"", wantErr: "NUL"},
 	}
 	for _, tt := range tests {

@@ -24,7 +24,7 @@ import (
 // runtime is NRI's own runtime side, listening on a real socket, with the
 // plugin connected to it as containerd would have it.
 type runtime struct {
-	t      *testing.T
+	t      testing.TB
 	nri    *adaptation.Adaptation
 	cfg    *config.Config
 	socket string
@@ -35,8 +35,12 @@ type runtime struct {
 	synced chan error
 }
 
-func newRuntime(t *testing.T, mutate func(*config.Config)) *runtime {
+func newRuntime(t testing.TB, mutate func(*config.Config)) *runtime {
 	t.Helper()
+	if os.Getenv("NRI_VOLUMES_TEST_LOG") == "" {
+		// NRI's runtime side logs every connection to the standard logger.
+		logrus.StandardLogger().SetOutput(io.Discard)
+	}
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.Root = filepath.Join(dir, "store")
@@ -106,7 +110,28 @@ func (rt *runtime) connect() *plugin.Plugin {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the plugin did not synchronize")
 	}
+	rt.waitRegistered()
 	return p
+}
+
+// waitRegistered waits until the runtime sends requests to the plugin: NRI
+// adds a plugin to its list only after Synchronize returns. The probe asks
+// for a tmpfs, which leaves nothing in the store.
+func (rt *runtime) waitRegistered() {
+	t := rt.t
+	t.Helper()
+	pod := newPod("probe", "default", map[string]string{plugin.VolumesKey: "- {type: tmpfs, target: /probe}"})
+	probe := newContainer("probe", "probe", "probe")
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		adj, err := rt.create(pod, probe)
+		if err != nil {
+			t.Fatalf("probe: %v", err)
+		}
+		if findMount(adj, "/probe") != nil {
+			return
+		}
+	}
+	t.Fatal("the runtime never sent the plugin a request")
 }
 
 func (rt *runtime) store() *volumes.Store {
