@@ -2,7 +2,10 @@
 # Builds the pinned containerd, ctr, containerd-shim-runc-v2, runc and crictl
 # from Go modules into a cache directory, unless it already holds them at the
 # pinned versions (recorded in a stamp file, or read from the binaries' build
-# info). Used by .ci/run and by test/harness.
+# info). It also builds an older containerd and its shim
+# (CONTAINERD_OLD_VERSION) into CACHE_DIR/containerd-old, for the tests of
+# releases that send no image config digest. Used by .ci/run and by
+# test/harness.
 #
 # Usage: hack/install-runtime.sh [CACHE_DIR]
 #   CACHE_DIR defaults to $NRI_VOLUMES_TEST_CACHE or /var/cache/nri-volumes-test/bin.
@@ -40,34 +43,62 @@ built_versions_match() {
 		[[ "$(module_version "$cache/crictl" sigs.k8s.io/cri-tools)" == "$CRICTL_VERSION" ]]
 }
 
+need_main=1
 if all_present; then
 	if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-		exit 0
-	fi
-	if built_versions_match; then
+		need_main=0
+	elif built_versions_match; then
 		echo "$want" >"$stamp"
-		exit 0
+		need_main=0
 	fi
 fi
 
-echo "install-runtime: building $want into $cache" >&2
-rm -f "$stamp"
+old_dir="$cache/containerd-old"
+old_stamp="$old_dir/versions.stamp"
+old_want="containerd=$CONTAINERD_OLD_VERSION"
+need_old=1
+if [[ -x "$old_dir/containerd" && -x "$old_dir/containerd-shim-runc-v2" ]]; then
+	if [[ -f "$old_stamp" && "$(cat "$old_stamp")" == "$old_want" ]]; then
+		need_old=0
+	elif [[ "$(module_version "$old_dir/containerd" github.com/containerd/containerd/v2)" == "$CONTAINERD_OLD_VERSION" &&
+		"$(module_version "$old_dir/containerd-shim-runc-v2" github.com/containerd/containerd/v2)" == "$CONTAINERD_OLD_VERSION" ]]; then
+		echo "$old_want" >"$old_stamp"
+		need_old=0
+	fi
+fi
+
+if [[ $need_main -eq 0 && $need_old -eq 0 ]]; then
+	exit 0
+fi
 
 # Build in a scratch module-less directory so this repo's go.mod is not involved.
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-export GOBIN="$cache" GOFLAGS=-mod=mod CGO_ENABLED=1
+export GOFLAGS=-mod=mod CGO_ENABLED=1
 
 pids=()
-(cd "$work" && go install -tags no_btrfs \
-	"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
-	"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION" \
-	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION") &
-pids+=($!)
-(cd "$work" && go install "github.com/opencontainers/runc@$RUNC_VERSION") &
-pids+=($!)
-(cd "$work" && go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION") &
-pids+=($!)
+if [[ $need_main -eq 1 ]]; then
+	echo "install-runtime: building $want into $cache" >&2
+	rm -f "$stamp"
+	(cd "$work" && GOBIN="$cache" go install -tags no_btrfs \
+		"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
+		"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION" \
+		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION") &
+	pids+=($!)
+	(cd "$work" && GOBIN="$cache" go install "github.com/opencontainers/runc@$RUNC_VERSION") &
+	pids+=($!)
+	(cd "$work" && GOBIN="$cache" go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION") &
+	pids+=($!)
+fi
+if [[ $need_old -eq 1 ]]; then
+	echo "install-runtime: building $old_want into $old_dir" >&2
+	mkdir -p "$old_dir"
+	rm -f "$old_stamp"
+	(cd "$work" && GOBIN="$old_dir" go install -tags no_btrfs \
+		"github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_OLD_VERSION" \
+		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_OLD_VERSION") &
+	pids+=($!)
+fi
 
 rc=0
 for p in "${pids[@]}"; do
@@ -77,6 +108,13 @@ if [[ $rc -ne 0 ]]; then
 	echo "install-runtime: a build failed" >&2
 	exit 1
 fi
-all_present || { echo "install-runtime: binaries missing after build" >&2; exit 1; }
-echo "$want" >"$stamp"
+if [[ $need_main -eq 1 ]]; then
+	all_present || { echo "install-runtime: binaries missing after build" >&2; exit 1; }
+	echo "$want" >"$stamp"
+fi
+if [[ $need_old -eq 1 ]]; then
+	[[ -x "$old_dir/containerd" && -x "$old_dir/containerd-shim-runc-v2" ]] ||
+		{ echo "install-runtime: old containerd missing after build" >&2; exit 1; }
+	echo "$old_want" >"$old_stamp"
+fi
 echo "install-runtime: done" >&2

@@ -26,6 +26,23 @@ type ContainerdOptions struct {
 	ExtraNRIConfig string
 	// NRIPlugins are installed in plugin_path before containerd starts.
 	NRIPlugins []NRIPlugin
+	// DefaultValidator, when set, turns on NRI's built-in default validator.
+	DefaultValidator *DefaultValidator
+	// NRISocketDir puts the NRI socket alone in a directory of its own,
+	// DIR/nri/nri.sock, as /var/run/nri/nri.sock is on a node, so that the
+	// directory can be mounted into a plugin's container.
+	NRISocketDir bool
+}
+
+// DefaultValidator configures NRI's default validator, the one that makes
+// plugins required.
+type DefaultValidator struct {
+	// RequiredPlugins are plugin names (without the index) that must have
+	// handled a container for its creation to succeed.
+	RequiredPlugins []string
+	// TolerateMissingPluginsAnnotation is the annotation key whose "true"
+	// lets a pod or container in without its required plugins.
+	TolerateMissingPluginsAnnotation string
 }
 
 // Containerd is a containerd process with its own root, state, sockets and
@@ -64,7 +81,10 @@ func StartContainerd(t TB, bins *Bins, opts ContainerdOptions) *Containerd {
 		LogPath:             filepath.Join(dir, "containerd.log"),
 		t:                   t,
 	}
-	for _, d := range []string{c.Root, c.State, c.NRIPluginPath, c.NRIPluginConfigPath, filepath.Join(dir, "cni-conf"), filepath.Join(dir, "cni-bin"), filepath.Join(dir, "opt"), filepath.Join(dir, "verifiers"), filepath.Join(dir, "logs")} {
+	if opts.NRISocketDir {
+		c.NRISocket = filepath.Join(dir, "nri", "nri.sock")
+	}
+	for _, d := range []string{filepath.Dir(c.NRISocket), c.Root, c.State, c.NRIPluginPath, c.NRIPluginConfigPath, filepath.Join(dir, "cni-conf"), filepath.Join(dir, "cni-bin"), filepath.Join(dir, "opt"), filepath.Join(dir, "verifiers"), filepath.Join(dir, "logs")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatalf("%v", err)
 		}
@@ -252,6 +272,18 @@ imports = []
 		q(c.Bins.Runc), q(c.runcRoot()),
 		opts.DisableNRI, q(c.NRISocket), q(c.NRIPluginPath), q(c.NRIPluginConfigPath),
 		opts.ExtraNRIConfig)
+	if v := opts.DefaultValidator; v != nil {
+		required := make([]string, len(v.RequiredPlugins))
+		for i, name := range v.RequiredPlugins {
+			required[i] = q(name)
+		}
+		fmt.Fprintf(&b, `
+[plugins.'io.containerd.nri.v1.nri'.default_validator]
+  enable = true
+  required_plugins = [%s]
+  tolerate_missing_plugins_annotation = %s
+`, strings.Join(required, ", "), q(v.TolerateMissingPluginsAnnotation))
+	}
 	return b.String()
 }
 

@@ -42,6 +42,9 @@ type ContainerSpec struct {
 	Args        []string
 	Annotations map[string]string
 	Mounts      []Mount
+	// Privileged runs the container privileged; its pod must be too
+	// (PodSpec.Privileged).
+	Privileged bool
 }
 
 // Run runs crictl with args against this containerd.
@@ -116,11 +119,25 @@ func (c *Crictl) CreateContainer(pod *Pod, name, image string, annotations map[s
 // CreateContainerSpec creates a container from spec in pod.
 func (c *Crictl) CreateContainerSpec(pod *Pod, spec ContainerSpec) (string, error) {
 	c.t.Helper()
+	path := c.writeJSON("ctr-"+spec.Name, containerConfig(spec))
+	res := c.Run("create", pod.ID, path, pod.configPath)
+	if res.Err != nil {
+		return "", res.Err
+	}
+	return lastLine(res.Stdout), nil
+}
+
+// containerConfig is crictl's container config for spec.
+func containerConfig(spec ContainerSpec) map[string]any {
 	mounts := []map[string]any{}
 	for _, m := range spec.Mounts {
 		mounts = append(mounts, map[string]any{"host_path": m.HostPath, "container_path": m.ContainerPath, "readonly": m.Readonly})
 	}
-	cfg := map[string]any{
+	linux := map[string]any{}
+	if spec.Privileged {
+		linux["security_context"] = map[string]any{"privileged": true}
+	}
+	return map[string]any{
 		"metadata":    map[string]any{"name": spec.Name, "attempt": spec.Attempt},
 		"image":       map[string]any{"image": spec.Image},
 		"command":     spec.Command,
@@ -128,14 +145,8 @@ func (c *Crictl) CreateContainerSpec(pod *Pod, spec ContainerSpec) (string, erro
 		"log_path":    fmt.Sprintf("%s_%d.log", spec.Name, spec.Attempt),
 		"annotations": nonNil(spec.Annotations),
 		"mounts":      mounts,
-		"linux":       map[string]any{},
+		"linux":       linux,
 	}
-	path := c.writeJSON("ctr-"+spec.Name, cfg)
-	res := c.Run("create", pod.ID, path, pod.configPath)
-	if res.Err != nil {
-		return "", res.Err
-	}
-	return lastLine(res.Stdout), nil
 }
 
 // RunContainer creates and starts a container, failing the test on error.

@@ -7,8 +7,9 @@
 // started with, in reverse order of creation. Processes are found and ended by
 // their PIDs or by the addresses this package gave them, never by name.
 //
-// The helpers are not safe for concurrent use by several goroutines; tests
-// that use them must not call t.Parallel.
+// The helpers are not safe for concurrent use by several goroutines, except
+// Crictl's Try helpers, which never touch the test; tests that use them must
+// not call t.Parallel.
 package harness
 
 import (

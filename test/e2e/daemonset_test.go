@@ -1,0 +1,297 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/nri-volumes/nri-volumes/test/harness"
+)
+
+// k8sObject is the part of a Kubernetes manifest that the DaemonSet test
+// reads: a ConfigMap's data, or a DaemonSet's pod template.
+type k8sObject struct {
+	Kind     string
+	Metadata struct {
+		Name, Namespace string
+	}
+	Data map[string]string
+	Spec struct {
+		Template struct {
+			Metadata struct {
+				Annotations map[string]string
+			}
+			Spec struct {
+				InitContainers, Containers []k8sContainer
+				Volumes                    []k8sVolume
+			}
+		}
+	}
+}
+
+type k8sContainer struct {
+	Name, Image     string
+	Command, Args   []string
+	SecurityContext struct{ Privileged bool }
+	VolumeMounts    []struct {
+		Name, MountPath string
+		ReadOnly        bool
+	}
+}
+
+type k8sVolume struct {
+	Name     string
+	HostPath *struct{ Path, Type string }
+	// ConfigMap volumes are written to a host directory by the test.
+	ConfigMap *struct{ Name string }
+}
+
+// readManifests parses the documents of a multi-document YAML file.
+func readManifests(t *testing.T, path string) []k8sObject {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var objs []k8sObject
+	for _, doc := range bytes.Split(data, []byte("\n---\n")) {
+		var o k8sObject
+		if err := yaml.Unmarshal(doc, &o); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		objs = append(objs, o)
+	}
+	return objs
+}
+
+// pathMap moves the node's paths of a manifest to the test's directories.
+type pathMap map[string]string
+
+// apply maps p when it is, or is below, one of the node's paths.
+func (m pathMap) apply(p string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return len(keys[i]) > len(keys[j]) })
+	for _, k := range keys {
+		if p == k || strings.HasPrefix(p, k+"/") {
+			return m[k] + strings.TrimPrefix(p, k)
+		}
+	}
+	return p
+}
+
+// TestDaemonSet runs the pod of examples/kubernetes/daemonset.yaml through
+// crictl against a containerd that requires the plugin, as on a production
+// node: the init container installs the hook binary on the host, the plugin
+// container connects over the mounted NRI socket directory, and then a
+// workload gets a named volume and an image volume copied up by the hook at
+// its host path. The node's paths become the test's own directories, mounted
+// at the same paths inside, as the manifest's host paths are.
+func TestDaemonSet(t *testing.T) {
+	bins := testBins(t)
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds, cm *k8sObject
+	objs := readManifests(t, filepath.Join(root, "examples", "kubernetes", "daemonset.yaml"))
+	for i := range objs {
+		switch objs[i].Kind {
+		case "DaemonSet":
+			ds = &objs[i]
+		case "ConfigMap":
+			cm = &objs[i]
+		}
+	}
+	if ds == nil || cm == nil {
+		t.Fatalf("daemonset.yaml has no DaemonSet or no ConfigMap")
+	}
+
+	ctd := harness.StartContainerd(t, bins, harness.ContainerdOptions{NRISocketDir: true, DefaultValidator: exampleValidator(t)})
+	node := t.TempDir()
+	paths := pathMap{
+		"/var/run/nri":         filepath.Dir(ctd.NRISocket),
+		"/var/lib/nri-volumes": filepath.Join(node, "store"),
+		"/var/lib/containerd":  ctd.Root,
+		"/opt/nri-volumes/bin": filepath.Join(node, "hook-bin"),
+	}
+
+	static, err := harness.BuildStaticPluginTo(t.TempDir())
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	bin, err := os.ReadFile(static)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pluginImage := ds.Spec.Template.Spec.Containers[0].Image
+	ctd.Import(t, harness.Image{
+		Name:       pluginImage,
+		Entrypoint: []string{"/usr/local/bin/nri-volumes"},
+		Files:      []harness.File{{Path: "/usr/local/bin/nri-volumes", Content: string(bin), Mode: 0o755}},
+	})
+
+	// The pod's volumes: host paths mapped, the ConfigMap written out with
+	// its paths mapped the same way.
+	hostPaths := map[string]string{}
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		switch {
+		case v.HostPath != nil:
+			p := paths.apply(v.HostPath.Path)
+			if p == v.HostPath.Path {
+				t.Fatalf("hostPath %s of volume %s has no test counterpart; extend the test's path map", p, v.Name)
+			}
+			switch v.HostPath.Type {
+			case "DirectoryOrCreate":
+				if err := os.MkdirAll(p, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			case "Directory":
+				if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
+					t.Fatalf("hostPath %s (type Directory) of volume %s: %v", p, v.Name, err)
+				}
+			}
+			hostPaths[v.Name] = p
+		case v.ConfigMap != nil && v.ConfigMap.Name == cm.Metadata.Name:
+			dir := filepath.Join(node, "configmap-"+v.Name)
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for file, content := range cm.Data {
+				var doc map[string]any
+				if err := yaml.Unmarshal([]byte(content), &doc); err != nil {
+					t.Fatalf("ConfigMap %s: %v", file, err)
+				}
+				for _, key := range []string{"root", "containerdRoot", "hookPath"} {
+					if s, ok := doc[key].(string); ok {
+						doc[key] = paths.apply(s)
+					}
+				}
+				out, err := yaml.Marshal(doc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, file), out, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			hostPaths[v.Name] = dir
+		default:
+			t.Fatalf("volume %s of the DaemonSet is neither a hostPath nor the ConfigMap", v.Name)
+		}
+	}
+	// A mount at the host path's own path is the manifest's promise that
+	// paths mean the same inside and out, so it moves with the host path.
+	containerSpec := func(c k8sContainer) harness.ContainerSpec {
+		spec := harness.ContainerSpec{Name: c.Name, Image: c.Image, Command: c.Command, Privileged: c.SecurityContext.Privileged}
+		for _, a := range c.Args {
+			spec.Args = append(spec.Args, paths.apply(a))
+		}
+		for _, vm := range c.VolumeMounts {
+			host, ok := hostPaths[vm.Name]
+			if !ok {
+				t.Fatalf("container %s mounts unknown volume %s", c.Name, vm.Name)
+			}
+			spec.Mounts = append(spec.Mounts, harness.Mount{HostPath: host, ContainerPath: paths.apply(vm.MountPath), Readonly: vm.ReadOnly})
+		}
+		return spec
+	}
+
+	cr := ctd.Crictl(t)
+	privileged := slices.ContainsFunc(ds.Spec.Template.Spec.Containers, func(c k8sContainer) bool { return c.SecurityContext.Privileged })
+	pod, err := cr.TryRunPod(harness.PodSpec{
+		Name: ds.Metadata.Name + "-node1", Namespace: ds.Metadata.Namespace, UID: "uid-daemonset",
+		Annotations: ds.Spec.Template.Metadata.Annotations, Privileged: privileged,
+	})
+	if err != nil {
+		t.Fatalf("run the DaemonSet's pod: %v", err)
+	}
+	for _, c := range ds.Spec.Template.Spec.InitContainers {
+		id, err := cr.TryRunContainer(pod, containerSpec(c))
+		if err != nil {
+			t.Fatalf("init container %s: %v", c.Name, err)
+		}
+		if !eventually(func() bool { return cr.State(id) == "CONTAINER_EXITED" }) {
+			t.Fatalf("init container %s did not finish: %s\n%s", c.Name, cr.State(id), cr.Logs(id))
+		}
+		status, _ := cr.Inspect(id)["status"].(map[string]any)
+		if code, _ := status["exitCode"].(float64); code != 0 {
+			t.Fatalf("init container %s exited with %v:\n%s", c.Name, code, cr.Logs(id))
+		}
+	}
+	hookBin := filepath.Join(paths["/opt/nri-volumes/bin"], "nri-volumes")
+	if got, err := os.ReadFile(hookBin); err != nil || !bytes.Equal(got, bin) {
+		t.Fatalf("the init container did not install the binary at %s: %v", hookBin, err)
+	}
+
+	synced := ctd.SyncCount("10-volumes")
+	var pluginID string
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		id, err := cr.TryRunContainer(pod, containerSpec(c))
+		if err != nil {
+			t.Fatalf("container %s: %v", c.Name, err)
+		}
+		pluginID = id
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("plugin container log:\n%s", cr.Logs(pluginID))
+		}
+	})
+	if !waitForSync(ctd, "10-volumes", synced) {
+		t.Fatalf("the plugin in its container did not connect: %s\n%s", cr.State(pluginID), cr.Logs(pluginID))
+	}
+
+	ctd.Import(t, dbImage)
+	wl := cr.RunPod("workload", "default", "uid-workload", map[string]string{podKey: "- data:/named"})
+	id := cr.RunContainer(wl, "db", dbImage.Name, nil, nil)
+	cr.Sh(id, "echo from the workload > /named/f")
+	store := paths["/var/lib/nri-volumes"]
+	if got, err := os.ReadFile(filepath.Join(store, "volumes", "default", "data", "_data", "f")); err != nil || string(got) != "from the workload\n" {
+		t.Errorf("the named volume on the host holds %q, %v", got, err)
+	}
+	if got := cr.Exec(id, "cat", "/data/seed.txt"); got != "seeded by the image\n" {
+		t.Errorf("the image volume /data/seed.txt = %q, want the image's content copied up", got)
+	}
+	if got := trim(cr.Exec(id, "stat", "-c", "%u:%g %a", "/data")); got != "999:999 750" {
+		t.Errorf("stat /data = %q, want the image directory's 999:999 750", got)
+	}
+	if src := cr.Mounts(id)["/data"]; !strings.HasPrefix(src, filepath.Join(store, "volumes", "default")+"/") {
+		t.Errorf("/data is mounted from %q, not from the store at %s", src, store)
+	}
+	info, _ := cr.Inspect(id)["info"].(map[string]any)
+	spec, _ := info["runtimeSpec"].(map[string]any)
+	hooks, _ := spec["hooks"].(map[string]any)
+	createRuntime, _ := hooks["createRuntime"].([]any)
+	var hookPaths []string
+	for _, h := range createRuntime {
+		hm, _ := h.(map[string]any)
+		p, _ := hm["path"].(string)
+		hookPaths = append(hookPaths, p)
+	}
+	if !slices.Contains(hookPaths, hookBin) {
+		t.Errorf("createRuntime hooks %v, want the installed %s", hookPaths, hookBin)
+	}
+}
+
+// waitForSync waits up to 30s until containerd has synchronized plugin name
+// more than after times.
+func waitForSync(ctd *harness.Containerd, name string, after int) bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for ctd.SyncCount(name) <= after {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return true
+}
