@@ -43,6 +43,8 @@ type DefaultValidator struct {
 	// TolerateMissingPluginsAnnotation is the annotation key whose "true"
 	// lets a pod or container in without its required plugins.
 	TolerateMissingPluginsAnnotation string
+	// RejectOCIHookAdjustment refuses containers that a plugin adds OCI hooks to.
+	RejectOCIHookAdjustment bool
 }
 
 // Containerd is a containerd process with its own root, state, sockets and
@@ -282,7 +284,8 @@ imports = []
   enable = true
   required_plugins = [%s]
   tolerate_missing_plugins_annotation = %s
-`, strings.Join(required, ", "), q(v.TolerateMissingPluginsAnnotation))
+  reject_oci_hook_adjustment = %t
+`, strings.Join(required, ", "), q(v.TolerateMissingPluginsAnnotation), v.RejectOCIHookAdjustment)
 	}
 	return b.String()
 }
