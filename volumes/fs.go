@@ -221,17 +221,15 @@ func diskUsageAt(fd int, dev uint64, seen map[inode]bool) (int64, error) {
 	return total, nil
 }
 
-// writeFileAt replaces name in the directory open at dir with data so that a
-// reader sees the old or the new content, never a mix: it writes a temp file
-// in tmpDir (same filesystem; Open removes leftovers), fsyncs it, renames it
-// over name and fsyncs dir.
-func writeFileAt(tmpDir, dir int, name string, data []byte) error {
-	tmp := tmpPrefix + "json-" + randomSuffix()
-	fd, err := unix.Openat(tmpDir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+// createFileAt creates name, which must not exist, in the directory open at
+// dir with data, durably: the file and then the directory are fsynced. The
+// caller makes it visible by renaming a directory that holds it.
+func createFileAt(dir int, name string, data []byte) error {
+	fd, err := unix.Openat(dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return &os.PathError{Op: "openat", Path: tmp, Err: err}
+		return &os.PathError{Op: "openat", Path: name, Err: err}
 	}
-	f := os.NewFile(uintptr(fd), tmp)
+	f := os.NewFile(uintptr(fd), name)
 	_, err = f.Write(data)
 	if err == nil {
 		err = f.Sync()
@@ -239,13 +237,7 @@ func writeFileAt(tmpDir, dir int, name string, data []byte) error {
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
-		if rerr := unix.Renameat(tmpDir, tmp, dir, name); rerr != nil {
-			err = &os.PathError{Op: "renameat", Path: name, Err: rerr}
-		}
-	}
 	if err != nil {
-		unix.Unlinkat(tmpDir, tmp, 0)
 		return err
 	}
 	if err := unix.Fsync(dir); err != nil {
@@ -254,9 +246,39 @@ func writeFileAt(tmpDir, dir int, name string, data []byte) error {
 	return nil
 }
 
-// readFileAt reads name below dir without following a symlink.
-func readFileAt(dir int, name string) ([]byte, error) {
-	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+// replaceFileAt replaces name in the directory open at dir with data so that
+// a reader, or a process that dies half-way, sees the old or the new content,
+// never a mix: it writes a temporary file next to it (Open removes leftovers)
+// and renames it over name. It does not fsync: callers use it for state that
+// a restart rebuilds.
+func replaceFileAt(dir int, name string, data []byte) error {
+	tmp := tmpPrefix + randomSuffix()
+	fd, err := unix.Openat(dir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "openat", Path: tmp, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		if rerr := unix.Renameat(dir, tmp, dir, name); rerr != nil {
+			err = &os.PathError{Op: "renameat", Path: name, Err: rerr}
+		}
+	}
+	if err != nil {
+		unix.Unlinkat(dir, tmp, 0)
+		return err
+	}
+	return nil
+}
+
+// readFileAt reads name below dir without following a symlink, refusing
+// anything but a regular file of at most max bytes. O_NONBLOCK keeps a FIFO
+// planted in the store from blocking the open.
+func readFileAt(dir int, name string, max int64) ([]byte, error) {
+	fd, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "openat", Path: name, Err: err}
 	}
@@ -269,6 +291,9 @@ func readFileAt(dir int, name string) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("%s is not a regular file", name)
 	}
+	if st.Size() > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, max)
+	}
 	buf := make([]byte, 0, st.Size()+1)
 	for {
 		n, err := f.Read(buf[len(buf):cap(buf)])
@@ -278,6 +303,9 @@ func readFileAt(dir int, name string) ([]byte, error) {
 				return buf, nil
 			}
 			return nil, err
+		}
+		if int64(len(buf)) > max {
+			return nil, fmt.Errorf("%s is larger than %d bytes", name, max)
 		}
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]

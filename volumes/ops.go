@@ -140,7 +140,7 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume) error {
 	if err := unix.Fchmodat(fd, dataDir, 0o755, 0); err != nil {
 		return err
 	}
-	return writeVolume(nsFd, fd, v)
+	return writeVolume(fd, v)
 }
 
 // Get returns volume name of namespace ns, or an error wrapping ErrNotFound.
@@ -222,7 +222,7 @@ func (s *Store) Remove(ns, name string) error {
 		if err != nil {
 			return err
 		}
-		return s.bump(true)
+		return s.bump(s.forgetAnonLocked([]string{volumeKey(ns, name)}))
 	})
 	if err != nil {
 		return err
@@ -254,9 +254,9 @@ func (s *Store) detachLocked(ns, name string) (string, error) {
 		return "", publicError(ns, name, err)
 	}
 	defer unix.Close(volFd)
-	if v, err := s.readVolumeAt(volFd, ns, name); err == nil && len(v.UsedBy) > 0 {
+	if users := s.idx.usedBy(volumeKey(ns, name)); len(users) > 0 {
 		return "", fmt.Errorf("volume %q in namespace %q: %w by container(s) %s",
-			name, ns, ErrInUse, strings.Join(v.UsedBy, ", "))
+			name, ns, ErrInUse, strings.Join(users, ", "))
 	}
 	if err := unix.Flock(volFd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
@@ -366,7 +366,11 @@ func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, er
 			return err
 		}
 		if len(detached) > 0 {
-			return s.bump(true)
+			keys := make([]string, len(detached))
+			for i, v := range detached {
+				keys[i] = v.key()
+			}
+			return s.bump(s.forgetAnonLocked(keys))
 		}
 		return nil
 	})
@@ -418,10 +422,11 @@ func (s *Store) Size(v *Volume) (int64, error) {
 
 // Check reports every entry of the store that is not a usable volume:
 // directories without a readable volume.json, symlinks, entries with invalid
-// names and leftovers of interrupted writes that Open could not delete.
+// names and leftovers of interrupted writes that Open could not delete. The
+// store's own files (.lock, .refs, .pods) are no problem.
 func (s *Store) Check() ([]Problem, error) {
 	var probs []Problem
-	err := s.withLock(unix.LOCK_SH, func() error {
+	err := s.locked(unix.LOCK_SH, false, func() error {
 		nss, err := readDirNames(s.dirFd)
 		if err != nil {
 			return fmt.Errorf("read volume store: %w", err)
@@ -429,7 +434,7 @@ func (s *Store) Check() ([]Problem, error) {
 		sort.Strings(nss)
 		for _, ns := range nss {
 			switch {
-			case ns == lockFile:
+			case ns == lockFile || ns == refsDir || ns == podsDir:
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})

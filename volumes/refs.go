@@ -3,8 +3,7 @@ package volumes
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"sort"
+	"maps"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -12,13 +11,16 @@ import (
 
 // Acquire provides the volumes container containerID asks for and records
 // that it uses them: missing volumes are created (named ones with the
-// request's Labels, anonymous ones with its Owner), and containerID is added to
-// the UsedBy of each. It is all-or-nothing: on any error it removes the
-// volumes it created and the references it added. Acquiring again for the
-// same container changes nothing and returns the same volumes.
+// request's Labels, anonymous ones with its Owner), and the volumes join the
+// list of containerID in .refs; a volume that exists is not written to. It is
+// all-or-nothing: on any error it removes the volumes it created and leaves
+// the container's references as they were. Acquiring again for the same
+// container adds to what it holds, so a repeat changes nothing and returns
+// the same volumes. The container ID must match [a-zA-Z0-9][a-zA-Z0-9_.-]*
+// (at most 128 characters), as containerd's do.
 func (s *Store) Acquire(containerID string, reqs []Request) ([]*Volume, error) {
-	if containerID == "" {
-		return nil, fmt.Errorf("container ID: %w: must not be empty", ErrInvalid)
+	if err := validateID("container ID", containerID); err != nil {
+		return nil, err
 	}
 	wants, err := normalizeRequests(reqs)
 	if err != nil {
@@ -48,6 +50,9 @@ func normalizeRequests(reqs []Request) ([]Request, error) {
 			if r.Owner == nil || r.Owner.PodSandboxID == "" || r.Owner.Target == "" {
 				return nil, fmt.Errorf("anonymous volume request: %w: needs an owner with a pod sandbox ID and a target", ErrInvalid)
 			}
+			if err := validateID("pod sandbox ID", r.Owner.PodSandboxID); err != nil {
+				return nil, err
+			}
 			owner := *r.Owner
 			r.Owner = &owner
 			r.Name = AnonymousName(owner)
@@ -67,12 +72,12 @@ func normalizeRequests(reqs []Request) ([]Request, error) {
 }
 
 func (s *Store) acquireLocked(id string, wants []Request) ([]*Volume, error) {
-	var created, added, vols []*Volume
+	var created []*Volume
+	podLists := map[string][]string{} // pod lists as they were, to restore
+	before := s.idx.ctrs[id]
+	wroteRefs := false
 	rollback := func(cause error) error {
 		errs := []error{cause}
-		for _, v := range added {
-			errs = append(errs, s.updateLocked(v.Namespace, v.Name, func(v *Volume) bool { return removeID(v, id) }))
-		}
 		for _, v := range created {
 			trash, err := s.discardLocked(v.Namespace, v.Name)
 			if err == nil {
@@ -80,17 +85,40 @@ func (s *Store) acquireLocked(id string, wants []Request) ([]*Volume, error) {
 			}
 			errs = append(errs, err)
 		}
-		if err := s.bump(false); err != nil {
-			errs = append(errs, err)
+		for pod, keys := range podLists {
+			errs = append(errs, writeList(s.podsFd, pod, keys))
 		}
+		if wroteRefs {
+			errs = append(errs, writeList(s.refsFd, id, sortedSet(before)))
+		}
+		// The index may be ahead of the disk now: the next operation
+		// rebuilds it.
+		s.idx = nil
+		errs = append(errs, s.bump(false))
 		return errors.Join(errs...)
 	}
+	keys := maps.Clone(before)
+	if keys == nil {
+		keys = make(map[string]struct{}, len(wants))
+	}
+	vols := make([]*Volume, 0, len(wants))
 	for _, r := range wants {
 		v, err := s.getLocked(r.Namespace, r.Name)
 		switch {
 		case isAbsent(err):
 			v = newVolume(r.Namespace, r.Name, r.Labels, r.Owner)
-			v.UsedBy = []string{id}
+			if r.Owner != nil {
+				// The pod's list names the volume before it appears, so
+				// RemovePodVolumes finds it whenever the process dies.
+				pod := r.Owner.PodSandboxID
+				if _, saved := podLists[pod]; !saved {
+					podLists[pod] = sortedSet(s.idx.pods[pod])
+				}
+				s.idx.addAnon(pod, v.key())
+				if err := s.setPodAnon(pod); err != nil {
+					return nil, rollback(fmt.Errorf("anonymous volumes of pod sandbox %q: %w", pod, err))
+				}
+			}
 			if err := s.createLocked(v); err != nil {
 				return nil, rollback(err)
 			}
@@ -99,41 +127,27 @@ func (s *Store) acquireLocked(id string, wants []Request) ([]*Volume, error) {
 			return nil, rollback(publicError(r.Namespace, r.Name, err))
 		case r.Owner != nil && !v.Anonymous:
 			return nil, rollback(fmt.Errorf("anonymous volume %q in namespace %q: %w: a named volume has that name", r.Name, r.Namespace, ErrExists))
-		case !slices.Contains(v.UsedBy, id):
-			err := s.updateLocked(r.Namespace, r.Name, func(v *Volume) bool { return addID(v, id) })
-			if err != nil {
-				return nil, rollback(err)
-			}
-			addID(v, id)
-			added = append(added, v)
 		}
+		keys[v.key()] = struct{}{}
 		vols = append(vols, v)
 	}
-	if len(created)+len(added) == 0 {
-		return vols, nil
+	if len(keys) == len(before) && len(created) == 0 {
+		return vols, nil // a repeat: the container holds every volume already
 	}
+	if len(keys) != len(before) {
+		wroteRefs = true
+		if err := writeList(s.refsFd, id, sortedSet(keys)); err != nil {
+			return nil, rollback(fmt.Errorf("references of container %q: %w", id, err))
+		}
+	}
+	if err := s.bump(true); err != nil {
+		return nil, rollback(err)
+	}
+	s.idx.setRefs(id, keys)
 	for _, v := range vols {
-		addRef(s.refs, id, v.key())
+		v.UsedBy = s.idx.usedBy(v.key())
 	}
-	return vols, s.bump(true)
-}
-
-func addID(v *Volume, id string) bool {
-	i, found := slices.BinarySearch(v.UsedBy, id)
-	if found {
-		return false
-	}
-	v.UsedBy = slices.Insert(v.UsedBy, i, id)
-	return true
-}
-
-func removeID(v *Volume, id string) bool {
-	i := slices.Index(v.UsedBy, id)
-	if i < 0 {
-		return false
-	}
-	v.UsedBy = slices.Delete(v.UsedBy, i, i+1)
-	return true
+	return vols, nil
 }
 
 // getLocked reads one volume; see readVolume for its errors.
@@ -144,32 +158,6 @@ func (s *Store) getLocked(ns, name string) (*Volume, error) {
 	}
 	defer unix.Close(nsFd)
 	return s.readVolume(nsFd, ns, name)
-}
-
-// updateLocked applies change to the metadata of one volume and writes it
-// back if change reports a change.
-func (s *Store) updateLocked(ns, name string, change func(*Volume) bool) error {
-	nsFd, err := openDir(s.dirFd, ns)
-	if err != nil {
-		return publicError(ns, name, err)
-	}
-	defer unix.Close(nsFd)
-	volFd, err := openDir(nsFd, name)
-	if err != nil {
-		return publicError(ns, name, err)
-	}
-	defer unix.Close(volFd)
-	v, err := s.readVolumeAt(volFd, ns, name)
-	if err != nil {
-		return publicError(ns, name, err)
-	}
-	if !change(v) {
-		return nil
-	}
-	if err := writeVolume(nsFd, volFd, v); err != nil {
-		return volumeError(ns, name, err)
-	}
-	return nil
 }
 
 // discardLocked sets a volume aside for deletion without the in-use checks
@@ -197,73 +185,81 @@ func (s *Store) deleteTrashLocked(ns, trash string) (int64, error) {
 	return 0, removeAllAt(nsFd, trash, s.dev)
 }
 
-// Release records that container containerID no longer uses any volume. For
-// a container that uses none it is a cheap no-op.
+// Release records that container containerID no longer uses any volume: it
+// removes the container's list from .refs. For a container that holds
+// nothing it writes nothing.
 func (s *Store) Release(containerID string) error {
+	if err := validateID("container ID", containerID); err != nil {
+		return err
+	}
 	return s.withLock(unix.LOCK_EX, func() error {
-		keys := s.refs[containerID]
-		if len(keys) == 0 {
+		_, known := s.idx.ctrs[containerID]
+		// Unlinked even when the index does not know it: an unreadable list
+		// counts for nothing, but need not wait for Reconcile to go. No
+		// fsync: see index.go.
+		err := unix.Unlinkat(s.refsFd, containerID, 0)
+		switch {
+		case errors.Is(err, unix.ENOENT) && !known:
 			return nil
+		case err != nil && !errors.Is(err, unix.ENOENT):
+			return fmt.Errorf("releasing the volumes of container %q: %w", containerID, err)
 		}
-		var errs []error
-		for _, k := range sortedKeys(keys) {
-			ns, name, _ := strings.Cut(k, "/")
-			err := s.updateLocked(ns, name, func(v *Volume) bool { return removeID(v, containerID) })
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				errs = append(errs, err)
-			}
-		}
-		if len(errs) > 0 {
-			return errors.Join(append(errs, s.bump(false))...)
-		}
-		delete(s.refs, containerID)
+		s.idx.setRefs(containerID, nil)
 		return s.bump(true)
 	})
 }
 
-func sortedKeys(m map[string]struct{}) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
 // RemovePodVolumes removes the anonymous volumes of pod sandbox
-// podSandboxID that no container uses, and returns their names.
+// podSandboxID that no container uses, and returns their names. It finds them
+// in the pod's list in .pods; without one, it scans the anonymous volumes of
+// every namespace, unless this Store's Reconcile made every list complete.
 func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err error) {
-	if podSandboxID == "" {
-		return nil, fmt.Errorf("pod sandbox ID: %w: must not be empty", ErrInvalid)
+	if err := validateID("pod sandbox ID", podSandboxID); err != nil {
+		return nil, err
 	}
 	var detached []*Volume
 	var trashes []string
 	var errs []error
 	err = s.withLock(unix.LOCK_EX, func() error {
-		err := s.scan("", func(ns string, nsFd int, name string) error {
-			if !isAnonymousName(name) {
-				return nil
-			}
-			v, err := s.readVolume(nsFd, ns, name)
-			if err != nil || !v.Anonymous || v.Owner == nil || v.Owner.PodSandboxID != podSandboxID || len(v.UsedBy) > 0 {
-				return nil
-			}
-			trash, err := s.detachLocked(ns, name)
-			if err != nil {
-				errs = append(errs, err)
-				return nil
-			}
-			detached = append(detached, v)
-			trashes = append(trashes, trash)
-			return nil
-		})
+		listed := s.idx.pods[podSandboxID] != nil
+		vols, err := s.podVolumesLocked(podSandboxID, listed)
 		if err != nil {
 			return err
 		}
-		if len(detached) > 0 {
-			return s.bump(true)
+		keep := map[string]struct{}{}
+		for _, v := range vols {
+			if len(v.UsedBy) > 0 {
+				keep[v.key()] = struct{}{}
+				continue
+			}
+			trash, err := s.detachLocked(v.Namespace, v.Name)
+			if err != nil {
+				keep[v.key()] = struct{}{}
+				errs = append(errs, err)
+				continue
+			}
+			detached = append(detached, v)
+			trashes = append(trashes, trash)
 		}
-		return nil
+		// The list keeps the volumes that stay and nothing else: stale
+		// entries go, and a pod whose volumes are all gone has no list.
+		if maps.Equal(keep, s.idx.pods[podSandboxID]) && len(detached) == 0 {
+			return nil
+		}
+		for k := range s.idx.pods[podSandboxID] {
+			s.idx.dropAnon(k)
+		}
+		for _, v := range detached {
+			s.idx.dropAnon(v.key())
+		}
+		for k := range keep {
+			s.idx.addAnon(podSandboxID, k)
+		}
+		indexed := true
+		if listed || len(keep) > 0 {
+			indexed = s.setPodAnon(podSandboxID) == nil
+		}
+		return s.bump(indexed)
 	})
 	if err != nil {
 		return nil, err
@@ -275,6 +271,38 @@ func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err err
 		removed = append(removed, v.Name)
 	}
 	return removed, errors.Join(errs...)
+}
+
+// podVolumesLocked returns the anonymous volumes of pod, reading the metadata
+// of each to make sure of its owner.
+func (s *Store) podVolumesLocked(pod string, listed bool) ([]*Volume, error) {
+	var vols []*Volume
+	if listed {
+		for _, k := range sortedSet(s.idx.pods[pod]) {
+			ns, name, _ := strings.Cut(k, "/")
+			if v, err := s.getLocked(ns, name); err == nil && ownedBy(v, pod) {
+				vols = append(vols, v)
+			}
+		}
+		return vols, nil
+	}
+	if s.podsComplete {
+		return nil, nil
+	}
+	err := s.scan("", func(ns string, nsFd int, name string) error {
+		if !isAnonymousName(name) {
+			return nil
+		}
+		if v, err := s.readVolume(nsFd, ns, name); err == nil && ownedBy(v, pod) {
+			vols = append(vols, v)
+		}
+		return nil
+	})
+	return vols, err
+}
+
+func ownedBy(v *Volume, pod string) bool {
+	return v.Anonymous && v.Owner != nil && v.Owner.PodSandboxID == pod
 }
 
 // isAnonymousName reports whether name has the form AnonymousName gives:
@@ -294,59 +322,89 @@ func isAnonymousName(name string) bool {
 
 // Reconcile makes the store agree with the runtime after a plugin restart:
 // the users of every volume become exactly refs (volume key "NS/NAME" to
-// container IDs; a volume missing from refs has none), and unless
-// keepAnonymous, unused anonymous volumes whose pod is not in livePods are
-// removed.
+// container IDs; a volume missing from refs has none), so .refs holds a list
+// for exactly the containers in refs; unless keepAnonymous, unused anonymous
+// volumes whose pod is not in livePods are removed; and .pods lists exactly
+// the anonymous volumes that remain. It reads every volume's metadata, once
+// per plugin start.
 func (s *Store) Reconcile(refs map[string][]string, livePods map[string]bool, keepAnonymous bool) error {
-	var trashes []*Volume
-	var trashNames []string
+	var detached []*Volume
+	var trashes []string
 	var errs []error
 	err := s.withLock(unix.LOCK_EX, func() error {
-		index := make(map[string]map[string]struct{})
+		var vols []*Volume
 		err := s.scan("", func(ns string, nsFd int, name string) error {
-			v, err := s.readVolume(nsFd, ns, name)
-			if err != nil {
-				return nil
+			if v, err := s.readVolume(nsFd, ns, name); err == nil {
+				vols = append(vols, v)
 			}
-			want := slices.Clone(refs[v.key()])
-			sort.Strings(want)
-			want = slices.Compact(want)
-			if want == nil {
-				want = []string{}
-			}
-			if !slices.Equal(want, v.UsedBy) {
-				err := s.updateLocked(ns, name, func(v *Volume) bool { v.UsedBy = want; return true })
-				if err != nil {
-					errs = append(errs, err)
-					return nil
-				}
-			}
-			for _, id := range want {
-				addRef(index, id, v.key())
-			}
-			if keepAnonymous || !v.Anonymous || len(want) > 0 || (v.Owner != nil && livePods[v.Owner.PodSandboxID]) {
-				return nil
-			}
-			trash, err := s.detachLocked(ns, name)
-			if err != nil {
-				errs = append(errs, err)
-				return nil
-			}
-			trashes = append(trashes, v)
-			trashNames = append(trashNames, trash)
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		s.refs = index
-		return s.bump(len(errs) == 0)
+		exists := make(map[string]bool, len(vols))
+		for _, v := range vols {
+			exists[v.key()] = true
+		}
+		byCtr := map[string]map[string]struct{}{}
+		for key, ids := range refs {
+			if !exists[key] {
+				continue
+			}
+			for _, id := range ids {
+				if validateID("container ID", id) == nil {
+					addToSet(byCtr, id, key)
+				}
+			}
+		}
+		x := newIndex()
+		ctrLists := make(map[string][]string, len(byCtr))
+		for id, keys := range byCtr {
+			x.setRefs(id, keys)
+			ctrLists[id] = sortedSet(keys)
+		}
+		refsErr := syncLists(s.refsFd, s.dev, ctrLists)
+		if refsErr != nil {
+			errs = append(errs, fmt.Errorf("rewriting the references of containers: %w", refsErr))
+		}
+		s.idx = x
+		for _, v := range vols {
+			if !v.Anonymous {
+				continue
+			}
+			var pod string
+			if v.Owner != nil {
+				pod = v.Owner.PodSandboxID
+			}
+			if !keepAnonymous && len(x.users[v.key()]) == 0 && !livePods[pod] {
+				trash, err := s.detachLocked(v.Namespace, v.Name)
+				if err == nil {
+					detached = append(detached, v)
+					trashes = append(trashes, trash)
+					continue
+				}
+				errs = append(errs, err)
+			}
+			if validateID("pod sandbox ID", pod) == nil {
+				x.addAnon(pod, v.key())
+			}
+		}
+		podLists := make(map[string][]string, len(x.pods))
+		for pod, keys := range x.pods {
+			podLists[pod] = sortedSet(keys)
+		}
+		podsErr := syncLists(s.podsFd, s.dev, podLists)
+		if podsErr != nil {
+			errs = append(errs, fmt.Errorf("rewriting the anonymous volumes of pods: %w", podsErr))
+		}
+		s.podsComplete = podsErr == nil
+		return s.bump(refsErr == nil && podsErr == nil)
 	})
 	if err != nil {
 		return err
 	}
-	for i, v := range trashes {
-		if _, err := s.deleteTrash(v.Namespace, trashNames[i], false); err != nil {
+	for i, v := range detached {
+		if _, err := s.deleteTrash(v.Namespace, trashes[i], false); err != nil {
 			errs = append(errs, volumeError(v.Namespace, v.Name, err))
 		}
 	}

@@ -1,17 +1,18 @@
 // Package volumes is the volume store of nri-volumes: it owns everything below
 // ROOT/volumes, the data (NAMESPACE/NAME/_data) and metadata
 // (NAMESPACE/NAME/volume.json) of named and anonymous volumes, the record of
-// which containers use which volume, and copy-up into new volumes.
+// which containers use which volume (.refs, and .pods for the anonymous
+// volumes of each pod; see index.go), and copy-up into new volumes.
 //
 // Concurrency: a Store is safe for use by many goroutines, and several
 // processes (the plugin and the CLI) may open the same root at once. Every
 // mutation holds the Store's mutex and an exclusive flock on
 // ROOT/volumes/.lock, reads hold a shared one, and an in-use check and the
 // removal it guards happen under the same lock. Copy-up holds a lock on the one
-// volume it fills, so it never blocks the rest of the store. Metadata is
-// replaced atomically and a volume appears under its name only once complete,
-// so a process that dies at any moment leaves no half-written state; Open
-// removes what such a process left behind.
+// volume it fills, so it never blocks the rest of the store. A volume appears
+// under its name only once complete and durable, and reference lists are
+// replaced atomically, so a process that dies at any moment leaves no
+// half-written state; Open removes what such a process left behind.
 package volumes
 
 import (
@@ -34,7 +35,9 @@ const (
 	volumesDir = "volumes"
 	lockFile   = ".lock"
 	metaFile   = "volume.json"
-	dataDir    = "_data"
+	// maxMetaSize bounds what the store reads of one volume.json.
+	maxMetaSize = 16 << 20
+	dataDir     = "_data"
 	// tmpPrefix starts every temporary entry of the store. A valid name starts
 	// with a letter or digit, so no volume can be mistaken for one.
 	tmpPrefix = ".tmp-"
@@ -52,7 +55,8 @@ type Owner struct {
 	Target       string `json:"Target"`
 }
 
-// Volume is one volume as the store records it; volume.json holds it.
+// Volume is one volume as the store shows it. volume.json holds its identity
+// (see record); UsedBy comes from the index of references.
 type Volume struct {
 	Name      string `json:"Name"`
 	Namespace string `json:"Namespace"`
@@ -85,6 +89,18 @@ func (v Volume) MarshalJSON() ([]byte, error) {
 
 func (v *Volume) key() string { return volumeKey(v.Namespace, v.Name) }
 
+// record is what volume.json holds: the identity of a volume, written once
+// when it is created. Files written by earlier versions also carry UsedBy
+// and Mountpoint; decoding ignores them.
+type record struct {
+	Name      string            `json:"Name"`
+	Namespace string            `json:"Namespace"`
+	CreatedAt time.Time         `json:"CreatedAt"`
+	Labels    map[string]string `json:"Labels"`
+	Anonymous bool              `json:"Anonymous"`
+	Owner     *Owner            `json:"Owner,omitempty"`
+}
+
 func volumeKey(ns, name string) string { return ns + "/" + name }
 
 // Request is one volume a container wants. An empty Name asks for the
@@ -105,14 +121,24 @@ type Store struct {
 
 	mu     sync.Mutex
 	dirFd  int
+	refsFd int // ROOT/volumes/.refs
+	podsFd int // ROOT/volumes/.pods
 	lock   *os.File
 	closed bool
-	// gen is the generation of the store that refs reflects; every mutation
+	// gen is the generation of the store that idx reflects; every mutation
 	// bumps the one in the lock file, so a change by another process shows.
 	gen uint64
-	// refs maps a container ID to the keys ("NS/NAME") of the volumes it
-	// uses, so Acquire and Release never scan the store.
-	refs map[string]map[string]struct{}
+	// idx holds who uses which volume and the pods of anonymous volumes, so
+	// Acquire, Release and RemovePodVolumes never scan the store. nil until
+	// first needed.
+	idx *index
+	// podsComplete is set once this Store's Reconcile has written the list
+	// of every pod that has anonymous volumes. Every Acquire writes a pod's
+	// list before its anonymous volume appears, and only a crash of the node,
+	// which ends this process too, can lose a list; so from then on a pod
+	// without a list has no anonymous volumes, and RemovePodVolumes needs no
+	// scan to be sure.
+	podsComplete bool
 }
 
 // Open opens the store below root, creating ROOT/volumes (mode 0700) if it is
@@ -143,16 +169,24 @@ func Open(root string) (*Store, error) {
 		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: filepath.Join(resolved, lockFile), Err: err})
 	}
 	s := &Store{
-		root:  root,
-		dir:   resolved,
-		dev:   st.Dev,
-		dirFd: dirFd,
-		lock:  os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
+		root:   root,
+		dir:    resolved,
+		dev:    st.Dev,
+		dirFd:  dirFd,
+		refsFd: -1,
+		podsFd: -1,
+		lock:   os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
 	}
-	// The index of references is built on the first exclusive operation, so
-	// a process that only reads or copies up (the CLI's ls, the OCI hook)
-	// never reads every volume's metadata.
+	// The index is built when first needed, so a process that only copies
+	// up (the OCI hook) never reads the reference lists.
 	err = s.locked(unix.LOCK_EX, false, func() error {
+		var err error
+		if s.refsFd, err = ensureDirAt(dirFd, refsDir); err != nil {
+			return err
+		}
+		if s.podsFd, err = ensureDirAt(dirFd, podsDir); err != nil {
+			return err
+		}
 		s.removeLeftovers()
 		return nil
 	})
@@ -175,18 +209,44 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	err := s.lock.Close()
-	if cerr := unix.Close(s.dirFd); err == nil && cerr != nil {
-		err = cerr
+	for _, fd := range []int{s.refsFd, s.podsFd, s.dirFd} {
+		if fd < 0 {
+			continue
+		}
+		if cerr := unix.Close(fd); err == nil && cerr != nil {
+			err = cerr
+		}
 	}
 	return err
 }
 
+// ensureDirAt opens the store's own directory name below parent, making it
+// if missing. Anything else found under that name (a symlink, a file) is
+// unlinked, never followed: dot-names are reserved to the store.
+func ensureDirAt(parent int, name string) (int, error) {
+	for try := 0; ; try++ {
+		err := unix.Mkdirat(parent, name, 0o700)
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return -1, &os.PathError{Op: "mkdirat", Path: name, Err: err}
+		}
+		fd, err := openDir(parent, name)
+		if err == nil {
+			return fd, nil
+		}
+		if try > 0 || !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) {
+			return -1, err
+		}
+		if err := unix.Unlinkat(parent, name, 0); err != nil {
+			return -1, &os.PathError{Op: "unlinkat", Path: name, Err: err}
+		}
+	}
+}
+
 // withLock runs fn holding the mutex and a flock of kind how (LOCK_SH or
-// LOCK_EX). Under an exclusive lock it first (re)builds the index if this
-// Store has none yet or another process changed the store since this one
-// last looked.
+// LOCK_EX). It first (re)builds the index if this Store has none yet or
+// another process changed the store since this one last looked.
 func (s *Store) withLock(how int, fn func() error) error {
-	return s.locked(how, how == unix.LOCK_EX, fn)
+	return s.locked(how, true, fn)
 }
 
 func (s *Store) locked(how int, index bool, fn func() error) error {
@@ -205,7 +265,7 @@ func (s *Store) locked(how int, index bool, fn func() error) error {
 		if err != nil {
 			return err
 		}
-		if s.refs == nil || gen != s.gen {
+		if s.idx == nil || gen != s.gen {
 			if err := s.rebuildIndex(); err != nil {
 				return err
 			}
@@ -246,39 +306,6 @@ func (s *Store) bump(indexed bool) error {
 	return nil
 }
 
-// rebuildIndex reads the references of every volume from disk.
-func (s *Store) rebuildIndex() error {
-	gen, err := s.readGen()
-	if err != nil {
-		return err
-	}
-	refs := make(map[string]map[string]struct{})
-	err = s.scan("", func(ns string, nsFd int, name string) error {
-		v, err := s.readVolume(nsFd, ns, name)
-		if err != nil {
-			return nil // broken entries hold no references; Check reports them
-		}
-		for _, id := range v.UsedBy {
-			addRef(refs, id, v.key())
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	s.refs, s.gen = refs, gen
-	return nil
-}
-
-func addRef(refs map[string]map[string]struct{}, id, key string) {
-	m := refs[id]
-	if m == nil {
-		m = make(map[string]struct{})
-		refs[id] = m
-	}
-	m[key] = struct{}{}
-}
-
 // removeLeftovers deletes the temporary entries of interrupted writes and
 // removals. It runs under the exclusive lock, when no write is in progress.
 // What it cannot delete stays, and Check reports it.
@@ -308,6 +335,17 @@ func (s *Store) removeLeftovers() {
 			}
 		}
 		unix.Close(nsFd)
+	}
+	for _, fd := range []int{s.refsFd, s.podsFd} {
+		names, err := readDirNames(fd)
+		if err != nil {
+			continue
+		}
+		for _, n := range names {
+			if strings.HasPrefix(n, tmpPrefix) {
+				removeAllAt(fd, n, s.dev)
+			}
+		}
 	}
 }
 
@@ -382,12 +420,12 @@ func (s *Store) readVolume(nsFd int, ns, name string) (*Volume, error) {
 }
 
 func (s *Store) readVolumeAt(volFd int, ns, name string) (*Volume, error) {
-	data, err := readFileAt(volFd, metaFile)
+	data, err := readFileAt(volFd, metaFile, maxMetaSize)
 	if err != nil {
 		return nil, fmt.Errorf("%w: no readable %s: %w", errBroken, metaFile, err)
 	}
-	var v Volume
-	if err := json.Unmarshal(data, &v); err != nil {
+	var rec record
+	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("%w: bad %s: %w", errBroken, metaFile, err)
 	}
 	st, err := lstatAt(volFd, dataDir)
@@ -397,32 +435,45 @@ func (s *Store) readVolumeAt(volFd int, ns, name string) (*Volume, error) {
 	if !isDir(&st) {
 		return nil, fmt.Errorf("%w: %s is not a directory (or a symlink)", errBroken, dataDir)
 	}
-	v.Name, v.Namespace = name, ns
-	v.Mountpoint = s.mountpoint(ns, name)
-	v.Size = nil
-	if v.UsedBy == nil {
-		v.UsedBy = []string{}
+	v := &Volume{
+		Name:       name,
+		Namespace:  ns,
+		Mountpoint: s.mountpoint(ns, name),
+		CreatedAt:  rec.CreatedAt,
+		Labels:     rec.Labels,
+		Anonymous:  rec.Anonymous,
+		Owner:      rec.Owner,
+		UsedBy:     []string{},
 	}
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
 	}
-	return &v, nil
+	if s.idx != nil {
+		v.UsedBy = s.idx.usedBy(v.key())
+	}
+	return v, nil
 }
 
 func (s *Store) mountpoint(ns, name string) string {
 	return filepath.Join(s.dir, ns, name, dataDir)
 }
 
-// writeVolume replaces the volume.json of the volume open at volFd; the
-// temporary file goes into the namespace directory, where Open finds it.
-func writeVolume(nsFd, volFd int, v *Volume) error {
-	rec := *v
-	rec.Size = nil
+// writeVolume writes the volume.json of a new volume into the directory open
+// at volFd, durably; the volume is not yet under its name.
+func writeVolume(volFd int, v *Volume) error {
+	rec := record{
+		Name:      v.Name,
+		Namespace: v.Namespace,
+		CreatedAt: v.CreatedAt,
+		Labels:    v.Labels,
+		Anonymous: v.Anonymous,
+		Owner:     v.Owner,
+	}
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAt(nsFd, volFd, metaFile, append(data, '\n'))
+	return createFileAt(volFd, metaFile, append(data, '\n'))
 }
 
 // isAbsent reports whether a read error means the volume does not exist, as

@@ -890,4 +890,5 @@ func TestWithoutOpenat2(t *testing.T) {
 	t.Run("symlinks", TestSymlinksInStoreNeverFollowed)
 	t.Run("lifecycle", TestCreateGetListRemove)
 	t.Run("copy-up", TestCopyUpOnce)
+	t.Run("lists", TestPlantedSymlinksInLists)
 }
