@@ -38,8 +38,11 @@ test-e2e: runtime
 demo: runtime
 	$(GO) run ./test/demo
 
+# Go benchmarks, then containerd with and without the plugin side by side
+# (needs root, ~15 min); the report goes to bin/bench-results.md. BENCH_ARGS
+# go to test/bench, e.g. BENCH_ARGS='-n 10 -only imagevolume'.
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	GO='$(GO)' bash hack/bench.sh $(BENCH_ARGS)
 
 # Every fuzz target for FUZZTIME each (CI runs them briefly; run longer by hand).
 FUZZTIME ?= 15s
