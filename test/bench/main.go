@@ -1,0 +1,175 @@
+// Command bench measures what each nri-volumes feature costs against
+// containerd without the plugin. It starts its own containerds (one per
+// configuration, side by side), drives them with crictl, interleaves the
+// variants of each scenario round-robin so that a noisy machine slows all of
+// them alike, and prints a markdown report: medians, p90s and ratios against
+// each scenario's yardstick, with the machine, the date and the commit.
+//
+// It needs root; run it with `make bench` (see BENCHMARKS.md), or alone:
+//
+//	go run ./test/bench -out bin/bench-results.md
+//	go run ./test/bench -only imagevolume,volumes -n 10
+//
+// Nothing it measures is an assertion: a missed target is reported, and the
+// exit status is non-zero only when a scenario could not run.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nri-volumes/nri-volumes/test/harness"
+)
+
+type options struct {
+	n            int    // create+start samples per variant
+	memCycles    int    // containers created and removed for the memory scenario
+	memSample    int    // RSS sample every this many cycles
+	pods         int    // pods started at once
+	podRounds    int    // bursts per variant
+	lsCounts     string // volume counts for volume ls
+	lsReps       int    // samples per (count, variant)
+	copyRounds   int    // rounds of the 1 GiB copy-up benchmark
+	largeBytes   int64  // size of the copy-up benchmark's big file
+	hookReps     int    // samples of the hook's exec time
+	hookStore    int    // other volumes in the store for the hook's second run
+	only         string // comma list of scenarios to run; empty: all
+	out          string // markdown report
+	goBench      string // `go test -bench` output to append to the report
+	goBenchCmd   string // the command that produced it, for the report
+	keepGoing    bool
+	scenarioList []string
+}
+
+var scenarios = []string{"imagevolume", "volumes", "memory", "pods", "ls", "copyup", "hook"}
+
+func main() {
+	var o options
+	flag.IntVar(&o.n, "n", 30, "create+start samples per variant (after one warm-up)")
+	flag.IntVar(&o.memCycles, "mem-cycles", 1000, "containers created and removed in the memory scenario")
+	flag.IntVar(&o.memSample, "mem-sample", 100, "sample the plugin's RSS every this many containers")
+	flag.IntVar(&o.pods, "pods", 100, "pods started at once in the pods scenario")
+	flag.IntVar(&o.podRounds, "pod-rounds", 3, "bursts of pods per variant")
+	flag.StringVar(&o.lsCounts, "ls-counts", "1000,5000,10000", "volume counts for the volume ls scenario")
+	flag.IntVar(&o.lsReps, "ls-reps", 5, "samples per volume count and variant")
+	flag.IntVar(&o.copyRounds, "copy-rounds", 3, "rounds of the copy-up benchmark with the big file")
+	flag.Int64Var(&o.largeBytes, "large-bytes", 1<<30, "size of the copy-up benchmark's big file")
+	flag.IntVar(&o.hookReps, "hook-reps", 30, "samples of the copy-up hook's exec time")
+	flag.IntVar(&o.hookStore, "hook-store", 10000, "other volumes in the store for the hook on a full store")
+	flag.StringVar(&o.only, "only", "", "comma list of scenarios to run (default all): "+strings.Join(scenarios, ","))
+	flag.StringVar(&o.out, "out", "bin/bench-results.md", "write the markdown report here too")
+	flag.StringVar(&o.goBench, "gobench", "", "output of `go test -bench` to put in the report")
+	flag.StringVar(&o.goBenchCmd, "gobench-cmd", "", "the command that produced -gobench")
+	flag.Parse()
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "bench: needs root (it runs containerd)")
+		os.Exit(1)
+	}
+	o.scenarioList = scenarios
+	if o.only != "" {
+		o.scenarioList = strings.Split(o.only, ",")
+		for _, s := range o.scenarioList {
+			if !contains(scenarios, s) {
+				fmt.Fprintf(os.Stderr, "bench: -only: unknown scenario %q (known: %s)\n", s, strings.Join(scenarios, ","))
+				os.Exit(2)
+			}
+		}
+	}
+	root, err := harness.RepoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	if err := os.Chdir(root); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+
+	r := &runner{}
+	rep := &report{started: time.Now()}
+	rep.machine = machineInfo()
+	failed := run(r, &o, rep)
+	r.close()
+
+	md := rep.markdown(&o)
+	fmt.Print("\n" + md)
+	if o.out != "" {
+		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err == nil {
+			err = os.WriteFile(o.out, []byte(md), 0o644)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench: write report:", err)
+			os.Exit(1)
+		}
+		fmt.Fprintf(os.Stderr, "bench: report written to %s\n", o.out)
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+
+// run runs the chosen scenarios; a scenario that fails is recorded and the
+// next one still runs.
+func run(r *runner, o *options, rep *report) (failed bool) {
+	logf("building nri-volumes and the empty plugin")
+	bins := harness.Runtime(r)
+	binDir := r.tempDir("bin")
+	nv, err := harness.BuildPluginTo(binDir)
+	if err != nil {
+		r.Fatalf("%v", err)
+	}
+	bins.NRIVolumes = nv
+	empty := filepath.Join(binDir, "emptyplugin")
+	if out, err := exec.Command("go", "build", "-o", empty, "./test/bench/emptyplugin").CombinedOutput(); err != nil {
+		r.Fatalf("build the empty plugin: %v\n%s", err, out)
+	}
+	env := &benchEnv{r: r, o: o, bins: bins, emptyPlugin: empty}
+	for _, s := range o.scenarioList {
+		start := time.Now()
+		logf("=== scenario %s", s)
+		err := r.try(func() {
+			switch s {
+			case "imagevolume":
+				rep.add(env.imageVolume())
+			case "volumes":
+				rep.add(env.volumes())
+			case "memory":
+				rep.add(env.memory())
+			case "pods":
+				rep.add(env.pods())
+			case "ls":
+				rep.add(env.ls())
+			case "copyup":
+				rep.add(env.copyUp())
+			case "hook":
+				rep.add(env.hook())
+			}
+		})
+		if err != nil {
+			failed = true
+			rep.add(&section{id: s, title: s, err: err.Error()})
+			logf("scenario %s failed: %v", s, err)
+		}
+		logf("=== scenario %s took %s", s, time.Since(start).Round(time.Second))
+	}
+	env.closeAll()
+	return failed
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s bench: "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nri-volumes/nri-volumes/test/harness"
+)
+
+const podKey = "volumes.noderesource.dev/pod"
+
+// interleave times op n times per variant after one untimed warm-up each,
+// round-robin, starting each round with the next variant so that no variant
+// is always first.
+func (e *benchEnv) interleave(vs []*variant, n int, warm func(v *variant, i int), op func(v *variant, i int) time.Duration) map[string]samples {
+	out := map[string]samples{}
+	for i := -1; i < n; i++ {
+		for k := range vs {
+			v := vs[(k+max(i, 0))%len(vs)]
+			if i < 0 {
+				warm(v, i)
+				continue
+			}
+			out[v.name] = append(out[v.name], op(v, i))
+		}
+		if i >= 0 && (i+1)%5 == 0 {
+			logf("  %d/%d rounds", i+1, n)
+		}
+	}
+	return out
+}
+
+// createStart is the timed operation of the first two scenarios: crictl
+// create and crictl start of one container; removing it is not timed.
+func (e *benchEnv) createStart(v *variant, p *pod, name, image string, ann map[string]string, check func(id string)) time.Duration {
+	start := time.Now()
+	id, err := v.runContainer(p, name, image, ann)
+	d := time.Since(start)
+	if err != nil {
+		e.r.Fatalf("%s: run container %s: %v", v.name, name, err)
+	}
+	if check != nil {
+		check(id)
+	}
+	if err := v.removeContainer(id); err != nil {
+		e.r.Fatalf("%s: remove container %s: %v", v.name, name, err)
+	}
+	return d
+}
+
+func (e *benchEnv) mustPod(v *variant, name string, ann map[string]string) *pod {
+	p, err := v.runPod(name, ann)
+	if err != nil {
+		e.r.Fatalf("%s: run pod %s: %v", v.name, name, err)
+	}
+	return p
+}
+
+func (e *benchEnv) exec(v *variant, id string, args ...string) string {
+	res := v.cr.Run(append([]string{"exec", id}, args...)...)
+	if res.Err != nil {
+		e.r.Fatalf("%s: exec %v: %v", v.name, args, res.Err)
+	}
+	return res.Stdout
+}
+
+// resultRows renders one row per variant: median, p90, min, ratio of the
+// median to the yardstick's.
+func resultRows(names []string, res map[string]samples, yardstick string) [][]string {
+	var rows [][]string
+	for _, name := range names {
+		s := res[name]
+		rows = append(rows, []string{name, fmt.Sprint(len(s)), ms(s.median()), ms(s.p90()), ms(s.min()),
+			fmt.Sprintf("%.3fx", ratio(s.median(), res[yardstick].median()))})
+	}
+	return rows
+}
+
+var resultHeader = []string{"variant", "samples", "median", "p90", "min", "median / yardstick"}
+
+// imageVolume: create+start of a container whose image declares VOLUME
+// /data over a small directory, against containerd's own image-volume
+// handling.
+func (e *benchEnv) imageVolume() *section {
+	const (
+		base    = "containerd, no plugin (its own image volumes)"
+		plugin  = "nri-volumes (imageVolumes: volume)"
+		ignored = "nri-volumes, containerd ignore_image_defined_volumes = true"
+	)
+	cfg := harness.PluginConfig{ImageVolumes: "volume"}
+	vs := []*variant{
+		e.newVariant(base, harness.ContainerdOptions{}, noPlugin, cfg, volImage),
+		e.newVariant(plugin, harness.ContainerdOptions{}, nriVolumes, cfg, volImage),
+		e.newVariant(ignored, harness.ContainerdOptions{IgnoreImageDefinedVolumes: true}, nriVolumes, cfg, volImage),
+	}
+	pods := map[string]*pod{}
+	for _, v := range vs {
+		pods[v.name] = e.mustPod(v, "iv", nil)
+	}
+	check := func(v *variant) func(id string) {
+		return func(id string) {
+			if got := e.exec(v, id, "cat", "/data/d1/f15"); len(got) != 1024 {
+				e.r.Fatalf("%s: /data/d1/f15 has %d bytes after copy-up, want 1024", v.name, len(got))
+			}
+		}
+	}
+	res := e.interleave(vs, e.o.n,
+		func(v *variant, _ int) { e.createStart(v, pods[v.name], "warm", volImage.Name, nil, check(v)) },
+		func(v *variant, i int) time.Duration {
+			return e.createStart(v, pods[v.name], fmt.Sprintf("c%d", i), volImage.Name, nil, nil)
+		})
+	names := []string{base, plugin, ignored}
+	r := ratio(res[plugin].median(), res[base].median())
+	ri := ratio(res[ignored].median(), res[base].median())
+	return &section{
+		id:    "imagevolume",
+		title: "Container create+start with one image volume",
+		method: fmt.Sprintf("Each sample is `crictl create` + `crictl start` of a new container (a new container name in the same pod, so every sample copies up afresh) "+
+			"of an image with `VOLUME /data` over 32 files of 1 KiB in 2 directories and a symlink; removing it is not timed. "+
+			"One containerd per variant, all running at once, sampled round-robin, %d samples each after a warm-up that checks the copy-up.", e.o.n),
+		header: resultHeader,
+		rows:   resultRows(names, res, base),
+		sums: []summary{
+			{"create+start, one image volume (copy-up of a small dir)", ms(res[plugin].median()), ms(res[base].median()) + " (containerd's own image volumes)", fmt.Sprintf("%.3fx", r), "<= 1.05x", verdict(r <= 1.05)},
+			{"same, containerd's image volumes off (`ignore_image_defined_volumes`)", ms(res[ignored].median()), ms(res[base].median()), fmt.Sprintf("%.3fx", ri), "<= 1.05x", verdict(ri <= 1.05)},
+		},
+	}
+}
+
+// volumesAnnotation is one named volume (new per container), one anonymous
+// volume and one tmpfs.
+func volumesAnnotation(named string) map[string]string {
+	return map[string]string{podKey: fmt.Sprintf("- %s:/named\n- /anon\n- {type: tmpfs, target: /scratch, size: 4Mi}", named)}
+}
+
+// volumes: create+start with a named volume, a tmpfs and an anonymous
+// volume, against an NRI plugin that does nothing.
+func (e *benchEnv) volumes() *section {
+	const (
+		none   = "containerd, no plugin"
+		empty  = "empty NRI plugin"
+		plugin = "nri-volumes"
+	)
+	vs := []*variant{
+		e.newVariant(none, harness.ContainerdOptions{}, noPlugin, harness.PluginConfig{}, appImage),
+		e.newVariant(empty, harness.ContainerdOptions{}, emptyNRI, harness.PluginConfig{}, appImage),
+		e.newVariant(plugin, harness.ContainerdOptions{}, nriVolumes, harness.PluginConfig{}, appImage),
+	}
+	pods := map[string]*pod{}
+	for _, v := range vs {
+		pods[v.name] = e.mustPod(v, "vols", nil)
+	}
+	res := e.interleave(vs, e.o.n,
+		func(v *variant, _ int) {
+			e.createStart(v, pods[v.name], "warm", appImage.Name, volumesAnnotation("warm"), func(id string) {
+				if v.name != plugin {
+					return
+				}
+				mounts := e.exec(v, id, "cat", "/proc/mounts")
+				for _, t := range []string{" /named ", " /anon ", " /scratch tmpfs "} {
+					if !strings.Contains(mounts, t) {
+						e.r.Fatalf("%s: no %q in /proc/mounts:\n%s", v.name, t, mounts)
+					}
+				}
+			})
+		},
+		func(v *variant, i int) time.Duration {
+			return e.createStart(v, pods[v.name], fmt.Sprintf("c%d", i), appImage.Name, volumesAnnotation(fmt.Sprintf("named-%d", i)), nil)
+		})
+	r := ratio(res[plugin].median(), res[empty].median())
+	return &section{
+		id:    "volumes",
+		title: "Container create+start with a named volume, a tmpfs and an anonymous volume",
+		method: fmt.Sprintf("Each sample is `crictl create` + `crictl start` of a container whose annotation asks for a new named volume, an anonymous volume and a 4 MiB tmpfs "+
+			"(the image has nothing at those paths, so nothing is copied up). The empty NRI plugin (test/bench/emptyplugin) subscribes to CreateContainer and returns nothing; "+
+			"it gets the same annotation. %d samples per variant, round-robin.", e.o.n),
+		header: resultHeader,
+		rows:   resultRows([]string{none, empty, plugin}, res, empty),
+		sums: []summary{
+			{"create+start, named + tmpfs + anonymous volume", ms(res[plugin].median()), ms(res[empty].median()) + " (empty NRI plugin)", fmt.Sprintf("%.3fx", r), "<= 1.05x", verdict(r <= 1.05)},
+		},
+	}
+}
