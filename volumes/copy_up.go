@@ -94,14 +94,12 @@ func (s *Store) CopyUp(ns, name string, copyFn func(dataDir string) error) error
 		}
 		return cause
 	}
-	// The data must be on disk before the marker says it is.
-	if err := unix.Syncfs(dataFd); err != nil {
-		return volumeError(ns, name, err)
-	}
+	// No sync before the marker, as Docker does none: the markers order the
+	// copy against a kill of this process, which is what happens between
+	// container starts. syncfs would write back every container's dirty data
+	// on the filesystem (30 ms measured under load, unbounded on a busy
+	// node) on the path of every container start.
 	if err := unix.Renameat(volFd, copyUpStarted, volFd, copyUpDone); err != nil {
-		return volumeError(ns, name, err)
-	}
-	if err := unix.Fsync(volFd); err != nil {
 		return volumeError(ns, name, err)
 	}
 	return nil

@@ -222,22 +222,22 @@ func diskUsageAt(fd int, dev uint64, seen map[inode]bool) (int64, error) {
 }
 
 // createFileAt creates name, which must not exist, in the directory open at
-// dir with data, durably: the file and then the directory are fsynced. The
-// caller makes it visible by renaming a directory that holds it.
-func createFileAt(dir int, name string, data []byte) error {
+// dir with data; when durable, the file and then the directory are fsynced.
+// The caller makes it visible by renaming a directory that holds it.
+func createFileAt(dir int, name string, data []byte, durable bool) error {
 	fd, err := unix.Openat(dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return &os.PathError{Op: "openat", Path: name, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), name)
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && durable {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
+	if err != nil || !durable {
 		return err
 	}
 	if err := unix.Fsync(dir); err != nil {

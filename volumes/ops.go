@@ -80,8 +80,13 @@ func newVolume(ns, name string, labels map[string]string, owner *Owner) *Volume 
 }
 
 // createLocked makes v on disk: built under a temporary name, then renamed
-// into place, so the name never shows a half-made volume.
+// into place, so the name never shows a half-made volume. A named volume is
+// made durably (fsync of its metadata and directories). An anonymous one is
+// not: it lives as long as its pod sandbox, and a crash of the node ends every
+// sandbox, so the next Synchronize removes it anyway; its creation is on the
+// path of every new pod's containers.
 func (s *Store) createLocked(v *Volume) error {
+	durable := !v.Anonymous
 	ns, name := v.Namespace, v.Name
 	err := unix.Mkdirat(s.dirFd, ns, 0o700)
 	switch {
@@ -107,7 +112,7 @@ func (s *Store) createLocked(v *Volume) error {
 	if err := unix.Mkdirat(nsFd, tmp, 0o700); err != nil {
 		return volumeError(ns, name, err)
 	}
-	err = s.fillNew(nsFd, tmp, v)
+	err = s.fillNew(nsFd, tmp, v, durable)
 	if err == nil {
 		err = unix.Renameat2(nsFd, tmp, nsFd, name, unix.RENAME_NOREPLACE)
 		if errors.Is(err, unix.EINVAL) { // filesystem without RENAME_NOREPLACE; the lock and the check above suffice
@@ -121,13 +126,16 @@ func (s *Store) createLocked(v *Volume) error {
 		removeAllAt(nsFd, tmp, s.dev)
 		return volumeError(ns, name, err)
 	}
+	if !durable {
+		return nil
+	}
 	if err := unix.Fsync(nsFd); err != nil {
 		return volumeError(ns, name, err)
 	}
 	return nil
 }
 
-func (s *Store) fillNew(nsFd int, tmp string, v *Volume) error {
+func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool) error {
 	fd, err := openDir(nsFd, tmp)
 	if err != nil {
 		return err
@@ -140,7 +148,7 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume) error {
 	if err := unix.Fchmodat(fd, dataDir, 0o755, 0); err != nil {
 		return err
 	}
-	return writeVolume(fd, v)
+	return writeVolume(fd, v, durable)
 }
 
 // Get returns volume name of namespace ns, or an error wrapping ErrNotFound.

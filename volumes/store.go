@@ -142,10 +142,21 @@ type Store struct {
 }
 
 // Open opens the store below root, creating ROOT/volumes (mode 0700) if it is
-// missing. It removes the temporary entries left by a process that died in
-// the middle of a write and builds the index of references from disk. Several
-// processes may open the same root at once.
+// missing, and removes the temporary entries left by a process that died in
+// the middle of a write. The index of references is built from disk when an
+// operation first needs it. Several processes may open the same root at once.
 func Open(root string) (*Store, error) {
+	return open(root, true)
+}
+
+// OpenForCopyUp opens the store for a short-lived process that only copies up
+// (the OCI hook, on the path of a container's start): it leaves the cleaning
+// of leftovers, a walk of every namespace, to the plugin and the CLI.
+func OpenForCopyUp(root string) (*Store, error) {
+	return open(root, false)
+}
+
+func open(root string, clean bool) (*Store, error) {
 	vdir := filepath.Join(root, volumesDir)
 	if err := os.MkdirAll(vdir, 0o700); err != nil {
 		return nil, fmt.Errorf("open volume store: %w", err)
@@ -187,7 +198,9 @@ func Open(root string) (*Store, error) {
 		if s.podsFd, err = ensureDirAt(dirFd, podsDir); err != nil {
 			return err
 		}
-		s.removeLeftovers()
+		if clean {
+			s.removeLeftovers()
+		}
 		return nil
 	})
 	if err != nil {
@@ -460,7 +473,7 @@ func (s *Store) mountpoint(ns, name string) string {
 
 // writeVolume writes the volume.json of a new volume into the directory open
 // at volFd, durably; the volume is not yet under its name.
-func writeVolume(volFd int, v *Volume) error {
+func writeVolume(volFd int, v *Volume, durable bool) error {
 	rec := record{
 		Name:      v.Name,
 		Namespace: v.Namespace,
@@ -473,7 +486,7 @@ func writeVolume(volFd int, v *Volume) error {
 	if err != nil {
 		return err
 	}
-	return createFileAt(volFd, metaFile, append(data, '\n'))
+	return createFileAt(volFd, metaFile, append(data, '\n'), durable)
 }
 
 // isAbsent reports whether a read error means the volume does not exist, as

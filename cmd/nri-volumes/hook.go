@@ -78,7 +78,7 @@ func hookCopyUp(args []string) error {
 	rootfs := filepath.Join(state.Bundle, "rootfs")
 	log := logrus.WithField("container", state.ID)
 
-	store, err := volumes.Open(opts.root)
+	store, err := volumes.OpenForCopyUp(opts.root)
 	if err != nil {
 		return fmt.Errorf("hook copyup: %w", err)
 	}
