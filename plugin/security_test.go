@@ -1,15 +1,14 @@
 package plugin_test
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nri-volumes/nri-volumes/internal/fstree"
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/nri-volumes/nri-volumes/config"
@@ -49,41 +48,6 @@ func newSecHost(t *testing.T) secHost {
 func (h secHost) expand(s string, rt *runtime) string {
 	return strings.NewReplacer("$ALLOWED", h.allowed, "$OUT", h.outside, "$RT", filepath.Dir(rt.cfg.Root),
 		"$BASE_OUT", filepath.Base(h.outside)).Replace(s)
-}
-
-// secTree records every entry below dir without following symlinks, with its
-// mode and, for files, a hash of the content.
-func secTree(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	tree := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		desc := info.Mode().String()
-		if info.Mode().IsRegular() {
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(data)
-			desc += " " + hex.EncodeToString(sum[:8])
-		} else if info.Mode()&fs.ModeSymlink != 0 {
-			target, _ := os.Readlink(p)
-			desc += " -> " + target
-		}
-		tree[rel] = desc
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tree
 }
 
 // storeIsEmpty fails if the store holds any volume or namespace.
@@ -188,7 +152,7 @@ func TestUntrustedAnnotations(t *testing.T) {
 			if err := os.MkdirAll(rt.cfg.ContainerdRoot, 0o755); err != nil {
 				t.Fatal(err)
 			}
-			beforeAllowed, beforeOutside := secTree(t, h.allowed), secTree(t, h.outside)
+			beforeAllowed, beforeOutside := fstree.Snapshot(t, h.allowed), fstree.Snapshot(t, h.outside)
 			key := plugin.VolumesKey + "/pod"
 			pod := newPod("p1", "default", map[string]string{key: h.expand(tc.annotation, rt)})
 			adj, err := rt.create(pod, newContainer("c1", "p1", "app"))
@@ -205,10 +169,10 @@ func TestUntrustedAnnotations(t *testing.T) {
 			default:
 				tc.check(t, h, adj)
 			}
-			if after := secTree(t, h.allowed); !maps.Equal(beforeAllowed, after) {
+			if after := fstree.Snapshot(t, h.allowed); !maps.Equal(beforeAllowed, after) {
 				t.Errorf("the allowed directory changed: %v -> %v", beforeAllowed, after)
 			}
-			if after := secTree(t, h.outside); !maps.Equal(beforeOutside, after) {
+			if after := fstree.Snapshot(t, h.outside); !maps.Equal(beforeOutside, after) {
 				t.Errorf("the outside directory changed: %v -> %v", beforeOutside, after)
 			}
 		})
@@ -279,9 +243,9 @@ func TestUntrustedImageConfig(t *testing.T) {
 			rtDir := filepath.Dir(rt.cfg.Root)
 			ctr := newContainer("c1", "p1", "app")
 			ctr.Image = &api.Image{Name: "localhost/hostile:1", ConfigDigest: tc.digest(rt)}
-			before := secTree(t, rt.cfg.ContainerdRoot)
+			before := fstree.Snapshot(t, rt.cfg.ContainerdRoot)
 			adj, err := rt.create(newPod("p1", "default", nil), ctr)
-			if after := secTree(t, rt.cfg.ContainerdRoot); !maps.Equal(before, after) {
+			if after := fstree.Snapshot(t, rt.cfg.ContainerdRoot); !maps.Equal(before, after) {
 				t.Errorf("containerd's root changed: %v -> %v", before, after)
 			}
 			if tc.wantErr != "" {

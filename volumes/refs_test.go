@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/nri-volumes/nri-volumes/internal/fstree"
 )
 
 // readLines returns the lines of a reference list, or nil if it is missing.
@@ -199,13 +201,13 @@ func TestReleaseUnknownWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	gen, _ := s.readGen()
-	before := secTree(t, root)
+	before := fstree.Snapshot(t, root, lockFile)
 	for _, id := range []string{"unknown", "c2"} {
 		if err := s.Release(id); err != nil {
 			t.Fatal(err)
 		}
 	}
-	secSameTree(t, "store", before, secTree(t, root))
+	fstree.Same(t, "store", before, fstree.Snapshot(t, root, lockFile))
 	if now, _ := s.readGen(); now != gen {
 		t.Errorf("generation went from %d to %d", gen, now)
 	}
@@ -223,7 +225,7 @@ func TestReleaseUnknownWritesNothing(t *testing.T) {
 	if _, err := s.RemovePodVolumes("../p"); !errors.Is(err, ErrInvalid) {
 		t.Errorf("RemovePodVolumes(../p) = %v, want ErrInvalid", err)
 	}
-	secSameTree(t, "store", before, secTree(t, root))
+	fstree.Same(t, "store", before, fstree.Snapshot(t, root, lockFile))
 }
 
 // TestAcquireMergesAndRestoresRefs checks that a repeated Acquire adds to

@@ -1,11 +1,7 @@
 package volumes
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,67 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nri-volumes/nri-volumes/internal/fstree"
+
 	"golang.org/x/sys/unix"
 )
-
-// secTree records every entry below dir without following symlinks: type,
-// permissions, and the content hash of a file or the target of a symlink. Two
-// equal results mean nothing below dir was created, deleted, replaced or
-// written to. The store's lock file is left out: its generation counter is
-// the one thing every mutation rewrites.
-func secTree(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	tree := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Name() == lockFile {
-			return nil
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		desc := info.Mode().String()
-		switch {
-		case info.Mode().IsRegular():
-			data, err := os.ReadFile(p)
-			if err != nil {
-				return err
-			}
-			sum := sha256.Sum256(data)
-			desc += " " + hex.EncodeToString(sum[:8])
-		case info.Mode()&fs.ModeSymlink != 0:
-			target, _ := os.Readlink(p)
-			desc += " -> " + target
-		}
-		tree[rel] = desc
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tree
-}
-
-func secSameTree(t *testing.T, what string, before, after map[string]string) {
-	t.Helper()
-	if maps.Equal(before, after) {
-		return
-	}
-	for k, v := range before {
-		if after[k] != v {
-			t.Errorf("%s: %s was %q, now %q", what, k, v, after[k])
-		}
-	}
-	for k, v := range after {
-		if _, ok := before[k]; !ok {
-			t.Errorf("%s: %s appeared (%q)", what, k, v)
-		}
-	}
-}
 
 // TestUntrustedNames feeds names and namespaces that try to leave the store
 // to every entry point of the store API: each must fail with ErrInvalid before
@@ -153,7 +92,7 @@ func TestUntrustedNames(t *testing.T) {
 				if _, err := s.Create("default", "existing", nil); err != nil {
 					t.Fatal(err)
 				}
-				before := secTree(t, parent)
+				before := fstree.Snapshot(t, parent, lockFile)
 				err := op(s, c.ns, c.name)
 				if !errors.Is(err, ErrInvalid) {
 					t.Fatalf("%s(%q, %q) = %v, want ErrInvalid", opName, c.ns, c.name, err)
@@ -161,7 +100,7 @@ func TestUntrustedNames(t *testing.T) {
 				if !strings.Contains(err.Error(), "invalid") {
 					t.Errorf("error %q does not say what is invalid", err)
 				}
-				secSameTree(t, "host", before, secTree(t, parent))
+				fstree.Same(t, "host", before, fstree.Snapshot(t, parent, lockFile))
 			})
 		}
 	}
@@ -169,12 +108,12 @@ func TestUntrustedNames(t *testing.T) {
 	t.Run("Acquire all-or-nothing", func(t *testing.T) {
 		parent := t.TempDir()
 		s := openStore(t, filepath.Join(parent, "store"))
-		before := secTree(t, parent)
+		before := fstree.Snapshot(t, parent, lockFile)
 		_, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "good"}, {Namespace: "default", Name: "../../etc"}})
 		if !errors.Is(err, ErrInvalid) {
 			t.Fatalf("Acquire = %v, want ErrInvalid", err)
 		}
-		secSameTree(t, "host", before, secTree(t, parent))
+		fstree.Same(t, "host", before, fstree.Snapshot(t, parent, lockFile))
 	})
 }
 
@@ -307,9 +246,9 @@ func TestPlantedSymlinksNeverFollowed(t *testing.T) {
 					t.Fatal(err)
 				}
 				outside := p.plant(t, filepath.Join(root, volumesDir, "default"), name, t.TempDir())
-				before := secTree(t, outside)
+				before := fstree.Snapshot(t, outside, lockFile)
 				op.run(t, s, p)
-				secSameTree(t, "outside the store", before, secTree(t, outside))
+				fstree.Same(t, "outside the store", before, fstree.Snapshot(t, outside, lockFile))
 			})
 		}
 	}
@@ -330,7 +269,7 @@ func TestSymlinkSwapRace(t *testing.T) {
 		writeFile(t, filepath.Join(outside, "d", "f"+string(rune('a'+i))), strings.Repeat("o", 64<<10))
 	}
 	writeFile(t, filepath.Join(outside, "big"), strings.Repeat("B", 4<<20))
-	before := secTree(t, outside)
+	before := fstree.Snapshot(t, outside, lockFile)
 
 	// fill builds the directory the swapper targets under another name, so
 	// the test itself never writes through a planted symlink.
@@ -414,7 +353,7 @@ func TestSymlinkSwapRace(t *testing.T) {
 	if swaps.Load() == 0 {
 		t.Error("the swapper never planted a symlink; the test tested nothing")
 	}
-	secSameTree(t, "outside the store", before, secTree(t, outside))
+	fstree.Same(t, "outside the store", before, fstree.Snapshot(t, outside, lockFile))
 }
 
 // TestMountInsideVolumeRefused bind-mounts an outside directory inside a
@@ -461,7 +400,7 @@ func TestMountInsideVolumeRefused(t *testing.T) {
 				t.Skipf("cannot bind-mount: %v", err)
 			}
 			t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-			before := secTree(t, outside)
+			before := fstree.Snapshot(t, outside, lockFile)
 			err = op.run(s, vols[0].Name)
 			if op.name == "Remove" && !errors.Is(err, ErrInUse) {
 				t.Errorf("Remove with a mount inside = %v, want ErrInUse", err)
@@ -472,7 +411,7 @@ func TestMountInsideVolumeRefused(t *testing.T) {
 			if _, err := s.Get("default", vols[0].Name); err != nil {
 				t.Errorf("volume with a mount inside is gone: %v", err)
 			}
-			secSameTree(t, "the mounted directory", before, secTree(t, outside))
+			fstree.Same(t, "the mounted directory", before, fstree.Snapshot(t, outside, lockFile))
 		})
 	}
 }

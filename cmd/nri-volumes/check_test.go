@@ -1,45 +1,14 @@
 package main
 
 import (
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// treeOf records every entry below dir without following symlinks: its type,
-// permissions, size and, for a symlink, its target. Two equal results mean
-// nothing was created, deleted, replaced or written to.
-func treeOf(t *testing.T, dir string) map[string]string {
-	t.Helper()
-	tree := map[string]string{}
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(dir, p)
-		desc := info.Mode().String()
-		if info.Mode().IsRegular() {
-			desc += " " + strings.Repeat("#", int(min(info.Size(), 64)))
-		}
-		if info.Mode()&fs.ModeSymlink != 0 {
-			target, _ := os.Readlink(p)
-			desc += " -> " + target
-		}
-		tree[rel] = desc
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tree
-}
+	"github.com/nri-volumes/nri-volumes/internal/fstree"
+)
 
 func TestVolumeCheck(t *testing.T) {
 	root := t.TempDir()
@@ -82,7 +51,7 @@ func TestVolumeCheck(t *testing.T) {
 	// An entry whose name would forge a table row if printed raw.
 	mkdir(filepath.Join(vols, "shop", "x\nforged\trow"))
 
-	beforeStore, beforeOutside := treeOf(t, root), treeOf(t, outside)
+	beforeStore, beforeOutside := fstree.Snapshot(t, root), fstree.Snapshot(t, outside)
 
 	r := runCLI(t, root, "", "check")
 	if r.code != 1 || !strings.Contains(r.stderr, "4 problem(s)") {
@@ -129,10 +98,10 @@ func TestVolumeCheck(t *testing.T) {
 		t.Errorf("check -n shop: %+v", r)
 	}
 
-	if after := treeOf(t, root); !maps.Equal(beforeStore, after) {
+	if after := fstree.Snapshot(t, root); !maps.Equal(beforeStore, after) {
 		t.Errorf("check changed the store:\nbefore %v\nafter  %v", beforeStore, after)
 	}
-	if after := treeOf(t, outside); !maps.Equal(beforeOutside, after) {
+	if after := fstree.Snapshot(t, outside); !maps.Equal(beforeOutside, after) {
 		t.Errorf("check changed a directory outside the store:\nbefore %v\nafter  %v", beforeOutside, after)
 	}
 	if r := runCLI(t, root, "", "check", "extra"); r.code != 2 {
