@@ -86,6 +86,8 @@ type BindMounts struct {
 type Limits struct {
 	// VolumesPerContainer caps the volumes of one container.
 	VolumesPerContainer int `json:"volumesPerContainer"`
+	// VolumesPerPod caps the distinct volumes the containers of one pod use.
+	VolumesPerPod int `json:"volumesPerPod"`
 	// CopyUpMaxSize caps how much data copy-up copies from an image into one volume.
 	CopyUpMaxSize Size `json:"copyUpMaxSize"`
 	// CopyUpMaxFiles caps how many files copy-up copies into one volume.
@@ -106,6 +108,7 @@ func Default() *Config {
 		BindMounts: BindMounts{AllowedHostPaths: []string{}},
 		Limits: Limits{
 			VolumesPerContainer: 64,
+			VolumesPerPod:       256,
 			CopyUpMaxSize:       10 << 30,
 			CopyUpMaxFiles:      1_000_000,
 		},
@@ -184,6 +187,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.VolumesPerContainer <= 0 {
 		return fmt.Errorf("%w: limits.volumesPerContainer must be positive", ErrInvalid)
+	}
+	if c.Limits.VolumesPerPod < c.Limits.VolumesPerContainer {
+		return fmt.Errorf("%w: limits.volumesPerPod must be at least limits.volumesPerContainer", ErrInvalid)
 	}
 	if c.Limits.CopyUpMaxSize < 0 || c.Limits.CopyUpMaxFiles < 0 {
 		return fmt.Errorf("%w: limits.copyUpMaxSize and limits.copyUpMaxFiles cannot be negative", ErrInvalid)

@@ -32,6 +32,12 @@ type Plugin struct {
 	cfg    *config.Config
 	store  *volumes.Store
 	images *ImageVolumes
+
+	// podVolumes holds, per pod sandbox, the volumes its containers were
+	// given, for limits.volumesPerPod. Synchronize rebuilds it and
+	// RemovePodSandbox drops a pod's entry.
+	podMu      sync.Mutex
+	podVolumes map[string]map[string]struct{}
 }
 
 var (
@@ -44,7 +50,7 @@ var (
 
 // New makes a plugin with cfg, opening its store.
 func New(cfg *config.Config, log *logrus.Logger) (*Plugin, error) {
-	p := &Plugin{log: log, resolve: filepath.EvalSymlinks}
+	p := &Plugin{log: log, resolve: filepath.EvalSymlinks, podVolumes: map[string]map[string]struct{}{}}
 	if err := p.setConfig(cfg); err != nil {
 		return nil, err
 	}
@@ -124,13 +130,18 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	}
 	prefix := filepath.Join(store.Root(), "volumes") + "/"
 	refs := map[string][]string{}
+	podVolumes := map[string]map[string]struct{}{}
 	for _, c := range ctrs {
 		for _, m := range c.GetMounts() {
 			if key, ok := volumeKey(prefix, m.Source); ok {
 				refs[key] = append(refs[key], c.GetId())
+				addPodVolume(podVolumes, c.GetPodSandboxId(), key)
 			}
 		}
 	}
+	p.podMu.Lock()
+	p.podVolumes = podVolumes
+	p.podMu.Unlock()
 	if err := store.Reconcile(refs, live, cfg.AnonymousVolumes.KeepAfterPod); err != nil {
 		return nil, fmt.Errorf("synchronizing the volume store: %w", err)
 	}
@@ -167,6 +178,9 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		log.Debug("no volumes")
 		return nil, nil, nil
 	}
+	if err := p.claimPodVolumes(cfg, pod, plan.Volumes); err != nil {
+		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
+	}
 	vols, err := store.Acquire(ctr.GetId(), plan.Volumes)
 	if err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
@@ -199,6 +213,42 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), copyUps)}})
 	}
 	return adjust, nil, nil
+}
+
+// claimPodVolumes counts the volumes of a request against the pod's limit and
+// records them. A container that fails after this keeps its claim until the
+// pod goes, which errs on the side of the limit.
+func (p *Plugin) claimPodVolumes(cfg *config.Config, pod *api.PodSandbox, reqs []volumes.Request) error {
+	p.podMu.Lock()
+	defer p.podMu.Unlock()
+	have := p.podVolumes[pod.GetId()]
+	added := 0
+	keys := make([]string, 0, len(reqs))
+	for _, r := range reqs {
+		name := r.Name
+		if name == "" {
+			name = volumes.AnonymousName(*r.Owner)
+		}
+		key := r.Namespace + "/" + name
+		keys = append(keys, key)
+		if _, ok := have[key]; !ok {
+			added++
+		}
+	}
+	if n := len(have) + added; n > cfg.Limits.VolumesPerPod {
+		return fmt.Errorf("pod %q would use %d volumes, more than the %d allowed (limits.volumesPerPod)", pod.GetName(), n, cfg.Limits.VolumesPerPod)
+	}
+	for _, k := range keys {
+		addPodVolume(p.podVolumes, pod.GetId(), k)
+	}
+	return nil
+}
+
+func addPodVolume(m map[string]map[string]struct{}, podID, key string) {
+	if m[podID] == nil {
+		m[podID] = map[string]struct{}{}
+	}
+	m[podID][key] = struct{}{}
 }
 
 // copyUpHook is the createRuntime hook that copies the image's content into
@@ -293,6 +343,9 @@ func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 func (p *Plugin) RemovePodSandbox(_ context.Context, pod *api.PodSandbox) error {
 	cfg, store, _ := p.state()
 	log := p.log.WithField("pod", pod.GetNamespace()+"/"+pod.GetName())
+	p.podMu.Lock()
+	delete(p.podVolumes, pod.GetId())
+	p.podMu.Unlock()
 	if cfg.AnonymousVolumes.KeepAfterPod {
 		log.Debug("keeping anonymous volumes (anonymousVolumes.keepAfterPod)")
 		return nil

@@ -443,3 +443,46 @@ func TestConfigureFromRuntime(t *testing.T) {
 		t.Fatalf("Configure() with a bad value = %v", err)
 	}
 }
+
+func TestVolumesPerPodLimit(t *testing.T) {
+	rt := newRuntime(t, func(c *config.Config) { c.Limits.VolumesPerContainer, c.Limits.VolumesPerPod = 2, 3 })
+	rt.connect()
+	pod := newPod("p1", "default", map[string]string{plugin.VolumesKey: "- /a\n- /b"})
+	if _, err := rt.create(pod, newContainer("c1", "p1", "one")); err != nil {
+		t.Fatal(err)
+	}
+	// A restart of the same container claims the same volumes again.
+	if _, err := rt.create(pod, newContainer("c2", "p1", "one")); err != nil {
+		t.Fatalf("a restarted container was refused: %v", err)
+	}
+	_, err := rt.create(pod, newContainer("c3", "p1", "two"))
+	if err == nil || !strings.Contains(err.Error(), "limits.volumesPerPod") {
+		t.Fatalf("a fourth volume in the pod: %v, want a limits.volumesPerPod error", err)
+	}
+	if vols, _ := rt.store().List(volumes.ListOptions{Namespace: "default"}); len(vols) != 2 {
+		t.Fatalf("volumes after the refusal: %d, want the first container's 2", len(vols))
+	}
+	// Another pod has a budget of its own.
+	other := newPod("p2", "default", map[string]string{plugin.VolumesKey: "- /a\n- /b"})
+	if _, err := rt.create(other, newContainer("c4", "p2", "two")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLabelsAreNotConfiguration checks that container labels, which an image
+// can set, never configure volumes: only annotations do.
+func TestLabelsAreNotConfiguration(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	pod := newPod("p1", "default", nil)
+	pod.Labels = map[string]string{plugin.VolumesKey: "- /etc-copy", plugin.ImageVolumesKey: "tmpfs"}
+	ctr := newContainer("c1", "p1", "app")
+	ctr.Labels = map[string]string{plugin.VolumesKey: "- stolen:/data", plugin.VolumesKey + "/container.app": "- /x"}
+	adj, err := rt.create(pod, ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(adj.GetMounts()) != 0 {
+		t.Fatalf("labels configured mounts: %+v", adj.GetMounts())
+	}
+}
