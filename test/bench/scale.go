@@ -1,5 +1,8 @@
 package main
 
+// The scenarios of scale and footprint: memory over many containers, a burst
+// of pods, volume ls over many volumes, a large copy-up and the hook alone.
+
 import (
 	"encoding/json"
 	"fmt"

@@ -1,5 +1,8 @@
 package main
 
+// The create+start scenarios: a container with an image volume, and one with
+// a named, an anonymous and a tmpfs volume, against their yardsticks.
+
 import (
 	"fmt"
 	"strings"
