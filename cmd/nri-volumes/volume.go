@@ -48,9 +48,16 @@ func (o *storeOptions) register(f *flagSet) {
 }
 
 // open opens the store the options name; --root wins over the configuration.
-func (o *storeOptions) open() (*volumes.Store, error) {
+// open validates the namespace and the volume names a command was given,
+// before anything on disk is touched, then opens the store.
+func (o *storeOptions) open(names ...string) (*volumes.Store, error) {
 	if err := volumes.ValidateNamespace(o.nsOrDefault()); err != nil {
 		return nil, err
+	}
+	for _, n := range names {
+		if err := volumes.ValidateName(n); err != nil {
+			return nil, err
+		}
 	}
 	root := o.root
 	if root == "" {
@@ -105,16 +112,6 @@ func volumeSubcommand(args []string, s streams) error {
 	return fmt.Errorf("%w: unknown volume command %q", errUsage, args[0])
 }
 
-// validateNames checks every name before the store is touched.
-func validateNames(names []string) error {
-	for _, n := range names {
-		if err := volumes.ValidateName(n); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 type createOptions struct {
 	storeOptions
 	labels []string
@@ -133,10 +130,7 @@ func volumeCreate(args []string, s streams) error {
 	if err != nil {
 		return err
 	}
-	if err := validateNames(names); err != nil {
-		return err
-	}
-	store, err := o.open()
+	store, err := o.open(names...)
 	if err != nil {
 		return err
 	}
@@ -330,10 +324,7 @@ func volumeInspect(args []string, s streams) error {
 	if err != nil || len(names) == 0 {
 		return usageError(err, "volume inspect needs at least one NAME")
 	}
-	if err := validateNames(names); err != nil {
-		return err
-	}
-	store, err := o.open()
+	store, err := o.open(names...)
 	if err != nil {
 		return err
 	}
@@ -382,10 +373,7 @@ func volumeRemove(args []string, s streams) error {
 	if err != nil || len(names) == 0 {
 		return usageError(err, "volume rm needs at least one NAME")
 	}
-	if err := validateNames(names); err != nil {
-		return err
-	}
-	store, err := o.open()
+	store, err := o.open(names...)
 	if err != nil {
 		return err
 	}
