@@ -211,10 +211,8 @@ func sameInode(fd int, st *unix.Stat_t) error {
 }
 
 func (c *copier) file(parent *frame, name string, st *unix.Stat_t, rel string) error {
-	if st.Nlink > 1 {
-		if done, err := c.hardlink(parent, name, st); done || err != nil {
-			return err
-		}
+	if done, err := c.hardlink(parent, name, st); done || err != nil {
+		return err
 	}
 	if err := c.create(); err != nil {
 		return err
@@ -248,15 +246,24 @@ func (c *copier) file(parent *frame, name string, st *unix.Stat_t, rel string) e
 	if err := setTimesAt(parent.dst, name, st); err != nil {
 		return err
 	}
+	c.remember(parent, name, st)
+	return nil
+}
+
+// remember records where an inode with several links was copied, so its
+// other names become hardlinks to the copy. Only such inodes are kept.
+func (c *copier) remember(parent *frame, name string, st *unix.Stat_t) {
 	if st.Nlink > 1 {
 		c.links[devIno{uint64(st.Dev), st.Ino}] = joinRel(parent.rel, name)
 	}
-	return nil
 }
 
 // hardlink links name in parent's copy to the copy of an inode met before
 // under another name, and reports whether it did.
 func (c *copier) hardlink(parent *frame, name string, st *unix.Stat_t) (bool, error) {
+	if st.Nlink <= 1 {
+		return false, nil
+	}
 	first, ok := c.links[devIno{uint64(st.Dev), st.Ino}]
 	if !ok {
 		return false, nil
@@ -303,10 +310,8 @@ func (c *copier) openDestDir(rel string) (int, error) {
 }
 
 func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t, rel string) error {
-	if st.Nlink > 1 {
-		if done, err := c.hardlink(parent, name, st); done || err != nil {
-			return err
-		}
+	if done, err := c.hardlink(parent, name, st); done || err != nil {
+		return err
 	}
 	if err := c.create(); err != nil {
 		return err
@@ -332,9 +337,7 @@ func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t, rel string
 	if err := setTimesAt(parent.dst, name, st); err != nil {
 		return err
 	}
-	if st.Nlink > 1 {
-		c.links[devIno{uint64(st.Dev), st.Ino}] = joinRel(parent.rel, name)
-	}
+	c.remember(parent, name, st)
 	return nil
 }
 
