@@ -19,7 +19,7 @@ source "$here/versions.env"
 cache="${1:-${NRI_VOLUMES_TEST_CACHE:-/var/cache/nri-volumes-test/bin}}"
 mkdir -p "$cache"
 stamp="$cache/versions.stamp"
-want="containerd=$CONTAINERD_VERSION runc=$RUNC_VERSION crictl=$CRICTL_VERSION"
+want="containerd=$CONTAINERD_VERSION runc=$RUNC_VERSION+seccomp crictl=$CRICTL_VERSION"
 
 bins=(containerd ctr containerd-shim-runc-v2 runc crictl)
 
@@ -40,6 +40,7 @@ built_versions_match() {
 		[[ "$(module_version "$cache/containerd-shim-runc-v2" github.com/containerd/containerd/v2)" == "$CONTAINERD_VERSION" ]] &&
 		[[ "$(module_version "$cache/ctr" github.com/containerd/containerd/v2)" == "$CONTAINERD_VERSION" ]] &&
 		[[ "$(module_version "$cache/runc" github.com/opencontainers/runc)" == "$RUNC_VERSION" ]] &&
+		go version -m "$cache/runc" | grep -q -- '-tags=.*seccomp' &&
 		[[ "$(module_version "$cache/crictl" sigs.k8s.io/cri-tools)" == "$CRICTL_VERSION" ]]
 }
 
@@ -85,7 +86,7 @@ if [[ $need_main -eq 1 ]]; then
 		"github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION" \
 		"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION") &
 	pids+=($!)
-	(cd "$work" && GOBIN="$cache" go install "github.com/opencontainers/runc@$RUNC_VERSION") &
+	(cd "$work" && GOBIN="$cache" go install -tags seccomp "github.com/opencontainers/runc@$RUNC_VERSION") &
 	pids+=($!)
 	(cd "$work" && GOBIN="$cache" go install "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION") &
 	pids+=($!)
