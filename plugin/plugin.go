@@ -180,7 +180,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		return nil, nil, nil
 	}
 	if req.UserNS {
-		if err := checkIDMap(plan, filepath.Join(store.Root(), "volumes"), usernsPath(ctr)); err != nil {
+		if err := checkIDMap(log, plan, filepath.Join(store.Root(), "volumes"), usernsPath(ctr)); err != nil {
 			return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 		}
 	}
@@ -254,8 +254,9 @@ func usernsPath(ctr *api.Container) string {
 // of a container with a user namespace, so such a container is refused with
 // a message that says why, never started on ids shifted into its range. A
 // user namespace that the container makes afresh has no path to probe
-// with; runc's own check then fails the start.
-func checkIDMap(plan *Plan, volumesDir, nsPath string) error {
+// with, and a plugin outside the host's PID namespace cannot open the pod's;
+// runc's own check then fails the start.
+func checkIDMap(log *logrus.Entry, plan *Plan, volumesDir, nsPath string) error {
 	if nsPath == "" {
 		return nil
 	}
@@ -267,7 +268,12 @@ func checkIDMap(plan *Plan, volumesDir, nsPath string) error {
 		case KindTmpfs:
 			continue
 		}
-		if err := idmap.Check(src, nsPath); err != nil {
+		err := idmap.Check(src, nsPath)
+		if errors.Is(err, idmap.ErrNoUserNS) {
+			log.WithError(err).Warn("cannot check that the volumes can be idmapped; runc will")
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("%s at %s: %w", m.Kind, m.Target, err)
 		}
 	}

@@ -21,6 +21,11 @@ import (
 // be idmapped.
 var ErrUnsupported = errors.New("the file system cannot do idmapped mounts")
 
+// ErrNoUserNS is wrapped by Check's error when the user namespace to probe
+// with cannot be opened: a plugin in a container without the host's PID
+// namespace does not see the pod's /proc/PID/ns/user.
+var ErrNoUserNS = errors.New("cannot open the user namespace to check idmapped mounts with")
+
 // supported caches, per statfs f_type, whether that file system type can be
 // idmapped: the kernel decides it per type (FS_ALLOW_IDMAP).
 var supported sync.Map
@@ -63,7 +68,7 @@ func unsupported(dir string, fsType int64) error {
 func probe(dir, usernsPath string) error {
 	ns, err := unix.Open(usernsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return &os.PathError{Op: "open", Path: usernsPath, Err: err}
+		return fmt.Errorf("%w %s: %w", ErrNoUserNS, usernsPath, err)
 	}
 	defer unix.Close(ns)
 	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)

@@ -70,8 +70,8 @@ func TestCheck(t *testing.T) {
 		dir := mountFS(t, "ramfs")
 		supported.Delete(int64(unix.RAMFS_MAGIC))
 		err := Check(dir, "/proc/self/ns/no-such")
-		if err == nil || errors.Is(err, ErrUnsupported) {
-			t.Fatalf("Check with no user namespace = %v, want an error about it", err)
+		if !errors.Is(err, ErrNoUserNS) || errors.Is(err, ErrUnsupported) {
+			t.Fatalf("Check with no user namespace = %v, want ErrNoUserNS", err)
 		}
 	})
 }
