@@ -179,8 +179,8 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		log.Debug("no volumes")
 		return nil, nil, nil
 	}
-	if req.UserNS {
-		if err := checkIDMap(log, plan, filepath.Join(store.Root(), "volumes"), usernsPath(ctr)); err != nil {
+	if userns, nsPath := userNamespace(ctr); userns {
+		if err := checkIDMap(log, plan, filepath.Join(store.Root(), "volumes"), nsPath); err != nil {
 			return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 		}
 	}
@@ -228,25 +228,16 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	return adjust, nil, nil
 }
 
-// hasUserNS reports whether the container gets a user namespace of its own
-// (kubelet's hostUsers: false), and usernsPath the namespace it joins, if
-// it names one: CRI containers join their pod's.
-func hasUserNS(ctr *api.Container) bool {
+// userNamespace reports whether the container gets a user namespace
+// (kubelet's hostUsers: false) and the path of the one it joins, if it names
+// one: CRI containers join their pod's.
+func userNamespace(ctr *api.Container) (bool, string) {
 	for _, ns := range ctr.GetLinux().GetNamespaces() {
 		if ns.GetType() == "user" {
-			return true
+			return true, ns.GetPath()
 		}
 	}
-	return false
-}
-
-func usernsPath(ctr *api.Container) string {
-	for _, ns := range ctr.GetLinux().GetNamespaces() {
-		if ns.GetType() == "user" {
-			return ns.GetPath()
-		}
-	}
-	return ""
+	return false, ""
 }
 
 // checkIDMap makes sure, before any volume is made, that runc can idmap
@@ -373,8 +364,8 @@ func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodS
 		Namespace: ns, PodName: pod.GetName(), PodSandboxID: pod.GetId(),
 		ContainerID: ctr.GetId(), ContainerName: ctr.GetName(),
 		ImageMode: cfg.ImageVolumes, Image: ctr.GetImage().GetName(), Mounts: ctr.GetMounts(),
-		UserNS: hasUserNS(ctr),
 	}
+	req.UserNS, _ = userNamespace(ctr)
 	if key, value, ok := effectiveAnnotation(pod, ctr, VolumesKey); ok {
 		items, err := ParseVolumes(key, value, cfg.Tmpfs)
 		if err != nil {

@@ -38,11 +38,11 @@ type copyUpOptions struct {
 	limits   copyup.Options
 	volumes  []copyUpVolume
 	logLevel string
-	// keepOwner holds NS/NAME of volumes that keep their owner and mode
-	// when the image's directory is empty; chown those whose root goes to
-	// the container's user.
+	// keepOwner holds NS/NAME of the volumes that keep their owner and
+	// mode when the image's directory is empty.
 	keepOwner map[string]bool
-	chown     []copyUpVolume
+	// chown are the volumes whose root goes to the container's user.
+	chown []copyUpVolume
 }
 
 // maxSpecSize bounds the OCI spec (config.json) the hook reads.
