@@ -39,9 +39,10 @@ type Options struct {
 	// symlinks and hard links.
 	MaxFiles int64
 	// Owners, when set, translates each owner read from the source into the
-	// owner written. The source of a container with a user namespace shows
-	// the ids shifted into the namespace's host range; a volume holds them
-	// as the container sees them.
+	// owner written, and the ids in POSIX ACLs and file capabilities. The
+	// source of a container with a user namespace shows the ids shifted
+	// into the namespace's host range; a volume holds them as the container
+	// sees them.
 	Owners func(uid, gid uint32) (uint32, uint32)
 	// KeepEmptyRoot leaves dst's owner and mode as they are when the source
 	// directory is empty: a volume created with an owner or mode keeps them

@@ -451,7 +451,11 @@ func (c *copier) copyXattrList(names []byte, get func(string, []byte) (int, erro
 		if err != nil {
 			return fmt.Errorf("get xattr %q: %w", attr, err)
 		}
-		if err := set(attr, c.xvalue[:n]); err != nil && !errors.Is(err, unix.ENOTSUP) {
+		value := c.xvalue[:n]
+		if c.opts.Owners != nil {
+			value = mapXattr(c.opts.Owners, attr, value)
+		}
+		if err := set(attr, value); err != nil && !errors.Is(err, unix.ENOTSUP) {
 			return fmt.Errorf("set xattr %q: %w", attr, err)
 		}
 	}
