@@ -61,7 +61,7 @@ func TestCheck(t *testing.T) {
 			if !errors.Is(err, ErrUnsupported) {
 				t.Fatalf("Check on ramfs = %v, want ErrUnsupported", err)
 			}
-			if want := "ramfs"; !contains(err.Error(), want) || !contains(err.Error(), dir) {
+			if want := "ramfs"; !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), dir) {
 				t.Errorf("error %q does not name %s and %s", err, want, dir)
 			}
 		}
@@ -75,8 +75,6 @@ func TestCheck(t *testing.T) {
 		}
 	})
 }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func TestToContainer(t *testing.T) {
 	m := &Mapping{
