@@ -18,6 +18,8 @@ func FuzzParseVolumes(f *testing.F) {
 		"- {type: tmpfs, target: /run/secrets, size: 16Mi, mode: '700'}",
 		"- {source: v, target: /d, labels: {a: b}}", "[a:/a, /b]", "- ../../etc:/x",
 		"- /proc/self/fd/3", "- {type: tmpfs, target: /x, size: '1Mi,exec'}", "a: &a [*a]",
+		"- logs:/logs:U,noexec", "- /srv/x:/x:exec,ro", "- {source: v, target: /v, uid: 1000, gid: 1000, mode: '0770', chown: true, noExec: true}",
+		"- {type: tmpfs, target: /t, noExec: true}", "- {target: /a, uid: -1, mode: 0770}", "- {type: bind, source: /s, target: /b, chown: true}",
 	} {
 		f.Add(seed)
 	}
@@ -31,6 +33,17 @@ func FuzzParseVolumes(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, it := range items {
+			for _, id := range []*int{it.UID, it.GID} {
+				if id != nil && (*id < 0 || *id > maxID) {
+					t.Fatalf("id %d accepted from %q", *id, value)
+				}
+			}
+			if it.DataMode != nil && *it.DataMode > 0o7777 {
+				t.Fatalf("mode %o accepted from %q", *it.DataMode, value)
+			}
+			if it.Kind != KindVolume && (it.Chown || it.UID != nil || it.GID != nil || it.DataMode != nil) {
+				t.Fatalf("%s item with an owner or chown accepted from %q", it.Kind, value)
+			}
 			if !path.IsAbs(it.Target) || path.Clean(it.Target) != it.Target || it.Target == "/" {
 				t.Fatalf("unsafe target %q from %q", it.Target, value)
 			}

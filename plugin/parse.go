@@ -61,6 +61,15 @@ type Item struct {
 	Mode uint32
 	// Labels label a named volume created on first use.
 	Labels map[string]string
+	// UID, GID and DataMode are the owner and mode of the root of a volume
+	// created on first use; nil leaves the default (root, 0755).
+	UID, GID *int
+	DataMode *uint32
+	// Chown gives the volume's root to the container's user on its first
+	// mount (short option U, long chown: true).
+	Chown bool
+	// NoExec mounts it noexec (short option noexec, long noExec: true).
+	NoExec bool
 	// Desc names the item in error messages.
 	Desc string
 }
@@ -75,6 +84,10 @@ type longItem struct {
 	Size     json.RawMessage   `json:"size"`
 	Mode     json.RawMessage   `json:"mode"`
 	Labels   map[string]string `json:"labels"`
+	UID      *int              `json:"uid"`
+	GID      *int              `json:"gid"`
+	Chown    bool              `json:"chown"`
+	NoExec   bool              `json:"noExec"`
 }
 
 // ParseVolumes parses the value of a volumes annotation found under key. The
@@ -178,15 +191,21 @@ func parseShort(s string) (Item, error) {
 			switch o {
 			case "ro":
 				it.ReadOnly = true
-			case "rw":
+			case "rw", "exec":
 			case "nocopy":
 				it.NoCopy = true
+			case "U":
+				it.Chown = true
+			case "noexec":
+				it.NoExec = true
 			default:
-				return Item{}, fmt.Errorf("unknown option %q: want ro, rw or nocopy", o)
+				return Item{}, fmt.Errorf("unknown option %q: want ro, rw, nocopy, U, noexec or exec", o)
 			}
 		}
-		if seen["ro"] && seen["rw"] {
-			return Item{}, errors.New("options ro and rw contradict each other")
+		for _, pair := range [][2]string{{"ro", "rw"}, {"noexec", "exec"}} {
+			if seen[pair[0]] && seen[pair[1]] {
+				return Item{}, fmt.Errorf("options %s and %s contradict each other", pair[0], pair[1])
+			}
 		}
 	}
 	var err error
@@ -196,10 +215,13 @@ func parseShort(s string) (Item, error) {
 	return it, validateSource(&it)
 }
 
+// shortOptions are the options of the short syntax.
+var shortOptions = map[string]bool{"ro": true, "rw": true, "nocopy": true, "U": true, "noexec": true, "exec": true}
+
 // isOptionList tells "/target:ro" from "source:target" in the two-part form.
 func isOptionList(s string) bool {
 	for _, o := range strings.Split(s, ",") {
-		if o != "ro" && o != "rw" && o != "nocopy" {
+		if !shortOptions[o] {
 			return false
 		}
 	}
@@ -208,7 +230,8 @@ func isOptionList(s string) bool {
 
 // parseLong validates the long syntax.
 func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
-	it := Item{Kind: Kind(l.Type), Source: l.Source, ReadOnly: l.ReadOnly, NoCopy: l.NoCopy, Labels: l.Labels}
+	it := Item{Kind: Kind(l.Type), Source: l.Source, ReadOnly: l.ReadOnly, NoCopy: l.NoCopy, Labels: l.Labels,
+		UID: l.UID, GID: l.GID, Chown: l.Chown, NoExec: l.NoExec}
 	if it.Kind == "" {
 		it.Kind = KindVolume
 	}
@@ -218,12 +241,15 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 	}
 	switch it.Kind {
 	case KindVolume, KindBind:
-		if len(l.Size) > 0 || len(l.Mode) > 0 {
-			return Item{}, fmt.Errorf("size and mode are only for type tmpfs")
+		if len(l.Size) > 0 {
+			return Item{}, fmt.Errorf("size is only for type tmpfs")
+		}
+		if err := parseOwnership(&it, l); err != nil {
+			return Item{}, err
 		}
 	case KindTmpfs:
-		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 {
-			return Item{}, errors.New("a tmpfs takes no source, noCopy or labels")
+		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.UID != nil || l.GID != nil || l.Chown {
+			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels, uid, gid or chown")
 		}
 		if it.Size, err = parseTmpfsSize(l.Size, limits); err != nil {
 			return Item{}, err
@@ -250,6 +276,37 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 	return it, validateSource(&it)
 }
 
+// maxID is the largest uid or gid: 2^32-1 is the kernel's invalid id.
+const maxID = 1<<32 - 2
+
+// parseOwnership checks uid, gid, mode and chown of a volume or bind item.
+// They give a volume's root an owner and mode, so a bind mount, whose source
+// is the host's and never chowned, takes none of them.
+func parseOwnership(it *Item, l longItem) error {
+	if it.Kind == KindBind {
+		if l.UID != nil || l.GID != nil || len(l.Mode) > 0 || l.Chown {
+			return errors.New("uid, gid, mode and chown are only for volumes: a bind mount's source is never chowned")
+		}
+		return nil
+	}
+	for _, id := range []struct {
+		key string
+		v   *int
+	}{{"uid", l.UID}, {"gid", l.GID}} {
+		if id.v != nil && (*id.v < 0 || *id.v > maxID) {
+			return fmt.Errorf("%s %d: want a number from 0 to %d", id.key, *id.v, maxID)
+		}
+	}
+	if len(l.Mode) > 0 {
+		m, err := parseOctalMode("mode", l.Mode)
+		if err != nil {
+			return err
+		}
+		it.DataMode = &m
+	}
+	return nil
+}
+
 func validateSource(it *Item) error {
 	switch it.Kind {
 	case KindVolume:
@@ -262,6 +319,9 @@ func validateSource(it *Item) error {
 	case KindBind:
 		if it.NoCopy {
 			return errors.New("nocopy does not apply to bind mounts")
+		}
+		if it.Chown {
+			return errors.New("U (chown) does not apply to bind mounts: their sources are never chowned")
 		}
 		if strings.ContainsAny(it.Source, "\x00\n,") {
 			return fmt.Errorf("bind source %q contains a forbidden character", it.Source)
@@ -321,10 +381,15 @@ func parseMode(raw json.RawMessage) (uint32, error) {
 	if len(raw) == 0 {
 		return 0o1777, nil
 	}
+	return parseOctalMode("tmpfs mode", raw)
+}
+
+// parseOctalMode parses an octal permission mode such as "0770" or 770.
+func parseOctalMode(what string, raw json.RawMessage) (uint32, error) {
 	s := strings.Trim(string(raw), `"`)
 	m, err := strconv.ParseUint(s, 8, 32)
 	if err != nil || m > 0o7777 {
-		return 0, fmt.Errorf("tmpfs mode %s: want an octal mode such as \"1777\"", string(raw))
+		return 0, fmt.Errorf("%s %s: want an octal mode such as \"1777\"", what, string(raw))
 	}
 	return uint32(m), nil
 }
@@ -361,7 +426,32 @@ func checkYAMLShape(value string) error {
 		msg = strings.Join(strings.Fields(strings.TrimPrefix(msg, "unmarshal errors:")), " ")
 		return fmt.Errorf("not a YAML list: %s", msg)
 	}
-	return walkYAML(&root, 0)
+	if err := walkYAML(&root, 0); err != nil {
+		return err
+	}
+	return checkOctalModes(&root)
+}
+
+// checkOctalModes refuses an unquoted mode with a leading 0: YAML reads
+// 0770 as the octal number 504, which the parser would then take for the
+// mode 0504.
+func checkOctalModes(root *yamlv3.Node) error {
+	if root.Kind != yamlv3.DocumentNode || len(root.Content) != 1 || root.Content[0].Kind != yamlv3.SequenceNode {
+		return nil
+	}
+	for i, item := range root.Content[0].Content {
+		if item.Kind != yamlv3.MappingNode {
+			continue
+		}
+		for j := 0; j+1 < len(item.Content); j += 2 {
+			k, v := item.Content[j], item.Content[j+1]
+			if k.Value == "mode" && v.Kind == yamlv3.ScalarNode && v.Style&(yamlv3.SingleQuotedStyle|yamlv3.DoubleQuotedStyle) == 0 &&
+				len(v.Value) > 1 && v.Value[0] == '0' {
+				return fmt.Errorf("item %d: mode %s: quote it (\"%s\"), or YAML reads it as another number", i+1, v.Value, v.Value)
+			}
+		}
+	}
+	return nil
 }
 
 func walkYAML(n *yamlv3.Node, depth int) error {

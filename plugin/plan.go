@@ -30,6 +30,9 @@ type Request struct {
 	ImageMode config.ImageVolumeMode
 	// Mounts are the container's mounts as the runtime made them.
 	Mounts []*api.Mount
+	// UserNS says the container has a user namespace: every volume and bind
+	// mount is then an idmapped mount of the container's own mappings.
+	UserNS bool
 }
 
 // Plan is what the plugin will do for one container.
@@ -54,6 +57,9 @@ type PlannedMount struct {
 	Options []string
 	// CopyUp asks for the image's content at Target to be copied into the volume.
 	CopyUp bool
+	// Chown asks for the volume's root to be given to the container's user,
+	// once (option U).
+	Chown bool
 }
 
 // Resolver resolves a host path's symlinks; filepath.EvalSymlinks in production.
@@ -108,22 +114,25 @@ func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error)
 		m := PlannedMount{Kind: it.Kind, Target: it.Target}
 		switch it.Kind {
 		case KindVolume:
-			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, Labels: it.Labels}
+			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, CreateOptions: volumes.CreateOptions{
+				Labels: it.Labels, UID: it.UID, GID: it.GID, Mode: it.DataMode,
+			}}
 			if it.Source == "" {
 				r.Owner = req.owner(it.Target)
 			}
 			m.Volume = addVolume(r)
-			m.Options = volumeOptions(it.ReadOnly)
+			m.Options = volumeOptions(it.ReadOnly, it.NoExec, req.UserNS)
 			m.CopyUp = !it.NoCopy
+			m.Chown = it.Chown
 		case KindBind:
 			src, err := checkBindSource(cfg, it.Source, resolve)
 			if err != nil {
 				return nil, fmt.Errorf("%w %s: item %s: %w", ErrInvalid, req.ItemsKey, it.Desc, err)
 			}
 			m.Source = src
-			m.Options = bindOptions(it.ReadOnly || !cfg.BindMounts.ReadWrite)
+			m.Options = bindOptions(it.ReadOnly || !cfg.BindMounts.ReadWrite, it.NoExec, req.UserNS)
 		case KindTmpfs:
-			m.Options = tmpfsOptions(it.Size, it.Mode, it.ReadOnly)
+			m.Options = tmpfsOptions(it.Size, it.Mode, it.ReadOnly, it.NoExec)
 		}
 		p.Mounts = append(p.Mounts, m)
 	}
@@ -141,11 +150,11 @@ func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error)
 			m := PlannedMount{Target: target}
 			if req.ImageMode == config.ImageVolumeTmpfs {
 				m.Kind = KindTmpfs
-				m.Options = append(tmpfsOptions(cfg.Tmpfs.DefaultSize, 0o1777, false), "tmpcopyup")
+				m.Options = append(tmpfsOptions(cfg.Tmpfs.DefaultSize, 0o1777, false, false), "tmpcopyup")
 			} else {
 				m.Kind = KindVolume
 				m.Volume = addVolume(volumes.Request{Namespace: req.Namespace, Owner: req.owner(target)})
-				m.Options = volumeOptions(false)
+				m.Options = volumeOptions(false, false, req.UserNS)
 				m.CopyUp = true
 			}
 			p.Mounts = append(p.Mounts, m)
@@ -168,23 +177,44 @@ func isRuntimeImageVolume(m *api.Mount, containerID string) bool {
 	return containerID != "" && strings.Contains(m.Source, "/io.containerd.grpc.v1.cri/containers/"+containerID+"/volumes/")
 }
 
-func volumeOptions(ro bool) []string {
-	return []string{"rbind", "rprivate", "nosuid", "nodev", rwOption(ro)}
+// volumeOptions are the options of a volume's bind mount. In a container
+// with a user namespace it is idmapped with the container's own mappings
+// (runc fills them in for "ridmap"), so the data on disk holds the ids the
+// container sees and containers with other mappings, or none, share it. The
+// mapping is recursive, as the bind is: a mount below the source (a sized
+// volume's file system, a host path's submount) is mapped the same way
+// rather than showing its files as nobody's.
+func volumeOptions(ro, noexec, userns bool) []string {
+	opts := []string{"rbind", "rprivate", "nosuid", "nodev", rwOption(ro)}
+	if noexec {
+		opts = append(opts, "noexec")
+	}
+	if userns {
+		opts = append(opts, "ridmap")
+	}
+	return opts
 }
 
-func bindOptions(ro bool) []string {
-	return []string{"rbind", "rprivate", "nosuid", "nodev", rwOption(ro)}
+// bindOptions are those of a host path's bind mount: idmapped like a
+// volume's, so the container sees the host's owners.
+func bindOptions(ro, noexec, userns bool) []string {
+	return volumeOptions(ro, noexec, userns)
 }
 
 // tmpfsOptions always sets a size and an inode cap, so a tmpfs never grows to
-// half the host's memory.
-func tmpfsOptions(size config.Size, mode uint32, ro bool) []string {
+// half the host's memory. A tmpfs is made inside the container's user
+// namespace, so it needs no id mapping.
+func tmpfsOptions(size config.Size, mode uint32, ro, noexec bool) []string {
 	inodes := int64(size) / 4096
 	if inodes < 1024 {
 		inodes = 1024
 	}
-	return []string{"nosuid", "nodev", "mode=" + strconv.FormatUint(uint64(mode), 8),
+	opts := []string{"nosuid", "nodev", "mode=" + strconv.FormatUint(uint64(mode), 8),
 		"size=" + strconv.FormatInt(int64(size), 10), "nr_inodes=" + strconv.FormatInt(inodes, 10), rwOption(ro)}
+	if noexec {
+		opts = append(opts, "noexec")
+	}
+	return opts
 }
 
 func rwOption(ro bool) string {

@@ -98,6 +98,36 @@ func TestMakePlan(t *testing.T) {
 			wantMounts: []string{"bind /etc/app " + allowed + "/conf rbind,rprivate,nosuid,nodev,ro false"}},
 		{name: "bind writable when configured", cfg: &rwBinds, req: Request{Items: items("- " + allowed + "/conf:/etc/app")},
 			wantMounts: []string{"bind /etc/app " + allowed + "/conf rbind,rprivate,nosuid,nodev,rw false"}},
+		{name: "user namespace idmaps volumes and binds, not tmpfs", cfg: cfg, req: Request{
+			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/var/lib/db"}, UserNS: true,
+			Items: items("- shared:/shared\n- " + allowed + "/conf:/etc/app\n- {type: tmpfs, target: /run/secrets}"),
+		}, wantVols: []volumes.Request{{Namespace: "shop", Name: "shared"}, {Namespace: "shop", Owner: owner("/var/lib/db")}},
+			wantMounts: []string{
+				"volume /shared 0 rbind,rprivate,nosuid,nodev,rw,ridmap true",
+				"bind /etc/app " + allowed + "/conf rbind,rprivate,nosuid,nodev,ro,ridmap false",
+				"tmpfs /run/secrets  nosuid,nodev,mode=1777,size=67108864,nr_inodes=16384,rw false",
+				"volume /var/lib/db 1 rbind,rprivate,nosuid,nodev,rw,ridmap true",
+			}},
+		{name: "noexec on every kind", cfg: cfg, req: Request{Items: items("- v:/v:noexec\n- /a:ro,noexec,nocopy\n- " + allowed +
+			"/conf:/etc/app:noexec\n- {type: tmpfs, target: /t, noExec: true}\n- {source: w, target: /w, noExec: true}\n- x:/x:exec")},
+			wantVols: []volumes.Request{{Namespace: "shop", Name: "v"}, {Namespace: "shop", Owner: owner("/a")}, {Namespace: "shop", Name: "w"}, {Namespace: "shop", Name: "x"}},
+			wantMounts: []string{
+				"volume /v 0 rbind,rprivate,nosuid,nodev,rw,noexec true",
+				"volume /a 1 rbind,rprivate,nosuid,nodev,ro,noexec false",
+				"tmpfs /t  nosuid,nodev,mode=1777,size=67108864,nr_inodes=16384,rw,noexec false",
+				"volume /w 2 rbind,rprivate,nosuid,nodev,rw,noexec true",
+				"volume /x 3 rbind,rprivate,nosuid,nodev,rw true",
+				"bind /etc/app " + allowed + "/conf rbind,rprivate,nosuid,nodev,ro,noexec false",
+			}},
+		{name: "ownership of volumes made on first use", cfg: cfg, req: Request{
+			Items: items("- {source: logs, target: /logs, uid: 1000, gid: 2000, mode: '0770', chown: true}\n- /cache:U"),
+		}, wantVols: []volumes.Request{
+			{Namespace: "shop", Name: "logs", CreateOptions: volumes.CreateOptions{UID: intp(1000), GID: intp(2000), Mode: modep(0o770)}},
+			{Namespace: "shop", Owner: owner("/cache")},
+		}, wantMounts: []string{
+			"volume /logs 0 rbind,rprivate,nosuid,nodev,rw true chown",
+			"volume /cache 1 rbind,rprivate,nosuid,nodev,rw true chown",
+		}},
 
 		{name: "annotation target a runtime mount has", cfg: cfg, req: Request{Items: items("- v:/config"), Mounts: []*api.Mount{k8sMount}},
 			wantErr: `target "/config" is already mounted`},
@@ -151,7 +181,11 @@ func TestMakePlan(t *testing.T) {
 				if m.Kind == KindVolume {
 					ref = string(rune('0' + m.Volume))
 				}
-				mounts = append(mounts, strings.Join([]string{string(m.Kind), m.Target, ref, strings.Join(m.Options, ","), boolString(m.CopyUp)}, " "))
+				desc := strings.Join([]string{string(m.Kind), m.Target, ref, strings.Join(m.Options, ","), boolString(m.CopyUp)}, " ")
+				if m.Chown {
+					desc += " chown"
+				}
+				mounts = append(mounts, desc)
 			}
 			if !reflect.DeepEqual(mounts, tt.wantMounts) {
 				t.Errorf("mounts =\n%s\nwant\n%s", strings.Join(mounts, "\n"), strings.Join(tt.wantMounts, "\n"))
@@ -177,3 +211,7 @@ func boolString(b bool) string {
 	}
 	return "false"
 }
+
+func intp(n int) *int { return &n }
+
+func modep(m uint32) *uint32 { return &m }

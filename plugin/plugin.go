@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
 	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/internal/idmap"
 	"github.com/nri-volumes/nri-volumes/volumes"
 	"github.com/sirupsen/logrus"
 )
@@ -178,6 +179,11 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		log.Debug("no volumes")
 		return nil, nil, nil
 	}
+	if userns, nsPath := userNamespace(ctr); userns {
+		if err := checkIDMap(log, plan, filepath.Join(store.Root(), "volumes"), nsPath); err != nil {
+			return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
+		}
+	}
 	if err := p.claimPodVolumes(cfg, pod, plan.Volumes); err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
@@ -189,15 +195,22 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	for _, dst := range plan.Remove {
 		adjust.RemoveMount(dst)
 	}
-	var copyUps []string
+	var hook hookArgs
 	for _, m := range plan.Mounts {
 		mount := &api.Mount{Destination: m.Target, Options: m.Options}
 		switch m.Kind {
 		case KindVolume:
 			v := vols[m.Volume]
 			mount.Type, mount.Source = "bind", v.Mountpoint
+			ref := v.Namespace + "/" + v.Name
 			if m.CopyUp && isEmptyDir(v.Mountpoint) {
-				copyUps = append(copyUps, v.Namespace+"/"+v.Name+"="+m.Target)
+				hook.copyUps = append(hook.copyUps, ref+"="+m.Target)
+				if v.UID != nil || v.GID != nil || v.Mode != "" {
+					hook.keepOwners = append(hook.keepOwners, ref)
+				}
+			}
+			if m.Chown && v.Chowned == nil {
+				hook.chowns = append(hook.chowns, ref)
 			}
 			log.WithFields(logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous}).Info("mounting volume")
 		case KindBind:
@@ -209,10 +222,53 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		}
 		adjust.AddMount(mount)
 	}
-	if len(copyUps) > 0 {
-		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), copyUps)}})
+	if len(hook.copyUps) > 0 || len(hook.chowns) > 0 {
+		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), hook)}})
 	}
 	return adjust, nil, nil
+}
+
+// userNamespace reports whether the container gets a user namespace
+// (kubelet's hostUsers: false) and the path of the one it joins, if it names
+// one: CRI containers join their pod's.
+func userNamespace(ctr *api.Container) (bool, string) {
+	for _, ns := range ctr.GetLinux().GetNamespaces() {
+		if ns.GetType() == "user" {
+			return true, ns.GetPath()
+		}
+	}
+	return false, ""
+}
+
+// checkIDMap makes sure, before any volume is made, that runc can idmap
+// every volume (they live in the store's volumes directory) and bind mount
+// of a container with a user namespace, so such a container is refused with
+// a message that says why, never started on ids shifted into its range. A
+// user namespace that the container makes afresh has no path to probe
+// with, and a plugin outside the host's PID namespace cannot open the pod's;
+// runc's own check then fails the start.
+func checkIDMap(log *logrus.Entry, plan *Plan, volumesDir, nsPath string) error {
+	if nsPath == "" {
+		return nil
+	}
+	for _, m := range plan.Mounts {
+		src := m.Source
+		switch m.Kind {
+		case KindVolume:
+			src = volumesDir
+		case KindTmpfs:
+			continue
+		}
+		err := idmap.Check(src, nsPath)
+		if errors.Is(err, idmap.ErrNoUserNS) {
+			log.WithError(err).Warn("cannot check that the volumes can be idmapped; runc will")
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s at %s: %w", m.Kind, m.Target, err)
+		}
+	}
+	return nil
 }
 
 // claimPodVolumes counts the volumes of a request against the pod's limit and
@@ -251,15 +307,34 @@ func addPodVolume(m map[string]map[string]struct{}, podID, key string) {
 	m[podID][key] = struct{}{}
 }
 
+// hookArgs is the work of the copy-up hook for one container.
+type hookArgs struct {
+	// copyUps are NS/NAME=/target of the volumes to fill from the image.
+	copyUps []string
+	// keepOwners are NS/NAME of the volumes, among copyUps, created with an
+	// owner or mode, which an empty image directory does not override.
+	keepOwners []string
+	// chowns are NS/NAME of the volumes whose root goes to the container's
+	// user (option U), after any copy-up.
+	chowns []string
+}
+
 // copyUpHook is the createRuntime hook that copies the image's content into
-// new volumes: it runs before the container's process and outside NRI's
-// request timeout.
-func copyUpHook(cfg *config.Config, root string, specs []string) *api.Hook {
+// new volumes and chowns those mounted with U: it runs before the
+// container's process and outside NRI's request timeout, and it reads the
+// container's user and id mappings from the OCI spec.
+func copyUpHook(cfg *config.Config, root string, h hookArgs) *api.Hook {
 	args := []string{cfg.HookPath, "hook", "copyup", "--root", root,
 		"--max-bytes", strconv.FormatInt(int64(cfg.Limits.CopyUpMaxSize), 10),
 		"--max-files", strconv.FormatInt(cfg.Limits.CopyUpMaxFiles, 10)}
-	for _, s := range specs {
+	for _, s := range h.copyUps {
 		args = append(args, "--volume", s)
+	}
+	for _, s := range h.keepOwners {
+		args = append(args, "--keep-owner", s)
+	}
+	for _, s := range h.chowns {
+		args = append(args, "--chown", s)
 	}
 	return &api.Hook{Path: cfg.HookPath, Args: args}
 }
@@ -290,6 +365,7 @@ func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodS
 		ContainerID: ctr.GetId(), ContainerName: ctr.GetName(),
 		ImageMode: cfg.ImageVolumes, Image: ctr.GetImage().GetName(), Mounts: ctr.GetMounts(),
 	}
+	req.UserNS, _ = userNamespace(ctr)
 	if key, value, ok := effectiveAnnotation(pod, ctr, VolumesKey); ok {
 		items, err := ParseVolumes(key, value, cfg.Tmpfs)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,16 +42,19 @@ type Problem struct {
 	Reason    string
 }
 
-// Create creates the named volume name in namespace ns with labels. It fails
+// Create creates the named volume name in namespace ns with opts. It fails
 // with ErrExists if the volume is already there.
-func (s *Store) Create(ns, name string, labels map[string]string) (*Volume, error) {
+func (s *Store) Create(ns, name string, opts CreateOptions) (*Volume, error) {
 	if err := ValidateNamespace(ns); err != nil {
 		return nil, err
 	}
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
-	v := newVolume(ns, name, labels, nil)
+	if err := opts.validate(); err != nil {
+		return nil, volumeError(ns, name, err)
+	}
+	v := newVolume(ns, name, opts, nil)
 	err := s.withLock(unix.LOCK_EX, func() error {
 		if err := s.createLocked(v); err != nil {
 			return err
@@ -63,20 +67,60 @@ func (s *Store) Create(ns, name string, labels map[string]string) (*Volume, erro
 	return v, nil
 }
 
-func newVolume(ns, name string, labels map[string]string, owner *Owner) *Volume {
-	l := make(map[string]string, len(labels))
-	for k, val := range labels {
+func newVolume(ns, name string, opts CreateOptions, owner *Owner) *Volume {
+	l := make(map[string]string, len(opts.Labels))
+	for k, val := range opts.Labels {
 		l[k] = val
 	}
-	return &Volume{
+	v := &Volume{
 		Name:      name,
 		Namespace: ns,
 		CreatedAt: time.Now().Truncate(time.Second),
 		Labels:    l,
 		Anonymous: owner != nil,
 		Owner:     owner,
+		UID:       opts.UID,
+		GID:       opts.GID,
 		UsedBy:    []string{},
 	}
+	if opts.Mode != nil {
+		v.Mode = fmt.Sprintf("%04o", *opts.Mode)
+	}
+	return v
+}
+
+// maxID is the largest uid or gid; 2^32-1 means "no id" to the kernel.
+const maxID = 1<<32 - 2
+
+func (o CreateOptions) validate() error {
+	for _, id := range []struct {
+		key string
+		v   *int
+	}{{"uid", o.UID}, {"gid", o.GID}} {
+		if id.v != nil && (*id.v < 0 || *id.v > maxID) {
+			return fmt.Errorf("%w: %s %d is not from 0 to %d", ErrInvalid, id.key, *id.v, maxID)
+		}
+	}
+	if o.Mode != nil && *o.Mode > 0o7777 {
+		return fmt.Errorf("%w: mode %o has bits beyond 07777", ErrInvalid, *o.Mode)
+	}
+	return nil
+}
+
+// rootAttrs are the owner and mode a new volume's _data gets.
+func (v *Volume) rootAttrs() (uid, gid int, mode uint32) {
+	uid, gid, mode = 0, 0, 0o755
+	if v.UID != nil {
+		uid = *v.UID
+	}
+	if v.GID != nil {
+		gid = *v.GID
+	}
+	if v.Mode != "" {
+		m, _ := strconv.ParseUint(v.Mode, 8, 32)
+		mode = uint32(m)
+	}
+	return uid, gid, mode
 }
 
 // createLocked makes v on disk: built under a temporary name, then renamed
@@ -141,11 +185,18 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool) error {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := unix.Mkdirat(fd, dataDir, 0o755); err != nil {
+	uid, gid, mode := v.rootAttrs()
+	if err := unix.Mkdirat(fd, dataDir, 0o700); err != nil {
 		return err
 	}
-	// The umask must not decide the mode containers see.
-	if err := unix.Fchmodat(fd, dataDir, 0o755, 0); err != nil {
+	if uid != 0 || gid != 0 {
+		if err := unix.Fchownat(fd, dataDir, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	// After the chown, which clears setgid; and the umask must not decide
+	// the mode containers see.
+	if err := unix.Fchmodat(fd, dataDir, mode, 0); err != nil {
 		return err
 	}
 	return writeVolume(fd, v, durable)

@@ -46,6 +46,9 @@ func normalizeRequests(reqs []Request) ([]Request, error) {
 		if err := ValidateNamespace(r.Namespace); err != nil {
 			return nil, err
 		}
+		if err := r.CreateOptions.validate(); err != nil {
+			return nil, err
+		}
 		if r.Name == "" {
 			if r.Owner == nil || r.Owner.PodSandboxID == "" || r.Owner.Target == "" {
 				return nil, fmt.Errorf("anonymous volume request: %w: needs an owner with a pod sandbox ID and a target", ErrInvalid)
@@ -106,7 +109,7 @@ func (s *Store) acquireLocked(id string, wants []Request) ([]*Volume, error) {
 		v, err := s.getLocked(r.Namespace, r.Name)
 		switch {
 		case isAbsent(err):
-			v = newVolume(r.Namespace, r.Name, r.Labels, r.Owner)
+			v = newVolume(r.Namespace, r.Name, r.CreateOptions, r.Owner)
 			if r.Owner != nil {
 				// The pod's list names the volume before it appears, so
 				// RemovePodVolumes finds it whenever the process dies.

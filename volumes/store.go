@@ -67,6 +67,15 @@ type Volume struct {
 	Labels     map[string]string `json:"Labels"`
 	Anonymous  bool              `json:"Anonymous"`
 	Owner      *Owner            `json:"Owner,omitempty"`
+	// UID, GID and Mode are the owner and mode its root was created with,
+	// when given (volume create --opt, or uid/gid/mode in the annotation);
+	// Mode is octal, such as "0770".
+	UID  *int   `json:"UID,omitempty"`
+	GID  *int   `json:"GID,omitempty"`
+	Mode string `json:"Mode,omitempty"`
+	// Chowned records the chown of its root to a container's user (option U),
+	// which happens once.
+	Chowned *IDs `json:"Chowned,omitempty"`
 	// UsedBy lists the IDs of the containers using the volume, sorted.
 	UsedBy []string `json:"UsedBy"`
 	// Size is the disk usage of the data, set only when asked for.
@@ -89,9 +98,16 @@ func (v Volume) MarshalJSON() ([]byte, error) {
 
 func (v *Volume) key() string { return volumeKey(v.Namespace, v.Name) }
 
-// record is what volume.json holds: the identity of a volume, written once
-// when it is created. Files written by earlier versions also carry UsedBy
-// and Mountpoint; decoding ignores them.
+// IDs are a uid and a gid.
+type IDs struct {
+	UID int `json:"UID"`
+	GID int `json:"GID"`
+}
+
+// record is what volume.json holds: the identity of a volume, written when
+// it is created, and replaced once more if its root is chowned (Chowned).
+// Files written by earlier versions also carry UsedBy and Mountpoint;
+// decoding ignores them.
 type record struct {
 	Name      string            `json:"Name"`
 	Namespace string            `json:"Namespace"`
@@ -99,18 +115,33 @@ type record struct {
 	Labels    map[string]string `json:"Labels"`
 	Anonymous bool              `json:"Anonymous"`
 	Owner     *Owner            `json:"Owner,omitempty"`
+	UID       *int              `json:"UID,omitempty"`
+	GID       *int              `json:"GID,omitempty"`
+	Mode      string            `json:"Mode,omitempty"`
+	Chowned   *IDs              `json:"Chowned,omitempty"`
 }
 
 func volumeKey(ns, name string) string { return ns + "/" + name }
 
+// CreateOptions are what a new volume is made with.
+type CreateOptions struct {
+	// Labels label a named volume.
+	Labels map[string]string
+	// UID, GID and Mode, when set, are the owner and mode of the volume's
+	// root, _data; otherwise it is root's, mode 0755.
+	UID, GID *int
+	Mode     *uint32
+}
+
 // Request is one volume a container wants. An empty Name asks for the
-// anonymous volume of Owner, named AnonymousName(*Owner). Labels apply only
-// when the request creates a named volume.
+// anonymous volume of Owner, named AnonymousName(*Owner). The CreateOptions
+// apply only when the request creates the volume, and Labels only to a named
+// one.
 type Request struct {
 	Namespace string
 	Name      string
-	Labels    map[string]string
 	Owner     *Owner
+	CreateOptions
 }
 
 // Store is the volume store below one root directory.
@@ -456,6 +487,10 @@ func (s *Store) readVolumeAt(volFd int, ns, name string) (*Volume, error) {
 		Labels:     rec.Labels,
 		Anonymous:  rec.Anonymous,
 		Owner:      rec.Owner,
+		UID:        rec.UID,
+		GID:        rec.GID,
+		Mode:       rec.Mode,
+		Chowned:    rec.Chowned,
 		UsedBy:     []string{},
 	}
 	if v.Labels == nil {
@@ -481,6 +516,10 @@ func writeVolume(volFd int, v *Volume, durable bool) error {
 		Labels:    v.Labels,
 		Anonymous: v.Anonymous,
 		Owner:     v.Owner,
+		UID:       v.UID,
+		GID:       v.GID,
+		Mode:      v.Mode,
+		Chowned:   v.Chowned,
 	}
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/nri-volumes/nri-volumes/internal/idmap"
 	"github.com/nri-volumes/nri-volumes/volumes"
 	"github.com/nri-volumes/nri-volumes/volumes/copyup"
 )
@@ -37,7 +38,15 @@ type copyUpOptions struct {
 	limits   copyup.Options
 	volumes  []copyUpVolume
 	logLevel string
+	// keepOwner holds NS/NAME of the volumes that keep their owner and
+	// mode when the image's directory is empty.
+	keepOwner map[string]bool
+	// chown are the volumes whose root goes to the container's user.
+	chown []copyUpVolume
 }
+
+// maxSpecSize bounds the OCI spec (config.json) the hook reads.
+const maxSpecSize = 16 << 20
 
 // hookCommand runs an OCI hook that the plugin adds to containers. runc runs
 // it in the host's namespaces with the container's state on stdin, and fails
@@ -77,6 +86,20 @@ func hookCopyUp(args []string) error {
 	}
 	rootfs := filepath.Join(state.Bundle, "rootfs")
 	log := logrus.WithField("container", state.ID)
+	spec, err := readBundleSpec(state.Bundle)
+	if err != nil {
+		return fmt.Errorf("hook copyup: %w", err)
+	}
+	mapping, err := idmap.FromSpec(spec)
+	if err != nil {
+		return fmt.Errorf("hook copyup: %w", err)
+	}
+	if mapping != nil {
+		// The rootfs shows the image's ids shifted into the container's
+		// range; the volume, idmapped into the container, holds them as
+		// the container sees them.
+		opts.limits.Owners = mapping.ToContainer
+	}
 
 	store, err := volumes.OpenForCopyUp(opts.root)
 	if err != nil {
@@ -87,10 +110,12 @@ func hookCopyUp(args []string) error {
 	for _, v := range opts.volumes {
 		var stats copyup.Stats
 		copied := false
+		limits := opts.limits
+		limits.KeepEmptyRoot = opts.keepOwner[v.ns+"/"+v.name]
 		err := store.CopyUp(v.ns, v.name, func(dataDir string) error {
 			var err error
 			copied = true
-			stats, err = copyup.Copy(rootfs, v.target, dataDir, opts.limits)
+			stats, err = copyup.Copy(rootfs, v.target, dataDir, limits)
 			return err
 		})
 		if err != nil {
@@ -104,11 +129,55 @@ func hookCopyUp(args []string) error {
 		vlog.Debugf("copy-up: %d files, %d dirs, %d symlinks, %d hard links, %d bytes; %d skipped",
 			stats.Files, stats.Dirs, stats.Symlinks, stats.Hardlinks, stats.Bytes, stats.Skipped)
 	}
+	return chownVolumes(store, spec, opts.chown, log)
+}
+
+// chownVolumes gives the root of each volume to the container's user, as
+// its OCI spec's process.user names it: ids as the container sees them,
+// which is what an idmapped volume holds. Each volume is chowned once.
+func chownVolumes(store *volumes.Store, spec *specs.Spec, vols []copyUpVolume, log *logrus.Entry) error {
+	if len(vols) == 0 {
+		return nil
+	}
+	if spec.Process == nil {
+		return errors.New("hook copyup: --chown: the OCI spec has no process.user")
+	}
+	uid, gid := int(spec.Process.User.UID), int(spec.Process.User.GID)
+	for _, v := range vols {
+		done, err := store.ChownRoot(v.ns, v.name, uid, gid)
+		if err != nil {
+			return fmt.Errorf("hook copyup: --chown %s/%s: %w", v.ns, v.name, err)
+		}
+		if done {
+			log.WithField("volume", v.ns+"/"+v.name).Debugf("chowned the volume's root to %d:%d", uid, gid)
+		}
+	}
 	return nil
 }
 
+// readBundleSpec reads the container's OCI spec from its bundle.
+func readBundleSpec(bundle string) (*specs.Spec, error) {
+	f, err := os.Open(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the OCI spec: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSpecSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the OCI spec: %w", err)
+	}
+	if len(data) > maxSpecSize {
+		return nil, fmt.Errorf("the OCI spec %s is larger than %d bytes", f.Name(), maxSpecSize)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("parsing the OCI spec %s: %w", f.Name(), err)
+	}
+	return &spec, nil
+}
+
 func parseCopyUpFlags(args []string) (copyUpOptions, error) {
-	var opts copyUpOptions
+	opts := copyUpOptions{keepOwner: map[string]bool{}}
 	fs := flag.NewFlagSet("hook copyup", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // the error is returned and printed once by main
 	fs.StringVar(&opts.root, "root", "", "volume store root (required)")
@@ -121,6 +190,22 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 			return err
 		}
 		opts.volumes = append(opts.volumes, v)
+		return nil
+	})
+	fs.Func("keep-owner", "NAMESPACE/NAME of a --volume that keeps its owner and mode if the image's directory is empty (repeatable)", func(s string) error {
+		v, err := parseVolumeRef(s)
+		if err != nil {
+			return err
+		}
+		opts.keepOwner[v.ns+"/"+v.name] = true
+		return nil
+	})
+	fs.Func("chown", "NAMESPACE/NAME whose root goes to the container's user, once (repeatable)", func(s string) error {
+		v, err := parseVolumeRef(s)
+		if err != nil {
+			return err
+		}
+		opts.chown = append(opts.chown, v)
 		return nil
 	})
 	if err := fs.Parse(args); err != nil {
@@ -137,10 +222,25 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 		return opts, fmt.Errorf("--max-bytes %d: must not be negative", opts.limits.MaxBytes)
 	case opts.limits.MaxFiles < 0:
 		return opts, fmt.Errorf("--max-files %d: must not be negative", opts.limits.MaxFiles)
-	case len(opts.volumes) == 0:
-		return opts, errors.New("no --volume given")
+	case len(opts.volumes) == 0 && len(opts.chown) == 0:
+		return opts, errors.New("no --volume or --chown given")
 	}
 	return opts, nil
+}
+
+// parseVolumeRef parses NAMESPACE/NAME.
+func parseVolumeRef(s string) (copyUpVolume, error) {
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok {
+		return copyUpVolume{}, fmt.Errorf("%q: want NAMESPACE/NAME", s)
+	}
+	if err := volumes.ValidateNamespace(ns); err != nil {
+		return copyUpVolume{}, fmt.Errorf("%q: %w", s, err)
+	}
+	if err := volumes.ValidateName(name); err != nil {
+		return copyUpVolume{}, fmt.Errorf("%q: %w", s, err)
+	}
+	return copyUpVolume{ns: ns, name: name}, nil
 }
 
 // parseCopyUpVolume parses NAMESPACE/NAME=/target. Names never hold "/" or

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -42,6 +43,7 @@ func newHookEnv(t *testing.T) *hookEnv {
 	if err := os.Chown(filepath.Join(e.bundle, "rootfs/data"), 999, 999); err != nil {
 		t.Fatal(err)
 	}
+	e.writeSpec(t, &specs.Spec{Process: &specs.Process{User: specs.User{UID: 1000, GID: 1000}}})
 	store, err := volumes.Open(e.root)
 	if err != nil {
 		t.Fatal(err)
@@ -51,9 +53,21 @@ func newHookEnv(t *testing.T) *hookEnv {
 	return e
 }
 
+// writeSpec writes the bundle's config.json, as containerd does.
+func (e *hookEnv) writeSpec(t *testing.T, spec *specs.Spec) {
+	t.Helper()
+	data, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.bundle, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func (e *hookEnv) create(t *testing.T, ns, name string) string {
 	t.Helper()
-	v, err := e.store.Create(ns, name, nil)
+	v, err := e.store.Create(ns, name, volumes.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +222,9 @@ func TestHookBadInput(t *testing.T) {
 		{"unknown hook", []string{"poststop"}, goodState, "unknown hook"},
 		{"no root", []string{"copyup", "--volume", "default/data=/data"}, goodState, "--root"},
 		{"relative root", []string{"copyup", "--root", "rel", "--volume", "default/data=/data"}, goodState, "absolute"},
-		{"no volume", []string{"copyup", "--root", e.root}, goodState, "no --volume"},
+		{"no volume", []string{"copyup", "--root", e.root}, goodState, "no --volume or --chown"},
+		{"bad chown", []string{"copyup", "--root", e.root, "--chown", "data"}, goodState, "NAMESPACE/NAME"},
+		{"bad keep-owner", []string{"copyup", "--root", e.root, "--keep-owner", "default/../x", "--volume", "default/data=/data"}, goodState, "volume name"},
 		{"no target", []string{"copyup", "--root", e.root, "--volume", "default/data"}, goodState, "NAMESPACE/NAME=/target"},
 		{"no namespace", []string{"copyup", "--root", e.root, "--volume", "data=/data"}, goodState, "NAMESPACE/NAME=/target"},
 		{"bad name", []string{"copyup", "--root", e.root, "--volume", "default/../x=/data"}, goodState, "volume name"},
@@ -246,5 +262,106 @@ func TestHookRefusesTerminal(t *testing.T) {
 	err = hookCommand([]string{"copyup", "--root", t.TempDir(), "--volume", "default/data=/data"})
 	if err == nil || !strings.Contains(err.Error(), "terminal") {
 		t.Errorf("want a terminal error, got %v", err)
+	}
+}
+
+// owner returns "UID:GID MODE" of path.
+func owner(t *testing.T, path string) string {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	return fmt.Sprintf("%d:%d %o", st.Uid, st.Gid, fi.Mode().Perm())
+}
+
+// TestHookUserNamespace copies up for a container with a user namespace: its
+// rootfs shows the image's ids shifted into the container's range, and the
+// volume gets them back as the container sees them.
+func TestHookUserNamespace(t *testing.T) {
+	e := newHookEnv(t)
+	ids := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
+	e.writeSpec(t, &specs.Spec{
+		Process: &specs.Process{User: specs.User{UID: 0, GID: 0}},
+		Linux: &specs.Linux{
+			Namespaces:  []specs.LinuxNamespace{{Type: specs.UserNamespace, Path: "/proc/1/ns/user"}},
+			UIDMappings: ids, GIDMappings: ids,
+		},
+	})
+	rootfs := filepath.Join(e.bundle, "rootfs")
+	for p, id := range map[string]int{"data": 65536 + 999, "data/hello.txt": 65536, "data/sub": 65536 + 1000, "data/sub/nested": 1} {
+		if err := os.Chown(filepath.Join(rootfs, p), id, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := e.create(t, "default", "data")
+	if err := e.run(t, "--volume", "default/data=/data"); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]string{
+		".": "999:999 755", "hello.txt": "0:0 644", "sub": "1000:1000 755",
+		"sub/nested": "65534:65534 644", // outside the container's range: nobody, as the container saw it
+	} {
+		if got := owner(t, filepath.Join(data, p)); got != want {
+			t.Errorf("%s: got %s, want %s", p, got, want)
+		}
+	}
+}
+
+// TestHookChown gives a volume's root to the container's user once: a later
+// container with another user leaves it.
+func TestHookChown(t *testing.T) {
+	e := newHookEnv(t)
+	data := e.create(t, "default", "data")
+	if err := e.run(t, "--volume", "default/data=/data", "--chown", "default/data"); err != nil {
+		t.Fatal(err)
+	}
+	if got := owner(t, data); got != "1000:1000 755" {
+		t.Errorf("after the first chown _data is %s, want 1000:1000 755", got)
+	}
+	if got := names(t, data); len(got) != 4 {
+		t.Errorf("copy-up did not happen before the chown: %v", got)
+	}
+	v, err := e.store.Get("default", "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Chowned == nil || *v.Chowned != (volumes.IDs{UID: 1000, GID: 1000}) {
+		t.Errorf("volume.json records Chowned = %+v, want 1000:1000", v.Chowned)
+	}
+	e.writeSpec(t, &specs.Spec{Process: &specs.Process{User: specs.User{UID: 2000, GID: 2000}}})
+	if err := e.run(t, "--chown", "default/data"); err != nil {
+		t.Fatal(err)
+	}
+	if got := owner(t, data); got != "1000:1000 755" {
+		t.Errorf("a second container with U chowned again: %s", got)
+	}
+}
+
+// TestHookKeepOwner: a volume created with an owner and mode keeps them when
+// the image's directory is empty, and takes the image's when it has content.
+func TestHookKeepOwner(t *testing.T) {
+	e := newHookEnv(t)
+	if err := os.MkdirAll(filepath.Join(e.bundle, "rootfs/empty"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	uid, gid, mode := 1234, 1234, uint32(0o770)
+	opts := volumes.CreateOptions{UID: &uid, GID: &gid, Mode: &mode}
+	for _, name := range []string{"empty", "full"} {
+		if _, err := e.store.Create("default", name, opts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := e.run(t, "--volume", "default/empty=/empty", "--keep-owner", "default/empty",
+		"--volume", "default/full=/data", "--keep-owner", "default/full")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := owner(t, filepath.Join(e.root, "volumes/default/empty/_data")); got != "1234:1234 770" {
+		t.Errorf("volume over an empty image directory is %s, want its own 1234:1234 770", got)
+	}
+	if got := owner(t, filepath.Join(e.root, "volumes/default/full/_data")); got != "999:999 755" {
+		t.Errorf("volume over the image's /data is %s, want the image's 999:999 755", got)
 	}
 }

@@ -19,7 +19,7 @@ import (
 const volumeUsage = `Usage: nri-volumes volume COMMAND [OPTIONS]
 
 Commands:
-  create [--label K=V]... NAME
+  create [--label K=V]... [-o|--opt uid=N|gid=N|mode=0770]... NAME
   ls [-q] [-s|--size] [--filter K=V]... [--format table|json|TEMPLATE] [-A|--all-namespaces]
   inspect [-s|--size] NAME...
   rm [-f|--force] NAME...
@@ -115,6 +115,7 @@ func volumeSubcommand(args []string, s streams) error {
 type createOptions struct {
 	storeOptions
 	labels []string
+	opts   []string
 }
 
 func volumeCreate(args []string, s streams) error {
@@ -122,6 +123,7 @@ func volumeCreate(args []string, s streams) error {
 	f := newFlagSet("volume create")
 	o.register(f)
 	f.listVar(&o.labels, "--label")
+	f.listVar(&o.opts, "--opt", "-o")
 	names, err := f.parse(args)
 	if err != nil || len(names) != 1 {
 		return usageError(err, "volume create takes exactly one NAME")
@@ -130,12 +132,17 @@ func volumeCreate(args []string, s streams) error {
 	if err != nil {
 		return err
 	}
+	opts, err := parseCreateOpts(o.opts)
+	if err != nil {
+		return err
+	}
+	opts.Labels = labels
 	store, err := o.open(names...)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	v, err := store.Create(o.nsOrDefault(), names[0], labels)
+	v, err := store.Create(o.nsOrDefault(), names[0], opts)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,28 @@ type PodSpec struct {
 	Annotations          map[string]string
 	// Privileged makes a sandbox that may hold privileged containers.
 	Privileged bool
+	// UserNS, when set, runs the pod in a user namespace of its own, as
+	// kubelet does for hostUsers: false; its containers get the same
+	// userns_options.
+	UserNS *UserNS
+}
+
+// UserNS maps container ids 0 to Size-1 to host ids HostID onwards, for
+// both uids and gids.
+type UserNS struct {
+	HostID, Size uint32
+}
+
+// namespaceOptions is the CRI namespace_options of a pod or container:
+// host networking (which needs no CNI) and, with userns, a user namespace of
+// the pod's.
+func namespaceOptions(userns *UserNS) map[string]any {
+	opts := map[string]any{"network": 2}
+	if userns != nil {
+		ids := []map[string]any{{"host_id": userns.HostID, "container_id": 0, "length": userns.Size}}
+		opts["userns_options"] = map[string]any{"mode": 0, "uids": ids, "gids": ids}
+	}
+	return opts
 }
 
 // The Try helpers below return an error instead of failing the test, and
@@ -28,7 +50,7 @@ func (c *Crictl) TryRunPod(spec PodSpec) (*Pod, error) {
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
 		return nil, err
 	}
-	security := map[string]any{"namespace_options": map[string]any{"network": 2}}
+	security := map[string]any{"namespace_options": namespaceOptions(spec.UserNS)}
 	if spec.Privileged {
 		security["privileged"] = true
 	}
@@ -46,12 +68,12 @@ func (c *Crictl) TryRunPod(spec PodSpec) (*Pod, error) {
 	if res.Err != nil {
 		return nil, res.Err
 	}
-	return &Pod{ID: lastLine(res.Stdout), Name: spec.Name, Namespace: spec.Namespace, UID: spec.UID, configPath: path}, nil
+	return &Pod{ID: lastLine(res.Stdout), Name: spec.Name, Namespace: spec.Namespace, UID: spec.UID, configPath: path, userns: spec.UserNS}, nil
 }
 
 // TryCreateContainer creates a container from spec in pod.
 func (c *Crictl) TryCreateContainer(pod *Pod, spec ContainerSpec) (string, error) {
-	path, err := c.tryWriteJSON("ctr-"+spec.Name, containerConfig(spec))
+	path, err := c.tryWriteJSON("ctr-"+spec.Name, containerConfig(spec, pod.userns))
 	if err != nil {
 		return "", err
 	}

@@ -86,6 +86,12 @@ func StartContainerd(t TB, bins *Bins, opts ContainerdOptions) *Containerd {
 	if opts.NRISocketDir {
 		c.NRISocket = filepath.Join(dir, "nri", "nri.sock")
 	}
+	// runc remounts a user-namespaced container's mounts from inside its
+	// user namespace, which must be able to walk down to containerd's root
+	// and state: the temporary directory is 0700 otherwise.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatalf("%v", err)
+	}
 	for _, d := range []string{filepath.Dir(c.NRISocket), c.Root, c.State, c.NRIPluginPath, c.NRIPluginConfigPath, filepath.Join(dir, "cni-conf"), filepath.Join(dir, "cni-bin"), filepath.Join(dir, "opt"), filepath.Join(dir, "verifiers"), filepath.Join(dir, "logs")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatalf("%v", err)

@@ -23,6 +23,7 @@ type Crictl struct {
 type Pod struct {
 	ID, Name, Namespace, UID string
 	configPath               string
+	userns                   *UserNS
 }
 
 // Mount is a CRI mount of a host path.
@@ -91,23 +92,17 @@ func (c *Crictl) writeJSON(name string, v any) string {
 // RunPod starts a host-network pod sandbox, which needs no CNI.
 func (c *Crictl) RunPod(name, namespace, uid string, annotations map[string]string) *Pod {
 	c.t.Helper()
-	logDir := filepath.Join(c.dir, "logs", namespace+"_"+name+"_"+uid)
-	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		c.t.Fatalf("%v", err)
+	return c.RunPodSpec(PodSpec{Name: name, Namespace: namespace, UID: uid, Annotations: annotations})
+}
+
+// RunPodSpec starts a pod sandbox from spec, failing the test on error.
+func (c *Crictl) RunPodSpec(spec PodSpec) *Pod {
+	c.t.Helper()
+	pod, err := c.TryRunPod(spec)
+	if err != nil {
+		c.t.Fatalf("run pod %s: %v", spec.Name, err)
 	}
-	cfg := map[string]any{
-		"metadata":      map[string]any{"name": name, "namespace": namespace, "uid": uid, "attempt": 0},
-		"log_directory": logDir,
-		"annotations":   nonNil(annotations),
-		"linux": map[string]any{
-			"security_context": map[string]any{
-				"namespace_options": map[string]any{"network": 2},
-			},
-		},
-	}
-	path := c.writeJSON("pod-"+name, cfg)
-	id := lastLine(c.must("runp", path))
-	return &Pod{ID: id, Name: name, Namespace: namespace, UID: uid, configPath: path}
+	return pod
 }
 
 // CreateContainer creates a container that runs the image's entrypoint and
@@ -119,7 +114,7 @@ func (c *Crictl) CreateContainer(pod *Pod, name, image string, annotations map[s
 // CreateContainerSpec creates a container from spec in pod.
 func (c *Crictl) CreateContainerSpec(pod *Pod, spec ContainerSpec) (string, error) {
 	c.t.Helper()
-	path := c.writeJSON("ctr-"+spec.Name, containerConfig(spec))
+	path := c.writeJSON("ctr-"+spec.Name, containerConfig(spec, pod.userns))
 	res := c.Run("create", pod.ID, path, pod.configPath)
 	if res.Err != nil {
 		return "", res.Err
@@ -127,15 +122,23 @@ func (c *Crictl) CreateContainerSpec(pod *Pod, spec ContainerSpec) (string, erro
 	return lastLine(res.Stdout), nil
 }
 
-// containerConfig is crictl's container config for spec.
-func containerConfig(spec ContainerSpec) map[string]any {
+// containerConfig is crictl's container config for spec; a container of a
+// pod with a user namespace must repeat the pod's userns_options.
+func containerConfig(spec ContainerSpec, userns *UserNS) map[string]any {
 	mounts := []map[string]any{}
 	for _, m := range spec.Mounts {
 		mounts = append(mounts, map[string]any{"host_path": m.HostPath, "container_path": m.ContainerPath, "readonly": m.Readonly})
 	}
-	linux := map[string]any{}
+	security := map[string]any{}
 	if spec.Privileged {
-		linux["security_context"] = map[string]any{"privileged": true}
+		security["privileged"] = true
+	}
+	if userns != nil {
+		security["namespace_options"] = namespaceOptions(userns)
+	}
+	linux := map[string]any{}
+	if len(security) > 0 {
+		linux["security_context"] = security
 	}
 	return map[string]any{
 		"metadata":    map[string]any{"name": spec.Name, "attempt": spec.Attempt},

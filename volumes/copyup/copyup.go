@@ -38,6 +38,16 @@ type Options struct {
 	// MaxFiles bounds the number of entries created: files, directories,
 	// symlinks and hard links.
 	MaxFiles int64
+	// Owners, when set, translates each owner read from the source into the
+	// owner written, and the ids in POSIX ACLs and file capabilities. The
+	// source of a container with a user namespace shows the ids shifted
+	// into the namespace's host range; a volume holds them as the container
+	// sees them.
+	Owners func(uid, gid uint32) (uint32, uint32)
+	// KeepEmptyRoot leaves dst's owner and mode as they are when the source
+	// directory is empty: a volume created with an owner or mode keeps them
+	// unless the image has content there.
+	KeepEmptyRoot bool
 }
 
 // Stats counts what a copy did.
@@ -88,6 +98,19 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 	}
 	if !isDir(&st) {
 		return Stats{}, nil
+	}
+	if opts.KeepEmptyRoot {
+		d := dirReader{fd: srcFd, buf: make([]byte, 1024)}
+		name, err := d.next()
+		if err != nil {
+			return Stats{}, fmt.Errorf("list %q in %q: %w", target, rootfs, err)
+		}
+		if name == "" {
+			return Stats{}, nil
+		}
+		if _, err := unix.Seek(srcFd, 0, 0); err != nil {
+			return Stats{}, fmt.Errorf("list %q in %q: %w", target, rootfs, err)
+		}
 	}
 
 	c := newCopier(target, st.Dev, devIno{uint64(dstSt.Dev), dstSt.Ino}, opts)

@@ -328,7 +328,8 @@ func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t, rel string
 		return err
 	}
 	c.stats.Symlinks++
-	if err := unix.Fchownat(parent.dst, name, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	uid, gid := c.owner(st)
+	if err := unix.Fchownat(parent.dst, name, int(uid), int(gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
 	if err := c.symlinkXattrs(parent, name, st); err != nil {
@@ -369,6 +370,14 @@ func (c *copier) symlinkXattrs(parent *frame, name string, st *unix.Stat_t) erro
 		func(attr string, v []byte) error { return unix.Setxattr(dstPath, attr, v, 0) })
 }
 
+// owner is the owner a copy of the source entry st gets.
+func (c *copier) owner(st *unix.Stat_t) (uint32, uint32) {
+	if c.opts.Owners == nil {
+		return st.Uid, st.Gid
+	}
+	return c.opts.Owners(st.Uid, st.Gid)
+}
+
 func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // setAttrs gives dst the owner, mode and extended attributes of src. The mode
@@ -376,7 +385,8 @@ func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 // the extended attributes after both because chown also drops file
 // capabilities.
 func (c *copier) setAttrs(src, dst int, st *unix.Stat_t) error {
-	if err := unix.Fchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+	uid, gid := c.owner(st)
+	if err := unix.Fchown(dst, int(uid), int(gid)); err != nil {
 		return err
 	}
 	if err := unix.Fchmod(dst, st.Mode&0o7777); err != nil {
@@ -441,7 +451,11 @@ func (c *copier) copyXattrList(names []byte, get func(string, []byte) (int, erro
 		if err != nil {
 			return fmt.Errorf("get xattr %q: %w", attr, err)
 		}
-		if err := set(attr, c.xvalue[:n]); err != nil && !errors.Is(err, unix.ENOTSUP) {
+		value := c.xvalue[:n]
+		if c.opts.Owners != nil {
+			value = mapXattr(c.opts.Owners, attr, value)
+		}
+		if err := set(attr, value); err != nil && !errors.Is(err, unix.ENOTSUP) {
 			return fmt.Errorf("set xattr %q: %w", attr, err)
 		}
 	}

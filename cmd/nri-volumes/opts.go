@@ -1,0 +1,50 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nri-volumes/nri-volumes/volumes"
+)
+
+// parseCreateOpts parses the --opt/-o KEY=VALUE options of volume create,
+// as Podman's `volume create -o uid=N -o gid=N`. A key given twice, an
+// unknown key or a bad value is an error naming it.
+func parseCreateOpts(specs []string) (volumes.CreateOptions, error) {
+	var opts volumes.CreateOptions
+	seen := map[string]bool{}
+	for _, spec := range specs {
+		key, value, ok := strings.Cut(spec, "=")
+		if !ok || key == "" {
+			return opts, fmt.Errorf("--opt %q: %w: want KEY=VALUE", spec, volumes.ErrInvalid)
+		}
+		if seen[key] {
+			return opts, fmt.Errorf("--opt %q: %w: %s given twice", spec, volumes.ErrInvalid, key)
+		}
+		seen[key] = true
+		switch key {
+		case "uid", "gid":
+			id, err := strconv.ParseUint(value, 10, 32)
+			if err != nil || id > 1<<32-2 {
+				return opts, fmt.Errorf("--opt %q: %w: %s wants a number from 0 to %d", spec, volumes.ErrInvalid, key, uint32(1<<32-2))
+			}
+			n := int(id)
+			if key == "uid" {
+				opts.UID = &n
+			} else {
+				opts.GID = &n
+			}
+		case "mode":
+			m, err := strconv.ParseUint(value, 8, 32)
+			if err != nil || m > 0o7777 {
+				return opts, fmt.Errorf("--opt %q: %w: mode wants an octal mode such as 0770", spec, volumes.ErrInvalid)
+			}
+			mode := uint32(m)
+			opts.Mode = &mode
+		default:
+			return opts, fmt.Errorf("--opt %q: %w: unknown option %q (known: uid, gid, mode)", spec, volumes.ErrInvalid, key)
+		}
+	}
+	return opts, nil
+}
