@@ -17,7 +17,7 @@ func newVolumeCommand(g *globalOptions, s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "volume COMMAND",
 		Aliases: []string{"volumes"},
-		Short:   "Manage volumes: create, ls, inspect, rm, prune, check",
+		Short:   "Manage volumes: create, ls, inspect, rm, prune, check, export, import",
 		Long: `Manage the volumes of the store, as nerdctl volume does. The CLI and a running
 plugin may act on the same store at the same time.`,
 		Example: `  nri-volumes volume ls
@@ -41,6 +41,8 @@ plugin may act on the same store at the same time.`,
 		newVolumeRemoveCommand(g, s),
 		newVolumePruneCommand(g, s),
 		newVolumeCheckCommand(g, s),
+		newVolumeExportCommand(g, s),
+		newVolumeImportCommand(g, s),
 	)
 	return cmd
 }
