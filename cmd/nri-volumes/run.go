@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/internal/metrics"
 	"github.com/nri-volumes/nri-volumes/plugin"
 )
 
@@ -89,7 +90,24 @@ func runPlugin(opts runOptions) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 
+	var handlers stub.Plugin = p
+	var m *metrics.Metrics
 	stubOpts := []stub.Option{}
+	if opts.metricsAddress != "" {
+		m = metrics.New(p.Store)
+		addr, errc, err := m.Serve(ctx, opts.metricsAddress)
+		if err != nil {
+			return fmt.Errorf("--metrics-address: %w", err)
+		}
+		go func() {
+			if err := <-errc; err != nil {
+				log.WithError(err).Error("metrics server stopped")
+			}
+		}()
+		log.WithField("address", addr.String()).Info("serving /metrics and /healthz")
+		handlers = m.Instrument(p)
+		stubOpts = append(stubOpts, stub.WithOnClose(func() { m.SetConnected(false) }))
+	}
 	if !launchedByRuntime() {
 		stubOpts = append(stubOpts, stub.WithPluginName(opts.name), stub.WithPluginIdx(opts.idx), stub.WithSocketPath(opts.socket))
 	}
@@ -101,19 +119,19 @@ func runPlugin(opts runOptions) error {
 	if launchedByRuntime() {
 		// containerd owns this connection: when it goes, so do we, and
 		// containerd launches us again when it comes back.
-		s, err := stub.New(p, stubOpts...)
+		s, err := stub.New(handlers, stubOpts...)
 		if err != nil {
 			return fmt.Errorf("creating the NRI stub: %w", err)
 		}
 		return s.Run(ctx)
 	}
-	return runReconnecting(ctx, log, p, stubOpts)
+	return runReconnecting(ctx, log, handlers, m, stubOpts)
 }
 
 // runReconnecting keeps an external plugin connected: when containerd
 // restarts, the connection drops and the plugin dials again with backoff,
 // then resynchronises.
-func runReconnecting(ctx context.Context, log *logrus.Logger, p *plugin.Plugin, opts []stub.Option) error {
+func runReconnecting(ctx context.Context, log *logrus.Logger, p stub.Plugin, m *metrics.Metrics, opts []stub.Option) error {
 	const minBackoff, maxBackoff = 500 * time.Millisecond, 10 * time.Second
 	backoff := minBackoff
 	for attempt := 1; ; attempt++ {
@@ -138,6 +156,9 @@ func runReconnecting(ctx context.Context, log *logrus.Logger, p *plugin.Plugin, 
 		case <-ctx.Done():
 			return nil
 		case <-time.After(backoff):
+		}
+		if m != nil {
+			m.Reconnecting()
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}
