@@ -125,13 +125,13 @@ func runPlugin(opts runOptions) error {
 		}
 		return s.Run(ctx)
 	}
-	return runReconnecting(ctx, log, handlers, m, stubOpts)
+	return runReconnecting(ctx, log, handlers, stubOpts)
 }
 
 // runReconnecting keeps an external plugin connected: when containerd
 // restarts, the connection drops and the plugin dials again with backoff,
 // then resynchronises.
-func runReconnecting(ctx context.Context, log *logrus.Logger, p stub.Plugin, m *metrics.Metrics, opts []stub.Option) error {
+func runReconnecting(ctx context.Context, log *logrus.Logger, p stub.Plugin, opts []stub.Option) error {
 	const minBackoff, maxBackoff = 500 * time.Millisecond, 10 * time.Second
 	backoff := minBackoff
 	for attempt := 1; ; attempt++ {
@@ -156,9 +156,6 @@ func runReconnecting(ctx context.Context, log *logrus.Logger, p stub.Plugin, m *
 		case <-ctx.Done():
 			return nil
 		case <-time.After(backoff):
-		}
-		if m != nil {
-			m.Reconnecting()
 		}
 		backoff = min(backoff*2, maxBackoff)
 	}

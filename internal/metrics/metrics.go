@@ -39,6 +39,7 @@ type Metrics struct {
 	reconnects  prometheus.Counter
 	connectedG  prometheus.Gauge
 	connected   atomic.Bool
+	registered  atomic.Bool // ever connected
 	store       func() *volumes.Store
 	pingTimeout time.Duration
 }
@@ -73,7 +74,7 @@ func New(store func() *volumes.Store) *Metrics {
 		}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: namespace, Name: "nri_reconnects_total",
-			Help: "Times the plugin dialled containerd again after losing its NRI connection.",
+			Help: "Times the plugin registered with containerd again after losing its NRI connection (a containerd restart).",
 		}),
 		connectedG: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "nri_connected",
@@ -89,18 +90,19 @@ func New(store func() *volumes.Store) *Metrics {
 	return m
 }
 
-// SetConnected records whether the plugin is registered with containerd.
+// SetConnected records whether the plugin is registered with containerd; a
+// registration after the first counts as a reconnect.
 func (m *Metrics) SetConnected(ok bool) {
 	m.connected.Store(ok)
-	if ok {
-		m.connectedG.Set(1)
-	} else {
+	if !ok {
 		m.connectedG.Set(0)
+		return
+	}
+	m.connectedG.Set(1)
+	if m.registered.Swap(true) {
+		m.reconnects.Inc()
 	}
 }
-
-// Reconnecting counts a new attempt to dial containerd after a lost connection.
-func (m *Metrics) Reconnecting() { m.reconnects.Inc() }
 
 // observe records one NRI request.
 func (m *Metrics) observe(event string, start time.Time, err error) {

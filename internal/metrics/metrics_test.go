@@ -191,6 +191,9 @@ func TestMetricsAndHealth(t *testing.T) {
 	}
 
 	m.SetConnected(true)
+	if _, body := get(t, h, "/metrics"); !strings.Contains(body, "nri_volumes_nri_reconnects_total 1\n") {
+		t.Errorf("a second registration is not counted as a reconnect")
+	}
 	p.Close()
 	if code, body := get(t, h, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "closed") {
 		t.Errorf("/healthz with the store closed: %d %q", code, body)
