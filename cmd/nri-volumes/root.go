@@ -82,6 +82,15 @@ launches a plugin from its plugin_path, it runs the plugin.`,
 		newVersionCommand(s),
 		newCompletionCommand(s),
 	)
+	// Every Use line already shows its flags.
+	var noFlagsInUse func(*cobra.Command)
+	noFlagsInUse = func(c *cobra.Command) {
+		c.DisableFlagsInUseLine = true
+		for _, sub := range c.Commands() {
+			noFlagsInUse(sub)
+		}
+	}
+	noFlagsInUse(root)
 	return root
 }
 
