@@ -91,22 +91,11 @@ func runPlugin(opts runOptions) error {
 	defer cancel()
 
 	var handlers stub.Plugin = p
-	var m *metrics.Metrics
 	stubOpts := []stub.Option{}
 	if opts.metricsAddress != "" {
-		m = metrics.New(p.Store)
-		addr, errc, err := m.Serve(ctx, opts.metricsAddress)
-		if err != nil {
-			return fmt.Errorf("--metrics-address: %w", err)
+		if handlers, stubOpts, err = serveMetrics(ctx, log, p, opts.metricsAddress); err != nil {
+			return err
 		}
-		go func() {
-			if err := <-errc; err != nil {
-				log.WithError(err).Error("metrics server stopped")
-			}
-		}()
-		log.WithField("address", addr.String()).Info("serving /metrics and /healthz")
-		handlers = m.Instrument(p)
-		stubOpts = append(stubOpts, stub.WithOnClose(func() { m.SetConnected(false) }))
 	}
 	if !launchedByRuntime() {
 		stubOpts = append(stubOpts, stub.WithPluginName(opts.name), stub.WithPluginIdx(opts.idx), stub.WithSocketPath(opts.socket))
@@ -126,6 +115,24 @@ func runPlugin(opts runOptions) error {
 		return s.Run(ctx)
 	}
 	return runReconnecting(ctx, log, handlers, stubOpts)
+}
+
+// serveMetrics serves /metrics and /healthz on addr until ctx ends, and
+// returns the plugin's handlers instrumented, with the stub option that
+// tells the health check when the connection goes.
+func serveMetrics(ctx context.Context, log *logrus.Logger, p *plugin.Plugin, addr string) (stub.Plugin, []stub.Option, error) {
+	m := metrics.New(p.Store)
+	bound, errc, err := m.Serve(ctx, addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--metrics-address: %w", err)
+	}
+	go func() {
+		if err := <-errc; err != nil {
+			log.WithError(err).Error("metrics server stopped")
+		}
+	}()
+	log.WithField("address", bound.String()).Info("serving /metrics and /healthz")
+	return m.Instrument(p), []stub.Option{stub.WithOnClose(func() { m.SetConnected(false) })}, nil
 }
 
 // runReconnecting keeps an external plugin connected: when containerd
