@@ -294,6 +294,7 @@ func (s *Store) withLock(how int, fn func() error) error {
 }
 
 func (s *Store) locked(how int, index bool, fn func() error) error {
+	start := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -303,6 +304,7 @@ func (s *Store) locked(how int, index bool, fn func() error) error {
 	if err := flockRetry(fd, how); err != nil {
 		return fmt.Errorf("lock volume store: %w", err)
 	}
+	observeLockWait(start)
 	defer unix.Flock(fd, unix.LOCK_UN)
 	if index {
 		gen, err := s.readGen()

@@ -12,6 +12,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/idmap"
@@ -47,6 +48,21 @@ type copyUpOptions struct {
 
 // maxSpecSize bounds the OCI spec (config.json) the hook reads.
 const maxSpecSize = 16 << 20
+
+// newHookCommand shows the hooks in the help. main runs them without the
+// command tree (see dispatch), so they parse their own flags.
+func newHookCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "hook copyup --root DIR --volume NS/NAME=/target... [--max-bytes N] [--max-files N]",
+		Short: "OCI hooks the plugin installs into containers",
+		Long: `OCI hooks that the plugin adds to containers; the runtime runs them with the
+container's state on stdin. copyup copies the image's content at each target
+into its volume while the volume is still empty (Docker's copy-up).`,
+		Example:            `  (the plugin adds it; run by the runtime as a createRuntime hook)`,
+		DisableFlagParsing: true,
+		RunE:               func(_ *cobra.Command, args []string) error { return hookCommand(args) },
+	}
+}
 
 // hookCommand runs an OCI hook that the plugin adds to containers. runc runs
 // it in the host's namespaces with the container's state on stdin, and fails

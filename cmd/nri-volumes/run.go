@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -11,18 +10,55 @@ import (
 	"time"
 
 	"github.com/containerd/nri/pkg/stub"
-	"github.com/nri-volumes/nri-volumes/config"
-	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/internal/metrics"
+	"github.com/nri-volumes/nri-volumes/plugin"
 )
 
 // runOptions are the flags of `nri-volumes run`.
 type runOptions struct {
-	configPath string
-	socket     string
-	name       string
-	idx        string
-	logLevel   string
+	configPath     string
+	socket         string
+	name           string
+	idx            string
+	logLevel       string
+	metricsAddress string
+}
+
+func defaultRunOptions() runOptions {
+	return runOptions{socket: "/var/run/nri/nri.sock", name: "volumes", idx: "10", logLevel: "info"}
+}
+
+func newRunCommand(g *globalOptions) *cobra.Command {
+	o := defaultRunOptions()
+	cmd := &cobra.Command{
+		Use:   "run [--config FILE] [--socket PATH] [--name NAME] [--idx NN] [--metrics-address ADDR]",
+		Short: "Run the NRI plugin (the default when containerd launches it)",
+		Long: `Run the NRI plugin: connect to containerd's NRI socket and give the containers it
+creates their volumes. An external plugin reconnects when containerd restarts;
+one that containerd launched from its plugin_path ends with the connection.`,
+		Example: `  nri-volumes run --config /etc/nri-volumes/config.yaml
+  nri-volumes run --log-level debug --metrics-address 127.0.0.1:9109`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return fmt.Errorf("run takes no arguments, got %q", args)
+			}
+			return nil
+		},
+		RunE: func(*cobra.Command, []string) error {
+			o.configPath, o.logLevel = g.configPath, g.logLevel
+			return runPlugin(o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.socket, "socket", o.socket, "NRI socket to connect to")
+	f.StringVar(&o.name, "name", o.name, "plugin name")
+	f.StringVar(&o.idx, "idx", o.idx, "plugin index (two digits)")
+	f.StringVar(&o.metricsAddress, "metrics-address", "", "serve Prometheus /metrics and /healthz on this address (off when empty)")
+	return cmd
 }
 
 // launchedByRuntime tells whether containerd started us from its plugin_path:
@@ -31,20 +67,7 @@ func launchedByRuntime() bool {
 	return os.Getenv("NRI_PLUGIN_SOCKET") != "" || os.Getenv("NRI_PLUGIN_NAME") != ""
 }
 
-func runCommand(args []string) error {
-	opts := runOptions{}
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	fs.StringVar(&opts.configPath, "config", "", "configuration file (YAML)")
-	fs.StringVar(&opts.socket, "socket", "/var/run/nri/nri.sock", "NRI socket to connect to")
-	fs.StringVar(&opts.name, "name", "volumes", "plugin name")
-	fs.StringVar(&opts.idx, "idx", "10", "plugin index (two digits)")
-	fs.StringVar(&opts.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("run takes no arguments, got %q", fs.Args())
-	}
+func runPlugin(opts runOptions) error {
 	log := logrus.New()
 	log.SetOutput(os.Stderr)
 	log.SetFormatter(&logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339Nano})
@@ -67,7 +90,13 @@ func runCommand(args []string) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 
+	var handlers stub.Plugin = p
 	stubOpts := []stub.Option{}
+	if opts.metricsAddress != "" {
+		if handlers, stubOpts, err = serveMetrics(ctx, log, p, opts.metricsAddress); err != nil {
+			return err
+		}
+	}
 	if !launchedByRuntime() {
 		stubOpts = append(stubOpts, stub.WithPluginName(opts.name), stub.WithPluginIdx(opts.idx), stub.WithSocketPath(opts.socket))
 	}
@@ -79,19 +108,37 @@ func runCommand(args []string) error {
 	if launchedByRuntime() {
 		// containerd owns this connection: when it goes, so do we, and
 		// containerd launches us again when it comes back.
-		s, err := stub.New(p, stubOpts...)
+		s, err := stub.New(handlers, stubOpts...)
 		if err != nil {
 			return fmt.Errorf("creating the NRI stub: %w", err)
 		}
 		return s.Run(ctx)
 	}
-	return runReconnecting(ctx, log, p, stubOpts)
+	return runReconnecting(ctx, log, handlers, stubOpts)
+}
+
+// serveMetrics serves /metrics and /healthz on addr until ctx ends, and
+// returns the plugin's handlers instrumented, with the stub option that
+// tells the health check when the connection goes.
+func serveMetrics(ctx context.Context, log *logrus.Logger, p *plugin.Plugin, addr string) (stub.Plugin, []stub.Option, error) {
+	m := metrics.New(p.Store)
+	bound, errc, err := m.Serve(ctx, addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--metrics-address: %w", err)
+	}
+	go func() {
+		if err := <-errc; err != nil {
+			log.WithError(err).Error("metrics server stopped")
+		}
+	}()
+	log.WithField("address", bound.String()).Info("serving /metrics and /healthz")
+	return m.Instrument(p), []stub.Option{stub.WithOnClose(func() { m.SetConnected(false) })}, nil
 }
 
 // runReconnecting keeps an external plugin connected: when containerd
 // restarts, the connection drops and the plugin dials again with backoff,
 // then resynchronises.
-func runReconnecting(ctx context.Context, log *logrus.Logger, p *plugin.Plugin, opts []stub.Option) error {
+func runReconnecting(ctx context.Context, log *logrus.Logger, p stub.Plugin, opts []stub.Option) error {
 	const minBackoff, maxBackoff = 500 * time.Millisecond, 10 * time.Second
 	backoff := minBackoff
 	for attempt := 1; ; attempt++ {

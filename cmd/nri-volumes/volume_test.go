@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 
@@ -289,31 +288,26 @@ func TestHumanSize(t *testing.T) {
 }
 
 func TestFlagParsing(t *testing.T) {
+	root := t.TempDir()
+	mustCLI(t, root, "create", "-n", "shop", "a")
+	mustCLI(t, root, "create", "-n", "shop", "b")
 	tests := []struct {
 		args []string
-		ok   bool
-		pos  []string
+		code int
+		out  string
 	}{
-		{[]string{"-q", "a", "--namespace=shop", "b"}, true, []string{"a", "b"}},
-		{[]string{"a", "-n", "shop", "--quiet=true"}, true, []string{"a"}},
-		{[]string{"--", "-q"}, true, []string{"-q"}},
-		{[]string{"-n"}, false, nil},
-		{[]string{"--bogus"}, false, nil},
-		{[]string{"-q=maybe"}, false, nil},
+		{[]string{"inspect", "-f", "{{.Name}}", "a", "--namespace=shop"}, 0, "a\n"},
+		{[]string{"ls", "-n", "shop", "--quiet=true"}, 0, "a\nb\n"},
+		{[]string{"inspect", "-n", "shop", "--", "-q"}, 1, ""},
+		{[]string{"ls", "-n"}, 2, ""},
+		{[]string{"ls", "--bogus"}, 2, ""},
+		{[]string{"ls", "-q=maybe"}, 2, ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			var quiet bool
-			var o storeOptions
-			f := newFlagSet("test")
-			o.register(f)
-			f.boolVar(&quiet, "-q", "--quiet")
-			pos, err := f.parse(tt.args)
-			if (err == nil) != tt.ok {
-				t.Fatalf("parse = %v, want ok=%v", err, tt.ok)
-			}
-			if tt.ok && (!slices.Equal(pos, tt.pos) || (o.namespace != "shop" && tt.pos[0] != "-q")) {
-				t.Errorf("pos=%v ns=%q quiet=%v", pos, o.namespace, quiet)
+			r := runCLI(t, root, "", tt.args...)
+			if r.code != tt.code || r.stdout != tt.out {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d, stdout %q", r.code, r.stdout, r.stderr, tt.code, tt.out)
 			}
 		})
 	}

@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"bytes"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +47,35 @@ type k8sContainer struct {
 		Name, MountPath string
 		ReadOnly        bool
 	}
+	Ports []struct {
+		Name          string
+		ContainerPort int
+	}
+	LivenessProbe *struct {
+		HTTPGet *struct {
+			Path string
+			Port any // a number or the name of a port
+		}
+	}
+}
+
+// livenessURL is where the kubelet would probe c on a host-network pod.
+func (c k8sContainer) livenessURL(t *testing.T) string {
+	t.Helper()
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil {
+		return ""
+	}
+	get := c.LivenessProbe.HTTPGet
+	port := fmt.Sprint(get.Port)
+	for _, p := range c.Ports {
+		if p.Name == port {
+			port = strconv.Itoa(p.ContainerPort)
+		}
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		t.Fatalf("container %s: liveness probe port %q is neither a number nor a named port", c.Name, port)
+	}
+	return "http://127.0.0.1:" + port + get.Path
 }
 
 type k8sVolume struct {
@@ -249,6 +281,29 @@ func TestDaemonSet(t *testing.T) {
 	})
 	if !waitForSync(ctd, "10-volumes", synced) {
 		t.Fatalf("the plugin in its container did not connect: %s\n%s", cr.State(pluginID), cr.Logs(pluginID))
+	}
+	probed := false
+	for _, c := range ds.Spec.Template.Spec.Containers {
+		url := c.livenessURL(t)
+		if url == "" {
+			continue
+		}
+		probed = true
+		var code int
+		if !eventually(func() bool {
+			resp, err := http.Get(url)
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			code = resp.StatusCode
+			return code == http.StatusOK
+		}) {
+			t.Errorf("the liveness probe of %s, GET %s, answers %d, want 200", c.Name, url, code)
+		}
+	}
+	if !probed {
+		t.Errorf("the DaemonSet's plugin container has no HTTP liveness probe")
 	}
 
 	ctd.Import(t, dbImage)

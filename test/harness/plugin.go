@@ -2,9 +2,12 @@ package harness
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -67,6 +70,9 @@ type PluginOptions struct {
 	// Name and Idx are passed as --name and --idx when set; the plugin's
 	// defaults are "volumes" and "10".
 	Name, Idx string
+	// Metrics starts the plugin with --metrics-address on a free port of
+	// 127.0.0.1; Plugin.MetricsAddr is the address it bound.
+	Metrics bool
 }
 
 // Plugin is an nri-volumes run process connected to a Containerd.
@@ -77,6 +83,9 @@ type Plugin struct {
 	ConfigPath string
 	LogPath    string
 	Ctd        *Containerd
+	// MetricsAddr is where /metrics and /healthz are served, with
+	// PluginOptions.Metrics.
+	MetricsAddr string
 
 	t    TB
 	opts PluginOptions
@@ -138,8 +147,12 @@ func (p *Plugin) Start(t TB) {
 		t.Fatalf("%v", err)
 	}
 	defer logFile.Close()
-	p.cmd = exec.Command(p.Bin, "run", "--config", p.ConfigPath, "--socket", p.Ctd.NRISocket,
-		"--name", p.opts.Name, "--idx", p.opts.Idx, "--log-level", "debug")
+	args := []string{"run", "--config", p.ConfigPath, "--socket", p.Ctd.NRISocket,
+		"--name", p.opts.Name, "--idx", p.opts.Idx, "--log-level", "debug"}
+	if p.opts.Metrics {
+		args = append(args, "--metrics-address", "127.0.0.1:0")
+	}
+	p.cmd = exec.Command(p.Bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -170,6 +183,30 @@ func (p *Plugin) Start(t TB) {
 	if !ok {
 		t.Fatalf("containerd did not synchronize the plugin within 30s; plugin log:\n%s\ncontainerd log:\n%s", p.LogTail(60), p.Ctd.LogTail(40))
 	}
+	if p.opts.Metrics {
+		// The plugin logs the address it bound before it connects; the
+		// log is appended to across restarts, so the last one counts.
+		data, _ := os.ReadFile(p.LogPath)
+		found := metricsAddrRE.FindAllSubmatch(data, -1)
+		if len(found) == 0 {
+			t.Fatalf("the plugin logged no metrics address; its log:\n%s", p.LogTail(60))
+		}
+		p.MetricsAddr = string(found[len(found)-1][1])
+	}
+}
+
+var metricsAddrRE = regexp.MustCompile(`serving /metrics and /healthz" address="?([0-9.:]+)`)
+
+// Get fetches path (/metrics or /healthz) from the plugin's metrics server.
+func (p *Plugin) Get(path string) (int, string, error) {
+	client := http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get("http://" + p.MetricsAddr + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
 }
 
 // Stop ends the plugin by its PID: SIGTERM, then SIGKILL after 10s. It is

@@ -9,27 +9,35 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/spf13/cobra"
+
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
 type checkOptions struct {
-	storeOptions
 	allNamespaces bool
 }
 
-// volumeCheck reports the entries of the store that are not usable volumes.
-// It only reads: a person decides what to delete, since a directory without
-// metadata may be data someone still wants.
-func volumeCheck(args []string, s streams) error {
+func newVolumeCheckCommand(g *globalOptions, s streams) *cobra.Command {
 	var o checkOptions
-	f := newFlagSet("volume check")
-	o.register(f)
-	f.boolVar(&o.allNamespaces, "-A", "--all-namespaces")
-	rest, err := f.parse(args)
-	if err != nil || len(rest) > 0 {
-		return usageError(err, "volume check takes no arguments")
+	cmd := &cobra.Command{
+		Use:   "check [-A]",
+		Short: "Report broken store entries (exit 1 if any); deletes nothing",
+		Long: `Report the entries of the store that are not usable volumes: a directory
+without volume.json, metadata without _data, symlinks planted in the store.
+It only reads, and exits 1 when it found a problem: a person decides what to
+delete, since a directory without metadata may be data someone still wants.`,
+		Example: `  nri-volumes volume check -A`,
+		Args:    noArgs("volume check"),
+		RunE:    func(*cobra.Command, []string) error { return volumeCheck(g, o, s) },
 	}
-	store, err := o.open()
+	cmd.Flags().BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "check every namespace")
+	return cmd
+}
+
+// volumeCheck reports the entries of the store that are not usable volumes.
+func volumeCheck(g *globalOptions, o checkOptions, s streams) error {
+	store, err := g.open()
 	if err != nil {
 		return err
 	}
@@ -38,7 +46,7 @@ func volumeCheck(args []string, s streams) error {
 	if err != nil {
 		return err
 	}
-	ns := o.nsOrDefault()
+	ns := g.nsOrDefault()
 	var shown []volumes.Problem
 	for _, p := range probs {
 		if o.allNamespaces || p.Namespace == ns {

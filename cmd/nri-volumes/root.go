@@ -1,0 +1,216 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/volumes"
+)
+
+// globalOptions are the persistent flags: they may stand before or after the
+// command that uses them.
+type globalOptions struct {
+	configPath string
+	root       string
+	namespace  string
+	logLevel   string
+}
+
+func newRootCommand(s streams) *cobra.Command {
+	g := &globalOptions{}
+	root := &cobra.Command{
+		Use:   "nri-volumes",
+		Short: "Docker-style volumes for CRI containers, as an NRI plugin for containerd",
+		Long: `nri-volumes is an NRI plugin for containerd that gives CRI containers Docker-style
+volumes (named, anonymous and image VOLUMEs with copy-up, tmpfs, bind mounts),
+and the CLI that manages those volumes.
+
+With no command and the NRI_PLUGIN_* environment that containerd sets when it
+launches a plugin from its plugin_path, it runs the plugin.`,
+		Example: `  nri-volumes run --config /etc/nri-volumes/config.yaml
+  nri-volumes -n k8s.io volume ls
+  nri-volumes volume --root /var/lib/nri-volumes inspect redis-data`,
+		// Without RunE, cobra prints the help and succeeds on a mistyped
+		// command; this says what is wrong and exits 2.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				fmt.Fprint(s.err, c.UsageString())
+			} else {
+				fmt.Fprintf(s.err, "nri-volumes: unknown command %q\n\n%s", args[0], c.UsageString())
+			}
+			return errUsageReported
+		},
+		SilenceErrors:     true,
+		SilenceUsage:      true,
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			level, err := logrus.ParseLevel(g.logLevel)
+			if err != nil {
+				return fmt.Errorf("%w: --log-level: %w", errUsage, err)
+			}
+			logrus.SetLevel(level)
+			return nil
+		},
+	}
+	root.SetIn(s.in)
+	root.SetOut(s.out)
+	root.SetErr(s.err)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return fmt.Errorf("%w: %s: %w", errUsage, c.CommandPath(), err)
+	})
+	f := root.PersistentFlags()
+	f.StringVar(&g.configPath, "config", "", "configuration file (YAML) that names the store root")
+	f.StringVar(&g.root, "root", "", "volume store root (overrides the configuration)")
+	f.StringVarP(&g.namespace, "namespace", "n", "default", "namespace of the volumes")
+	f.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	_ = root.RegisterFlagCompletionFunc("namespace", g.completeNamespaces)
+	_ = root.MarkPersistentFlagFilename("config", "yaml", "yml")
+	_ = root.MarkPersistentFlagDirname("root")
+
+	root.AddCommand(
+		newRunCommand(g),
+		newVolumeCommand(g, s),
+		newHookCommand(),
+		newVersionCommand(s),
+		newCompletionCommand(s),
+	)
+	// Every Use line already shows its flags.
+	var noFlagsInUse func(*cobra.Command)
+	noFlagsInUse = func(c *cobra.Command) {
+		c.DisableFlagsInUseLine = true
+		for _, sub := range c.Commands() {
+			noFlagsInUse(sub)
+		}
+	}
+	noFlagsInUse(root)
+	return root
+}
+
+// noArgs refuses positional arguments with a usage error.
+func noArgs(what string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("%w: %s takes no arguments", errUsage, what)
+		}
+		return nil
+	}
+}
+
+// namesArgs wants at least one NAME, or exactly one when one is set.
+func namesArgs(what string, one bool) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		switch {
+		case one && len(args) != 1:
+			return fmt.Errorf("%w: %s takes exactly one NAME", errUsage, what)
+		case len(args) == 0:
+			return fmt.Errorf("%w: %s needs at least one NAME", errUsage, what)
+		}
+		return nil
+	}
+}
+
+func (g *globalOptions) nsOrDefault() string {
+	if g.namespace == "" {
+		return "default"
+	}
+	return g.namespace
+}
+
+// storeRoot is --root, or the root the configuration names.
+func (g *globalOptions) storeRoot() (string, error) {
+	root := g.root
+	if root == "" {
+		cfg, err := config.Load(g.configPath)
+		if err != nil {
+			return "", err
+		}
+		root = cfg.Root
+	}
+	return filepath.Abs(root)
+}
+
+// open validates the namespace and the volume names a command was given,
+// before anything on disk is touched, then opens the store.
+func (g *globalOptions) open(names ...string) (*volumes.Store, error) {
+	if err := volumes.ValidateNamespace(g.nsOrDefault()); err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		if err := volumes.ValidateName(n); err != nil {
+			return nil, err
+		}
+	}
+	root, err := g.storeRoot()
+	if err != nil {
+		return nil, err
+	}
+	return volumes.Open(root)
+}
+
+// existingStore opens the store for shell completion only if it exists, so
+// pressing TAB never creates one.
+func (g *globalOptions) existingStore() *volumes.Store {
+	root, err := g.storeRoot()
+	if err != nil {
+		return nil
+	}
+	if st, err := os.Stat(filepath.Join(root, "volumes")); err != nil || !st.IsDir() {
+		return nil
+	}
+	store, err := volumes.Open(root)
+	if err != nil {
+		return nil
+	}
+	return store
+}
+
+// completeVolumes completes the names of the volumes in the namespace.
+func (g *globalOptions) completeVolumes(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
+	store := g.existingStore()
+	if store == nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	defer store.Close()
+	vols, err := store.List(volumes.ListOptions{Namespace: g.nsOrDefault()})
+	if err != nil || volumes.ValidateNamespace(g.nsOrDefault()) != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	names := make([]string, 0, len(vols))
+	for _, v := range vols {
+		names = append(names, v.Name)
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
+}
+
+// completeNamespaces completes the namespaces that hold volumes.
+func (g *globalOptions) completeNamespaces(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	store := g.existingStore()
+	if store == nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	defer store.Close()
+	vols, err := store.List(volumes.ListOptions{AllNamespaces: true})
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	nss := make([]string, 0, len(vols))
+	for _, v := range vols {
+		nss = append(nss, v.Namespace)
+	}
+	slices.Sort(nss)
+	return slices.Compact(nss), cobra.ShellCompDirectiveNoFileComp
+}
+
+// stringArray is a repeatable flag that keeps commas, unlike StringSlice:
+// label values and filters may hold them.
+func stringArray(f *pflag.FlagSet, p *[]string, name, short, usage string) {
+	f.StringArrayVarP(p, name, short, nil, usage)
+}

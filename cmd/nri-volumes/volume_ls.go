@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"text/template"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nri-volumes/nri-volumes/volumes"
+)
+
+type listOptions struct {
+	quiet         bool
+	size          bool
+	allNamespaces bool
+	format        string
+	filters       []string
+}
+
+func newVolumeListCommand(g *globalOptions, s streams) *cobra.Command {
+	var o listOptions
+	cmd := &cobra.Command{
+		Use:     "ls [-q] [-s] [-A] [--filter K=V]... [--format table|json|TEMPLATE]",
+		Aliases: []string{"list"},
+		Short:   "List volumes",
+		Long: `List the volumes of the namespace (all namespaces with -A) as a table with the
+columns VOLUME NAME and DIRECTORY (and SIZE with -s), as nerdctl does.
+--format json prints one JSON object per line; any other format is a Go
+template run for each volume, with the function json.
+
+` + filtersHelp,
+		Example: `  nri-volumes volume ls
+  nri-volumes volume ls -q --filter dangling=true
+  nri-volumes -n k8s.io volume ls --format '{{json .}}'
+  nri-volumes volume ls -A --format '{{.Namespace}}/{{.Name}} {{.Mountpoint}}'`,
+		Args: noArgs("volume ls"),
+		RunE: func(*cobra.Command, []string) error { return volumeList(g, o, s) },
+	}
+	f := cmd.Flags()
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print only the names")
+	f.BoolVarP(&o.size, "size", "s", false, "show the disk usage of each volume (walks their data)")
+	f.BoolVarP(&o.allNamespaces, "all-namespaces", "A", false, "list the volumes of every namespace")
+	f.StringVar(&o.format, "format", "", "table, json, or a Go template")
+	stringArray(f, &o.filters, "filter", "f", "filter K=V (repeatable)")
+	return cmd
+}
+
+func volumeList(g *globalOptions, o listOptions, s streams) error {
+	filter, err := volumes.ParseFilters(o.filters)
+	if err != nil {
+		return err
+	}
+	printer, err := newListPrinter(o, s.out)
+	if err != nil {
+		return err
+	}
+	store, err := g.open()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	vols, err := store.List(volumes.ListOptions{
+		Namespace:     g.nsOrDefault(),
+		AllNamespaces: o.allNamespaces,
+		Size:          o.size && !o.quiet,
+	})
+	if err != nil {
+		return err
+	}
+	var shown []*volumes.Volume
+	for _, v := range vols {
+		if filter(v) {
+			shown = append(shown, v)
+		}
+	}
+	return printer(shown)
+}
+
+// newListPrinter picks the output of `volume ls` from its options; a bad
+// template fails before the store is opened.
+func newListPrinter(o listOptions, out io.Writer) (func([]*volumes.Volume) error, error) {
+	switch {
+	case o.quiet:
+		return func(vols []*volumes.Volume) error { return printNames(out, vols) }, nil
+	case o.format == "" || o.format == "table":
+		return func(vols []*volumes.Volume) error { return printTable(out, vols, o.size, o.allNamespaces) }, nil
+	case o.format == "json":
+		return func(vols []*volumes.Volume) error { return printJSONLines(out, vols) }, nil
+	}
+	tmpl, err := parseTemplate(o.format)
+	if err != nil {
+		return nil, err
+	}
+	return func(vols []*volumes.Volume) error { return printTemplate(out, tmpl, vols) }, nil
+}
+
+// parseTemplate parses a --format template, with docker's json function.
+func parseTemplate(format string) (*template.Template, error) {
+	tmpl, err := template.New("format").Funcs(template.FuncMap{"json": toJSON}).Parse(format)
+	if err != nil {
+		return nil, fmt.Errorf("--format: %w", err)
+	}
+	return tmpl, nil
+}
+
+func toJSON(v any) (string, error) {
+	b, err := json.Marshal(v)
+	return string(b), err
+}
+
+func printNames(out io.Writer, vols []*volumes.Volume) error {
+	w := bufio.NewWriter(out)
+	for _, v := range vols {
+		fmt.Fprintln(w, v.Name)
+	}
+	return w.Flush()
+}
+
+func printTable(out io.Writer, vols []*volumes.Volume, size, allNamespaces bool) error {
+	w := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
+	var cols []string
+	if allNamespaces {
+		cols = append(cols, "NAMESPACE")
+	}
+	cols = append(cols, "VOLUME NAME", "DIRECTORY")
+	if size {
+		cols = append(cols, "SIZE")
+	}
+	fmt.Fprintln(w, strings.Join(cols, "\t"))
+	for _, v := range vols {
+		cols = cols[:0]
+		if allNamespaces {
+			cols = append(cols, v.Namespace)
+		}
+		cols = append(cols, v.Name, v.Mountpoint)
+		if size {
+			s := "-"
+			if v.Size != nil {
+				s = humanSize(*v.Size)
+			}
+			cols = append(cols, s)
+		}
+		fmt.Fprintln(w, strings.Join(cols, "\t"))
+	}
+	return w.Flush()
+}
+
+func printJSONLines(out io.Writer, vols []*volumes.Volume) error {
+	enc := json.NewEncoder(out)
+	for _, v := range vols {
+		if err := enc.Encode(v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func printTemplate(out io.Writer, tmpl *template.Template, vols []*volumes.Volume) error {
+	w := bufio.NewWriter(out)
+	for _, v := range vols {
+		if err := tmpl.Execute(w, v); err != nil {
+			return fmt.Errorf("--format: %w", err)
+		}
+		fmt.Fprintln(w)
+	}
+	return w.Flush()
+}
+
+// humanSize formats bytes in binary units, like nerdctl: 512B, 4.0KiB, 1.5GiB.
+func humanSize(n int64) string {
+	if n < 1024 {
+		return strconv.FormatInt(n, 10) + "B"
+	}
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	f := float64(n) / 1024
+	i := 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	return strconv.FormatFloat(f, 'f', 1, 64) + units[i]
+}

@@ -1,0 +1,59 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nri-volumes/nri-volumes/volumes"
+)
+
+type removeOptions struct {
+	force bool
+}
+
+func newVolumeRemoveCommand(g *globalOptions, s streams) *cobra.Command {
+	var o removeOptions
+	cmd := &cobra.Command{
+		Use:     "rm [-f] NAME...",
+		Aliases: []string{"remove"},
+		Short:   "Remove volumes",
+		Long: `Remove volumes and their data, printing each name removed. A volume that a
+container uses is refused, with a message that names the container; the
+others are still removed, and the command exits 1.`,
+		Example: `  nri-volumes volume rm redis-data
+  nri-volumes -n shop volume rm -f old-cache maybe-gone`,
+		Args:              namesArgs("volume rm", false),
+		ValidArgsFunction: g.completeVolumes,
+		RunE: func(_ *cobra.Command, args []string) error {
+			return volumeRemove(g, o, args, s)
+		},
+	}
+	cmd.Flags().BoolVarP(&o.force, "force", "f", false, "do not report volumes that do not exist")
+	return cmd
+}
+
+func volumeRemove(g *globalOptions, o removeOptions, names []string, s streams) error {
+	store, err := g.open(names...)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	failed := false
+	for _, n := range names {
+		err := store.Remove(g.nsOrDefault(), n)
+		switch {
+		case err == nil:
+			fmt.Fprintln(s.out, n)
+		case o.force && errors.Is(err, volumes.ErrNotFound):
+		default:
+			fmt.Fprintf(s.err, "nri-volumes: %v\n", err)
+			failed = true
+		}
+	}
+	if failed {
+		return errReported
+	}
+	return nil
+}

@@ -1,0 +1,608 @@
+package volumes
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// ArchiveLimits bound what Import takes from a tar; zero means no limit.
+type ArchiveLimits struct {
+	// MaxFiles caps the entries of the archive.
+	MaxFiles int64
+	// MaxBytes caps the sum of the sizes of its regular files.
+	MaxBytes int64
+}
+
+// ArchiveStats count what Export wrote or Import read.
+type ArchiveStats struct {
+	Entries int64
+	Bytes   int64
+	// Skipped counts what Export left out: sockets, FIFOs and device
+	// nodes, which Import refuses, and mounts inside the volume.
+	Skipped int64
+}
+
+// ErrArchive marks a tar that Import refuses: a hostile or unsupported entry,
+// or one beyond the limits. The message names the entry.
+var ErrArchive = errors.New("refused archive")
+
+// xattrPrefix is how PAX records carry extended attributes (GNU tar and
+// bsdtar write and read the same).
+const xattrPrefix = "SCHILY.xattr."
+
+// Export writes the data of volume name in namespace ns to w as a tar: owners,
+// modes, nanosecond times, extended attributes, hard links as links and
+// symlinks as links. It reads through descriptors beneath _data and never
+// follows a symlink, so a container that uses the volume meanwhile cannot make
+// it read outside. A file that changes while it is read is archived as far as
+// its size said when its header was written.
+func (s *Store) Export(ns, name string, w io.Writer) (ArchiveStats, error) {
+	var stats ArchiveStats
+	dataFd, release, err := s.openData(ns, name, unix.LOCK_SH)
+	if err != nil {
+		return stats, err
+	}
+	defer release()
+	root, err := fstat(dataFd)
+	if err != nil {
+		return stats, volumeError(ns, name, err)
+	}
+	e := &exporter{tw: tar.NewWriter(w), dev: root.Dev, links: map[inode]string{}, stats: &stats}
+	if err := e.dir(dataFd, ".", &root); err != nil {
+		return stats, volumeError(ns, name, fmt.Errorf("export: %w", err))
+	}
+	if err := e.tw.Close(); err != nil {
+		return stats, volumeError(ns, name, fmt.Errorf("export: %w", err))
+	}
+	return stats, nil
+}
+
+type exporter struct {
+	tw    *tar.Writer
+	dev   uint64
+	links map[inode]string
+	stats *ArchiveStats
+}
+
+// dir writes the directory open at fd, named rel in the archive, and what it
+// holds.
+func (e *exporter) dir(fd int, rel string, st *unix.Stat_t) error {
+	hdr := header(rel+"/", st)
+	hdr.Typeflag = tar.TypeDir
+	if err := e.write(hdr, fd); err != nil {
+		return err
+	}
+	names, err := readDirNames(fd)
+	if err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		if err := e.entry(fd, n, path.Join(rel, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *exporter) entry(parent int, name, rel string) error {
+	st, err := lstatAt(parent, name)
+	if errors.Is(err, unix.ENOENT) {
+		return nil // removed while we read
+	}
+	if err != nil {
+		return err
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		if st.Dev != e.dev {
+			e.stats.Skipped++ // a mount inside the volume is not its data
+			return nil
+		}
+		fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "openat", Path: rel, Err: err}
+		}
+		defer unix.Close(fd)
+		return e.dir(fd, rel, &st)
+	case unix.S_IFLNK:
+		target, err := readlinkAt(parent, name)
+		if err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+		hdr := header(rel, &st)
+		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, target
+		return e.write(hdr, -1)
+	case unix.S_IFREG:
+		return e.file(parent, name, rel, &st)
+	}
+	e.stats.Skipped++
+	return nil
+}
+
+func (e *exporter) file(parent int, name, rel string, st *unix.Stat_t) error {
+	id := inode{st.Dev, st.Ino}
+	if first, ok := e.links[id]; ok && st.Nlink > 1 {
+		hdr := header(rel, st)
+		hdr.Typeflag, hdr.Linkname = tar.TypeLink, first
+		return e.write(hdr, -1)
+	}
+	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "openat", Path: rel, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	// Describe what was opened, which may differ from what was listed.
+	cur, err := fstat(fd)
+	if err != nil {
+		return err
+	}
+	if cur.Mode&unix.S_IFMT != unix.S_IFREG {
+		e.stats.Skipped++
+		return nil
+	}
+	if cur.Nlink > 1 {
+		e.links[inode{cur.Dev, cur.Ino}] = rel
+	}
+	hdr := header(rel, &cur)
+	hdr.Typeflag, hdr.Size = tar.TypeReg, cur.Size
+	if err := e.write(hdr, fd); err != nil {
+		return err
+	}
+	n, err := io.Copy(e.tw, io.LimitReader(f, cur.Size))
+	if err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
+	}
+	if n < cur.Size { // shrank while read: pad, as the header promised the size
+		if _, err := io.CopyN(e.tw, zeroReader{}, cur.Size-n); err != nil {
+			return fmt.Errorf("%s: %w", rel, err)
+		}
+	}
+	e.stats.Bytes += cur.Size
+	return nil
+}
+
+// write writes hdr with the extended attributes of fd (-1: none; symlinks
+// cannot be read without following them).
+func (e *exporter) write(hdr *tar.Header, fd int) error {
+	if fd >= 0 {
+		xattrs, err := listXattrs(fd)
+		if err != nil {
+			return fmt.Errorf("%s: %w", hdr.Name, err)
+		}
+		for k, v := range xattrs {
+			if hdr.PAXRecords == nil {
+				hdr.PAXRecords = map[string]string{}
+			}
+			hdr.PAXRecords[xattrPrefix+k] = v
+		}
+	}
+	e.stats.Entries++
+	if err := e.tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("%s: %w", hdr.Name, err)
+	}
+	return nil
+}
+
+func header(name string, st *unix.Stat_t) *tar.Header {
+	return &tar.Header{
+		Name:       name,
+		Mode:       int64(st.Mode & 0o7777),
+		Uid:        int(st.Uid),
+		Gid:        int(st.Gid),
+		ModTime:    time.Unix(st.Mtim.Unix()),
+		AccessTime: time.Unix(st.Atim.Unix()),
+		Format:     tar.FormatPAX,
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// listXattrs reads the extended attributes of the file open at fd.
+func listXattrs(fd int) (map[string]string, error) {
+	size, err := unix.Flistxattr(fd, nil)
+	if err != nil || size == 0 {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	buf := make([]byte, size)
+	size, err = unix.Flistxattr(fd, buf)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, k := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
+		if k == "" {
+			continue
+		}
+		n, err := unix.Fgetxattr(fd, k, nil)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("xattr %s: %w", k, err)
+		}
+		v := make([]byte, n)
+		n, err = unix.Fgetxattr(fd, k, v)
+		if err != nil {
+			return nil, fmt.Errorf("xattr %s: %w", k, err)
+		}
+		out[k] = string(v[:n])
+	}
+	return out, nil
+}
+
+func readlinkAt(dir int, name string) (string, error) {
+	for size := 256; ; size *= 2 {
+		buf := make([]byte, size)
+		n, err := unix.Readlinkat(dir, name, buf)
+		if err != nil {
+			return "", &os.PathError{Op: "readlinkat", Path: name, Err: err}
+		}
+		if n < size {
+			return string(buf[:n]), nil
+		}
+	}
+}
+
+// Import fills the data of volume name in namespace ns, which must be empty,
+// from the tar r. The tar is untrusted: an entry with "..", an absolute
+// name, one beneath a symlink, a hard link to anything but a regular file
+// already in the archive, a device node or FIFO, a duplicate, or one beyond
+// limits is refused with ErrArchive and a message that names it. Every write
+// goes through descriptors beneath _data that refuse symlinks, so nothing
+// outside the volume is touched; on any failure _data is emptied again and
+// its owner, mode and times restored.
+func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (ArchiveStats, error) {
+	var stats ArchiveStats
+	dataFd, release, err := s.openData(ns, name, unix.LOCK_EX)
+	if err != nil {
+		return stats, err
+	}
+	defer release()
+	root, err := fstat(dataFd)
+	if err != nil {
+		return stats, volumeError(ns, name, err)
+	}
+	empty, err := isEmptyDir(dataFd)
+	if err != nil {
+		return stats, volumeError(ns, name, err)
+	}
+	if !empty {
+		return stats, fmt.Errorf("volume %q in namespace %q: %w: import needs an empty volume", name, ns, ErrInUse)
+	}
+	im := &importer{data: dataFd, limits: limits, stats: &stats}
+	if err := im.run(tar.NewReader(r)); err != nil {
+		cause := volumeError(ns, name, fmt.Errorf("import: %w", err))
+		if cerr := removeContentsAt(dataFd, root.Dev); cerr != nil {
+			return stats, errors.Join(cause, volumeError(ns, name, fmt.Errorf("emptying after a failed import: %w", cerr)))
+		}
+		restoreRoot(dataFd, &root)
+		return stats, cause
+	}
+	return stats, nil
+}
+
+// openData opens the _data of a volume holding the volume's own flock of
+// kind how, the lock CopyUp takes and Remove tests, after checking that the
+// directory locked is still the volume.
+func (s *Store) openData(ns, name string, how int) (int, func(), error) {
+	if err := ValidateNamespace(ns); err != nil {
+		return -1, nil, err
+	}
+	if err := ValidateName(name); err != nil {
+		return -1, nil, err
+	}
+	nsFd, err := s.openNamespace(ns)
+	if err != nil {
+		return -1, nil, publicError(ns, name, err)
+	}
+	defer unix.Close(nsFd)
+	volFd, err := openDir(nsFd, name)
+	if err != nil {
+		return -1, nil, publicError(ns, name, err)
+	}
+	fail := func(err error) (int, func(), error) {
+		unix.Close(volFd)
+		return -1, nil, err
+	}
+	if err := flockRetry(volFd, how); err != nil {
+		return fail(volumeError(ns, name, err))
+	}
+	held, err := fstat(volFd)
+	if err != nil {
+		return fail(volumeError(ns, name, err))
+	}
+	if cur, err := lstatAt(nsFd, name); err != nil || cur.Ino != held.Ino || cur.Dev != held.Dev {
+		return fail(volumeError(ns, name, ErrNotFound))
+	}
+	dataFd, err := openDir(volFd, dataDir)
+	if err != nil {
+		return fail(publicError(ns, name, fmt.Errorf("%w: %w", errBroken, err)))
+	}
+	return dataFd, func() { unix.Close(dataFd); unix.Close(volFd) }, nil
+}
+
+type importer struct {
+	data   int
+	limits ArchiveLimits
+	stats  *ArchiveStats
+	// dirs are the directories made, with their headers, whose owner, mode
+	// and times are set once everything inside them is written.
+	dirs []*tar.Header
+	// files are the regular files written, the only hard link targets.
+	files map[string]bool
+}
+
+func (im *importer) run(tr *tar.Reader) error {
+	im.files = map[string]bool{}
+	for {
+		hdr, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%w: reading the tar: %w", ErrArchive, err)
+		}
+		if err := im.entry(hdr, tr); err != nil {
+			return err
+		}
+	}
+	for i := len(im.dirs) - 1; i >= 0; i-- {
+		hdr := im.dirs[i]
+		if err := im.setMeta(hdr.Name, hdr, -1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cleanName checks an entry's name and returns it relative to _data, "" for
+// _data itself.
+func cleanName(name string) (string, error) {
+	if name == "" || strings.HasPrefix(name, "/") || strings.ContainsRune(name, 0) {
+		return "", fmt.Errorf("%w: entry %q: not a relative path", ErrArchive, name)
+	}
+	for _, c := range strings.Split(name, "/") {
+		if c == ".." {
+			return "", fmt.Errorf("%w: entry %q: has a .. component", ErrArchive, name)
+		}
+	}
+	if len(name) > unix.PathMax {
+		return "", fmt.Errorf("%w: entry %q: longer than %d bytes", ErrArchive, name[:64]+"...", unix.PathMax)
+	}
+	clean := path.Clean(name)
+	if clean == "." {
+		return "", nil
+	}
+	return clean, nil
+}
+
+func (im *importer) entry(hdr *tar.Header, r io.Reader) error {
+	rel, err := cleanName(hdr.Name)
+	if err != nil {
+		return err
+	}
+	im.stats.Entries++
+	if im.limits.MaxFiles > 0 && im.stats.Entries > im.limits.MaxFiles {
+		return fmt.Errorf("%w: entry %q: more than %d entries", ErrArchive, hdr.Name, im.limits.MaxFiles)
+	}
+	if hdr.Size < 0 || im.limits.MaxBytes > 0 && im.stats.Bytes+hdr.Size > im.limits.MaxBytes {
+		return fmt.Errorf("%w: entry %q: more than %d bytes in all", ErrArchive, hdr.Name, im.limits.MaxBytes)
+	}
+	if rel == "" {
+		if hdr.Typeflag != tar.TypeDir {
+			return fmt.Errorf("%w: entry %q: the root must be a directory", ErrArchive, hdr.Name)
+		}
+		im.dirs = append(im.dirs, withName(hdr, ""))
+		return nil
+	}
+	parent, err := im.parent(rel, hdr.Name)
+	if err != nil {
+		return err
+	}
+	defer closeParent(parent, im.data)
+	base := path.Base(rel)
+	fail := func(op string, err error) error {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("%w: entry %q: a second entry of that name", ErrArchive, hdr.Name)
+		}
+		return fmt.Errorf("entry %q: %s: %w", hdr.Name, op, err)
+	}
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		err := unix.Mkdirat(parent, base, 0o700)
+		if errors.Is(err, unix.EEXIST) {
+			st, serr := lstatAt(parent, base)
+			if serr != nil || !isDir(&st) {
+				return fail("mkdirat", err)
+			}
+			err = nil // made as the parent of an earlier entry
+		}
+		if err != nil {
+			return fail("mkdirat", err)
+		}
+		im.dirs = append(im.dirs, withName(hdr, rel))
+		return nil
+	case tar.TypeReg:
+		fd, err := unix.Openat(parent, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err != nil {
+			return fail("openat", err)
+		}
+		f := os.NewFile(uintptr(fd), rel)
+		defer f.Close()
+		n, err := io.Copy(f, io.LimitReader(r, hdr.Size))
+		im.stats.Bytes += n
+		if errors.Is(err, io.ErrUnexpectedEOF) || err == nil && n < hdr.Size {
+			return fmt.Errorf("%w: entry %q: the tar is truncated", ErrArchive, hdr.Name)
+		}
+		if err != nil {
+			return fail("write", err)
+		}
+		im.files[rel] = true
+		return im.setMeta(rel, hdr, fd)
+	case tar.TypeSymlink:
+		if hdr.Linkname == "" || strings.ContainsRune(hdr.Linkname, 0) {
+			return fmt.Errorf("%w: entry %q: bad symlink target", ErrArchive, hdr.Name)
+		}
+		if err := unix.Symlinkat(hdr.Linkname, parent, base); err != nil {
+			return fail("symlinkat", err)
+		}
+		return im.setMeta(rel, hdr, -1)
+	case tar.TypeLink:
+		target, err := cleanName(hdr.Linkname)
+		if err != nil || !im.files[target] {
+			return fmt.Errorf("%w: entry %q: hard link to %q, which is no regular file earlier in the archive", ErrArchive, hdr.Name, hdr.Linkname)
+		}
+		tparent, err := im.parent(target, hdr.Linkname)
+		if err != nil {
+			return err
+		}
+		defer closeParent(tparent, im.data)
+		if err := unix.Linkat(tparent, path.Base(target), parent, base, 0); err != nil {
+			return fail("linkat", err)
+		}
+		return nil
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		return fmt.Errorf("%w: entry %q: device nodes and FIFOs are not imported", ErrArchive, hdr.Name)
+	}
+	return fmt.Errorf("%w: entry %q: unsupported type %q", ErrArchive, hdr.Name, hdr.Typeflag)
+}
+
+func withName(hdr *tar.Header, rel string) *tar.Header {
+	h := *hdr
+	h.Name = rel
+	return &h
+}
+
+// parent opens the directory that holds rel, beneath _data and refusing
+// symlinks, making missing directories (as tar does) with mode 0700 until
+// their own entry, if any, sets theirs.
+func (im *importer) parent(rel, entry string) (int, error) {
+	dir := path.Dir(rel)
+	if dir == "." {
+		return im.data, nil
+	}
+	cur := im.data
+	for _, c := range strings.Split(dir, "/") {
+		err := unix.Mkdirat(cur, c, 0o700)
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			closeParent(cur, im.data)
+			return -1, fmt.Errorf("entry %q: mkdirat %s: %w", entry, c, err)
+		}
+		fd, err := openDir(cur, c)
+		closeParent(cur, im.data)
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			return -1, fmt.Errorf("%w: entry %q: beneath a symlink or a file", ErrArchive, entry)
+		}
+		if err != nil {
+			return -1, fmt.Errorf("entry %q: %w", entry, err)
+		}
+		cur = fd
+	}
+	return cur, nil
+}
+
+func closeParent(fd, data int) {
+	if fd != data {
+		unix.Close(fd)
+	}
+}
+
+// setMeta sets the extended attributes, owner, mode and times of entry rel
+// from hdr: through fd when given, else by name without following a symlink.
+func (im *importer) setMeta(rel string, hdr *tar.Header, fd int) error {
+	fail := func(op string, err error) error { return fmt.Errorf("entry %q: %s: %w", hdr.Name, op, err) }
+	isLink := hdr.Typeflag == tar.TypeSymlink
+	if fd < 0 && !isLink {
+		var err error
+		if rel == "" {
+			fd, err = unix.Openat(im.data, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		} else {
+			fd, err = openBeneath(im.data, rel, unix.O_RDONLY)
+		}
+		if err != nil {
+			return fail("open", err)
+		}
+		defer unix.Close(fd)
+	}
+	if !isLink {
+		for k, v := range hdr.PAXRecords {
+			if x, ok := strings.CutPrefix(k, xattrPrefix); ok {
+				if err := unix.Fsetxattr(fd, x, []byte(v), 0); err != nil {
+					return fail("setxattr "+x, err)
+				}
+			}
+		}
+		// chown clears set-id bits, so it goes first.
+		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
+			return fail("chown", err)
+		}
+		if err := unix.Fchmod(fd, uint32(hdr.Mode&0o7777)); err != nil {
+			return fail("chmod", err)
+		}
+		ts := []unix.Timespec{timespec(hdr.AccessTime, hdr.ModTime), timespec(hdr.ModTime, hdr.ModTime)}
+		if err := futimens(fd, ts); err != nil {
+			return fail("utimensat", err)
+		}
+		return nil
+	}
+	parent, err := im.parent(rel, hdr.Name)
+	if err != nil {
+		return err
+	}
+	defer closeParent(parent, im.data)
+	base := path.Base(rel)
+	if err := unix.Fchownat(parent, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fail("chown", err)
+	}
+	ts := []unix.Timespec{timespec(hdr.AccessTime, hdr.ModTime), timespec(hdr.ModTime, hdr.ModTime)}
+	if err := unix.UtimesNanoAt(parent, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fail("utimensat", err)
+	}
+	return nil
+}
+
+// timespec is t, or fallback when the archive has no such time.
+func timespec(t, fallback time.Time) unix.Timespec {
+	if t.IsZero() {
+		t = fallback
+	}
+	return unix.NsecToTimespec(t.UnixNano())
+}
+
+// restoreRoot gives _data back the owner, mode and times it had before a
+// failed import set the archive's.
+func restoreRoot(fd int, st *unix.Stat_t) {
+	_ = unix.Fchown(fd, int(st.Uid), int(st.Gid))
+	_ = unix.Fchmod(fd, st.Mode&0o7777)
+	_ = futimens(fd, []unix.Timespec{st.Atim, st.Mtim})
+}
+
+// futimens sets the times of the file open at fd: utimensat with a NULL path,
+// which x/sys/unix has no wrapper for.
+func futimens(fd int, ts []unix.Timespec) error {
+	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}

@@ -1,0 +1,51 @@
+package volumes
+
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// lockWaitObserver, when set, is told how long each store operation waited
+// for the store's mutex and flock. It is process-wide so that it survives the
+// plugin reopening its store on a new configuration.
+var lockWaitObserver atomic.Pointer[func(time.Duration)]
+
+// ObserveLockWait makes every Store in this process report how long each
+// operation waited for the store lock to fn (nil stops it). fn must be quick
+// and safe for concurrent use; metrics use it.
+func ObserveLockWait(fn func(time.Duration)) {
+	if fn == nil {
+		lockWaitObserver.Store(nil)
+		return
+	}
+	lockWaitObserver.Store(&fn)
+}
+
+func observeLockWait(start time.Time) {
+	if fn := lockWaitObserver.Load(); fn != nil {
+		(*fn)(time.Since(start))
+	}
+}
+
+// Ping checks that the store is usable: open, its lock can be taken, and its
+// directory is still the one it opened. It reads nothing else, so a health
+// check can call it often.
+func (s *Store) Ping() error {
+	return s.locked(unix.LOCK_SH, false, func() error {
+		var st unix.Stat_t
+		if err := unix.Stat(s.dir, &st); err != nil {
+			return fmt.Errorf("volume store %s: %w", s.dir, err)
+		}
+		held, err := fstat(s.dirFd)
+		if err != nil {
+			return fmt.Errorf("volume store %s: %w", s.dir, err)
+		}
+		if st.Dev != held.Dev || st.Ino != held.Ino {
+			return fmt.Errorf("volume store %s: the directory was replaced since the store opened", s.dir)
+		}
+		return nil
+	})
+}
