@@ -120,7 +120,7 @@ func fillTree(t *testing.T, dir string) {
 
 func TestExportImportRoundTrip(t *testing.T) {
 	s := newTestStore(t)
-	src, err := s.Create("default", "src", nil)
+	src, err := s.Create("default", "src", CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if after := describe(t, src.Mountpoint); !equalMaps(want, after) {
 		t.Errorf("export changed the source")
 	}
-	dst, err := s.Create("shop", "dst", nil)
+	dst, err := s.Create("shop", "dst", CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestImportRefusesHostileTars(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newTestStore(t)
-			v, err := s.Create("default", "v", nil)
+			v, err := s.Create("default", "v", CreateOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -283,7 +283,7 @@ func TestImportRefusesHostileTars(t *testing.T) {
 
 func TestImportRootAndImplicitParents(t *testing.T) {
 	s := newTestStore(t)
-	v, err := s.Create("default", "v", nil)
+	v, err := s.Create("default", "v", CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +316,7 @@ func TestImportRootAndImplicitParents(t *testing.T) {
 
 func TestExportSkipsSpecialFiles(t *testing.T) {
 	s := newTestStore(t)
-	v, err := s.Create("default", "v", nil)
+	v, err := s.Create("default", "v", CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,7 +331,7 @@ func TestExportSkipsSpecialFiles(t *testing.T) {
 	if err != nil || stats.Skipped != 1 || stats.Entries != 2 {
 		t.Fatalf("export: %+v %v", stats, err)
 	}
-	w, err := s.Create("default", "w", nil)
+	w, err := s.Create("default", "w", CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
