@@ -256,8 +256,8 @@ func validateSource(it *Item) error {
 		if it.Source == "" {
 			return nil
 		}
-		if err := volumes.ValidateName(it.Source); err != nil {
-			return fmt.Errorf("volume name %q: %w", it.Source, err)
+		if err := volumes.ValidateNamedVolume(it.Source); err != nil {
+			return err
 		}
 	case KindBind:
 		if it.NoCopy {

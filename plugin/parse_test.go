@@ -54,6 +54,8 @@ func TestParseVolumes(t *testing.T) {
 		{name: "name with slash in long", value: "- {source: a/b, target: /x}", wantErr: `volume name "a/b"`},
 		{name: "name dot", value: "- .:/x", wantErr: `volume name "."`},
 		{name: "name too long", value: "- " + strings.Repeat("a", 300) + ":/x", wantErr: "volume name"},
+		{name: "name of an anonymous volume's shape", value: "- " + strings.Repeat("0f", 32) + ":/x", wantErr: "shape of anonymous volume names"},
+		{name: "name of an anonymous volume's shape in long syntax", value: "- {source: " + strings.Repeat("AB", 32) + ", target: /x}", wantErr: "shape of anonymous volume names"},
 		{name: "name with newline", value: `- "a\nb:/x"`, wantErr: "volume name"},
 		{name: "duplicate target", value: "- a:/data\n- /data/", wantErr: `target "/data" is already used by item 1`},
 		{name: "unknown option", value: "- a:/data:exec", wantErr: `unknown option "exec"`},

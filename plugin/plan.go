@@ -222,13 +222,25 @@ func checkBindSource(cfg *config.Config, src string, resolve Resolver) (string, 
 	if resolved == "/" {
 		return "", fmt.Errorf("bind source %q resolves to /", src)
 	}
-	denied := append([]string{cfg.Root, cfg.ContainerdRoot}, deniedHostPaths...)
-	for _, d := range denied {
+	for _, d := range deniedPaths(cfg, resolve) {
 		if within(resolved, d) || within(d, resolved) {
 			return "", fmt.Errorf("bind source %q (resolved to %q) covers %s, which is never allowed", src, resolved, d)
 		}
 	}
 	return resolved, nil
+}
+
+// deniedPaths returns the paths no bind mount may cover, each as configured
+// and with its symlinks resolved: a store or a kubelet directory on a bigger
+// disk linked in must be refused under its real path too.
+func deniedPaths(cfg *config.Config, resolve Resolver) []string {
+	denied := append([]string{cfg.Root, cfg.ContainerdRoot}, deniedHostPaths...)
+	for _, d := range denied {
+		if r, err := resolve(d); err == nil && r != d {
+			denied = append(denied, r)
+		}
+	}
+	return denied
 }
 
 // within reports whether p is dir or below it; both are clean absolute paths.

@@ -42,12 +42,13 @@ type Problem struct {
 }
 
 // Create creates the named volume name in namespace ns with labels. It fails
-// with ErrExists if the volume is already there.
+// with ErrExists if the volume is already there, and with ErrInvalid for a
+// name that ValidateNamedVolume refuses.
 func (s *Store) Create(ns, name string, labels map[string]string) (*Volume, error) {
 	if err := ValidateNamespace(ns); err != nil {
 		return nil, err
 	}
-	if err := ValidateName(name); err != nil {
+	if err := ValidateNamedVolume(name); err != nil {
 		return nil, err
 	}
 	v := newVolume(ns, name, labels, nil)

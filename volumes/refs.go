@@ -57,7 +57,7 @@ func normalizeRequests(reqs []Request) ([]Request, error) {
 			r.Owner = &owner
 			r.Name = AnonymousName(owner)
 		} else {
-			if err := ValidateName(r.Name); err != nil {
+			if err := ValidateNamedVolume(r.Name); err != nil {
 				return nil, err
 			}
 			r.Owner = nil

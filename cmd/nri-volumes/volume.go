@@ -130,6 +130,9 @@ func volumeCreate(args []string, s streams) error {
 	if err != nil {
 		return err
 	}
+	if err := volumes.ValidateNamedVolume(names[0]); err != nil {
+		return err
+	}
 	store, err := o.open(names...)
 	if err != nil {
 		return err
