@@ -61,6 +61,9 @@ type Item struct {
 	Mode uint32
 	// Labels label a named volume created on first use.
 	Labels map[string]string
+	// Subpath is a directory inside a named volume to mount instead of the
+	// whole volume: clean, relative, without "..".
+	Subpath string
 	// Desc names the item in error messages.
 	Desc string
 }
@@ -75,6 +78,7 @@ type longItem struct {
 	Size     json.RawMessage   `json:"size"`
 	Mode     json.RawMessage   `json:"mode"`
 	Labels   map[string]string `json:"labels"`
+	Subpath  string            `json:"subpath"`
 }
 
 // ParseVolumes parses the value of a volumes annotation found under key. The
@@ -222,8 +226,8 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 			return Item{}, fmt.Errorf("size and mode are only for type tmpfs")
 		}
 	case KindTmpfs:
-		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 {
-			return Item{}, errors.New("a tmpfs takes no source, noCopy or labels")
+		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.Subpath != "" {
+			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels or subpath")
 		}
 		if it.Size, err = parseTmpfsSize(l.Size, limits); err != nil {
 			return Item{}, err
@@ -243,6 +247,14 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 	}
 	if len(it.Labels) > 0 && (it.Kind != KindVolume || it.Source == "") {
 		return Item{}, errors.New("labels are only for named volumes")
+	}
+	if l.Subpath != "" {
+		if it.Kind != KindVolume || it.Source == "" {
+			return Item{}, fmt.Errorf("subpath %q: a subpath is only for named volumes", l.Subpath)
+		}
+		if it.Subpath, err = volumes.ValidateSubpath(l.Subpath); err != nil {
+			return Item{}, err
+		}
 	}
 	if err := validateLabels(it.Labels); err != nil {
 		return Item{}, err

@@ -41,6 +41,8 @@ func TestParseVolumes(t *testing.T) {
 		{name: "long bind read-only", value: "- {type: bind, source: /srv/x/, target: /x, readOnly: true}",
 			want: []Item{{Kind: KindBind, Source: "/srv/x", Target: "/x", ReadOnly: true}}},
 		{name: "empty value", value: "", want: nil},
+		{name: "subpath of a named volume", value: "- {source: data, target: /logs, subpath: ./logs//app/, readOnly: true}",
+			want: []Item{{Kind: KindVolume, Source: "data", Target: "/logs", Subpath: "logs/app", ReadOnly: true}}},
 
 		{name: "malformed yaml", value: "- [a", wantErr: "not a YAML list"},
 		{name: "not a list", value: "a: b", wantErr: "not a YAML list of volumes"},
@@ -81,6 +83,13 @@ func TestParseVolumes(t *testing.T) {
 		{name: "alias bomb", value: aliasBomb(), wantErr: "anchors and aliases are not allowed"},
 		{name: "duplicate key", value: "- {target: /a, target: /etc}", wantErr: `key "target" already set`},
 		{name: "NUL byte", value: "- \"a\x00:/x\"", wantErr: "NUL"},
+		{name: "subpath of an anonymous volume", value: "- {target: /x, subpath: logs}", wantErr: `subpath "logs": a subpath is only for named volumes`},
+		{name: "subpath of a bind mount", value: "- {type: bind, source: /srv, target: /x, subpath: logs}", wantErr: "only for named volumes"},
+		{name: "subpath of a tmpfs", value: "- {type: tmpfs, target: /x, subpath: logs}", wantErr: "subpath"},
+		{name: "subpath absolute", value: "- {source: v, target: /x, subpath: /etc}", wantErr: `subpath "/etc"`},
+		{name: "subpath dotdot", value: "- {source: v, target: /x, subpath: logs/../../x}", wantErr: `must not contain ".."`},
+		{name: "subpath of the volume itself", value: "- {source: v, target: /x, subpath: ./}", wantErr: "names the volume itself"},
+		{name: "subpath with a newline", value: "- {source: v, target: /x, subpath: \"a\\nb\"}", wantErr: "newline"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

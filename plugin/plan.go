@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -49,28 +48,22 @@ type PlannedMount struct {
 	Target string
 	// Volume indexes Plan.Volumes for KindVolume.
 	Volume int
-	// Source is the resolved host path of a bind mount.
+	// Subpath is the directory inside the volume that is mounted, if any.
+	Subpath string
+	// Source is the host path of a bind mount, as the annotation gave it;
+	// it is checked and pinned when the container is created (openBindSource).
 	Source  string
 	Options []string
 	// CopyUp asks for the image's content at Target to be copied into the volume.
 	CopyUp bool
+	// Item names the annotation item the mount comes from, for messages;
+	// empty for an image volume.
+	Item string
 }
 
-// Resolver resolves a host path's symlinks; filepath.EvalSymlinks in production.
-type Resolver func(string) (string, error)
-
-// deniedHostPaths are never bind-mounted, whatever the allowlist says: the
-// kernel's filesystems, the host's configuration and the container runtime's
-// state and sockets.
-var deniedHostPaths = []string{
-	"/proc", "/sys", "/dev", "/etc", "/boot",
-	"/run/containerd", "/var/run/containerd", "/run/nri", "/var/run/nri",
-	"/var/lib/kubelet", "/run/crio", "/var/lib/containers",
-}
-
-// MakePlan turns a request into a plan. It touches no file but through resolve,
-// which checks bind sources.
-func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error) {
+// MakePlan turns a request into a plan. It touches no file: bind sources
+// and subpaths are checked when they are opened and pinned.
+func MakePlan(cfg *config.Config, req *Request) (*Plan, error) {
 	p := &Plan{}
 	runtimeTargets := map[string]bool{}
 	for _, m := range req.Mounts {
@@ -105,7 +98,7 @@ func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error)
 				ErrInvalid, req.ItemsKey, it.Desc, it.Target)
 		}
 		taken[it.Target] = true
-		m := PlannedMount{Kind: it.Kind, Target: it.Target}
+		m := PlannedMount{Kind: it.Kind, Target: it.Target, Item: it.Desc}
 		switch it.Kind {
 		case KindVolume:
 			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, Labels: it.Labels}
@@ -114,13 +107,16 @@ func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error)
 			}
 			m.Volume = addVolume(r)
 			m.Options = volumeOptions(it.ReadOnly)
-			m.CopyUp = !it.NoCopy
+			// A subpath of a volume is a directory that is already there;
+			// copy-up fills a whole new volume only.
+			m.Subpath = it.Subpath
+			m.CopyUp = !it.NoCopy && it.Subpath == ""
 		case KindBind:
-			src, err := checkBindSource(cfg, it.Source, resolve)
-			if err != nil {
-				return nil, fmt.Errorf("%w %s: item %s: %w", ErrInvalid, req.ItemsKey, it.Desc, err)
+			if len(cfg.BindMounts.AllowedHostPaths) == 0 {
+				return nil, fmt.Errorf("%w %s: item %s: bind mounts are not allowed (bindMounts.allowedHostPaths is empty)",
+					ErrInvalid, req.ItemsKey, it.Desc)
 			}
-			m.Source = src
+			m.Source = it.Source
 			m.Options = bindOptions(it.ReadOnly || !cfg.BindMounts.ReadWrite)
 		case KindTmpfs:
 			m.Options = tmpfsOptions(it.Size, it.Mode, it.ReadOnly)
@@ -168,12 +164,26 @@ func isRuntimeImageVolume(m *api.Mount, containerID string) bool {
 	return containerID != "" && strings.Contains(m.Source, "/io.containerd.grpc.v1.cri/containers/"+containerID+"/volumes/")
 }
 
+// volumeOptions are the options of a volume's bind mount. A read-only one is
+// read-only all the way down ("rro": runc applies mount_setattr with
+// AT_RECURSIVE), not only at its top: "ro" alone leaves every mount below
+// writable.
 func volumeOptions(ro bool) []string {
-	return []string{"rbind", "rprivate", "nosuid", "nodev", rwOption(ro)}
+	return append([]string{"rbind", "rprivate", "nosuid", "nodev"}, roOptions(ro)...)
 }
 
+// bindOptions are the options of a host path's bind mount: nosuid and nodev
+// hold for every mount below the source too ("rnosuid", "rnodev"), whatever
+// flags the host gave those mounts, and read-only is recursive.
 func bindOptions(ro bool) []string {
-	return []string{"rbind", "rprivate", "nosuid", "nodev", rwOption(ro)}
+	return append([]string{"rbind", "rprivate", "nosuid", "nodev", "rnosuid", "rnodev"}, roOptions(ro)...)
+}
+
+func roOptions(ro bool) []string {
+	if ro {
+		return []string{"ro", "rro"}
+	}
+	return []string{"rw"}
 }
 
 // tmpfsOptions always sets a size and an inode cap, so a tmpfs never grows to
@@ -192,58 +202,4 @@ func rwOption(ro bool) string {
 		return "ro"
 	}
 	return "rw"
-}
-
-// checkBindSource resolves a bind source and checks it against the allowlist
-// and the paths that are never allowed. It returns the resolved path, which
-// is what gets mounted.
-func checkBindSource(cfg *config.Config, src string, resolve Resolver) (string, error) {
-	if len(cfg.BindMounts.AllowedHostPaths) == 0 {
-		return "", errors.New("bind mounts are not allowed (bindMounts.allowedHostPaths is empty)")
-	}
-	resolved, err := resolve(src)
-	if err != nil {
-		return "", fmt.Errorf("bind source %q: %w", src, err)
-	}
-	allowed := false
-	for _, a := range cfg.BindMounts.AllowedHostPaths {
-		ra, err := resolve(a)
-		if err != nil {
-			continue
-		}
-		if within(resolved, ra) {
-			allowed = true
-			break
-		}
-	}
-	if !allowed {
-		return "", fmt.Errorf("bind source %q (resolved to %q) is outside bindMounts.allowedHostPaths", src, resolved)
-	}
-	if resolved == "/" {
-		return "", fmt.Errorf("bind source %q resolves to /", src)
-	}
-	for _, d := range deniedPaths(cfg, resolve) {
-		if within(resolved, d) || within(d, resolved) {
-			return "", fmt.Errorf("bind source %q (resolved to %q) covers %s, which is never allowed", src, resolved, d)
-		}
-	}
-	return resolved, nil
-}
-
-// deniedPaths returns the paths no bind mount may cover, each as configured
-// and with its symlinks resolved: a store or a kubelet directory on a bigger
-// disk linked in must be refused under its real path too.
-func deniedPaths(cfg *config.Config, resolve Resolver) []string {
-	denied := append([]string{cfg.Root, cfg.ContainerdRoot}, deniedHostPaths...)
-	for _, d := range denied {
-		if r, err := resolve(d); err == nil && r != d {
-			denied = append(denied, r)
-		}
-	}
-	return denied
-}
-
-// within reports whether p is dir or below it; both are clean absolute paths.
-func within(p, dir string) bool {
-	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
 }

@@ -62,6 +62,30 @@ func openBeneath(dirfd int, rel string, flags int) (int, error) {
 	return cur, nil
 }
 
+// OpenPathBeneath opens rel, a clean relative path, below the directory open
+// at dir as an O_PATH descriptor, following no symlink (a symlink anywhere on
+// the way, the last component included, gives ELOOP) and never leaving dir.
+// Whatever is renamed or swapped later, the descriptor stays on the object
+// rel named when it was opened: that is what a pin mounts.
+func OpenPathBeneath(dir *os.File, rel string) (*os.File, error) {
+	fd, err := openBeneath(int(dir.Fd()), rel, unix.O_PATH)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	st, err := fstat(fd)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		// The component walk without openat2 opens a last symlink itself.
+		f.Close()
+		return nil, &os.PathError{Op: "open", Path: rel, Err: unix.ELOOP}
+	}
+	return f, nil
+}
+
 // openDir opens rel below dirfd as a directory, refusing symlinks.
 func openDir(dirfd int, rel string) (int, error) {
 	return openBeneath(dirfd, rel, unix.O_RDONLY|unix.O_DIRECTORY)

@@ -432,7 +432,9 @@ func (s *Store) Size(v *Volume) (int64, error) {
 // Check reports every entry of the store that is not a usable volume:
 // directories without a readable volume.json, symlinks, entries with invalid
 // names and leftovers of interrupted writes that Open could not delete. The
-// store's own files (.lock, .refs, .pods) are no problem.
+// store's own files (.lock, .refs, .pods) are no problem. Below ROOT/pins it
+// reports stray pins, entries where nothing is mounted, and anything that is
+// not a pin; their Namespace is empty and their Name the path below ROOT.
 func (s *Store) Check() ([]Problem, error) {
 	var probs []Problem
 	err := s.locked(unix.LOCK_SH, false, func() error {
@@ -477,7 +479,9 @@ func (s *Store) Check() ([]Problem, error) {
 			}
 			unix.Close(nsFd)
 		}
-		return nil
+		pinProbs, err := s.checkPins()
+		probs = append(probs, pinProbs...)
+		return err
 	})
 	return probs, err
 }

@@ -41,7 +41,8 @@ func volumeCheck(args []string, s streams) error {
 	ns := o.nsOrDefault()
 	var shown []volumes.Problem
 	for _, p := range probs {
-		if o.allNamespaces || p.Namespace == ns {
+		// Problems outside any namespace (stray pins) concern every one.
+		if o.allNamespaces || p.Namespace == ns || p.Namespace == "" {
 			shown = append(shown, p)
 		}
 	}
