@@ -146,8 +146,12 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 			}
 		}
 	}
-	if _, err := store.RemoveStalePins(liveCtrs); err != nil {
-		return nil, fmt.Errorf("removing the pins of containers that are gone: %w", err)
+	// A pin that cannot go now only holds a mount: it must not keep the
+	// plugin out of NRI. volume check reports what stays.
+	if removed, err := store.RemoveStalePins(liveCtrs); err != nil {
+		p.log.WithError(err).Warn("removing the pins of containers that are gone")
+	} else if len(removed) > 0 {
+		p.log.WithField("containers", removed).Info("removed the pins of containers that are gone")
 	}
 	p.podMu.Lock()
 	p.podVolumes = podVolumes

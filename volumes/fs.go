@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -68,6 +69,10 @@ func openBeneath(dirfd int, rel string, flags int) (int, error) {
 // Whatever is renamed or swapped later, the descriptor stays on the object
 // rel named when it was opened: that is what a pin mounts.
 func OpenPathBeneath(dir *os.File, rel string) (*os.File, error) {
+	if strings.HasPrefix(rel, "/") || slices.Contains(strings.Split(rel, "/"), "..") {
+		// openat2 refuses these itself; the component walk must not try.
+		return nil, &os.PathError{Op: "open", Path: rel, Err: unix.EXDEV}
+	}
 	fd, err := openBeneath(int(dir.Fd()), rel, unix.O_PATH)
 	if err != nil {
 		return nil, err

@@ -251,6 +251,37 @@ func TestPinsAfterReboot(t *testing.T) {
 	}
 }
 
+// TestOpenPathBeneath checks that no symlink is followed, the last
+// component's included, and that nothing outside the directory is reached.
+func TestOpenPathBeneath(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "d", "f"), "x")
+	for link, target := range map[string]string{"abs": "/", "rel": "d", "up": ".."} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, rel := range []string{"d", "d/f", "."} {
+		f, err := OpenPathBeneath(d, rel)
+		if err != nil {
+			t.Errorf("OpenPathBeneath(%s) = %v", rel, err)
+			continue
+		}
+		f.Close()
+	}
+	for _, rel := range []string{"abs", "rel", "rel/f", "up", "up/" + filepath.Base(dir), "..", "d/../..", "/etc", "missing"} {
+		if f, err := OpenPathBeneath(d, rel); err == nil {
+			f.Close()
+			t.Errorf("OpenPathBeneath(%s) succeeded", rel)
+		}
+	}
+}
+
 func TestValidateSubpath(t *testing.T) {
 	for _, tc := range []struct {
 		in, want string

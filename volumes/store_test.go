@@ -924,4 +924,6 @@ func TestWithoutOpenat2(t *testing.T) {
 	t.Run("lifecycle", TestCreateGetListRemove)
 	t.Run("copy-up", TestCopyUpOnce)
 	t.Run("lists", TestPlantedSymlinksInLists)
+	t.Run("open path beneath", TestOpenPathBeneath)
+	t.Run("subpaths", TestAcquireSubpaths)
 }
