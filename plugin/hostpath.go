@@ -132,15 +132,3 @@ func pinHostPaths(cfg *config.Config, store *volumes.Store, id, key string, plan
 	}
 	return pins, nil
 }
-
-// subpaths lists the subpath mounts of the plan for the store to pin.
-func (p *Plan) subpaths() []volumes.Subpath {
-	var subs []volumes.Subpath
-	for i, m := range p.Mounts {
-		if m.Kind == KindVolume && m.Subpath != "" {
-			v := p.Volumes[m.Volume]
-			subs = append(subs, volumes.Subpath{Namespace: v.Namespace, Name: v.Name, Path: m.Subpath, Pin: i})
-		}
-	}
-	return subs
-}

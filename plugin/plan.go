@@ -153,6 +153,18 @@ func MakePlan(cfg *config.Config, req *Request) (*Plan, error) {
 	return p, nil
 }
 
+// subpaths lists the subpath mounts of the plan for the store to pin.
+func (p *Plan) subpaths() []volumes.Subpath {
+	var subs []volumes.Subpath
+	for i, m := range p.Mounts {
+		if m.Kind == KindVolume && m.Subpath != "" {
+			v := p.Volumes[m.Volume]
+			subs = append(subs, volumes.Subpath{Namespace: v.Namespace, Name: v.Name, Path: m.Subpath, Pin: i})
+		}
+	}
+	return subs
+}
+
 func (req *Request) owner(target string) *volumes.Owner {
 	return &volumes.Owner{PodSandboxID: req.PodSandboxID, PodName: req.PodName, Container: req.ContainerName, Target: target}
 }

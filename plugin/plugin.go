@@ -216,7 +216,11 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			if m.CopyUp && isEmptyDir(v.Mountpoint) {
 				copyUps = append(copyUps, v.Namespace+"/"+v.Name+"="+m.Target)
 			}
-			log.WithFields(logrus.Fields{"volume": v.Namespace + "/" + v.Name, "subpath": m.Subpath, "target": m.Target, "anonymous": v.Anonymous}).Info("mounting volume")
+			fields := logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous}
+			if m.Subpath != "" {
+				fields["subpath"], fields["pin"] = m.Subpath, mount.Source
+			}
+			log.WithFields(fields).Info("mounting volume")
 		case KindBind:
 			mount.Type, mount.Source = "bind", sources.pins[i]
 			log.WithFields(logrus.Fields{"source": m.Source, "pin": mount.Source, "target": m.Target}).Info("mounting host path")
