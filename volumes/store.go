@@ -2,7 +2,9 @@
 // ROOT/volumes, the data (NAMESPACE/NAME/_data) and metadata
 // (NAMESPACE/NAME/volume.json) of named and anonymous volumes, the record of
 // which containers use which volume (.refs, and .pods for the anonymous
-// volumes of each pod; see index.go), and copy-up into new volumes.
+// volumes of each pod; see index.go), copy-up into new volumes, and the pins
+// below ROOT/pins that runc mounts instead of a bind source or a subpath
+// (see pins.go).
 //
 // Concurrency: a Store is safe for use by many goroutines, and several
 // processes (the plugin and the CLI) may open the same root at once. Every
