@@ -123,7 +123,7 @@ func TestBindSourceSwapRace(t *testing.T) {
 	pod := e.cr.RunPod("race", "default", "uid-race", map[string]string{podKey: "- " + filepath.Join(allowed, "d") + ":/x"})
 
 	sw := startSwapper(t, allowed, "d", "swap")
-	seen := raceContainers(t, e, pod, 8, marker)
+	seen := raceContainers(t, e, pod, 12, marker)
 	sw.halt()
 	if sw.err != nil {
 		t.Fatalf("the swapper failed: %v", sw.err)
@@ -136,7 +136,7 @@ func TestBindSourceSwapRace(t *testing.T) {
 	if len(seen) == 0 {
 		t.Fatalf("no container started while the source was swapped %d times; the race was never run", sw.n)
 	}
-	t.Logf("%d of 8 containers started, source swapped %d times", len(seen), sw.n)
+	t.Logf("%d of 12 containers started, source swapped %d times", len(seen), sw.n)
 }
 
 // TestReadOnlyBindRecursive checks that a read-only bind mount and a
@@ -247,7 +247,7 @@ func TestSubpathSwapRace(t *testing.T) {
 		podKey: "- {source: shared, target: /x, subpath: logs}",
 	})
 	sw := startSwapper(t, data, "logs", "swap")
-	seen := raceContainers(t, e, pod, 8, marker)
+	seen := raceContainers(t, e, pod, 12, marker)
 	sw.halt()
 	if sw.err != nil {
 		t.Fatalf("the swapper failed: %v", sw.err)
@@ -260,5 +260,5 @@ func TestSubpathSwapRace(t *testing.T) {
 	if len(seen) == 0 {
 		t.Fatalf("no container started while the subpath was swapped %d times; the race was never run", sw.n)
 	}
-	t.Logf("%d of 8 containers started, subpath swapped %d times", len(seen), sw.n)
+	t.Logf("%d of 12 containers started, subpath swapped %d times", len(seen), sw.n)
 }
