@@ -20,6 +20,8 @@ func FuzzParseVolumes(f *testing.F) {
 		"- /proc/self/fd/3", "- {type: tmpfs, target: /x, size: '1Mi,exec'}", "a: &a [*a]",
 		"- logs:/logs:U,noexec", "- /srv/x:/x:exec,ro", "- {source: v, target: /v, uid: 1000, gid: 1000, mode: '0770', chown: true, noExec: true}",
 		"- {type: tmpfs, target: /t, noExec: true}", "- {target: /a, uid: -1, mode: 0770}", "- {type: bind, source: /s, target: /b, chown: true}",
+		"- {source: v, target: /l, subpath: logs/app}", "- {source: v, target: /l, subpath: ../x}",
+		"- {target: /l, subpath: a}", "- {type: bind, source: /srv, target: /l, subpath: a}",
 	} {
 		f.Add(seed)
 	}
@@ -58,10 +60,22 @@ func FuzzParseVolumes(f *testing.F) {
 			seen[it.Target] = true
 			switch it.Kind {
 			case KindVolume:
-				if it.Source != "" && volumes.ValidateName(it.Source) != nil {
+				if it.Source != "" && volumes.ValidateNamedVolume(it.Source) != nil {
 					t.Fatalf("invalid volume name %q accepted", it.Source)
 				}
+				if it.Subpath != "" {
+					if it.Source == "" {
+						t.Fatalf("subpath %q of an anonymous volume accepted", it.Subpath)
+					}
+					if c, err := volumes.ValidateSubpath(it.Subpath); err != nil || c != it.Subpath || path.IsAbs(c) ||
+						c == ".." || strings.HasPrefix(c, "../") || strings.Contains(c, "/../") || strings.HasSuffix(c, "/..") {
+						t.Fatalf("unsafe subpath %q accepted", it.Subpath)
+					}
+				}
 			case KindBind:
+				if it.Subpath != "" {
+					t.Fatalf("subpath %q of a bind mount accepted", it.Subpath)
+				}
 				if !path.IsAbs(it.Source) || path.Clean(it.Source) != it.Source {
 					t.Fatalf("unclean bind source %q accepted", it.Source)
 				}

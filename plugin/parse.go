@@ -70,6 +70,9 @@ type Item struct {
 	Chown bool
 	// NoExec mounts it noexec (short option noexec, long noExec: true).
 	NoExec bool
+	// Subpath is a directory inside a named volume to mount instead of the
+	// whole volume: clean, relative, without "..".
+	Subpath string
 	// Desc names the item in error messages.
 	Desc string
 }
@@ -88,6 +91,7 @@ type longItem struct {
 	GID      *int              `json:"gid"`
 	Chown    bool              `json:"chown"`
 	NoExec   bool              `json:"noExec"`
+	Subpath  string            `json:"subpath"`
 }
 
 // ParseVolumes parses the value of a volumes annotation found under key. The
@@ -248,8 +252,8 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 			return Item{}, err
 		}
 	case KindTmpfs:
-		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.UID != nil || l.GID != nil || l.Chown {
-			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels, uid, gid or chown")
+		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.UID != nil || l.GID != nil || l.Chown || l.Subpath != "" {
+			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels, uid, gid, chown or subpath")
 		}
 		if it.Size, err = parseTmpfsSize(l.Size, limits); err != nil {
 			return Item{}, err
@@ -269,6 +273,14 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 	}
 	if len(it.Labels) > 0 && (it.Kind != KindVolume || it.Source == "") {
 		return Item{}, errors.New("labels are only for named volumes")
+	}
+	if l.Subpath != "" {
+		if it.Kind != KindVolume || it.Source == "" {
+			return Item{}, fmt.Errorf("subpath %q: a subpath is only for named volumes", l.Subpath)
+		}
+		if it.Subpath, err = volumes.ValidateSubpath(l.Subpath); err != nil {
+			return Item{}, err
+		}
 	}
 	if err := validateLabels(it.Labels); err != nil {
 		return Item{}, err
@@ -313,8 +325,8 @@ func validateSource(it *Item) error {
 		if it.Source == "" {
 			return nil
 		}
-		if err := volumes.ValidateName(it.Source); err != nil {
-			return fmt.Errorf("volume name %q: %w", it.Source, err)
+		if err := volumes.ValidateNamedVolume(it.Source); err != nil {
+			return err
 		}
 	case KindBind:
 		if it.NoCopy {

@@ -52,6 +52,8 @@ func TestParseVolumes(t *testing.T) {
 			want: []Item{{Kind: KindTmpfs, Target: "/t", Size: 64 << 20, Mode: 0o1777, NoExec: true}}},
 		{name: "bind noexec", value: "- {type: bind, source: /srv, target: /x, noExec: true}",
 			want: []Item{{Kind: KindBind, Source: "/srv", Target: "/x", NoExec: true}}},
+		{name: "subpath of a named volume", value: "- {source: data, target: /logs, subpath: ./logs//app/, readOnly: true}",
+			want: []Item{{Kind: KindVolume, Source: "data", Target: "/logs", Subpath: "logs/app", ReadOnly: true}}},
 
 		{name: "malformed yaml", value: "- [a", wantErr: "not a YAML list"},
 		{name: "not a list", value: "a: b", wantErr: "not a YAML list of volumes"},
@@ -65,6 +67,8 @@ func TestParseVolumes(t *testing.T) {
 		{name: "name with slash in long", value: "- {source: a/b, target: /x}", wantErr: `volume name "a/b"`},
 		{name: "name dot", value: "- .:/x", wantErr: `volume name "."`},
 		{name: "name too long", value: "- " + strings.Repeat("a", 300) + ":/x", wantErr: "volume name"},
+		{name: "name of an anonymous volume's shape", value: "- " + strings.Repeat("0f", 32) + ":/x", wantErr: "shape of anonymous volume names"},
+		{name: "name of an anonymous volume's shape in long syntax", value: "- {source: " + strings.Repeat("AB", 32) + ", target: /x}", wantErr: "shape of anonymous volume names"},
 		{name: "name with newline", value: `- "a\nb:/x"`, wantErr: "volume name"},
 		{name: "duplicate target", value: "- a:/data\n- /data/", wantErr: `target "/data" is already used by item 1`},
 		{name: "unknown option", value: "- a:/data:suid", wantErr: `unknown option "suid"`},
@@ -103,6 +107,13 @@ func TestParseVolumes(t *testing.T) {
 		{name: "alias bomb", value: aliasBomb(), wantErr: "anchors and aliases are not allowed"},
 		{name: "duplicate key", value: "- {target: /a, target: /etc}", wantErr: `key "target" already set`},
 		{name: "NUL byte", value: "- \"a\x00:/x\"", wantErr: "NUL"},
+		{name: "subpath of an anonymous volume", value: "- {target: /x, subpath: logs}", wantErr: `subpath "logs": a subpath is only for named volumes`},
+		{name: "subpath of a bind mount", value: "- {type: bind, source: /srv, target: /x, subpath: logs}", wantErr: "only for named volumes"},
+		{name: "subpath of a tmpfs", value: "- {type: tmpfs, target: /x, subpath: logs}", wantErr: "subpath"},
+		{name: "subpath absolute", value: "- {source: v, target: /x, subpath: /etc}", wantErr: `subpath "/etc"`},
+		{name: "subpath dotdot", value: "- {source: v, target: /x, subpath: logs/../../x}", wantErr: `must not contain ".."`},
+		{name: "subpath of the volume itself", value: "- {source: v, target: /x, subpath: ./}", wantErr: "names the volume itself"},
+		{name: "subpath with a newline", value: "- {source: v, target: /x, subpath: \"a\\nb\"}", wantErr: "newline"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,7 +1,6 @@
 package plugin
 
 import (
-	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -52,7 +51,10 @@ type PlannedMount struct {
 	Target string
 	// Volume indexes Plan.Volumes for KindVolume.
 	Volume int
-	// Source is the resolved host path of a bind mount.
+	// Subpath is the directory inside the volume that is mounted, if any.
+	Subpath string
+	// Source is the host path of a bind mount, as the annotation gave it;
+	// it is checked and pinned when the container is created (openBindSource).
 	Source  string
 	Options []string
 	// CopyUp asks for the image's content at Target to be copied into the volume.
@@ -60,23 +62,14 @@ type PlannedMount struct {
 	// Chown asks for the volume's root to be given to the container's user,
 	// once (option U).
 	Chown bool
+	// Item names the annotation item the mount comes from, for messages;
+	// empty for an image volume.
+	Item string
 }
 
-// Resolver resolves a host path's symlinks; filepath.EvalSymlinks in production.
-type Resolver func(string) (string, error)
-
-// deniedHostPaths are never bind-mounted, whatever the allowlist says: the
-// kernel's filesystems, the host's configuration and the container runtime's
-// state and sockets.
-var deniedHostPaths = []string{
-	"/proc", "/sys", "/dev", "/etc", "/boot",
-	"/run/containerd", "/var/run/containerd", "/run/nri", "/var/run/nri",
-	"/var/lib/kubelet", "/run/crio", "/var/lib/containers",
-}
-
-// MakePlan turns a request into a plan. It touches no file but through resolve,
-// which checks bind sources.
-func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error) {
+// MakePlan turns a request into a plan. It touches no file: bind sources
+// and subpaths are checked when they are opened and pinned.
+func MakePlan(cfg *config.Config, req *Request) (*Plan, error) {
 	p := &Plan{}
 	runtimeTargets := map[string]bool{}
 	for _, m := range req.Mounts {
@@ -111,7 +104,7 @@ func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error)
 				ErrInvalid, req.ItemsKey, it.Desc, it.Target)
 		}
 		taken[it.Target] = true
-		m := PlannedMount{Kind: it.Kind, Target: it.Target}
+		m := PlannedMount{Kind: it.Kind, Target: it.Target, Item: it.Desc}
 		switch it.Kind {
 		case KindVolume:
 			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, CreateOptions: volumes.CreateOptions{
@@ -122,14 +115,17 @@ func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error)
 			}
 			m.Volume = addVolume(r)
 			m.Options = volumeOptions(it.ReadOnly, it.NoExec, req.UserNS)
-			m.CopyUp = !it.NoCopy
+			// A subpath of a volume is a directory that is already there;
+			// copy-up fills a whole new volume only.
+			m.Subpath = it.Subpath
+			m.CopyUp = !it.NoCopy && it.Subpath == ""
 			m.Chown = it.Chown
 		case KindBind:
-			src, err := checkBindSource(cfg, it.Source, resolve)
-			if err != nil {
-				return nil, fmt.Errorf("%w %s: item %s: %w", ErrInvalid, req.ItemsKey, it.Desc, err)
+			if len(cfg.BindMounts.AllowedHostPaths) == 0 {
+				return nil, fmt.Errorf("%w %s: item %s: bind mounts are not allowed (bindMounts.allowedHostPaths is empty)",
+					ErrInvalid, req.ItemsKey, it.Desc)
 			}
-			m.Source = src
+			m.Source = it.Source
 			m.Options = bindOptions(it.ReadOnly || !cfg.BindMounts.ReadWrite, it.NoExec, req.UserNS)
 		case KindTmpfs:
 			m.Options = tmpfsOptions(it.Size, it.Mode, it.ReadOnly, it.NoExec)
@@ -166,6 +162,18 @@ func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error)
 	return p, nil
 }
 
+// subpaths lists the subpath mounts of the plan for the store to pin.
+func (p *Plan) subpaths() []volumes.Subpath {
+	var subs []volumes.Subpath
+	for i, m := range p.Mounts {
+		if m.Kind == KindVolume && m.Subpath != "" {
+			v := p.Volumes[m.Volume]
+			subs = append(subs, volumes.Subpath{Namespace: v.Namespace, Name: v.Name, Path: m.Subpath, Pin: i})
+		}
+	}
+	return subs
+}
+
 func (req *Request) owner(target string) *volumes.Owner {
 	return &volumes.Owner{PodSandboxID: req.PodSandboxID, PodName: req.PodName, Container: req.ContainerName, Target: target}
 }
@@ -177,15 +185,33 @@ func isRuntimeImageVolume(m *api.Mount, containerID string) bool {
 	return containerID != "" && strings.Contains(m.Source, "/io.containerd.grpc.v1.cri/containers/"+containerID+"/volumes/")
 }
 
-// volumeOptions are the options of a volume's bind mount. In a container
-// with a user namespace it is idmapped with the container's own mappings
-// (runc fills them in for "ridmap"), so the data on disk holds the ids the
-// container sees and containers with other mappings, or none, share it. The
-// mapping is recursive, as the bind is: a mount below the source (a sized
-// volume's file system, a host path's submount) is mapped the same way
-// rather than showing its files as nobody's.
+// volumeOptions are the options of a volume's bind mount. A read-only one is
+// read-only all the way down ("rro": runc applies mount_setattr with
+// AT_RECURSIVE), not only at its top: "ro" alone leaves every mount below
+// writable. In a container with a user namespace it is idmapped with the
+// container's own mappings (runc fills them in for "ridmap"), so the data on
+// disk holds the ids the container sees and containers with other mappings,
+// or none, share it. The mapping is recursive, as the bind is: a mount below
+// the source (a sized volume's file system, a host path's submount) is mapped
+// the same way rather than showing its files as nobody's.
 func volumeOptions(ro, noexec, userns bool) []string {
-	opts := []string{"rbind", "rprivate", "nosuid", "nodev", rwOption(ro)}
+	return mountOptions([]string{"rbind", "rprivate", "nosuid", "nodev"}, ro, noexec, userns)
+}
+
+// bindOptions are the options of a host path's bind mount: nosuid and nodev
+// hold for every mount below the source too ("rnosuid", "rnodev"), whatever
+// flags the host gave those mounts; read-only is recursive and the mount is
+// idmapped like a volume's, so the container sees the host's owners.
+func bindOptions(ro, noexec, userns bool) []string {
+	return mountOptions([]string{"rbind", "rprivate", "nosuid", "nodev", "rnosuid", "rnodev"}, ro, noexec, userns)
+}
+
+func mountOptions(opts []string, ro, noexec, userns bool) []string {
+	if ro {
+		opts = append(opts, "ro", "rro")
+	} else {
+		opts = append(opts, "rw")
+	}
 	if noexec {
 		opts = append(opts, "noexec")
 	}
@@ -193,12 +219,6 @@ func volumeOptions(ro, noexec, userns bool) []string {
 		opts = append(opts, "ridmap")
 	}
 	return opts
-}
-
-// bindOptions are those of a host path's bind mount: idmapped like a
-// volume's, so the container sees the host's owners.
-func bindOptions(ro, noexec, userns bool) []string {
-	return volumeOptions(ro, noexec, userns)
 }
 
 // tmpfsOptions always sets a size and an inode cap, so a tmpfs never grows to
@@ -222,46 +242,4 @@ func rwOption(ro bool) string {
 		return "ro"
 	}
 	return "rw"
-}
-
-// checkBindSource resolves a bind source and checks it against the allowlist
-// and the paths that are never allowed. It returns the resolved path, which
-// is what gets mounted.
-func checkBindSource(cfg *config.Config, src string, resolve Resolver) (string, error) {
-	if len(cfg.BindMounts.AllowedHostPaths) == 0 {
-		return "", errors.New("bind mounts are not allowed (bindMounts.allowedHostPaths is empty)")
-	}
-	resolved, err := resolve(src)
-	if err != nil {
-		return "", fmt.Errorf("bind source %q: %w", src, err)
-	}
-	allowed := false
-	for _, a := range cfg.BindMounts.AllowedHostPaths {
-		ra, err := resolve(a)
-		if err != nil {
-			continue
-		}
-		if within(resolved, ra) {
-			allowed = true
-			break
-		}
-	}
-	if !allowed {
-		return "", fmt.Errorf("bind source %q (resolved to %q) is outside bindMounts.allowedHostPaths", src, resolved)
-	}
-	if resolved == "/" {
-		return "", fmt.Errorf("bind source %q resolves to /", src)
-	}
-	denied := append([]string{cfg.Root, cfg.ContainerdRoot}, deniedHostPaths...)
-	for _, d := range denied {
-		if within(resolved, d) || within(d, resolved) {
-			return "", fmt.Errorf("bind source %q (resolved to %q) covers %s, which is never allowed", src, resolved, d)
-		}
-	}
-	return resolved, nil
-}
-
-// within reports whether p is dir or below it; both are clean absolute paths.
-func within(p, dir string) bool {
-	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
 }

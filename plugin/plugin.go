@@ -26,8 +26,7 @@ import (
 
 // Plugin is the NRI plugin.
 type Plugin struct {
-	log     *logrus.Logger
-	resolve Resolver
+	log *logrus.Logger
 
 	mu     sync.RWMutex
 	cfg    *config.Config
@@ -51,7 +50,7 @@ var (
 
 // New makes a plugin with cfg, opening its store.
 func New(cfg *config.Config, log *logrus.Logger) (*Plugin, error) {
-	p := &Plugin{log: log, resolve: filepath.EvalSymlinks, podVolumes: map[string]map[string]struct{}{}}
+	p := &Plugin{log: log, podVolumes: map[string]map[string]struct{}{}}
 	if err := p.setConfig(cfg); err != nil {
 		return nil, err
 	}
@@ -132,13 +131,28 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	prefix := filepath.Join(store.Root(), "volumes") + "/"
 	refs := map[string][]string{}
 	podVolumes := map[string]map[string]struct{}{}
+	liveCtrs := make(map[string]bool, len(ctrs))
 	for _, c := range ctrs {
+		liveCtrs[c.GetId()] = true
 		for _, m := range c.GetMounts() {
-			if key, ok := volumeKey(prefix, m.Source); ok {
+			key, ok := volumeKey(prefix, m.Source)
+			if !ok {
+				if ns, name, pinned := store.PinnedVolume(m.Source); pinned {
+					key, ok = ns+"/"+name, true
+				}
+			}
+			if ok {
 				refs[key] = append(refs[key], c.GetId())
 				addPodVolume(podVolumes, c.GetPodSandboxId(), key)
 			}
 		}
+	}
+	// A pin that cannot go now only holds a mount: it must not keep the
+	// plugin out of NRI. volume check reports what stays.
+	if removed, err := store.RemoveStalePins(liveCtrs); err != nil {
+		p.log.WithError(err).Warn("removing the pins of containers that are gone")
+	} else if len(removed) > 0 {
+		p.log.WithField("containers", removed).Info("removed the pins of containers that are gone")
 	}
 	p.podMu.Lock()
 	p.podVolumes = podVolumes
@@ -171,7 +185,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	if err != nil {
 		return nil, nil, err
 	}
-	plan, err := MakePlan(cfg, req, p.resolve)
+	plan, err := MakePlan(cfg, req)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -187,7 +201,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	if err := p.claimPodVolumes(cfg, pod, plan.Volumes); err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
-	vols, err := store.Acquire(ctr.GetId(), plan.Volumes)
+	sources, err := acquire(cfg, store, ctr.GetId(), req.ItemsKey, plan)
 	if err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
@@ -196,13 +210,16 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		adjust.RemoveMount(dst)
 	}
 	var hook hookArgs
-	for _, m := range plan.Mounts {
+	for i, m := range plan.Mounts {
 		mount := &api.Mount{Destination: m.Target, Options: m.Options}
 		switch m.Kind {
 		case KindVolume:
-			v := vols[m.Volume]
+			v := sources.vols[m.Volume]
 			mount.Type, mount.Source = "bind", v.Mountpoint
 			ref := v.Namespace + "/" + v.Name
+			if pin, ok := sources.pins[i]; ok {
+				mount.Source = pin
+			}
 			if m.CopyUp && isEmptyDir(v.Mountpoint) {
 				hook.copyUps = append(hook.copyUps, ref+"="+m.Target)
 				if v.UID != nil || v.GID != nil || v.Mode != "" {
@@ -212,10 +229,14 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			if m.Chown && v.Chowned == nil {
 				hook.chowns = append(hook.chowns, ref)
 			}
-			log.WithFields(logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous}).Info("mounting volume")
+			fields := logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous}
+			if m.Subpath != "" {
+				fields["subpath"], fields["pin"] = m.Subpath, mount.Source
+			}
+			log.WithFields(fields).Info("mounting volume")
 		case KindBind:
-			mount.Type, mount.Source = "bind", m.Source
-			log.WithFields(logrus.Fields{"source": m.Source, "target": m.Target}).Info("mounting host path")
+			mount.Type, mount.Source = "bind", sources.pins[i]
+			log.WithFields(logrus.Fields{"source": m.Source, "pin": mount.Source, "target": m.Target}).Info("mounting host path")
 		case KindTmpfs:
 			mount.Type, mount.Source = "tmpfs", "tmpfs"
 			log.WithFields(logrus.Fields{"target": m.Target, "options": strings.Join(m.Options, ",")}).Info("mounting tmpfs")
@@ -269,6 +290,41 @@ func checkIDMap(log *logrus.Entry, plan *Plan, volumesDir, nsPath string) error 
 		}
 	}
 	return nil
+}
+
+// mountSources are what a container's mounts come from: the volumes of the
+// plan, and the pins of its bind mounts and subpaths by mount index.
+type mountSources struct {
+	vols []*volumes.Volume
+	pins map[int]string
+}
+
+// acquire pins the plan's bind sources, then acquires its volumes and pins
+// its subpaths. On failure, nothing it made stays: no pin, no reference.
+// Pins of an earlier try of the same container are replaced.
+func acquire(cfg *config.Config, store *volumes.Store, id, key string, plan *Plan) (*mountSources, error) {
+	fail := func(err error) (*mountSources, error) {
+		if uerr := store.Unpin(id); uerr != nil {
+			err = errors.Join(err, uerr)
+		}
+		return nil, err
+	}
+	pins, err := pinHostPaths(cfg, store, id, key, plan)
+	if err != nil {
+		return fail(err)
+	}
+	subs := plan.subpaths()
+	vols, subPins, err := store.AcquireSubpaths(id, plan.Volumes, subs)
+	if se := (*volumes.SubpathError)(nil); errors.As(err, &se) {
+		return fail(fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, plan.Mounts[se.Subpath.Pin].Item, err))
+	}
+	if err != nil {
+		return fail(err)
+	}
+	for i, sub := range subs {
+		pins[sub.Pin] = subPins[i]
+	}
+	return &mountSources{vols: vols, pins: pins}, nil
 }
 
 // claimPodVolumes counts the volumes of a request against the pod's limit and
@@ -405,10 +461,10 @@ func effectiveAnnotation(pod *api.PodSandbox, ctr *api.Container, key string) (s
 	return "", "", false
 }
 
-// RemoveContainer releases the container's volumes.
+// RemoveContainer removes the container's pins and releases its volumes.
 func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) error {
 	_, store, _ := p.state()
-	if err := store.Release(ctr.GetId()); err != nil {
+	if err := errors.Join(store.Unpin(ctr.GetId()), store.Release(ctr.GetId())); err != nil {
 		return fmt.Errorf("releasing the volumes of container %q: %w", ctr.GetName(), err)
 	}
 	p.log.WithField("container", containerName(pod, ctr)).Debug("released volumes")

@@ -44,6 +44,7 @@ func newRuntime(t testing.TB, mutate func(*config.Config)) *runtime {
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.Root = filepath.Join(dir, "store")
+	t.Cleanup(func() { removePins(t, cfg.Root) })
 	cfg.ContainerdRoot = filepath.Join(dir, "containerd")
 	cfg.HookPath = "/usr/local/bin/nri-volumes"
 	if mutate != nil {
@@ -78,6 +79,24 @@ func newRuntime(t testing.TB, mutate func(*config.Config)) *runtime {
 	t.Cleanup(nri.Stop)
 	rt.nri = nri
 	return rt
+}
+
+// removePins unmounts and removes every pin of the store at root, before
+// the test's directories go: removing a directory tree would reach through a
+// pin into what it shows.
+func removePins(t testing.TB, root string) {
+	if _, err := os.Stat(filepath.Join(root, "pins")); err != nil {
+		return
+	}
+	s, err := volumes.Open(root)
+	if err != nil {
+		t.Errorf("removing pins: %v", err)
+		return
+	}
+	defer s.Close()
+	if _, err := s.RemoveStalePins(nil); err != nil {
+		t.Errorf("removing pins: %v", err)
+	}
 }
 
 // connect starts the plugin and waits until it is registered and synchronized.

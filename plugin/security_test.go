@@ -1,6 +1,7 @@
 package plugin_test
 
 import (
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -50,6 +51,20 @@ func (h secHost) expand(s string, rt *runtime) string {
 		"$BASE_OUT", filepath.Base(h.outside)).Replace(s)
 }
 
+// sameFile reports whether the paths name one file, through mounts.
+func sameFile(t *testing.T, a, b string) bool {
+	t.Helper()
+	sa, err := os.Stat(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, err := os.Stat(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return os.SameFile(sa, sb)
+}
+
 // storeIsEmpty fails if the store holds any volume or namespace.
 func storeIsEmpty(t *testing.T, rt *runtime) {
 	t.Helper()
@@ -87,8 +102,8 @@ func TestUntrustedAnnotations(t *testing.T) {
 	}{
 		// Bind sources that leave the allowed directory.
 		{name: "bind through a symlink to /etc", annotation: "- $ALLOWED/etc-link:/x", wantErr: "/etc"},
-		{name: "bind through a symlink to /", annotation: "- $ALLOWED/root-link/etc:/x", wantErr: "outside bindMounts.allowedHostPaths"},
-		{name: "bind through a symlink outside", annotation: "- $ALLOWED/out-link/sub:/x", wantErr: "outside bindMounts.allowedHostPaths"},
+		{name: "bind through a symlink to /", annotation: "- $ALLOWED/root-link/etc:/x", wantErr: "symlink"},
+		{name: "bind through a symlink outside", annotation: "- $ALLOWED/out-link/sub:/x", wantErr: "symlink"},
 		{name: "bind with ..", annotation: "- $ALLOWED/../../../../etc:/x", wantErr: "outside bindMounts.allowedHostPaths"},
 		{name: "bind with .. inside the allowed dir", annotation: "- $ALLOWED/ok/../../$BASE_OUT/sub:/x", wantErr: "outside bindMounts.allowedHostPaths"},
 		{name: "bind of the store", annotation: "- $RT/store/volumes:/x", wantErr: "never allowed"},
@@ -99,8 +114,11 @@ func TestUntrustedAnnotations(t *testing.T) {
 		{name: "bind missing", annotation: "- $ALLOWED/nope:/x", wantErr: "no such file"},
 		{name: "bind allowed", annotation: "- $ALLOWED/ok:/x", check: func(t *testing.T, h secHost, adj *api.ContainerAdjustment) {
 			m := findMount(adj, "/x")
-			if m == nil || m.Source != filepath.Join(h.allowed, "ok") || !slices.Contains(m.Options, "ro") || !slices.Contains(m.Options, "nosuid") {
-				t.Errorf("bind mount = %+v, want a read-only nosuid bind of %s/ok", m, h.allowed)
+			if m == nil || !slices.Contains(m.Options, "ro") || !slices.Contains(m.Options, "rro") || !slices.Contains(m.Options, "nosuid") {
+				t.Fatalf("bind mount = %+v, want a recursively read-only nosuid bind", m)
+			}
+			if !sameFile(t, m.Source, filepath.Join(h.allowed, "ok")) {
+				t.Errorf("bind mount source %s does not show %s/ok", m.Source, h.allowed)
 			}
 		}},
 		// tmpfs sizes and modes.
@@ -299,5 +317,99 @@ func TestUntrustedPodNamespace(t *testing.T) {
 				t.Errorf("store root holds %d entries, want only volumes/", len(entries))
 			}
 		})
+	}
+}
+
+// TestBindDenyListResolved checks that the paths that are never bound are
+// compared after resolving their symlinks: a store or a containerd root
+// reached through a symlink (a bigger disk linked in) is refused under its
+// real path too.
+func TestBindDenyListResolved(t *testing.T) {
+	dir := t.TempDir()
+	disk := filepath.Join(dir, "disk")
+	for _, d := range []string{"store", "containerd", "other"} {
+		if err := os.MkdirAll(filepath.Join(disk, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for link, target := range map[string]string{"store-link": "disk/store", "containerd-link": "disk/containerd"} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rt := newRuntime(t, func(c *config.Config) {
+		c.Root = filepath.Join(dir, "store-link")
+		c.ContainerdRoot = filepath.Join(dir, "containerd-link")
+		c.BindMounts.AllowedHostPaths = []string{disk}
+	})
+	rt.connect()
+	key := plugin.VolumesKey + "/pod"
+	for i, tc := range []struct {
+		source string
+		ok     bool
+	}{
+		{source: filepath.Join(disk, "store", "volumes")},
+		{source: filepath.Join(disk, "store")},
+		{source: filepath.Join(disk, "containerd")},
+		{source: disk},
+		{source: filepath.Join(disk, "other"), ok: true},
+	} {
+		t.Run(tc.source, func(t *testing.T) {
+			id := fmt.Sprintf("c%d", i)
+			pod := newPod("p1", "default", map[string]string{key: "- " + tc.source + ":/x"})
+			adj, err := rt.create(pod, newContainer(id, "p1", "app"))
+			if tc.ok {
+				if err != nil || findMount(adj, "/x") == nil {
+					t.Fatalf("CreateContainer = %v, %v; want a bind mount at /x", adj, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("CreateContainer with a bind of %s succeeded with mounts %+v", tc.source, adj.GetMounts())
+			}
+			if msg := err.Error(); !strings.Contains(msg, "never allowed") || !strings.Contains(msg, key) || !strings.Contains(msg, tc.source) {
+				t.Errorf("error %q does not name %s, the source and why", msg, key)
+			}
+		})
+	}
+}
+
+// TestAnonymousShapedNames checks that a named volume cannot take the shape
+// of an anonymous volume's name (64 hex characters), which would give it that
+// anonymous volume's data, in either syntax.
+func TestAnonymousShapedNames(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	owner := volumes.Owner{PodSandboxID: "p1", Container: "app", Target: "/cache"}
+	anon := volumes.AnonymousName(owner)
+	// The anonymous volume exists and holds data another container wrote.
+	store := rt.store()
+	vols, err := store.Acquire("writer", []volumes.Request{{Namespace: "default", Owner: &owner}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(vols[0].Mountpoint, "secret"), []byte("anonymous data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := plugin.VolumesKey + "/pod"
+	for i, value := range []string{
+		"- " + anon + ":/data",
+		"- {source: " + anon + ", target: /data}",
+		"- " + strings.ToUpper(anon) + ":/data",
+	} {
+		t.Run(value, func(t *testing.T) {
+			pod := newPod("p2", "default", map[string]string{key: value})
+			adj, err := rt.create(pod, newContainer(fmt.Sprintf("thief%d", i), "p2", "app"))
+			if err == nil {
+				t.Fatalf("CreateContainer succeeded with mounts %+v", adj.GetMounts())
+			}
+			if msg := err.Error(); !strings.Contains(msg, key) || !strings.Contains(msg, "item 1") || !strings.Contains(msg, "anonymous") {
+				t.Errorf("error %q does not name %s, the item and that the name is an anonymous volume's", msg, key)
+			}
+		})
+	}
+	v, err := store.Get("default", anon)
+	if err != nil || !slices.Equal(v.UsedBy, []string{"writer"}) {
+		t.Errorf("anonymous volume after the refused creations: %+v, %v; want used by writer only", v, err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -60,6 +61,34 @@ func openBeneath(dirfd int, rel string, flags int) (int, error) {
 		cur = fd
 	}
 	return cur, nil
+}
+
+// OpenPathBeneath opens rel, a clean relative path, below the directory open
+// at dir as an O_PATH descriptor, following no symlink (a symlink anywhere on
+// the way, the last component included, gives ELOOP) and never leaving dir.
+// Whatever is renamed or swapped later, the descriptor stays on the object
+// rel named when it was opened: that is what a pin mounts.
+func OpenPathBeneath(dir *os.File, rel string) (*os.File, error) {
+	if strings.HasPrefix(rel, "/") || slices.Contains(strings.Split(rel, "/"), "..") {
+		// openat2 refuses these itself; the component walk must not try.
+		return nil, &os.PathError{Op: "open", Path: rel, Err: unix.EXDEV}
+	}
+	fd, err := openBeneath(int(dir.Fd()), rel, unix.O_PATH)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	st, err := fstat(fd)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		// The component walk without openat2 opens a last symlink itself.
+		f.Close()
+		return nil, &os.PathError{Op: "open", Path: rel, Err: unix.ELOOP}
+	}
+	return f, nil
 }
 
 // openDir opens rel below dirfd as a directory, refusing symlinks.

@@ -43,12 +43,13 @@ type Problem struct {
 }
 
 // Create creates the named volume name in namespace ns with opts. It fails
-// with ErrExists if the volume is already there.
+// with ErrExists if the volume is already there, and with ErrInvalid for a
+// name that ValidateNamedVolume refuses.
 func (s *Store) Create(ns, name string, opts CreateOptions) (*Volume, error) {
 	if err := ValidateNamespace(ns); err != nil {
 		return nil, err
 	}
-	if err := ValidateName(name); err != nil {
+	if err := ValidateNamedVolume(name); err != nil {
 		return nil, err
 	}
 	if err := opts.validate(); err != nil {
@@ -482,7 +483,9 @@ func (s *Store) Size(v *Volume) (int64, error) {
 // Check reports every entry of the store that is not a usable volume:
 // directories without a readable volume.json, symlinks, entries with invalid
 // names and leftovers of interrupted writes that Open could not delete. The
-// store's own files (.lock, .refs, .pods) are no problem.
+// store's own files (.lock, .refs, .pods) are no problem. Below ROOT/pins it
+// reports stray pins, entries where nothing is mounted, and anything that is
+// not a pin; their Namespace is empty and their Name the path below ROOT.
 func (s *Store) Check() ([]Problem, error) {
 	var probs []Problem
 	err := s.locked(unix.LOCK_SH, false, func() error {
@@ -527,7 +530,9 @@ func (s *Store) Check() ([]Problem, error) {
 			}
 			unix.Close(nsFd)
 		}
-		return nil
+		pinProbs, err := s.checkPins()
+		probs = append(probs, pinProbs...)
+		return err
 	})
 	return probs, err
 }

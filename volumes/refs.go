@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -19,23 +20,41 @@ import (
 // the same volumes. The container ID must match [a-zA-Z0-9][a-zA-Z0-9_.-]*
 // (at most 128 characters), as containerd's do.
 func (s *Store) Acquire(containerID string, reqs []Request) ([]*Volume, error) {
+	vols, _, err := s.AcquireSubpaths(containerID, reqs, nil)
+	return vols, err
+}
+
+// AcquireSubpaths is Acquire that also pins each of subs, a directory inside
+// one of the named volumes reqs asks for, under the same lock (see pins.go),
+// and returns the pins' paths in the order of subs. A subpath is opened below
+// the volume's data without following any symlink and must be a directory
+// that exists: it is never created. It is all-or-nothing too: a subpath that
+// cannot be pinned gives a *SubpathError, and nothing is left acquired or
+// pinned.
+func (s *Store) AcquireSubpaths(containerID string, reqs []Request, subs []Subpath) ([]*Volume, []string, error) {
 	if err := validateID("container ID", containerID); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	wants, err := normalizeRequests(reqs)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	for i, sub := range subs {
+		if subs[i].Path, err = ValidateSubpath(sub.Path); err != nil {
+			return nil, nil, &SubpathError{Subpath: sub, Err: err}
+		}
 	}
 	var vols []*Volume
+	var pins []string
 	err = s.withLock(unix.LOCK_EX, func() error {
 		var err error
-		vols, err = s.acquireLocked(containerID, wants)
+		vols, pins, err = s.acquireLocked(containerID, wants, subs)
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return vols, nil
+	return vols, pins, nil
 }
 
 // normalizeRequests validates reqs, names anonymous ones and drops repeats.
@@ -60,7 +79,7 @@ func normalizeRequests(reqs []Request) ([]Request, error) {
 			r.Owner = &owner
 			r.Name = AnonymousName(owner)
 		} else {
-			if err := ValidateName(r.Name); err != nil {
+			if err := ValidateNamedVolume(r.Name); err != nil {
 				return nil, err
 			}
 			r.Owner = nil
@@ -74,13 +93,17 @@ func normalizeRequests(reqs []Request) ([]Request, error) {
 	return out, nil
 }
 
-func (s *Store) acquireLocked(id string, wants []Request) ([]*Volume, error) {
+func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Volume, []string, error) {
 	var created []*Volume
+	var pins []string
 	podLists := map[string][]string{} // pod lists as they were, to restore
 	before := s.idx.ctrs[id]
 	wroteRefs := false
 	rollback := func(cause error) error {
 		errs := []error{cause}
+		if len(pins) > 0 {
+			errs = append(errs, s.unpinLocked(id))
+		}
 		for _, v := range created {
 			trash, err := s.discardLocked(v.Namespace, v.Name)
 			if err == nil {
@@ -119,38 +142,49 @@ func (s *Store) acquireLocked(id string, wants []Request) ([]*Volume, error) {
 				}
 				s.idx.addAnon(pod, v.key())
 				if err := s.setPodAnon(pod); err != nil {
-					return nil, rollback(fmt.Errorf("anonymous volumes of pod sandbox %q: %w", pod, err))
+					return nil, nil, rollback(fmt.Errorf("anonymous volumes of pod sandbox %q: %w", pod, err))
 				}
 			}
 			if err := s.createLocked(v); err != nil {
-				return nil, rollback(err)
+				return nil, nil, rollback(err)
 			}
 			created = append(created, v)
 		case err != nil:
-			return nil, rollback(publicError(r.Namespace, r.Name, err))
+			return nil, nil, rollback(publicError(r.Namespace, r.Name, err))
 		case r.Owner != nil && !v.Anonymous:
-			return nil, rollback(fmt.Errorf("anonymous volume %q in namespace %q: %w: a named volume has that name", r.Name, r.Namespace, ErrExists))
+			return nil, nil, rollback(fmt.Errorf("anonymous volume %q in namespace %q: %w: a named volume has that name", r.Name, r.Namespace, ErrExists))
 		}
 		keys[v.key()] = struct{}{}
 		vols = append(vols, v)
 	}
+	for _, sub := range subs {
+		i := slices.IndexFunc(vols, func(v *Volume) bool { return v.key() == volumeKey(sub.Namespace, sub.Name) && !v.Anonymous })
+		if i < 0 {
+			return nil, nil, rollback(&SubpathError{Subpath: sub, Err: fmt.Errorf("%w: not a named volume of the request", ErrInvalid)})
+		}
+		p, err := s.pinSubpathLocked(id, sub, vols[i])
+		if err != nil {
+			return nil, nil, rollback(&SubpathError{Subpath: sub, Err: err})
+		}
+		pins = append(pins, p)
+	}
 	if len(keys) == len(before) && len(created) == 0 {
-		return vols, nil // a repeat: the container holds every volume already
+		return vols, pins, nil // a repeat: the container holds every volume already
 	}
 	if len(keys) != len(before) {
 		wroteRefs = true
 		if err := writeList(s.refsFd, id, sortedSet(keys)); err != nil {
-			return nil, rollback(fmt.Errorf("references of container %q: %w", id, err))
+			return nil, nil, rollback(fmt.Errorf("references of container %q: %w", id, err))
 		}
 	}
 	if err := s.bump(true); err != nil {
-		return nil, rollback(err)
+		return nil, nil, rollback(err)
 	}
 	s.idx.setRefs(id, keys)
 	for _, v := range vols {
 		v.UsedBy = s.idx.usedBy(v.key())
 	}
-	return vols, nil
+	return vols, pins, nil
 }
 
 // getLocked reads one volume; see readVolume for its errors.

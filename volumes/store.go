@@ -2,7 +2,9 @@
 // ROOT/volumes, the data (NAMESPACE/NAME/_data) and metadata
 // (NAMESPACE/NAME/volume.json) of named and anonymous volumes, the record of
 // which containers use which volume (.refs, and .pods for the anonymous
-// volumes of each pod; see index.go), and copy-up into new volumes.
+// volumes of each pod; see index.go), copy-up into new volumes, and the pins
+// below ROOT/pins that runc mounts instead of a bind source or a subpath
+// (see pins.go).
 //
 // Concurrency: a Store is safe for use by many goroutines, and several
 // processes (the plugin and the CLI) may open the same root at once. Every
@@ -148,9 +150,11 @@ type Request struct {
 type Store struct {
 	root string
 	dir  string // ROOT/volumes with symlinks resolved, as mountinfo shows it
+	pins string // ROOT/pins with ROOT's symlinks resolved; see pins.go
 	dev  uint64 // device of dir: removal never leaves it
 
 	mu     sync.Mutex
+	rootFd int // ROOT
 	dirFd  int
 	refsFd int // ROOT/volumes/.refs
 	podsFd int // ROOT/volumes/.pods
@@ -196,24 +200,37 @@ func open(root string, clean bool) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open volume store: %w", err)
 	}
+	resolvedRoot, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return nil, fmt.Errorf("open volume store: %w", err)
+	}
+	rootFd, err := unix.Open(resolvedRoot, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: resolvedRoot, Err: err})
+	}
 	dirFd, err := unix.Open(resolved, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		unix.Close(rootFd)
 		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: resolved, Err: err})
 	}
 	st, err := fstat(dirFd)
 	if err != nil {
+		unix.Close(rootFd)
 		unix.Close(dirFd)
 		return nil, fmt.Errorf("open volume store: %w", err)
 	}
 	lfd, err := unix.Openat(dirFd, lockFile, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
+		unix.Close(rootFd)
 		unix.Close(dirFd)
 		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: filepath.Join(resolved, lockFile), Err: err})
 	}
 	s := &Store{
 		root:   root,
 		dir:    resolved,
+		pins:   filepath.Join(resolvedRoot, pinsDir),
 		dev:    st.Dev,
+		rootFd: rootFd,
 		dirFd:  dirFd,
 		refsFd: -1,
 		podsFd: -1,
@@ -231,6 +248,7 @@ func open(root string, clean bool) (*Store, error) {
 		}
 		if clean {
 			s.removeLeftovers()
+			s.removeUnmountedPins()
 		}
 		return nil
 	})
@@ -253,7 +271,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	err := s.lock.Close()
-	for _, fd := range []int{s.refsFd, s.podsFd, s.dirFd} {
+	for _, fd := range []int{s.refsFd, s.podsFd, s.dirFd, s.rootFd} {
 		if fd < 0 {
 			continue
 		}

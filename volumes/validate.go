@@ -37,6 +37,37 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// ValidateNamedVolume reports whether name may name a named volume: it must
+// pass ValidateName and must not have the shape of an anonymous volume's name
+// (64 hexadecimal digits, in either case), or a named volume could take the
+// name, and so the data, of an anonymous one. The error wraps ErrInvalid.
+func ValidateNamedVolume(name string) error {
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	if hasAnonymousShape(name) {
+		return fmt.Errorf("volume name %q: %w: 64 hexadecimal characters is the shape of anonymous volume names; choose another name for a named volume", name, ErrInvalid)
+	}
+	return nil
+}
+
+// hasAnonymousShape reports whether name is 64 hexadecimal digits of either
+// case. AnonymousName makes lowercase ones; an uppercase one is refused too,
+// so no name can be mistaken for an anonymous volume's by a person or by a
+// case-insensitive file system.
+func hasAnonymousShape(name string) bool {
+	if len(name) != 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
 // ValidateNamespace reports whether ns is a valid namespace: the charset of
 // ValidateName and at most 63 characters, the limit of Kubernetes namespaces.
 // The error wraps ErrInvalid and says why.

@@ -49,7 +49,8 @@ func volumeCheck(g *globalOptions, o checkOptions, s streams) error {
 	ns := g.nsOrDefault()
 	var shown []volumes.Problem
 	for _, p := range probs {
-		if o.allNamespaces || p.Namespace == ns {
+		// Problems outside any namespace (stray pins) concern every one.
+		if o.allNamespaces || p.Namespace == ns || p.Namespace == "" {
 			shown = append(shown, p)
 		}
 	}

@@ -108,3 +108,25 @@ func TestVolumeCheck(t *testing.T) {
 		t.Errorf("check with an argument: exit %d, want 2", r.code)
 	}
 }
+
+// TestVolumeCheckStrayPins checks that check reports, in any namespace, a
+// pin entry where nothing is mounted that opening the store could not
+// remove, and leaves it.
+func TestVolumeCheckStrayPins(t *testing.T) {
+	root := t.TempDir()
+	mustCLI(t, root, "create", "good")
+	stray := filepath.Join(root, "pins", "ctr1", "0")
+	if err := os.MkdirAll(stray, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stray, "written"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, root, "", "check", "-n", "shop")
+	if r.code != 1 || !strings.Contains(r.stdout, "pins/ctr1/0") || !strings.Contains(r.stdout, "stray pin") {
+		t.Fatalf("check: %+v, want a row for the stray pin", r)
+	}
+	if _, err := os.Stat(filepath.Join(stray, "written")); err != nil {
+		t.Errorf("check changed the stray pin: %v", err)
+	}
+}

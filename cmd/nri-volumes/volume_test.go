@@ -333,3 +333,36 @@ func TestVersionAndUsage(t *testing.T) {
 		t.Errorf("volume ls --help: %d %q", code, out.String())
 	}
 }
+
+// TestVolumeCreateRefusesAnonymousShape checks that `volume create` refuses a
+// name of 64 hex characters, the shape of anonymous volumes' names, with a
+// message that says so, while rm and inspect still take such names.
+func TestVolumeCreateRefusesAnonymousShape(t *testing.T) {
+	root := t.TempDir()
+	owner := volumes.Owner{PodSandboxID: "pod", Container: "app", Target: "/data"}
+	anon := volumes.AnonymousName(owner)
+	s, err := volumes.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire("ctr", []volumes.Request{{Namespace: "default", Owner: &owner}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release("ctr"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for _, name := range []string{anon, strings.Repeat("0", 64), strings.ToUpper(anon)} {
+		r := runCLI(t, root, "", "create", name)
+		if r.code == 0 || !strings.Contains(r.stderr, "anonymous") || !strings.Contains(r.stderr, name) || r.stdout != "" {
+			t.Errorf("create %s: %+v, want a refusal naming the name and anonymous volumes", name, r)
+		}
+	}
+	for _, name := range []string{strings.Repeat("a", 63), strings.Repeat("a", 65), strings.Repeat("g", 64)} {
+		mustCLI(t, root, "create", name)
+	}
+	if r := mustCLI(t, root, "inspect", anon); !strings.Contains(r.stdout, `"Anonymous": true`) {
+		t.Errorf("inspect of the anonymous volume: %s", r.stdout)
+	}
+	mustCLI(t, root, "rm", anon)
+}

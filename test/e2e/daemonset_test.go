@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
 
 	"github.com/nri-volumes/nri-volumes/test/harness"
@@ -44,8 +45,8 @@ type k8sContainer struct {
 	Command, Args   []string
 	SecurityContext struct{ Privileged bool }
 	VolumeMounts    []struct {
-		Name, MountPath string
-		ReadOnly        bool
+		Name, MountPath, MountPropagation string
+		ReadOnly                          bool
 	}
 	Ports []struct {
 		Name          string
@@ -187,6 +188,9 @@ func TestDaemonSet(t *testing.T) {
 				if err := os.MkdirAll(p, 0o755); err != nil {
 					t.Fatal(err)
 				}
+				if v.Name == "store" {
+					sharedMount(t, p)
+				}
 			case "Directory":
 				if fi, err := os.Stat(p); err != nil || !fi.IsDir() {
 					t.Fatalf("hostPath %s (type Directory) of volume %s: %v", p, v.Name, err)
@@ -233,7 +237,17 @@ func TestDaemonSet(t *testing.T) {
 			if !ok {
 				t.Fatalf("container %s mounts unknown volume %s", c.Name, vm.Name)
 			}
-			spec.Mounts = append(spec.Mounts, harness.Mount{HostPath: host, ContainerPath: paths.apply(vm.MountPath), Readonly: vm.ReadOnly})
+			m := harness.Mount{HostPath: host, ContainerPath: paths.apply(vm.MountPath), Readonly: vm.ReadOnly}
+			switch vm.MountPropagation {
+			case "", "None":
+			case "HostToContainer":
+				m.Propagation = 1
+			case "Bidirectional":
+				m.Propagation = 2
+			default:
+				t.Fatalf("container %s: unknown mountPropagation %q", c.Name, vm.MountPropagation)
+			}
+			spec.Mounts = append(spec.Mounts, m)
 		}
 		return spec
 	}
@@ -336,6 +350,55 @@ func TestDaemonSet(t *testing.T) {
 	if !slices.Contains(hookPaths, hookBin) {
 		t.Errorf("createRuntime hooks %v, want the installed %s", hookPaths, hookBin)
 	}
+
+	// A subpath is pinned inside the plugin's container; the pin must reach
+	// the host, where runc mounts it, and leave it with the container.
+	cr.Sh(id, "mkdir /named/logs && echo from the workload > /named/logs/f")
+	reader := cr.RunContainer(wl, "reader", dbImage.Name, map[string]string{podKey: "- {source: data, target: /logs, subpath: logs}"}, nil)
+	if got := cr.Exec(reader, "cat", "/logs/f"); got != "from the workload\n" {
+		t.Errorf("the subpath /logs/f = %q", got)
+	}
+	pin := cr.Mounts(reader)["/logs"]
+	if !strings.HasPrefix(pin, filepath.Join(store, "pins")+"/") || !hostMountPoint(t, pin) {
+		t.Errorf("/logs is mounted from %q, want a pin below %s/pins that is a mount on the host", pin, store)
+	}
+	cr.Stop(reader)
+	cr.Rm(reader)
+	if hostMountPoint(t, pin) {
+		t.Errorf("the pin %s is still mounted on the host after its container went", pin)
+	}
+	if _, err := os.Lstat(pin); !os.IsNotExist(err) {
+		t.Errorf("the pin %s is still there after its container went: %v", pin, err)
+	}
+}
+
+// sharedMount makes dir a shared mount of its own, as a host path on a node
+// where systemd made / shared: Bidirectional propagation needs that.
+func sharedMount(t *testing.T, dir string) {
+	t.Helper()
+	if err := unix.Mount(dir, dir, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind %s: %v", dir, err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	if err := unix.Mount("", dir, "", unix.MS_SHARED, ""); err != nil {
+		t.Fatalf("make %s shared: %v", dir, err)
+	}
+}
+
+// hostMountPoint reports whether p is a mount point in the test's, the
+// host's, mount namespace.
+func hostMountPoint(t *testing.T, p string) bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == p {
+			return true
+		}
+	}
+	return false
 }
 
 // waitForSync waits up to 30s until containerd has synchronized plugin name

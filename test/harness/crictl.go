@@ -31,6 +31,9 @@ type Mount struct {
 	HostPath      string
 	ContainerPath string
 	Readonly      bool
+	// Propagation is the CRI MountPropagation: 0 private, 1 host to
+	// container, 2 bidirectional (Kubernetes' Bidirectional).
+	Propagation int
 }
 
 // ContainerSpec is what CreateContainerSpec sends; empty Command and Args
@@ -127,7 +130,7 @@ func (c *Crictl) CreateContainerSpec(pod *Pod, spec ContainerSpec) (string, erro
 func containerConfig(spec ContainerSpec, userns *UserNS) map[string]any {
 	mounts := []map[string]any{}
 	for _, m := range spec.Mounts {
-		mounts = append(mounts, map[string]any{"host_path": m.HostPath, "container_path": m.ContainerPath, "readonly": m.Readonly})
+		mounts = append(mounts, map[string]any{"host_path": m.HostPath, "container_path": m.ContainerPath, "readonly": m.Readonly, "propagation": m.Propagation})
 	}
 	security := map[string]any{}
 	if spec.Privileged {

@@ -1,0 +1,491 @@
+package volumes
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Pins. runc resolves a mount's source path again when it mounts, following
+// symlinks, so a path the plugin checked promises nothing about what runc
+// mounts: whoever can write along the path can swap a component for a
+// symlink in between. A pin closes that gap. The plugin opens the source
+// without following any symlink and checks the open object; the store then
+// makes a private, recursive bind mount of exactly that object at
+// ROOT/pins/CONTAINER/ENTRY, a path only the store writes, and runc mounts
+// the pin.
+//
+// ENTRY is the index of the mount among the container's mounts: "3" for a
+// host path, and for a directory inside a volume the index, the volume's
+// namespace and its name joined by '@' ("3@shop@logs"), a character no name
+// has, so that a mount source tells which volume it uses (PinnedVolume).
+//
+// A pin lives as long as its container: Unpin removes them when the container
+// goes or its creation fails, RemoveStalePins those of containers the runtime
+// no longer has, and Open those that are no longer mounted (after a reboot).
+// Removal unmounts and then removes only an empty directory or the empty file
+// a pin was mounted on: it never deletes what a pin showed.
+const (
+	pinsDir = "pins"
+	pinSep  = "@"
+	// maxPinUnmounts bounds the unmounts of one pin entry: one is the pin,
+	// anything more was stacked on it.
+	maxPinUnmounts = 16
+	// maxSubpathLen bounds a subpath, as the kernel bounds a path.
+	maxSubpathLen = 4096
+)
+
+// Subpath asks for a directory inside a named volume to be mounted: Path,
+// relative to the volume's data, in volume Name of Namespace, for the mount
+// with index Pin among the container's mounts.
+type Subpath struct {
+	Namespace string
+	Name      string
+	Path      string
+	Pin       int
+}
+
+// SubpathError says which subpath could not be pinned and why.
+type SubpathError struct {
+	Subpath Subpath
+	Err     error
+}
+
+func (e *SubpathError) Error() string {
+	return fmt.Sprintf("subpath %q of volume %q: %s", e.Subpath.Path, e.Subpath.Name, e.Err.Error())
+}
+
+func (e *SubpathError) Unwrap() error { return e.Err }
+
+// ValidateSubpath checks a subpath and returns it cleaned: a relative path of
+// at most 4096 bytes, without NUL or newline, that names a directory below
+// the volume's data (no "..", not the data directory itself). The error
+// wraps ErrInvalid.
+func ValidateSubpath(p string) (string, error) {
+	bad := func(reason string) (string, error) {
+		return "", fmt.Errorf("subpath %q: %w: %s", p, ErrInvalid, reason)
+	}
+	switch {
+	case p == "":
+		return bad("must not be empty")
+	case len(p) > maxSubpathLen:
+		return bad(fmt.Sprintf("longer than %d bytes", maxSubpathLen))
+	case strings.ContainsAny(p, "\x00\n"):
+		return bad("contains a NUL or a newline")
+	case strings.HasPrefix(p, "/"):
+		return bad("must be relative to the volume")
+	}
+	for _, c := range strings.Split(p, "/") {
+		if c == ".." {
+			return bad(`must not contain ".."`)
+		}
+	}
+	c := path.Clean(p)
+	if c == "." {
+		return bad("names the volume itself, not a directory inside it")
+	}
+	return c, nil
+}
+
+// PinHostPath pins the file or directory open at src (an O_PATH descriptor
+// is enough) for mount n of container containerID and returns the pin's
+// path, which is what the runtime should mount. A pin of the same mount made
+// before is replaced.
+func (s *Store) PinHostPath(containerID string, n int, src *os.File) (string, error) {
+	if err := validateID("container ID", containerID); err != nil {
+		return "", err
+	}
+	var p string
+	err := s.locked(unix.LOCK_EX, false, func() error {
+		var err error
+		p, err = s.pinLocked(containerID, strconv.Itoa(n), int(src.Fd()))
+		return err
+	})
+	return p, err
+}
+
+// Unpin removes every pin of container containerID; a container without
+// pins is no error.
+func (s *Store) Unpin(containerID string) error {
+	if err := validateID("container ID", containerID); err != nil {
+		return err
+	}
+	return s.locked(unix.LOCK_EX, false, func() error {
+		return s.unpinLocked(containerID)
+	})
+}
+
+// RemoveStalePins removes the pins of every container not in live and
+// returns those containers' IDs. Entries that are not a container's pins are
+// left for Check to report.
+func (s *Store) RemoveStalePins(live map[string]bool) ([]string, error) {
+	var removed []string
+	var errs []error
+	err := s.locked(unix.LOCK_EX, false, func() error {
+		pinsFd, err := s.openPins(false)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ids, err := readDirNames(pinsFd)
+		unix.Close(pinsFd)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if live[id] || validateID("", id) != nil {
+				continue
+			}
+			if err := s.unpinLocked(id); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			removed = append(removed, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return removed, errors.Join(errs...)
+}
+
+// PinnedVolume returns the volume whose directory the pin at source shows,
+// when source is the path of a subpath pin of this store.
+func (s *Store) PinnedVolume(source string) (ns, name string, ok bool) {
+	rest, ok := strings.CutPrefix(source, s.pins+"/")
+	if !ok {
+		return "", "", false
+	}
+	id, entry, ok := strings.Cut(rest, "/")
+	if !ok || validateID("", id) != nil {
+		return "", "", false
+	}
+	_, ns, name, ok = parsePinEntry(entry)
+	if !ok || ns == "" {
+		return "", "", false
+	}
+	return ns, name, true
+}
+
+// parsePinEntry splits a pin entry name into the mount index and, for a
+// subpath pin, the volume's namespace and name.
+func parsePinEntry(entry string) (n int, ns, name string, ok bool) {
+	parts := strings.Split(entry, pinSep)
+	n, err := strconv.Atoi(parts[0])
+	if err != nil || n < 0 || strconv.Itoa(n) != parts[0] {
+		return 0, "", "", false
+	}
+	switch len(parts) {
+	case 1:
+		return n, "", "", true
+	case 3:
+		if ValidateNamespace(parts[1]) != nil || ValidateName(parts[2]) != nil {
+			return 0, "", "", false
+		}
+		return n, parts[1], parts[2], true
+	}
+	return 0, "", "", false
+}
+
+// pinSubpathLocked opens sub.Path below the data of v without following any
+// symlink, checks that it is a directory and pins it.
+func (s *Store) pinSubpathLocked(id string, sub Subpath, v *Volume) (string, error) {
+	nsFd, err := openDir(s.dirFd, v.Namespace)
+	if err != nil {
+		return "", publicError(v.Namespace, v.Name, err)
+	}
+	defer unix.Close(nsFd)
+	dataFd, err := openDir(nsFd, v.Name+"/"+dataDir)
+	if err != nil {
+		return "", publicError(v.Namespace, v.Name, err)
+	}
+	defer unix.Close(dataFd)
+	fd, err := openBeneath(dataFd, sub.Path, unix.O_PATH|unix.O_DIRECTORY)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return "", fmt.Errorf("%w: no such directory in the volume (a subpath is never created: make it first)", ErrNotFound)
+	case errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR):
+		return "", fmt.Errorf("%w: not a directory, or a symlink is on its way (subpaths follow no symlink)", ErrInvalid)
+	case err != nil:
+		return "", err
+	}
+	defer unix.Close(fd)
+	return s.pinLocked(id, strconv.Itoa(sub.Pin)+pinSep+v.Namespace+pinSep+v.Name, fd)
+}
+
+// pinLocked makes entry below the pins of container id a private, recursive
+// bind mount of the object open at src and returns its path.
+func (s *Store) pinLocked(id, entry string, src int) (string, error) {
+	st, err := fstat(src)
+	if err != nil {
+		return "", err
+	}
+	kind := st.Mode & unix.S_IFMT
+	if kind != unix.S_IFDIR && kind != unix.S_IFREG {
+		return "", fmt.Errorf("%w: only a directory or a regular file can be pinned", ErrInvalid)
+	}
+	ctrFd, err := s.openPinDir(id)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(ctrFd)
+	dir := filepath.Join(s.pins, id)
+	// A pin left by an earlier try of the same container goes first.
+	if err := removePinEntry(ctrFd, dir, entry, true); err != nil {
+		return "", err
+	}
+	if kind == unix.S_IFDIR {
+		err = unix.Mkdirat(ctrFd, entry, 0o700)
+	} else {
+		var fd int
+		fd, err = unix.Openat(ctrFd, entry, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		if err == nil {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		return "", &os.PathError{Op: "create pin", Path: filepath.Join(dir, entry), Err: err}
+	}
+	if err := bindPrivate(src, ctrFd, entry); err != nil {
+		removePinEntry(ctrFd, dir, entry, false)
+		return "", &os.PathError{Op: "pin", Path: filepath.Join(dir, entry), Err: err}
+	}
+	return filepath.Join(dir, entry), nil
+}
+
+// bindPrivate mounts a private copy of the mount tree at src, submounts
+// included, on entry below dirFd. The copy is made private before it is
+// attached, so it never joins the peer group of its source; attached below a
+// shared mount (the store of a DaemonSet with Bidirectional propagation) it
+// propagates to the host like any new mount. It needs Linux 5.12.
+func bindPrivate(src, dirFd int, entry string) error {
+	tree, err := unix.OpenTree(src, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
+	if err != nil {
+		return fmt.Errorf("open_tree: %w", err)
+	}
+	defer unix.Close(tree)
+	attr := unix.MountAttr{Propagation: unix.MS_PRIVATE}
+	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
+		return fmt.Errorf("mount_setattr: %w", err)
+	}
+	target, err := unix.Openat(dirFd, entry, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(target)
+	if err := unix.MoveMount(tree, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
+		return fmt.Errorf("move_mount: %w", err)
+	}
+	return nil
+}
+
+// openPins opens ROOT/pins, making it first when create is set.
+func (s *Store) openPins(create bool) (int, error) {
+	if create {
+		fd, err := ensureDirAt(s.rootFd, pinsDir)
+		if err != nil {
+			return -1, fmt.Errorf("pins: %w", err)
+		}
+		return fd, nil
+	}
+	return openDir(s.rootFd, pinsDir)
+}
+
+// openPinDir opens, making it if needed, the pin directory of container id.
+func (s *Store) openPinDir(id string) (int, error) {
+	pinsFd, err := s.openPins(true)
+	if err != nil {
+		return -1, err
+	}
+	defer unix.Close(pinsFd)
+	fd, err := ensureDirAt(pinsFd, id)
+	if err != nil {
+		return -1, fmt.Errorf("pins of container %q: %w", id, err)
+	}
+	return fd, nil
+}
+
+func (s *Store) unpinLocked(id string) error {
+	pinsFd, err := s.openPins(false)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pinsFd)
+	ctrFd, err := openDir(pinsFd, id)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+		return nil // no pins; something that is no directory is for Check to report
+	}
+	if err != nil {
+		return fmt.Errorf("pins of container %q: %w", id, err)
+	}
+	entries, err := readDirNames(ctrFd)
+	if err == nil {
+		dir := filepath.Join(s.pins, id)
+		for _, e := range entries {
+			if err = removePinEntry(ctrFd, dir, e, true); err != nil {
+				break
+			}
+		}
+	}
+	unix.Close(ctrFd)
+	if err != nil {
+		return fmt.Errorf("pins of container %q: %w", id, err)
+	}
+	if err := unix.Unlinkat(pinsFd, id, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("pins of container %q: %w", id, &os.PathError{Op: "rmdir", Path: filepath.Join(s.pins, id), Err: err})
+	}
+	return nil
+}
+
+// removePinEntry removes entry of the pin directory dir, open at dirFd:
+// with unmount set it first unmounts whatever is mounted there, then it
+// removes the empty directory or file the pin was mounted on. It never
+// removes anything else, so what a pin showed is never deleted: a directory
+// with content stays, and so does anything still mounted.
+func removePinEntry(dirFd int, dir, entry string, unmount bool) error {
+	p := filepath.Join(dir, entry)
+	for i := 0; unmount; i++ {
+		err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
+		if errors.Is(err, unix.EINVAL) {
+			break // not a mount point (any more)
+		}
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if err != nil {
+			return &os.PathError{Op: "unmount", Path: p, Err: err}
+		}
+		if i == maxPinUnmounts {
+			return &os.PathError{Op: "unmount", Path: p, Err: errors.New("still mounted after many unmounts")}
+		}
+	}
+	st, err := lstatAt(dirFd, entry)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	flags := 0
+	if isDir(&st) {
+		flags = unix.AT_REMOVEDIR
+	} else if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size != 0 {
+		return &os.PathError{Op: "remove", Path: p, Err: errors.New("not an empty pin")}
+	}
+	if err := unix.Unlinkat(dirFd, entry, flags); err != nil && !errors.Is(err, unix.ENOENT) {
+		return &os.PathError{Op: "remove", Path: p, Err: err}
+	}
+	return nil
+}
+
+// removeUnmountedPins removes the pin entries that are no longer mounted
+// (after a reboot, or a crash between making an entry and mounting it), and
+// then the container directories left empty. It runs under the exclusive
+// lock, when no pin is being made. What it cannot remove, Check reports.
+func (s *Store) removeUnmountedPins() {
+	pinsFd, err := s.openPins(false)
+	if err != nil {
+		return
+	}
+	defer unix.Close(pinsFd)
+	ids, err := readDirNames(pinsFd)
+	if err != nil || len(ids) == 0 {
+		return
+	}
+	mounted, err := s.mountedPins()
+	if err != nil {
+		return
+	}
+	for _, id := range ids {
+		if validateID("", id) != nil {
+			continue
+		}
+		ctrFd, err := openDir(pinsFd, id)
+		if err != nil {
+			continue
+		}
+		entries, _ := readDirNames(ctrFd)
+		for _, e := range entries {
+			if !mounted[filepath.Join(s.pins, id, e)] {
+				removePinEntry(ctrFd, filepath.Join(s.pins, id), e, false)
+			}
+		}
+		unix.Close(ctrFd)
+		unix.Unlinkat(pinsFd, id, unix.AT_REMOVEDIR) // only when it is empty now
+	}
+}
+
+// mountedPins returns the mount points below ROOT/pins.
+func (s *Store) mountedPins() (map[string]bool, error) {
+	mps, err := mountsBelow(s.pins)
+	if err != nil {
+		return nil, err
+	}
+	set := make(map[string]bool, len(mps))
+	for _, mp := range mps {
+		set[mp] = true
+	}
+	return set, nil
+}
+
+// checkPins reports what ROOT/pins holds besides mounted pins of containers.
+func (s *Store) checkPins() ([]Problem, error) {
+	pinsFd, err := s.openPins(false)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return []Problem{{Name: pinsDir, Reason: "not a directory (or a symlink)"}}, nil
+	}
+	defer unix.Close(pinsFd)
+	ids, err := readDirNames(pinsFd)
+	if err != nil {
+		return nil, fmt.Errorf("read pins: %w", err)
+	}
+	mounted, err := s.mountedPins()
+	if err != nil {
+		return nil, err
+	}
+	var probs []Problem
+	slices.Sort(ids)
+	for _, id := range ids {
+		name := pinsDir + "/" + id
+		if validateID("", id) != nil {
+			probs = append(probs, Problem{Name: name, Reason: "not a container's pins (invalid container ID)"})
+			continue
+		}
+		ctrFd, err := openDir(pinsFd, id)
+		if err != nil {
+			probs = append(probs, Problem{Name: name, Reason: "not a directory (or a symlink)"})
+			continue
+		}
+		entries, err := readDirNames(ctrFd)
+		unix.Close(ctrFd)
+		if err != nil {
+			return nil, fmt.Errorf("read pins of container %q: %w", id, err)
+		}
+		slices.Sort(entries)
+		for _, e := range entries {
+			switch _, _, _, ok := parsePinEntry(e); {
+			case !ok:
+				probs = append(probs, Problem{Name: name + "/" + e, Reason: "not a pin (invalid name)"})
+			case !mounted[filepath.Join(s.pins, id, e)]:
+				probs = append(probs, Problem{Name: name + "/" + e, Reason: "stray pin: nothing is mounted there"})
+			}
+		}
+	}
+	return probs, nil
+}
