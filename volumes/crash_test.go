@@ -20,6 +20,9 @@ func TestMain(m *testing.M) {
 	if root := os.Getenv(crashChildEnv); root != "" {
 		os.Exit(crashChild(root))
 	}
+	if root := os.Getenv(deepChildEnv); root != "" {
+		os.Exit(deepChild(root))
+	}
 	os.Exit(m.Run())
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // ListOptions selects the volumes List returns.
@@ -321,7 +323,7 @@ func (s *Store) deleteTrash(ns, trash string, measure bool) (int64, error) {
 	if measure {
 		if fd, err := openDir(nsFd, trash+"/"+dataDir); err == nil {
 			if st, err := fstat(fd); err == nil {
-				size, _ = diskUsageAt(fd, st.Dev, make(map[inode]bool))
+				size, _ = fsx.DiskUsage(fd, st.Dev)
 			}
 			unix.Close(fd)
 		}
@@ -421,7 +423,7 @@ func (s *Store) Size(v *Volume) (int64, error) {
 	if err != nil {
 		return 0, volumeError(v.Namespace, v.Name, err)
 	}
-	size, err := diskUsageAt(fd, st.Dev, make(map[inode]bool))
+	size, err := fsx.DiskUsage(fd, st.Dev)
 	if err != nil {
 		return 0, volumeError(v.Namespace, v.Name, err)
 	}

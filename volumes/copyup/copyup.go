@@ -17,6 +17,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // ErrLimit is wrapped by the error Copy returns when the source exceeds one of
@@ -92,7 +94,7 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 
 	c := newCopier(target, st.Dev, devIno{uint64(dstSt.Dev), dstSt.Ino}, opts)
 	if err := c.run(srcFd, dstFd, &st); err != nil {
-		rmErr := errors.Join(removeContents(dstFd), restoreDest(dstFd, &dstSt))
+		rmErr := errors.Join(fsx.RemoveContents(dstFd, dstSt.Dev), restoreDest(dstFd, &dstSt))
 		if rmErr != nil {
 			err = errors.Join(err, fmt.Errorf("clean up %q: %w", dst, rmErr))
 		}
@@ -125,8 +127,8 @@ func openDest(dst string) (int, error) {
 	if err != nil {
 		return -1, &pathError{op: "open", path: dst, err: err}
 	}
-	d := dirReader{fd: fd, buf: make([]byte, 1024)}
-	name, err := d.next()
+	d := fsx.NewDirReader(fd, make([]byte, 1024))
+	name, err := d.Next()
 	if err == nil && name != "" {
 		err = fmt.Errorf("%w: it holds %q", ErrNotEmpty, name)
 	}
