@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -196,7 +195,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		case KindVolume:
 			v := vols[m.Volume]
 			mount.Type, mount.Source = "bind", v.Mountpoint
-			if m.CopyUp && isEmptyDir(v.Mountpoint) {
+			if m.CopyUp && needsCopyUp(store, v, log) {
 				copyUps = append(copyUps, v.Namespace+"/"+v.Name+"="+m.Target)
 			}
 			log.WithFields(logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous}).Info("mounting volume")
@@ -264,16 +263,15 @@ func copyUpHook(cfg *config.Config, root string, specs []string) *api.Hook {
 	return &api.Hook{Path: cfg.HookPath, Args: args}
 }
 
-// isEmptyDir reports whether dir has no entries; copy-up is only needed then.
-// The hook checks again under the store's lock.
-func isEmptyDir(dir string) bool {
-	f, err := os.Open(dir)
+// needsCopyUp asks the store whether v still needs copy-up. When the store
+// cannot tell, the hook is added: it decides again under the volume's lock.
+func needsCopyUp(store *volumes.Store, v *volumes.Volume, log *logrus.Entry) bool {
+	need, err := store.NeedsCopyUp(v.Namespace, v.Name)
 	if err != nil {
+		log.WithError(err).WithField("volume", v.Namespace+"/"+v.Name).Warn("cannot tell whether copy-up is needed; adding the hook")
 		return true
 	}
-	defer f.Close()
-	names, _ := f.Readdirnames(1)
-	return len(names) == 0
+	return need
 }
 
 // request gathers what the plan needs from the pod, the container and the image.
