@@ -75,7 +75,7 @@ func (p *Plugin) setConfig(cfg *config.Config) error {
 	defer p.mu.Unlock()
 	if p.store != nil && p.cfg.Root == cfg.Root {
 		p.cfg = cfg
-		p.images = NewImageVolumes(cfg.ContainerdRoot)
+		p.images = NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 		return nil
 	}
 	store, err := volumes.Open(cfg.Root)
@@ -85,7 +85,7 @@ func (p *Plugin) setConfig(cfg *config.Config) error {
 	if p.store != nil {
 		p.store.Close()
 	}
-	p.cfg, p.store, p.images = cfg, store, NewImageVolumes(cfg.ContainerdRoot)
+	p.cfg, p.store, p.images = cfg, store, NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 	return nil
 }
 

@@ -126,6 +126,7 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 	if err := fs.Parse(args); err != nil {
 		return opts, err
 	}
+	opts.limits.MaxLinkBytes = copyup.DefaultMaxLinkBytes
 	switch {
 	case fs.NArg() > 0:
 		return opts, fmt.Errorf("unexpected argument %q", fs.Arg(0))

@@ -40,7 +40,19 @@ type Options struct {
 	// MaxFiles bounds the number of entries created: files, directories,
 	// symlinks and hard links.
 	MaxFiles int64
+	// MaxLinkBytes bounds the memory that remembering hard-linked files
+	// takes: the path of the first copy of each inode with several links,
+	// so that its other names become links to it. See DefaultMaxLinkBytes.
+	MaxLinkBytes int64
 }
+
+// DefaultMaxLinkBytes is the MaxLinkBytes the copy-up hook uses: room for
+// several hundred thousand hard-linked files, far more than images hold.
+const DefaultMaxLinkBytes = 64 << 20
+
+// linkRecordBytes is what one remembered inode costs besides its path: the
+// map's key, the string header and the map's own overhead, roughly.
+const linkRecordBytes = 64
 
 // Stats counts what a copy did.
 type Stats struct {

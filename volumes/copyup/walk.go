@@ -38,6 +38,7 @@ type copier struct {
 	stats   Stats
 	entries int64             // entries created, for MaxFiles
 	links   map[devIno]string // first copy of each multiply-linked file
+	linkMem int64             // bytes links takes, for MaxLinkBytes
 	stack   []frame
 	freeBuf [][]byte // directory buffers of popped frames, for reuse
 	buf     []byte   // data buffer for read/write copies
@@ -247,16 +248,24 @@ func (c *copier) file(parent *frame, name string, st *unix.Stat_t, rel string) e
 	if err := setTimesAt(parent.dst, name, st); err != nil {
 		return err
 	}
-	c.remember(parent, name, st)
-	return nil
+	return c.remember(parent, name, st)
 }
 
 // remember records where an inode with several links was copied, so its
-// other names become hardlinks to the copy. Only such inodes are kept.
-func (c *copier) remember(parent *frame, name string, st *unix.Stat_t) {
-	if st.Nlink > 1 {
-		c.links[devIno{uint64(st.Dev), st.Ino}] = joinRel(parent.rel, name)
+// other names become hardlinks to the copy. Only such inodes are kept, and
+// no more of them than MaxLinkBytes allows.
+func (c *copier) remember(parent *frame, name string, st *unix.Stat_t) error {
+	if st.Nlink <= 1 {
+		return nil
 	}
+	rel := joinRel(parent.rel, name)
+	cost := int64(len(rel)) + linkRecordBytes
+	if c.opts.MaxLinkBytes > 0 && c.linkMem+cost > c.opts.MaxLinkBytes {
+		return fmt.Errorf("%w: the source's hard-linked files need more than %d bytes to track (MaxLinkBytes)", ErrLimit, c.opts.MaxLinkBytes)
+	}
+	c.links[devIno{uint64(st.Dev), st.Ino}] = rel
+	c.linkMem += cost
+	return nil
 }
 
 // hardlink links name in parent's copy to the copy of an inode met before
@@ -338,8 +347,7 @@ func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t, rel string
 	if err := setTimesAt(parent.dst, name, st); err != nil {
 		return err
 	}
-	c.remember(parent, name, st)
-	return nil
+	return c.remember(parent, name, st)
 }
 
 // symlinkXattrs copies the extended attributes of a symlink. A symlink
