@@ -70,4 +70,8 @@ func TestInterruptedCopyUpGetsTheHookAgain(t *testing.T) {
 	if len(hooks) != 1 || !slices.Contains(hooks[0].Args, "shop/shared=/data") {
 		t.Fatalf("createRuntime hooks after an interrupted copy-up = %+v, want the copy-up of shop/shared", hooks)
 	}
+	// The hook charges the pod's copy-up budget (limits.copyUpMaxSizePerPod).
+	if i := slices.Index(hooks[0].Args, "--pod"); i < 0 || hooks[0].Args[i+1] != "p1" || !slices.Contains(hooks[0].Args, "--pod-max-bytes") {
+		t.Errorf("copy-up hook without the pod's budget: %v", hooks[0].Args)
+	}
 }

@@ -144,6 +144,9 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	if err := store.Reconcile(refs, live, cfg.AnonymousVolumes.KeepAfterPod); err != nil {
 		return nil, fmt.Errorf("synchronizing the volume store: %w", err)
 	}
+	if err := store.ForgetPodCopyUps(func(id string) bool { return live[id] }); err != nil {
+		p.log.WithError(err).Warn("cannot forget the copy-up bytes of removed pods")
+	}
 	p.log.WithFields(logrus.Fields{"pods": len(pods), "containers": len(ctrs), "volumesInUse": len(refs)}).Info("synchronized")
 	return nil, nil
 }
@@ -209,7 +212,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		adjust.AddMount(mount)
 	}
 	if len(copyUps) > 0 {
-		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), copyUps)}})
+		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), pod.GetId(), copyUps)}})
 	}
 	return adjust, nil, nil
 }
@@ -253,10 +256,13 @@ func addPodVolume(m map[string]map[string]struct{}, podID, key string) {
 // copyUpHook is the createRuntime hook that copies the image's content into
 // new volumes: it runs before the container's process and outside NRI's
 // request timeout.
-func copyUpHook(cfg *config.Config, root string, specs []string) *api.Hook {
+func copyUpHook(cfg *config.Config, root, podID string, specs []string) *api.Hook {
 	args := []string{cfg.HookPath, "hook", "copyup", "--root", root,
 		"--max-bytes", strconv.FormatInt(int64(cfg.Limits.CopyUpMaxSize), 10),
 		"--max-files", strconv.FormatInt(cfg.Limits.CopyUpMaxFiles, 10)}
+	if cfg.Limits.CopyUpMaxSizePerPod > 0 && podID != "" {
+		args = append(args, "--pod", podID, "--pod-max-bytes", strconv.FormatInt(int64(cfg.Limits.CopyUpMaxSizePerPod), 10))
+	}
 	for _, s := range specs {
 		args = append(args, "--volume", s)
 	}
@@ -344,6 +350,9 @@ func (p *Plugin) RemovePodSandbox(_ context.Context, pod *api.PodSandbox) error 
 	p.podMu.Lock()
 	delete(p.podVolumes, pod.GetId())
 	p.podMu.Unlock()
+	if err := store.ForgetPodCopyUp(pod.GetId()); err != nil {
+		log.WithError(err).Warn("cannot forget the pod's copy-up bytes")
+	}
 	if cfg.AnonymousVolumes.KeepAfterPod {
 		log.Debug("keeping anonymous volumes (anonymousVolumes.keepAfterPod)")
 		return nil

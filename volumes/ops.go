@@ -444,7 +444,7 @@ func (s *Store) Check() ([]Problem, error) {
 		sort.Strings(nss)
 		for _, ns := range nss {
 			switch {
-			case ns == lockFile || ns == refsDir || ns == podsDir:
+			case ns == lockFile || ns == refsDir || ns == podsDir || ns == copyUpBytesDir:
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})

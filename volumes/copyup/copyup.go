@@ -35,7 +35,8 @@ const maxDepth = 1024
 
 // Options bounds a copy. A zero field means no bound.
 type Options struct {
-	// MaxBytes bounds the sum of the apparent sizes of the regular files copied.
+	// MaxBytes bounds the sum of the apparent sizes of the regular files
+	// copied. A negative value allows no bytes at all: only empty files.
 	MaxBytes int64
 	// MaxFiles bounds the number of entries created: files, directories,
 	// symlinks and hard links.
@@ -113,6 +114,28 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 		return c.stats, err
 	}
 	return c.stats, nil
+}
+
+// SourceID identifies a source directory.
+type SourceID struct{ Dev, Ino uint64 }
+
+// Source identifies the directory that Copy would copy for target in rootfs,
+// so that a caller copies one image directory once however many targets name
+// it. ok is false when Copy would copy nothing.
+func Source(rootfs, target string) (id SourceID, ok bool, err error) {
+	fd, err := openSource(rootfs, target)
+	if err != nil {
+		return id, false, fmt.Errorf("open %q in %q: %w", target, rootfs, err)
+	}
+	if fd < 0 {
+		return id, false, nil
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return id, false, fmt.Errorf("stat %q in %q: %w", target, rootfs, err)
+	}
+	return SourceID{uint64(st.Dev), st.Ino}, isDir(&st), nil
 }
 
 // restoreDest gives dst back the owner, mode and times it had before a copy

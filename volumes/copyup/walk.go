@@ -229,8 +229,8 @@ func (c *copier) file(parent *frame, name string, st *unix.Stat_t, rel string) e
 	if err := sameInode(src, st); err != nil {
 		return err
 	}
-	if c.opts.MaxBytes > 0 && st.Size > c.opts.MaxBytes-c.stats.Bytes {
-		return limitError("MaxBytes", c.opts.MaxBytes, "bytes")
+	if c.opts.MaxBytes != 0 && st.Size > max(c.opts.MaxBytes, 0)-c.stats.Bytes {
+		return limitError("MaxBytes", max(c.opts.MaxBytes, 0), "bytes")
 	}
 	dst, err := unix.Openat(parent.dst, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
