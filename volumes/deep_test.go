@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -23,30 +24,30 @@ const (
 
 // buildDeepTree nests deepLevels directories below dir, each with a file,
 // one descriptor at a time.
-func buildDeepTree(t *testing.T, dir string) {
-	t.Helper()
+func buildDeepTree(dir string) error {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
+	defer func() { unix.Close(fd) }()
 	for range deepLevels {
 		f, err := unix.Openat(fd, "file", unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		unix.Write(f, []byte("data"))
 		unix.Close(f)
 		if err := unix.Mkdirat(fd, "d", 0o755); err != nil {
-			t.Fatal(err)
+			return err
 		}
 		next, err := unix.Openat(fd, "d", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		unix.Close(fd)
 		fd = next
 	}
-	unix.Close(fd)
+	return nil
 }
 
 func deepChild(root string) int {
@@ -67,12 +68,24 @@ func deepChild(root string) int {
 	case err != nil:
 		fmt.Fprintln(os.Stderr, "volume ls -s:", err)
 		code = 1
-	case len(vols) != 1 || *vols[0].Size < deepLevels*4096:
-		fmt.Fprintf(os.Stderr, "volume ls -s: %d volumes, want 1 of at least %d bytes\n", len(vols), deepLevels*4096)
+	case len(vols) != 2 || vols[0].Name != "deep" || *vols[0].Size < deepLevels*4096:
+		fmt.Fprintf(os.Stderr, "volume ls -s: %d volumes, want deep with at least %d bytes\n", len(vols), deepLevels*4096)
 		code = 1
 	}
 	if err := s.Remove("default", "deep"); err != nil {
 		fmt.Fprintln(os.Stderr, "volume rm:", err)
+		code = 1
+	}
+	// A copy-up that made a deep tree and then failed is cleaned up whole.
+	boom := errors.New("boom")
+	err = s.CopyUp("default", "deepcopy", func(dir string) error {
+		if err := buildDeepTree(dir); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) || strings.Contains(err.Error(), "removing") {
+		fmt.Fprintln(os.Stderr, "failed copy-up of a deep tree:", err)
 		code = 1
 	}
 	return code
@@ -87,7 +100,13 @@ func TestDeepTreeUnderLowDescriptorLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	buildDeepTree(t, v.Mountpoint)
+	if err := buildDeepTree(v.Mountpoint); err != nil {
+		t.Fatal(err)
+	}
+	copyVol, err := s.Create("default", "deepcopy", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(), deepChildEnv+"="+root)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -100,6 +119,13 @@ func TestDeepTreeUnderLowDescriptorLimit(t *testing.T) {
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), tmpPrefix) || e.Name() == "deep" {
 			t.Errorf("%s is still in the store", e.Name())
+		}
+	}
+	for _, dir := range []string{copyVol.Mountpoint, filepath.Dir(copyVol.Mountpoint)} {
+		for _, e := range dataNames(t, dir) {
+			if e != "_data" && e != metaFile {
+				t.Errorf("the failed copy-up left %s in %s", e, dir)
+			}
 		}
 	}
 }
