@@ -1,7 +1,6 @@
 package volumes
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -299,8 +298,12 @@ func renameNoReplace(oldDir int, oldName string, newDir int, newName string) err
 	if !errors.Is(err, unix.EINVAL) {
 		return err
 	}
-	if exists, err := existsAt(newDir, newName); err != nil || exists {
-		return cmp.Or[error](err, unix.EEXIST)
+	exists, err := existsAt(newDir, newName)
+	if err != nil {
+		return err
+	}
+	if exists {
+		return unix.EEXIST
 	}
 	return unix.Renameat(oldDir, oldName, newDir, newName)
 }
