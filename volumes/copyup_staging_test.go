@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // copyUpChildEnv makes the test binary a child that starts a copy-up into
@@ -129,5 +131,35 @@ func TestCopyUpFailureKeepsOthersData(t *testing.T) {
 	}
 	if names := dataNames(t, v.Mountpoint); !slices.Equal(names, []string{"written-by-other"}) {
 		t.Errorf("after the failed copy-up the volume holds %v, want only written-by-other", names)
+	}
+}
+
+// TestCopyUpIntoMountedData: when _data is a mount of its own (a sized
+// volume's filesystem), staging lives inside it, since entries cannot be
+// renamed across filesystems, and leaves nothing behind.
+func TestCopyUpIntoMountedData(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	s, _ := newStore(t)
+	v, err := s.Create("default", "sized", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", v.Mountpoint, "tmpfs", 0, "size=4m,mode=0755"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(v.Mountpoint, unix.MNT_DETACH)
+	err = s.CopyUp("default", "sized", func(dir string) error {
+		if filepath.Dir(dir) != v.Mountpoint {
+			return fmt.Errorf("staging %s is not inside the mounted _data", dir)
+		}
+		return fillImage(dir, nil)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := dataNames(t, v.Mountpoint); len(names) != copyUpFiles || slices.Contains(names, copyUpStaging) {
+		t.Errorf("_data holds %d entries (staging left: %v), want the %d copied", len(names), slices.Contains(names, copyUpStaging), copyUpFiles)
 	}
 }
