@@ -92,6 +92,9 @@ type Limits struct {
 	CopyUpMaxSize Size `json:"copyUpMaxSize"`
 	// CopyUpMaxFiles caps how many files copy-up copies into one volume.
 	CopyUpMaxFiles int64 `json:"copyUpMaxFiles"`
+	// CopyUpMaxSizePerPod caps how much data the copy-ups of all the
+	// containers of one pod sandbox copy in all; 0 sets no cap.
+	CopyUpMaxSizePerPod Size `json:"copyUpMaxSizePerPod"`
 }
 
 // Default returns the configuration used when no file is given.
@@ -111,6 +114,7 @@ func Default() *Config {
 			VolumesPerPod:       256,
 			CopyUpMaxSize:       10 << 30,
 			CopyUpMaxFiles:      1_000_000,
+			CopyUpMaxSizePerPod: 20 << 30,
 		},
 	}
 }
@@ -193,6 +197,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.CopyUpMaxSize < 0 || c.Limits.CopyUpMaxFiles < 0 {
 		return fmt.Errorf("%w: limits.copyUpMaxSize and limits.copyUpMaxFiles cannot be negative", ErrInvalid)
+	}
+	if c.Limits.CopyUpMaxSizePerPod < 0 {
+		return fmt.Errorf("%w: limits.copyUpMaxSizePerPod cannot be negative", ErrInvalid)
 	}
 	return nil
 }

@@ -58,6 +58,13 @@ bindMounts:
 		{name: "root is slash", doc: "root: /", wantErr: `the store cannot be /`},
 		{name: "bad size", doc: `tmpfs: {maxSize: "1Mi,exec"}`, wantErr: `size "1Mi,exec"`},
 		{name: "negative size", doc: "tmpfs: {maxSize: -1}", wantErr: `size "-1"`},
+		{name: "copy-up budget per pod", doc: "limits: {copyUpMaxSizePerPod: 30Gi}", check: func(t *testing.T, c *Config) {
+			if c.Limits.CopyUpMaxSizePerPod != 30<<30 {
+				t.Errorf("copyUpMaxSizePerPod: %v", c.Limits.CopyUpMaxSizePerPod)
+			}
+		}},
+		{name: "bad copy-up budget per pod", doc: `limits: {copyUpMaxSizePerPod: "1Gi,x"}`, wantErr: `size "1Gi,x"`},
+		{name: "misspelt copy-up budget per pod", doc: `limits: {copyUpMaxSizePod: 1Gi}`, wantErr: `unknown field "copyUpMaxSizePod"`},
 		{name: "default above max", doc: "tmpfs: {defaultSize: 2Gi, maxSize: 1Gi}", wantErr: `tmpfs.defaultSize 2Gi is above tmpfs.maxSize 1Gi`},
 		{name: "relative allowed path", doc: "bindMounts: {allowedHostPaths: [data]}", wantErr: `bindMounts.allowedHostPaths[0]`},
 		{name: "malformed yaml", doc: "root: [", wantErr: "invalid configuration"},

@@ -21,24 +21,78 @@ import (
 // are a few KiB; history-heavy ones stay far below this.
 const maxImageConfig = 4 << 20
 
-// imageConfigCacheSize bounds the cache of parsed image configs.
-const imageConfigCacheSize = 512
+// imageConfigCacheBytes bounds the memory the cache of image VOLUME lists
+// holds, counted by cachedBytes.
+const imageConfigCacheBytes = 1 << 20
 
 // ImageVolumes finds the VOLUMEs an image declares. It reads image configs
-// from containerd's content store by digest and caches them; it is safe for
-// concurrent use.
+// from containerd's content store by digest and caches the VOLUME lists of
+// the images it would accept; it is safe for concurrent use.
 type ImageVolumes struct {
 	contentDir string
+	maxVolumes int
 	mu         sync.Mutex
 	cache      map[string][]string
+	order      []string // digests in the order they were cached, oldest first
+	bytes      int      // cachedBytes of every entry in cache
 }
 
-// NewImageVolumes reads image configs below containerdRoot.
-func NewImageVolumes(containerdRoot string) *ImageVolumes {
+// NewImageVolumes reads image configs below containerdRoot. An image that
+// declares more than maxVolumes VOLUMEs, or one the plan refuses, is never
+// cached.
+func NewImageVolumes(containerdRoot string, maxVolumes int) *ImageVolumes {
 	return &ImageVolumes{
 		contentDir: filepath.Join(containerdRoot, "io.containerd.content.v1.content", "blobs", "sha256"),
+		maxVolumes: maxVolumes,
 		cache:      map[string][]string{},
 	}
+}
+
+// cachedBytes is what an entry of the cache costs, roughly: the key, the
+// slice and each string's header and bytes.
+func cachedBytes(hexDigest string, targets []string) int {
+	n := len(hexDigest) + 64
+	for _, t := range targets {
+		n += len(t) + 16
+	}
+	return n
+}
+
+// acceptable reports whether MakePlan could accept the image's VOLUMEs; only
+// those are worth caching.
+func (iv *ImageVolumes) acceptable(targets []string) bool {
+	if len(targets) > iv.maxVolumes {
+		return false
+	}
+	for _, t := range targets {
+		if _, err := cleanTarget(t); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// remember caches targets, evicting the oldest entries to stay within
+// imageConfigCacheBytes.
+func (iv *ImageVolumes) remember(hexDigest string, targets []string) {
+	cost := cachedBytes(hexDigest, targets)
+	if cost > imageConfigCacheBytes || !iv.acceptable(targets) {
+		return
+	}
+	iv.mu.Lock()
+	defer iv.mu.Unlock()
+	if _, ok := iv.cache[hexDigest]; ok {
+		return
+	}
+	for iv.bytes+cost > imageConfigCacheBytes && len(iv.order) > 0 {
+		old := iv.order[0]
+		iv.order = iv.order[1:]
+		iv.bytes -= cachedBytes(old, iv.cache[old])
+		delete(iv.cache, old)
+	}
+	iv.cache[hexDigest] = targets
+	iv.order = append(iv.order, hexDigest)
+	iv.bytes += cost
 }
 
 // ErrNoImageInfo says the runtime sent no image config digest.
@@ -77,12 +131,7 @@ func (iv *ImageVolumes) fromConfig(digest string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image config %s: %w", digest, err)
 	}
-	iv.mu.Lock()
-	if len(iv.cache) >= imageConfigCacheSize {
-		clear(iv.cache)
-	}
-	iv.cache[hexDigest] = t
-	iv.mu.Unlock()
+	iv.remember(hexDigest, t)
 	return t, nil
 }
 

@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -76,7 +75,7 @@ func (p *Plugin) setConfig(cfg *config.Config) error {
 	defer p.mu.Unlock()
 	if p.store != nil && p.cfg.Root == cfg.Root {
 		p.cfg = cfg
-		p.images = NewImageVolumes(cfg.ContainerdRoot)
+		p.images = NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 		return nil
 	}
 	store, err := volumes.Open(cfg.Root)
@@ -86,7 +85,7 @@ func (p *Plugin) setConfig(cfg *config.Config) error {
 	if p.store != nil {
 		p.store.Close()
 	}
-	p.cfg, p.store, p.images = cfg, store, NewImageVolumes(cfg.ContainerdRoot)
+	p.cfg, p.store, p.images = cfg, store, NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 	return nil
 }
 
@@ -160,6 +159,9 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	if err := store.Reconcile(refs, live, cfg.AnonymousVolumes.KeepAfterPod); err != nil {
 		return nil, fmt.Errorf("synchronizing the volume store: %w", err)
 	}
+	if err := store.ForgetPodCopyUps(func(id string) bool { return live[id] }); err != nil {
+		p.log.WithError(err).Warn("cannot forget the copy-up bytes of removed pods")
+	}
 	p.log.WithFields(logrus.Fields{"pods": len(pods), "containers": len(ctrs), "volumesInUse": len(refs)}).Info("synchronized")
 	return nil, nil
 }
@@ -220,7 +222,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			if pin, ok := sources.pins[i]; ok {
 				mount.Source = pin
 			}
-			if m.CopyUp && isEmptyDir(v.Mountpoint) {
+			if m.CopyUp && needsCopyUp(store, v, log) {
 				hook.copyUps = append(hook.copyUps, ref+"="+m.Target)
 				if v.UID != nil || v.GID != nil || v.Mode != "" {
 					hook.keepOwners = append(hook.keepOwners, ref)
@@ -244,7 +246,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		adjust.AddMount(mount)
 	}
 	if len(hook.copyUps) > 0 || len(hook.chowns) > 0 {
-		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), hook)}})
+		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), pod.GetId(), hook)}})
 	}
 	return adjust, nil, nil
 }
@@ -379,10 +381,13 @@ type hookArgs struct {
 // new volumes and chowns those mounted with U: it runs before the
 // container's process and outside NRI's request timeout, and it reads the
 // container's user and id mappings from the OCI spec.
-func copyUpHook(cfg *config.Config, root string, h hookArgs) *api.Hook {
+func copyUpHook(cfg *config.Config, root, podID string, h hookArgs) *api.Hook {
 	args := []string{cfg.HookPath, "hook", "copyup", "--root", root,
 		"--max-bytes", strconv.FormatInt(int64(cfg.Limits.CopyUpMaxSize), 10),
 		"--max-files", strconv.FormatInt(cfg.Limits.CopyUpMaxFiles, 10)}
+	if cfg.Limits.CopyUpMaxSizePerPod > 0 && podID != "" {
+		args = append(args, "--pod", podID, "--pod-max-bytes", strconv.FormatInt(int64(cfg.Limits.CopyUpMaxSizePerPod), 10))
+	}
 	for _, s := range h.copyUps {
 		args = append(args, "--volume", s)
 	}
@@ -395,16 +400,15 @@ func copyUpHook(cfg *config.Config, root string, h hookArgs) *api.Hook {
 	return &api.Hook{Path: cfg.HookPath, Args: args}
 }
 
-// isEmptyDir reports whether dir has no entries; copy-up is only needed then.
-// The hook checks again under the store's lock.
-func isEmptyDir(dir string) bool {
-	f, err := os.Open(dir)
+// needsCopyUp asks the store whether v still needs copy-up. When the store
+// cannot tell, the hook is added: it decides again under the volume's lock.
+func needsCopyUp(store *volumes.Store, v *volumes.Volume, log *logrus.Entry) bool {
+	need, err := store.NeedsCopyUp(v.Namespace, v.Name)
 	if err != nil {
+		log.WithError(err).WithField("volume", v.Namespace+"/"+v.Name).Warn("cannot tell whether copy-up is needed; adding the hook")
 		return true
 	}
-	defer f.Close()
-	names, _ := f.Readdirnames(1)
-	return len(names) == 0
+	return need
 }
 
 // request gathers what the plan needs from the pod, the container and the image.
@@ -478,6 +482,9 @@ func (p *Plugin) RemovePodSandbox(_ context.Context, pod *api.PodSandbox) error 
 	p.podMu.Lock()
 	delete(p.podVolumes, pod.GetId())
 	p.podMu.Unlock()
+	if err := store.ForgetPodCopyUp(pod.GetId()); err != nil {
+		log.WithError(err).Warn("cannot forget the pod's copy-up bytes")
+	}
 	if cfg.AnonymousVolumes.KeepAfterPod {
 		log.Debug("keeping anonymous volumes (anonymousVolumes.keepAfterPod)")
 		return nil

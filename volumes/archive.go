@@ -606,3 +606,6 @@ func futimens(fd int, ts []unix.Timespec) error {
 	}
 	return nil
 }
+
+// inode names a file by device and inode number, for hard links.
+type inode struct{ dev, ino uint64 }

@@ -5,27 +5,85 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
-// Copy-up records its state in the volume's directory with empty files that
-// it creates and renames, so it never needs a temporary file: copyUpStarted
-// while a copy runs, renamed to copyUpDone once the data is on disk.
+// Copy-up records its state in the volume's directory, where no container
+// sees it, with empty files that it creates and renames: copyUpStarted while
+// the copy fills the staging directory, copyUpSwitching while the staged
+// entries move into _data, copyUpDone at the end. A copy cut short while
+// started is thrown away and redone; one cut short while switching is
+// finished. So _data is either untouched or complete, but for the moment of
+// the moves, which the next start completes.
 const (
-	copyUpStarted = "copyup-started"
-	copyUpDone    = "copyup-done"
+	copyUpStarted   = "copyup-started"
+	copyUpSwitching = "copyup-switching"
+	copyUpDone      = "copyup-done"
+	// copyUpStaging is the directory a copy fills: a sibling of _data, on
+	// the same filesystem, or inside _data when _data is a mount of its own.
+	copyUpStaging = ".nri-volumes-copyup"
 )
 
-// CopyUp runs copyFn exactly once for a new volume: while holding the lock of
-// that volume alone, it checks that the volume's _data is empty and that no
-// copy-up finished before, calls copyFn with the path of _data and records the
-// completion. Of several callers at once, in one process or several, one
-// copies and the others find it done. A volume whose _data already has content
-// is left alone. If copyFn fails, _data is emptied again, never left
-// half-filled, and the error returned; a copy cut short by a crash is
-// redone the same way on the next call.
-func (s *Store) CopyUp(ns, name string, copyFn func(dataDir string) error) error {
+// NeedsCopyUp reports whether a container that mounts the volume needs the
+// copy-up hook: no copy-up finished yet, and either _data is empty or a
+// copy-up was cut short. It takes no lock; the hook checks again under the
+// volume's lock.
+func (s *Store) NeedsCopyUp(ns, name string) (bool, error) {
+	if err := ValidateNamespace(ns); err != nil {
+		return false, err
+	}
+	if err := ValidateName(name); err != nil {
+		return false, err
+	}
+	nsFd, err := s.openNamespace(ns)
+	if err != nil {
+		return false, publicError(ns, name, err)
+	}
+	defer unix.Close(nsFd)
+	volFd, err := openDir(nsFd, name)
+	if err != nil {
+		return false, publicError(ns, name, err)
+	}
+	defer unix.Close(volFd)
+	for _, marker := range []string{copyUpDone, copyUpStarted, copyUpSwitching} {
+		exists, err := existsAt(volFd, marker)
+		if err != nil {
+			return false, volumeError(ns, name, err)
+		}
+		if exists {
+			return marker != copyUpDone, nil
+		}
+	}
+	dataFd, err := openDir(volFd, dataDir)
+	if err != nil {
+		return false, publicError(ns, name, fmt.Errorf("%w: %w", errBroken, err))
+	}
+	defer unix.Close(dataFd)
+	empty, err := isEmptyDir(dataFd)
+	if err != nil {
+		return false, volumeError(ns, name, err)
+	}
+	return empty, nil
+}
+
+// CopyUp fills a new volume once: while holding the lock of that volume
+// alone, it checks that no copy-up finished before and that the volume's
+// _data is empty, calls copyFn with an empty staging directory, moves what
+// copyFn put there into _data and records the completion. _data takes the
+// owner, mode, extended attributes and times the staging directory has at
+// the end; it starts with those of _data. Of several callers at once, in one
+// process or several, one copies and the others find it done. A volume whose
+// _data already has content is left alone.
+//
+// If copyFn fails, only the staging directory is removed: data that another
+// container wrote into a shared volume meanwhile stays. An entry such a
+// container made under a name the copy also made is kept, the copy's
+// dropped. A copy cut short by a kill or a crash is redone by the next call.
+func (s *Store) CopyUp(ns, name string, copyFn func(dir string) error) error {
 	if err := ValidateNamespace(ns); err != nil {
 		return err
 	}
@@ -55,54 +113,199 @@ func (s *Store) CopyUp(ns, name string, copyFn func(dataDir string) error) error
 	if err != nil || cur.Ino != held.Ino || cur.Dev != held.Dev {
 		return volumeError(ns, name, ErrNotFound)
 	}
-	if exists, err := existsAt(volFd, copyUpDone); err != nil || exists {
-		return volumeErrorOrNil(ns, name, err)
-	}
-	interrupted, err := existsAt(volFd, copyUpStarted)
-	if err != nil {
-		return volumeError(ns, name, err)
-	}
 	dataFd, err := openDir(volFd, dataDir)
 	if err != nil {
 		return publicError(ns, name, fmt.Errorf("%w: %w", errBroken, err))
 	}
 	defer unix.Close(dataFd)
-	dst, err := fstat(dataFd)
-	if err != nil {
-		return volumeError(ns, name, err)
-	}
-	if interrupted {
-		if err := removeContentsAt(dataFd, dst.Dev); err != nil {
-			return volumeError(ns, name, fmt.Errorf("emptying an interrupted copy-up: %w", err))
-		}
-	} else {
-		empty, err := isEmptyDir(dataFd)
-		if err != nil || !empty {
-			return volumeErrorOrNil(ns, name, err)
-		}
-		if err := createEmptyAt(volFd, copyUpStarted); err != nil {
-			return volumeError(ns, name, err)
-		}
-	}
-	if err := copyFn(s.mountpoint(ns, name)); err != nil {
-		cause := fmt.Errorf("volume %q in namespace %q: copy-up: %w", name, ns, err)
-		if cerr := removeContentsAt(dataFd, dst.Dev); cerr != nil {
-			return errors.Join(cause, volumeError(ns, name, fmt.Errorf("emptying after failed copy-up: %w", cerr)))
-		}
-		if cerr := unix.Unlinkat(volFd, copyUpStarted, 0); cerr != nil {
-			return errors.Join(cause, volumeError(ns, name, cerr))
-		}
-		return cause
-	}
-	// No sync before the marker, as Docker does none: the markers order the
-	// copy against a kill of this process, which is what happens between
-	// container starts. syncfs would write back every container's dirty data
-	// on the filesystem (30 ms measured under load, unbounded on a busy
-	// node) on the path of every container start.
-	if err := unix.Renameat(volFd, copyUpStarted, volFd, copyUpDone); err != nil {
+	c := &copyUp{s: s, ns: ns, name: name, volFd: volFd, dataFd: dataFd}
+	if err := c.run(copyFn); err != nil {
 		return volumeError(ns, name, err)
 	}
 	return nil
+}
+
+// copyUp is one CopyUp call, under the volume's lock.
+type copyUp struct {
+	s             *Store
+	ns, name      string
+	volFd, dataFd int
+	data          unix.Stat_t
+	stageFd       int // the directory that holds copyUpStaging
+	stagePath     string
+}
+
+func (c *copyUp) run(copyFn func(dir string) error) error {
+	state := ""
+	for _, marker := range []string{copyUpDone, copyUpSwitching, copyUpStarted} {
+		exists, err := existsAt(c.volFd, marker)
+		if err != nil {
+			return err
+		}
+		if exists {
+			state = marker
+			break
+		}
+	}
+	if state == copyUpDone {
+		return nil
+	}
+	var err error
+	if c.data, err = fstat(c.dataFd); err != nil {
+		return err
+	}
+	vol, err := fstat(c.volFd)
+	if err != nil {
+		return err
+	}
+	c.stageFd, c.stagePath = c.volFd, filepath.Join(c.s.dir, c.ns, c.name, copyUpStaging)
+	if vol.Dev != c.data.Dev {
+		c.stageFd, c.stagePath = c.dataFd, filepath.Join(c.s.mountpoint(c.ns, c.name), copyUpStaging)
+	}
+	switch state {
+	case copyUpSwitching:
+		return c.finish()
+	case "":
+		empty, err := isEmptyDir(c.dataFd)
+		if err != nil || !empty {
+			return err
+		}
+		if err := createEmptyAt(c.volFd, copyUpStarted); err != nil {
+			return err
+		}
+	}
+	// Whatever a copy cut short left in staging goes first.
+	if err := removeAllAt(c.stageFd, copyUpStaging, c.data.Dev); err != nil {
+		return fmt.Errorf("removing an interrupted copy-up: %w", err)
+	}
+	if err := c.makeStaging(); err != nil {
+		return err
+	}
+	if err := copyFn(c.stagePath); err != nil {
+		cause := fmt.Errorf("copy-up: %w", err)
+		if cerr := removeAllAt(c.stageFd, copyUpStaging, c.data.Dev); cerr != nil {
+			// The marker stays, so the next call removes it.
+			return errors.Join(cause, fmt.Errorf("removing the failed copy-up: %w", cerr))
+		}
+		if cerr := unix.Unlinkat(c.volFd, copyUpStarted, 0); cerr != nil {
+			return errors.Join(cause, cerr)
+		}
+		return cause
+	}
+	// No sync before the markers, as Docker does none: they order the copy
+	// against a kill of this process, which is what happens between
+	// container starts. syncfs would write back every container's dirty data
+	// on the filesystem (30 ms measured under load, unbounded on a busy
+	// node) on the path of every container start.
+	if err := unix.Renameat(c.volFd, copyUpStarted, c.volFd, copyUpSwitching); err != nil {
+		return err
+	}
+	return c.finish()
+}
+
+// makeStaging makes the empty staging directory with the owner, mode and
+// times of _data, so that a copy that has nothing to copy changes none.
+func (c *copyUp) makeStaging() error {
+	if err := unix.Mkdirat(c.stageFd, copyUpStaging, 0o700); err != nil {
+		return &os.PathError{Op: "mkdirat", Path: copyUpStaging, Err: err}
+	}
+	fd, err := openDir(c.stageFd, copyUpStaging)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Fchown(fd, int(c.data.Uid), int(c.data.Gid)); err != nil {
+		return err
+	}
+	if err := unix.Fchmod(fd, c.data.Mode&0o7777); err != nil {
+		return err
+	}
+	return fsx.SetTimes(fd, &c.data)
+}
+
+// finish moves the staged entries into _data, gives _data the staging
+// directory's attributes and records the copy-up as done. It is idempotent:
+// after a kill part-way, calling it again completes the move.
+func (c *copyUp) finish() error {
+	fd, err := openDir(c.stageFd, copyUpStaging)
+	if errors.Is(err, fs.ErrNotExist) {
+		return unix.Renameat(c.volFd, copyUpSwitching, c.volFd, copyUpDone)
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := c.moveEntries(fd); err != nil {
+		return err
+	}
+	st, err := fstat(fd)
+	if err != nil {
+		return err
+	}
+	if err := fsx.CopyOwnerModeXattrs(fd, c.dataFd, &st); err != nil {
+		return fmt.Errorf("copy-up: attributes of %s: %w", dataDir, err)
+	}
+	if err := removeAllAt(c.stageFd, copyUpStaging, c.data.Dev); err != nil {
+		return err
+	}
+	// Last, since removing the staging directory from _data changes its times.
+	if err := fsx.SetTimes(c.dataFd, &st); err != nil {
+		return err
+	}
+	return unix.Renameat(c.volFd, copyUpSwitching, c.volFd, copyUpDone)
+}
+
+// moveEntries renames every entry of the staging directory open at fd into
+// _data, never over an existing one: an entry a container of a shared volume
+// made meanwhile wins, and the staged one is dropped.
+func (c *copyUp) moveEntries(fd int) error {
+	rd := fsx.NewDirReader(fd, make([]byte, 8192))
+	moved := false
+	for {
+		name, err := rd.Next()
+		if err != nil {
+			return err
+		}
+		if name == "" {
+			// Renaming entries away while listing may make the listing
+			// miss some; list again until a pass finds none.
+			if !moved {
+				return nil
+			}
+			if err := rd.Rewind(); err != nil {
+				return err
+			}
+			moved = false
+			continue
+		}
+		moved = true
+		err = renameNoReplace(fd, name, c.dataFd, name)
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			err = removeAllAt(fd, name, c.data.Dev)
+		}
+		if err != nil {
+			return &os.PathError{Op: "rename", Path: name, Err: err}
+		}
+	}
+}
+
+// renameNoReplace renames without replacing an existing target. On a
+// filesystem without RENAME_NOREPLACE it checks first; the volume's lock
+// keeps other copy-ups out, and a container racing that check loses its
+// entry to the copy's, as it would have without staging.
+func renameNoReplace(oldDir int, oldName string, newDir int, newName string) error {
+	err := unix.Renameat2(oldDir, oldName, newDir, newName, unix.RENAME_NOREPLACE)
+	if !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	exists, err := existsAt(newDir, newName)
+	if err != nil {
+		return err
+	}
+	if exists {
+		return unix.EEXIST
+	}
+	return unix.Renameat(oldDir, oldName, newDir, newName)
 }
 
 func volumeErrorOrNil(ns, name string, err error) error {

@@ -20,6 +20,12 @@ func TestMain(m *testing.M) {
 	if root := os.Getenv(crashChildEnv); root != "" {
 		os.Exit(crashChild(root))
 	}
+	if root := os.Getenv(deepChildEnv); root != "" {
+		os.Exit(deepChild(root))
+	}
+	if root := os.Getenv(copyUpChildEnv); root != "" {
+		os.Exit(copyUpChild(root))
+	}
 	os.Exit(m.Run())
 }
 

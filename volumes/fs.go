@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // noOpenat2 is set once openat2 turned out to be unavailable (old kernel or a
@@ -145,109 +147,23 @@ func isEmptyDir(fd int) (bool, error) {
 }
 
 // removeAllAt removes name below the directory open at parent, recursively,
-// with fd-relative calls only: a symlink is unlinked, never followed, and a
-// directory on another device than dev (a mount) is refused, not entered.
+// with fd-relative calls only and a bounded number of descriptors at any
+// depth: a symlink is unlinked, never followed, and a directory on another
+// device than dev (a mount) is refused with ErrInUse, not entered.
 func removeAllAt(parent int, name string, dev uint64) error {
-	st, err := lstatAt(parent, name)
-	if errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if !isDir(&st) {
-		if err := unix.Unlinkat(parent, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-			return &os.PathError{Op: "unlinkat", Path: name, Err: err}
-		}
-		return nil
-	}
-	if st.Dev != dev {
-		return fmt.Errorf("%q is on another filesystem (a mount): %w", name, ErrInUse)
-	}
-	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		return &os.PathError{Op: "openat", Path: name, Err: err}
-	}
-	err = removeContentsAt(fd, dev)
-	unix.Close(fd)
-	if err != nil {
-		return err
-	}
-	if err := unix.Unlinkat(parent, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
-		return &os.PathError{Op: "unlinkat", Path: name, Err: err}
-	}
-	return nil
+	return inUseIfMount(fsx.RemoveAll(parent, name, dev))
 }
 
 // removeContentsAt empties the directory open at fd, keeping the directory.
 func removeContentsAt(fd int, dev uint64) error {
-	st, err := fstat(fd)
-	if err != nil {
-		return err
-	}
-	if st.Dev != dev {
-		return fmt.Errorf("directory is on another filesystem (a mount): %w", ErrInUse)
-	}
-	names, err := readDirNames(fd)
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		if err := removeAllAt(fd, n, dev); err != nil {
-			return err
-		}
-	}
-	return nil
+	return inUseIfMount(fsx.RemoveContents(fd, dev))
 }
 
-type inode struct{ dev, ino uint64 }
-
-// diskUsageAt adds up the blocks used below the directory open at fd, like du:
-// lstat only, never following a symlink, never entering another device, and
-// counting an inode with several links once.
-func diskUsageAt(fd int, dev uint64, seen map[inode]bool) (int64, error) {
-	names, err := readDirNames(fd)
-	if err != nil {
-		return 0, err
+func inUseIfMount(err error) error {
+	if errors.Is(err, fsx.ErrOtherFS) {
+		return fmt.Errorf("%w: %w", ErrInUse, err)
 	}
-	var total int64
-	for _, n := range names {
-		st, err := lstatAt(fd, n)
-		if errors.Is(err, unix.ENOENT) {
-			continue
-		}
-		if err != nil {
-			return total, err
-		}
-		if st.Nlink > 1 && !isDir(&st) {
-			k := inode{st.Dev, st.Ino}
-			if seen[k] {
-				continue
-			}
-			seen[k] = true
-		}
-		total += st.Blocks * 512
-		if !isDir(&st) || st.Dev != dev {
-			continue
-		}
-		cfd, err := unix.Openat(fd, n, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if errors.Is(err, unix.ENOENT) {
-			continue
-		}
-		if err != nil {
-			return total, &os.PathError{Op: "openat", Path: n, Err: err}
-		}
-		sub, err := diskUsageAt(cfd, dev, seen)
-		unix.Close(cfd)
-		total += sub
-		if err != nil {
-			return total, err
-		}
-	}
-	return total, nil
+	return err
 }
 
 // createFileAt creates name, which must not exist, in the directory open at

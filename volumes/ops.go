@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // ListOptions selects the volumes List returns.
@@ -373,7 +375,7 @@ func (s *Store) deleteTrash(ns, trash string, measure bool) (int64, error) {
 	if measure {
 		if fd, err := openDir(nsFd, trash+"/"+dataDir); err == nil {
 			if st, err := fstat(fd); err == nil {
-				size, _ = diskUsageAt(fd, st.Dev, make(map[inode]bool))
+				size, _ = fsx.DiskUsage(fd, st.Dev)
 			}
 			unix.Close(fd)
 		}
@@ -473,7 +475,7 @@ func (s *Store) Size(v *Volume) (int64, error) {
 	if err != nil {
 		return 0, volumeError(v.Namespace, v.Name, err)
 	}
-	size, err := diskUsageAt(fd, st.Dev, make(map[inode]bool))
+	size, err := fsx.DiskUsage(fd, st.Dev)
 	if err != nil {
 		return 0, volumeError(v.Namespace, v.Name, err)
 	}
@@ -496,7 +498,7 @@ func (s *Store) Check() ([]Problem, error) {
 		sort.Strings(nss)
 		for _, ns := range nss {
 			switch {
-			case ns == lockFile || ns == refsDir || ns == podsDir:
+			case ns == lockFile || ns == refsDir || ns == podsDir || ns == copyUpBytesDir:
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -613,19 +614,104 @@ func TestCopyUpFailureEmptiesData(t *testing.T) {
 	}
 }
 
+// TestCopyUpRedoesInterruptedCopy: a copy cut short while filling the
+// staging directory is thrown away and redone; one cut short while moving
+// the staged entries into _data is finished without copying again.
 func TestCopyUpRedoesInterruptedCopy(t *testing.T) {
+	for _, tc := range []struct {
+		marker     string
+		wantCopied bool
+		want       []string
+	}{
+		{copyUpStarted, true, []string{"full"}},
+		{copyUpSwitching, false, []string{"moved", "staged"}},
+	} {
+		t.Run(tc.marker, func(t *testing.T) {
+			s, root := newStore(t)
+			v, _ := s.Create("default", "v", CreateOptions{})
+			volDir := filepath.Join(root, "volumes", "default", "v")
+			writeFile(t, filepath.Join(volDir, copyUpStaging, "staged"), "x")
+			writeFile(t, filepath.Join(v.Mountpoint, "moved"), "x")
+			writeFile(t, filepath.Join(volDir, tc.marker), "")
+			if err := os.Chmod(filepath.Join(volDir, copyUpStaging), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			copied := false
+			err := s.CopyUp("default", "v", func(dir string) error {
+				copied = true
+				if names := dataNames(t, dir); len(names) != 0 {
+					return fmt.Errorf("staging not emptied: %v", names)
+				}
+				writeFile(t, filepath.Join(dir, "full"), "x")
+				return os.Chmod(dir, 0o711)
+			})
+			if err != nil || copied != tc.wantCopied {
+				t.Fatalf("CopyUp: %v, copied %v, want %v", err, copied, tc.wantCopied)
+			}
+			if tc.marker == copyUpStarted {
+				tc.want = append([]string{"moved"}, tc.want...) // not the copy's: kept
+			}
+			slices.Sort(tc.want)
+			if got := dataNames(t, v.Mountpoint); !slices.Equal(got, tc.want) {
+				t.Errorf("_data holds %v, want %v", got, tc.want)
+			}
+			if got := dataNames(t, volDir); !slices.Equal(got, []string{"_data", copyUpDone, "volume.json"}) {
+				t.Errorf("volume directory holds %v", got)
+			}
+			st, _ := os.Stat(v.Mountpoint)
+			wantMode := os.FileMode(0o711)
+			if !tc.wantCopied {
+				wantMode = 0o750
+			}
+			if st.Mode().Perm() != wantMode {
+				t.Errorf("_data mode %v, want the staging directory's %v", st.Mode().Perm(), wantMode)
+			}
+			if need, err := s.NeedsCopyUp("default", "v"); need || err != nil {
+				t.Errorf("NeedsCopyUp after completion = %v, %v", need, err)
+			}
+		})
+	}
+}
+
+// TestCopyUpNothingToCopyKeepsData: a copy that finds nothing to copy leaves
+// _data's owner, mode and times as they were.
+func TestCopyUpNothingToCopyKeepsData(t *testing.T) {
+	s, _ := newStore(t)
+	v, _ := s.Create("default", "v", CreateOptions{})
+	old := time.Unix(1_000_000, 0)
+	os.Chtimes(v.Mountpoint, old, old)
+	before, _ := os.Stat(v.Mountpoint)
+	if err := s.CopyUp("default", "v", func(string) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := os.Stat(v.Mountpoint)
+	if before.Mode() != after.Mode() || !after.ModTime().Equal(old) {
+		t.Errorf("_data changed from %v %v to %v %v", before.Mode(), before.ModTime(), after.Mode(), after.ModTime())
+	}
+}
+
+func TestNeedsCopyUp(t *testing.T) {
 	s, root := newStore(t)
 	v, _ := s.Create("default", "v", CreateOptions{})
-	writeFile(t, filepath.Join(v.Mountpoint, "half"), "x")
-	writeFile(t, filepath.Join(root, "volumes", "default", "v", copyUpStarted), "")
-	err := s.CopyUp("default", "v", func(dir string) error {
-		if _, err := os.Stat(filepath.Join(dir, "half")); err == nil {
-			return errors.New("half copy not emptied")
+	volDir := filepath.Join(root, "volumes", "default", "v")
+	check := func(when string, want bool) {
+		t.Helper()
+		if got, err := s.NeedsCopyUp("default", "v"); got != want || err != nil {
+			t.Errorf("%s: NeedsCopyUp = %v, %v; want %v", when, got, err, want)
 		}
-		return nil
-	})
-	if err != nil {
-		t.Error(err)
+	}
+	check("empty", true)
+	writeFile(t, filepath.Join(v.Mountpoint, "f"), "x")
+	check("with data", false)
+	writeFile(t, filepath.Join(volDir, copyUpStarted), "")
+	check("copy-up cut short", true)
+	os.Rename(filepath.Join(volDir, copyUpStarted), filepath.Join(volDir, copyUpSwitching))
+	check("switch cut short", true)
+	os.Rename(filepath.Join(volDir, copyUpSwitching), filepath.Join(volDir, copyUpDone))
+	os.Remove(filepath.Join(v.Mountpoint, "f"))
+	check("done, emptied since", false)
+	if _, err := s.NeedsCopyUp("default", "missing"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("NeedsCopyUp of a missing volume: %v", err)
 	}
 }
 

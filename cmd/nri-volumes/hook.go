@@ -39,6 +39,10 @@ type copyUpOptions struct {
 	limits   copyup.Options
 	volumes  []copyUpVolume
 	logLevel string
+	// pod and podMaxBytes bound what the copy-ups of one pod sandbox write
+	// in all (limits.copyUpMaxSizePerPod); without a pod, nothing does.
+	pod         string
+	podMaxBytes int64
 	// keepOwner holds NS/NAME of the volumes that keep their owner and
 	// mode when the image's directory is empty.
 	keepOwner map[string]bool
@@ -123,27 +127,14 @@ func hookCopyUp(args []string) error {
 	}
 	defer store.Close()
 
-	for _, v := range opts.volumes {
-		var stats copyup.Stats
-		copied := false
-		limits := opts.limits
-		limits.KeepEmptyRoot = opts.keepOwner[v.ns+"/"+v.name]
-		err := store.CopyUp(v.ns, v.name, func(dataDir string) error {
-			var err error
-			copied = true
-			stats, err = copyup.Copy(rootfs, v.target, dataDir, limits)
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("hook copyup: volume %s/%s at %s: %w", v.ns, v.name, v.target, err)
-		}
-		vlog := log.WithFields(logrus.Fields{"volume": v.ns + "/" + v.name, "target": v.target})
-		if !copied {
-			vlog.Debug("copy-up: volume already filled, nothing to do")
-			continue
-		}
-		vlog.Debugf("copy-up: %d files, %d dirs, %d symlinks, %d hard links, %d bytes; %d skipped",
-			stats.Files, stats.Dirs, stats.Symlinks, stats.Hardlinks, stats.Bytes, stats.Skipped)
+	c := &hookCopier{opts: opts, store: store, rootfs: rootfs, log: log}
+	if opts.pod == "" {
+		_, err = c.copyAll(0)
+	} else {
+		err = store.ChargePodCopyUp(opts.pod, c.copyAll)
+	}
+	if err != nil {
+		return fmt.Errorf("hook copyup: %w", err)
 	}
 	return chownVolumes(store, spec, opts.chown, log)
 }
@@ -192,6 +183,86 @@ func readBundleSpec(bundle string) (*specs.Spec, error) {
 	return &spec, nil
 }
 
+// hookCopier runs the copy-ups of one container.
+type hookCopier struct {
+	opts   copyUpOptions
+	store  *volumes.Store
+	rootfs string
+	log    *logrus.Entry
+}
+
+// copyAll copies into each volume, given that the pod's copy-ups wrote used
+// bytes before, and returns the bytes it wrote. An image directory that
+// several VOLUMEs name (through symlinks in the image) is copied once per
+// container, into the volume mounted last, the one the container sees there.
+func (c *hookCopier) copyAll(used int64) (int64, error) {
+	var written int64
+	copied := map[copyup.SourceID]string{}
+	for i := len(c.opts.volumes) - 1; i >= 0; i-- {
+		v := c.opts.volumes[i]
+		vlog := c.log.WithFields(logrus.Fields{"volume": v.ns + "/" + v.name, "target": v.target})
+		src, ok, err := copyup.Source(c.rootfs, v.target)
+		if err != nil {
+			return written, fmt.Errorf("volume %s/%s at %s: %w", v.ns, v.name, v.target, err)
+		}
+		if first, dup := copied[src]; ok && dup {
+			vlog.Infof("copy-up: the image directory is the one copied for %s already; copied once", first)
+			ok = false
+		}
+		if ok {
+			copied[src] = v.target
+		}
+		limits, budget := c.limits(used + written)
+		limits.KeepEmptyRoot = c.opts.keepOwner[v.ns+"/"+v.name]
+		var stats copyup.Stats
+		ran := false
+		err = c.store.CopyUp(v.ns, v.name, func(dir string) error {
+			ran = true
+			if !ok {
+				return nil
+			}
+			var err error
+			stats, err = copyup.Copy(c.rootfs, v.target, dir, limits)
+			return err
+		})
+		if err == nil {
+			written += stats.Bytes
+		}
+		if err != nil && budget && errors.Is(err, copyup.ErrLimit) {
+			err = fmt.Errorf("%w: the copy-ups of a pod may write %d bytes in all (limits.copyUpMaxSizePerPod), and this pod's wrote %d",
+				err, c.opts.podMaxBytes, used+written)
+		}
+		if err != nil {
+			return written, fmt.Errorf("volume %s/%s at %s: %w", v.ns, v.name, v.target, err)
+		}
+		if !ran {
+			vlog.Debug("copy-up: volume already filled, nothing to do")
+			continue
+		}
+		vlog.Debugf("copy-up: %d files, %d dirs, %d symlinks, %d hard links, %d bytes; %d skipped",
+			stats.Files, stats.Dirs, stats.Symlinks, stats.Hardlinks, stats.Bytes, stats.Skipped)
+	}
+	return written, nil
+}
+
+// limits are the bounds of the next copy, given that the pod's copy-ups
+// wrote used bytes; budget says the pod's budget is the tighter bound.
+func (c *hookCopier) limits(used int64) (copyup.Options, bool) {
+	limits := c.opts.limits
+	if c.opts.podMaxBytes <= 0 {
+		return limits, false
+	}
+	left := c.opts.podMaxBytes - used
+	if limits.MaxBytes > 0 && limits.MaxBytes <= left {
+		return limits, false
+	}
+	limits.MaxBytes = left
+	if left <= 0 {
+		limits.MaxBytes = -1 // no bytes at all
+	}
+	return limits, true
+}
+
 func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 	opts := copyUpOptions{keepOwner: map[string]bool{}}
 	fs := flag.NewFlagSet("hook copyup", flag.ContinueOnError)
@@ -199,6 +270,8 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 	fs.StringVar(&opts.root, "root", "", "volume store root (required)")
 	fs.Int64Var(&opts.limits.MaxBytes, "max-bytes", 0, "most bytes to copy into one volume (0: no limit)")
 	fs.Int64Var(&opts.limits.MaxFiles, "max-files", 0, "most entries to copy into one volume (0: no limit)")
+	fs.StringVar(&opts.pod, "pod", "", "pod sandbox ID whose copy-ups --pod-max-bytes bounds")
+	fs.Int64Var(&opts.podMaxBytes, "pod-max-bytes", 0, "most bytes the copy-ups of the pod write in all (0: no limit)")
 	fs.StringVar(&opts.logLevel, "log-level", "info", "log level (debug shows a summary per volume)")
 	fs.Func("volume", "NAMESPACE/NAME=/target to fill (repeatable)", func(s string) error {
 		v, err := parseCopyUpVolume(s)
@@ -227,6 +300,7 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 	if err := fs.Parse(args); err != nil {
 		return opts, err
 	}
+	opts.limits.MaxLinkBytes = copyup.DefaultMaxLinkBytes
 	switch {
 	case fs.NArg() > 0:
 		return opts, fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -238,6 +312,10 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 		return opts, fmt.Errorf("--max-bytes %d: must not be negative", opts.limits.MaxBytes)
 	case opts.limits.MaxFiles < 0:
 		return opts, fmt.Errorf("--max-files %d: must not be negative", opts.limits.MaxFiles)
+	case opts.podMaxBytes < 0:
+		return opts, fmt.Errorf("--pod-max-bytes %d: must not be negative", opts.podMaxBytes)
+	case opts.podMaxBytes > 0 && opts.pod == "":
+		return opts, errors.New("--pod-max-bytes needs --pod")
 	case len(opts.volumes) == 0 && len(opts.chown) == 0:
 		return opts, errors.New("no --volume or --chown given")
 	}

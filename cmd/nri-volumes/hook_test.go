@@ -365,3 +365,66 @@ func TestHookKeepOwner(t *testing.T) {
 		t.Errorf("volume over the image's /data is %s, want the image's 999:999 755", got)
 	}
 }
+
+// TestHookPodCopyUpBudget: the copy-ups of one pod's containers write at
+// most --pod-max-bytes in all (limits.copyUpMaxSizePerPod); the copy-up that
+// would pass it fails naming the key and leaves its volume untouched, and
+// another pod has a budget of its own.
+func TestHookPodCopyUpBudget(t *testing.T) {
+	e := newHookEnv(t)
+	data := e.create(t, "default", "data") // /data: 11 bytes
+	conf := e.create(t, "default", "conf") // /etc/app: 4 bytes
+	other := e.create(t, "default", "other")
+	budget := []string{"--pod", "pod1", "--pod-max-bytes", "13"}
+	if err := e.run(t, append(budget, "--volume", "default/data=/data")...); err != nil {
+		t.Fatal(err)
+	}
+	err := e.run(t, append(budget, "--volume", "default/conf=/etc/app")...)
+	if !errors.Is(err, copyup.ErrLimit) || !strings.Contains(err.Error(), "limits.copyUpMaxSizePerPod") {
+		t.Fatalf("second container of the pod: %v, want ErrLimit naming limits.copyUpMaxSizePerPod", err)
+	}
+	if got := names(t, conf); !slices.Equal(got, []string{"."}) {
+		t.Errorf("the refused copy-up left %v", got)
+	}
+	if err := e.run(t, "--pod", "pod2", "--pod-max-bytes", "13", "--volume", "default/other=/etc/app"); err != nil {
+		t.Errorf("another pod: %v", err)
+	}
+	if got := names(t, other); !slices.Equal(got, []string{".", "app.conf"}) {
+		t.Errorf("another pod's volume: %v", got)
+	}
+	if got := names(t, data); len(got) != 4 {
+		t.Errorf("first volume: %v", got)
+	}
+	// Once the pod is gone, its record goes too.
+	if err := e.store.ForgetPodCopyUp("pod1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.run(t, append(budget, "--volume", "default/conf=/etc/app")...); err != nil {
+		t.Errorf("a pod with the same ID after its record was forgotten: %v", err)
+	}
+}
+
+// TestHookCopiesOneDirectoryOnce: an image whose VOLUMEs all name one
+// directory through symlinks gets it copied once per container, into the
+// volume mounted last, not once per VOLUME.
+func TestHookCopiesOneDirectoryOnce(t *testing.T) {
+	e := newHookEnv(t)
+	for _, l := range []string{"alias1", "alias2"} {
+		if err := os.Symlink("/data", filepath.Join(e.bundle, "rootfs", l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b, c := e.create(t, "default", "a"), e.create(t, "default", "b"), e.create(t, "default", "c")
+	err := e.run(t, "--volume", "default/a=/data", "--volume", "default/b=/alias1", "--volume", "default/c=/alias2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(t, c); len(got) != 4 {
+		t.Errorf("the volume mounted last holds %v, want the image's /data", got)
+	}
+	for _, dir := range []string{a, b} {
+		if got := names(t, dir); !slices.Equal(got, []string{"."}) {
+			t.Errorf("%s holds a second copy: %v", dir, got)
+		}
+	}
+}

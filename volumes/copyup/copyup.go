@@ -17,6 +17,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // ErrLimit is wrapped by the error Copy returns when the source exceeds one of
@@ -33,7 +35,8 @@ const maxDepth = 1024
 
 // Options bounds a copy. A zero field means no bound.
 type Options struct {
-	// MaxBytes bounds the sum of the apparent sizes of the regular files copied.
+	// MaxBytes bounds the sum of the apparent sizes of the regular files
+	// copied. A negative value allows no bytes at all: only empty files.
 	MaxBytes int64
 	// MaxFiles bounds the number of entries created: files, directories,
 	// symlinks and hard links.
@@ -48,7 +51,19 @@ type Options struct {
 	// directory is empty: a volume created with an owner or mode keeps them
 	// unless the image has content there.
 	KeepEmptyRoot bool
+	// MaxLinkBytes bounds the memory that remembering hard-linked files
+	// takes: the path of the first copy of each inode with several links,
+	// so that its other names become links to it. See DefaultMaxLinkBytes.
+	MaxLinkBytes int64
 }
+
+// DefaultMaxLinkBytes is the MaxLinkBytes the copy-up hook uses: room for
+// several hundred thousand hard-linked files, far more than images hold.
+const DefaultMaxLinkBytes = 64 << 20
+
+// linkRecordBytes is what one remembered inode costs besides its path: the
+// map's key, the string header and the map's own overhead, roughly.
+const linkRecordBytes = 64
 
 // Stats counts what a copy did.
 type Stats struct {
@@ -100,8 +115,8 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 		return Stats{}, nil
 	}
 	if opts.KeepEmptyRoot {
-		d := dirReader{fd: srcFd, buf: make([]byte, 1024)}
-		name, err := d.next()
+		d := fsx.NewDirReader(srcFd, make([]byte, 1024))
+		name, err := d.Next()
 		if err != nil {
 			return Stats{}, fmt.Errorf("list %q in %q: %w", target, rootfs, err)
 		}
@@ -115,13 +130,35 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 
 	c := newCopier(target, st.Dev, devIno{uint64(dstSt.Dev), dstSt.Ino}, opts)
 	if err := c.run(srcFd, dstFd, &st); err != nil {
-		rmErr := errors.Join(removeContents(dstFd), restoreDest(dstFd, &dstSt))
+		rmErr := errors.Join(fsx.RemoveContents(dstFd, dstSt.Dev), restoreDest(dstFd, &dstSt))
 		if rmErr != nil {
 			err = errors.Join(err, fmt.Errorf("clean up %q: %w", dst, rmErr))
 		}
 		return c.stats, err
 	}
 	return c.stats, nil
+}
+
+// SourceID identifies a source directory.
+type SourceID struct{ Dev, Ino uint64 }
+
+// Source identifies the directory that Copy would copy for target in rootfs,
+// so that a caller copies one image directory once however many targets name
+// it. ok is false when Copy would copy nothing.
+func Source(rootfs, target string) (id SourceID, ok bool, err error) {
+	fd, err := openSource(rootfs, target)
+	if err != nil {
+		return id, false, fmt.Errorf("open %q in %q: %w", target, rootfs, err)
+	}
+	if fd < 0 {
+		return id, false, nil
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return id, false, fmt.Errorf("stat %q in %q: %w", target, rootfs, err)
+	}
+	return SourceID{uint64(st.Dev), st.Ino}, isDir(&st), nil
 }
 
 // restoreDest gives dst back the owner, mode and times it had before a copy
@@ -148,8 +185,8 @@ func openDest(dst string) (int, error) {
 	if err != nil {
 		return -1, &pathError{op: "open", path: dst, err: err}
 	}
-	d := dirReader{fd: fd, buf: make([]byte, 1024)}
-	name, err := d.next()
+	d := fsx.NewDirReader(fd, make([]byte, 1024))
+	name, err := d.Next()
 	if err == nil && name != "" {
 		err = fmt.Errorf("%w: it holds %q", ErrNotEmpty, name)
 	}

@@ -3,6 +3,7 @@ package copyup
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"os"
@@ -671,6 +672,40 @@ func TestCopyLimits(t *testing.T) {
 			t.Errorf("stats: %+v", st)
 		}
 	})
+}
+
+// TestCopyHardlinkMemoryBounded: the memory that tracking hard-linked files
+// takes is bounded by MaxLinkBytes, which only inodes with several links and
+// long paths use up; past it the copy fails clearly and leaves dst empty.
+func TestCopyHardlinkMemoryBounded(t *testing.T) {
+	l := newLayout(t)
+	b := tree{t, l.rootfs}
+	long := strings.Repeat("p", 200)
+	b.dir("data/"+long, 0o755)
+	for i := range 20 {
+		name := fmt.Sprintf("data/%s/%02d", long, i)
+		b.file(name, "x", 0o644)
+		b.link(name, name+"-link")
+	}
+	for i := range 1000 {
+		b.file(fmt.Sprintf("data/single-%d", i), "x", 0o644)
+	}
+	// Room for 10 tracked inodes: the 1000 files of one link take none.
+	perInode := int64(len(long)+len("/00-link")) + linkRecordBytes
+	before := settled(t, l.dst)
+	_, err := Copy(l.rootfs, "/data", l.dst, Options{MaxLinkBytes: 10 * perInode})
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "MaxLinkBytes") {
+		t.Fatalf("want ErrLimit naming MaxLinkBytes, got %v", err)
+	}
+	sameTree(t, before, snapshot(t, l.dst))
+
+	st, err := Copy(l.rootfs, "/data", l.dst, Options{MaxLinkBytes: 20 * perInode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Hardlinks != 20 || st.Files != 1020 {
+		t.Errorf("stats: %+v", st)
+	}
 }
 
 // TestCopySkipsMounts mounts a tmpfs inside the source tree; its content is

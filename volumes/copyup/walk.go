@@ -2,7 +2,6 @@ package copyup
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -10,6 +9,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // errChanged reports a source entry that is not what its directory listing
@@ -21,11 +22,11 @@ type devIno struct{ dev, ino uint64 }
 
 // frame is a directory being copied: the walk keeps one per level.
 type frame struct {
-	src  dirReader   // the source directory, listed a batch at a time
-	dst  int         // the directory created for it
-	st   unix.Stat_t // the source directory's attributes, applied to dst last
-	name string      // its name in the parent; "" for the root
-	rel  string      // its path below the root, for hard links and messages
+	src  fsx.DirReader // the source directory, listed a batch at a time
+	dst  int           // the directory created for it
+	st   unix.Stat_t   // the source directory's attributes, applied to dst last
+	name string        // its name in the parent; "" for the root
+	rel  string        // its path below the root, for hard links and messages
 }
 
 // copier holds the state of one Copy.
@@ -37,6 +38,7 @@ type copier struct {
 	stats   Stats
 	entries int64             // entries created, for MaxFiles
 	links   map[devIno]string // first copy of each multiply-linked file
+	linkMem int64             // bytes links takes, for MaxLinkBytes
 	stack   []frame
 	freeBuf [][]byte // directory buffers of popped frames, for reuse
 	buf     []byte   // data buffer for read/write copies
@@ -58,11 +60,11 @@ func newCopier(target string, rootDev uint64, dst devIno, opts Options) *copier 
 // run copies the tree below srcFd into dstFd, depth first, and finally gives
 // dstFd the attributes st of the source directory.
 func (c *copier) run(srcFd, dstFd int, st *unix.Stat_t) error {
-	c.stack = append(c.stack, frame{src: dirReader{fd: srcFd, buf: c.dirBuf()}, dst: dstFd, st: *st})
+	c.stack = append(c.stack, frame{src: fsx.NewDirReader(srcFd, c.dirBuf()), dst: dstFd, st: *st})
 	defer c.closeFrames()
 	for len(c.stack) > 0 {
 		top := &c.stack[len(c.stack)-1]
-		name, err := top.src.next()
+		name, err := top.src.Next()
 		if err != nil {
 			return fmt.Errorf("list %q: %w", c.containerPath(top.rel), err)
 		}
@@ -86,7 +88,7 @@ func (c *copier) run(srcFd, dstFd int, st *unix.Stat_t) error {
 func (c *copier) finishDir() error {
 	n := len(c.stack) - 1
 	f := &c.stack[n]
-	err := c.setAttrs(f.src.fd, f.dst, &f.st)
+	err := c.setAttrs(f.src.Fd(), f.dst, &f.st)
 	if err == nil {
 		if n == 0 {
 			err = setTimesProc(f.dst, &f.st)
@@ -98,10 +100,10 @@ func (c *copier) finishDir() error {
 		return fmt.Errorf("copy %q: %w", c.containerPath(f.rel), err)
 	}
 	if n > 0 {
-		unix.Close(f.src.fd)
+		unix.Close(f.src.Fd())
 		unix.Close(f.dst)
 	}
-	c.freeBuf = append(c.freeBuf, f.src.buf)
+	c.freeBuf = append(c.freeBuf, f.src.Buf())
 	c.stack = c.stack[:n]
 	return nil
 }
@@ -110,7 +112,7 @@ func (c *copier) finishDir() error {
 // root frame's descriptors belong to Copy.
 func (c *copier) closeFrames() {
 	for i := len(c.stack) - 1; i > 0; i-- {
-		unix.Close(c.stack[i].src.fd)
+		unix.Close(c.stack[i].src.Fd())
 		unix.Close(c.stack[i].dst)
 	}
 	c.stack = nil
@@ -128,7 +130,7 @@ func (c *copier) dirBuf() []byte {
 // entry copies one entry of the directory parent.
 func (c *copier) entry(parent *frame, name, rel string) error {
 	var st unix.Stat_t
-	if err := unix.Fstatat(parent.src.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(parent.src.Fd(), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
 	switch st.Mode & unix.S_IFMT {
@@ -174,7 +176,7 @@ func (c *copier) dir(parent *frame, name string, st *unix.Stat_t, rel string) er
 	if err := c.create(); err != nil {
 		return err
 	}
-	src, err := unix.Openat(parent.src.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	src, err := unix.Openat(parent.src.Fd(), name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -193,7 +195,7 @@ func (c *copier) dir(parent *frame, name string, st *unix.Stat_t, rel string) er
 		return err
 	}
 	c.stats.Dirs++
-	c.stack = append(c.stack, frame{src: dirReader{fd: src, buf: c.dirBuf()}, dst: dst, st: *st, name: name, rel: rel})
+	c.stack = append(c.stack, frame{src: fsx.NewDirReader(src, c.dirBuf()), dst: dst, st: *st, name: name, rel: rel})
 	return nil
 }
 
@@ -219,7 +221,7 @@ func (c *copier) file(parent *frame, name string, st *unix.Stat_t, rel string) e
 	}
 	// O_NONBLOCK and O_NOCTTY make opening harmless should the name have been
 	// swapped for a fifo or device since it was listed; sameInode catches it.
-	src, err := unix.Openat(parent.src.fd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	src, err := unix.Openat(parent.src.Fd(), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -227,8 +229,8 @@ func (c *copier) file(parent *frame, name string, st *unix.Stat_t, rel string) e
 	if err := sameInode(src, st); err != nil {
 		return err
 	}
-	if c.opts.MaxBytes > 0 && st.Size > c.opts.MaxBytes-c.stats.Bytes {
-		return limitError("MaxBytes", c.opts.MaxBytes, "bytes")
+	if c.opts.MaxBytes != 0 && st.Size > max(c.opts.MaxBytes, 0)-c.stats.Bytes {
+		return limitError("MaxBytes", max(c.opts.MaxBytes, 0), "bytes")
 	}
 	dst, err := unix.Openat(parent.dst, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -246,16 +248,24 @@ func (c *copier) file(parent *frame, name string, st *unix.Stat_t, rel string) e
 	if err := setTimesAt(parent.dst, name, st); err != nil {
 		return err
 	}
-	c.remember(parent, name, st)
-	return nil
+	return c.remember(parent, name, st)
 }
 
 // remember records where an inode with several links was copied, so its
-// other names become hardlinks to the copy. Only such inodes are kept.
-func (c *copier) remember(parent *frame, name string, st *unix.Stat_t) {
-	if st.Nlink > 1 {
-		c.links[devIno{uint64(st.Dev), st.Ino}] = joinRel(parent.rel, name)
+// other names become hardlinks to the copy. Only such inodes are kept, and
+// no more of them than MaxLinkBytes allows.
+func (c *copier) remember(parent *frame, name string, st *unix.Stat_t) error {
+	if st.Nlink <= 1 {
+		return nil
 	}
+	rel := joinRel(parent.rel, name)
+	cost := int64(len(rel)) + linkRecordBytes
+	if c.opts.MaxLinkBytes > 0 && c.linkMem+cost > c.opts.MaxLinkBytes {
+		return fmt.Errorf("%w: the source's hard-linked files need more than %d bytes to track (MaxLinkBytes)", ErrLimit, c.opts.MaxLinkBytes)
+	}
+	c.links[devIno{uint64(st.Dev), st.Ino}] = rel
+	c.linkMem += cost
+	return nil
 }
 
 // hardlink links name in parent's copy to the copy of an inode met before
@@ -317,7 +327,7 @@ func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t, rel string
 		return err
 	}
 	buf := make([]byte, unix.PathMax)
-	n, err := unix.Readlinkat(parent.src.fd, name, buf)
+	n, err := unix.Readlinkat(parent.src.Fd(), name, buf)
 	if err != nil {
 		return err
 	}
@@ -338,8 +348,7 @@ func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t, rel string
 	if err := setTimesAt(parent.dst, name, st); err != nil {
 		return err
 	}
-	c.remember(parent, name, st)
-	return nil
+	return c.remember(parent, name, st)
 }
 
 // symlinkXattrs copies the extended attributes of a symlink. A symlink
@@ -347,7 +356,7 @@ func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t, rel string
 // descriptors and their /proc/self/fd magic links, which resolve to the
 // symlink itself.
 func (c *copier) symlinkXattrs(parent *frame, name string, st *unix.Stat_t) error {
-	src, err := unix.Openat(parent.src.fd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	src, err := unix.Openat(parent.src.Fd(), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return err
 	}
@@ -473,99 +482,4 @@ func setTimesAt(dir int, name string, st *unix.Stat_t) error {
 // descriptor, through its /proc/self/fd magic link.
 func setTimesProc(fd int, st *unix.Stat_t) error {
 	return unix.UtimesNanoAt(unix.AT_FDCWD, procFd(fd), timespecs(st), 0)
-}
-
-// dirReader lists a directory through its descriptor with getdents64,
-// a buffer at a time, so a huge directory is never held in memory.
-type dirReader struct {
-	fd       int
-	buf      []byte
-	pos, end int
-}
-
-// next returns the next entry's name, skipping "." and "..", or an empty name
-// at the end of the directory.
-func (d *dirReader) next() (string, error) {
-	for {
-		if d.pos >= d.end {
-			n, err := unix.Getdents(d.fd, d.buf)
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil {
-				return "", err
-			}
-			if n <= 0 {
-				return "", nil
-			}
-			d.pos, d.end = 0, n
-		}
-		// struct linux_dirent64: u64 ino, s64 off, u16 reclen, u8 type, name.
-		rec := d.buf[d.pos:d.end]
-		if len(rec) < 19 {
-			return "", fmt.Errorf("getdents64: short record")
-		}
-		reclen := int(binary.NativeEndian.Uint16(rec[16:18]))
-		if reclen < 19 || reclen > len(rec) {
-			return "", fmt.Errorf("getdents64: bad record length %d", reclen)
-		}
-		name := rec[19:reclen]
-		if i := bytes.IndexByte(name, 0); i >= 0 {
-			name = name[:i]
-		}
-		d.pos += reclen
-		if string(name) == "." || string(name) == ".." || len(name) == 0 {
-			continue
-		}
-		return string(name), nil
-	}
-}
-
-// removeContents deletes everything below the directory fd, without following
-// symlinks, to undo a copy that failed part-way. It lists the directory again
-// after each pass that removed something, since removing entries while
-// reading a directory may make the listing miss some.
-func removeContents(fd int) error {
-	buf := make([]byte, 8192)
-	for {
-		removed, err := removePass(fd, buf)
-		if err != nil || removed == 0 {
-			return err
-		}
-	}
-}
-
-func removePass(fd int, buf []byte) (int, error) {
-	if _, err := unix.Seek(fd, 0, 0); err != nil {
-		return 0, err
-	}
-	d := dirReader{fd: fd, buf: buf}
-	removed := 0
-	for {
-		name, err := d.next()
-		if err != nil || name == "" {
-			return removed, err
-		}
-		err = unix.Unlinkat(fd, name, 0)
-		if errors.Is(err, unix.EISDIR) {
-			err = removeDir(fd, name)
-		}
-		if err != nil {
-			return removed, fmt.Errorf("remove %q: %w", name, err)
-		}
-		removed++
-	}
-}
-
-func removeDir(parent int, name string) error {
-	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	err = removeContents(fd)
-	unix.Close(fd)
-	if err != nil {
-		return err
-	}
-	return unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 }

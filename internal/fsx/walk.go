@@ -1,0 +1,322 @@
+// Package fsx holds the file-system primitives that the store and copy-up
+// share: listing a directory through its descriptor, removing a tree and
+// measuring its usage. Every call is descriptor-relative, never follows a
+// symlink, never leaves the device it starts on, and holds a bounded number
+// of descriptors however deep the tree is, so a container that nests
+// directories deeper than the process's RLIMIT_NOFILE cannot make a walk
+// fail half-way.
+//
+// The functions hold no shared state and are safe for concurrent use on
+// different trees.
+package fsx
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// MaxHeld bounds the directory descriptors a walk keeps open below its
+// starting directory. Deeper levels are closed and reopened through ".."
+// when the walk climbs back, checked by device and inode.
+const MaxHeld = 16
+
+// ErrOtherFS is wrapped by the error of a walk that met a directory on
+// another device than the one it was told to stay on: a mount.
+var ErrOtherFS = errors.New("on another filesystem (a mount)")
+
+// ErrMoved is wrapped by the error of a walk whose directory was moved while
+// the walk had it closed: its ".." is no longer the parent the walk came from.
+var ErrMoved = errors.New("directory moved during the walk")
+
+type ident struct{ dev, ino uint64 }
+
+// level is one directory on the path from the walk's start to where it is.
+type level struct {
+	name  string // its name in the parent; "" for the start
+	id    ident
+	fd    int // -1 while closed to bound descriptors
+	rd    DirReader
+	dirty bool // an entry was removed since the listing last started over
+}
+
+// walk is a depth-first walk that keeps at most MaxHeld descriptors open
+// besides the one of its start. The open levels are always the deepest ones.
+type walk struct {
+	dev   uint64
+	stack []*level
+	held  int // open levels above the start
+	bufs  [][]byte
+}
+
+// start begins a walk at the directory open at fd, through a descriptor of
+// its own so that fd's offset and lifetime stay the caller's.
+func start(fd int, dev uint64) (*walk, error) {
+	own, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "openat", Path: ".", Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(own, &st); err != nil {
+		unix.Close(own)
+		return nil, &os.PathError{Op: "fstat", Path: ".", Err: err}
+	}
+	if st.Dev != dev {
+		unix.Close(own)
+		return nil, fmt.Errorf("directory is %w", ErrOtherFS)
+	}
+	w := &walk{dev: dev}
+	w.stack = []*level{{id: ident{st.Dev, st.Ino}, fd: own, rd: DirReader{fd: own, buf: w.buf()}}}
+	return w, nil
+}
+
+func (w *walk) close() {
+	for _, l := range w.stack {
+		if l.fd >= 0 {
+			unix.Close(l.fd)
+		}
+	}
+	w.stack = nil
+}
+
+func (w *walk) buf() []byte {
+	if n := len(w.bufs); n > 0 {
+		b := w.bufs[n-1]
+		w.bufs = w.bufs[:n-1]
+		return b
+	}
+	return make([]byte, 8192)
+}
+
+func (w *walk) top() *level { return w.stack[len(w.stack)-1] }
+
+// path names the entry name of the current directory relative to the start,
+// for messages.
+func (w *walk) path(name string) string {
+	parts := make([]string, 0, len(w.stack))
+	for _, l := range w.stack[1:] {
+		parts = append(parts, l.name)
+	}
+	if name != "" {
+		parts = append(parts, name)
+	}
+	if len(parts) == 0 {
+		return "."
+	}
+	return strings.Join(parts, "/")
+}
+
+// descend enters the directory name of the current one. It refuses a
+// directory on another device.
+func (w *walk) descend(name string) error {
+	parent := w.top()
+	fd, err := unix.Openat(parent.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "openat", Path: w.path(name), Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return &os.PathError{Op: "fstat", Path: w.path(name), Err: err}
+	}
+	if st.Dev != w.dev {
+		unix.Close(fd)
+		return fmt.Errorf("%q is %w", w.path(name), ErrOtherFS)
+	}
+	w.stack = append(w.stack, &level{name: name, id: ident{st.Dev, st.Ino}, fd: fd, rd: DirReader{fd: fd, buf: w.buf()}})
+	w.held++
+	if w.held > MaxHeld {
+		// Close the shallowest open level; its listing resumes at its offset.
+		l := w.stack[len(w.stack)-w.held]
+		unix.Close(l.fd)
+		l.fd = -1
+		w.bufs = append(w.bufs, l.rd.buf)
+		l.rd.buf = nil
+		w.held--
+	}
+	return nil
+}
+
+// ascend leaves the current directory for its parent, reopening the parent
+// through ".." if the walk had closed it, and returns the name of the
+// directory it left.
+func (w *walk) ascend() (string, error) {
+	child := w.top()
+	parent := w.stack[len(w.stack)-2]
+	if parent.fd < 0 {
+		fd, err := unix.Openat(child.fd, "..", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", &os.PathError{Op: "openat", Path: w.path(".."), Err: err}
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			unix.Close(fd)
+			return "", &os.PathError{Op: "fstat", Path: w.path(".."), Err: err}
+		}
+		if (ident{st.Dev, st.Ino}) != parent.id {
+			unix.Close(fd)
+			return "", fmt.Errorf("%q: %w", w.path(""), ErrMoved)
+		}
+		if err := parent.rd.reopen(fd, w.buf()); err != nil {
+			unix.Close(fd)
+			return "", &os.PathError{Op: "lseek", Path: w.path(".."), Err: err}
+		}
+		parent.fd = fd
+		w.held++
+	}
+	unix.Close(child.fd)
+	w.bufs = append(w.bufs, child.rd.buf)
+	w.stack = w.stack[:len(w.stack)-1]
+	w.held--
+	return child.name, nil
+}
+
+// RemoveAll removes name below the directory open at parent, recursively. A
+// symlink is unlinked, never followed; a directory on another device than
+// dev is refused with an error wrapping ErrOtherFS. A missing name is no
+// error.
+func RemoveAll(parent int, name string, dev uint64) error {
+	var st unix.Stat_t
+	err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return &os.PathError{Op: "fstatat", Path: name, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		if err := unix.Unlinkat(parent, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return &os.PathError{Op: "unlinkat", Path: name, Err: err}
+		}
+		return nil
+	}
+	if st.Dev != dev {
+		return fmt.Errorf("%q is %w", name, ErrOtherFS)
+	}
+	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return &os.PathError{Op: "openat", Path: name, Err: err}
+	}
+	err = RemoveContents(fd, dev)
+	unix.Close(fd)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := unix.Unlinkat(parent, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return &os.PathError{Op: "unlinkat", Path: name, Err: err}
+	}
+	return nil
+}
+
+// RemoveContents empties the directory open at fd, keeping the directory,
+// with the guarantees of RemoveAll.
+func RemoveContents(fd int, dev uint64) error {
+	w, err := start(fd, dev)
+	if err != nil {
+		return err
+	}
+	defer w.close()
+	for {
+		top := w.top()
+		name, err := top.rd.Next()
+		if err != nil {
+			return &os.PathError{Op: "getdents", Path: w.path(""), Err: err}
+		}
+		if name != "" {
+			err := unix.Unlinkat(top.fd, name, 0)
+			switch {
+			case err == nil:
+				top.dirty = true
+			case errors.Is(err, unix.ENOENT):
+			case errors.Is(err, unix.EISDIR):
+				if err := w.descend(name); err != nil && !errors.Is(err, unix.ENOENT) {
+					return err
+				}
+			default:
+				return &os.PathError{Op: "unlinkat", Path: w.path(name), Err: err}
+			}
+			continue
+		}
+		// The listing is at its end. Removing entries while listing may
+		// make it miss some, so a directory that lost entries is listed
+		// again before it counts as empty.
+		if top.dirty {
+			if err := top.rd.Rewind(); err != nil {
+				return &os.PathError{Op: "lseek", Path: w.path(""), Err: err}
+			}
+			top.dirty = false
+			continue
+		}
+		if len(w.stack) == 1 {
+			return nil
+		}
+		child, err := w.ascend()
+		if err != nil {
+			return err
+		}
+		parent := w.top()
+		if err := unix.Unlinkat(parent.fd, child, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+			return &os.PathError{Op: "unlinkat", Path: w.path(child), Err: err}
+		}
+		parent.dirty = true
+	}
+}
+
+// DiskUsage adds up the blocks used below the directory open at fd, like du:
+// lstat only, never following a symlink, never entering another device than
+// dev (a mount point counts, its content does not), and counting an inode
+// with several links once.
+func DiskUsage(fd int, dev uint64) (int64, error) {
+	w, err := start(fd, dev)
+	if err != nil {
+		return 0, err
+	}
+	defer w.close()
+	seen := map[ident]struct{}{}
+	var total int64
+	for {
+		top := w.top()
+		name, err := top.rd.Next()
+		if err != nil {
+			return total, &os.PathError{Op: "getdents", Path: w.path(""), Err: err}
+		}
+		if name == "" {
+			if len(w.stack) == 1 {
+				return total, nil
+			}
+			if _, err := w.ascend(); err != nil {
+				return total, err
+			}
+			continue
+		}
+		var st unix.Stat_t
+		err = unix.Fstatat(top.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return total, &os.PathError{Op: "fstatat", Path: w.path(name), Err: err}
+		}
+		dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+		if st.Nlink > 1 && !dir {
+			k := ident{st.Dev, st.Ino}
+			if _, ok := seen[k]; ok {
+				continue
+			}
+			seen[k] = struct{}{}
+		}
+		total += st.Blocks * 512
+		if !dir || st.Dev != dev {
+			continue
+		}
+		if err := w.descend(name); err != nil && !errors.Is(err, unix.ENOENT) {
+			return total, err
+		}
+	}
+}

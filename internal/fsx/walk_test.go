@@ -1,0 +1,171 @@
+package fsx
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// deepLevels is deeper than the descriptor limit the child runs under and
+// than PATH_MAX in characters: no walk that holds a descriptor per level or
+// builds full paths can get through it.
+const (
+	deepLevels = 300
+	childLimit = 64
+)
+
+// buildDeep makes, below dir, a chain of deepLevels directories. Each level
+// also holds files, a symlink to "/", a hard link to a file of the level
+// above and a leaf directory listed after the chain, so a walk must resume a
+// listing after climbing back.
+func buildDeep(t *testing.T, dir string) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.Repeat("d", 16)
+	for i := range deepLevels {
+		for _, f := range []string{"f1", "f2", "f3"} {
+			ffd, err := unix.Openat(fd, f, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+			if err != nil {
+				t.Fatal(err)
+			}
+			unix.Write(ffd, []byte(strings.Repeat("x", 5000+i)))
+			unix.Close(ffd)
+		}
+		if err := unix.Symlinkat("/", fd, "root-link"); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mkdirat(fd, "zz-leaf", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mkdirat(fd, name, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		next, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Linkat(fd, "f1", next, "hardlink", 0); err != nil {
+			t.Fatal(err)
+		}
+		unix.Close(fd)
+		fd = next
+	}
+	unix.Close(fd)
+}
+
+// duBytes is what du(1) counts below dir, dir itself left out.
+func duBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	out, err := exec.Command("du", "-s", "-B1", dir).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := strconv.ParseInt(strings.Fields(string(out))[0], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return n - st.Blocks*512
+}
+
+// TestDeepTreeUnderLowDescriptorLimit measures and removes a tree deeper than
+// the process's RLIMIT_NOFILE, in a child process that runs under that limit.
+func TestDeepTreeUnderLowDescriptorLimit(t *testing.T) {
+	if dir := os.Getenv("FSX_DEEP_CHILD"); dir != "" {
+		deepChild(t, dir)
+		return
+	}
+	dir := t.TempDir()
+	buildDeep(t, dir)
+	want := duBytes(t, dir)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDeepTreeUnderLowDescriptorLimit$", "-test.v")
+	cmd.Env = append(os.Environ(), "FSX_DEEP_CHILD="+dir, "FSX_DEEP_WANT="+strconv.FormatInt(want, 10))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child under RLIMIT_NOFILE=%d: %v\n%s", childLimit, err, out)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 0 {
+		t.Fatalf("RemoveContents left %d entries, first %q", len(entries), entries[0].Name())
+	}
+}
+
+func deepChild(t *testing.T, dir string) {
+	lim := unix.Rlimit{Cur: childLimit, Max: childLimit}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := DiskUsage(fd, st.Dev)
+	if err != nil {
+		t.Fatalf("DiskUsage: %v", err)
+	}
+	if want := os.Getenv("FSX_DEEP_WANT"); fmt.Sprint(got) != want {
+		t.Errorf("DiskUsage = %d, du says %s", got, want)
+	}
+	// The chain's first directory goes through RemoveAll, the rest of the
+	// level through RemoveContents.
+	if err := RemoveAll(fd, strings.Repeat("d", 16), st.Dev); err != nil {
+		t.Fatalf("RemoveAll: %v", err)
+	}
+	if err := RemoveContents(fd, st.Dev); err != nil {
+		t.Fatalf("RemoveContents: %v", err)
+	}
+}
+
+// TestRemoveRefusesMount refuses to descend into a directory on another
+// device and leaves the mount's content alone.
+func TestRemoveRefusesMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	dir := t.TempDir()
+	mnt := dir + "/a/b/mnt"
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(mnt, unix.MNT_DETACH)
+	if err := os.WriteFile(mnt+"/keep", []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	unix.Fstat(fd, &st)
+	err = RemoveAll(fd, "a", st.Dev)
+	if !errors.Is(err, ErrOtherFS) || !strings.Contains(err.Error(), "b/mnt") {
+		t.Fatalf("RemoveAll across a mount: %v, want ErrOtherFS naming b/mnt", err)
+	}
+	if _, err := os.Stat(mnt + "/keep"); err != nil {
+		t.Fatalf("the mount's content is gone: %v", err)
+	}
+}
