@@ -128,12 +128,12 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	for _, pod := range pods {
 		live[pod.GetId()] = true
 	}
-	prefix := filepath.Join(store.Root(), "volumes") + "/"
 	refs := map[string][]string{}
 	podVolumes := map[string]map[string]struct{}{}
 	for _, c := range ctrs {
 		for _, m := range c.GetMounts() {
-			if key, ok := volumeKey(prefix, m.Source); ok {
+			if ns, name, ok := store.VolumeForMountSource(m.Source); ok {
+				key := ns + "/" + name
 				refs[key] = append(refs[key], c.GetId())
 				addPodVolume(podVolumes, c.GetPodSandboxId(), key)
 			}
@@ -147,19 +147,6 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	}
 	p.log.WithFields(logrus.Fields{"pods": len(pods), "containers": len(ctrs), "volumesInUse": len(refs)}).Info("synchronized")
 	return nil, nil
-}
-
-// volumeKey returns NS/NAME for a mount source ROOT/volumes/NS/NAME/_data.
-func volumeKey(prefix, source string) (string, bool) {
-	rest, ok := strings.CutPrefix(source, prefix)
-	if !ok {
-		return "", false
-	}
-	parts := strings.Split(rest, "/")
-	if len(parts) != 3 || parts[2] != "_data" {
-		return "", false
-	}
-	return parts[0] + "/" + parts[1], true
 }
 
 // CreateContainer provisions the container's volumes and adds their mounts.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -484,5 +485,50 @@ func TestLabelsAreNotConfiguration(t *testing.T) {
 	}
 	if len(adj.GetMounts()) != 0 {
 		t.Fatalf("labels configured mounts: %+v", adj.GetMounts())
+	}
+}
+
+// TestSynchronizeSymlinkedRoot runs the store under a ROOT reached through a
+// symlink, as when a bigger disk is linked in. containerd reports the mount
+// sources the plugin gave, which carry the resolved path; after a restart
+// the plugin must still know who uses each volume, so that rm and prune
+// refuse it.
+func TestSynchronizeSymlinkedRoot(t *testing.T) {
+	for _, source := range []string{"resolved", "unresolved"} {
+		t.Run("source="+source, func(t *testing.T) {
+			disk := filepath.Join(t.TempDir(), "disk")
+			if err := os.Mkdir(disk, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			link := filepath.Join(t.TempDir(), "link")
+			if err := os.Symlink(disk, link); err != nil {
+				t.Fatal(err)
+			}
+			rt := newRuntime(t, func(c *config.Config) { c.Root = link })
+			store := rt.store()
+			vol, err := store.Create("default", "shared", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := vol.Mountpoint
+			if source == "unresolved" {
+				src = filepath.Join(link, "volumes", "default", "shared", "_data")
+			}
+			rt.pods = []*api.PodSandbox{newPod("p1", "default", nil)}
+			c1 := newContainer("c1", "p1", "app")
+			c1.Mounts = []*api.Mount{{Destination: "/data", Type: "bind", Source: src}}
+			rt.ctrs = []*api.Container{c1}
+			rt.connect()
+
+			if err := store.Remove("default", "shared"); !errors.Is(err, volumes.ErrInUse) || !strings.Contains(err.Error(), "c1") {
+				t.Errorf("volume rm of a volume a running container mounts: %v; want it refused naming c1", err)
+			}
+			if removed, _, err := store.Prune(volumes.PruneOptions{Namespace: "default", All: true}); err != nil || len(removed) != 0 {
+				t.Errorf("prune -a removed %d volumes (%v); want none", len(removed), err)
+			}
+			if _, err := os.Stat(filepath.Join(disk, "volumes", "default", "shared", "_data")); err != nil {
+				t.Errorf("the volume's data: %v", err)
+			}
+		})
 	}
 }

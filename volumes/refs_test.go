@@ -523,3 +523,38 @@ func TestConcurrentAcquireOneNewVolume(t *testing.T) {
 		t.Errorf(".refs = %v, want one list per container", got)
 	}
 }
+
+// TestVolumeForMountSource maps mount sources back to volumes under a root
+// reached through a symlink: both spellings of ROOT are accepted, and
+// nothing that is not exactly a volume's _data is taken for one.
+func TestVolumeForMountSource(t *testing.T) {
+	disk := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(disk, link); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, link)
+	real, err := filepath.EvalSymlinks(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		source   string
+		ns, name string
+	}{
+		{real + "/volumes/shop/redis/_data", "shop", "redis"},
+		{link + "/volumes/shop/redis/_data", "shop", "redis"},
+		{link + "/volumes/shop/redis/_data/", "shop", "redis"},
+		{link + "/volumes/shop/redis", "", ""},
+		{link + "/volumes/shop/redis/_data/sub", "", ""},
+		{link + "/volumes/.refs/x/_data", "", ""},
+		{link + "/volumes/shop/.tmp-rm-1/_data", "", ""},
+		{link + "/volumes/shop/../../etc/_data", "", ""},
+		{"/elsewhere/volumes/shop/redis/_data", "", ""},
+	} {
+		ns, name, ok := s.VolumeForMountSource(tc.source)
+		if ns != tc.ns || name != tc.name || ok != (tc.name != "") {
+			t.Errorf("VolumeForMountSource(%q) = %q, %q, %v; want %q, %q", tc.source, ns, name, ok, tc.ns, tc.name)
+		}
+	}
+}

@@ -117,7 +117,9 @@ type Request struct {
 type Store struct {
 	root string
 	dir  string // ROOT/volumes with symlinks resolved, as mountinfo shows it
-	dev  uint64 // device of dir: removal never leaves it
+	// given is ROOT/volumes as the store was opened, symlinks unresolved.
+	given string
+	dev   uint64 // device of dir: removal never leaves it
 
 	mu     sync.Mutex
 	dirFd  int
@@ -179,9 +181,14 @@ func open(root string, clean bool) (*Store, error) {
 		unix.Close(dirFd)
 		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: filepath.Join(resolved, lockFile), Err: err})
 	}
+	abs, err := filepath.Abs(vdir)
+	if err != nil {
+		return nil, fmt.Errorf("open volume store: %w", err)
+	}
 	s := &Store{
 		root:   root,
 		dir:    resolved,
+		given:  abs,
 		dev:    st.Dev,
 		dirFd:  dirFd,
 		refsFd: -1,
@@ -212,6 +219,26 @@ func open(root string, clean bool) (*Store, error) {
 
 // Root returns the root directory the store was opened with.
 func (s *Store) Root() string { return s.root }
+
+// VolumeForMountSource returns the volume whose data a mount source names:
+// ROOT/volumes/NS/NAME/_data, with ROOT as the store was opened or with its
+// symlinks resolved (the form the store hands out, and so the one containerd
+// reports back). Only the store knows its layout; callers never build or
+// take apart these paths themselves.
+func (s *Store) VolumeForMountSource(source string) (ns, name string, ok bool) {
+	source = filepath.Clean(source)
+	for _, dir := range []string{s.dir, s.given} {
+		rest, found := strings.CutPrefix(source, dir+"/")
+		if !found {
+			continue
+		}
+		parts := strings.Split(rest, "/")
+		if len(parts) == 3 && parts[2] == dataDir && ValidateNamespace(parts[0]) == nil && ValidateName(parts[1]) == nil {
+			return parts[0], parts[1], true
+		}
+	}
+	return "", "", false
+}
 
 // Close releases the store's descriptors. The store must not be used after.
 func (s *Store) Close() error {
