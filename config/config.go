@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -48,8 +49,9 @@ type Config struct {
 	ContainerdRoot string `json:"containerdRoot"`
 	// HookPath is this binary as the host sees it; it runs as the OCI hook.
 	HookPath string `json:"hookPath"`
-	// ImageVolumes says what an image VOLUME becomes.
-	ImageVolumes ImageVolumeMode `json:"imageVolumes"`
+	// ImageVolumes says what an image VOLUME becomes and whether pods may
+	// choose otherwise.
+	ImageVolumes ImageVolumes `json:"imageVolumes"`
 	// AnonymousVolumes configures anonymous volumes.
 	AnonymousVolumes AnonymousVolumes `json:"anonymousVolumes"`
 	// Tmpfs configures tmpfs mounts.
@@ -58,6 +60,41 @@ type Config struct {
 	BindMounts BindMounts `json:"bindMounts"`
 	// Limits bounds what one pod or image can make the plugin do.
 	Limits Limits `json:"limits"`
+}
+
+// ImageVolumes is the imageVolumes setting. The document gives either the
+// mode alone (`imageVolumes: tmpfs`; pods may override it) or a mapping
+// (`imageVolumes: {mode: ignore, podOverride: false}`).
+type ImageVolumes struct {
+	// Mode is what an image VOLUME becomes.
+	Mode ImageVolumeMode `json:"mode"`
+	// PodOverride lets a pod choose another mode with the image-volumes
+	// annotation; false refuses such a pod's containers.
+	PodOverride bool `json:"podOverride"`
+}
+
+// UnmarshalJSON accepts the mode alone or the mapping; a key of the mapping
+// other than mode and podOverride is an error naming it.
+func (iv *ImageVolumes) UnmarshalJSON(b []byte) error {
+	var mode string
+	if err := json.Unmarshal(b, &mode); err == nil {
+		*iv = ImageVolumes{Mode: ImageVolumeMode(mode), PodOverride: true}
+		return nil
+	}
+	type plain ImageVolumes
+	v := plain{Mode: ImageVolumeAnonymous, PodOverride: true}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return fmt.Errorf("imageVolumes.%s: want a %s, not a %s", typeErr.Field, typeErr.Type, typeErr.Value)
+		}
+		return fmt.Errorf("imageVolumes: %s: want a mode (volume, tmpfs or ignore) or a mapping with the keys mode and podOverride",
+			strings.TrimPrefix(err.Error(), "json: "))
+	}
+	*iv = ImageVolumes(v)
+	return nil
 }
 
 // AnonymousVolumes configures anonymous volumes.
@@ -100,7 +137,7 @@ func Default() *Config {
 		Root:           "/var/lib/nri-volumes",
 		ContainerdRoot: "/var/lib/containerd",
 		HookPath:       "/usr/local/bin/nri-volumes",
-		ImageVolumes:   ImageVolumeAnonymous,
+		ImageVolumes:   ImageVolumes{Mode: ImageVolumeAnonymous, PodOverride: true},
 		Tmpfs: Tmpfs{
 			DefaultSize: 64 << 20,
 			MaxSize:     1 << 30,
@@ -167,7 +204,7 @@ func (c *Config) Validate() error {
 	if c.Root == "/" {
 		return fmt.Errorf("%w: root: the store cannot be /", ErrInvalid)
 	}
-	if _, err := ParseImageVolumeMode(string(c.ImageVolumes)); err != nil {
+	if _, err := ParseImageVolumeMode(string(c.ImageVolumes.Mode)); err != nil {
 		return fmt.Errorf("imageVolumes: %w", err)
 	}
 	if c.Tmpfs.DefaultSize <= 0 {

@@ -112,7 +112,7 @@ func (p *Plugin) Configure(_ context.Context, cfgText, runtime, version string) 
 	}
 	cfg := p.Config()
 	log.WithFields(logrus.Fields{
-		"root": cfg.Root, "imageVolumes": cfg.ImageVolumes, "keepAfterPod": cfg.AnonymousVolumes.KeepAfterPod,
+		"root": cfg.Root, "imageVolumes": cfg.ImageVolumes.Mode, "imageVolumesPodOverride": cfg.ImageVolumes.PodOverride, "keepAfterPod": cfg.AnonymousVolumes.KeepAfterPod,
 		"tmpfsDefault": cfg.Tmpfs.DefaultSize.String(), "tmpfsMax": cfg.Tmpfs.MaxSize.String(),
 		"allowedHostPaths": cfg.BindMounts.AllowedHostPaths,
 	}).Info("configured")
@@ -275,7 +275,7 @@ func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodS
 	req := &Request{
 		Namespace: ns, PodName: pod.GetName(), PodSandboxID: pod.GetId(),
 		ContainerID: ctr.GetId(), ContainerName: ctr.GetName(),
-		ImageMode: cfg.ImageVolumes, Image: ctr.GetImage().GetName(), Mounts: ctr.GetMounts(),
+		ImageMode: cfg.ImageVolumes.Mode, Image: ctr.GetImage().GetName(), Mounts: ctr.GetMounts(),
 	}
 	if key, value, ok := effectiveAnnotation(pod, ctr, VolumesKey); ok {
 		items, err := ParseVolumes(key, value, cfg.Tmpfs)
@@ -288,6 +288,10 @@ func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodS
 		mode, err := ParseImageVolumeMode(key, value)
 		if err != nil {
 			return nil, err
+		}
+		if mode != req.ImageMode && !cfg.ImageVolumes.PodOverride {
+			return nil, fmt.Errorf("%w %s: value %q: pods may not override imageVolumes (%s) here: the configuration sets imageVolumes.podOverride: false",
+				ErrInvalid, key, value, req.ImageMode)
 		}
 		req.ImageMode = mode
 	}

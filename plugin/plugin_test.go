@@ -437,7 +437,7 @@ func TestConfigureFromRuntime(t *testing.T) {
 	if _, err := p.Configure(context.Background(), "root: "+other+"\nimageVolumes: ignore\n", "containerd", "v2"); err != nil {
 		t.Fatal(err)
 	}
-	if got := p.Config(); got.Root != other || got.ImageVolumes != config.ImageVolumeIgnore {
+	if got := p.Config(); got.Root != other || got.ImageVolumes.Mode != config.ImageVolumeIgnore {
 		t.Fatalf("Config() after Configure = %+v", got)
 	}
 	if _, err := p.Configure(context.Background(), "imageVolumes: sometimes\n", "containerd", "v2"); err == nil || !strings.Contains(err.Error(), "imageVolumes") {
@@ -531,4 +531,42 @@ func TestSynchronizeSymlinkedRoot(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestImageVolumesPodOverrideForbidden configures imageVolumes: {mode:
+// ignore, podOverride: false}: a pod asking for another mode through the
+// annotation is refused with a message naming the annotation key and the
+// configuration key, and gets nothing; asking for the configured mode is no
+// override.
+func TestImageVolumesPodOverrideForbidden(t *testing.T) {
+	rt := newRuntime(t, func(c *config.Config) {
+		c.ImageVolumes = config.ImageVolumes{Mode: config.ImageVolumeIgnore, PodOverride: false}
+	})
+	rt.connect()
+	digest := rt.writeImageConfig(`{"config":{"Volumes":{"/data":{}}}}`)
+	for _, tc := range []struct {
+		key, value string
+		wantErr    bool
+	}{
+		{plugin.ImageVolumesKey + "/pod", "volume", true},
+		{plugin.ImageVolumesKey + "/container.app", "tmpfs", true},
+		{plugin.ImageVolumesKey, "ignore", false},
+	} {
+		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
+			pod := newPod("p1", "default", map[string]string{tc.key: tc.value})
+			ctr := newContainer("c1", "p1", "app")
+			ctr.Image = &api.Image{Name: "app:latest", ConfigDigest: digest}
+			adj, err := rt.create(pod, ctr)
+			switch {
+			case tc.wantErr && (err == nil || !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), "imageVolumes.podOverride")):
+				t.Fatalf("CreateContainer = %v; want an error naming %s and imageVolumes.podOverride", err, tc.key)
+			case !tc.wantErr && err != nil:
+				t.Fatalf("CreateContainer: %v", err)
+			}
+			if m := findMount(adj, "/data"); m != nil {
+				t.Errorf("the image VOLUME was mounted: %+v", m)
+			}
+		})
+	}
+	storeIsEmpty(t, rt)
 }
