@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -60,6 +61,10 @@ type Config struct {
 	BindMounts BindMounts `json:"bindMounts"`
 	// Limits bounds what one pod or image can make the plugin do.
 	Limits Limits `json:"limits"`
+	// LockTimeout bounds every wait for the volume store's lock inside an
+	// NRI request; it must stay below containerd's plugin_request_timeout
+	// (2s by default), past which containerd drops the plugin.
+	LockTimeout Duration `json:"lockTimeout"`
 }
 
 // ImageVolumes is the imageVolumes setting. The document gives either the
@@ -149,6 +154,7 @@ func Default() *Config {
 			CopyUpMaxSize:       10 << 30,
 			CopyUpMaxFiles:      1_000_000,
 		},
+		LockTimeout: Duration(1500 * time.Millisecond),
 	}
 }
 
@@ -231,6 +237,9 @@ func (c *Config) Validate() error {
 	if c.Limits.CopyUpMaxSize < 0 || c.Limits.CopyUpMaxFiles < 0 {
 		return fmt.Errorf("%w: limits.copyUpMaxSize and limits.copyUpMaxFiles cannot be negative", ErrInvalid)
 	}
+	if c.LockTimeout <= 0 || time.Duration(c.LockTimeout) > time.Minute {
+		return fmt.Errorf("%w: lockTimeout %s: want a duration above 0 and at most 1m, below containerd's plugin_request_timeout", ErrInvalid, c.LockTimeout)
+	}
 	return nil
 }
 
@@ -293,4 +302,24 @@ func (s *Size) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes the size as a string such as "64Mi".
 func (s Size) MarshalJSON() ([]byte, error) {
 	return []byte(strconv.Quote(s.String())), nil
+}
+
+// Duration is a time span written as Go writes it: 1500ms, 1.5s, 2m.
+type Duration time.Duration
+
+// String formats the duration as Go does.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalJSON accepts a quoted duration such as "1500ms".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var str string
+	if err := json.Unmarshal(b, &str); err != nil {
+		return fmt.Errorf("duration %s: want a string with a unit, such as 1500ms or 1.5s", b)
+	}
+	v, err := time.ParseDuration(str)
+	if err != nil {
+		return fmt.Errorf("duration %q: want a number with a unit, such as 1500ms or 1.5s", str)
+	}
+	*d = Duration(v)
+	return nil
 }

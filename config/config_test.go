@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -64,6 +65,18 @@ bindMounts:
 				t.Errorf("imageVolumes = %+v", c.ImageVolumes)
 			}
 		}},
+		{name: "lockTimeout", doc: "lockTimeout: 800ms", check: func(t *testing.T, c *Config) {
+			if c.LockTimeout != Duration(800*time.Millisecond) {
+				t.Errorf("lockTimeout = %v", c.LockTimeout)
+			}
+		}},
+		{name: "lockTimeout default", doc: "", check: func(t *testing.T, c *Config) {
+			if c.LockTimeout != Duration(1500*time.Millisecond) {
+				t.Errorf("lockTimeout = %v, want 1.5s", c.LockTimeout)
+			}
+		}},
+		{name: "lockTimeout without unit", doc: "lockTimeout: 1500", wantErr: `duration 1500: want a string with a unit`},
+		{name: "lockTimeout zero", doc: "lockTimeout: 0s", wantErr: `lockTimeout 0s`},
 		{name: "imageVolumes unknown key", doc: "imageVolumes: {mode: tmpfs, podOverides: false}", wantErr: `imageVolumes: unknown field "podOverides"`},
 		{name: "imageVolumes bad mode in mapping", doc: "imageVolumes: {mode: bind}", wantErr: `imageVolumes`},
 		{name: "imageVolumes bad podOverride", doc: "imageVolumes: {podOverride: sometimes}", wantErr: `imageVolumes`},

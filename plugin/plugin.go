@@ -3,7 +3,10 @@
 // VOLUMEs, make a plan, acquire volumes from the store, adjust the container)
 // and keeps the store's references in step with the runtime's containers and
 // pods. NRI calls its handlers concurrently; the Plugin is safe for that, and
-// every store mutation goes through the store's own locking.
+// every store mutation goes through the store's own locking. Nothing a
+// handler does waits long: store lock waits are bounded by lockTimeout, the
+// data of removed volumes is deleted by the store's reaper, and the
+// store-wide pass after a restart (RemoveOrphans) runs in the background.
 package plugin
 
 import (
@@ -15,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
@@ -33,11 +37,15 @@ type Plugin struct {
 	store  *volumes.Store
 	images *ImageVolumes
 
-	// podVolumes holds, per pod sandbox, the volumes its containers were
-	// given, for limits.volumesPerPod. Synchronize rebuilds it and
-	// RemovePodSandbox drops a pod's entry.
+	// podVolumes holds, per live pod sandbox, the volumes its containers
+	// were given, for limits.volumesPerPod; a pod's entry is also what says
+	// it is alive to the background removal of orphans. Synchronize rebuilds
+	// it, CreateContainer adds to it and RemovePodSandbox drops a pod.
 	podMu      sync.Mutex
 	podVolumes map[string]map[string]struct{}
+
+	// orphanMu runs one background removal of orphans at a time.
+	orphanMu sync.Mutex
 }
 
 var (
@@ -77,12 +85,17 @@ func (p *Plugin) setConfig(cfg *config.Config) error {
 	if p.store != nil && p.cfg.Root == cfg.Root {
 		p.cfg = cfg
 		p.images = NewImageVolumes(cfg.ContainerdRoot)
+		p.store.SetLockTimeout(time.Duration(cfg.LockTimeout))
 		return nil
 	}
 	store, err := volumes.Open(cfg.Root)
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
+	store.SetLockTimeout(time.Duration(cfg.LockTimeout))
+	store.StartReaper(func(err error) {
+		p.log.WithError(err).Warn("deleting the data of removed volumes")
+	})
 	if p.store != nil {
 		p.store.Close()
 	}
@@ -119,17 +132,18 @@ func (p *Plugin) Configure(_ context.Context, cfgText, runtime, version string) 
 	return 0, nil
 }
 
-// Synchronize rebuilds the store's references from the runtime's containers
-// and removes the anonymous volumes of pods that went away while the plugin
-// was not running.
+// Synchronize rebuilds the store's references from the runtime's containers,
+// so that rm and prune refuse the volumes they use as soon as it returns.
+// After it returns, in the background, the anonymous volumes of pods that
+// went away while the plugin was not running are removed: that pass reads
+// the whole store, too slow for an NRI request.
 func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
 	cfg, store, _ := p.state()
-	live := make(map[string]bool, len(pods))
-	for _, pod := range pods {
-		live[pod.GetId()] = true
-	}
 	refs := map[string][]string{}
-	podVolumes := map[string]map[string]struct{}{}
+	podVolumes := make(map[string]map[string]struct{}, len(pods))
+	for _, pod := range pods {
+		podVolumes[pod.GetId()] = map[string]struct{}{}
+	}
 	for _, c := range ctrs {
 		for _, m := range c.GetMounts() {
 			if ns, name, ok := store.VolumeForMountSource(m.Source); ok {
@@ -142,11 +156,35 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	p.podMu.Lock()
 	p.podVolumes = podVolumes
 	p.podMu.Unlock()
-	if err := store.Reconcile(refs, live, cfg.AnonymousVolumes.KeepAfterPod); err != nil {
+	if err := store.SetReferences(refs); err != nil {
 		return nil, fmt.Errorf("synchronizing the volume store: %w", err)
 	}
 	p.log.WithFields(logrus.Fields{"pods": len(pods), "containers": len(ctrs), "volumesInUse": len(refs)}).Info("synchronized")
+	go p.removeOrphans(store, cfg.AnonymousVolumes.KeepAfterPod)
 	return nil, nil
+}
+
+// removeOrphans removes the anonymous volumes of pods that are gone: not
+// reported by Synchronize, or removed since, and not seen in a
+// CreateContainer since.
+func (p *Plugin) removeOrphans(store *volumes.Store, keep bool) {
+	p.orphanMu.Lock()
+	defer p.orphanMu.Unlock()
+	live := func(pod string) bool {
+		p.podMu.Lock()
+		defer p.podMu.Unlock()
+		_, ok := p.podVolumes[pod]
+		return ok
+	}
+	removed, err := store.RemoveOrphans(live, keep)
+	for _, key := range removed {
+		p.log.WithField("volume", key).Info("removed anonymous volume of a pod that is gone")
+	}
+	if err != nil {
+		p.log.WithError(err).Warn("removing the anonymous volumes of pods that are gone")
+		return
+	}
+	p.log.Debug("removed the anonymous volumes of pods that are gone")
 }
 
 // CreateContainer provisions the container's volumes and adds their mounts.
@@ -224,6 +262,9 @@ func (p *Plugin) claimPodVolumes(cfg *config.Config, pod *api.PodSandbox, reqs [
 	}
 	if n := len(have) + added; n > cfg.Limits.VolumesPerPod {
 		return fmt.Errorf("pod %q would use %d volumes, more than the %d allowed (limits.volumesPerPod)", pod.GetName(), n, cfg.Limits.VolumesPerPod)
+	}
+	if have == nil {
+		p.podVolumes[pod.GetId()] = map[string]struct{}{}
 	}
 	for _, k := range keys {
 		addPodVolume(p.podVolumes, pod.GetId(), k)

@@ -20,6 +20,7 @@ import (
 	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/nri-volumes/nri-volumes/volumes"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // runtime is NRI's own runtime side, listening on a real socket, with the
@@ -409,9 +410,23 @@ func TestSynchronizeRebuildsReferences(t *testing.T) {
 	if err != nil || !slices.Equal(v.UsedBy, []string{"c1"}) {
 		t.Fatalf("after Synchronize: %+v, %v; want used by c1 only", v, err)
 	}
-	if _, err := store.Get("default", volumes.AnonymousName(*dead)); err == nil {
+	// The removal of orphans runs in the background after Synchronize.
+	if !eventually(func() bool {
+		_, err := store.Get("default", volumes.AnonymousName(*dead))
+		return errors.Is(err, volumes.ErrNotFound)
+	}) {
 		t.Fatal("anonymous volume of a removed pod survived Synchronize")
 	}
+}
+
+// eventually polls cond for up to 10s.
+func eventually(cond func() bool) bool {
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 func TestKeepAnonymousAfterPod(t *testing.T) {
@@ -569,4 +584,71 @@ func TestImageVolumesPodOverrideForbidden(t *testing.T) {
 		})
 	}
 	storeIsEmpty(t, rt)
+}
+
+// TestCreateContainerLockHeld holds the store's lock from elsewhere, as a
+// long CLI prune would: CreateContainer fails within the configured
+// lockTimeout, well inside NRI's request timeout, with a message that names
+// the volume and the lock, and leaves nothing; once the lock is free the
+// plugin, still connected, serves the container.
+func TestCreateContainerLockHeld(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	lock, err := os.OpenFile(filepath.Join(rt.cfg.Root, "volumes", ".lock"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	pod := newPod("p1", "shop", map[string]string{plugin.VolumesKey: "- redis-data:/data"})
+	_, err = rt.create(pod, newContainer("c1", "p1", "redis"))
+	for _, want := range []string{"volume store busy", "shop/redis-data", filepath.Join("volumes", ".lock")} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("CreateContainer with the store locked elsewhere = %v; want an error naming %q", err, want)
+		}
+	}
+	storeIsEmpty(t, rt)
+	lock.Close()
+	adj, err := rt.create(pod, newContainer("c2", "p1", "redis"))
+	if err != nil || findMount(adj, "/data") == nil {
+		t.Fatalf("CreateContainer once the lock is free = %+v, %v", adj.GetMounts(), err)
+	}
+}
+
+// TestRemovePodSandboxLeavesDataToReaper removes a pod whose anonymous
+// volume holds data: the volume is gone from the store when
+// RemovePodSandbox returns, and the reaper deletes its data afterwards,
+// outside the request.
+func TestRemovePodSandboxLeavesDataToReaper(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	pod := newPod("p1", "default", map[string]string{plugin.VolumesKey: "- /cache"})
+	ctr := newContainer("c1", "p1", "app")
+	adj, err := rt.create(pod, ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := findMount(adj, "/cache")
+	if err := os.MkdirAll(filepath.Join(m.Source, "a", "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := rt.nri.RemoveContainer(ctx, &adaptation.RemoveContainerRequest{Pod: pod, Container: ctr}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.nri.RemovePodSandbox(ctx, &adaptation.RemovePodSandboxRequest{Pod: pod}); err != nil {
+		t.Fatal(err)
+	}
+	if vols, err := rt.store().List(volumes.ListOptions{Namespace: "default"}); err != nil || len(vols) != 0 {
+		t.Fatalf("volumes after RemovePodSandbox: %d, %v", len(vols), err)
+	}
+	trash := filepath.Join(rt.cfg.Root, "volumes", ".trash")
+	if !eventually(func() bool {
+		entries, err := os.ReadDir(trash)
+		return err == nil && len(entries) == 0
+	}) {
+		t.Fatalf("the reaper never deleted the removed volume's data from %s", trash)
+	}
 }

@@ -1,10 +1,10 @@
 package volumes
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -215,7 +215,8 @@ func (s *Store) List(opts ListOptions) ([]*Volume, error) {
 
 // Remove removes volume name of namespace ns and its data. It refuses with
 // ErrInUse a volume that a container uses (the message names the containers),
-// that is being copied into, or that has something mounted inside it.
+// that is being copied into, or that has something mounted inside it. The
+// data is deleted after the lock is released.
 func (s *Store) Remove(ns, name string) error {
 	if err := ValidateNamespace(ns); err != nil {
 		return err
@@ -225,9 +226,14 @@ func (s *Store) Remove(ns, name string) error {
 	}
 	var trash string
 	err := s.withLock(unix.LOCK_EX, func() error {
-		var err error
-		trash, err = s.detachLocked(ns, name)
+		d, err := s.newDetacher()
 		if err != nil {
+			return err
+		}
+		if trash, err = d.detach(ns, name); err != nil {
+			return err
+		}
+		if err := d.sync(); err != nil {
 			return err
 		}
 		return s.bump(s.forgetAnonLocked([]string{volumeKey(ns, name)}))
@@ -235,158 +241,97 @@ func (s *Store) Remove(ns, name string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.deleteTrash(ns, trash, false); err != nil {
+	if _, err := s.deleteTrash(trash, false); err != nil {
 		return fmt.Errorf("volume %q in namespace %q removed, but deleting its data failed: %w", name, ns, err)
 	}
 	return nil
 }
 
-// detachLocked checks that the volume may go and renames it to a temporary
-// name, which deleteTrash then deletes outside the lock. A broken entry that
-// is no directory (say, a symlink planted in the store) is unlinked itself,
-// never followed; the returned name is "" then.
-func (s *Store) detachLocked(ns, name string) (string, error) {
-	nsFd, err := openDir(s.dirFd, ns)
-	if err != nil {
-		return "", publicError(ns, name, err)
-	}
-	defer unix.Close(nsFd)
-	volFd, err := openDir(nsFd, name)
-	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-		if err := unix.Unlinkat(nsFd, name, 0); err != nil {
-			return "", volumeError(ns, name, err)
-		}
-		return "", unix.Fsync(nsFd)
-	}
-	if err != nil {
-		return "", publicError(ns, name, err)
-	}
-	defer unix.Close(volFd)
-	if users := s.idx.usedBy(volumeKey(ns, name)); len(users) > 0 {
-		return "", fmt.Errorf("volume %q in namespace %q: %w by container(s) %s",
-			name, ns, ErrInUse, strings.Join(users, ", "))
-	}
-	if err := unix.Flock(volFd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return "", fmt.Errorf("volume %q in namespace %q: %w: copy-up in progress", name, ns, ErrInUse)
-		}
-		return "", volumeError(ns, name, err)
-	}
-	if err := s.checkNoMounts(volFd, ns, name); err != nil {
-		return "", err
-	}
-	trash := tmpPrefix + "rm-" + randomSuffix()
-	if err := unix.Renameat(nsFd, name, nsFd, trash); err != nil {
-		return "", volumeError(ns, name, err)
-	}
-	if err := unix.Fsync(nsFd); err != nil {
-		return "", volumeError(ns, name, err)
-	}
-	return trash, nil
-}
-
-// checkNoMounts refuses a volume with a mount at or below its directory:
-// removing it would delete whatever is mounted there, or fail half-way.
-func (s *Store) checkNoMounts(volFd int, ns, name string) error {
-	st, err := fstat(volFd)
-	if err != nil {
-		return volumeError(ns, name, err)
-	}
-	if st.Dev != s.dev {
-		return fmt.Errorf("volume %q in namespace %q: %w: its directory is a mount point", name, ns, ErrInUse)
-	}
-	mounts, err := mountsBelow(filepath.Join(s.dir, ns, name))
-	if err != nil {
-		return volumeError(ns, name, err)
-	}
-	if len(mounts) > 0 {
-		return fmt.Errorf("volume %q in namespace %q: %w: something is mounted inside it (%s)",
-			name, ns, ErrInUse, strings.Join(mounts, ", "))
-	}
-	return nil
-}
-
-// deleteTrash deletes a volume detachLocked set aside, first measuring its
-// data when measure is set. It needs no lock: nothing else uses the name.
-func (s *Store) deleteTrash(ns, trash string, measure bool) (int64, error) {
-	if trash == "" {
-		return 0, nil
-	}
-	nsFd, err := s.openNamespace(ns)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(nsFd)
-	var size int64
-	if measure {
-		if fd, err := openDir(nsFd, trash+"/"+dataDir); err == nil {
-			if st, err := fstat(fd); err == nil {
-				size, _ = diskUsageAt(fd, st.Dev, make(map[inode]bool))
-			}
-			unix.Close(fd)
-		}
-	}
-	return size, removeAllAt(nsFd, trash, s.dev)
-}
-
 // openNamespace opens a namespace directory outside the store lock.
 func (s *Store) openNamespace(ns string) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err := s.enter(context.Background()); err != nil {
+		return -1, err
+	}
+	defer s.leave()
 	if s.closed {
 		return -1, errors.New("volume store is closed")
 	}
 	return openDir(s.dirFd, ns)
 }
 
+// Long operations take the store's lock in batches of at most batchTime and
+// leave it free for batchGap between two, so that a plugin request waiting
+// for the lock gets it within a batch or two instead of after the whole run.
+const (
+	batchTime = 20 * time.Millisecond
+	batchGap  = 5 * time.Millisecond
+)
+
 // Prune removes the unused anonymous volumes of a namespace, and with All the
 // unused named ones too, that opts.Filter accepts. It returns what it
 // removed, with Size set, and the space reclaimed. A volume that turns out to
-// be busy is skipped.
+// be busy is skipped. It holds the store's lock in short batches (see
+// batchTime) and deletes the data after the last one.
 func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, err error) {
 	if err := ValidateNamespace(opts.Namespace); err != nil {
+		return nil, 0, err
+	}
+	ns := opts.Namespace
+	names, err := s.namesIn(ns)
+	if err != nil {
 		return nil, 0, err
 	}
 	var detached []*Volume
 	var trashes []string
 	var errs []error
-	err = s.withLock(unix.LOCK_EX, func() error {
-		err := s.scan(opts.Namespace, func(ns string, nsFd int, name string) error {
-			v, err := s.readVolume(nsFd, ns, name)
-			if err != nil || len(v.UsedBy) > 0 || !(v.Anonymous || opts.All) {
-				return nil
+	for len(names) > 0 && err == nil {
+		err = s.withLock(unix.LOCK_EX, func() error {
+			d, err := s.newDetacher()
+			if err != nil {
+				return err
 			}
-			if opts.Filter != nil && !opts.Filter(v) {
-				return nil
+			nsFd, err := openDir(s.dirFd, ns)
+			if err != nil {
+				names = nil
+				return nil // the namespace went away
 			}
-			trash, err := s.detachLocked(ns, name)
-			switch {
-			case errors.Is(err, ErrInUse):
-			case err != nil:
+			defer unix.Close(nsFd)
+			var keys []string
+			for end := time.Now().Add(batchTime); len(names) > 0 && time.Now().Before(end); {
+				name := names[0]
+				names = names[1:]
+				v, err := s.readVolume(nsFd, ns, name)
+				if err != nil || len(v.UsedBy) > 0 || !(v.Anonymous || opts.All) {
+					continue
+				}
+				if opts.Filter != nil && !opts.Filter(v) {
+					continue
+				}
+				trash, err := d.detach(ns, name)
+				switch {
+				case errors.Is(err, ErrInUse):
+				case err != nil:
+					errs = append(errs, err)
+				default:
+					detached = append(detached, v)
+					trashes = append(trashes, trash)
+					keys = append(keys, v.key())
+				}
+			}
+			if err := d.sync(); err != nil {
 				errs = append(errs, err)
-			default:
-				detached = append(detached, v)
-				trashes = append(trashes, trash)
 			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if len(detached) > 0 {
-			keys := make([]string, len(detached))
-			for i, v := range detached {
-				keys[i] = v.key()
+			if len(keys) == 0 {
+				return nil
 			}
 			return s.bump(s.forgetAnonLocked(keys))
+		})
+		if len(names) > 0 {
+			time.Sleep(batchGap)
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, 0, err
 	}
 	for i, v := range detached {
-		size, err := s.deleteTrash(v.Namespace, trashes[i], true)
+		size, err := s.deleteTrash(trashes[i], true)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("volume %q in namespace %q removed, but deleting its data failed: %w", v.Name, v.Namespace, err))
 		}
@@ -394,7 +339,35 @@ func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, er
 		reclaimed += size
 		removed = append(removed, v)
 	}
+	if err != nil {
+		errs = append([]error{err}, errs...)
+	}
 	return removed, reclaimed, errors.Join(errs...)
+}
+
+// namesIn returns the valid volume names in namespace ns, sorted, read
+// without the store's lock.
+func (s *Store) namesIn(ns string) ([]string, error) {
+	nsFd, err := s.openNamespace(ns)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("namespace %q: %w", ns, err)
+	}
+	defer unix.Close(nsFd)
+	all, err := readDirNames(nsFd)
+	if err != nil {
+		return nil, fmt.Errorf("namespace %q: %w", ns, err)
+	}
+	names := all[:0]
+	for _, n := range all {
+		if ValidateName(n) == nil {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
 }
 
 // Size returns the disk usage of v's data, like du: it never follows a
@@ -431,10 +404,10 @@ func (s *Store) Size(v *Volume) (int64, error) {
 // Check reports every entry of the store that is not a usable volume:
 // directories without a readable volume.json, symlinks, entries with invalid
 // names and leftovers of interrupted writes that Open could not delete. The
-// store's own files (.lock, .refs, .pods) are no problem.
+// store's own files (.lock, .refs, .pods, .trash) are no problem.
 func (s *Store) Check() ([]Problem, error) {
 	var probs []Problem
-	err := s.locked(unix.LOCK_SH, false, func() error {
+	err := s.locked(context.Background(), "", unix.LOCK_SH, false, func() error {
 		nss, err := readDirNames(s.dirFd)
 		if err != nil {
 			return fmt.Errorf("read volume store: %w", err)
@@ -442,7 +415,7 @@ func (s *Store) Check() ([]Problem, error) {
 		sort.Strings(nss)
 		for _, ns := range nss {
 			switch {
-			case ns == lockFile || ns == refsDir || ns == podsDir:
+			case ns == lockFile || ns == refsDir || ns == podsDir || ns == trashDir:
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})

@@ -268,7 +268,9 @@ func TestAcquireMergesAndRestoresRefs(t *testing.T) {
 }
 
 // TestRemovePodVolumesPodList removes a pod's anonymous volumes with its
-// list in .pods, and without one, when it falls back to a scan.
+// list in .pods. Without one (lost in a crash of the node) RemovePodVolumes,
+// which runs inside an NRI request, never scans the store: RemoveOrphans
+// removes them and writes the list again.
 func TestRemovePodVolumesPodList(t *testing.T) {
 	for _, withList := range []bool{true, false} {
 		t.Run(fmt.Sprintf("list=%v", withList), func(t *testing.T) {
@@ -298,6 +300,19 @@ func TestRemovePodVolumesPodList(t *testing.T) {
 			removed, err := s.RemovePodVolumes("pod1")
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !withList {
+				if len(removed) != 0 {
+					t.Fatalf("RemovePodVolumes without a list removed %v", removed)
+				}
+				orphans, err := s.RemoveOrphans(func(pod string) bool { return pod == "pod2" }, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				removed = nil
+				for _, k := range orphans {
+					removed = append(removed, strings.TrimPrefix(k, "default/"))
+				}
 			}
 			if want := []string{AnonymousName(*a.Owner)}; !slices.Equal(removed, want) {
 				t.Errorf("removed %v, want %v (/b is in use)", removed, want)
@@ -379,7 +394,7 @@ func TestReconcileRewritesLists(t *testing.T) {
 		}
 	}
 	keyLive := "default/" + AnonymousName(*live.Owner)
-	if err := s.Reconcile(map[string][]string{keyLive: {"c1"}, "default/named": {"c1", "c4"}, "default/nothere": {"c5"}},
+	if err := reconcile(s, map[string][]string{keyLive: {"c1"}, "default/named": {"c1", "c4"}, "default/nothere": {"c5"}},
 		map[string]bool{"live": true}, false); err != nil {
 		t.Fatal(err)
 	}
@@ -406,8 +421,7 @@ func TestReconcileRewritesLists(t *testing.T) {
 	if got := usedBy(t, s2, "named"); !slices.Equal(got, []string{"c1", "c4"}) {
 		t.Errorf("after reopening named is used by %v", got)
 	}
-	// After Reconcile every pod with anonymous volumes has a list: a pod
-	// without one needs no scan.
+	// A pod without a list has no volumes to remove.
 	if removed, err := s.RemovePodVolumes("another-pod"); err != nil || len(removed) != 0 {
 		t.Errorf("RemovePodVolumes = %v, %v", removed, err)
 	}
