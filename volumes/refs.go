@@ -322,7 +322,7 @@ func (s *Store) SetReferences(refs map[string][]string) error {
 			ctrLists[id] = sortedSet(keys)
 		}
 		var errs []error
-		if err := syncLists(s.refsFd, s.dev, ctrLists); err != nil {
+		if err := syncLists(s.refsFd, s.dev, ctrLists, s.idx.ctrs); err != nil {
 			errs = append(errs, fmt.Errorf("rewriting the references of containers: %w", err))
 		}
 		x := newIndex()
@@ -377,6 +377,10 @@ func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous
 	if err != nil {
 		return nil, err
 	}
+	scanned := make(map[string]bool, len(anon))
+	for _, v := range anon {
+		scanned[v.key()] = true
+	}
 	pods := map[string]map[string]struct{}{}
 	var errs []error
 	for len(anon) > 0 && err == nil {
@@ -421,11 +425,15 @@ func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous
 	if err != nil {
 		return removed, errors.Join(append([]error{err}, errs...)...)
 	}
-	// What Acquire listed meanwhile stays listed.
+	// What Acquire made since the scan stays listed; entries for volumes
+	// that do not exist go.
 	err = s.withLock(unix.LOCK_EX, func() error {
 		for pod, keys := range s.idx.pods {
 			for k := range keys {
-				addToSet(pods, pod, k)
+				ns, name, _ := strings.Cut(k, "/")
+				if !scanned[k] && s.existsLocked(ns, name) {
+					addToSet(pods, pod, k)
+				}
 			}
 		}
 		podLists := make(map[string][]string, len(pods))
@@ -437,8 +445,8 @@ func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous
 				x.addAnon(pod, k)
 			}
 		}
+		podsErr := syncLists(s.podsFd, s.dev, podLists, s.idx.pods)
 		s.idx = x
-		podsErr := syncLists(s.podsFd, s.dev, podLists)
 		if podsErr != nil {
 			errs = append(errs, fmt.Errorf("rewriting the anonymous volumes of pods: %w", podsErr))
 		}

@@ -394,6 +394,9 @@ func TestReconcileRewritesLists(t *testing.T) {
 		}
 	}
 	keyLive := "default/" + AnonymousName(*live.Owner)
+	// As after a restart: the store reads the lists as they are.
+	s.Close()
+	s = openStore(t, root)
 	if err := reconcile(s, map[string][]string{keyLive: {"c1"}, "default/named": {"c1", "c4"}, "default/nothere": {"c5"}},
 		map[string]bool{"live": true}, false); err != nil {
 		t.Fatal(err)
