@@ -176,7 +176,8 @@ func (s *Store) Get(ns, name string) (*Volume, error) {
 }
 
 // List returns the volumes of one namespace, or of all, sorted by namespace
-// and name. Entries that are not usable volumes are skipped; see Check.
+// and name. Entries that are not usable volumes are skipped; see Check. It
+// holds the store's lock only to fill in UsedBy.
 func (s *Store) List(opts ListOptions) ([]*Volume, error) {
 	ns := opts.Namespace
 	if opts.AllNamespaces {
@@ -184,14 +185,29 @@ func (s *Store) List(opts ListOptions) ([]*Volume, error) {
 	} else if err := ValidateNamespace(ns); err != nil {
 		return nil, err
 	}
+	// The metadata is read without the lock, which a listing of a big store
+	// would otherwise hold for seconds against the plugin's requests; only
+	// the users come from under the lock.
+	dirFd, err := s.openStoreDir()
+	if err != nil {
+		return nil, err
+	}
 	var vols []*Volume
-	err := s.withLock(unix.LOCK_SH, func() error {
-		return s.scan(ns, func(ns string, nsFd int, name string) error {
-			if v, err := s.readVolume(nsFd, ns, name); err == nil {
-				vols = append(vols, v)
-			}
-			return nil
-		})
+	err = scanAt(dirFd, ns, func(ns string, nsFd int, name string) error {
+		if v, err := s.loadVolume(nsFd, ns, name); err == nil {
+			vols = append(vols, v)
+		}
+		return nil
+	})
+	unix.Close(dirFd)
+	if err != nil {
+		return nil, err
+	}
+	err = s.withLock(unix.LOCK_SH, func() error {
+		for _, v := range vols {
+			v.UsedBy = s.idx.usedBy(v.key())
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
