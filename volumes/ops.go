@@ -241,21 +241,22 @@ func (s *Store) Remove(ns, name string) error {
 		return err
 	}
 	var trash string
+	var d *detacher
 	err := s.withLock(unix.LOCK_EX, func() error {
-		d, err := s.newDetacher()
-		if err != nil {
+		var err error
+		if d, err = s.newDetacher(); err != nil {
 			return err
 		}
 		if trash, err = d.detach(ns, name); err != nil {
-			return err
-		}
-		if err := d.sync(); err != nil {
 			return err
 		}
 		return s.bump(s.forgetAnonLocked([]string{volumeKey(ns, name)}))
 	})
 	if err != nil {
 		return err
+	}
+	if err := d.sync(); err != nil {
+		return volumeError(ns, name, err)
 	}
 	if _, err := s.deleteTrash(trash, false); err != nil {
 		return fmt.Errorf("volume %q in namespace %q removed, but deleting its data failed: %w", name, ns, err)
@@ -301,9 +302,10 @@ func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, er
 	var trashes []string
 	var errs []error
 	for len(names) > 0 && err == nil {
+		var d *detacher
 		err = s.withLock(unix.LOCK_EX, func() error {
-			d, err := s.newDetacher()
-			if err != nil {
+			var err error
+			if d, err = s.newDetacher(); err != nil {
 				return err
 			}
 			nsFd, err := openDir(s.dirFd, ns)
@@ -334,14 +336,16 @@ func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, er
 					keys = append(keys, v.key())
 				}
 			}
-			if err := d.sync(); err != nil {
-				errs = append(errs, err)
-			}
 			if len(keys) == 0 {
 				return nil
 			}
 			return s.bump(s.forgetAnonLocked(keys))
 		})
+		if d != nil {
+			if err := d.sync(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if len(names) > 0 {
 			time.Sleep(batchGap)
 		}

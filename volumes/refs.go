@@ -223,13 +223,14 @@ func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err err
 	}
 	var errs []error
 	what := fmt.Sprintf("removing the anonymous volumes of pod sandbox %q", podSandboxID)
+	var d *detacher
 	err = s.withRequestLock(what, unix.LOCK_EX, func() error {
 		listed := s.idx.pods[podSandboxID]
 		if listed == nil {
 			return nil
 		}
-		d, err := s.newDetacher()
-		if err != nil {
+		var err error
+		if d, err = s.newDetacher(); err != nil {
 			return err
 		}
 		keep := map[string]struct{}{}
@@ -252,9 +253,6 @@ func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err err
 			detached = append(detached, k)
 			removed = append(removed, name)
 		}
-		if err := d.sync(); err != nil {
-			errs = append(errs, err)
-		}
 		if len(detached) > 0 {
 			s.kickReaper()
 		}
@@ -273,6 +271,9 @@ func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err err
 	})
 	if err != nil {
 		return nil, err
+	}
+	if d != nil {
+		errs = append(errs, d.sync())
 	}
 	return removed, errors.Join(errs...)
 }
@@ -384,9 +385,10 @@ func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous
 	pods := map[string]map[string]struct{}{}
 	var errs []error
 	for len(anon) > 0 && err == nil {
+		var d *detacher
 		err = s.withLock(unix.LOCK_EX, func() error {
-			d, err := s.newDetacher()
-			if err != nil {
+			var err error
+			if d, err = s.newDetacher(); err != nil {
 				return err
 			}
 			var keys []string
@@ -409,15 +411,17 @@ func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous
 					addToSet(pods, pod, v.key())
 				}
 			}
-			if err := d.sync(); err != nil {
-				errs = append(errs, err)
-			}
 			if len(keys) == 0 {
 				return nil
 			}
 			s.kickReaper()
 			return s.bump(s.forgetAnonLocked(keys))
 		})
+		if d != nil {
+			if err := d.sync(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		if len(anon) > 0 {
 			time.Sleep(batchGap)
 		}

@@ -111,11 +111,13 @@ func (d *detacher) checkNoMounts(volFd int, ns, name string) error {
 }
 
 // sync makes the removals durable: a volume removed stays removed after a
-// crash.
+// crash. It needs no store lock (the renames are done and visible; this only
+// writes them to disk), so long operations call it after releasing the lock:
+// an fsync on a busy disk can take a long time.
 func (d *detacher) sync() error {
 	var errs []error
 	for ns := range d.touched {
-		fd, err := openDir(d.s.dirFd, ns)
+		fd, err := d.s.openNamespace(ns)
 		if err == nil {
 			err = unix.Fsync(fd)
 			unix.Close(fd)
