@@ -300,55 +300,28 @@ func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, er
 	}
 	var detached []*Volume
 	var trashes []string
+	err = s.detachInBatches(len(names), func(d *detacher, i int) (string, error) {
+		v, err := s.getLocked(ns, names[i])
+		if err != nil || len(v.UsedBy) > 0 || !(v.Anonymous || opts.All) {
+			return "", nil
+		}
+		if opts.Filter != nil && !opts.Filter(v) {
+			return "", nil
+		}
+		trash, err := d.detach(ns, v.Name)
+		if errors.Is(err, ErrInUse) {
+			return "", nil // busy after all: skipped
+		}
+		if err != nil {
+			return "", err
+		}
+		detached = append(detached, v)
+		trashes = append(trashes, trash)
+		return v.key(), nil
+	})
 	var errs []error
-	for len(names) > 0 && err == nil {
-		var d *detacher
-		err = s.withLock(unix.LOCK_EX, func() error {
-			var err error
-			if d, err = s.newDetacher(); err != nil {
-				return err
-			}
-			nsFd, err := openDir(s.dirFd, ns)
-			if err != nil {
-				names = nil
-				return nil // the namespace went away
-			}
-			defer unix.Close(nsFd)
-			var keys []string
-			for end := time.Now().Add(batchTime); len(names) > 0 && time.Now().Before(end); {
-				name := names[0]
-				names = names[1:]
-				v, err := s.readVolume(nsFd, ns, name)
-				if err != nil || len(v.UsedBy) > 0 || !(v.Anonymous || opts.All) {
-					continue
-				}
-				if opts.Filter != nil && !opts.Filter(v) {
-					continue
-				}
-				trash, err := d.detach(ns, name)
-				switch {
-				case errors.Is(err, ErrInUse):
-				case err != nil:
-					errs = append(errs, err)
-				default:
-					detached = append(detached, v)
-					trashes = append(trashes, trash)
-					keys = append(keys, v.key())
-				}
-			}
-			if len(keys) == 0 {
-				return nil
-			}
-			return s.bump(s.forgetAnonLocked(keys))
-		})
-		if d != nil {
-			if err := d.sync(); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if len(names) > 0 {
-			time.Sleep(batchGap)
-		}
+	if err != nil {
+		errs = append(errs, err)
 	}
 	for i, v := range detached {
 		size, err := s.deleteTrash(trashes[i], true)
@@ -359,10 +332,51 @@ func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, er
 		reclaimed += size
 		removed = append(removed, v)
 	}
-	if err != nil {
-		errs = append([]error{err}, errs...)
-	}
 	return removed, reclaimed, errors.Join(errs...)
+}
+
+// detachInBatches calls fn for 0 <= i < n under the exclusive lock, taken in
+// batches of at most batchTime with batchGap between them. fn detaches with
+// d and returns the key of the volume it detached, or "". After each batch
+// the index forgets the detached volumes, the reaper is woken (if this Store
+// runs one) and, with the lock released, the removals are made durable. An
+// error of fn is collected and the next i goes on.
+func (s *Store) detachInBatches(n int, fn func(d *detacher, i int) (string, error)) error {
+	var errs []error
+	for i := 0; i < n; {
+		var d *detacher
+		err := s.withLock(unix.LOCK_EX, func() error {
+			var err error
+			if d, err = s.newDetacher(); err != nil {
+				return err
+			}
+			var keys []string
+			for end := time.Now().Add(batchTime); i < n && time.Now().Before(end); i++ {
+				key, err := fn(d, i)
+				if err != nil {
+					errs = append(errs, err)
+				}
+				if key != "" {
+					keys = append(keys, key)
+				}
+			}
+			if len(keys) == 0 {
+				return nil
+			}
+			s.kickReaper()
+			return s.bump(s.forgetAnonLocked(keys))
+		})
+		if d != nil {
+			errs = append(errs, d.sync())
+		}
+		if err != nil {
+			return errors.Join(append([]error{err}, errs...)...)
+		}
+		if i < n {
+			time.Sleep(batchGap)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // namesIn returns the valid volume names in namespace ns, sorted, read

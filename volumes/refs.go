@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -383,52 +382,29 @@ func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous
 		scanned[v.key()] = true
 	}
 	pods := map[string]map[string]struct{}{}
-	var errs []error
-	for len(anon) > 0 && err == nil {
-		var d *detacher
-		err = s.withLock(unix.LOCK_EX, func() error {
-			var err error
-			if d, err = s.newDetacher(); err != nil {
-				return err
-			}
-			var keys []string
-			for end := time.Now().Add(batchTime); len(anon) > 0 && time.Now().Before(end); {
-				v := anon[0]
-				anon = anon[1:]
-				pod := v.Owner.PodSandboxID
-				if !keepAnonymous && len(s.idx.users[v.key()]) == 0 && !live(pod) {
-					_, err := d.detach(v.Namespace, v.Name)
-					if err == nil || isAbsent(err) || errors.Is(err, ErrNotFound) {
-						if err == nil {
-							keys = append(keys, v.key())
-							removed = append(removed, v.key())
-						}
-						continue
-					}
-					errs = append(errs, err)
-				}
-				if validateID("pod sandbox ID", pod) == nil {
-					addToSet(pods, pod, v.key())
-				}
-			}
-			if len(keys) == 0 {
-				return nil
-			}
-			s.kickReaper()
-			return s.bump(s.forgetAnonLocked(keys))
-		})
-		if d != nil {
-			if err := d.sync(); err != nil {
-				errs = append(errs, err)
+	err = s.detachInBatches(len(anon), func(d *detacher, i int) (string, error) {
+		v := anon[i]
+		pod := v.Owner.PodSandboxID
+		var err error
+		if !keepAnonymous && len(s.idx.users[v.key()]) == 0 && !live(pod) {
+			_, err = d.detach(v.Namespace, v.Name)
+			switch {
+			case err == nil:
+				removed = append(removed, v.key())
+				return v.key(), nil
+			case isAbsent(err) || errors.Is(err, ErrNotFound):
+				return "", nil // removed meanwhile
 			}
 		}
-		if len(anon) > 0 {
-			time.Sleep(batchGap)
+		if validateID("pod sandbox ID", pod) == nil {
+			addToSet(pods, pod, v.key()) // stays: listed for its pod
 		}
-	}
+		return "", err
+	})
 	if err != nil {
-		return removed, errors.Join(append([]error{err}, errs...)...)
+		return removed, err
 	}
+	var errs []error
 	// What Acquire made since the scan stays listed; entries for volumes
 	// that do not exist go.
 	err = s.withLock(unix.LOCK_EX, func() error {
