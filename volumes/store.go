@@ -175,6 +175,10 @@ func open(root string, clean bool) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open volume store: %w", err)
 	}
+	abs, err := filepath.Abs(vdir)
+	if err != nil {
+		return nil, fmt.Errorf("open volume store: %w", err)
+	}
 	dirFd, err := unix.Open(resolved, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: resolved, Err: err})
@@ -188,10 +192,6 @@ func open(root string, clean bool) (*Store, error) {
 	if err != nil {
 		unix.Close(dirFd)
 		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: filepath.Join(resolved, lockFile), Err: err})
-	}
-	abs, err := filepath.Abs(vdir)
-	if err != nil {
-		return nil, fmt.Errorf("open volume store: %w", err)
 	}
 	s := &Store{
 		root:    root,
