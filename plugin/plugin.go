@@ -59,7 +59,7 @@ var (
 // New makes a plugin with cfg, opening its store.
 func New(cfg *config.Config, log *logrus.Logger) (*Plugin, error) {
 	p := &Plugin{log: log, resolve: filepath.EvalSymlinks, podVolumes: map[string]map[string]struct{}{}}
-	if err := p.setConfig(cfg); err != nil {
+	if err := p.setConfig(context.Background(), cfg); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -79,7 +79,9 @@ func (p *Plugin) Config() *config.Config {
 	return p.cfg
 }
 
-func (p *Plugin) setConfig(cfg *config.Config) error {
+// setConfig makes cfg the configuration in force, opening the store when
+// the root changes; ctx bounds the wait for the store's lock.
+func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.store != nil && p.cfg.Root == cfg.Root {
@@ -88,7 +90,7 @@ func (p *Plugin) setConfig(cfg *config.Config) error {
 		p.store.SetLockTimeout(time.Duration(cfg.LockTimeout))
 		return nil
 	}
-	store, err := volumes.Open(cfg.Root)
+	store, err := volumes.OpenContext(ctx, cfg.Root)
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
@@ -111,14 +113,18 @@ func (p *Plugin) state() (*config.Config, *volumes.Store, *ImageVolumes) {
 
 // Configure takes the configuration containerd passes from its
 // plugin_config_path; an empty one keeps what the command line gave.
-func (p *Plugin) Configure(_ context.Context, cfgText, runtime, version string) (api.EventMask, error) {
+func (p *Plugin) Configure(ctx context.Context, cfgText, runtime, version string) (api.EventMask, error) {
 	log := p.log.WithFields(logrus.Fields{"runtime": runtime, "runtimeVersion": version})
 	if strings.TrimSpace(cfgText) != "" {
 		cfg, err := config.Parse([]byte(cfgText))
 		if err != nil {
 			return 0, fmt.Errorf("configuration from the runtime: %w", err)
 		}
-		if err := p.setConfig(cfg); err != nil {
+		// Configure is an NRI request: the store's lock is waited for no
+		// longer than the new configuration's lockTimeout.
+		ctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.LockTimeout))
+		defer cancel()
+		if err := p.setConfig(ctx, cfg); err != nil {
 			return 0, err
 		}
 		log = log.WithField("source", "runtime")

@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -65,6 +66,15 @@ func TestLockTimeout(t *testing.T) {
 		{"SetReferences", func() error {
 			return s.SetReferences(map[string][]string{"default/x": {"c1"}})
 		}, `recording the volumes of 1 containers`},
+		{"OpenContext", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			s2, err := OpenContext(ctx, root)
+			if err == nil {
+				s2.Close()
+			}
+			return err
+		}, `opening the volume store`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.op()

@@ -156,17 +156,24 @@ type Store struct {
 // the middle of a write. The index of references is built from disk when an
 // operation first needs it. Several processes may open the same root at once.
 func Open(root string) (*Store, error) {
-	return open(root, true)
+	return open(context.Background(), root, true)
+}
+
+// OpenContext is Open for a caller inside an NRI request (the plugin's
+// Configure with a new root): its wait for the store's lock gives up when
+// ctx is done, with ErrBusy.
+func OpenContext(ctx context.Context, root string) (*Store, error) {
+	return open(ctx, root, true)
 }
 
 // OpenForCopyUp opens the store for a short-lived process that only copies up
 // (the OCI hook, on the path of a container's start): it leaves the cleaning
 // of leftovers, a walk of every namespace, to the plugin and the CLI.
 func OpenForCopyUp(root string) (*Store, error) {
-	return open(root, false)
+	return open(context.Background(), root, false)
 }
 
-func open(root string, clean bool) (*Store, error) {
+func open(ctx context.Context, root string, clean bool) (*Store, error) {
 	vdir := filepath.Join(root, volumesDir)
 	if err := os.MkdirAll(vdir, 0o700); err != nil {
 		return nil, fmt.Errorf("open volume store: %w", err)
@@ -207,7 +214,7 @@ func open(root string, clean bool) (*Store, error) {
 	}
 	// The index is built when first needed, so a process that only copies
 	// up (the OCI hook) never reads the reference lists.
-	err = s.locked(context.Background(), "", unix.LOCK_EX, false, func() error {
+	err = s.locked(ctx, "opening the volume store", unix.LOCK_EX, false, func() error {
 		var err error
 		if s.refsFd, err = ensureDirAt(dirFd, refsDir); err != nil {
 			return err
