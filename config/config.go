@@ -5,12 +5,14 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -48,8 +50,9 @@ type Config struct {
 	ContainerdRoot string `json:"containerdRoot"`
 	// HookPath is this binary as the host sees it; it runs as the OCI hook.
 	HookPath string `json:"hookPath"`
-	// ImageVolumes says what an image VOLUME becomes.
-	ImageVolumes ImageVolumeMode `json:"imageVolumes"`
+	// ImageVolumes says what an image VOLUME becomes and whether pods may
+	// choose otherwise.
+	ImageVolumes ImageVolumes `json:"imageVolumes"`
 	// AnonymousVolumes configures anonymous volumes.
 	AnonymousVolumes AnonymousVolumes `json:"anonymousVolumes"`
 	// Tmpfs configures tmpfs mounts.
@@ -58,6 +61,45 @@ type Config struct {
 	BindMounts BindMounts `json:"bindMounts"`
 	// Limits bounds what one pod or image can make the plugin do.
 	Limits Limits `json:"limits"`
+	// LockTimeout bounds every wait for the volume store's lock inside an
+	// NRI request; it must stay below containerd's plugin_request_timeout
+	// (2s by default), past which containerd drops the plugin.
+	LockTimeout Duration `json:"lockTimeout"`
+}
+
+// ImageVolumes is the imageVolumes setting. The document gives either the
+// mode alone (`imageVolumes: tmpfs`; pods may override it) or a mapping
+// (`imageVolumes: {mode: ignore, podOverride: false}`).
+type ImageVolumes struct {
+	// Mode is what an image VOLUME becomes.
+	Mode ImageVolumeMode `json:"mode"`
+	// PodOverride lets a pod choose another mode with the image-volumes
+	// annotation; false refuses such a pod's containers.
+	PodOverride bool `json:"podOverride"`
+}
+
+// UnmarshalJSON accepts the mode alone or the mapping; a key of the mapping
+// other than mode and podOverride is an error naming it.
+func (iv *ImageVolumes) UnmarshalJSON(b []byte) error {
+	var mode string
+	if err := json.Unmarshal(b, &mode); err == nil {
+		*iv = ImageVolumes{Mode: ImageVolumeMode(mode), PodOverride: true}
+		return nil
+	}
+	type plain ImageVolumes
+	v := plain{Mode: ImageVolumeAnonymous, PodOverride: true}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) && typeErr.Field != "" {
+			return fmt.Errorf("imageVolumes.%s: want a %s, not a %s", typeErr.Field, typeErr.Type, typeErr.Value)
+		}
+		return fmt.Errorf("imageVolumes: %s: want a mode (volume, tmpfs or ignore) or a mapping with the keys mode and podOverride",
+			strings.TrimPrefix(err.Error(), "json: "))
+	}
+	*iv = ImageVolumes(v)
+	return nil
 }
 
 // AnonymousVolumes configures anonymous volumes.
@@ -103,7 +145,7 @@ func Default() *Config {
 		Root:           "/var/lib/nri-volumes",
 		ContainerdRoot: "/var/lib/containerd",
 		HookPath:       "/usr/local/bin/nri-volumes",
-		ImageVolumes:   ImageVolumeAnonymous,
+		ImageVolumes:   ImageVolumes{Mode: ImageVolumeAnonymous, PodOverride: true},
 		Tmpfs: Tmpfs{
 			DefaultSize: 64 << 20,
 			MaxSize:     1 << 30,
@@ -116,6 +158,7 @@ func Default() *Config {
 			CopyUpMaxFiles:      1_000_000,
 			CopyUpMaxSizePerPod: 20 << 30,
 		},
+		LockTimeout: Duration(1500 * time.Millisecond),
 	}
 }
 
@@ -171,7 +214,7 @@ func (c *Config) Validate() error {
 	if c.Root == "/" {
 		return fmt.Errorf("%w: root: the store cannot be /", ErrInvalid)
 	}
-	if _, err := ParseImageVolumeMode(string(c.ImageVolumes)); err != nil {
+	if _, err := ParseImageVolumeMode(string(c.ImageVolumes.Mode)); err != nil {
 		return fmt.Errorf("imageVolumes: %w", err)
 	}
 	if c.Tmpfs.DefaultSize <= 0 {
@@ -200,6 +243,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.CopyUpMaxSizePerPod < 0 {
 		return fmt.Errorf("%w: limits.copyUpMaxSizePerPod cannot be negative", ErrInvalid)
+	}
+	if c.LockTimeout <= 0 || time.Duration(c.LockTimeout) > time.Minute {
+		return fmt.Errorf("%w: lockTimeout %s: want a duration above 0 and at most 1m, below containerd's plugin_request_timeout", ErrInvalid, c.LockTimeout)
 	}
 	return nil
 }
@@ -263,4 +309,24 @@ func (s *Size) UnmarshalJSON(b []byte) error {
 // MarshalJSON writes the size as a string such as "64Mi".
 func (s Size) MarshalJSON() ([]byte, error) {
 	return []byte(strconv.Quote(s.String())), nil
+}
+
+// Duration is a time span written as Go writes it: 1500ms, 1.5s, 2m.
+type Duration time.Duration
+
+// String formats the duration as Go does.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalJSON accepts a quoted duration such as "1500ms".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var str string
+	if err := json.Unmarshal(b, &str); err != nil {
+		return fmt.Errorf("duration %s: want a string with a unit, such as 1500ms or 1.5s", b)
+	}
+	v, err := time.ParseDuration(str)
+	if err != nil {
+		return fmt.Errorf("duration %q: want a number with a unit, such as 1500ms or 1.5s", str)
+	}
+	*d = Duration(v)
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {
@@ -16,7 +17,7 @@ func TestParse(t *testing.T) {
 		check   func(t *testing.T, c *Config)
 	}{
 		{name: "empty document gives defaults", doc: "", check: func(t *testing.T, c *Config) {
-			if c.Root != "/var/lib/nri-volumes" || c.ImageVolumes != ImageVolumeAnonymous || c.Tmpfs.DefaultSize != 64<<20 {
+			if c.Root != "/var/lib/nri-volumes" || c.ImageVolumes != (ImageVolumes{Mode: ImageVolumeAnonymous, PodOverride: true}) || c.Tmpfs.DefaultSize != 64<<20 {
 				t.Errorf("defaults not applied: %+v", c)
 			}
 		}},
@@ -36,7 +37,7 @@ bindMounts:
 			if c.Root != "/srv/vols" {
 				t.Errorf("root not cleaned: %q", c.Root)
 			}
-			if c.ImageVolumes != ImageVolumeTmpfs || !c.AnonymousVolumes.KeepAfterPod {
+			if c.ImageVolumes != (ImageVolumes{Mode: ImageVolumeTmpfs, PodOverride: true}) || !c.AnonymousVolumes.KeepAfterPod {
 				t.Errorf("modes not read: %+v", c)
 			}
 			if c.Tmpfs.DefaultSize != 32<<20 || c.Tmpfs.MaxSize != 2<<30 {
@@ -54,6 +55,31 @@ bindMounts:
 		{name: "unknown top-level key", doc: "rooot: /x", wantErr: `unknown field "rooot"`},
 		{name: "unknown nested key", doc: "tmpfs: {defaultSzie: 1Mi}", wantErr: `unknown field "defaultSzie"`},
 		{name: "bad mode", doc: "imageVolumes: bind", wantErr: `imageVolumes`},
+		{name: "imageVolumes mapping", doc: "imageVolumes: {mode: ignore, podOverride: false}", check: func(t *testing.T, c *Config) {
+			if c.ImageVolumes != (ImageVolumes{Mode: ImageVolumeIgnore, PodOverride: false}) {
+				t.Errorf("imageVolumes = %+v", c.ImageVolumes)
+			}
+		}},
+		{name: "imageVolumes mapping defaults", doc: "imageVolumes: {podOverride: false}", check: func(t *testing.T, c *Config) {
+			if c.ImageVolumes != (ImageVolumes{Mode: ImageVolumeAnonymous, PodOverride: false}) {
+				t.Errorf("imageVolumes = %+v", c.ImageVolumes)
+			}
+		}},
+		{name: "lockTimeout", doc: "lockTimeout: 800ms", check: func(t *testing.T, c *Config) {
+			if c.LockTimeout != Duration(800*time.Millisecond) {
+				t.Errorf("lockTimeout = %v", c.LockTimeout)
+			}
+		}},
+		{name: "lockTimeout default", doc: "", check: func(t *testing.T, c *Config) {
+			if c.LockTimeout != Duration(1500*time.Millisecond) {
+				t.Errorf("lockTimeout = %v, want 1.5s", c.LockTimeout)
+			}
+		}},
+		{name: "lockTimeout without unit", doc: "lockTimeout: 1500", wantErr: `duration 1500: want a string with a unit`},
+		{name: "lockTimeout zero", doc: "lockTimeout: 0s", wantErr: `lockTimeout 0s`},
+		{name: "imageVolumes unknown key", doc: "imageVolumes: {mode: tmpfs, podOverides: false}", wantErr: `imageVolumes: unknown field "podOverides"`},
+		{name: "imageVolumes bad mode in mapping", doc: "imageVolumes: {mode: bind}", wantErr: `imageVolumes`},
+		{name: "imageVolumes bad podOverride", doc: "imageVolumes: {podOverride: sometimes}", wantErr: `imageVolumes`},
 		{name: "relative root", doc: "root: vols", wantErr: `root: "vols" is not an absolute path`},
 		{name: "root is slash", doc: "root: /", wantErr: `the store cannot be /`},
 		{name: "bad size", doc: `tmpfs: {maxSize: "1Mi,exec"}`, wantErr: `size "1Mi,exec"`},

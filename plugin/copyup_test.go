@@ -33,7 +33,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	cleanUpBenchmarks()
+	os.Exit(code)
 }
 
 // TestInterruptedCopyUpGetsTheHookAgain: a copy-up hook killed in the middle

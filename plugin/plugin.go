@@ -3,7 +3,10 @@
 // VOLUMEs, make a plan, acquire volumes from the store, adjust the container)
 // and keeps the store's references in step with the runtime's containers and
 // pods. NRI calls its handlers concurrently; the Plugin is safe for that, and
-// every store mutation goes through the store's own locking.
+// every store mutation goes through the store's own locking. Nothing a
+// handler does waits long: store lock waits are bounded by lockTimeout, the
+// data of removed volumes is deleted by the store's reaper, and the
+// store-wide pass after a restart (RemoveOrphans) runs in the background.
 package plugin
 
 import (
@@ -14,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
@@ -32,11 +36,15 @@ type Plugin struct {
 	store  *volumes.Store
 	images *ImageVolumes
 
-	// podVolumes holds, per pod sandbox, the volumes its containers were
-	// given, for limits.volumesPerPod. Synchronize rebuilds it and
-	// RemovePodSandbox drops a pod's entry.
+	// podVolumes holds, per live pod sandbox, the volumes its containers
+	// were given, for limits.volumesPerPod; a pod's entry is also what says
+	// it is alive to the background removal of orphans. Synchronize rebuilds
+	// it, CreateContainer adds to it and RemovePodSandbox drops a pod.
 	podMu      sync.Mutex
 	podVolumes map[string]map[string]struct{}
+
+	// orphanMu runs one background removal of orphans at a time.
+	orphanMu sync.Mutex
 }
 
 var (
@@ -50,7 +58,7 @@ var (
 // New makes a plugin with cfg, opening its store.
 func New(cfg *config.Config, log *logrus.Logger) (*Plugin, error) {
 	p := &Plugin{log: log, podVolumes: map[string]map[string]struct{}{}}
-	if err := p.setConfig(cfg); err != nil {
+	if err := p.setConfig(context.Background(), cfg); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -70,18 +78,25 @@ func (p *Plugin) Config() *config.Config {
 	return p.cfg
 }
 
-func (p *Plugin) setConfig(cfg *config.Config) error {
+// setConfig makes cfg the configuration in force, opening the store when
+// the root changes; ctx bounds the wait for the store's lock.
+func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.store != nil && p.cfg.Root == cfg.Root {
 		p.cfg = cfg
 		p.images = NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
+		p.store.SetLockTimeout(time.Duration(cfg.LockTimeout))
 		return nil
 	}
-	store, err := volumes.Open(cfg.Root)
+	store, err := volumes.OpenContext(ctx, cfg.Root)
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
+	store.SetLockTimeout(time.Duration(cfg.LockTimeout))
+	store.StartReaper(func(err error) {
+		p.log.WithError(err).Warn("deleting the data of removed volumes")
+	})
 	if p.store != nil {
 		p.store.Close()
 	}
@@ -97,50 +112,53 @@ func (p *Plugin) state() (*config.Config, *volumes.Store, *ImageVolumes) {
 
 // Configure takes the configuration containerd passes from its
 // plugin_config_path; an empty one keeps what the command line gave.
-func (p *Plugin) Configure(_ context.Context, cfgText, runtime, version string) (api.EventMask, error) {
+func (p *Plugin) Configure(ctx context.Context, cfgText, runtime, version string) (api.EventMask, error) {
 	log := p.log.WithFields(logrus.Fields{"runtime": runtime, "runtimeVersion": version})
 	if strings.TrimSpace(cfgText) != "" {
 		cfg, err := config.Parse([]byte(cfgText))
 		if err != nil {
 			return 0, fmt.Errorf("configuration from the runtime: %w", err)
 		}
-		if err := p.setConfig(cfg); err != nil {
+		// Configure is an NRI request: the store's lock is waited for no
+		// longer than the new configuration's lockTimeout.
+		ctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.LockTimeout))
+		defer cancel()
+		if err := p.setConfig(ctx, cfg); err != nil {
 			return 0, err
 		}
 		log = log.WithField("source", "runtime")
 	}
 	cfg := p.Config()
 	log.WithFields(logrus.Fields{
-		"root": cfg.Root, "imageVolumes": cfg.ImageVolumes, "keepAfterPod": cfg.AnonymousVolumes.KeepAfterPod,
+		"root": cfg.Root, "imageVolumes": cfg.ImageVolumes.Mode, "imageVolumesPodOverride": cfg.ImageVolumes.PodOverride, "keepAfterPod": cfg.AnonymousVolumes.KeepAfterPod,
 		"tmpfsDefault": cfg.Tmpfs.DefaultSize.String(), "tmpfsMax": cfg.Tmpfs.MaxSize.String(),
 		"allowedHostPaths": cfg.BindMounts.AllowedHostPaths,
 	}).Info("configured")
 	return 0, nil
 }
 
-// Synchronize rebuilds the store's references from the runtime's containers
-// and removes the anonymous volumes of pods that went away while the plugin
-// was not running.
+// Synchronize rebuilds the store's references from the runtime's containers,
+// so that rm and prune refuse the volumes they use as soon as it returns.
+// After it returns, in the background, the anonymous volumes of pods that
+// went away while the plugin was not running are removed: that pass reads
+// the whole store, too slow for an NRI request.
 func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
 	cfg, store, _ := p.state()
-	live := make(map[string]bool, len(pods))
-	for _, pod := range pods {
-		live[pod.GetId()] = true
-	}
-	prefix := filepath.Join(store.Root(), "volumes") + "/"
 	refs := map[string][]string{}
-	podVolumes := map[string]map[string]struct{}{}
+	podVolumes := make(map[string]map[string]struct{}, len(pods))
+	for _, pod := range pods {
+		podVolumes[pod.GetId()] = map[string]struct{}{}
+	}
+	livePods := make(map[string]bool, len(pods))
+	for _, pod := range pods {
+		livePods[pod.GetId()] = true
+	}
 	liveCtrs := make(map[string]bool, len(ctrs))
 	for _, c := range ctrs {
 		liveCtrs[c.GetId()] = true
 		for _, m := range c.GetMounts() {
-			key, ok := volumeKey(prefix, m.Source)
-			if !ok {
-				if ns, name, pinned := store.PinnedVolume(m.Source); pinned {
-					key, ok = ns+"/"+name, true
-				}
-			}
-			if ok {
+			if ns, name, ok := store.VolumeForMountSource(m.Source); ok {
+				key := ns + "/" + name
 				refs[key] = append(refs[key], c.GetId())
 				addPodVolume(podVolumes, c.GetPodSandboxId(), key)
 			}
@@ -156,27 +174,38 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	p.podMu.Lock()
 	p.podVolumes = podVolumes
 	p.podMu.Unlock()
-	if err := store.Reconcile(refs, live, cfg.AnonymousVolumes.KeepAfterPod); err != nil {
+	if err := store.SetReferences(refs); err != nil {
 		return nil, fmt.Errorf("synchronizing the volume store: %w", err)
 	}
-	if err := store.ForgetPodCopyUps(func(id string) bool { return live[id] }); err != nil {
+	if err := store.ForgetPodCopyUps(func(id string) bool { return livePods[id] }); err != nil {
 		p.log.WithError(err).Warn("cannot forget the copy-up bytes of removed pods")
 	}
 	p.log.WithFields(logrus.Fields{"pods": len(pods), "containers": len(ctrs), "volumesInUse": len(refs)}).Info("synchronized")
+	go p.removeOrphans(store, cfg.AnonymousVolumes.KeepAfterPod)
 	return nil, nil
 }
 
-// volumeKey returns NS/NAME for a mount source ROOT/volumes/NS/NAME/_data.
-func volumeKey(prefix, source string) (string, bool) {
-	rest, ok := strings.CutPrefix(source, prefix)
-	if !ok {
-		return "", false
+// removeOrphans removes the anonymous volumes of pods that are gone: not
+// reported by Synchronize, or removed since, and not seen in a
+// CreateContainer since.
+func (p *Plugin) removeOrphans(store *volumes.Store, keep bool) {
+	p.orphanMu.Lock()
+	defer p.orphanMu.Unlock()
+	live := func(pod string) bool {
+		p.podMu.Lock()
+		defer p.podMu.Unlock()
+		_, ok := p.podVolumes[pod]
+		return ok
 	}
-	parts := strings.Split(rest, "/")
-	if len(parts) != 3 || parts[2] != "_data" {
-		return "", false
+	removed, err := store.RemoveOrphans(live, keep)
+	for _, key := range removed {
+		p.log.WithField("volume", key).Info("removed anonymous volume of a pod that is gone")
 	}
-	return parts[0] + "/" + parts[1], true
+	if err != nil {
+		p.log.WithError(err).Warn("removing the anonymous volumes of pods that are gone")
+		return
+	}
+	p.log.Debug("removed the anonymous volumes of pods that are gone")
 }
 
 // CreateContainer provisions the container's volumes and adds their mounts.
@@ -352,6 +381,9 @@ func (p *Plugin) claimPodVolumes(cfg *config.Config, pod *api.PodSandbox, reqs [
 	if n := len(have) + added; n > cfg.Limits.VolumesPerPod {
 		return fmt.Errorf("pod %q would use %d volumes, more than the %d allowed (limits.volumesPerPod)", pod.GetName(), n, cfg.Limits.VolumesPerPod)
 	}
+	if have == nil {
+		p.podVolumes[pod.GetId()] = map[string]struct{}{}
+	}
 	for _, k := range keys {
 		addPodVolume(p.podVolumes, pod.GetId(), k)
 	}
@@ -423,7 +455,7 @@ func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodS
 	req := &Request{
 		Namespace: ns, PodName: pod.GetName(), PodSandboxID: pod.GetId(),
 		ContainerID: ctr.GetId(), ContainerName: ctr.GetName(),
-		ImageMode: cfg.ImageVolumes, Image: ctr.GetImage().GetName(), Mounts: ctr.GetMounts(),
+		ImageMode: cfg.ImageVolumes.Mode, Image: ctr.GetImage().GetName(), Mounts: ctr.GetMounts(),
 	}
 	req.UserNS, _ = userNamespace(ctr)
 	if key, value, ok := effectiveAnnotation(pod, ctr, VolumesKey); ok {
@@ -437,6 +469,10 @@ func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodS
 		mode, err := ParseImageVolumeMode(key, value)
 		if err != nil {
 			return nil, err
+		}
+		if mode != req.ImageMode && !cfg.ImageVolumes.PodOverride {
+			return nil, fmt.Errorf("%w %s: value %q: pods may not override imageVolumes (%s) here: the configuration sets imageVolumes.podOverride: false",
+				ErrInvalid, key, value, req.ImageMode)
 		}
 		req.ImageMode = mode
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/nri-volumes/nri-volumes/volumes"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // runtime is NRI's own runtime side, listening on a real socket, with the
@@ -427,9 +429,23 @@ func TestSynchronizeRebuildsReferences(t *testing.T) {
 	if err != nil || !slices.Equal(v.UsedBy, []string{"c1"}) {
 		t.Fatalf("after Synchronize: %+v, %v; want used by c1 only", v, err)
 	}
-	if _, err := store.Get("default", volumes.AnonymousName(*dead)); err == nil {
+	// The removal of orphans runs in the background after Synchronize.
+	if !eventually(func() bool {
+		_, err := store.Get("default", volumes.AnonymousName(*dead))
+		return errors.Is(err, volumes.ErrNotFound)
+	}) {
 		t.Fatal("anonymous volume of a removed pod survived Synchronize")
 	}
+}
+
+// eventually polls cond for up to 10s.
+func eventually(cond func() bool) bool {
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 func TestKeepAnonymousAfterPod(t *testing.T) {
@@ -455,7 +471,7 @@ func TestConfigureFromRuntime(t *testing.T) {
 	if _, err := p.Configure(context.Background(), "root: "+other+"\nimageVolumes: ignore\n", "containerd", "v2"); err != nil {
 		t.Fatal(err)
 	}
-	if got := p.Config(); got.Root != other || got.ImageVolumes != config.ImageVolumeIgnore {
+	if got := p.Config(); got.Root != other || got.ImageVolumes.Mode != config.ImageVolumeIgnore {
 		t.Fatalf("Config() after Configure = %+v", got)
 	}
 	if _, err := p.Configure(context.Background(), "imageVolumes: sometimes\n", "containerd", "v2"); err == nil || !strings.Contains(err.Error(), "imageVolumes") {
@@ -503,5 +519,155 @@ func TestLabelsAreNotConfiguration(t *testing.T) {
 	}
 	if len(adj.GetMounts()) != 0 {
 		t.Fatalf("labels configured mounts: %+v", adj.GetMounts())
+	}
+}
+
+// TestSynchronizeSymlinkedRoot runs the store under a ROOT reached through a
+// symlink, as when a bigger disk is linked in. containerd reports the mount
+// sources the plugin gave, which carry the resolved path; after a restart
+// the plugin must still know who uses each volume, so that rm and prune
+// refuse it.
+func TestSynchronizeSymlinkedRoot(t *testing.T) {
+	for _, source := range []string{"resolved", "unresolved"} {
+		t.Run("source="+source, func(t *testing.T) {
+			disk := filepath.Join(t.TempDir(), "disk")
+			if err := os.Mkdir(disk, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			link := filepath.Join(t.TempDir(), "link")
+			if err := os.Symlink(disk, link); err != nil {
+				t.Fatal(err)
+			}
+			rt := newRuntime(t, func(c *config.Config) { c.Root = link })
+			store := rt.store()
+			vol, err := store.Create("default", "shared", volumes.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := vol.Mountpoint
+			if source == "unresolved" {
+				src = filepath.Join(link, "volumes", "default", "shared", "_data")
+			}
+			rt.pods = []*api.PodSandbox{newPod("p1", "default", nil)}
+			c1 := newContainer("c1", "p1", "app")
+			c1.Mounts = []*api.Mount{{Destination: "/data", Type: "bind", Source: src}}
+			rt.ctrs = []*api.Container{c1}
+			rt.connect()
+
+			if err := store.Remove("default", "shared"); !errors.Is(err, volumes.ErrInUse) || !strings.Contains(err.Error(), "c1") {
+				t.Errorf("volume rm of a volume a running container mounts: %v; want it refused naming c1", err)
+			}
+			if removed, _, err := store.Prune(volumes.PruneOptions{Namespace: "default", All: true}); err != nil || len(removed) != 0 {
+				t.Errorf("prune -a removed %d volumes (%v); want none", len(removed), err)
+			}
+			if _, err := os.Stat(filepath.Join(disk, "volumes", "default", "shared", "_data")); err != nil {
+				t.Errorf("the volume's data: %v", err)
+			}
+		})
+	}
+}
+
+// TestImageVolumesPodOverrideForbidden configures imageVolumes: {mode:
+// ignore, podOverride: false}: a pod asking for another mode through the
+// annotation is refused with a message naming the annotation key and the
+// configuration key, and gets nothing; asking for the configured mode is no
+// override.
+func TestImageVolumesPodOverrideForbidden(t *testing.T) {
+	rt := newRuntime(t, func(c *config.Config) {
+		c.ImageVolumes = config.ImageVolumes{Mode: config.ImageVolumeIgnore, PodOverride: false}
+	})
+	rt.connect()
+	digest := rt.writeImageConfig(`{"config":{"Volumes":{"/data":{}}}}`)
+	for _, tc := range []struct {
+		key, value string
+		wantErr    bool
+	}{
+		{plugin.ImageVolumesKey + "/pod", "volume", true},
+		{plugin.ImageVolumesKey + "/container.app", "tmpfs", true},
+		{plugin.ImageVolumesKey, "ignore", false},
+	} {
+		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
+			pod := newPod("p1", "default", map[string]string{tc.key: tc.value})
+			ctr := newContainer("c1", "p1", "app")
+			ctr.Image = &api.Image{Name: "app:latest", ConfigDigest: digest}
+			adj, err := rt.create(pod, ctr)
+			switch {
+			case tc.wantErr && (err == nil || !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), "imageVolumes.podOverride")):
+				t.Fatalf("CreateContainer = %v; want an error naming %s and imageVolumes.podOverride", err, tc.key)
+			case !tc.wantErr && err != nil:
+				t.Fatalf("CreateContainer: %v", err)
+			}
+			if m := findMount(adj, "/data"); m != nil {
+				t.Errorf("the image VOLUME was mounted: %+v", m)
+			}
+		})
+	}
+	storeIsEmpty(t, rt)
+}
+
+// TestCreateContainerLockHeld holds the store's lock from elsewhere, as a
+// long CLI prune would: CreateContainer fails within the configured
+// lockTimeout, well inside NRI's request timeout, with a message that names
+// the volume and the lock, and leaves nothing; once the lock is free the
+// plugin, still connected, serves the container.
+func TestCreateContainerLockHeld(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	lock, err := os.OpenFile(filepath.Join(rt.cfg.Root, "volumes", ".lock"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	pod := newPod("p1", "shop", map[string]string{plugin.VolumesKey: "- redis-data:/data"})
+	_, err = rt.create(pod, newContainer("c1", "p1", "redis"))
+	for _, want := range []string{"volume store busy", "shop/redis-data", filepath.Join("volumes", ".lock")} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("CreateContainer with the store locked elsewhere = %v; want an error naming %q", err, want)
+		}
+	}
+	storeIsEmpty(t, rt)
+	lock.Close()
+	adj, err := rt.create(pod, newContainer("c2", "p1", "redis"))
+	if err != nil || findMount(adj, "/data") == nil {
+		t.Fatalf("CreateContainer once the lock is free = %+v, %v", adj.GetMounts(), err)
+	}
+}
+
+// TestRemovePodSandboxLeavesDataToReaper removes a pod whose anonymous
+// volume holds data: the volume is gone from the store when
+// RemovePodSandbox returns, and the reaper deletes its data afterwards,
+// outside the request.
+func TestRemovePodSandboxLeavesDataToReaper(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	pod := newPod("p1", "default", map[string]string{plugin.VolumesKey: "- /cache"})
+	ctr := newContainer("c1", "p1", "app")
+	adj, err := rt.create(pod, ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := findMount(adj, "/cache")
+	if err := os.MkdirAll(filepath.Join(m.Source, "a", "b"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := rt.nri.RemoveContainer(ctx, &adaptation.RemoveContainerRequest{Pod: pod, Container: ctr}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.nri.RemovePodSandbox(ctx, &adaptation.RemovePodSandboxRequest{Pod: pod}); err != nil {
+		t.Fatal(err)
+	}
+	if vols, err := rt.store().List(volumes.ListOptions{Namespace: "default"}); err != nil || len(vols) != 0 {
+		t.Fatalf("volumes after RemovePodSandbox: %d, %v", len(vols), err)
+	}
+	trash := filepath.Join(rt.cfg.Root, "volumes", ".trash")
+	if !eventually(func() bool {
+		entries, err := os.ReadDir(trash)
+		return err == nil && len(entries) == 0
+	}) {
+		t.Fatalf("the reaper never deleted the removed volume's data from %s", trash)
 	}
 }

@@ -334,12 +334,3 @@ func createEmptyAt(dir int, name string) error {
 	unix.Close(fd)
 	return unix.Fsync(dir)
 }
-
-func flockRetry(fd, how int) error {
-	for {
-		err := unix.Flock(fd, how)
-		if !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}

@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -99,8 +100,8 @@ func (s *Store) ForgetPodCopyUps(keep func(podID string) bool) error {
 }
 
 func (s *Store) openCopyUpBytesDir() (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.enter(context.Background())
+	defer s.leave()
 	if s.closed {
 		return -1, errors.New("volume store is closed")
 	}

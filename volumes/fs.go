@@ -266,10 +266,10 @@ func randomSuffix() string {
 	return hex.EncodeToString(b[:])
 }
 
-// mountsBelow returns the mount points at or below dir, from the mount table
-// of this process's mount namespace. A bind mount from the same filesystem has
-// the same st_dev, so only the mount table finds every kind of mount.
-func mountsBelow(dir string) ([]string, error) {
+// mountPoints returns the mount points of this process's mount namespace.
+// A bind mount from the same filesystem has the same st_dev, so only the
+// mount table finds every kind of mount.
+func mountPoints() ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -283,12 +283,20 @@ func mountsBelow(dir string) ([]string, error) {
 		if len(fields) < 5 {
 			continue
 		}
-		mp := unescapeMountPath(fields[4])
+		found = append(found, unescapeMountPath(fields[4]))
+	}
+	return found, sc.Err()
+}
+
+// mountsBelow returns the mount points of mounts that are dir or below it.
+func mountsBelow(mounts []string, dir string) []string {
+	var found []string
+	for _, mp := range mounts {
 		if mp == dir || strings.HasPrefix(mp, dir+"/") {
 			found = append(found, mp)
 		}
 	}
-	return found, sc.Err()
+	return found
 }
 
 // unescapeMountPath undoes the octal escapes (\040 for a space) of mountinfo.

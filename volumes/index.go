@@ -234,8 +234,10 @@ func writeList(dir int, name string, keys []string) error {
 
 // syncLists makes the directory open at dir hold exactly the lists of want,
 // writing only those that differ and removing everything else: lists of
-// other IDs, temporary files, symlinks (unlinked, never followed).
-func syncLists(dir int, dev uint64, want map[string][]string) error {
+// other IDs, temporary files, symlinks (unlinked, never followed). have is
+// what the index says the lists hold; a list it shows equal to want is not
+// read again.
+func syncLists(dir int, dev uint64, want map[string][]string, have map[string]map[string]struct{}) error {
 	names, err := readDirNames(dir)
 	if err != nil {
 		return err
@@ -244,6 +246,10 @@ func syncLists(dir int, dev uint64, want map[string][]string) error {
 	onDisk := make(map[string]bool, len(names))
 	for _, n := range names {
 		keys, ok := want[n]
+		if ok && sameSet(have[n], keys) {
+			onDisk[n] = true
+			continue
+		}
 		if ok {
 			if got, err := readList(dir, n); err == nil && sameKeys(got, keys) {
 				onDisk[n] = true
@@ -266,6 +272,19 @@ func syncLists(dir int, dev uint64, want map[string][]string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// sameSet reports whether set holds exactly keys, which has no repeats.
+func sameSet(set map[string]struct{}, keys []string) bool {
+	if len(set) != len(keys) {
+		return false
+	}
+	for _, k := range keys {
+		if _, ok := set[k]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 func sameKeys(a, b []string) bool {

@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -34,7 +35,7 @@ func observeLockWait(start time.Time) {
 // directory is still the one it opened. It reads nothing else, so a health
 // check can call it often.
 func (s *Store) Ping() error {
-	return s.locked(unix.LOCK_SH, false, func() error {
+	return s.locked(context.Background(), "", unix.LOCK_SH, false, func() error {
 		var st unix.Stat_t
 		if err := unix.Stat(s.dir, &st); err != nil {
 			return fmt.Errorf("volume store %s: %w", s.dir, err)

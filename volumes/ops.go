@@ -1,10 +1,10 @@
 package volumes
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -230,7 +230,8 @@ func (s *Store) Get(ns, name string) (*Volume, error) {
 }
 
 // List returns the volumes of one namespace, or of all, sorted by namespace
-// and name. Entries that are not usable volumes are skipped; see Check.
+// and name. Entries that are not usable volumes are skipped; see Check. It
+// holds the store's lock only to fill in UsedBy.
 func (s *Store) List(opts ListOptions) ([]*Volume, error) {
 	ns := opts.Namespace
 	if opts.AllNamespaces {
@@ -238,14 +239,29 @@ func (s *Store) List(opts ListOptions) ([]*Volume, error) {
 	} else if err := ValidateNamespace(ns); err != nil {
 		return nil, err
 	}
+	// The metadata is read without the lock, which a listing of a big store
+	// would otherwise hold for seconds against the plugin's requests; only
+	// the users come from under the lock.
+	dirFd, err := s.openStoreDir()
+	if err != nil {
+		return nil, err
+	}
 	var vols []*Volume
-	err := s.withLock(unix.LOCK_SH, func() error {
-		return s.scan(ns, func(ns string, nsFd int, name string) error {
-			if v, err := s.readVolume(nsFd, ns, name); err == nil {
-				vols = append(vols, v)
-			}
-			return nil
-		})
+	err = scanAt(dirFd, ns, func(ns string, nsFd int, name string) error {
+		if v, err := s.loadVolume(nsFd, ns, name); err == nil {
+			vols = append(vols, v)
+		}
+		return nil
+	})
+	unix.Close(dirFd)
+	if err != nil {
+		return nil, err
+	}
+	err = s.withLock(unix.LOCK_SH, func() error {
+		for _, v := range vols {
+			v.UsedBy = s.idx.usedBy(v.key())
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -269,7 +285,8 @@ func (s *Store) List(opts ListOptions) ([]*Volume, error) {
 
 // Remove removes volume name of namespace ns and its data. It refuses with
 // ErrInUse a volume that a container uses (the message names the containers),
-// that is being copied into, or that has something mounted inside it.
+// that is being copied into, or that has something mounted inside it. The
+// data is deleted after the lock is released.
 func (s *Store) Remove(ns, name string) error {
 	if err := ValidateNamespace(ns); err != nil {
 		return err
@@ -278,10 +295,13 @@ func (s *Store) Remove(ns, name string) error {
 		return err
 	}
 	var trash string
+	var d *detacher
 	err := s.withLock(unix.LOCK_EX, func() error {
 		var err error
-		trash, err = s.detachLocked(ns, name)
-		if err != nil {
+		if d, err = s.newDetacher(); err != nil {
+			return err
+		}
+		if trash, err = d.detach(ns, name); err != nil {
 			return err
 		}
 		return s.bump(s.forgetAnonLocked([]string{volumeKey(ns, name)}))
@@ -289,158 +309,76 @@ func (s *Store) Remove(ns, name string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.deleteTrash(ns, trash, false); err != nil {
+	if err := d.sync(); err != nil {
+		return volumeError(ns, name, err)
+	}
+	if _, err := s.deleteTrash(trash, false); err != nil {
 		return fmt.Errorf("volume %q in namespace %q removed, but deleting its data failed: %w", name, ns, err)
 	}
 	return nil
 }
 
-// detachLocked checks that the volume may go and renames it to a temporary
-// name, which deleteTrash then deletes outside the lock. A broken entry that
-// is no directory (say, a symlink planted in the store) is unlinked itself,
-// never followed; the returned name is "" then.
-func (s *Store) detachLocked(ns, name string) (string, error) {
-	nsFd, err := openDir(s.dirFd, ns)
-	if err != nil {
-		return "", publicError(ns, name, err)
-	}
-	defer unix.Close(nsFd)
-	volFd, err := openDir(nsFd, name)
-	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-		if err := unix.Unlinkat(nsFd, name, 0); err != nil {
-			return "", volumeError(ns, name, err)
-		}
-		return "", unix.Fsync(nsFd)
-	}
-	if err != nil {
-		return "", publicError(ns, name, err)
-	}
-	defer unix.Close(volFd)
-	if users := s.idx.usedBy(volumeKey(ns, name)); len(users) > 0 {
-		return "", fmt.Errorf("volume %q in namespace %q: %w by container(s) %s",
-			name, ns, ErrInUse, strings.Join(users, ", "))
-	}
-	if err := unix.Flock(volFd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return "", fmt.Errorf("volume %q in namespace %q: %w: copy-up in progress", name, ns, ErrInUse)
-		}
-		return "", volumeError(ns, name, err)
-	}
-	if err := s.checkNoMounts(volFd, ns, name); err != nil {
-		return "", err
-	}
-	trash := tmpPrefix + "rm-" + randomSuffix()
-	if err := unix.Renameat(nsFd, name, nsFd, trash); err != nil {
-		return "", volumeError(ns, name, err)
-	}
-	if err := unix.Fsync(nsFd); err != nil {
-		return "", volumeError(ns, name, err)
-	}
-	return trash, nil
-}
-
-// checkNoMounts refuses a volume with a mount at or below its directory:
-// removing it would delete whatever is mounted there, or fail half-way.
-func (s *Store) checkNoMounts(volFd int, ns, name string) error {
-	st, err := fstat(volFd)
-	if err != nil {
-		return volumeError(ns, name, err)
-	}
-	if st.Dev != s.dev {
-		return fmt.Errorf("volume %q in namespace %q: %w: its directory is a mount point", name, ns, ErrInUse)
-	}
-	mounts, err := mountsBelow(filepath.Join(s.dir, ns, name))
-	if err != nil {
-		return volumeError(ns, name, err)
-	}
-	if len(mounts) > 0 {
-		return fmt.Errorf("volume %q in namespace %q: %w: something is mounted inside it (%s)",
-			name, ns, ErrInUse, strings.Join(mounts, ", "))
-	}
-	return nil
-}
-
-// deleteTrash deletes a volume detachLocked set aside, first measuring its
-// data when measure is set. It needs no lock: nothing else uses the name.
-func (s *Store) deleteTrash(ns, trash string, measure bool) (int64, error) {
-	if trash == "" {
-		return 0, nil
-	}
-	nsFd, err := s.openNamespace(ns)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(nsFd)
-	var size int64
-	if measure {
-		if fd, err := openDir(nsFd, trash+"/"+dataDir); err == nil {
-			if st, err := fstat(fd); err == nil {
-				size, _ = fsx.DiskUsage(fd, st.Dev)
-			}
-			unix.Close(fd)
-		}
-	}
-	return size, removeAllAt(nsFd, trash, s.dev)
-}
-
 // openNamespace opens a namespace directory outside the store lock.
 func (s *Store) openNamespace(ns string) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err := s.enter(context.Background()); err != nil {
+		return -1, err
+	}
+	defer s.leave()
 	if s.closed {
 		return -1, errors.New("volume store is closed")
 	}
 	return openDir(s.dirFd, ns)
 }
 
+// Long operations take the store's lock in batches of at most batchTime and
+// leave it free for batchGap between two, so that a plugin request waiting
+// for the lock gets it within a batch or two instead of after the whole run.
+const (
+	batchTime = 20 * time.Millisecond
+	batchGap  = 5 * time.Millisecond
+)
+
 // Prune removes the unused anonymous volumes of a namespace, and with All the
 // unused named ones too, that opts.Filter accepts. It returns what it
 // removed, with Size set, and the space reclaimed. A volume that turns out to
-// be busy is skipped.
+// be busy is skipped. It holds the store's lock in short batches (see
+// batchTime) and deletes the data after the last one.
 func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, err error) {
 	if err := ValidateNamespace(opts.Namespace); err != nil {
 		return nil, 0, err
 	}
-	var detached []*Volume
-	var trashes []string
-	var errs []error
-	err = s.withLock(unix.LOCK_EX, func() error {
-		err := s.scan(opts.Namespace, func(ns string, nsFd int, name string) error {
-			v, err := s.readVolume(nsFd, ns, name)
-			if err != nil || len(v.UsedBy) > 0 || !(v.Anonymous || opts.All) {
-				return nil
-			}
-			if opts.Filter != nil && !opts.Filter(v) {
-				return nil
-			}
-			trash, err := s.detachLocked(ns, name)
-			switch {
-			case errors.Is(err, ErrInUse):
-			case err != nil:
-				errs = append(errs, err)
-			default:
-				detached = append(detached, v)
-				trashes = append(trashes, trash)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		if len(detached) > 0 {
-			keys := make([]string, len(detached))
-			for i, v := range detached {
-				keys[i] = v.key()
-			}
-			return s.bump(s.forgetAnonLocked(keys))
-		}
-		return nil
-	})
+	ns := opts.Namespace
+	names, err := s.namesIn(ns)
 	if err != nil {
 		return nil, 0, err
 	}
+	var detached []*Volume
+	var trashes []string
+	err = s.detachInBatches(len(names), func(d *detacher, i int) (string, error) {
+		v, err := s.getLocked(ns, names[i])
+		if err != nil || len(v.UsedBy) > 0 || !(v.Anonymous || opts.All) {
+			return "", nil
+		}
+		if opts.Filter != nil && !opts.Filter(v) {
+			return "", nil
+		}
+		trash, err := d.detach(ns, v.Name)
+		if errors.Is(err, ErrInUse) {
+			return "", nil // busy after all: skipped
+		}
+		if err != nil {
+			return "", err
+		}
+		detached = append(detached, v)
+		trashes = append(trashes, trash)
+		return v.key(), nil
+	})
+	var errs []error
+	if err != nil {
+		errs = append(errs, err)
+	}
 	for i, v := range detached {
-		size, err := s.deleteTrash(v.Namespace, trashes[i], true)
+		size, err := s.deleteTrash(trashes[i], true)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("volume %q in namespace %q removed, but deleting its data failed: %w", v.Name, v.Namespace, err))
 		}
@@ -449,6 +387,75 @@ func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, er
 		removed = append(removed, v)
 	}
 	return removed, reclaimed, errors.Join(errs...)
+}
+
+// detachInBatches calls fn for 0 <= i < n under the exclusive lock, taken in
+// batches of at most batchTime with batchGap between them. fn detaches with
+// d and returns the key of the volume it detached, or "". After each batch
+// the index forgets the detached volumes, the reaper is woken (if this Store
+// runs one) and, with the lock released, the removals are made durable. An
+// error of fn is collected and the next i goes on.
+func (s *Store) detachInBatches(n int, fn func(d *detacher, i int) (string, error)) error {
+	var errs []error
+	for i := 0; i < n; {
+		var d *detacher
+		err := s.withLock(unix.LOCK_EX, func() error {
+			var err error
+			if d, err = s.newDetacher(); err != nil {
+				return err
+			}
+			var keys []string
+			for end := time.Now().Add(batchTime); i < n && time.Now().Before(end); i++ {
+				key, err := fn(d, i)
+				if err != nil {
+					errs = append(errs, err)
+				}
+				if key != "" {
+					keys = append(keys, key)
+				}
+			}
+			if len(keys) == 0 {
+				return nil
+			}
+			s.kickReaper()
+			return s.bump(s.forgetAnonLocked(keys))
+		})
+		if d != nil {
+			errs = append(errs, d.sync())
+		}
+		if err != nil {
+			return errors.Join(append([]error{err}, errs...)...)
+		}
+		if i < n {
+			time.Sleep(batchGap)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// namesIn returns the valid volume names in namespace ns, sorted, read
+// without the store's lock.
+func (s *Store) namesIn(ns string) ([]string, error) {
+	nsFd, err := s.openNamespace(ns)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("namespace %q: %w", ns, err)
+	}
+	defer unix.Close(nsFd)
+	all, err := readDirNames(nsFd)
+	if err != nil {
+		return nil, fmt.Errorf("namespace %q: %w", ns, err)
+	}
+	names := all[:0]
+	for _, n := range all {
+		if ValidateName(n) == nil {
+			names = append(names, n)
+		}
+	}
+	sort.Strings(names)
+	return names, nil
 }
 
 // Size returns the disk usage of v's data, like du: it never follows a
@@ -485,12 +492,13 @@ func (s *Store) Size(v *Volume) (int64, error) {
 // Check reports every entry of the store that is not a usable volume:
 // directories without a readable volume.json, symlinks, entries with invalid
 // names and leftovers of interrupted writes that Open could not delete. The
-// store's own files (.lock, .refs, .pods) are no problem. Below ROOT/pins it
-// reports stray pins, entries where nothing is mounted, and anything that is
-// not a pin; their Namespace is empty and their Name the path below ROOT.
+// store's own files (.lock, .refs, .pods, .trash, .copyup-bytes) are no
+// problem. Below ROOT/pins it reports stray pins, entries where nothing is
+// mounted, and anything that is not a pin; their Namespace is empty and their
+// Name the path below ROOT.
 func (s *Store) Check() ([]Problem, error) {
 	var probs []Problem
-	err := s.locked(unix.LOCK_SH, false, func() error {
+	err := s.locked(context.Background(), "", unix.LOCK_SH, false, func() error {
 		nss, err := readDirNames(s.dirFd)
 		if err != nil {
 			return fmt.Errorf("read volume store: %w", err)
@@ -498,7 +506,7 @@ func (s *Store) Check() ([]Problem, error) {
 		sort.Strings(nss)
 		for _, ns := range nss {
 			switch {
-			case ns == lockFile || ns == refsDir || ns == podsDir || ns == copyUpBytesDir:
+			case ns == lockFile || ns == refsDir || ns == podsDir || ns == trashDir || ns == copyUpBytesDir:
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})

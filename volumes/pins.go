@@ -103,12 +103,21 @@ func (s *Store) PinHostPath(containerID string, n int, src *os.File) (string, er
 		return "", err
 	}
 	var p string
-	err := s.locked(unix.LOCK_EX, false, func() error {
+	err := s.withPinLock(fmt.Sprintf("pinning mount %d of container %q", n, containerID), func() error {
 		var err error
 		p, err = s.pinLocked(containerID, strconv.Itoa(n), int(src.Fd()))
 		return err
 	})
 	return p, err
+}
+
+// withPinLock runs fn under the store's exclusive lock without the reference
+// index: pins are made and removed inside NRI requests, so the wait is
+// bounded like every request's (SetLockTimeout).
+func (s *Store) withPinLock(what string, fn func() error) error {
+	ctx, cancel := s.requestContext()
+	defer cancel()
+	return s.locked(ctx, what, unix.LOCK_EX, false, fn)
 }
 
 // Unpin removes every pin of container containerID; a container without
@@ -117,7 +126,14 @@ func (s *Store) Unpin(containerID string) error {
 	if err := validateID("container ID", containerID); err != nil {
 		return err
 	}
-	return s.locked(unix.LOCK_EX, false, func() error {
+	// Only a CreateContainer of this container makes its pin directory, so
+	// one that is not there now will not be: most containers have no pins,
+	// and their removal need not wait for the store's lock.
+	var st unix.Stat_t
+	if err := unix.Fstatat(s.rootFd, pinsDir+"/"+containerID, &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return s.withPinLock(fmt.Sprintf("unpinning the mounts of container %q", containerID), func() error {
 		return s.unpinLocked(containerID)
 	})
 }
@@ -128,7 +144,7 @@ func (s *Store) Unpin(containerID string) error {
 func (s *Store) RemoveStalePins(live map[string]bool) ([]string, error) {
 	var removed []string
 	var errs []error
-	err := s.locked(unix.LOCK_EX, false, func() error {
+	err := s.withPinLock("removing the pins of containers that are gone", func() error {
 		pinsFd, err := s.openPins(false)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
@@ -430,10 +446,11 @@ func (s *Store) removeUnmountedPins() {
 
 // mountedPins returns the mount points below ROOT/pins.
 func (s *Store) mountedPins() (map[string]bool, error) {
-	mps, err := mountsBelow(s.pins)
+	all, err := mountPoints()
 	if err != nil {
 		return nil, err
 	}
+	mps := mountsBelow(all, s.pins)
 	set := make(map[string]bool, len(mps))
 	for _, mp := range mps {
 		set[mp] = true

@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -18,7 +19,8 @@ import (
 // the container's references as they were. Acquiring again for the same
 // container adds to what it holds, so a repeat changes nothing and returns
 // the same volumes. The container ID must match [a-zA-Z0-9][a-zA-Z0-9_.-]*
-// (at most 128 characters), as containerd's do.
+// (at most 128 characters), as containerd's do. Its wait for the lock is
+// bounded by SetLockTimeout.
 func (s *Store) Acquire(containerID string, reqs []Request) ([]*Volume, error) {
 	vols, _, err := s.AcquireSubpaths(containerID, reqs, nil)
 	return vols, err
@@ -46,7 +48,7 @@ func (s *Store) AcquireSubpaths(containerID string, reqs []Request, subs []Subpa
 	}
 	var vols []*Volume
 	var pins []string
-	err = s.withLock(unix.LOCK_EX, func() error {
+	err = s.withRequestLock(acquiring(containerID, wants), unix.LOCK_EX, func() error {
 		var err error
 		vols, pins, err = s.acquireLocked(containerID, wants, subs)
 		return err
@@ -55,6 +57,15 @@ func (s *Store) AcquireSubpaths(containerID string, reqs []Request, subs []Subpa
 		return nil, nil, err
 	}
 	return vols, pins, nil
+}
+
+// acquiring says, for a lock wait that ran out, what Acquire was for.
+func acquiring(containerID string, wants []Request) string {
+	keys := make([]string, len(wants))
+	for i, r := range wants {
+		keys[i] = volumeKey(r.Namespace, r.Name)
+	}
+	return fmt.Sprintf("acquiring volume(s) %s for container %q", strings.Join(keys, ", "), containerID)
 }
 
 // normalizeRequests validates reqs, names anonymous ones and drops repeats.
@@ -105,11 +116,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 			errs = append(errs, s.unpinLocked(id))
 		}
 		for _, v := range created {
-			trash, err := s.discardLocked(v.Namespace, v.Name)
-			if err == nil {
-				_, err = s.deleteTrashLocked(v.Namespace, trash)
-			}
-			errs = append(errs, err)
+			errs = append(errs, s.discardLocked(v.Namespace, v.Name))
 		}
 		for pod, keys := range podLists {
 			errs = append(errs, writeList(s.podsFd, pod, keys))
@@ -197,39 +204,32 @@ func (s *Store) getLocked(ns, name string) (*Volume, error) {
 	return s.readVolume(nsFd, ns, name)
 }
 
-// discardLocked sets a volume aside for deletion without the in-use checks
-// of detachLocked: Acquire uses it to undo a volume it has just created.
-func (s *Store) discardLocked(ns, name string) (string, error) {
+// discardLocked removes a volume without the in-use checks of detach:
+// Acquire uses it to undo a volume it has just made, which holds no data yet.
+func (s *Store) discardLocked(ns, name string) error {
 	nsFd, err := openDir(s.dirFd, ns)
 	if err != nil {
-		return "", publicError(ns, name, err)
+		return publicError(ns, name, err)
 	}
 	defer unix.Close(nsFd)
-	trash := tmpPrefix + "rm-" + randomSuffix()
-	if err := unix.Renameat(nsFd, name, nsFd, trash); err != nil {
-		return "", volumeError(ns, name, err)
-	}
-	return trash, unix.Fsync(nsFd)
-}
-
-// deleteTrashLocked is deleteTrash for callers that hold the store mutex.
-func (s *Store) deleteTrashLocked(ns, trash string) (int64, error) {
-	nsFd, err := openDir(s.dirFd, ns)
+	trash, err := s.moveToTrashLocked(nsFd, name)
 	if err != nil {
-		return 0, err
+		return volumeError(ns, name, err)
 	}
-	defer unix.Close(nsFd)
-	return 0, removeAllAt(nsFd, trash, s.dev)
+	_, err = reapEntry(s.trashFd, trash, s.dev, true, false)
+	return err
 }
 
 // Release records that container containerID no longer uses any volume: it
 // removes the container's list from .refs. For a container that holds
-// nothing it writes nothing.
+// nothing it writes nothing. Its wait for the lock is bounded by
+// SetLockTimeout.
 func (s *Store) Release(containerID string) error {
 	if err := validateID("container ID", containerID); err != nil {
 		return err
 	}
-	return s.withLock(unix.LOCK_EX, func() error {
+	what := fmt.Sprintf("releasing the volumes of container %q", containerID)
+	return s.withRequestLock(what, unix.LOCK_EX, func() error {
 		_, known := s.idx.ctrs[containerID]
 		// Unlinked even when the index does not know it: an unreadable list
 		// counts for nothing, but need not wait for Reconcile to go. No
@@ -247,95 +247,71 @@ func (s *Store) Release(containerID string) error {
 }
 
 // RemovePodVolumes removes the anonymous volumes of pod sandbox
-// podSandboxID that no container uses, and returns their names. It finds them
-// in the pod's list in .pods; without one, it scans the anonymous volumes of
-// every namespace, unless this Store's Reconcile made every list complete.
+// podSandboxID that no container uses, and returns their names. It finds
+// them in the pod's list in .pods, which Acquire writes before it makes an
+// anonymous volume; volumes whose list a crash lost are RemoveOrphans' work.
+// It only moves the volumes into the trash, which the reaper empties (see
+// StartReaper), and its wait for the lock is bounded by SetLockTimeout: it
+// runs inside an NRI request.
 func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err error) {
 	if err := validateID("pod sandbox ID", podSandboxID); err != nil {
 		return nil, err
 	}
-	var detached []*Volume
-	var trashes []string
 	var errs []error
-	err = s.withLock(unix.LOCK_EX, func() error {
-		listed := s.idx.pods[podSandboxID] != nil
-		vols, err := s.podVolumesLocked(podSandboxID, listed)
-		if err != nil {
+	what := fmt.Sprintf("removing the anonymous volumes of pod sandbox %q", podSandboxID)
+	var d *detacher
+	err = s.withRequestLock(what, unix.LOCK_EX, func() error {
+		listed := s.idx.pods[podSandboxID]
+		if listed == nil {
+			return nil
+		}
+		var err error
+		if d, err = s.newDetacher(); err != nil {
 			return err
 		}
 		keep := map[string]struct{}{}
-		for _, v := range vols {
+		var detached []string
+		for _, k := range sortedSet(listed) {
+			ns, name, _ := strings.Cut(k, "/")
+			v, err := s.getLocked(ns, name)
+			if err != nil || !ownedBy(v, podSandboxID) {
+				continue // a stale entry: the list drops it
+			}
 			if len(v.UsedBy) > 0 {
-				keep[v.key()] = struct{}{}
+				keep[k] = struct{}{}
 				continue
 			}
-			trash, err := s.detachLocked(v.Namespace, v.Name)
-			if err != nil {
-				keep[v.key()] = struct{}{}
+			if _, err := d.detach(ns, name); err != nil {
+				keep[k] = struct{}{}
 				errs = append(errs, err)
 				continue
 			}
-			detached = append(detached, v)
-			trashes = append(trashes, trash)
+			detached = append(detached, k)
+			removed = append(removed, name)
+		}
+		if len(detached) > 0 {
+			s.kickReaper()
 		}
 		// The list keeps the volumes that stay and nothing else: stale
 		// entries go, and a pod whose volumes are all gone has no list.
-		if maps.Equal(keep, s.idx.pods[podSandboxID]) && len(detached) == 0 {
+		if maps.Equal(keep, listed) {
 			return nil
 		}
-		for k := range s.idx.pods[podSandboxID] {
+		for k := range listed {
 			s.idx.dropAnon(k)
-		}
-		for _, v := range detached {
-			s.idx.dropAnon(v.key())
 		}
 		for k := range keep {
 			s.idx.addAnon(podSandboxID, k)
 		}
-		indexed := true
-		if listed || len(keep) > 0 {
-			indexed = s.setPodAnon(podSandboxID) == nil
-		}
-		return s.bump(indexed)
+		return s.bump(s.setPodAnon(podSandboxID) == nil)
 	})
 	if err != nil {
 		return nil, err
 	}
-	for i, v := range detached {
-		if _, err := s.deleteTrash(v.Namespace, trashes[i], false); err != nil {
-			errs = append(errs, volumeError(v.Namespace, v.Name, err))
-		}
-		removed = append(removed, v.Name)
+	if d != nil {
+		errs = append(errs, d.sync())
 	}
 	return removed, errors.Join(errs...)
-}
-
-// podVolumesLocked returns the anonymous volumes of pod, reading the metadata
-// of each to make sure of its owner.
-func (s *Store) podVolumesLocked(pod string, listed bool) ([]*Volume, error) {
-	var vols []*Volume
-	if listed {
-		for _, k := range sortedSet(s.idx.pods[pod]) {
-			ns, name, _ := strings.Cut(k, "/")
-			if v, err := s.getLocked(ns, name); err == nil && ownedBy(v, pod) {
-				vols = append(vols, v)
-			}
-		}
-		return vols, nil
-	}
-	if s.podsComplete {
-		return nil, nil
-	}
-	err := s.scan("", func(ns string, nsFd int, name string) error {
-		if !isAnonymousName(name) {
-			return nil
-		}
-		if v, err := s.readVolume(nsFd, ns, name); err == nil && ownedBy(v, pod) {
-			vols = append(vols, v)
-		}
-		return nil
-	})
-	return vols, err
 }
 
 func ownedBy(v *Volume, pod string) bool {
@@ -357,35 +333,19 @@ func isAnonymousName(name string) bool {
 	return true
 }
 
-// Reconcile makes the store agree with the runtime after a plugin restart:
-// the users of every volume become exactly refs (volume key "NS/NAME" to
-// container IDs; a volume missing from refs has none), so .refs holds a list
-// for exactly the containers in refs; unless keepAnonymous, unused anonymous
-// volumes whose pod is not in livePods are removed; and .pods lists exactly
-// the anonymous volumes that remain. It reads every volume's metadata, once
-// per plugin start.
-func (s *Store) Reconcile(refs map[string][]string, livePods map[string]bool, keepAnonymous bool) error {
-	var detached []*Volume
-	var trashes []string
-	var errs []error
-	err := s.withLock(unix.LOCK_EX, func() error {
-		var vols []*Volume
-		err := s.scan("", func(ns string, nsFd int, name string) error {
-			if v, err := s.readVolume(nsFd, ns, name); err == nil {
-				vols = append(vols, v)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		exists := make(map[string]bool, len(vols))
-		for _, v := range vols {
-			exists[v.key()] = true
-		}
+// SetReferences makes the users of every volume exactly refs (volume key
+// "NS/NAME" to container IDs; a volume missing from refs has none), so that
+// .refs holds a list for exactly the containers in refs that use an existing
+// volume. The plugin calls it from Synchronize after a restart: it reads one
+// small list per container and looks up each referenced volume, never the
+// whole store, and its wait for the lock is bounded by SetLockTimeout.
+func (s *Store) SetReferences(refs map[string][]string) error {
+	what := fmt.Sprintf("recording the volumes of %d containers", len(refs))
+	return s.withRequestLock(what, unix.LOCK_EX, func() error {
 		byCtr := map[string]map[string]struct{}{}
 		for key, ids := range refs {
-			if !exists[key] {
+			ns, name, ok := strings.Cut(key, "/")
+			if !ok || !s.existsLocked(ns, name) {
 				continue
 			}
 			for _, id := range ids {
@@ -394,56 +354,132 @@ func (s *Store) Reconcile(refs map[string][]string, livePods map[string]bool, ke
 				}
 			}
 		}
-		x := newIndex()
 		ctrLists := make(map[string][]string, len(byCtr))
 		for id, keys := range byCtr {
-			x.setRefs(id, keys)
 			ctrLists[id] = sortedSet(keys)
 		}
-		refsErr := syncLists(s.refsFd, s.dev, ctrLists)
-		if refsErr != nil {
-			errs = append(errs, fmt.Errorf("rewriting the references of containers: %w", refsErr))
+		var errs []error
+		if err := syncLists(s.refsFd, s.dev, ctrLists, s.idx.ctrs); err != nil {
+			errs = append(errs, fmt.Errorf("rewriting the references of containers: %w", err))
+		}
+		x := newIndex()
+		x.pods, x.owner = s.idx.pods, s.idx.owner
+		for id, keys := range byCtr {
+			x.setRefs(id, keys)
 		}
 		s.idx = x
-		for _, v := range vols {
-			if !v.Anonymous {
-				continue
+		errs = append(errs, s.bump(len(errs) == 0))
+		return errors.Join(errs...)
+	})
+}
+
+// existsLocked reports whether volume name of namespace ns is a directory
+// in the store, valid names provided.
+func (s *Store) existsLocked(ns, name string) bool {
+	if ValidateNamespace(ns) != nil || ValidateName(name) != nil {
+		return false
+	}
+	st, err := lstatAt(s.dirFd, ns+"/"+name)
+	return err == nil && isDir(&st)
+}
+
+// RemoveOrphans removes, unless keepAnonymous, the unused anonymous volumes
+// whose pod sandbox is gone (live reports which are not), and rewrites .pods
+// so that it lists every anonymous volume that remains: it catches what
+// RemovePodVolumes could not, the volumes of pods removed while the plugin
+// was down and lists a crash of the node lost. It returns the names of the
+// volumes it removed, as NS/NAME.
+//
+// It reads the metadata of every anonymous volume, which takes seconds in a
+// big store, so the plugin runs it in the background after Synchronize: it
+// reads without the lock, decides under the lock in short batches (live is
+// called then, and must not call the store), leaves the data to the reaper,
+// and waits for the lock as long as it takes.
+func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous bool) (removed []string, err error) {
+	dirFd, err := s.openStoreDir()
+	if err != nil {
+		return nil, err
+	}
+	var anon []*Volume
+	err = scanAt(dirFd, "", func(ns string, nsFd int, name string) error {
+		if !isAnonymousName(name) {
+			return nil
+		}
+		if v, err := s.loadVolume(nsFd, ns, name); err == nil && v.Anonymous && v.Owner != nil {
+			anon = append(anon, v)
+		}
+		return nil
+	})
+	unix.Close(dirFd)
+	if err != nil {
+		return nil, err
+	}
+	scanned := make(map[string]bool, len(anon))
+	for _, v := range anon {
+		scanned[v.key()] = true
+	}
+	pods := map[string]map[string]struct{}{}
+	err = s.detachInBatches(len(anon), func(d *detacher, i int) (string, error) {
+		v := anon[i]
+		pod := v.Owner.PodSandboxID
+		var err error
+		if !keepAnonymous && len(s.idx.users[v.key()]) == 0 && !live(pod) {
+			_, err = d.detach(v.Namespace, v.Name)
+			switch {
+			case err == nil:
+				removed = append(removed, v.key())
+				return v.key(), nil
+			case isAbsent(err) || errors.Is(err, ErrNotFound):
+				return "", nil // removed meanwhile
 			}
-			var pod string
-			if v.Owner != nil {
-				pod = v.Owner.PodSandboxID
-			}
-			if !keepAnonymous && len(x.users[v.key()]) == 0 && !livePods[pod] {
-				trash, err := s.detachLocked(v.Namespace, v.Name)
-				if err == nil {
-					detached = append(detached, v)
-					trashes = append(trashes, trash)
-					continue
+		}
+		if validateID("pod sandbox ID", pod) == nil {
+			addToSet(pods, pod, v.key()) // stays: listed for its pod
+		}
+		return "", err
+	})
+	if err != nil {
+		return removed, err
+	}
+	var errs []error
+	// What Acquire made since the scan stays listed; entries for volumes
+	// that do not exist go.
+	err = s.withLock(unix.LOCK_EX, func() error {
+		for pod, keys := range s.idx.pods {
+			for k := range keys {
+				ns, name, _ := strings.Cut(k, "/")
+				if !scanned[k] && s.existsLocked(ns, name) {
+					addToSet(pods, pod, k)
 				}
-				errs = append(errs, err)
-			}
-			if validateID("pod sandbox ID", pod) == nil {
-				x.addAnon(pod, v.key())
 			}
 		}
-		podLists := make(map[string][]string, len(x.pods))
-		for pod, keys := range x.pods {
+		podLists := make(map[string][]string, len(pods))
+		x := newIndex()
+		x.ctrs, x.users = s.idx.ctrs, s.idx.users
+		for pod, keys := range pods {
 			podLists[pod] = sortedSet(keys)
+			for k := range keys {
+				x.addAnon(pod, k)
+			}
 		}
-		podsErr := syncLists(s.podsFd, s.dev, podLists)
+		podsErr := syncLists(s.podsFd, s.dev, podLists, s.idx.pods)
+		s.idx = x
 		if podsErr != nil {
 			errs = append(errs, fmt.Errorf("rewriting the anonymous volumes of pods: %w", podsErr))
 		}
-		s.podsComplete = podsErr == nil
-		return s.bump(refsErr == nil && podsErr == nil)
+		return s.bump(podsErr == nil)
 	})
-	if err != nil {
-		return err
+	return removed, errors.Join(append([]error{err}, errs...)...)
+}
+
+// openStoreDir opens ROOT/volumes for a reader that does not hold the lock.
+func (s *Store) openStoreDir() (int, error) {
+	if err := s.enter(context.Background()); err != nil {
+		return -1, err
 	}
-	for i, v := range detached {
-		if _, err := s.deleteTrash(v.Namespace, trashes[i], false); err != nil {
-			errs = append(errs, volumeError(v.Namespace, v.Name, err))
-		}
+	defer s.leave()
+	if s.closed {
+		return -1, errors.New("volume store is closed")
 	}
-	return errors.Join(errs...)
+	return openDir(s.dirFd, ".")
 }

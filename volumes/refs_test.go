@@ -268,7 +268,9 @@ func TestAcquireMergesAndRestoresRefs(t *testing.T) {
 }
 
 // TestRemovePodVolumesPodList removes a pod's anonymous volumes with its
-// list in .pods, and without one, when it falls back to a scan.
+// list in .pods. Without one (lost in a crash of the node) RemovePodVolumes,
+// which runs inside an NRI request, never scans the store: RemoveOrphans
+// removes them and writes the list again.
 func TestRemovePodVolumesPodList(t *testing.T) {
 	for _, withList := range []bool{true, false} {
 		t.Run(fmt.Sprintf("list=%v", withList), func(t *testing.T) {
@@ -298,6 +300,19 @@ func TestRemovePodVolumesPodList(t *testing.T) {
 			removed, err := s.RemovePodVolumes("pod1")
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !withList {
+				if len(removed) != 0 {
+					t.Fatalf("RemovePodVolumes without a list removed %v", removed)
+				}
+				orphans, err := s.RemoveOrphans(func(pod string) bool { return pod == "pod2" }, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				removed = nil
+				for _, k := range orphans {
+					removed = append(removed, strings.TrimPrefix(k, "default/"))
+				}
 			}
 			if want := []string{AnonymousName(*a.Owner)}; !slices.Equal(removed, want) {
 				t.Errorf("removed %v, want %v (/b is in use)", removed, want)
@@ -379,7 +394,10 @@ func TestReconcileRewritesLists(t *testing.T) {
 		}
 	}
 	keyLive := "default/" + AnonymousName(*live.Owner)
-	if err := s.Reconcile(map[string][]string{keyLive: {"c1"}, "default/named": {"c1", "c4"}, "default/nothere": {"c5"}},
+	// As after a restart: the store reads the lists as they are.
+	s.Close()
+	s = openStore(t, root)
+	if err := reconcile(s, map[string][]string{keyLive: {"c1"}, "default/named": {"c1", "c4"}, "default/nothere": {"c5"}},
 		map[string]bool{"live": true}, false); err != nil {
 		t.Fatal(err)
 	}
@@ -406,8 +424,7 @@ func TestReconcileRewritesLists(t *testing.T) {
 	if got := usedBy(t, s2, "named"); !slices.Equal(got, []string{"c1", "c4"}) {
 		t.Errorf("after reopening named is used by %v", got)
 	}
-	// After Reconcile every pod with anonymous volumes has a list: a pod
-	// without one needs no scan.
+	// A pod without a list has no volumes to remove.
 	if removed, err := s.RemovePodVolumes("another-pod"); err != nil || len(removed) != 0 {
 		t.Errorf("RemovePodVolumes = %v, %v", removed, err)
 	}
@@ -521,5 +538,40 @@ func TestConcurrentAcquireOneNewVolume(t *testing.T) {
 	}
 	if got := dirNames(t, filepath.Join(root, volumesDir, refsDir)); !slices.Equal(got, want) {
 		t.Errorf(".refs = %v, want one list per container", got)
+	}
+}
+
+// TestVolumeForMountSource maps mount sources back to volumes under a root
+// reached through a symlink: both spellings of ROOT are accepted, and
+// nothing that is not exactly a volume's _data is taken for one.
+func TestVolumeForMountSource(t *testing.T) {
+	disk := t.TempDir()
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(disk, link); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, link)
+	real, err := filepath.EvalSymlinks(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		source   string
+		ns, name string
+	}{
+		{real + "/volumes/shop/redis/_data", "shop", "redis"},
+		{link + "/volumes/shop/redis/_data", "shop", "redis"},
+		{link + "/volumes/shop/redis/_data/", "shop", "redis"},
+		{link + "/volumes/shop/redis", "", ""},
+		{link + "/volumes/shop/redis/_data/sub", "", ""},
+		{link + "/volumes/.refs/x/_data", "", ""},
+		{link + "/volumes/shop/.tmp-rm-1/_data", "", ""},
+		{link + "/volumes/shop/../../etc/_data", "", ""},
+		{"/elsewhere/volumes/shop/redis/_data", "", ""},
+	} {
+		ns, name, ok := s.VolumeForMountSource(tc.source)
+		if ns != tc.ns || name != tc.name || ok != (tc.name != "") {
+			t.Errorf("VolumeForMountSource(%q) = %q, %q, %v; want %q, %q", tc.source, ns, name, ok, tc.ns, tc.name)
+		}
 	}
 }

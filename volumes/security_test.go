@@ -218,7 +218,7 @@ func TestPlantedSymlinksNeverFollowed(t *testing.T) {
 			}
 		}},
 		{"Reconcile", func(t *testing.T, s *Store, _ secPlant) {
-			if err := s.Reconcile(nil, nil, false); err != nil {
+			if err := reconcile(s, nil, nil, false); err != nil {
 				t.Logf("Reconcile: %v", err)
 			}
 		}},

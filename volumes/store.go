@@ -8,16 +8,21 @@
 //
 // Concurrency: a Store is safe for use by many goroutines, and several
 // processes (the plugin and the CLI) may open the same root at once. Every
-// mutation holds the Store's mutex and an exclusive flock on
+// mutation holds the Store's in-process lock and an exclusive flock on
 // ROOT/volumes/.lock, reads hold a shared one, and an in-use check and the
-// removal it guards happen under the same lock. Copy-up holds a lock on the one
-// volume it fills, so it never blocks the rest of the store. A volume appears
-// under its name only once complete and durable, and reference lists are
-// replaced atomically, so a process that dies at any moment leaves no
-// half-written state; Open removes what such a process left behind.
+// removal it guards happen under the same lock. The operations on the path of
+// an NRI request wait for these locks no longer than SetLockTimeout allows;
+// long operations (Prune, RemoveOrphans) take the lock in short batches, and
+// the data of removed volumes is deleted outside the lock (see trash.go).
+// Copy-up holds a lock on the one volume it fills, so it never blocks the
+// rest of the store. A volume appears under its name only once complete and
+// durable, and reference lists are replaced atomically, so a process that
+// dies at any moment leaves no half-written state; Open removes what such a
+// process left behind.
 package volumes
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -27,7 +32,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -151,15 +156,24 @@ type Store struct {
 	root string
 	dir  string // ROOT/volumes with symlinks resolved, as mountinfo shows it
 	pins string // ROOT/pins with ROOT's symlinks resolved; see pins.go
-	dev  uint64 // device of dir: removal never leaves it
+	// given is ROOT/volumes as the store was opened, symlinks unresolved.
+	given string
+	dev   uint64 // device of dir: removal never leaves it
 
-	mu     sync.Mutex
-	rootFd int // ROOT
-	dirFd  int
-	refsFd int // ROOT/volumes/.refs
-	podsFd int // ROOT/volumes/.pods
-	lock   *os.File
-	closed bool
+	// sem is the in-process lock, a channel so that a wait can give up
+	// (see enter); it guards the fields below.
+	sem     chan struct{}
+	rootFd  int // ROOT
+	dirFd   int
+	refsFd  int // ROOT/volumes/.refs
+	podsFd  int // ROOT/volumes/.pods
+	trashFd int // ROOT/volumes/.trash
+	lock    *os.File
+	closed  bool
+	// reapKick wakes the reaper, once StartReaper has started one;
+	// reapStop ends it.
+	reapKick chan struct{}
+	reapStop chan struct{}
 	// gen is the generation of the store that idx reflects; every mutation
 	// bumps the one in the lock file, so a change by another process shows.
 	gen uint64
@@ -167,13 +181,9 @@ type Store struct {
 	// Acquire, Release and RemovePodVolumes never scan the store. nil until
 	// first needed.
 	idx *index
-	// podsComplete is set once this Store's Reconcile has written the list
-	// of every pod that has anonymous volumes. Every Acquire writes a pod's
-	// list before its anonymous volume appears, and only a crash of the node,
-	// which ends this process too, can lose a list; so from then on a pod
-	// without a list has no anonymous volumes, and RemovePodVolumes needs no
-	// scan to be sure.
-	podsComplete bool
+	// lockTimeout bounds the lock waits of the operations of NRI requests;
+	// see SetLockTimeout.
+	lockTimeout atomic.Int64
 }
 
 // Open opens the store below root, creating ROOT/volumes (mode 0700) if it is
@@ -181,22 +191,33 @@ type Store struct {
 // the middle of a write. The index of references is built from disk when an
 // operation first needs it. Several processes may open the same root at once.
 func Open(root string) (*Store, error) {
-	return open(root, true)
+	return open(context.Background(), root, true)
+}
+
+// OpenContext is Open for a caller inside an NRI request (the plugin's
+// Configure with a new root): its wait for the store's lock gives up when
+// ctx is done, with ErrBusy.
+func OpenContext(ctx context.Context, root string) (*Store, error) {
+	return open(ctx, root, true)
 }
 
 // OpenForCopyUp opens the store for a short-lived process that only copies up
 // (the OCI hook, on the path of a container's start): it leaves the cleaning
 // of leftovers, a walk of every namespace, to the plugin and the CLI.
 func OpenForCopyUp(root string) (*Store, error) {
-	return open(root, false)
+	return open(context.Background(), root, false)
 }
 
-func open(root string, clean bool) (*Store, error) {
+func open(ctx context.Context, root string, clean bool) (*Store, error) {
 	vdir := filepath.Join(root, volumesDir)
 	if err := os.MkdirAll(vdir, 0o700); err != nil {
 		return nil, fmt.Errorf("open volume store: %w", err)
 	}
 	resolved, err := filepath.EvalSymlinks(vdir)
+	if err != nil {
+		return nil, fmt.Errorf("open volume store: %w", err)
+	}
+	abs, err := filepath.Abs(vdir)
 	if err != nil {
 		return nil, fmt.Errorf("open volume store: %w", err)
 	}
@@ -226,24 +247,30 @@ func open(root string, clean bool) (*Store, error) {
 		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: filepath.Join(resolved, lockFile), Err: err})
 	}
 	s := &Store{
-		root:   root,
-		dir:    resolved,
-		pins:   filepath.Join(resolvedRoot, pinsDir),
-		dev:    st.Dev,
-		rootFd: rootFd,
-		dirFd:  dirFd,
-		refsFd: -1,
-		podsFd: -1,
-		lock:   os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
+		root:    root,
+		dir:     resolved,
+		given:   abs,
+		pins:    filepath.Join(resolvedRoot, pinsDir),
+		dev:     st.Dev,
+		sem:     make(chan struct{}, 1),
+		rootFd:  rootFd,
+		dirFd:   dirFd,
+		refsFd:  -1,
+		podsFd:  -1,
+		trashFd: -1,
+		lock:    os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
 	}
 	// The index is built when first needed, so a process that only copies
 	// up (the OCI hook) never reads the reference lists.
-	err = s.locked(unix.LOCK_EX, false, func() error {
+	err = s.locked(ctx, "opening the volume store", unix.LOCK_EX, false, func() error {
 		var err error
 		if s.refsFd, err = ensureDirAt(dirFd, refsDir); err != nil {
 			return err
 		}
 		if s.podsFd, err = ensureDirAt(dirFd, podsDir); err != nil {
+			return err
+		}
+		if s.trashFd, err = ensureDirAt(dirFd, trashDir); err != nil {
 			return err
 		}
 		if clean {
@@ -262,16 +289,39 @@ func open(root string, clean bool) (*Store, error) {
 // Root returns the root directory the store was opened with.
 func (s *Store) Root() string { return s.root }
 
+// VolumeForMountSource returns the volume whose data a mount source names:
+// ROOT/volumes/NS/NAME/_data, with ROOT as the store was opened or with its
+// symlinks resolved (the form the store hands out, and so the one containerd
+// reports back). Only the store knows its layout; callers never build or
+// take apart these paths themselves.
+func (s *Store) VolumeForMountSource(source string) (ns, name string, ok bool) {
+	source = filepath.Clean(source)
+	for _, dir := range []string{s.dir, s.given} {
+		rest, found := strings.CutPrefix(source, dir+"/")
+		if !found {
+			continue
+		}
+		parts := strings.Split(rest, "/")
+		if len(parts) == 3 && parts[2] == dataDir && ValidateNamespace(parts[0]) == nil && ValidateName(parts[1]) == nil {
+			return parts[0], parts[1], true
+		}
+	}
+	return s.PinnedVolume(source)
+}
+
 // Close releases the store's descriptors. The store must not be used after.
 func (s *Store) Close() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.enter(context.Background())
+	defer s.leave()
 	if s.closed {
 		return nil
 	}
 	s.closed = true
+	if s.reapStop != nil {
+		close(s.reapStop)
+	}
 	err := s.lock.Close()
-	for _, fd := range []int{s.refsFd, s.podsFd, s.dirFd, s.rootFd} {
+	for _, fd := range []int{s.refsFd, s.podsFd, s.trashFd, s.dirFd, s.rootFd} {
 		if fd < 0 {
 			continue
 		}
@@ -304,22 +354,37 @@ func ensureDirAt(parent int, name string) (int, error) {
 	}
 }
 
-// withLock runs fn holding the mutex and a flock of kind how (LOCK_SH or
-// LOCK_EX). It first (re)builds the index if this Store has none yet or
-// another process changed the store since this one last looked.
+// withLock runs fn holding the in-process lock and a flock of kind how
+// (LOCK_SH or LOCK_EX), waiting for them as long as it takes. It first
+// (re)builds the index if this Store has none yet or another process changed
+// the store since this one last looked.
 func (s *Store) withLock(how int, fn func() error) error {
-	return s.locked(how, true, fn)
+	return s.locked(context.Background(), "", how, true, fn)
 }
 
-func (s *Store) locked(how int, index bool, fn func() error) error {
+// withRequestLock is withLock for the operations of NRI requests: the wait
+// is bounded by SetLockTimeout, and what says, for the error, what the
+// operation was for.
+func (s *Store) withRequestLock(what string, how int, fn func() error) error {
+	ctx, cancel := s.requestContext()
+	defer cancel()
+	return s.locked(ctx, what, how, true, fn)
+}
+
+func (s *Store) locked(ctx context.Context, what string, how int, index bool, fn func() error) error {
 	start := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	if err := s.enter(ctx); err != nil {
+		return s.busyError(what, "another operation of this process on the volume store", start)
+	}
+	defer s.leave()
 	if s.closed {
 		return errors.New("volume store is closed")
 	}
 	fd := int(s.lock.Fd())
-	if err := flockRetry(fd, how); err != nil {
+	if err := flockContext(ctx, fd, how); err != nil {
+		if ctx.Err() != nil {
+			return s.busyError(what, fmt.Sprintf("the lock of the volume store (%s), which another process holds, such as a running \"nri-volumes volume prune\" or \"volume rm\"", s.lock.Name()), start)
+		}
 		return fmt.Errorf("lock volume store: %w", err)
 	}
 	observeLockWait(start)
@@ -370,9 +435,12 @@ func (s *Store) bump(indexed bool) error {
 	return nil
 }
 
-// removeLeftovers deletes the temporary entries of interrupted writes and
-// removals. It runs under the exclusive lock, when no write is in progress.
-// What it cannot delete stays, and Check reports it.
+// removeLeftovers clears away the temporary entries of interrupted writes
+// and removals. It runs under the exclusive lock, when no write is in
+// progress, and moves each into the trash rather than deleting it there: an
+// interrupted removal can leave a large tree, and deleting it is the
+// reaper's work, outside the lock. What it cannot move stays, and Check
+// reports it.
 func (s *Store) removeLeftovers() {
 	nss, err := readDirNames(s.dirFd)
 	if err != nil {
@@ -380,7 +448,7 @@ func (s *Store) removeLeftovers() {
 	}
 	for _, ns := range nss {
 		if strings.HasPrefix(ns, tmpPrefix) {
-			removeAllAt(s.dirFd, ns, s.dev)
+			s.moveToTrashLocked(s.dirFd, ns)
 			continue
 		}
 		if ValidateNamespace(ns) != nil {
@@ -394,7 +462,7 @@ func (s *Store) removeLeftovers() {
 		if err == nil {
 			for _, n := range names {
 				if strings.HasPrefix(n, tmpPrefix) {
-					removeAllAt(nsFd, n, s.dev)
+					s.moveToTrashLocked(nsFd, n)
 				}
 			}
 		}
@@ -417,11 +485,17 @@ func (s *Store) removeLeftovers() {
 // in every namespace when ns is "". A namespace that does not exist has no
 // volumes.
 func (s *Store) scan(ns string, fn func(ns string, nsFd int, name string) error) error {
+	return scanAt(s.dirFd, ns, fn)
+}
+
+// scanAt is scan of the store directory open at dirFd, so that a caller
+// without the lock can scan through a descriptor of its own.
+func scanAt(dirFd int, ns string, fn func(ns string, nsFd int, name string) error) error {
 	var nss []string
 	if ns != "" {
 		nss = []string{ns}
 	} else {
-		all, err := readDirNames(s.dirFd)
+		all, err := readDirNames(dirFd)
 		if err != nil {
 			return fmt.Errorf("read volume store: %w", err)
 		}
@@ -433,15 +507,15 @@ func (s *Store) scan(ns string, fn func(ns string, nsFd int, name string) error)
 		sort.Strings(nss)
 	}
 	for _, ns := range nss {
-		if err := s.scanNamespace(ns, fn); err != nil {
+		if err := scanNamespace(dirFd, ns, fn); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *Store) scanNamespace(ns string, fn func(ns string, nsFd int, name string) error) error {
-	nsFd, err := openDir(s.dirFd, ns)
+func scanNamespace(dirFd int, ns string, fn func(ns string, nsFd int, name string) error) error {
+	nsFd, err := openDir(dirFd, ns)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 		return nil
 	}
@@ -469,6 +543,20 @@ func (s *Store) scanNamespace(ns string, fn func(ns string, nsFd int, name strin
 // nsFd. A missing volume gives an error matching fs.ErrNotExist, an unusable
 // one an error matching errBroken.
 func (s *Store) readVolume(nsFd int, ns, name string) (*Volume, error) {
+	v, err := s.loadVolume(nsFd, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	if s.idx != nil {
+		v.UsedBy = s.idx.usedBy(v.key())
+	}
+	return v, nil
+}
+
+// loadVolume is readVolume without UsedBy, for callers that read the store
+// without holding its lock: a volume appears complete under its name and its
+// volume.json never changes, so that is safe.
+func (s *Store) loadVolume(nsFd int, ns, name string) (*Volume, error) {
 	volFd, err := openDir(nsFd, name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -480,10 +568,10 @@ func (s *Store) readVolume(nsFd int, ns, name string) (*Volume, error) {
 		return nil, fmt.Errorf("%w: %w", errBroken, err)
 	}
 	defer unix.Close(volFd)
-	return s.readVolumeAt(volFd, ns, name)
+	return s.loadVolumeAt(volFd, ns, name)
 }
 
-func (s *Store) readVolumeAt(volFd int, ns, name string) (*Volume, error) {
+func (s *Store) loadVolumeAt(volFd int, ns, name string) (*Volume, error) {
 	data, err := readFileAt(volFd, metaFile, maxMetaSize)
 	if err != nil {
 		return nil, fmt.Errorf("%w: no readable %s: %w", errBroken, metaFile, err)
@@ -515,9 +603,6 @@ func (s *Store) readVolumeAt(volFd int, ns, name string) (*Volume, error) {
 	}
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
-	}
-	if s.idx != nil {
-		v.UsedBy = s.idx.usedBy(v.key())
 	}
 	return v, nil
 }

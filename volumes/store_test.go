@@ -401,7 +401,7 @@ func TestReconcile(t *testing.T) {
 		key(live):      {"c1"},
 		key(deadInUse): {"c9", "c3", "c9"},
 	}
-	if err := s.Reconcile(refs, map[string]bool{"live": true}, false); err != nil {
+	if err := reconcile(s, refs, map[string]bool{"live": true}, false); err != nil {
 		t.Fatal(err)
 	}
 	vols, _ := s.List(ListOptions{Namespace: "default"})
@@ -439,12 +439,21 @@ func TestReconcile(t *testing.T) {
 	if err := s.Release("c1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Reconcile(nil, nil, true); err != nil {
+	if err := reconcile(s, nil, nil, true); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Get("default", AnonymousName(*live.Owner)); err != nil {
 		t.Errorf("keepAnonymous removed the volume: %v", err)
 	}
+}
+
+// reconcile does what the plugin's Synchronize does with the store.
+func reconcile(s *Store, refs map[string][]string, livePods map[string]bool, keepAnonymous bool) error {
+	if err := s.SetReferences(refs); err != nil {
+		return err
+	}
+	_, err := s.RemoveOrphans(func(pod string) bool { return livePods[pod] }, keepAnonymous)
+	return err
 }
 
 func TestReopenRebuildsState(t *testing.T) {

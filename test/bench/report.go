@@ -120,6 +120,11 @@ func (r *report) markdown(o *options) string {
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m.target, m.measured, m.yardstick, m.ratio, m.goal, m.verdict)
 		}
 	}
+	if o.goBench != "" {
+		for _, m := range requestSummaries(o.goBench) {
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", m.target, m.measured, m.yardstick, m.ratio, m.goal, m.verdict)
+		}
+	}
 	b.WriteString("\n")
 	for _, s := range r.sections {
 		fmt.Fprintf(&b, "## %s\n\n", s.title)

@@ -25,7 +25,7 @@ func TestPluginConfigYAML(t *testing.T) {
 		t.Fatalf("config.Parse:\n%s\n%v", in.YAML(), err)
 	}
 	if cfg.Root != in.Root || cfg.ContainerdRoot != in.ContainerdRoot || cfg.HookPath != in.HookPath ||
-		string(cfg.ImageVolumes) != in.ImageVolumes || !cfg.AnonymousVolumes.KeepAfterPod ||
+		string(cfg.ImageVolumes.Mode) != in.ImageVolumes || !cfg.AnonymousVolumes.KeepAfterPod ||
 		cfg.Tmpfs.DefaultSize.String() != "32Mi" || cfg.Tmpfs.MaxSize.String() != "64Mi" ||
 		!reflect.DeepEqual(cfg.BindMounts.AllowedHostPaths, in.AllowedHostPaths) {
 		t.Errorf("parsed %+v from\n%s", cfg, in.YAML())

@@ -1,0 +1,282 @@
+package volumes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
+)
+
+// The data of a removed volume goes in two steps. Under the store's lock the
+// volume is renamed into ROOT/volumes/.trash: quick whatever its size, and
+// the name is free at once. Deleting the data takes as long as the data is
+// large and happens outside the lock: by the caller (the CLI's rm and prune,
+// which report the space reclaimed) or by the reaper (the plugin, whose NRI
+// requests must stay short; see StartReaper). Whoever deletes an entry of the
+// trash holds its flock, so two processes never delete one tree at once, and
+// what a process leaves there when it dies is deleted by the next reaper.
+const trashDir = ".trash"
+
+// moveToTrashLocked renames name, an entry of the directory open at dirFd,
+// into the trash and returns its name there.
+func (s *Store) moveToTrashLocked(dirFd int, name string) (string, error) {
+	trash := randomSuffix()
+	if err := unix.Renameat(dirFd, name, s.trashFd, trash); err != nil {
+		return "", &os.PathError{Op: "renameat", Path: name, Err: err}
+	}
+	return trash, nil
+}
+
+// detacher sets volumes aside under the store's lock, for one operation: one
+// read of the mount table and one fsync per namespace serve all the volumes
+// it detaches.
+type detacher struct {
+	s       *Store
+	mounts  []string
+	touched map[string]bool
+}
+
+func (s *Store) newDetacher() (*detacher, error) {
+	mounts, err := mountPoints()
+	if err != nil {
+		return nil, err
+	}
+	return &detacher{s: s, mounts: mounts, touched: map[string]bool{}}, nil
+}
+
+// detach checks that the volume may go and moves it into the trash, whose
+// entry name it returns. A broken entry that is no directory (say, a symlink
+// planted in the store) is unlinked itself, never followed; the returned
+// name is "" then. Call sync before the lock is released.
+func (d *detacher) detach(ns, name string) (string, error) {
+	s := d.s
+	nsFd, err := openDir(s.dirFd, ns)
+	if err != nil {
+		return "", publicError(ns, name, err)
+	}
+	defer unix.Close(nsFd)
+	volFd, err := openDir(nsFd, name)
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		if err := unix.Unlinkat(nsFd, name, 0); err != nil {
+			return "", volumeError(ns, name, err)
+		}
+		d.touched[ns] = true
+		return "", nil
+	}
+	if err != nil {
+		return "", publicError(ns, name, err)
+	}
+	defer unix.Close(volFd)
+	if users := s.idx.usedBy(volumeKey(ns, name)); len(users) > 0 {
+		return "", fmt.Errorf("volume %q in namespace %q: %w by container(s) %s",
+			name, ns, ErrInUse, strings.Join(users, ", "))
+	}
+	if err := unix.Flock(volFd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return "", fmt.Errorf("volume %q in namespace %q: %w: copy-up in progress", name, ns, ErrInUse)
+		}
+		return "", volumeError(ns, name, err)
+	}
+	if err := d.checkNoMounts(volFd, ns, name); err != nil {
+		return "", err
+	}
+	trash, err := s.moveToTrashLocked(nsFd, name)
+	if err != nil {
+		return "", volumeError(ns, name, err)
+	}
+	d.touched[ns] = true
+	return trash, nil
+}
+
+// checkNoMounts refuses a volume with a mount at or below its directory:
+// removing it would delete whatever is mounted there, or fail half-way.
+func (d *detacher) checkNoMounts(volFd int, ns, name string) error {
+	st, err := fstat(volFd)
+	if err != nil {
+		return volumeError(ns, name, err)
+	}
+	if st.Dev != d.s.dev {
+		return fmt.Errorf("volume %q in namespace %q: %w: its directory is a mount point", name, ns, ErrInUse)
+	}
+	if mounts := mountsBelow(d.mounts, filepath.Join(d.s.dir, ns, name)); len(mounts) > 0 {
+		return fmt.Errorf("volume %q in namespace %q: %w: something is mounted inside it (%s)",
+			name, ns, ErrInUse, strings.Join(mounts, ", "))
+	}
+	return nil
+}
+
+// sync makes the removals durable: a volume removed stays removed after a
+// crash. It needs no store lock (the renames are done and visible; this only
+// writes them to disk), so long operations call it after releasing the lock:
+// an fsync on a busy disk can take a long time.
+func (d *detacher) sync() error {
+	var errs []error
+	for ns := range d.touched {
+		fd, err := d.s.openNamespace(ns)
+		if err == nil {
+			err = unix.Fsync(fd)
+			unix.Close(fd)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("namespace %q: %w", ns, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// deleteTrash deletes the trash entry trash now, first measuring its data
+// when measure is set. It needs no store lock.
+func (s *Store) deleteTrash(trash string, measure bool) (int64, error) {
+	if trash == "" {
+		return 0, nil
+	}
+	fd, err := s.openTrash()
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	return reapEntry(fd, trash, s.dev, true, measure)
+}
+
+// openTrash opens the trash directory for use outside the store lock.
+func (s *Store) openTrash() (int, error) {
+	if err := s.enter(context.Background()); err != nil {
+		return -1, err
+	}
+	defer s.leave()
+	if s.closed {
+		return -1, errors.New("volume store is closed")
+	}
+	return openDir(s.dirFd, trashDir)
+}
+
+// reapEntry deletes entry name of the trash open at trashFd, measuring its
+// data first when measure is set. It holds the entry's flock while it
+// works: with wait it waits for another deleter and then finds the entry
+// gone; without, it leaves an entry another process is deleting to that one.
+func reapEntry(trashFd int, name string, dev uint64, wait, measure bool) (int64, error) {
+	st, err := lstatAt(trashFd, name)
+	if errors.Is(err, unix.ENOENT) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if !isDir(&st) {
+		if err := unix.Unlinkat(trashFd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return 0, &os.PathError{Op: "unlinkat", Path: name, Err: err}
+		}
+		return 0, nil
+	}
+	fd, err := unix.Openat(trashFd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, &os.PathError{Op: "openat", Path: name, Err: err}
+	}
+	defer unix.Close(fd)
+	how := unix.LOCK_EX
+	if !wait {
+		how |= unix.LOCK_NB
+	}
+	if err := flockRetry(fd, how); errors.Is(err, unix.EWOULDBLOCK) {
+		return 0, nil
+	} else if err != nil {
+		return 0, &os.PathError{Op: "flock", Path: name, Err: err}
+	}
+	if st, err := fstat(fd); err != nil || st.Nlink == 0 {
+		return 0, err // deleted by the deleter this one waited for
+	}
+	var size int64
+	if measure {
+		if dfd, err := openDir(fd, dataDir); err == nil {
+			if st, err := fstat(dfd); err == nil {
+				size, _ = fsx.DiskUsage(dfd, st.Dev)
+			}
+			unix.Close(dfd)
+		}
+	}
+	if err := removeContentsAt(fd, dev); err != nil {
+		return size, err
+	}
+	if err := unix.Unlinkat(trashFd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return size, &os.PathError{Op: "unlinkat", Path: name, Err: err}
+	}
+	return size, nil
+}
+
+// StartReaper starts deleting, in the background, the data of removed
+// volumes: what the trash holds now (left by an earlier process that died)
+// and what later removals put there. The plugin runs it so that its NRI
+// requests only move volumes into the trash. Each failure goes to onErr; an
+// entry that cannot be deleted (something mounted inside it) is tried again
+// on the next removal. Close stops the reaper between two entries. Starting
+// it again does nothing.
+func (s *Store) StartReaper(onErr func(error)) {
+	if err := s.enter(context.Background()); err != nil {
+		return
+	}
+	defer s.leave()
+	if s.closed || s.reapKick != nil {
+		return
+	}
+	fd, err := openDir(s.dirFd, trashDir)
+	if err != nil {
+		onErr(fmt.Errorf("starting the reaper: %w", err))
+		return
+	}
+	kick, stop := make(chan struct{}, 1), make(chan struct{})
+	s.reapKick, s.reapStop = kick, stop
+	kick <- struct{}{}
+	go func() {
+		defer unix.Close(fd)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-kick:
+			}
+			if err := reapAll(fd, s.dev, stop); err != nil {
+				onErr(err)
+			}
+		}
+	}()
+}
+
+// reapAll deletes every entry of the trash open at fd, until stop is closed.
+func reapAll(fd int, dev uint64, stop <-chan struct{}) error {
+	names, err := readDirNames(fd)
+	if err != nil {
+		return fmt.Errorf("reading the trash: %w", err)
+	}
+	sort.Strings(names)
+	var errs []error
+	for _, n := range names {
+		select {
+		case <-stop:
+			return nil
+		default:
+		}
+		if _, err := reapEntry(fd, n, dev, false, false); err != nil {
+			errs = append(errs, fmt.Errorf("deleting the data of a removed volume (%s): %w", filepath.Join(trashDir, n), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// kickReaper wakes the reaper, if this Store runs one. The caller holds the
+// in-process lock.
+func (s *Store) kickReaper() {
+	select {
+	case s.reapKick <- struct{}{}:
+	default:
+	}
+}
