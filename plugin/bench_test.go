@@ -81,7 +81,7 @@ func fillStore(b *testing.B, root string, n int) {
 	}
 	defer s.Close()
 	for i := 0; i < n; i++ {
-		if _, err := s.Create("default", fmt.Sprintf("filler-%05d", i), map[string]string{"bench": "true"}); err != nil {
+		if _, err := s.Create("default", fmt.Sprintf("filler-%05d", i), volumes.CreateOptions{Labels: map[string]string{"bench": "true"}}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -108,7 +108,7 @@ func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error)
 		m := PlannedMount{Kind: it.Kind, Target: it.Target}
 		switch it.Kind {
 		case KindVolume:
-			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, Labels: it.Labels}
+			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, CreateOptions: volumes.CreateOptions{Labels: it.Labels}}
 			if it.Source == "" {
 				r.Owner = req.owner(it.Target)
 			}

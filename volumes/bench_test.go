@@ -21,7 +21,7 @@ func storeWith(b *testing.B, n int) *Store {
 func fill(b *testing.B, s *Store, n int) {
 	b.Helper()
 	for i := 0; i < n; i++ {
-		if _, err := s.Create("default", fmt.Sprintf("vol-%05d", i), nil); err != nil {
+		if _, err := s.Create("default", fmt.Sprintf("vol-%05d", i), CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}

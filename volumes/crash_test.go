@@ -39,7 +39,7 @@ func crashChild(root string) int {
 		ctr := "ctr-" + pid + "-" + strconv.Itoa(i)
 		named := "named-" + strconv.Itoa(i%7)
 		owner := &Owner{PodSandboxID: "pod-" + strconv.Itoa(i%5), Container: "app", Target: "/data"}
-		if _, err := s.Create("crash", made(i), map[string]string{"i": strconv.Itoa(i)}); err != nil {
+		if _, err := s.Create("crash", made(i), CreateOptions{Labels: map[string]string{"i": strconv.Itoa(i)}}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
@@ -101,7 +101,7 @@ func TestKillDuringWrites(t *testing.T) {
 			}
 		}
 		probe := "probe-" + strconv.Itoa(round)
-		if _, err := s.Create("crash", probe, nil); err != nil {
+		if _, err := s.Create("crash", probe, CreateOptions{}); err != nil {
 			t.Fatalf("round %d: the store does not take writes after the kill: %v", round, err)
 		}
 		if err := s.Remove("crash", probe); err != nil {

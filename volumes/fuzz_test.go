@@ -34,7 +34,7 @@ func FuzzStorePaths(f *testing.F) {
 		defer s.Close()
 		valid := ValidateNamespace(ns) == nil && ValidateName(name) == nil
 
-		v, err := s.Create(ns, name, nil)
+		v, err := s.Create(ns, name, CreateOptions{})
 		switch {
 		case valid && err != nil:
 			t.Fatalf("Create(%q, %q) of a valid name: %v", ns, name, err)

@@ -17,7 +17,8 @@ type ListOptions struct {
 	// Namespace lists one namespace; ignored with AllNamespaces.
 	Namespace     string
 	AllNamespaces bool
-	// Size fills in Volume.Size, which walks every volume's data.
+	// Size fills in Volume.Size, which walks the data of every unsized
+	// volume; a sized one is measured in O(1).
 	Size bool
 }
 
@@ -41,16 +42,20 @@ type Problem struct {
 	Reason    string
 }
 
-// Create creates the named volume name in namespace ns with labels. It fails
-// with ErrExists if the volume is already there.
-func (s *Store) Create(ns, name string, labels map[string]string) (*Volume, error) {
+// Create creates the named volume name in namespace ns with opts. It fails
+// with ErrExists if the volume is already there, and with ErrLimit if its
+// size would take the namespace over its budget.
+func (s *Store) Create(ns, name string, opts CreateOptions) (*Volume, error) {
 	if err := ValidateNamespace(ns); err != nil {
 		return nil, err
 	}
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
-	v := newVolume(ns, name, labels, nil)
+	if opts.Size < 0 {
+		return nil, volumeError(ns, name, fmt.Errorf("%w: negative size %d", ErrInvalid, opts.Size))
+	}
+	v := newVolume(ns, name, opts, nil)
 	err := s.withLock(unix.LOCK_EX, func() error {
 		if err := s.createLocked(v); err != nil {
 			return err
@@ -63,9 +68,9 @@ func (s *Store) Create(ns, name string, labels map[string]string) (*Volume, erro
 	return v, nil
 }
 
-func newVolume(ns, name string, labels map[string]string, owner *Owner) *Volume {
-	l := make(map[string]string, len(labels))
-	for k, val := range labels {
+func newVolume(ns, name string, opts CreateOptions, owner *Owner) *Volume {
+	l := make(map[string]string, len(opts.Labels))
+	for k, val := range opts.Labels {
 		l[k] = val
 	}
 	return &Volume{
@@ -76,6 +81,7 @@ func newVolume(ns, name string, labels map[string]string, owner *Owner) *Volume 
 		Anonymous: owner != nil,
 		Owner:     owner,
 		UsedBy:    []string{},
+		Limit:     opts.Size,
 	}
 }
 
@@ -107,6 +113,14 @@ func (s *Store) createLocked(v *Volume) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return volumeError(ns, name, err)
 	}
+	if v.Limit > 0 {
+		if err := s.checkBudgetLocked(nsFd, ns, v.Limit); err != nil {
+			return err
+		}
+		if v.Backend, err = s.pickBackend(); err != nil {
+			return volumeError(ns, name, err)
+		}
+	}
 	v.Mountpoint = s.mountpoint(ns, name)
 	tmp := tmpPrefix + name + "-" + randomSuffix()
 	if err := unix.Mkdirat(nsFd, tmp, 0o700); err != nil {
@@ -123,6 +137,7 @@ func (s *Store) createLocked(v *Volume) error {
 		}
 	}
 	if err != nil {
+		destroySubvolume(nsFd, tmp)
 		removeAllAt(nsFd, tmp, s.dev)
 		return volumeError(ns, name, err)
 	}
@@ -141,11 +156,17 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool) error {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := unix.Mkdirat(fd, dataDir, 0o755); err != nil {
-		return err
-	}
-	// The umask must not decide the mode containers see.
-	if err := unix.Fchmodat(fd, dataDir, 0o755, 0); err != nil {
+	if v.Limit > 0 {
+		z, err := sizerFor(v.Backend)
+		if err != nil {
+			return err
+		}
+		if err := z.prepare(fd, v.Limit); err != nil {
+			return fmt.Errorf("making a %s volume of %s: %w", v.Backend, FormatBytes(v.Limit), err)
+		}
+	} else if err := mkdirData(fd); err != nil {
+		// mkdirData sets the mode: the umask must not decide what
+		// containers see.
 		return err
 	}
 	return writeVolume(fd, v, durable)
@@ -272,6 +293,17 @@ func (s *Store) detachLocked(ns, name string) (string, error) {
 		}
 		return "", volumeError(ns, name, err)
 	}
+	// A sized volume's own file system comes down first; a volume whose
+	// metadata cannot be read is removed like an unsized one.
+	if v, err := s.readVolumeAt(volFd, ns, name); err == nil && v.Limit > 0 {
+		z, err := sizerFor(v.Backend)
+		if err == nil {
+			err = z.deactivate(volFd, filepath.Join(s.dir, ns, name))
+		}
+		if err != nil {
+			return "", volumeError(ns, name, err)
+		}
+	}
 	if err := s.checkNoMounts(volFd, ns, name); err != nil {
 		return "", err
 	}
@@ -325,6 +357,13 @@ func (s *Store) deleteTrash(ns, trash string, measure bool) (int64, error) {
 			}
 			unix.Close(fd)
 		}
+		// An image backend's space is what its file holds on disk.
+		if st, err := lstatAt(nsFd, trash+"/"+imageFile); err == nil {
+			size += st.Blocks * 512
+		}
+	}
+	if err := destroySubvolume(nsFd, trash); err != nil {
+		return size, err
 	}
 	return size, removeAllAt(nsFd, trash, s.dev)
 }
@@ -399,7 +438,9 @@ func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, er
 
 // Size returns the disk usage of v's data, like du: it never follows a
 // symlink, never crosses into another mount and counts a hardlinked inode
-// once. It takes no lock, so measuring big volumes holds up nobody.
+// once. A sized volume is measured by its backend in O(1): statfs of its
+// file system, or its qgroup. It takes no lock, so measuring big volumes
+// holds up nobody.
 func (s *Store) Size(v *Volume) (int64, error) {
 	if err := ValidateNamespace(v.Namespace); err != nil {
 		return 0, err
@@ -412,6 +453,9 @@ func (s *Store) Size(v *Volume) (int64, error) {
 		return 0, publicError(v.Namespace, v.Name, err)
 	}
 	defer unix.Close(nsFd)
+	if v.Limit > 0 {
+		return sizedUsage(nsFd, v)
+	}
 	fd, err := openDir(nsFd, v.Name+"/"+dataDir)
 	if err != nil {
 		return 0, publicError(v.Namespace, v.Name, err)
@@ -430,11 +474,14 @@ func (s *Store) Size(v *Volume) (int64, error) {
 
 // Check reports every entry of the store that is not a usable volume:
 // directories without a readable volume.json, symlinks, entries with invalid
-// names and leftovers of interrupted writes that Open could not delete. The
-// store's own files (.lock, .refs, .pods) are no problem.
+// names and leftovers of interrupted writes that Open could not delete; and
+// mounts below the store and loop devices backed by its files that no sized
+// volume accounts for. The store's own files (.lock, .refs, .pods) are no
+// problem.
 func (s *Store) Check() ([]Problem, error) {
 	var probs []Problem
 	err := s.locked(unix.LOCK_SH, false, func() error {
+		defer func() { probs = append(probs, s.checkSizedLocked()...) }()
 		nss, err := readDirNames(s.dirFd)
 		if err != nil {
 			return fmt.Errorf("read volume store: %w", err)
@@ -479,4 +526,45 @@ func (s *Store) Check() ([]Problem, error) {
 		return nil
 	})
 	return probs, err
+}
+
+// checkSizedLocked reports the mounts below the store other than the _data
+// of a sized image volume, and the loop devices backed by a file of the
+// store other than the disk.img of one.
+func (s *Store) checkSizedLocked() []Problem {
+	var probs []Problem
+	sized := func(path, leaf string) (string, string, bool) {
+		rest, ok := strings.CutPrefix(path, s.dir+"/")
+		if !ok {
+			return "", "", false
+		}
+		parts := strings.Split(rest, "/")
+		if len(parts) != 3 || parts[2] != leaf || ValidateNamespace(parts[0]) != nil || ValidateName(parts[1]) != nil {
+			if len(parts) > 1 {
+				return parts[0], parts[1], false
+			}
+			return parts[0], "", false
+		}
+		v, err := s.getLocked(parts[0], parts[1])
+		return parts[0], parts[1], err == nil && v.Backend == BackendImage
+	}
+	mounts, err := mountsBelow(s.dir)
+	if err != nil {
+		probs = append(probs, Problem{Reason: fmt.Sprintf("cannot read the mount table: %v", err)})
+	}
+	for _, mp := range mounts {
+		if ns, name, ok := sized(mp, dataDir); !ok {
+			probs = append(probs, Problem{Namespace: ns, Name: name, Reason: "mount at " + mp + " that no sized volume accounts for"})
+		}
+	}
+	for dev, backing := range sysfsLoop() {
+		if !strings.HasPrefix(backing, s.dir+"/") {
+			continue
+		}
+		if ns, name, ok := sized(backing, imageFile); !ok {
+			probs = append(probs, Problem{Namespace: ns, Name: name, Reason: "loop device " + dev + " holds " + backing + ", which no sized volume accounts for"})
+		}
+	}
+	sort.Slice(probs, func(i, j int) bool { return probs[i].Reason < probs[j].Reason })
+	return probs
 }

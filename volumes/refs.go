@@ -72,12 +72,17 @@ func normalizeRequests(reqs []Request) ([]Request, error) {
 }
 
 func (s *Store) acquireLocked(id string, wants []Request) ([]*Volume, error) {
-	var created []*Volume
+	var created, activated []*Volume
 	podLists := map[string][]string{} // pod lists as they were, to restore
 	before := s.idx.ctrs[id]
 	wroteRefs := false
 	rollback := func(cause error) error {
 		errs := []error{cause}
+		for _, v := range activated {
+			if len(s.idx.users[v.key()]) == 0 {
+				errs = append(errs, s.deactivateLocked(v))
+			}
+		}
 		for _, v := range created {
 			trash, err := s.discardLocked(v.Namespace, v.Name)
 			if err == nil {
@@ -106,7 +111,7 @@ func (s *Store) acquireLocked(id string, wants []Request) ([]*Volume, error) {
 		v, err := s.getLocked(r.Namespace, r.Name)
 		switch {
 		case isAbsent(err):
-			v = newVolume(r.Namespace, r.Name, r.Labels, r.Owner)
+			v = newVolume(r.Namespace, r.Name, r.CreateOptions, r.Owner)
 			if r.Owner != nil {
 				// The pod's list names the volume before it appears, so
 				// RemovePodVolumes finds it whenever the process dies.
@@ -130,6 +135,17 @@ func (s *Store) acquireLocked(id string, wants []Request) ([]*Volume, error) {
 		}
 		keys[v.key()] = struct{}{}
 		vols = append(vols, v)
+	}
+	// Sized volumes come up on use, so after a reboot, which unmounts
+	// everything, the next container gets its volume back.
+	for _, v := range vols {
+		if v.Limit == 0 || s.isMountedLocked(v.Namespace, v.Name) {
+			continue
+		}
+		if err := s.activateLocked(v); err != nil {
+			return nil, rollback(err)
+		}
+		activated = append(activated, v)
 	}
 	if len(keys) == len(before) && len(created) == 0 {
 		return vols, nil // a repeat: the container holds every volume already
@@ -182,12 +198,16 @@ func (s *Store) deleteTrashLocked(ns, trash string) (int64, error) {
 		return 0, err
 	}
 	defer unix.Close(nsFd)
+	if err := destroySubvolume(nsFd, trash); err != nil {
+		return 0, err
+	}
 	return 0, removeAllAt(nsFd, trash, s.dev)
 }
 
 // Release records that container containerID no longer uses any volume: it
 // removes the container's list from .refs. For a container that holds
-// nothing it writes nothing.
+// nothing it writes nothing. A sized volume it was the last user of is
+// deactivated (its file system unmounted), best effort.
 func (s *Store) Release(containerID string) error {
 	if err := validateID("container ID", containerID); err != nil {
 		return err
@@ -204,8 +224,13 @@ func (s *Store) Release(containerID string) error {
 		case err != nil && !errors.Is(err, unix.ENOENT):
 			return fmt.Errorf("releasing the volumes of container %q: %w", containerID, err)
 		}
+		held := sortedSet(s.idx.ctrs[containerID])
 		s.idx.setRefs(containerID, nil)
-		return s.bump(true)
+		if err := s.bump(true); err != nil {
+			return err
+		}
+		s.settleLocked(held)
+		return nil
 	})
 }
 
@@ -398,7 +423,11 @@ func (s *Store) Reconcile(refs map[string][]string, livePods map[string]bool, ke
 			errs = append(errs, fmt.Errorf("rewriting the anonymous volumes of pods: %w", podsErr))
 		}
 		s.podsComplete = podsErr == nil
-		return s.bump(refsErr == nil && podsErr == nil)
+		if err := s.bump(refsErr == nil && podsErr == nil); err != nil {
+			return err
+		}
+		s.settleMountsLocked()
+		return nil
 	})
 	if err != nil {
 		return err

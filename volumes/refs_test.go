@@ -56,7 +56,7 @@ func usedBy(t *testing.T, s *Store, name string) []string {
 // in .refs.
 func TestReferencesLiveOutsideVolumeJSON(t *testing.T) {
 	s, root := newStore(t)
-	if _, err := s.Create("default", "data", map[string]string{"k": "v"}); err != nil {
+	if _, err := s.Create("default", "data", CreateOptions{Labels: map[string]string{"k": "v"}}); err != nil {
 		t.Fatal(err)
 	}
 	meta := filepath.Join(root, volumesDir, "default", "data", metaFile)
@@ -158,7 +158,7 @@ func TestRefsKilledMidWrite(t *testing.T) {
 	if _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "v"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create("default", "w", nil); err != nil {
+	if _, err := s.Create("default", "w", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -338,7 +338,7 @@ func TestRemovePodVolumesChecksOwner(t *testing.T) {
 	if err := s.Release("c1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create("default", "named", nil); err != nil {
+	if _, err := s.Create("default", "named", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -426,7 +426,7 @@ func TestPlantedSymlinksInLists(t *testing.T) {
 	if err := os.Symlink(target, filepath.Join(root, volumesDir, podsDir, "pod1")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create("default", "v", nil); err != nil {
+	if _, err := s.Create("default", "v", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if got := usedBy(t, s, "v"); len(got) != 0 {
@@ -488,7 +488,7 @@ func TestConcurrentAcquireOneNewVolume(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			req := Request{Namespace: "default", Name: "shared", Labels: map[string]string{"by": fmt.Sprint(i)}}
+			req := Request{Namespace: "default", Name: "shared", CreateOptions: CreateOptions{Labels: map[string]string{"by": fmt.Sprint(i)}}}
 			vols, err := stores[i%2].Acquire(fmt.Sprintf("ctr%02d", i), []Request{req})
 			if err != nil {
 				t.Error(err)

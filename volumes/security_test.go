@@ -47,7 +47,7 @@ func TestUntrustedNames(t *testing.T) {
 	}
 	ops := map[string]func(s *Store, ns, name string) error{
 		"Create": func(s *Store, ns, name string) error {
-			_, err := s.Create(ns, name, nil)
+			_, err := s.Create(ns, name, CreateOptions{})
 			return err
 		},
 		"Get": func(s *Store, ns, name string) error {
@@ -89,7 +89,7 @@ func TestUntrustedNames(t *testing.T) {
 				for _, d := range []string{filepath.Join(root, "etc"), filepath.Join(root, "x"), filepath.Join(parent, "sentinel")} {
 					writeFile(t, filepath.Join(d, "precious"), "keep me")
 				}
-				if _, err := s.Create("default", "existing", nil); err != nil {
+				if _, err := s.Create("default", "existing", CreateOptions{}); err != nil {
 					t.Fatal(err)
 				}
 				before := fstree.Snapshot(t, parent, lockFile)
@@ -315,7 +315,7 @@ func TestSymlinkSwapRace(t *testing.T) {
 	deadline := time.Now().Add(duration)
 	rounds, failedDeletes := 0, 0
 	for time.Now().Before(deadline) {
-		v, err := s.Create("default", "racy", nil)
+		v, err := s.Create("default", "racy", CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -71,6 +71,10 @@ type Volume struct {
 	UsedBy []string `json:"UsedBy"`
 	// Size is the disk usage of the data, set only when asked for.
 	Size *int64 `json:"Size,omitempty"`
+	// Limit is the enforced size of a sized volume in bytes; 0: unbounded.
+	Limit int64 `json:"Limit,omitempty"`
+	// Backend is what enforces Limit (image or btrfs); empty when unbounded.
+	Backend Backend `json:"Backend,omitempty"`
 }
 
 // MarshalJSON encodes v with UsedBy and Labels as [] and {} rather than null,
@@ -99,9 +103,20 @@ type record struct {
 	Labels    map[string]string `json:"Labels"`
 	Anonymous bool              `json:"Anonymous"`
 	Owner     *Owner            `json:"Owner,omitempty"`
+	Limit     int64             `json:"Limit,omitempty"`
+	Backend   Backend           `json:"Backend,omitempty"`
 }
 
 func volumeKey(ns, name string) string { return ns + "/" + name }
+
+// CreateOptions are the properties of a new volume; they apply only when a
+// call creates the volume.
+type CreateOptions struct {
+	// Labels of a named volume.
+	Labels map[string]string
+	// Size is the enforced size in bytes; 0: unbounded. See sized.go.
+	Size int64
+}
 
 // Request is one volume a container wants. An empty Name asks for the
 // anonymous volume of Owner, named AnonymousName(*Owner). Labels apply only
@@ -109,8 +124,8 @@ func volumeKey(ns, name string) string { return ns + "/" + name }
 type Request struct {
 	Namespace string
 	Name      string
-	Labels    map[string]string
-	Owner     *Owner
+	CreateOptions
+	Owner *Owner
 }
 
 // Store is the volume store below one root directory.
@@ -139,6 +154,8 @@ type Store struct {
 	// without a list has no anonymous volumes, and RemovePodVolumes needs no
 	// scan to be sure.
 	podsComplete bool
+	// policy says how sized volumes are made.
+	policy SizePolicy
 }
 
 // Open opens the store below root, creating ROOT/volumes (mode 0700) if it is
@@ -200,6 +217,7 @@ func open(root string, clean bool) (*Store, error) {
 		}
 		if clean {
 			s.removeLeftovers()
+			s.settleMountsLocked()
 		}
 		return nil
 	})
@@ -343,6 +361,7 @@ func (s *Store) removeLeftovers() {
 		if err == nil {
 			for _, n := range names {
 				if strings.HasPrefix(n, tmpPrefix) {
+					destroySubvolume(nsFd, n)
 					removeAllAt(nsFd, n, s.dev)
 				}
 			}
@@ -448,6 +467,9 @@ func (s *Store) readVolumeAt(volFd int, ns, name string) (*Volume, error) {
 	if !isDir(&st) {
 		return nil, fmt.Errorf("%w: %s is not a directory (or a symlink)", errBroken, dataDir)
 	}
+	if rec.Limit < 0 || rec.Limit > 0 && rec.Backend != BackendImage && rec.Backend != BackendBtrfs {
+		return nil, fmt.Errorf("%w: %s: size %d with backend %q", errBroken, metaFile, rec.Limit, rec.Backend)
+	}
 	v := &Volume{
 		Name:       name,
 		Namespace:  ns,
@@ -457,6 +479,8 @@ func (s *Store) readVolumeAt(volFd int, ns, name string) (*Volume, error) {
 		Anonymous:  rec.Anonymous,
 		Owner:      rec.Owner,
 		UsedBy:     []string{},
+		Limit:      rec.Limit,
+		Backend:    rec.Backend,
 	}
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
@@ -474,6 +498,10 @@ func (s *Store) mountpoint(ns, name string) string {
 // writeVolume writes the volume.json of a new volume into the directory open
 // at volFd, durably; the volume is not yet under its name.
 func writeVolume(volFd int, v *Volume, durable bool) error {
+	return writeVolumeAs(volFd, metaFile, v, durable)
+}
+
+func writeVolumeAs(volFd int, name string, v *Volume, durable bool) error {
 	rec := record{
 		Name:      v.Name,
 		Namespace: v.Namespace,
@@ -481,12 +509,14 @@ func writeVolume(volFd int, v *Volume, durable bool) error {
 		Labels:    v.Labels,
 		Anonymous: v.Anonymous,
 		Owner:     v.Owner,
+		Limit:     v.Limit,
+		Backend:   v.Backend,
 	}
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
 	}
-	return createFileAt(volFd, metaFile, append(data, '\n'), durable)
+	return createFileAt(volFd, name, append(data, '\n'), durable)
 }
 
 // isAbsent reports whether a read error means the volume does not exist, as
@@ -509,4 +539,20 @@ func publicError(ns, name string, err error) error {
 		return volumeError(ns, name, ErrNotFound)
 	}
 	return volumeError(ns, name, err)
+}
+
+// rewriteVolume replaces the volume.json of an existing volume, open at
+// volFd, atomically and durably: a temporary file, fsynced, renamed over it,
+// and the directory fsynced.
+func rewriteVolume(volFd int, v *Volume) error {
+	tmp := tmpPrefix + metaFile + "-" + randomSuffix()
+	if err := writeVolumeAs(volFd, tmp, v, true); err != nil {
+		unix.Unlinkat(volFd, tmp, 0)
+		return err
+	}
+	if err := unix.Renameat(volFd, tmp, volFd, metaFile); err != nil {
+		unix.Unlinkat(volFd, tmp, 0)
+		return &os.PathError{Op: "renameat", Path: metaFile, Err: err}
+	}
+	return unix.Fsync(volFd)
 }

@@ -107,7 +107,7 @@ func TestAnonymousName(t *testing.T) {
 
 func TestCreateGetListRemove(t *testing.T) {
 	s, root := newStore(t)
-	v, err := s.Create("default", "web", map[string]string{"app": "web"})
+	v, err := s.Create("default", "web", CreateOptions{Labels: map[string]string{"app": "web"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,13 +125,13 @@ func TestCreateGetListRemove(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, "volumes", "default", "web", "volume.json")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Create("default", "web", nil); !errors.Is(err, ErrExists) {
+	if _, err := s.Create("default", "web", CreateOptions{}); !errors.Is(err, ErrExists) {
 		t.Fatalf("second Create: %v, want ErrExists", err)
 	}
-	if _, err := s.Create("shop", "web", nil); err != nil {
+	if _, err := s.Create("shop", "web", CreateOptions{}); err != nil {
 		t.Fatalf("same name in another namespace: %v", err)
 	}
-	if _, err := s.Create("default", "db", nil); err != nil {
+	if _, err := s.Create("default", "db", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -177,11 +177,11 @@ func TestCreateGetListRemove(t *testing.T) {
 		if err := s.Remove("default", bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Remove(%q) = %v, want ErrInvalid", bad, err)
 		}
-		if _, err := s.Create("default", bad, nil); !errors.Is(err, ErrInvalid) {
+		if _, err := s.Create("default", bad, CreateOptions{}); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Create(%q) = %v, want ErrInvalid", bad, err)
 		}
 	}
-	if _, err := s.Create("../x", "a", nil); !errors.Is(err, ErrInvalid) {
+	if _, err := s.Create("../x", "a", CreateOptions{}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Create in namespace ../x = %v, want ErrInvalid", err)
 	}
 	entries, _ := os.ReadDir(filepath.Join(root, "volumes", "default"))
@@ -199,7 +199,7 @@ func anon(pod, ctr, target string) Request {
 func TestAcquireRelease(t *testing.T) {
 	s, _ := newStore(t)
 	reqs := []Request{
-		{Namespace: "default", Name: "data", Labels: map[string]string{"k": "v"}},
+		{Namespace: "default", Name: "data", CreateOptions: CreateOptions{Labels: map[string]string{"k": "v"}}},
 		anon("pod1", "app", "/cache"),
 		{Namespace: "default", Name: "data"}, // a repeat counts once
 	}
@@ -276,7 +276,7 @@ func TestAcquireRollback(t *testing.T) {
 		{
 			name: "anonymous name taken by a named volume",
 			setup: func(t *testing.T, s *Store, root string) {
-				if _, err := s.Create("default", AnonymousName(Owner{PodSandboxID: "p", Container: "c", Target: "/t"}), nil); err != nil {
+				if _, err := s.Create("default", AnonymousName(Owner{PodSandboxID: "p", Container: "c", Target: "/t"}), CreateOptions{}); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -286,7 +286,7 @@ func TestAcquireRollback(t *testing.T) {
 		{
 			name: "existing volume gets no stray reference",
 			setup: func(t *testing.T, s *Store, root string) {
-				if _, err := s.Create("default", "first", nil); err != nil {
+				if _, err := s.Create("default", "first", CreateOptions{}); err != nil {
 					t.Fatal(err)
 				}
 				if err := os.MkdirAll(filepath.Join(root, "volumes", "default", "broken"), 0o700); err != nil {
@@ -457,7 +457,7 @@ func TestTwoStoresSeeEachOther(t *testing.T) {
 
 func TestOpenRemovesLeftovers(t *testing.T) {
 	s, root := newStore(t)
-	if _, err := s.Create("default", "keep", nil); err != nil {
+	if _, err := s.Create("default", "keep", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -499,7 +499,7 @@ func TestOpenRemovesLeftovers(t *testing.T) {
 func TestCopyUpOnce(t *testing.T) {
 	root := t.TempDir()
 	stores := []*Store{openStore(t, root), openStore(t, root)}
-	if _, err := stores[0].Create("default", "v", nil); err != nil {
+	if _, err := stores[0].Create("default", "v", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var copies atomic.Int32
@@ -543,7 +543,7 @@ func TestCopyUpOnce(t *testing.T) {
 
 func TestCopyUpSkipsVolumeWithData(t *testing.T) {
 	s, _ := newStore(t)
-	v, _ := s.Create("default", "v", nil)
+	v, _ := s.Create("default", "v", CreateOptions{})
 	writeFile(t, filepath.Join(v.Mountpoint, "mine"), "x")
 	called := false
 	if err := s.CopyUp("default", "v", func(string) error { called = true; return nil }); err != nil || called {
@@ -553,7 +553,7 @@ func TestCopyUpSkipsVolumeWithData(t *testing.T) {
 
 func TestCopyUpFailureEmptiesData(t *testing.T) {
 	s, _ := newStore(t)
-	v, err := s.Create("default", "v", nil)
+	v, err := s.Create("default", "v", CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -582,7 +582,7 @@ func TestCopyUpFailureEmptiesData(t *testing.T) {
 
 func TestCopyUpRedoesInterruptedCopy(t *testing.T) {
 	s, root := newStore(t)
-	v, _ := s.Create("default", "v", nil)
+	v, _ := s.Create("default", "v", CreateOptions{})
 	writeFile(t, filepath.Join(v.Mountpoint, "half"), "x")
 	writeFile(t, filepath.Join(root, "volumes", "default", "v", copyUpStarted), "")
 	err := s.CopyUp("default", "v", func(dir string) error {
@@ -624,7 +624,7 @@ func TestSymlinksInStoreNeverFollowed(t *testing.T) {
 			s, root := newStore(t)
 			outside := t.TempDir()
 			writeFile(t, filepath.Join(outside, "precious"), "keep me")
-			if _, err := s.Create("default", "v", nil); err != nil {
+			if _, err := s.Create("default", "v", CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			volDir := filepath.Join(root, "volumes", "default", "v")
@@ -647,7 +647,7 @@ func TestSymlinksInStoreNeverFollowed(t *testing.T) {
 
 func TestRemoveRefusesMountInside(t *testing.T) {
 	s, _ := newStore(t)
-	v, err := s.Create("default", "v", nil)
+	v, err := s.Create("default", "v", CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -690,7 +690,7 @@ func TestConcurrentCreate(t *testing.T) {
 		wg.Add(1)
 		go func(s *Store) {
 			defer wg.Done()
-			_, err := s.Create("default", "same", nil)
+			_, err := s.Create("default", "same", CreateOptions{})
 			switch {
 			case err == nil:
 				wins.Add(1)
@@ -736,8 +736,8 @@ func TestPrune(t *testing.T) {
 			if err := s.Release("c2"); err != nil {
 				t.Fatal(err)
 			}
-			s.Create("default", "named-free", nil)
-			s.Create("default", "labelled", map[string]string{"keep": "yes"})
+			s.Create("default", "named-free", CreateOptions{})
+			s.Create("default", "labelled", CreateOptions{Labels: map[string]string{"keep": "yes"}})
 			v, _ := s.Get("default", AnonymousName(*free.Owner))
 			writeFile(t, filepath.Join(v.Mountpoint, "f"), strings.Repeat("x", 10000))
 
@@ -777,7 +777,7 @@ func TestPrune(t *testing.T) {
 
 func TestSize(t *testing.T) {
 	s, _ := newStore(t)
-	v, _ := s.Create("default", "v", nil)
+	v, _ := s.Create("default", "v", CreateOptions{})
 	big := filepath.Join(v.Mountpoint, "d", "big")
 	writeFile(t, big, strings.Repeat("x", 64*1024))
 	if err := os.Link(big, filepath.Join(v.Mountpoint, "hard")); err != nil {

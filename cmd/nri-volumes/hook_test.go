@@ -53,7 +53,7 @@ func newHookEnv(t *testing.T) *hookEnv {
 
 func (e *hookEnv) create(t *testing.T, ns, name string) string {
 	t.Helper()
-	v, err := e.store.Create(ns, name, nil)
+	v, err := e.store.Create(ns, name, volumes.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

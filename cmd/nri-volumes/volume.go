@@ -19,7 +19,8 @@ import (
 const volumeUsage = `Usage: nri-volumes volume COMMAND [OPTIONS]
 
 Commands:
-  create [--label K=V]... NAME
+  create [--label K=V]... [-o|--opt size=SIZE] NAME
+  update --size SIZE NAME       grow a sized volume (never shrinks), in use or not
   ls [-q] [-s|--size] [--filter K=V]... [--format table|json|TEMPLATE] [-A|--all-namespaces]
   inspect [-s|--size] NAME...
   rm [-f|--force] NAME...
@@ -31,6 +32,9 @@ Options of every command:
   --root DIR            volume store root (overrides --config)
   -n, --namespace NS    namespace of the volumes (default "default")
 
+Sizes are whole numbers with a unit: 512Mi, 10Gi, 1G. A sized volume's limit is
+enforced by the kernel; ls -s and inspect -s show its use and its limit.
+
 Filters: name=NAME|GLOB, label=KEY, label=KEY=VALUE, dangling=true|false, anonymous=true|false
 `
 
@@ -39,6 +43,9 @@ type storeOptions struct {
 	configPath string
 	root       string
 	namespace  string
+	// cfg is the configuration open loaded, or nil when --root alone
+	// named the store.
+	cfg *config.Config
 }
 
 func (o *storeOptions) register(f *flagSet) {
@@ -60,18 +67,40 @@ func (o *storeOptions) open(names ...string) (*volumes.Store, error) {
 		}
 	}
 	root := o.root
-	if root == "" {
+	if root == "" || o.configPath != "" {
 		cfg, err := config.Load(o.configPath)
 		if err != nil {
 			return nil, err
 		}
-		root = cfg.Root
+		o.cfg = cfg
+		if root == "" {
+			root = cfg.Root
+		}
 	}
 	root, err := filepath.Abs(root)
 	if err != nil {
 		return nil, err
 	}
-	return volumes.Open(root)
+	store, err := volumes.Open(root)
+	if err != nil {
+		return nil, err
+	}
+	if o.cfg != nil {
+		store.SetSizePolicy(volumes.SizePolicy{
+			Backend:        volumes.Backend(o.cfg.Sizes.Backend),
+			NamespaceBytes: int64(o.cfg.Limits.NamespaceBytes),
+		})
+	}
+	return store, nil
+}
+
+// checkMaxSize refuses a size above the configuration's sizes.maxSize.
+func (o *storeOptions) checkMaxSize(size int64) error {
+	if o.cfg == nil || o.cfg.Sizes.MaxSize == 0 || size <= int64(o.cfg.Sizes.MaxSize) {
+		return nil
+	}
+	return fmt.Errorf("%w: size %s is above sizes.maxSize %s", volumes.ErrInvalid,
+		volumes.FormatBytes(size), volumes.FormatBytes(int64(o.cfg.Sizes.MaxSize)))
 }
 
 // errHelp means -h or --help was given: the usage goes to stdout.
@@ -94,6 +123,8 @@ func volumeSubcommand(args []string, s streams) error {
 	switch args[0] {
 	case "create":
 		return volumeCreate(args[1:], s)
+	case "update":
+		return volumeUpdate(args[1:], s)
 	case "ls", "list":
 		return volumeList(args[1:], s)
 	case "inspect":
@@ -115,6 +146,7 @@ func volumeSubcommand(args []string, s streams) error {
 type createOptions struct {
 	storeOptions
 	labels []string
+	opts   []string
 }
 
 func volumeCreate(args []string, s streams) error {
@@ -122,6 +154,7 @@ func volumeCreate(args []string, s streams) error {
 	f := newFlagSet("volume create")
 	o.register(f)
 	f.listVar(&o.labels, "--label")
+	f.listVar(&o.opts, "-o", "--opt")
 	names, err := f.parse(args)
 	if err != nil || len(names) != 1 {
 		return usageError(err, "volume create takes exactly one NAME")
@@ -130,12 +163,20 @@ func volumeCreate(args []string, s streams) error {
 	if err != nil {
 		return err
 	}
+	opts, err := parseCreateOpts(o.opts)
+	if err != nil {
+		return err
+	}
+	opts.Labels = labels
 	store, err := o.open(names...)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	v, err := store.Create(o.nsOrDefault(), names[0], labels)
+	if err := o.checkMaxSize(opts.Size); err != nil {
+		return err
+	}
+	v, err := store.Create(o.nsOrDefault(), names[0], opts)
 	if err != nil {
 		return err
 	}
@@ -245,8 +286,14 @@ func printNames(out io.Writer, vols []*volumes.Volume) error {
 	return w.Flush()
 }
 
+// printTable prints the ls table; with size, a SIZE column, and a LIMIT
+// column when a sized volume is among vols.
 func printTable(out io.Writer, vols []*volumes.Volume, size, allNamespaces bool) error {
 	w := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
+	limits := false
+	for _, v := range vols {
+		limits = limits || size && v.Limit > 0
+	}
 	var cols []string
 	if allNamespaces {
 		cols = append(cols, "NAMESPACE")
@@ -254,6 +301,9 @@ func printTable(out io.Writer, vols []*volumes.Volume, size, allNamespaces bool)
 	cols = append(cols, "VOLUME NAME", "DIRECTORY")
 	if size {
 		cols = append(cols, "SIZE")
+	}
+	if limits {
+		cols = append(cols, "LIMIT")
 	}
 	fmt.Fprintln(w, strings.Join(cols, "\t"))
 	for _, v := range vols {
@@ -268,6 +318,13 @@ func printTable(out io.Writer, vols []*volumes.Volume, size, allNamespaces bool)
 				s = humanSize(*v.Size)
 			}
 			cols = append(cols, s)
+		}
+		if limits {
+			limit := "-"
+			if v.Limit > 0 {
+				limit = humanSize(v.Limit)
+			}
+			cols = append(cols, limit)
 		}
 		fmt.Fprintln(w, strings.Join(cols, "\t"))
 	}
@@ -545,4 +602,39 @@ func (f *flagSet) parse(args []string) ([]string, error) {
 		}
 	}
 	return pos, nil
+}
+
+type updateOptions struct {
+	storeOptions
+	size string
+}
+
+// volumeUpdate grows a sized volume to --size.
+func volumeUpdate(args []string, s streams) error {
+	var o updateOptions
+	f := newFlagSet("volume update")
+	o.register(f)
+	f.stringVar(&o.size, "--size")
+	names, err := f.parse(args)
+	if err != nil || len(names) != 1 || o.size == "" {
+		return usageError(err, "volume update takes --size SIZE and exactly one NAME")
+	}
+	size, err := parseVolumeSize(o.size)
+	if err != nil {
+		return fmt.Errorf("--size: %w", err)
+	}
+	store, err := o.open(names...)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if err := o.checkMaxSize(size); err != nil {
+		return err
+	}
+	v, err := store.Grow(o.nsOrDefault(), names[0], size)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(s.out, v.Name)
+	return err
 }

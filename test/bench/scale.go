@@ -257,7 +257,7 @@ func (e *benchEnv) ls() *section {
 		}
 		logf("  creating %d volumes", n)
 		for i := 0; i < n; i++ {
-			if _, err := s.Create("default", fmt.Sprintf("vol-%05d", i), map[string]string{"app": "bench"}); err != nil {
+			if _, err := s.Create("default", fmt.Sprintf("vol-%05d", i), volumes.CreateOptions{Labels: map[string]string{"app": "bench"}}); err != nil {
 				e.r.Fatalf("%v", err)
 			}
 		}
@@ -409,7 +409,7 @@ func (e *benchEnv) hook() *section {
 	defer big.Close()
 	logf("  creating %d volumes", e.o.hookStore)
 	for i := 0; i < e.o.hookStore; i++ {
-		if _, err := big.Create("default", fmt.Sprintf("other-%05d", i), nil); err != nil {
+		if _, err := big.Create("default", fmt.Sprintf("other-%05d", i), volumes.CreateOptions{}); err != nil {
 			e.r.Fatalf("%v", err)
 		}
 	}
@@ -436,21 +436,21 @@ func (e *benchEnv) hook() *section {
 		{"nri-volumes version (Go binary start)", func(int) time.Duration { return run(nil, nv, "version") }},
 		{"nri-volumes hook copyup (32 files)", func(i int) time.Duration {
 			name := fmt.Sprintf("h%d", i+1)
-			if _, err := s.Create("default", name, nil); err != nil {
+			if _, err := s.Create("default", name, volumes.CreateOptions{}); err != nil {
 				e.r.Fatalf("%v", err)
 			}
 			return run(state, nv, "hook", "copyup", "--root", root, "--volume", "default/"+name+"=/data")
 		}},
 		{"nri-volumes hook copyup, nothing at the target", func(i int) time.Duration {
 			name := fmt.Sprintf("e%d", i+1)
-			if _, err := s.Create("default", name, nil); err != nil {
+			if _, err := s.Create("default", name, volumes.CreateOptions{}); err != nil {
 				e.r.Fatalf("%v", err)
 			}
 			return run(state, nv, "hook", "copyup", "--root", root, "--volume", "default/"+name+"=/nothing-here")
 		}},
 		{fmt.Sprintf("nri-volumes hook copyup (32 files), %d other volumes in the store", e.o.hookStore), func(i int) time.Duration {
 			name := fmt.Sprintf("h%d", i+1)
-			if _, err := big.Create("default", name, nil); err != nil {
+			if _, err := big.Create("default", name, volumes.CreateOptions{}); err != nil {
 				e.r.Fatalf("%v", err)
 			}
 			return run(state, nv, "hook", "copyup", "--root", bigRoot, "--volume", "default/"+name+"=/data")
