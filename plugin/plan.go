@@ -108,9 +108,16 @@ func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error)
 		m := PlannedMount{Kind: it.Kind, Target: it.Target}
 		switch it.Kind {
 		case KindVolume:
-			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, CreateOptions: volumes.CreateOptions{Labels: it.Labels}}
+			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, CreateOptions: volumes.CreateOptions{Labels: it.Labels, Size: int64(it.Size)}}
 			if it.Source == "" {
 				r.Owner = req.owner(it.Target)
+				if r.Size == 0 {
+					r.Size = int64(cfg.Sizes.DefaultSize)
+				}
+			}
+			if max := cfg.Sizes.MaxSize; max > 0 && it.Size > max {
+				return nil, fmt.Errorf("%w %s: item %s: size %s is above sizes.maxSize %s",
+					ErrInvalid, req.ItemsKey, it.Desc, it.Size, max)
 			}
 			m.Volume = addVolume(r)
 			m.Options = volumeOptions(it.ReadOnly)
@@ -144,7 +151,8 @@ func MakePlan(cfg *config.Config, req *Request, resolve Resolver) (*Plan, error)
 				m.Options = append(tmpfsOptions(cfg.Tmpfs.DefaultSize, 0o1777, false), "tmpcopyup")
 			} else {
 				m.Kind = KindVolume
-				m.Volume = addVolume(volumes.Request{Namespace: req.Namespace, Owner: req.owner(target)})
+				m.Volume = addVolume(volumes.Request{Namespace: req.Namespace, Owner: req.owner(target),
+					CreateOptions: volumes.CreateOptions{Size: int64(cfg.Sizes.DefaultSize)}})
 				m.Options = volumeOptions(false)
 				m.CopyUp = true
 			}

@@ -77,17 +77,23 @@ func (p *Plugin) setConfig(cfg *config.Config) error {
 	if p.store != nil && p.cfg.Root == cfg.Root {
 		p.cfg = cfg
 		p.images = NewImageVolumes(cfg.ContainerdRoot)
+		p.store.SetSizePolicy(sizePolicy(cfg))
 		return nil
 	}
 	store, err := volumes.Open(cfg.Root)
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
+	store.SetSizePolicy(sizePolicy(cfg))
 	if p.store != nil {
 		p.store.Close()
 	}
 	p.cfg, p.store, p.images = cfg, store, NewImageVolumes(cfg.ContainerdRoot)
 	return nil
+}
+
+func sizePolicy(cfg *config.Config) volumes.SizePolicy {
+	return volumes.SizePolicy{Backend: volumes.Backend(cfg.Sizes.Backend), NamespaceBytes: int64(cfg.Limits.NamespaceBytes)}
 }
 
 func (p *Plugin) state() (*config.Config, *volumes.Store, *ImageVolumes) {
@@ -199,7 +205,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			if m.CopyUp && isEmptyDir(v.Mountpoint) {
 				copyUps = append(copyUps, v.Namespace+"/"+v.Name+"="+m.Target)
 			}
-			log.WithFields(logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous}).Info("mounting volume")
+			log.WithFields(logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous, "limit": v.Limit}).Info("mounting volume")
 		case KindBind:
 			mount.Type, mount.Source = "bind", m.Source
 			log.WithFields(logrus.Fields{"source": m.Source, "target": m.Target}).Info("mounting host path")

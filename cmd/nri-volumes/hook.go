@@ -93,6 +93,9 @@ func hookCopyUp(args []string) error {
 			stats, err = copyup.Copy(rootfs, v.target, dataDir, opts.limits)
 			return err
 		})
+		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+			return tooSmallError(store, v, stats, err)
+		}
 		if err != nil {
 			return fmt.Errorf("hook copyup: volume %s/%s at %s: %w", v.ns, v.name, v.target, err)
 		}
@@ -193,4 +196,16 @@ func readHookState(r io.Reader) (*specs.State, error) {
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// tooSmallError says that the image's content did not fit a sized volume:
+// which volume, its size and how far the copy got before the kernel said no.
+func tooSmallError(store *volumes.Store, v copyUpVolume, stats copyup.Stats, err error) error {
+	size := "its size"
+	if vol, gerr := store.Get(v.ns, v.name); gerr == nil && vol.Limit > 0 {
+		size = "its size " + volumes.FormatBytes(vol.Limit)
+	}
+	return fmt.Errorf("hook copyup: volume %s/%s at %s: the image's content does not fit %s: "+
+		"copy-up stopped after %d files (%s), %d directories and %d symlinks, and was undone: %w",
+		v.ns, v.name, v.target, size, stats.Files, volumes.FormatBytes(stats.Bytes), stats.Dirs, stats.Symlinks, err)
 }
