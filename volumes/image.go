@@ -82,9 +82,9 @@ func mkfsExt4(f *os.File) error {
 
 // runTool runs an e2fsprogs tool, with f (if any) as its descriptor 3.
 func runTool(f *os.File, name string, args ...string) error {
-	path, err := exec.LookPath(name)
+	path, err := lookTool(name)
 	if err != nil {
-		return fmt.Errorf("%s is needed for sized volumes (install e2fsprogs): %w", name, err)
+		return err
 	}
 	cmd := exec.Command(path, args...)
 	if f != nil {
@@ -110,6 +110,21 @@ func runTool(f *os.File, name string, args ...string) error {
 		return fmt.Errorf("%s: %w: %s", name, err, strings.TrimSpace(out.String()))
 	}
 	return nil
+}
+
+// lookTool finds an e2fsprogs program on PATH or in the sbin directories,
+// which a container's or a service's PATH may lack.
+func lookTool(name string) (string, error) {
+	if path, err := exec.LookPath(name); err == nil {
+		return path, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s is needed for sized volumes (install e2fsprogs): not found on PATH or in /usr/sbin, /sbin", name)
 }
 
 // ext4Super is what the store reads of an ext4 superblock.

@@ -30,7 +30,13 @@ type Mount struct {
 	HostPath      string
 	ContainerPath string
 	Readonly      bool
+	// Propagation is Kubernetes' mountPropagation: "" or None,
+	// HostToContainer, Bidirectional.
+	Propagation string
 }
+
+// criPropagation is the CRI enum of a Kubernetes mountPropagation.
+var criPropagation = map[string]int{"": 0, "None": 0, "HostToContainer": 1, "Bidirectional": 2}
 
 // ContainerSpec is what CreateContainerSpec sends; empty Command and Args
 // mean the image's entrypoint and cmd.
@@ -131,7 +137,8 @@ func (c *Crictl) CreateContainerSpec(pod *Pod, spec ContainerSpec) (string, erro
 func containerConfig(spec ContainerSpec) map[string]any {
 	mounts := []map[string]any{}
 	for _, m := range spec.Mounts {
-		mounts = append(mounts, map[string]any{"host_path": m.HostPath, "container_path": m.ContainerPath, "readonly": m.Readonly})
+		mounts = append(mounts, map[string]any{"host_path": m.HostPath, "container_path": m.ContainerPath, "readonly": m.Readonly,
+			"propagation": criPropagation[m.Propagation]})
 	}
 	linux := map[string]any{}
 	if spec.Privileged {
