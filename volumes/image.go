@@ -192,7 +192,10 @@ func (imageSizer) activate(volFd int, volPath string) error {
 	if err := unix.Mount(dev, "/proc/self/fd/"+strconv.Itoa(target), "ext4", unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
 		return fmt.Errorf("mount %s (%s) at %s: %w", dev, imageFile, filepath.Join(volPath, dataDir), err)
 	}
-	return removeFreshLostFound(volFd)
+	if err := removeFreshLostFound(volFd); err != nil {
+		return errors.Join(err, imageSizer{}.deactivate(volFd, volPath))
+	}
+	return nil
 }
 
 // removeFreshLostFound removes the lost+found that mkfs.ext4 makes while it

@@ -46,6 +46,9 @@ func normalizeRequests(reqs []Request) ([]Request, error) {
 		if err := ValidateNamespace(r.Namespace); err != nil {
 			return nil, err
 		}
+		if r.Size < 0 {
+			return nil, fmt.Errorf("volume request: %w: negative size %d", ErrInvalid, r.Size)
+		}
 		if r.Name == "" {
 			if r.Owner == nil || r.Owner.PodSandboxID == "" || r.Owner.Target == "" {
 				return nil, fmt.Errorf("anonymous volume request: %w: needs an owner with a pod sandbox ID and a target", ErrInvalid)
