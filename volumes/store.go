@@ -2,7 +2,9 @@
 // ROOT/volumes, the data (NAMESPACE/NAME/_data) and metadata
 // (NAMESPACE/NAME/volume.json) of named and anonymous volumes, the record of
 // which containers use which volume (.refs, and .pods for the anonymous
-// volumes of each pod; see index.go), and copy-up into new volumes.
+// volumes of each pod; see index.go), copy-up into new volumes, and the
+// kernel-enforced size of sized volumes (sized.go: an ext4 image on a loop
+// device, or a btrfs subvolume with a qgroup limit).
 //
 // Concurrency: a Store is safe for use by many goroutines, and several
 // processes (the plugin and the CLI) may open the same root at once. Every
