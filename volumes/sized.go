@@ -106,7 +106,7 @@ func (s *Store) pickBackend() (Backend, error) {
 		return BackendImage, nil
 	}
 	if b == BackendBtrfs && !onBtrfs(s.dirFd) {
-		return "", fmt.Errorf("%w: size backend btrfs: the store %s is not on btrfs", ErrInvalid, s.dir)
+		return "", fmt.Errorf("%w: sizes.backend is btrfs, but the store %s is not on btrfs", ErrInvalid, s.dir)
 	}
 	return b, nil
 }

@@ -386,3 +386,21 @@ func hasCapSysResource() bool {
 	}
 	return data[0].Effective&(1<<unix.CAP_SYS_RESOURCE) != 0
 }
+
+// TestSizedBackendBtrfsOffBtrfs checks that forcing the btrfs backend on a
+// store that is not on btrfs refuses the volume, naming the key, and leaves
+// nothing.
+func TestSizedBackendBtrfsOffBtrfs(t *testing.T) {
+	s, _ := openSized(t)
+	if onBtrfs(s.dirFd) {
+		t.Skip("the temporary directory is on btrfs")
+	}
+	s.SetSizePolicy(SizePolicy{Backend: BackendBtrfs})
+	_, err := s.Create("default", "v", CreateOptions{Size: 8 << 20})
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "sizes.backend is btrfs") {
+		t.Fatalf("Create: %v", err)
+	}
+	if names, _ := os.ReadDir(filepath.Join(s.dir, "default")); len(names) != 0 {
+		t.Errorf("left behind: %v", names)
+	}
+}
