@@ -1,11 +1,12 @@
-# The image the DaemonSet in examples/kubernetes runs. A static binary on an
-# empty base: the plugin needs no shell, but the init container's copy does,
-# so the base is busybox.
+# The image the DaemonSet in examples/kubernetes runs. A static binary on a
+# small Debian: the init container's copy needs a shell, and sized volumes
+# need e2fsprogs (mkfs.ext4 for new volumes, resize2fs for volume update).
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -o /out/nri-volumes ./cmd/nri-volumes
 
-FROM busybox:stable
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends e2fsprogs && rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/nri-volumes /usr/local/bin/nri-volumes
 ENTRYPOINT ["/usr/local/bin/nri-volumes"]

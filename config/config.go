@@ -59,6 +59,8 @@ type Config struct {
 	Tmpfs Tmpfs `json:"tmpfs"`
 	// BindMounts configures bind mounts from annotations.
 	BindMounts BindMounts `json:"bindMounts"`
+	// Sizes configures volumes with an enforced size.
+	Sizes Sizes `json:"sizes"`
 	// Limits bounds what one pod or image can make the plugin do.
 	Limits Limits `json:"limits"`
 	// LockTimeout bounds every wait for the volume store's lock inside an
@@ -102,6 +104,18 @@ func (iv *ImageVolumes) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// Sizes configures volumes with an enforced size.
+type Sizes struct {
+	// Backend enforces sizes: auto (btrfs when the root is on btrfs, image
+	// otherwise), image (ext4 in a file on a loop device) or btrfs.
+	Backend string `json:"backend"`
+	// DefaultSize is the size of anonymous and image volumes that ask for
+	// none; 0 leaves them unbounded.
+	DefaultSize Size `json:"defaultSize"`
+	// MaxSize is the largest size a request may ask for; 0: no maximum.
+	MaxSize Size `json:"maxSize"`
+}
+
 // AnonymousVolumes configures anonymous volumes.
 type AnonymousVolumes struct {
 	// KeepAfterPod keeps a pod's anonymous volumes after the pod is removed, until pruned.
@@ -137,6 +151,9 @@ type Limits struct {
 	// CopyUpMaxSizePerPod caps how much data the copy-ups of all the
 	// containers of one pod sandbox copy in all; 0 sets no cap.
 	CopyUpMaxSizePerPod Size `json:"copyUpMaxSizePerPod"`
+	// NamespaceBytes caps the sum of the sizes of one namespace's volumes
+	// on the node; 0: no cap. Unsized volumes count for nothing.
+	NamespaceBytes Size `json:"namespaceBytes"`
 }
 
 // Default returns the configuration used when no file is given.
@@ -151,6 +168,7 @@ func Default() *Config {
 			MaxSize:     1 << 30,
 		},
 		BindMounts: BindMounts{AllowedHostPaths: []string{}},
+		Sizes:      Sizes{Backend: "auto"},
 		Limits: Limits{
 			VolumesPerContainer: 64,
 			VolumesPerPod:       256,
@@ -246,6 +264,23 @@ func (c *Config) Validate() error {
 	}
 	if c.LockTimeout <= 0 || time.Duration(c.LockTimeout) > time.Minute {
 		return fmt.Errorf("%w: lockTimeout %s: want a duration above 0 and at most 1m, below containerd's plugin_request_timeout", ErrInvalid, c.LockTimeout)
+	}
+	return c.Sizes.validate(c.Limits.NamespaceBytes)
+}
+
+func (z *Sizes) validate(namespaceBytes Size) error {
+	switch z.Backend {
+	case "":
+		z.Backend = "auto"
+	case "auto", "image", "btrfs":
+	default:
+		return fmt.Errorf("%w: sizes.backend: %q: want auto, image or btrfs", ErrInvalid, z.Backend)
+	}
+	if z.DefaultSize < 0 || z.MaxSize < 0 || namespaceBytes < 0 {
+		return fmt.Errorf("%w: sizes.defaultSize, sizes.maxSize and limits.namespaceBytes cannot be negative", ErrInvalid)
+	}
+	if z.MaxSize > 0 && z.DefaultSize > z.MaxSize {
+		return fmt.Errorf("%w: sizes.defaultSize %s is above sizes.maxSize %s", ErrInvalid, z.DefaultSize, z.MaxSize)
 	}
 	return nil
 }

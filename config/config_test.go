@@ -92,6 +92,18 @@ bindMounts:
 		{name: "bad copy-up budget per pod", doc: `limits: {copyUpMaxSizePerPod: "1Gi,x"}`, wantErr: `size "1Gi,x"`},
 		{name: "misspelt copy-up budget per pod", doc: `limits: {copyUpMaxSizePod: 1Gi}`, wantErr: `unknown field "copyUpMaxSizePod"`},
 		{name: "default above max", doc: "tmpfs: {defaultSize: 2Gi, maxSize: 1Gi}", wantErr: `tmpfs.defaultSize 2Gi is above tmpfs.maxSize 1Gi`},
+		{name: "sizes", doc: "sizes: {backend: image, defaultSize: 1Gi, maxSize: 10Gi}\nlimits: {namespaceBytes: 100Gi}", check: func(t *testing.T, c *Config) {
+			if c.Sizes.Backend != "image" || c.Sizes.DefaultSize != 1<<30 || c.Sizes.MaxSize != 10<<30 || c.Limits.NamespaceBytes != 100<<30 {
+				t.Errorf("sizes: %+v, namespaceBytes %v", c.Sizes, c.Limits.NamespaceBytes)
+			}
+		}},
+		{name: "sizes off by default", doc: "", check: func(t *testing.T, c *Config) {
+			if c.Sizes.Backend != "auto" || c.Sizes.DefaultSize != 0 || c.Sizes.MaxSize != 0 || c.Limits.NamespaceBytes != 0 {
+				t.Errorf("sizes: %+v, namespaceBytes %v", c.Sizes, c.Limits.NamespaceBytes)
+			}
+		}},
+		{name: "bad backend", doc: "sizes: {backend: xfs}", wantErr: `sizes.backend: "xfs": want auto, image or btrfs`},
+		{name: "default size above max", doc: "sizes: {defaultSize: 2Gi, maxSize: 1Gi}", wantErr: `sizes.defaultSize 2Gi is above sizes.maxSize 1Gi`},
 		{name: "relative allowed path", doc: "bindMounts: {allowedHostPaths: [data]}", wantErr: `bindMounts.allowedHostPaths[0]`},
 		{name: "malformed yaml", doc: "root: [", wantErr: "invalid configuration"},
 	}

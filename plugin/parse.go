@@ -55,7 +55,8 @@ type Item struct {
 	Target   string
 	ReadOnly bool
 	NoCopy   bool
-	// Size is the tmpfs size; zero means the configured default.
+	// Size is the tmpfs size, or the enforced size of a volume; zero means
+	// the configured default.
 	Size config.Size
 	// Mode is the tmpfs mode; zero means 1777.
 	Mode uint32
@@ -246,7 +247,12 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 	switch it.Kind {
 	case KindVolume, KindBind:
 		if len(l.Size) > 0 {
-			return Item{}, fmt.Errorf("size is only for type tmpfs")
+			if it.Kind == KindBind {
+				return Item{}, fmt.Errorf("size is only for types volume and tmpfs")
+			}
+			if it.Size, err = parseVolumeSize(l.Size); err != nil {
+				return Item{}, err
+			}
 		}
 		if err := parseOwnership(&it, l); err != nil {
 			return Item{}, err
@@ -385,6 +391,19 @@ func parseTmpfsSize(raw json.RawMessage, limits config.Tmpfs) (config.Size, erro
 	}
 	if s > limits.MaxSize {
 		return 0, fmt.Errorf("tmpfs size %s is above the maximum %s", s, limits.MaxSize)
+	}
+	return s, nil
+}
+
+// parseVolumeSize parses the size of a volume; the maximum is the plan's to
+// check, against the configuration.
+func parseVolumeSize(raw json.RawMessage) (config.Size, error) {
+	var s config.Size
+	if err := s.UnmarshalJSON(raw); err != nil {
+		return 0, fmt.Errorf("volume size: %w", err)
+	}
+	if s <= 0 {
+		return 0, fmt.Errorf("volume size %s must be positive", s)
 	}
 	return s, nil
 }

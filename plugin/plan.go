@@ -108,10 +108,17 @@ func MakePlan(cfg *config.Config, req *Request) (*Plan, error) {
 		switch it.Kind {
 		case KindVolume:
 			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, CreateOptions: volumes.CreateOptions{
-				Labels: it.Labels, UID: it.UID, GID: it.GID, Mode: it.DataMode,
+				Labels: it.Labels, Size: int64(it.Size), UID: it.UID, GID: it.GID, Mode: it.DataMode,
 			}}
 			if it.Source == "" {
 				r.Owner = req.owner(it.Target)
+				if r.Size == 0 {
+					r.Size = int64(cfg.Sizes.DefaultSize)
+				}
+			}
+			if max := cfg.Sizes.MaxSize; max > 0 && it.Size > max {
+				return nil, fmt.Errorf("%w %s: item %s: size %s is above sizes.maxSize %s",
+					ErrInvalid, req.ItemsKey, it.Desc, it.Size, max)
 			}
 			m.Volume = addVolume(r)
 			m.Options = volumeOptions(it.ReadOnly, it.NoExec, req.UserNS)
@@ -149,7 +156,8 @@ func MakePlan(cfg *config.Config, req *Request) (*Plan, error) {
 				m.Options = append(tmpfsOptions(cfg.Tmpfs.DefaultSize, 0o1777, false, false), "tmpcopyup")
 			} else {
 				m.Kind = KindVolume
-				m.Volume = addVolume(volumes.Request{Namespace: req.Namespace, Owner: req.owner(target)})
+				m.Volume = addVolume(volumes.Request{Namespace: req.Namespace, Owner: req.owner(target),
+					CreateOptions: volumes.CreateOptions{Size: int64(cfg.Sizes.DefaultSize)}})
 				m.Options = volumeOptions(false, false, req.UserNS)
 				m.CopyUp = true
 			}

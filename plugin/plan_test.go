@@ -21,6 +21,8 @@ func TestMakePlan(t *testing.T) {
 	noBinds := config.Default()
 	rwBinds := *cfg
 	rwBinds.BindMounts.ReadWrite = true
+	sized := *cfg
+	sized.Sizes = config.Sizes{Backend: "auto", DefaultSize: 1 << 30, MaxSize: 16 << 30}
 
 	criVolume := &api.Mount{Destination: "/data", Type: "bind", Source: "/var/lib/containerd/io.containerd.grpc.v1.cri/containers/c1/volumes/abc"}
 	k8sMount := &api.Mount{Destination: "/config", Type: "bind", Source: "/var/lib/kubelet/pods/x/volumes/cm"}
@@ -119,6 +121,25 @@ func TestMakePlan(t *testing.T) {
 			Items: items("- {source: data, target: /logs, subpath: logs/app/}\n- data:/data"),
 		}, wantVols: []volumes.Request{{Namespace: "shop", Name: "data"}},
 			wantMounts: []string{"volume /logs 0 rbind,rprivate,nosuid,nodev,rw false logs/app", "volume /data 0 rbind,rprivate,nosuid,nodev,rw true"}},
+
+		{name: "sized volumes", cfg: &sized, req: Request{
+			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/img"},
+			Items: items("- {source: db, target: /data, size: 10Gi}\n- /cache\n- {target: /big, size: 8Gi}\n- unsized:/u"),
+		}, wantVols: []volumes.Request{
+			{Namespace: "shop", Name: "db", CreateOptions: volumes.CreateOptions{Size: 10 << 30}},
+			{Namespace: "shop", Owner: owner("/cache"), CreateOptions: volumes.CreateOptions{Size: 1 << 30}},
+			{Namespace: "shop", Owner: owner("/big"), CreateOptions: volumes.CreateOptions{Size: 8 << 30}},
+			{Namespace: "shop", Name: "unsized"},
+			{Namespace: "shop", Owner: owner("/img"), CreateOptions: volumes.CreateOptions{Size: 1 << 30}},
+		}, wantMounts: []string{
+			"volume /data 0 rbind,rprivate,nosuid,nodev,rw true",
+			"volume /cache 1 rbind,rprivate,nosuid,nodev,rw true",
+			"volume /big 2 rbind,rprivate,nosuid,nodev,rw true",
+			"volume /u 3 rbind,rprivate,nosuid,nodev,rw true",
+			"volume /img 4 rbind,rprivate,nosuid,nodev,rw true",
+		}},
+		{name: "size above sizes.maxSize", cfg: &sized, req: Request{Items: items("- {source: db, target: /data, size: 20Gi}")},
+			wantErr: `item 1 (target "/data"): size 20Gi is above sizes.maxSize 16Gi`},
 
 		{name: "annotation target a runtime mount has", cfg: cfg, req: Request{Items: items("- v:/config"), Mounts: []*api.Mount{k8sMount}},
 			wantErr: `target "/config" is already mounted`},

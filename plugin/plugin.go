@@ -87,6 +87,7 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 		p.cfg = cfg
 		p.images = NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 		p.store.SetLockTimeout(time.Duration(cfg.LockTimeout))
+		p.store.SetSizePolicy(sizePolicy(cfg))
 		return nil
 	}
 	store, err := volumes.OpenContext(ctx, cfg.Root)
@@ -97,11 +98,16 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	store.StartReaper(func(err error) {
 		p.log.WithError(err).Warn("deleting the data of removed volumes")
 	})
+	store.SetSizePolicy(sizePolicy(cfg))
 	if p.store != nil {
 		p.store.Close()
 	}
 	p.cfg, p.store, p.images = cfg, store, NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 	return nil
+}
+
+func sizePolicy(cfg *config.Config) volumes.SizePolicy {
+	return volumes.SizePolicy{Backend: volumes.Backend(cfg.Sizes.Backend), NamespaceBytes: int64(cfg.Limits.NamespaceBytes)}
 }
 
 func (p *Plugin) state() (*config.Config, *volumes.Store, *ImageVolumes) {
@@ -260,7 +266,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			if m.Chown && v.Chowned == nil {
 				hook.chowns = append(hook.chowns, ref)
 			}
-			fields := logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous}
+			fields := logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous, "limit": v.Limit}
 			if m.Subpath != "" {
 				fields["subpath"], fields["pin"] = m.Subpath, mount.Source
 			}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -669,5 +670,87 @@ func TestRemovePodSandboxLeavesDataToReaper(t *testing.T) {
 		return err == nil && len(entries) == 0
 	}) {
 		t.Fatalf("the reaper never deleted the removed volume's data from %s", trash)
+	}
+}
+
+// TestSizedVolumesThroughNRI follows sized volumes through the plugin: an
+// annotation's size and sizes.defaultSize make volumes whose file systems
+// are mounted at the mount's source when CreateContainer returns, a size
+// above sizes.maxSize and a namespace over limits.namespaceBytes are refused
+// naming the key and leave nothing, and removing the pod unmounts and
+// removes its sized anonymous volume.
+func TestSizedVolumesThroughNRI(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sized volumes need root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("no loop devices: %v", err)
+	}
+	rt := newRuntime(t, func(c *config.Config) {
+		c.Sizes = config.Sizes{Backend: "image", DefaultSize: 8 << 20, MaxSize: 64 << 20}
+		c.Limits.NamespaceBytes = 40 << 20
+	})
+	rt.connect()
+	t.Cleanup(func() { unmountAll(rt.cfg.Root) })
+	pod := newPod("p1", "shop", map[string]string{plugin.VolumesKey: "- {source: db, target: /data, size: 16Mi}\n- /cache"})
+	adj, err := rt.create(pod, newContainer("c1", "p1", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dst, want := range map[string]int64{"/data": 16 << 20, "/cache": 8 << 20} {
+		m := findMount(adj, dst)
+		if m == nil {
+			t.Fatalf("no mount at %s", dst)
+		}
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(m.Source, &st); err != nil {
+			t.Fatal(err)
+		}
+		if total := int64(st.Blocks) * st.Bsize; total < want || total > want*11/10 {
+			t.Errorf("%s: the file system at %s shows %d bytes, want about %d", dst, m.Source, total, want)
+		}
+	}
+	for _, tc := range []struct{ ann, want string }{
+		{"- {source: huge, target: /x, size: 1Gi}", "size 1Gi is above sizes.maxSize 64Mi"},
+		{"- {source: more, target: /x, size: 32Mi}", "above limits.namespaceBytes 40MiB"},
+	} {
+		bad := newPod("p2", "shop", map[string]string{plugin.VolumesKey: tc.ann})
+		_, err := rt.create(bad, newContainer("c2", "p2", "app"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.ann, err, tc.want)
+		}
+	}
+	if vols, _ := rt.store().List(volumes.ListOptions{Namespace: "shop"}); len(vols) != 2 {
+		t.Errorf("volumes after the refusals: %d, want the first pod's 2", len(vols))
+	}
+	if err := rt.nri.RemoveContainer(context.Background(), &adaptation.RemoveContainerRequest{Pod: pod, Container: newContainer("c1", "p1", "app")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.nri.RemovePodSandbox(context.Background(), &adaptation.RemovePodSandboxRequest{Pod: pod}); err != nil {
+		t.Fatal(err)
+	}
+	if vols, _ := rt.store().List(volumes.ListOptions{Namespace: "shop"}); len(vols) != 1 || vols[0].Name != "db" || vols[0].Limit != 16<<20 {
+		t.Errorf("after the pod: %+v, want the named sized volume only", vols)
+	}
+	if m := mountsBelow(rt.cfg.Root); len(m) != 0 {
+		t.Errorf("mounts left after the pod: %v", m)
+	}
+}
+
+func mountsBelow(dir string) []string {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			out = append(out, f[4])
+		}
+	}
+	return out
+}
+
+func unmountAll(dir string) {
+	m := mountsBelow(dir)
+	for i := len(m) - 1; i >= 0; i-- {
+		syscall.Unmount(m[i], syscall.MNT_DETACH)
 	}
 }

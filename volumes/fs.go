@@ -317,3 +317,13 @@ func unescapeMountPath(s string) string {
 	}
 	return b.String()
 }
+
+// mountsUnder returns the mount points at dir or below it, from this
+// process's mount table.
+func mountsUnder(dir string) ([]string, error) {
+	all, err := mountPoints()
+	if err != nil {
+		return nil, err
+	}
+	return mountsBelow(all, dir), nil
+}

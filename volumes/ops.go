@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,7 +21,8 @@ type ListOptions struct {
 	// Namespace lists one namespace; ignored with AllNamespaces.
 	Namespace     string
 	AllNamespaces bool
-	// Size fills in Volume.Size, which walks every volume's data.
+	// Size fills in Volume.Size, which walks the data of every unsized
+	// volume; a sized one is measured in O(1).
 	Size bool
 }
 
@@ -45,8 +47,9 @@ type Problem struct {
 }
 
 // Create creates the named volume name in namespace ns with opts. It fails
-// with ErrExists if the volume is already there, and with ErrInvalid for a
-// name that ValidateNamedVolume refuses.
+// with ErrExists if the volume is already there, with ErrInvalid for a name
+// that ValidateNamedVolume refuses, and with ErrLimit if its size would take
+// the namespace over its budget.
 func (s *Store) Create(ns, name string, opts CreateOptions) (*Volume, error) {
 	if err := ValidateNamespace(ns); err != nil {
 		return nil, err
@@ -85,6 +88,7 @@ func newVolume(ns, name string, opts CreateOptions, owner *Owner) *Volume {
 		UID:       opts.UID,
 		GID:       opts.GID,
 		UsedBy:    []string{},
+		Limit:     opts.Size,
 	}
 	if opts.Mode != nil {
 		v.Mode = fmt.Sprintf("%04o", *opts.Mode)
@@ -107,6 +111,9 @@ func (o CreateOptions) validate() error {
 	if o.Mode != nil && *o.Mode > 0o7777 {
 		return fmt.Errorf("%w: mode %o has bits beyond 07777", ErrInvalid, *o.Mode)
 	}
+	if o.Size < 0 {
+		return fmt.Errorf("%w: negative size %d", ErrInvalid, o.Size)
+	}
 	return nil
 }
 
@@ -124,6 +131,22 @@ func (v *Volume) rootAttrs() (uid, gid int, mode uint32) {
 		mode = uint32(m)
 	}
 	return uid, gid, mode
+}
+
+// setRootAttrs gives the _data of the volume directory open at volFd the
+// owner and mode v asks for: after the chown, which clears setgid, and
+// always the mode, so the umask never decides what containers see.
+func setRootAttrs(volFd int, v *Volume) error {
+	uid, gid, mode := v.rootAttrs()
+	if uid != 0 || gid != 0 {
+		if err := unix.Fchownat(volFd, dataDir, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &os.PathError{Op: "fchownat", Path: dataDir, Err: err}
+		}
+	}
+	if err := unix.Fchmodat(volFd, dataDir, mode, 0); err != nil {
+		return &os.PathError{Op: "fchmodat", Path: dataDir, Err: err}
+	}
+	return nil
 }
 
 // createLocked makes v on disk: built under a temporary name, then renamed
@@ -154,6 +177,14 @@ func (s *Store) createLocked(v *Volume) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return volumeError(ns, name, err)
 	}
+	if v.Limit > 0 {
+		if err := s.checkBudgetLocked(nsFd, ns, v.Limit); err != nil {
+			return err
+		}
+		if v.Backend, err = s.pickBackend(); err != nil {
+			return volumeError(ns, name, err)
+		}
+	}
 	v.Mountpoint = s.mountpoint(ns, name)
 	tmp := tmpPrefix + name + "-" + randomSuffix()
 	if err := unix.Mkdirat(nsFd, tmp, 0o700); err != nil {
@@ -170,6 +201,7 @@ func (s *Store) createLocked(v *Volume) error {
 		}
 	}
 	if err != nil {
+		destroySubvolume(nsFd, tmp)
 		removeAllAt(nsFd, tmp, s.dev)
 		return volumeError(ns, name, err)
 	}
@@ -188,18 +220,20 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool) error {
 		return err
 	}
 	defer unix.Close(fd)
-	uid, gid, mode := v.rootAttrs()
-	if err := unix.Mkdirat(fd, dataDir, 0o700); err != nil {
-		return err
-	}
-	if uid != 0 || gid != 0 {
-		if err := unix.Fchownat(fd, dataDir, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if v.Limit > 0 {
+		z, err := sizerFor(v.Backend)
+		if err != nil {
 			return err
 		}
+		if err := z.prepare(fd, v.Limit); err != nil {
+			return fmt.Errorf("making a %s volume of %s: %w", v.Backend, FormatBytes(v.Limit), err)
+		}
+	} else if err := mkdirData(fd); err != nil {
+		return err
 	}
-	// After the chown, which clears setgid; and the umask must not decide
-	// the mode containers see.
-	if err := unix.Fchmodat(fd, dataDir, mode, 0); err != nil {
+	// A sized volume on the image backend gets them again on its first
+	// activation, on its own file system's root (see activateLocked).
+	if err := setRootAttrs(fd, v); err != nil {
 		return err
 	}
 	return writeVolume(fd, v, durable)
@@ -460,7 +494,9 @@ func (s *Store) namesIn(ns string) ([]string, error) {
 
 // Size returns the disk usage of v's data, like du: it never follows a
 // symlink, never crosses into another mount and counts a hardlinked inode
-// once. It takes no lock, so measuring big volumes holds up nobody.
+// once. A sized volume is measured by its backend in O(1): statfs of its
+// file system, or its qgroup. It takes no lock, so measuring big volumes
+// holds up nobody.
 func (s *Store) Size(v *Volume) (int64, error) {
 	if err := ValidateNamespace(v.Namespace); err != nil {
 		return 0, err
@@ -473,6 +509,9 @@ func (s *Store) Size(v *Volume) (int64, error) {
 		return 0, publicError(v.Namespace, v.Name, err)
 	}
 	defer unix.Close(nsFd)
+	if v.Limit > 0 {
+		return sizedUsage(nsFd, v)
+	}
 	fd, err := openDir(nsFd, v.Name+"/"+dataDir)
 	if err != nil {
 		return 0, publicError(v.Namespace, v.Name, err)
@@ -491,14 +530,16 @@ func (s *Store) Size(v *Volume) (int64, error) {
 
 // Check reports every entry of the store that is not a usable volume:
 // directories without a readable volume.json, symlinks, entries with invalid
-// names and leftovers of interrupted writes that Open could not delete. The
-// store's own files (.lock, .refs, .pods, .trash, .copyup-bytes) are no
-// problem. Below ROOT/pins it reports stray pins, entries where nothing is
-// mounted, and anything that is not a pin; their Namespace is empty and their
-// Name the path below ROOT.
+// names and leftovers of interrupted writes that Open could not delete; and
+// mounts below the store and loop devices backed by its files that no sized
+// volume accounts for. The store's own files (.lock, .refs, .pods, .trash,
+// .copyup-bytes) are no problem. Below ROOT/pins it reports stray pins,
+// entries where nothing is mounted, and anything that is not a pin; their
+// Namespace is empty and their Name the path below ROOT.
 func (s *Store) Check() ([]Problem, error) {
 	var probs []Problem
 	err := s.locked(context.Background(), "", unix.LOCK_SH, false, func() error {
+		defer func() { probs = append(probs, s.checkSizedLocked()...) }()
 		nss, err := readDirNames(s.dirFd)
 		if err != nil {
 			return fmt.Errorf("read volume store: %w", err)
@@ -545,4 +586,45 @@ func (s *Store) Check() ([]Problem, error) {
 		return err
 	})
 	return probs, err
+}
+
+// checkSizedLocked reports the mounts below the store other than the _data
+// of a sized image volume, and the loop devices backed by a file of the
+// store other than the disk.img of one.
+func (s *Store) checkSizedLocked() []Problem {
+	var probs []Problem
+	sized := func(path, leaf string) (string, string, bool) {
+		rest, ok := strings.CutPrefix(path, s.dir+"/")
+		if !ok {
+			return "", "", false
+		}
+		parts := strings.Split(rest, "/")
+		if len(parts) != 3 || parts[2] != leaf || ValidateNamespace(parts[0]) != nil || ValidateName(parts[1]) != nil {
+			if len(parts) > 1 {
+				return parts[0], parts[1], false
+			}
+			return parts[0], "", false
+		}
+		v, err := s.getLocked(parts[0], parts[1])
+		return parts[0], parts[1], err == nil && v.Backend == BackendImage
+	}
+	mounts, err := mountsUnder(s.dir)
+	if err != nil {
+		probs = append(probs, Problem{Reason: fmt.Sprintf("cannot read the mount table: %v", err)})
+	}
+	for _, mp := range mounts {
+		if ns, name, ok := sized(mp, dataDir); !ok {
+			probs = append(probs, Problem{Namespace: ns, Name: name, Reason: "mount at " + mp + " that no sized volume accounts for"})
+		}
+	}
+	for dev, backing := range sysfsLoop() {
+		if !strings.HasPrefix(backing, s.dir+"/") {
+			continue
+		}
+		if ns, name, ok := sized(backing, imageFile); !ok {
+			probs = append(probs, Problem{Namespace: ns, Name: name, Reason: "loop device " + dev + " holds " + backing + ", which no sized volume accounts for"})
+		}
+	}
+	sort.Slice(probs, func(i, j int) bool { return probs[i].Reason < probs[j].Reason })
+	return probs
 }

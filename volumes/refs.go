@@ -105,7 +105,7 @@ func normalizeRequests(reqs []Request) ([]Request, error) {
 }
 
 func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Volume, []string, error) {
-	var created []*Volume
+	var created, activated []*Volume
 	var pins []string
 	podLists := map[string][]string{} // pod lists as they were, to restore
 	before := s.idx.ctrs[id]
@@ -114,6 +114,11 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 		errs := []error{cause}
 		if len(pins) > 0 {
 			errs = append(errs, s.unpinLocked(id))
+		}
+		for _, v := range activated {
+			if len(s.idx.users[v.key()]) == 0 {
+				errs = append(errs, s.deactivateLocked(v))
+			}
 		}
 		for _, v := range created {
 			errs = append(errs, s.discardLocked(v.Namespace, v.Name))
@@ -163,6 +168,18 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 		}
 		keys[v.key()] = struct{}{}
 		vols = append(vols, v)
+	}
+	// Sized volumes come up on use, so after a reboot, which unmounts
+	// everything, the next container gets its volume back; before any
+	// subpath is looked up in them.
+	for _, v := range vols {
+		if v.Limit == 0 || s.isMountedLocked(v.Namespace, v.Name) {
+			continue
+		}
+		if err := s.activateLocked(v); err != nil {
+			return nil, nil, rollback(err)
+		}
+		activated = append(activated, v)
 	}
 	for _, sub := range subs {
 		i := slices.IndexFunc(vols, func(v *Volume) bool { return v.key() == volumeKey(sub.Namespace, sub.Name) && !v.Anonymous })
@@ -222,8 +239,9 @@ func (s *Store) discardLocked(ns, name string) error {
 
 // Release records that container containerID no longer uses any volume: it
 // removes the container's list from .refs. For a container that holds
-// nothing it writes nothing. Its wait for the lock is bounded by
-// SetLockTimeout.
+// nothing it writes nothing. A sized volume it was the last user of is
+// deactivated (its file system unmounted), best effort. Its wait for the
+// lock is bounded by SetLockTimeout.
 func (s *Store) Release(containerID string) error {
 	if err := validateID("container ID", containerID); err != nil {
 		return err
@@ -241,8 +259,13 @@ func (s *Store) Release(containerID string) error {
 		case err != nil && !errors.Is(err, unix.ENOENT):
 			return fmt.Errorf("releasing the volumes of container %q: %w", containerID, err)
 		}
+		held := sortedSet(s.idx.ctrs[containerID])
 		s.idx.setRefs(containerID, nil)
-		return s.bump(true)
+		if err := s.bump(true); err != nil {
+			return err
+		}
+		s.settleLocked(held)
+		return nil
 	})
 }
 
@@ -467,7 +490,11 @@ func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous
 		if podsErr != nil {
 			errs = append(errs, fmt.Errorf("rewriting the anonymous volumes of pods: %w", podsErr))
 		}
-		return s.bump(podsErr == nil)
+		if err := s.bump(podsErr == nil); err != nil {
+			return err
+		}
+		s.settleMountsLocked()
+		return nil
 	})
 	return removed, errors.Join(append([]error{err}, errs...)...)
 }

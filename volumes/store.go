@@ -2,9 +2,10 @@
 // ROOT/volumes, the data (NAMESPACE/NAME/_data) and metadata
 // (NAMESPACE/NAME/volume.json) of named and anonymous volumes, the record of
 // which containers use which volume (.refs, and .pods for the anonymous
-// volumes of each pod; see index.go), copy-up into new volumes, and the pins
+// volumes of each pod; see index.go), copy-up into new volumes, the pins
 // below ROOT/pins that runc mounts instead of a bind source or a subpath
-// (see pins.go).
+// (see pins.go), and the kernel-enforced size of sized volumes (sized.go: an
+// ext4 image on a loop device, or a btrfs subvolume with a qgroup limit).
 //
 // Concurrency: a Store is safe for use by many goroutines, and several
 // processes (the plugin and the CLI) may open the same root at once. Every
@@ -87,6 +88,10 @@ type Volume struct {
 	UsedBy []string `json:"UsedBy"`
 	// Size is the disk usage of the data, set only when asked for.
 	Size *int64 `json:"Size,omitempty"`
+	// Limit is the enforced size of a sized volume in bytes; 0: unbounded.
+	Limit int64 `json:"Limit,omitempty"`
+	// Backend is what enforces Limit (image or btrfs); empty when unbounded.
+	Backend Backend `json:"Backend,omitempty"`
 }
 
 // MarshalJSON encodes v with UsedBy and Labels as [] and {} rather than null,
@@ -126,14 +131,19 @@ type record struct {
 	GID       *int              `json:"GID,omitempty"`
 	Mode      string            `json:"Mode,omitempty"`
 	Chowned   *IDs              `json:"Chowned,omitempty"`
+	Limit     int64             `json:"Limit,omitempty"`
+	Backend   Backend           `json:"Backend,omitempty"`
 }
 
 func volumeKey(ns, name string) string { return ns + "/" + name }
 
-// CreateOptions are what a new volume is made with.
+// CreateOptions are the properties of a new volume; they apply only when a
+// call creates the volume.
 type CreateOptions struct {
 	// Labels label a named volume.
 	Labels map[string]string
+	// Size is the enforced size in bytes; 0: unbounded. See sized.go.
+	Size int64
 	// UID, GID and Mode, when set, are the owner and mode of the volume's
 	// root, _data; otherwise it is root's, mode 0755.
 	UID, GID *int
@@ -184,6 +194,8 @@ type Store struct {
 	// lockTimeout bounds the lock waits of the operations of NRI requests;
 	// see SetLockTimeout.
 	lockTimeout atomic.Int64
+	// policy says how sized volumes are made.
+	policy SizePolicy
 }
 
 // Open opens the store below root, creating ROOT/volumes (mode 0700) if it is
@@ -276,6 +288,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		if clean {
 			s.removeLeftovers()
 			s.removeUnmountedPins()
+			s.settleMountsLocked()
 		}
 		return nil
 	})
@@ -587,6 +600,9 @@ func (s *Store) loadVolumeAt(volFd int, ns, name string) (*Volume, error) {
 	if !isDir(&st) {
 		return nil, fmt.Errorf("%w: %s is not a directory (or a symlink)", errBroken, dataDir)
 	}
+	if rec.Limit < 0 || rec.Limit > 0 && rec.Backend != BackendImage && rec.Backend != BackendBtrfs {
+		return nil, fmt.Errorf("%w: %s: size %d with backend %q", errBroken, metaFile, rec.Limit, rec.Backend)
+	}
 	v := &Volume{
 		Name:       name,
 		Namespace:  ns,
@@ -600,6 +616,8 @@ func (s *Store) loadVolumeAt(volFd int, ns, name string) (*Volume, error) {
 		Mode:       rec.Mode,
 		Chowned:    rec.Chowned,
 		UsedBy:     []string{},
+		Limit:      rec.Limit,
+		Backend:    rec.Backend,
 	}
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
@@ -614,6 +632,10 @@ func (s *Store) mountpoint(ns, name string) string {
 // writeVolume writes the volume.json of a new volume into the directory open
 // at volFd, durably; the volume is not yet under its name.
 func writeVolume(volFd int, v *Volume, durable bool) error {
+	return writeVolumeAs(volFd, metaFile, v, durable)
+}
+
+func writeVolumeAs(volFd int, name string, v *Volume, durable bool) error {
 	rec := record{
 		Name:      v.Name,
 		Namespace: v.Namespace,
@@ -625,12 +647,14 @@ func writeVolume(volFd int, v *Volume, durable bool) error {
 		GID:       v.GID,
 		Mode:      v.Mode,
 		Chowned:   v.Chowned,
+		Limit:     v.Limit,
+		Backend:   v.Backend,
 	}
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return err
 	}
-	return createFileAt(volFd, metaFile, append(data, '\n'), durable)
+	return createFileAt(volFd, name, append(data, '\n'), durable)
 }
 
 // isAbsent reports whether a read error means the volume does not exist, as
@@ -653,4 +677,20 @@ func publicError(ns, name string, err error) error {
 		return volumeError(ns, name, ErrNotFound)
 	}
 	return volumeError(ns, name, err)
+}
+
+// rewriteVolume replaces the volume.json of an existing volume, open at
+// volFd, atomically and durably: a temporary file, fsynced, renamed over it,
+// and the directory fsynced.
+func rewriteVolume(volFd int, v *Volume) error {
+	tmp := tmpPrefix + metaFile + "-" + randomSuffix()
+	if err := writeVolumeAs(volFd, tmp, v, true); err != nil {
+		unix.Unlinkat(volFd, tmp, 0)
+		return err
+	}
+	if err := unix.Renameat(volFd, tmp, volFd, metaFile); err != nil {
+		unix.Unlinkat(volFd, tmp, 0)
+		return &os.PathError{Op: "renameat", Path: metaFile, Err: err}
+	}
+	return unix.Fsync(volFd)
 }

@@ -84,6 +84,20 @@ func (d *detacher) detach(ns, name string) (string, error) {
 		}
 		return "", volumeError(ns, name, err)
 	}
+	// A sized volume's own file system comes down first; a volume whose
+	// metadata cannot be read is removed like an unsized one.
+	if v, err := s.readVolume(nsFd, ns, name); err == nil && v.Limit > 0 {
+		z, err := sizerFor(v.Backend)
+		if err == nil {
+			err = z.deactivate(volFd, filepath.Join(s.dir, ns, name))
+		}
+		if err != nil {
+			return "", volumeError(ns, name, err)
+		}
+		if d.mounts, err = mountPoints(); err != nil {
+			return "", volumeError(ns, name, err)
+		}
+	}
 	if err := d.checkNoMounts(volFd, ns, name); err != nil {
 		return "", err
 	}
@@ -203,6 +217,15 @@ func reapEntry(trashFd int, name string, dev uint64, wait, measure bool) (int64,
 			}
 			unix.Close(dfd)
 		}
+		// An image backend's space is what its file holds on disk.
+		if st, err := lstatAt(fd, imageFile); err == nil {
+			size += st.Blocks * 512
+		}
+	}
+	// A btrfs backend's _data is a subvolume, which removal does not
+	// cross into, as it would not into a mount.
+	if err := destroySubvolume(trashFd, name); err != nil {
+		return size, err
 	}
 	if err := removeContentsAt(fd, dev); err != nil {
 		return size, err

@@ -225,6 +225,9 @@ func (c *hookCopier) copyAll(used int64) (int64, error) {
 			stats, err = copyup.Copy(c.rootfs, v.target, dir, limits)
 			return err
 		})
+		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+			return written, tooSmallError(c.store, v, stats, err)
+		}
 		if err == nil {
 			written += stats.Bytes
 		}
@@ -387,4 +390,16 @@ func readHookState(r io.Reader) (*specs.State, error) {
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// tooSmallError says that the image's content did not fit a sized volume:
+// which volume, its size and how far the copy got before the kernel said no.
+func tooSmallError(store *volumes.Store, v copyUpVolume, stats copyup.Stats, err error) error {
+	size := "its size"
+	if vol, gerr := store.Get(v.ns, v.name); gerr == nil && vol.Limit > 0 {
+		size = "its size " + volumes.FormatBytes(vol.Limit)
+	}
+	return fmt.Errorf("volume %s/%s at %s: the image's content does not fit %s: "+
+		"copy-up stopped after %d files (%s), %d directories and %d symlinks, and was undone: %w",
+		v.ns, v.name, v.target, size, stats.Files, volumes.FormatBytes(stats.Bytes), stats.Dirs, stats.Symlinks, err)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -426,5 +427,48 @@ func TestHookCopiesOneDirectoryOnce(t *testing.T) {
 		if got := names(t, dir); !slices.Equal(got, []string{"."}) {
 			t.Errorf("%s holds a second copy: %v", dir, got)
 		}
+	}
+}
+
+// TestHookCopyUpTooBig copies more than a sized volume holds: the hook fails
+// with a message naming the volume, its size and what it copied, and leaves
+// the volume empty.
+func TestHookCopyUpTooBig(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sized volumes need root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("no loop devices: %v", err)
+	}
+	e := newHookEnv(t)
+	big := make([]byte, 1<<20)
+	for i := 0; i < 12; i++ {
+		p := filepath.Join(e.bundle, "rootfs/big", "f"+strconv.Itoa(i))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, big, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.store.Create("default", "small", volumes.CreateOptions{Size: 8 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	vols, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "small"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.store.Release("ctr1") })
+	err = e.run(t, "--volume", "default/small=/big")
+	if err == nil {
+		t.Fatal("copying 12 MiB into an 8 MiB volume succeeded")
+	}
+	for _, want := range []string{"default/small", "/big", "8MiB", "files (", "no space left on device"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not name %q: %v", want, err)
+		}
+	}
+	if got := names(t, vols[0].Mountpoint); !slices.Equal(got, []string{"."}) {
+		t.Errorf("volume after the failed copy-up holds %v", got)
 	}
 }

@@ -5,12 +5,13 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
 // parseCreateOpts parses the --opt/-o KEY=VALUE options of volume create,
-// as Podman's `volume create -o uid=N -o gid=N`. A key given twice, an
-// unknown key or a bad value is an error naming it.
+// as Docker's and Podman's -o do (`-o size=10Gi`, `-o uid=N -o gid=N`). A
+// key given twice, an unknown key or a bad value is an error naming it.
 func parseCreateOpts(specs []string) (volumes.CreateOptions, error) {
 	var opts volumes.CreateOptions
 	seen := map[string]bool{}
@@ -42,9 +43,28 @@ func parseCreateOpts(specs []string) (volumes.CreateOptions, error) {
 			}
 			mode := uint32(m)
 			opts.Mode = &mode
+		case "size":
+			size, err := parseVolumeSize(value)
+			if err != nil {
+				return opts, fmt.Errorf("--opt %q: %w", spec, err)
+			}
+			opts.Size = size
 		default:
-			return opts, fmt.Errorf("--opt %q: %w: unknown option %q (known: uid, gid, mode)", spec, volumes.ErrInvalid, key)
+			return opts, fmt.Errorf("--opt %q: %w: unknown option %q (known: size, uid, gid, mode)", spec, volumes.ErrInvalid, key)
 		}
 	}
 	return opts, nil
+}
+
+// parseVolumeSize parses a volume size such as 10Gi: positive, in the units
+// of the configuration.
+func parseVolumeSize(s string) (int64, error) {
+	size, err := config.ParseSize(s)
+	if err != nil {
+		return 0, err
+	}
+	if size <= 0 {
+		return 0, fmt.Errorf("%w: size %q must be positive", volumes.ErrInvalid, s)
+	}
+	return int64(size), nil
 }

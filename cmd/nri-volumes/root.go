@@ -21,6 +21,9 @@ type globalOptions struct {
 	root       string
 	namespace  string
 	logLevel   string
+	// cfg is the configuration storeRoot loaded, or nil when --root alone
+	// named the store.
+	cfg *config.Config
 }
 
 func newRootCommand(s streams) *cobra.Command {
@@ -127,14 +130,26 @@ func (g *globalOptions) nsOrDefault() string {
 // storeRoot is --root, or the root the configuration names.
 func (g *globalOptions) storeRoot() (string, error) {
 	root := g.root
-	if root == "" {
+	if root == "" || g.configPath != "" {
 		cfg, err := config.Load(g.configPath)
 		if err != nil {
 			return "", err
 		}
-		root = cfg.Root
+		g.cfg = cfg
+		if root == "" {
+			root = cfg.Root
+		}
 	}
 	return filepath.Abs(root)
+}
+
+// checkMaxSize refuses a size above the configuration's sizes.maxSize.
+func (g *globalOptions) checkMaxSize(size int64) error {
+	if g.cfg == nil || g.cfg.Sizes.MaxSize == 0 || size <= int64(g.cfg.Sizes.MaxSize) {
+		return nil
+	}
+	return fmt.Errorf("%w: size %s is above sizes.maxSize %s", volumes.ErrInvalid,
+		volumes.FormatBytes(size), volumes.FormatBytes(int64(g.cfg.Sizes.MaxSize)))
 }
 
 // open validates the namespace and the volume names a command was given,
@@ -152,7 +167,17 @@ func (g *globalOptions) open(names ...string) (*volumes.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return volumes.Open(root)
+	store, err := volumes.Open(root)
+	if err != nil {
+		return nil, err
+	}
+	if g.cfg != nil {
+		store.SetSizePolicy(volumes.SizePolicy{
+			Backend:        volumes.Backend(g.cfg.Sizes.Backend),
+			NamespaceBytes: int64(g.cfg.Limits.NamespaceBytes),
+		})
+	}
+	return store, nil
 }
 
 // existingStore opens the store for shell completion only if it exists, so

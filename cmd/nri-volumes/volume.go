@@ -17,7 +17,7 @@ func newVolumeCommand(g *globalOptions, s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "volume COMMAND",
 		Aliases: []string{"volumes"},
-		Short:   "Manage volumes: create, ls, inspect, rm, prune, check, export, import",
+		Short:   "Manage volumes: create, update, ls, inspect, rm, prune, check, export, import",
 		Long: `Manage the volumes of the store, as nerdctl volume does. The CLI and a running
 plugin may act on the same store at the same time.`,
 		Example: `  nri-volumes volume ls
@@ -36,6 +36,7 @@ plugin may act on the same store at the same time.`,
 	}
 	cmd.AddCommand(
 		newVolumeCreateCommand(g, s),
+		newVolumeUpdateCommand(g, s),
 		newVolumeListCommand(g, s),
 		newVolumeInspectCommand(g, s),
 		newVolumeRemoveCommand(g, s),

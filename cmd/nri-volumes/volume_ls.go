@@ -122,8 +122,14 @@ func printNames(out io.Writer, vols []*volumes.Volume) error {
 	return w.Flush()
 }
 
+// printTable prints the ls table; with size, a SIZE column, and a LIMIT
+// column when a sized volume is among vols.
 func printTable(out io.Writer, vols []*volumes.Volume, size, allNamespaces bool) error {
 	w := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
+	limits := false
+	for _, v := range vols {
+		limits = limits || size && v.Limit > 0
+	}
 	var cols []string
 	if allNamespaces {
 		cols = append(cols, "NAMESPACE")
@@ -131,6 +137,9 @@ func printTable(out io.Writer, vols []*volumes.Volume, size, allNamespaces bool)
 	cols = append(cols, "VOLUME NAME", "DIRECTORY")
 	if size {
 		cols = append(cols, "SIZE")
+	}
+	if limits {
+		cols = append(cols, "LIMIT")
 	}
 	fmt.Fprintln(w, strings.Join(cols, "\t"))
 	for _, v := range vols {
@@ -145,6 +154,13 @@ func printTable(out io.Writer, vols []*volumes.Volume, size, allNamespaces bool)
 				s = humanSize(*v.Size)
 			}
 			cols = append(cols, s)
+		}
+		if limits {
+			limit := "-"
+			if v.Limit > 0 {
+				limit = humanSize(v.Limit)
+			}
+			cols = append(cols, limit)
 		}
 		fmt.Fprintln(w, strings.Join(cols, "\t"))
 	}

@@ -27,26 +27,30 @@ import (
 )
 
 type options struct {
-	n            int    // create+start samples per variant
-	memCycles    int    // containers created and removed for the memory scenario
-	memSample    int    // RSS sample every this many cycles
-	pods         int    // pods started at once
-	podRounds    int    // bursts per variant
-	lsCounts     string // volume counts for volume ls
-	lsReps       int    // samples per (count, variant)
-	copyRounds   int    // rounds of the 1 GiB copy-up benchmark
-	largeBytes   int64  // size of the copy-up benchmark's big file
-	hookReps     int    // samples of the hook's exec time
-	hookStore    int    // other volumes in the store for the hook's second run
-	only         string // comma list of scenarios to run; empty: all
-	out          string // markdown report
-	goBench      string // `go test -bench` output to append to the report
-	goBenchCmd   string // the command that produced it, for the report
-	keepGoing    bool
-	scenarioList []string
+	n          int    // create+start samples per variant
+	memCycles  int    // containers created and removed for the memory scenario
+	memSample  int    // RSS sample every this many cycles
+	pods       int    // pods started at once
+	podRounds  int    // bursts per variant
+	lsCounts   string // volume counts for volume ls
+	lsReps     int    // samples per (count, variant)
+	copyRounds int    // rounds of the 1 GiB copy-up benchmark
+	largeBytes int64  // size of the copy-up benchmark's big file
+	hookReps   int    // samples of the hook's exec time
+	hookStore  int    // other volumes in the store for the hook's second run
+	// sizedLsVolumes and sizedLsFiles shape the stores of the sizedls
+	// scenario; sizedLsUnsized adds the unsized store it is compared with.
+	sizedLsVolumes, sizedLsFiles int
+	sizedLsUnsized               bool
+	only                         string // comma list of scenarios to run; empty: all
+	out                          string // markdown report
+	goBench                      string // `go test -bench` output to append to the report
+	goBenchCmd                   string // the command that produced it, for the report
+	keepGoing                    bool
+	scenarioList                 []string
 }
 
-var scenarios = []string{"imagevolume", "volumes", "memory", "pods", "ls", "copyup", "hook"}
+var scenarios = []string{"imagevolume", "volumes", "memory", "pods", "ls", "copyup", "hook", "sized", "sizedls"}
 
 func main() {
 	var o options
@@ -61,6 +65,9 @@ func main() {
 	flag.Int64Var(&o.largeBytes, "large-bytes", 1<<30, "size of the copy-up benchmark's big file")
 	flag.IntVar(&o.hookReps, "hook-reps", 30, "samples of the copy-up hook's exec time")
 	flag.IntVar(&o.hookStore, "hook-store", 10000, "other volumes in the store for the hook on a full store")
+	flag.IntVar(&o.sizedLsVolumes, "sized-ls-volumes", 1000, "volumes in the stores of the sizedls scenario")
+	flag.IntVar(&o.sizedLsFiles, "sized-ls-files", 1000, "files in each volume of the sizedls scenario")
+	flag.BoolVar(&o.sizedLsUnsized, "sized-ls-unsized", true, "sizedls: also make and list the same volumes unsized (a walk of every file)")
 	flag.StringVar(&o.only, "only", "", "comma list of scenarios to run (default all): "+strings.Join(scenarios, ","))
 	flag.StringVar(&o.out, "out", "bin/bench-results.md", "write the markdown report here too")
 	flag.StringVar(&o.goBench, "gobench", "", "output of `go test -bench` to put in the report")
@@ -148,6 +155,10 @@ func run(r *runner, o *options, rep *report) (failed bool) {
 				rep.add(env.copyUp())
 			case "hook":
 				rep.add(env.hook())
+			case "sized":
+				rep.add(env.sized())
+			case "sizedls":
+				rep.add(env.sizedLs())
 			}
 		})
 		if err != nil {

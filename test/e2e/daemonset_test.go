@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -45,8 +46,9 @@ type k8sContainer struct {
 	Command, Args   []string
 	SecurityContext struct{ Privileged bool }
 	VolumeMounts    []struct {
-		Name, MountPath, MountPropagation string
-		ReadOnly                          bool
+		Name, MountPath  string
+		ReadOnly         bool
+		MountPropagation string
 	}
 	Ports []struct {
 		Name          string
@@ -109,6 +111,12 @@ type pathMap map[string]string
 
 // apply maps p when it is, or is below, one of the node's paths.
 func (m pathMap) apply(p string) string {
+	q, _ := m.lookup(p)
+	return q
+}
+
+// lookup is apply that also says whether p is one of the node's paths.
+func (m pathMap) lookup(p string) (string, bool) {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -116,10 +124,10 @@ func (m pathMap) apply(p string) string {
 	sort.Slice(keys, func(i, j int) bool { return len(keys[i]) > len(keys[j]) })
 	for _, k := range keys {
 		if p == k || strings.HasPrefix(p, k+"/") {
-			return m[k] + strings.TrimPrefix(p, k)
+			return m[k] + strings.TrimPrefix(p, k), true
 		}
 	}
-	return p
+	return p, false
 }
 
 // TestDaemonSet runs the pod of examples/kubernetes/daemonset.yaml through
@@ -127,8 +135,11 @@ func (m pathMap) apply(p string) string {
 // node: the init container installs the hook binary on the host, the plugin
 // container connects over the mounted NRI socket directory, and then a
 // workload gets a named volume and an image volume copied up by the hook at
-// its host path. The node's paths become the test's own directories, mounted
-// at the same paths inside, as the manifest's host paths are.
+// its host path, and a sized volume that the plugin mounts inside its
+// container's view of the store (Bidirectional propagation) is enforced in
+// the workload. The node's paths become the test's own directories, mounted
+// at the same paths inside, as the manifest's host paths are; the host's /dev
+// stays /dev.
 func TestDaemonSet(t *testing.T) {
 	bins := testBins(t)
 	root, err := harness.RepoRoot()
@@ -156,7 +167,11 @@ func TestDaemonSet(t *testing.T) {
 		"/var/lib/nri-volumes": filepath.Join(node, "store"),
 		"/var/lib/containerd":  ctd.Root,
 		"/opt/nri-volumes/bin": filepath.Join(node, "hook-bin"),
+		"/dev":                 "/dev",
 	}
+	// Bidirectional propagation needs the store on a shared mount, which a
+	// systemd node's / is; here the store is made one.
+	sharedStore(t, paths["/var/lib/nri-volumes"])
 
 	static, err := harness.BuildStaticPluginTo(t.TempDir())
 	if err != nil {
@@ -167,10 +182,15 @@ func TestDaemonSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	pluginImage := ds.Spec.Template.Spec.Containers[0].Image
+	// As the Dockerfile's image does, it ships e2fsprogs for sized volumes.
+	e2fsprogs, err := harness.HostTools("/usr/sbin/mkfs.ext4", "/usr/sbin/resize2fs")
+	if err != nil {
+		t.Fatalf("e2fsprogs for the plugin's image: %v", err)
+	}
 	ctd.Import(t, harness.Image{
 		Name:       pluginImage,
 		Entrypoint: []string{"/usr/local/bin/nri-volumes"},
-		Files:      []harness.File{{Path: "/usr/local/bin/nri-volumes", Content: string(bin), Mode: 0o755}},
+		Files:      append(e2fsprogs, harness.File{Path: "/usr/local/bin/nri-volumes", Content: string(bin), Mode: 0o755}),
 	})
 
 	// The pod's volumes: host paths mapped, the ConfigMap written out with
@@ -179,8 +199,8 @@ func TestDaemonSet(t *testing.T) {
 	for _, v := range ds.Spec.Template.Spec.Volumes {
 		switch {
 		case v.HostPath != nil:
-			p := paths.apply(v.HostPath.Path)
-			if p == v.HostPath.Path {
+			p, ok := paths.lookup(v.HostPath.Path)
+			if !ok {
 				t.Fatalf("hostPath %s of volume %s has no test counterpart; extend the test's path map", p, v.Name)
 			}
 			switch v.HostPath.Type {
@@ -237,17 +257,8 @@ func TestDaemonSet(t *testing.T) {
 			if !ok {
 				t.Fatalf("container %s mounts unknown volume %s", c.Name, vm.Name)
 			}
-			m := harness.Mount{HostPath: host, ContainerPath: paths.apply(vm.MountPath), Readonly: vm.ReadOnly}
-			switch vm.MountPropagation {
-			case "", "None":
-			case "HostToContainer":
-				m.Propagation = 1
-			case "Bidirectional":
-				m.Propagation = 2
-			default:
-				t.Fatalf("container %s: unknown mountPropagation %q", c.Name, vm.MountPropagation)
-			}
-			spec.Mounts = append(spec.Mounts, m)
+			spec.Mounts = append(spec.Mounts, harness.Mount{HostPath: host, ContainerPath: paths.apply(vm.MountPath),
+				Readonly: vm.ReadOnly, Propagation: vm.MountPropagation})
 		}
 		return spec
 	}
@@ -321,7 +332,9 @@ func TestDaemonSet(t *testing.T) {
 	}
 
 	ctd.Import(t, dbImage)
-	wl := cr.RunPod("workload", "default", "uid-workload", map[string]string{podKey: "- data:/named"})
+	wl := cr.RunPod("workload", "default", "uid-workload", map[string]string{
+		podKey: "- data:/named\n- {source: sized, target: /sized, size: 8Mi}",
+	})
 	id := cr.RunContainer(wl, "db", dbImage.Name, nil, nil)
 	cr.Sh(id, "echo from the workload > /named/f")
 	store := paths["/var/lib/nri-volumes"]
@@ -336,6 +349,13 @@ func TestDaemonSet(t *testing.T) {
 	}
 	if src := cr.Mounts(id)["/data"]; !strings.HasPrefix(src, filepath.Join(store, "volumes", "default")+"/") {
 		t.Errorf("/data is mounted from %q, not from the store at %s", src, store)
+	}
+	df := cr.Exec(id, "df", "-k", "/sized")
+	if kib, ok := dfTotalKiB(df); !ok || kib < 8<<10 || kib > 9<<10 {
+		t.Errorf("df -k /sized in the workload does not show the 8 MiB size:\n%s", df)
+	}
+	if out, err := cr.ExecErr(id, "sh", "-c", "dd if=/dev/zero of=/sized/big bs=1M count=16"); err == nil || !strings.Contains(err.Error(), "No space left on device") {
+		t.Errorf("writing 16 MiB into the 8 MiB volume: %v %s", err, out)
 	}
 	info, _ := cr.Inspect(id)["info"].(map[string]any)
 	spec, _ := info["runtimeSpec"].(map[string]any)
@@ -412,4 +432,24 @@ func waitForSync(ctd *harness.Containerd, name string, after int) bool {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return true
+}
+
+// sharedStore bind-mounts dir onto itself as a shared mount, undone when the
+// test ends.
+func sharedStore(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(dir, dir, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatalf("bind-mount %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Logf("unmount %s: %v", dir, err)
+		}
+	})
+	if err := syscall.Mount("", dir, "", syscall.MS_SHARED, ""); err != nil {
+		t.Fatalf("make %s shared: %v", dir, err)
+	}
 }

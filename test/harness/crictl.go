@@ -31,10 +31,13 @@ type Mount struct {
 	HostPath      string
 	ContainerPath string
 	Readonly      bool
-	// Propagation is the CRI MountPropagation: 0 private, 1 host to
-	// container, 2 bidirectional (Kubernetes' Bidirectional).
-	Propagation int
+	// Propagation is Kubernetes' mountPropagation: "" or None,
+	// HostToContainer, Bidirectional.
+	Propagation string
 }
+
+// criPropagation is the CRI enum of a Kubernetes mountPropagation.
+var criPropagation = map[string]int{"": 0, "None": 0, "HostToContainer": 1, "Bidirectional": 2}
 
 // ContainerSpec is what CreateContainerSpec sends; empty Command and Args
 // mean the image's entrypoint and cmd.
@@ -130,7 +133,8 @@ func (c *Crictl) CreateContainerSpec(pod *Pod, spec ContainerSpec) (string, erro
 func containerConfig(spec ContainerSpec, userns *UserNS) map[string]any {
 	mounts := []map[string]any{}
 	for _, m := range spec.Mounts {
-		mounts = append(mounts, map[string]any{"host_path": m.HostPath, "container_path": m.ContainerPath, "readonly": m.Readonly, "propagation": m.Propagation})
+		mounts = append(mounts, map[string]any{"host_path": m.HostPath, "container_path": m.ContainerPath, "readonly": m.Readonly,
+			"propagation": criPropagation[m.Propagation]})
 	}
 	security := map[string]any{}
 	if spec.Privileged {

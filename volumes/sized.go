@@ -1,0 +1,415 @@
+package volumes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Sized volumes. A volume created with a size has it enforced by the kernel
+// through a backend, chosen when the volume is created and recorded in its
+// volume.json with the size (Volume.Backend, Volume.Limit):
+//
+//   - image: _data is the mount point of an ext4 file system held in the
+//     sparse file disk.img beside it, on a loop device; any host file system.
+//   - btrfs: _data is a btrfs subvolume with a qgroup limit; ROOT on btrfs.
+//
+// Project quotas (XFS, ext4) would be one more backend behind the same seam.
+// A backend's work happens under the store's exclusive lock, like every other
+// mutation: preparing at creation, activating when a container acquires the
+// volume (so after a reboot the next use brings it back), deactivating when
+// its last user goes and before removal.
+
+// Backend names how a volume's size is enforced.
+type Backend string
+
+// The backends. BackendNone is an unbounded directory on ROOT's file system;
+// BackendAuto is only a policy: btrfs when ROOT is on btrfs, image otherwise.
+const (
+	BackendNone  Backend = ""
+	BackendAuto  Backend = "auto"
+	BackendImage Backend = "image"
+	BackendBtrfs Backend = "btrfs"
+)
+
+// ParseBackend validates a backend name as configuration gives it.
+func ParseBackend(s string) (Backend, error) {
+	switch b := Backend(s); b {
+	case BackendAuto, BackendImage, BackendBtrfs:
+		return b, nil
+	case "":
+		return BackendAuto, nil
+	}
+	return "", fmt.Errorf("backend %q: %w: want auto, image or btrfs", s, ErrInvalid)
+}
+
+// ErrLimit means a configured limit refused the request: a namespace's
+// budget of volume sizes.
+var ErrLimit = errors.New("over the limit")
+
+// SizePolicy is how the store makes sized volumes.
+type SizePolicy struct {
+	// Backend for new sized volumes; "" or BackendAuto picks one by ROOT's
+	// file system.
+	Backend Backend
+	// NamespaceBytes bounds the sum of the sizes of one namespace's volumes
+	// (limits.namespaceBytes); 0: no bound.
+	NamespaceBytes int64
+}
+
+// SetSizePolicy sets how the store makes sized volumes from now on.
+func (s *Store) SetSizePolicy(p SizePolicy) {
+	s.enter(context.Background())
+	defer s.leave()
+	s.policy = p
+}
+
+// sizer enforces the size of a volume. Its methods get the volume's
+// directory open at volFd and its path (for mount calls and messages); they
+// run under the store's exclusive lock, except usage and release.
+type sizer interface {
+	// prepare sets up a new volume, still under a temporary name, whose
+	// directory is open at volFd: it makes _data.
+	prepare(volFd int, size int64) error
+	// activate makes _data the sized file system; it is idempotent.
+	activate(volFd int, volPath string) error
+	// deactivate undoes activate; an inactive volume is no error.
+	deactivate(volFd int, volPath string) error
+	// usage returns the bytes used in the volume without walking it.
+	usage(volFd int) (int64, error)
+	// grow raises the size of an active volume to size.
+	grow(volFd int, volPath string, size int64) error
+}
+
+func sizerFor(b Backend) (sizer, error) {
+	switch b {
+	case BackendImage:
+		return imageSizer{}, nil
+	case BackendBtrfs:
+		return btrfsSizer{}, nil
+	}
+	return nil, fmt.Errorf("%w: unknown size backend %q", errBroken, b)
+}
+
+// pickBackend resolves the policy's backend for the store's file system.
+func (s *Store) pickBackend() (Backend, error) {
+	b := s.policy.Backend
+	if b == "" || b == BackendAuto {
+		if onBtrfs(s.dirFd) {
+			return BackendBtrfs, nil
+		}
+		return BackendImage, nil
+	}
+	if b == BackendBtrfs && !onBtrfs(s.dirFd) {
+		return "", fmt.Errorf("%w: sizes.backend is btrfs, but the store %s is not on btrfs", ErrInvalid, s.dir)
+	}
+	return b, nil
+}
+
+func onBtrfs(fd int) bool {
+	var st unix.Statfs_t
+	return unix.Fstatfs(fd, &st) == nil && st.Type == unix.BTRFS_SUPER_MAGIC
+}
+
+// checkBudgetLocked refuses a new volume of size bytes in namespace ns (open
+// at nsFd) when the sizes of its volumes would exceed the budget.
+func (s *Store) checkBudgetLocked(nsFd int, ns string, size int64) error {
+	max := s.policy.NamespaceBytes
+	if max <= 0 || size <= 0 {
+		return nil
+	}
+	var sum int64
+	names, err := readDirNames(nsFd)
+	if err != nil {
+		return fmt.Errorf("namespace %q: %w", ns, err)
+	}
+	for _, n := range names {
+		if ValidateName(n) != nil {
+			continue
+		}
+		if v, err := s.readVolume(nsFd, ns, n); err == nil {
+			sum += v.Limit
+		}
+	}
+	if sum+size > max {
+		return fmt.Errorf("namespace %q: %w: a volume of %s would bring the sizes of its volumes to %s, above limits.namespaceBytes %s (%s in use)",
+			ns, ErrLimit, FormatBytes(size), FormatBytes(sum+size), FormatBytes(max), FormatBytes(sum))
+	}
+	return nil
+}
+
+// activateLocked brings a sized volume's file system up at _data.
+func (s *Store) activateLocked(v *Volume) error {
+	if v.Limit == 0 {
+		return nil
+	}
+	return s.withVolumeDir(v, func(z sizer, volFd int, volPath string) error {
+		if err := z.activate(volFd, volPath); err != nil {
+			return err
+		}
+		return freshRootAttrs(volFd, v)
+	})
+}
+
+// freshRootAttrs gives a sized volume's own file system root the owner and
+// mode the volume was created with, while that root is still fresh: empty,
+// never copied into and never chowned for a container. A new image file
+// system's root is root's, mode 0755, whatever the mount point had.
+func freshRootAttrs(volFd int, v *Volume) error {
+	if (v.UID == nil && v.GID == nil && v.Mode == "") || v.Chowned != nil {
+		return nil
+	}
+	if done, err := existsAt(volFd, copyUpDone); err != nil || done {
+		return err
+	}
+	fd, err := openDir(volFd, dataDir)
+	if err != nil {
+		return err
+	}
+	empty, err := isEmptyDir(fd)
+	unix.Close(fd)
+	if err != nil || !empty {
+		return err
+	}
+	return setRootAttrs(volFd, v)
+}
+
+// deactivateLocked takes a sized volume's file system down from _data.
+func (s *Store) deactivateLocked(v *Volume) error {
+	if v.Limit == 0 {
+		return nil
+	}
+	return s.withVolumeDir(v, func(z sizer, volFd int, volPath string) error {
+		return z.deactivate(volFd, volPath)
+	})
+}
+
+func (s *Store) withVolumeDir(v *Volume, fn func(z sizer, volFd int, volPath string) error) error {
+	z, err := sizerFor(v.Backend)
+	if err != nil {
+		return volumeError(v.Namespace, v.Name, err)
+	}
+	volFd, err := openDir(s.dirFd, v.Namespace+"/"+v.Name)
+	if err != nil {
+		return publicError(v.Namespace, v.Name, err)
+	}
+	defer unix.Close(volFd)
+	if err := fn(z, volFd, filepath.Join(s.dir, v.Namespace, v.Name)); err != nil {
+		return volumeError(v.Namespace, v.Name, err)
+	}
+	return nil
+}
+
+// settleLocked deactivates the sized volumes among keys that no container
+// uses any more, so a mounted sized volume is one in use, and anything else
+// mounted is a leftover. It is best effort: what stays, Check reports.
+func (s *Store) settleLocked(keys []string) {
+	for _, k := range keys {
+		if len(s.idx.users[k]) > 0 {
+			continue
+		}
+		ns, name, _ := strings.Cut(k, "/")
+		if !s.isMountedLocked(ns, name) {
+			continue
+		}
+		if v, err := s.getLocked(ns, name); err == nil && v.Limit > 0 {
+			_ = s.deactivateLocked(v)
+		}
+	}
+}
+
+// isMountedLocked reports whether something is mounted at a volume's _data:
+// its device differs from the volume directory's.
+func (s *Store) isMountedLocked(ns, name string) bool {
+	volFd, err := openDir(s.dirFd, ns+"/"+name)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(volFd)
+	return isMountedAt(volFd, dataDir)
+}
+
+func isMountedAt(dirFd int, name string) bool {
+	parent, err := fstat(dirFd)
+	if err != nil {
+		return false
+	}
+	st, err := lstatAt(dirFd, name)
+	return err == nil && isDir(&st) && st.Dev != parent.Dev
+}
+
+// settleMountsLocked deactivates the sized volumes that are mounted but used
+// by no container: what a process that died between activating a volume and
+// recording its user left. It reads the mount table once and a volume's
+// metadata only for such a mount.
+func (s *Store) settleMountsLocked() {
+	all, err := mountPoints()
+	if err != nil {
+		return
+	}
+	mounts := mountsBelow(all, s.dir)
+	var keys []string
+	for _, mp := range mounts {
+		if k, ok := s.dataMountKey(mp); ok {
+			keys = append(keys, k)
+		}
+	}
+	if len(keys) == 0 {
+		return
+	}
+	if s.idx == nil {
+		if err := s.rebuildIndex(); err != nil {
+			return
+		}
+	}
+	s.settleLocked(keys)
+}
+
+// dataMountKey returns NS/NAME when mount point mp is ROOT/volumes/NS/NAME/_data.
+func (s *Store) dataMountKey(mp string) (string, bool) {
+	rest, ok := strings.CutPrefix(mp, s.dir+"/")
+	if !ok {
+		return "", false
+	}
+	parts := strings.Split(rest, "/")
+	if len(parts) != 3 || parts[2] != dataDir || ValidateNamespace(parts[0]) != nil || ValidateName(parts[1]) != nil {
+		return "", false
+	}
+	return parts[0] + "/" + parts[1], true
+}
+
+// FormatBytes formats n in binary units for messages: 10MiB, 1.5GiB, 512B.
+func FormatBytes(n int64) string {
+	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	if n < 1024 && n > -1024 {
+		return strconv.FormatInt(n, 10) + "B"
+	}
+	f := float64(n) / 1024
+	i := 0
+	for (f >= 1024 || f <= -1024) && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	s := strconv.FormatFloat(f, 'f', 1, 64)
+	return strings.TrimSuffix(s, ".0") + units[i]
+}
+
+// sysfsLoop lists the bound loop devices: device path -> backing file path.
+func sysfsLoop() map[string]string {
+	out := map[string]string{}
+	entries, err := os.ReadDir("/sys/block")
+	if err != nil {
+		return out
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "loop") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "loop", "backing_file"))
+		if err != nil {
+			continue
+		}
+		out["/dev/"+e.Name()] = strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")
+	}
+	return out
+}
+
+// sizedUsage measures a sized volume through its backend.
+func sizedUsage(nsFd int, v *Volume) (int64, error) {
+	z, err := sizerFor(v.Backend)
+	if err != nil {
+		return 0, volumeError(v.Namespace, v.Name, err)
+	}
+	volFd, err := openDir(nsFd, v.Name)
+	if err != nil {
+		return 0, publicError(v.Namespace, v.Name, err)
+	}
+	defer unix.Close(volFd)
+	used, err := z.usage(volFd)
+	if err != nil {
+		return 0, volumeError(v.Namespace, v.Name, err)
+	}
+	return used, nil
+}
+
+// Grow raises the size of the sized volume name of namespace ns to size
+// bytes, while containers use it or not. Shrinking is refused: a file
+// system cannot give back space its data may hold. The new size counts
+// against the namespace's budget like a new volume's.
+func (s *Store) Grow(ns, name string, size int64) (*Volume, error) {
+	if err := ValidateNamespace(ns); err != nil {
+		return nil, err
+	}
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	var v *Volume
+	err := s.withLock(unix.LOCK_EX, func() error {
+		nsFd, err := openDir(s.dirFd, ns)
+		if err != nil {
+			return publicError(ns, name, err)
+		}
+		defer unix.Close(nsFd)
+		v, err = s.readVolume(nsFd, ns, name)
+		if err != nil {
+			return publicError(ns, name, err)
+		}
+		switch {
+		case v.Limit == 0:
+			return fmt.Errorf("volume %q in namespace %q: %w: it has no size; only a volume created with a size can grow", name, ns, ErrInvalid)
+		case size < v.Limit:
+			return fmt.Errorf("volume %q in namespace %q: %w: shrinking from %s to %s is not supported; sizes only grow",
+				name, ns, ErrInvalid, FormatBytes(v.Limit), FormatBytes(size))
+		case size == v.Limit:
+			return nil
+		}
+		if err := s.checkBudgetLocked(nsFd, ns, size-v.Limit); err != nil {
+			return err
+		}
+		return s.growLocked(nsFd, v, size)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// growLocked grows the backend (a volume in use online, one not in use
+// taken down first, as its last user's going would have), then records the
+// new size in volume.json, replaced atomically and durably. A crash in
+// between leaves a file system larger than recorded, which is harmless, and
+// a repeat of the command finishes the job.
+func (s *Store) growLocked(nsFd int, v *Volume, size int64) error {
+	inUse := len(s.idx.users[v.key()]) > 0
+	err := s.withVolumeDir(v, func(z sizer, volFd int, volPath string) error {
+		var err error
+		if inUse {
+			err = z.activate(volFd, volPath)
+		} else {
+			err = z.deactivate(volFd, volPath)
+		}
+		if err != nil {
+			return err
+		}
+		return z.grow(volFd, volPath, size)
+	})
+	if err != nil {
+		return err
+	}
+	v.Limit = size
+	volFd, err := openDir(nsFd, v.Name)
+	if err != nil {
+		return publicError(v.Namespace, v.Name, err)
+	}
+	defer unix.Close(volFd)
+	if err := rewriteVolume(volFd, v); err != nil {
+		return volumeError(v.Namespace, v.Name, err)
+	}
+	return s.bump(true)
+}
