@@ -47,7 +47,7 @@ major="${major_minor%%.*}"
 minor="${major_minor#*.}"
 minor="${minor%%.*}"
 
-export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
+export GOWORK=off GOFLAGS="-mod=mod -buildvcs=false" CGO_ENABLED=0
 dir="$(cd "$work" && go mod download -json "k8s.io/kubernetes@$KUBELET_VERSION" |
 	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')"
 [[ -n "$dir" && -f "$dir/go.mod" ]] || { echo "install-kubelet: download of k8s.io/kubernetes@$KUBELET_VERSION failed" >&2; exit 1; }
