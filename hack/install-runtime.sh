@@ -4,7 +4,9 @@
 # pinned versions (recorded in a stamp file, or read from the binaries' build
 # info). It also builds an older containerd and its shim
 # (CONTAINERD_OLD_VERSION) into CACHE_DIR/containerd-old, for the tests of
-# releases that send no image config digest. Used by .ci/run and by
+# releases that send no image config digest, and, with hack/install-kubelet.sh
+# (its own stamp, its own build, in the background beside these), the kubelet
+# (KUBELET_VERSION) into CACHE_DIR/kubelet. Used by .ci/run and by
 # test/harness.
 #
 # Usage: hack/install-runtime.sh [CACHE_DIR]
@@ -18,6 +20,15 @@ source "$here/versions.env"
 
 cache="${1:-${NRI_VOLUMES_TEST_CACHE:-/var/cache/nri-volumes-test/bin}}"
 mkdir -p "$cache"
+
+# The kubelet is the longest build (about 9 minutes on 2 cores); it starts
+# first and is waited for at the end. When it is cached this is quick.
+bash "$here/install-kubelet.sh" "$cache" &
+kubelet_pid=$!
+wait_kubelet() {
+	wait "$kubelet_pid" || { echo "install-runtime: the kubelet build failed" >&2; exit 1; }
+}
+
 stamp="$cache/versions.stamp"
 want="containerd=$CONTAINERD_VERSION runc=$RUNC_VERSION+seccomp crictl=$CRICTL_VERSION"
 
@@ -69,6 +80,7 @@ if [[ -x "$old_dir/containerd" && -x "$old_dir/containerd-shim-runc-v2" ]]; then
 fi
 
 if [[ $need_main -eq 0 && $need_old -eq 0 ]]; then
+	wait_kubelet
 	exit 0
 fi
 
@@ -118,4 +130,5 @@ if [[ $need_old -eq 1 ]]; then
 		{ echo "install-runtime: old containerd missing after build" >&2; exit 1; }
 	echo "$old_want" >"$old_stamp"
 fi
+wait_kubelet
 echo "install-runtime: done" >&2

@@ -17,6 +17,8 @@ type Bins struct {
 	Shim       string
 	Runc       string
 	Crictl     string
+	// Kubelet runs standalone against a Containerd (see StartKubelet).
+	Kubelet string
 	// NRIVolumes is this repository's ./cmd/nri-volumes, freshly built.
 	NRIVolumes string
 }
@@ -71,6 +73,7 @@ func Runtime(t TB) *Bins {
 		Shim:       filepath.Join(cache, "containerd-shim-runc-v2"),
 		Runc:       filepath.Join(cache, "runc"),
 		Crictl:     filepath.Join(cache, "crictl"),
+		Kubelet:    filepath.Join(cache, "kubelet"),
 	}
 }
 
