@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // The image backend: the volume's directory holds disk.img, a sparse file
@@ -184,7 +186,7 @@ func (imageSizer) activate(volFd int, volPath string) error {
 	// With autoclear, closing the last descriptor of an unmounted device
 	// detaches it: a failed mount, or a crash before it, leaves nothing.
 	defer unix.Close(loopFd)
-	target, err := openBeneath(volFd, dataDir, unix.O_PATH|unix.O_DIRECTORY)
+	target, err := fsx.OpenBeneath(volFd, dataDir, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return err
 	}
@@ -202,12 +204,12 @@ func (imageSizer) activate(volFd int, volPath string) error {
 // is the only entry and empty: a new volume must look empty, for copy-up.
 // e2fsck makes it again when it needs one.
 func removeFreshLostFound(volFd int) error {
-	fd, err := openDir(volFd, dataDir)
+	fd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	names, err := readDirNames(fd)
+	names, err := fsx.ReadDirNames(fd)
 	if err != nil || len(names) != 1 || names[0] != "lost+found" {
 		return err
 	}
@@ -441,7 +443,7 @@ func growOnline(img *os.File) error {
 }
 
 func statfsData(volFd int, st *unix.Statfs_t) error {
-	fd, err := openDir(volFd, dataDir)
+	fd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
 		return err
 	}

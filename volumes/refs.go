@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // Acquire provides the volumes container containerID asks for and records
@@ -213,7 +215,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 
 // getLocked reads one volume; see readVolume for its errors.
 func (s *Store) getLocked(ns, name string) (*Volume, error) {
-	nsFd, err := openDir(s.dirFd, ns)
+	nsFd, err := fsx.OpenDir(s.dirFd, ns)
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +226,7 @@ func (s *Store) getLocked(ns, name string) (*Volume, error) {
 // discardLocked removes a volume without the in-use checks of detach:
 // Acquire uses it to undo a volume it has just made, which holds no data yet.
 func (s *Store) discardLocked(ns, name string) error {
-	nsFd, err := openDir(s.dirFd, ns)
+	nsFd, err := fsx.OpenDir(s.dirFd, ns)
 	if err != nil {
 		return publicError(ns, name, err)
 	}
@@ -402,8 +404,8 @@ func (s *Store) existsLocked(ns, name string) bool {
 	if ValidateNamespace(ns) != nil || ValidateName(name) != nil {
 		return false
 	}
-	st, err := lstatAt(s.dirFd, ns+"/"+name)
-	return err == nil && isDir(&st)
+	st, err := fsx.Lstat(s.dirFd, ns+"/"+name)
+	return err == nil && fsx.IsDir(&st)
 }
 
 // RemoveOrphans removes, unless keepAnonymous, the unused anonymous volumes
@@ -508,5 +510,5 @@ func (s *Store) openStoreDir() (int, error) {
 	if s.closed {
 		return -1, errors.New("volume store is closed")
 	}
-	return openDir(s.dirFd, ".")
+	return fsx.OpenDir(s.dirFd, ".")
 }

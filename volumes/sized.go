@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // Sized volumes. A volume created with a size has it enforced by the kernel
@@ -125,7 +127,7 @@ func (s *Store) checkBudgetLocked(nsFd int, ns string, size int64) error {
 		return nil
 	}
 	var sum int64
-	names, err := readDirNames(nsFd)
+	names, err := fsx.ReadDirNames(nsFd)
 	if err != nil {
 		return fmt.Errorf("namespace %q: %w", ns, err)
 	}
@@ -168,11 +170,11 @@ func freshRootAttrs(volFd int, v *Volume) error {
 	if done, err := existsAt(volFd, copyUpDone); err != nil || done {
 		return err
 	}
-	fd, err := openDir(volFd, dataDir)
+	fd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
 		return err
 	}
-	empty, err := isEmptyDir(fd)
+	empty, err := fsx.IsEmptyDir(fd)
 	unix.Close(fd)
 	if err != nil || !empty {
 		return err
@@ -195,7 +197,7 @@ func (s *Store) withVolumeDir(v *Volume, fn func(z sizer, volFd int, volPath str
 	if err != nil {
 		return volumeError(v.Namespace, v.Name, err)
 	}
-	volFd, err := openDir(s.dirFd, v.Namespace+"/"+v.Name)
+	volFd, err := fsx.OpenDir(s.dirFd, v.Namespace+"/"+v.Name)
 	if err != nil {
 		return publicError(v.Namespace, v.Name, err)
 	}
@@ -227,7 +229,7 @@ func (s *Store) settleLocked(keys []string) {
 // isMountedLocked reports whether something is mounted at a volume's _data:
 // its device differs from the volume directory's.
 func (s *Store) isMountedLocked(ns, name string) bool {
-	volFd, err := openDir(s.dirFd, ns+"/"+name)
+	volFd, err := fsx.OpenDir(s.dirFd, ns+"/"+name)
 	if err != nil {
 		return false
 	}
@@ -236,12 +238,12 @@ func (s *Store) isMountedLocked(ns, name string) bool {
 }
 
 func isMountedAt(dirFd int, name string) bool {
-	parent, err := fstat(dirFd)
+	parent, err := fsx.Fstat(dirFd)
 	if err != nil {
 		return false
 	}
-	st, err := lstatAt(dirFd, name)
-	return err == nil && isDir(&st) && st.Dev != parent.Dev
+	st, err := fsx.Lstat(dirFd, name)
+	return err == nil && fsx.IsDir(&st) && st.Dev != parent.Dev
 }
 
 // settleMountsLocked deactivates the sized volumes that are mounted but used
@@ -249,11 +251,11 @@ func isMountedAt(dirFd int, name string) bool {
 // recording its user left. It reads the mount table once and a volume's
 // metadata only for such a mount.
 func (s *Store) settleMountsLocked() {
-	all, err := mountPoints()
+	all, err := fsx.MountPoints()
 	if err != nil {
 		return
 	}
-	mounts := mountsBelow(all, s.dir)
+	mounts := fsx.MountsBelow(all, s.dir)
 	var keys []string
 	for _, mp := range mounts {
 		if k, ok := s.dataMountKey(mp); ok {
@@ -326,7 +328,7 @@ func sizedUsage(nsFd int, v *Volume) (int64, error) {
 	if err != nil {
 		return 0, volumeError(v.Namespace, v.Name, err)
 	}
-	volFd, err := openDir(nsFd, v.Name)
+	volFd, err := fsx.OpenDir(nsFd, v.Name)
 	if err != nil {
 		return 0, publicError(v.Namespace, v.Name, err)
 	}
@@ -351,7 +353,7 @@ func (s *Store) Grow(ns, name string, size int64) (*Volume, error) {
 	}
 	var v *Volume
 	err := s.withLock(unix.LOCK_EX, func() error {
-		nsFd, err := openDir(s.dirFd, ns)
+		nsFd, err := fsx.OpenDir(s.dirFd, ns)
 		if err != nil {
 			return publicError(ns, name, err)
 		}
@@ -403,7 +405,7 @@ func (s *Store) growLocked(nsFd int, v *Volume, size int64) error {
 		return err
 	}
 	v.Limit = size
-	volFd, err := openDir(nsFd, v.Name)
+	volFd, err := fsx.OpenDir(nsFd, v.Name)
 	if err != nil {
 		return publicError(v.Namespace, v.Name, err)
 	}

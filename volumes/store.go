@@ -37,6 +37,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 const (
@@ -246,7 +248,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		unix.Close(rootFd)
 		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: resolved, Err: err})
 	}
-	st, err := fstat(dirFd)
+	st, err := fsx.Fstat(dirFd)
 	if err != nil {
 		unix.Close(rootFd)
 		unix.Close(dirFd)
@@ -354,7 +356,7 @@ func ensureDirAt(parent int, name string) (int, error) {
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return -1, &os.PathError{Op: "mkdirat", Path: name, Err: err}
 		}
-		fd, err := openDir(parent, name)
+		fd, err := fsx.OpenDir(parent, name)
 		if err == nil {
 			return fd, nil
 		}
@@ -455,7 +457,7 @@ func (s *Store) bump(indexed bool) error {
 // reaper's work, outside the lock. What it cannot move stays, and Check
 // reports it.
 func (s *Store) removeLeftovers() {
-	nss, err := readDirNames(s.dirFd)
+	nss, err := fsx.ReadDirNames(s.dirFd)
 	if err != nil {
 		return
 	}
@@ -467,11 +469,11 @@ func (s *Store) removeLeftovers() {
 		if ValidateNamespace(ns) != nil {
 			continue
 		}
-		nsFd, err := openDir(s.dirFd, ns)
+		nsFd, err := fsx.OpenDir(s.dirFd, ns)
 		if err != nil {
 			continue
 		}
-		names, err := readDirNames(nsFd)
+		names, err := fsx.ReadDirNames(nsFd)
 		if err == nil {
 			for _, n := range names {
 				if strings.HasPrefix(n, tmpPrefix) {
@@ -482,7 +484,7 @@ func (s *Store) removeLeftovers() {
 		unix.Close(nsFd)
 	}
 	for _, fd := range []int{s.refsFd, s.podsFd} {
-		names, err := readDirNames(fd)
+		names, err := fsx.ReadDirNames(fd)
 		if err != nil {
 			continue
 		}
@@ -508,7 +510,7 @@ func scanAt(dirFd int, ns string, fn func(ns string, nsFd int, name string) erro
 	if ns != "" {
 		nss = []string{ns}
 	} else {
-		all, err := readDirNames(dirFd)
+		all, err := fsx.ReadDirNames(dirFd)
 		if err != nil {
 			return fmt.Errorf("read volume store: %w", err)
 		}
@@ -528,7 +530,7 @@ func scanAt(dirFd int, ns string, fn func(ns string, nsFd int, name string) erro
 }
 
 func scanNamespace(dirFd int, ns string, fn func(ns string, nsFd int, name string) error) error {
-	nsFd, err := openDir(dirFd, ns)
+	nsFd, err := fsx.OpenDir(dirFd, ns)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 		return nil
 	}
@@ -536,7 +538,7 @@ func scanNamespace(dirFd int, ns string, fn func(ns string, nsFd int, name strin
 		return fmt.Errorf("namespace %q: %w", ns, err)
 	}
 	defer unix.Close(nsFd)
-	names, err := readDirNames(nsFd)
+	names, err := fsx.ReadDirNames(nsFd)
 	if err != nil {
 		return fmt.Errorf("namespace %q: %w", ns, err)
 	}
@@ -570,7 +572,7 @@ func (s *Store) readVolume(nsFd int, ns, name string) (*Volume, error) {
 // without holding its lock: a volume appears complete under its name and its
 // volume.json never changes, so that is safe.
 func (s *Store) loadVolume(nsFd int, ns, name string) (*Volume, error) {
-	volFd, err := openDir(nsFd, name)
+	volFd, err := fsx.OpenDir(nsFd, name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, err
@@ -585,7 +587,7 @@ func (s *Store) loadVolume(nsFd int, ns, name string) (*Volume, error) {
 }
 
 func (s *Store) loadVolumeAt(volFd int, ns, name string) (*Volume, error) {
-	data, err := readFileAt(volFd, metaFile, maxMetaSize)
+	data, err := fsx.ReadFile(volFd, metaFile, maxMetaSize)
 	if err != nil {
 		return nil, fmt.Errorf("%w: no readable %s: %w", errBroken, metaFile, err)
 	}
@@ -593,11 +595,11 @@ func (s *Store) loadVolumeAt(volFd int, ns, name string) (*Volume, error) {
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("%w: bad %s: %w", errBroken, metaFile, err)
 	}
-	st, err := lstatAt(volFd, dataDir)
+	st, err := fsx.Lstat(volFd, dataDir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBroken, err)
 	}
-	if !isDir(&st) {
+	if !fsx.IsDir(&st) {
 		return nil, fmt.Errorf("%w: %s is not a directory (or a symlink)", errBroken, dataDir)
 	}
 	if rec.Limit < 0 || rec.Limit > 0 && rec.Backend != BackendImage && rec.Backend != BackendBtrfs {

@@ -1,13 +1,16 @@
-// Package fsx holds the file-system primitives that the store and copy-up
-// share: listing a directory through its descriptor, removing a tree and
-// measuring its usage. Every call is descriptor-relative, never follows a
-// symlink, never leaves the device it starts on, and holds a bounded number
-// of descriptors however deep the tree is, so a container that nests
-// directories deeper than the process's RLIMIT_NOFILE cannot make a walk
-// fail half-way.
+// Package fsx is the one home of nri-volumes' file-system primitives, used
+// by the store, copy-up, export/import and the test harness: opening a path
+// beneath a directory or inside a container's root (openat2 with a safe
+// fallback), listing a directory, removing a tree, measuring its usage,
+// copying owners, modes, times and extended attributes, and reading the mount
+// table. Every call is descriptor-relative and never follows a symlink it was
+// not asked to resolve. The walks never leave the device they start on and
+// hold a bounded number of descriptors however deep the tree is, so a
+// container that nests directories deeper than the process's RLIMIT_NOFILE
+// cannot make a walk fail half-way.
 //
-// The functions hold no shared state and are safe for concurrent use on
-// different trees.
+// The functions hold no shared state but a flag that remembers a kernel
+// without openat2, and are safe for concurrent use on different trees.
 package fsx
 
 import (

@@ -111,26 +111,22 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 	if err := unix.Fstat(srcFd, &st); err != nil {
 		return Stats{}, fmt.Errorf("stat %q in %q: %w", target, rootfs, err)
 	}
-	if !isDir(&st) {
+	if !fsx.IsDir(&st) {
 		return Stats{}, nil
 	}
 	if opts.KeepEmptyRoot {
-		d := fsx.NewDirReader(srcFd, make([]byte, 1024))
-		name, err := d.Next()
+		empty, err := fsx.IsEmptyDir(srcFd)
 		if err != nil {
 			return Stats{}, fmt.Errorf("list %q in %q: %w", target, rootfs, err)
 		}
-		if name == "" {
+		if empty {
 			return Stats{}, nil
-		}
-		if _, err := unix.Seek(srcFd, 0, 0); err != nil {
-			return Stats{}, fmt.Errorf("list %q in %q: %w", target, rootfs, err)
 		}
 	}
 
 	c := newCopier(target, st.Dev, devIno{uint64(dstSt.Dev), dstSt.Ino}, opts)
 	if err := c.run(srcFd, dstFd, &st); err != nil {
-		rmErr := errors.Join(fsx.RemoveContents(dstFd, dstSt.Dev), restoreDest(dstFd, &dstSt))
+		rmErr := errors.Join(fsx.RemoveContents(dstFd, dstSt.Dev), fsx.SetOwnerModeTimes(dstFd, &dstSt))
 		if rmErr != nil {
 			err = errors.Join(err, fmt.Errorf("clean up %q: %w", dst, rmErr))
 		}
@@ -158,19 +154,7 @@ func Source(rootfs, target string) (id SourceID, ok bool, err error) {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return id, false, fmt.Errorf("stat %q in %q: %w", target, rootfs, err)
 	}
-	return SourceID{uint64(st.Dev), st.Ino}, isDir(&st), nil
-}
-
-// restoreDest gives dst back the owner, mode and times it had before a copy
-// that failed, perhaps while applying the source's.
-func restoreDest(fd int, st *unix.Stat_t) error {
-	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
-		return err
-	}
-	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
-		return err
-	}
-	return setTimesProc(fd, st)
+	return SourceID{uint64(st.Dev), st.Ino}, fsx.IsDir(&st), nil
 }
 
 // openDest opens dst, which must be an empty directory.
@@ -185,15 +169,9 @@ func openDest(dst string) (int, error) {
 	if err != nil {
 		return -1, &pathError{op: "open", path: dst, err: err}
 	}
-	d := fsx.NewDirReader(fd, make([]byte, 1024))
-	name, err := d.Next()
+	name, err := fsx.FirstEntry(fd)
 	if err == nil && name != "" {
 		err = fmt.Errorf("%w: it holds %q", ErrNotEmpty, name)
-	}
-	if err == nil {
-		// Rewind so that the descriptor reads the directory from the start
-		// again if it is ever listed (clean-up does).
-		_, err = unix.Seek(fd, 0, 0)
 	}
 	if err != nil {
 		unix.Close(fd)
@@ -212,7 +190,7 @@ func openSource(rootfs, target string) (int, error) {
 	}
 	defer unix.Close(rootFd)
 
-	fd, err := openInRoot(rootFd, target)
+	fd, err := fsx.OpenInRoot(rootFd, target)
 	switch {
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
 		return -1, nil
@@ -237,8 +215,6 @@ func openSource(rootfs, target string) (int, error) {
 	}
 	return fd, nil
 }
-
-func isDir(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
 
 // pathError is an error about one path, named in the message.
 type pathError struct {

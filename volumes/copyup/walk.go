@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/sirupsen/logrus"
@@ -91,7 +90,7 @@ func (c *copier) finishDir() error {
 	err := c.setAttrs(f.src.Fd(), f.dst, &f.st)
 	if err == nil {
 		if n == 0 {
-			err = setTimesProc(f.dst, &f.st)
+			err = fsx.SetTimes(f.dst, &f.st)
 		} else {
 			err = setTimesAt(c.stack[n-1].dst, f.name, &f.st)
 		}
@@ -364,7 +363,7 @@ func (c *copier) symlinkXattrs(parent *frame, name string, st *unix.Stat_t) erro
 	if err := sameInode(src, st); err != nil {
 		return err
 	}
-	names, err := c.listXattrs(func(b []byte) (int, error) { return unix.Listxattr(procFd(src), b) })
+	names, err := c.listXattrs(func(b []byte) (int, error) { return unix.Listxattr(fsx.ProcPath(src), b) })
 	if err != nil || len(names) == 0 {
 		return err
 	}
@@ -373,7 +372,7 @@ func (c *copier) symlinkXattrs(parent *frame, name string, st *unix.Stat_t) erro
 		return err
 	}
 	defer unix.Close(dst)
-	srcPath, dstPath := procFd(src), procFd(dst)
+	srcPath, dstPath := fsx.ProcPath(src), fsx.ProcPath(dst)
 	return c.copyXattrList(names,
 		func(attr string, b []byte) (int, error) { return unix.Getxattr(srcPath, attr, b) },
 		func(attr string, v []byte) error { return unix.Setxattr(dstPath, attr, v, 0) })
@@ -386,8 +385,6 @@ func (c *copier) owner(st *unix.Stat_t) (uint32, uint32) {
 	}
 	return c.opts.Owners(st.Uid, st.Gid)
 }
-
-func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // setAttrs gives dst the owner, mode and extended attributes of src. The mode
 // is set after the owner because chown clears the setuid and setgid bits, and
@@ -476,10 +473,4 @@ func timespecs(st *unix.Stat_t) []unix.Timespec { return []unix.Timespec{st.Atim
 // setTimesAt sets the times of name in dir without following a symlink.
 func setTimesAt(dir int, name string, st *unix.Stat_t) error {
 	return unix.UtimesNanoAt(dir, name, timespecs(st), unix.AT_SYMLINK_NOFOLLOW)
-}
-
-// setTimesProc sets the times of the directory fd, which has no parent
-// descriptor, through its /proc/self/fd magic link.
-func setTimesProc(fd int, st *unix.Stat_t) error {
-	return unix.UtimesNanoAt(unix.AT_FDCWD, procFd(fd), timespecs(st), 0)
 }
