@@ -61,10 +61,10 @@ func (s *Store) Export(ns, name string, w io.Writer) (ArchiveStats, error) {
 	}
 	e := &exporter{tw: tar.NewWriter(w), dev: root.Dev, links: map[inode]string{}, stats: &stats}
 	if err := e.dir(dataFd, ".", &root); err != nil {
-		return stats, volumeError(ns, name, fmt.Errorf("export: %w", err))
+		return stats, opError("export", ns, name, err)
 	}
 	if err := e.tw.Close(); err != nil {
-		return stats, volumeError(ns, name, fmt.Errorf("export: %w", err))
+		return stats, opError("export", ns, name, err)
 	}
 	return stats, nil
 }
@@ -241,13 +241,13 @@ func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (Arch
 		return stats, volumeError(ns, name, err)
 	}
 	if !empty {
-		return stats, fmt.Errorf("volume %q in namespace %q: %w: import needs an empty volume", name, ns, ErrInUse)
+		return stats, volumeError(ns, name, fmt.Errorf("%w: import needs an empty volume", ErrInUse))
 	}
 	im := &importer{data: dataFd, limits: limits, stats: &stats}
 	if err := im.run(tar.NewReader(r)); err != nil {
-		cause := volumeError(ns, name, fmt.Errorf("import: %w", err))
+		cause := opError("import", ns, name, err)
 		if cerr := removeContentsAt(dataFd, root.Dev); cerr != nil {
-			return stats, errors.Join(cause, volumeError(ns, name, fmt.Errorf("emptying after a failed import: %w", cerr)))
+			return stats, errors.Join(cause, opError("import", ns, name, fmt.Errorf("emptying after the failure: %w", cerr)))
 		}
 		// Best effort: the volume is empty again, which is what counts.
 		_ = fsx.SetOwnerModeTimes(dataFd, &root)

@@ -347,7 +347,7 @@ func (s *Store) Remove(ns, name string) error {
 		return volumeError(ns, name, err)
 	}
 	if _, err := s.deleteTrash(trash, false); err != nil {
-		return fmt.Errorf("volume %q in namespace %q removed, but deleting its data failed: %w", name, ns, err)
+		return volumeError(ns, name, fmt.Errorf("removed, but deleting its data failed: %w", err))
 	}
 	return nil
 }
@@ -414,7 +414,7 @@ func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, er
 	for i, v := range detached {
 		size, err := s.deleteTrash(trashes[i], true)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("volume %q in namespace %q removed, but deleting its data failed: %w", v.Name, v.Namespace, err))
+			errs = append(errs, volumeError(v.Namespace, v.Name, fmt.Errorf("removed, but deleting its data failed: %w", err)))
 		}
 		v.Size = &size
 		reclaimed += size

@@ -166,7 +166,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 		case err != nil:
 			return nil, nil, rollback(publicError(r.Namespace, r.Name, err))
 		case r.Owner != nil && !v.Anonymous:
-			return nil, nil, rollback(fmt.Errorf("anonymous volume %q in namespace %q: %w: a named volume has that name", r.Name, r.Namespace, ErrExists))
+			return nil, nil, rollback(&OpError{Namespace: r.Namespace, Name: r.Name, Anonymous: true, Err: fmt.Errorf("%w: a named volume has that name", ErrExists)})
 		}
 		keys[v.key()] = struct{}{}
 		vols = append(vols, v)

@@ -364,10 +364,10 @@ func (s *Store) Grow(ns, name string, size int64) (*Volume, error) {
 		}
 		switch {
 		case v.Limit == 0:
-			return fmt.Errorf("volume %q in namespace %q: %w: it has no size; only a volume created with a size can grow", name, ns, ErrInvalid)
+			return volumeError(ns, name, fmt.Errorf("%w: it has no size; only a volume created with a size can grow", ErrInvalid))
 		case size < v.Limit:
-			return fmt.Errorf("volume %q in namespace %q: %w: shrinking from %s to %s is not supported; sizes only grow",
-				name, ns, ErrInvalid, FormatBytes(v.Limit), FormatBytes(size))
+			return volumeError(ns, name, fmt.Errorf("%w: shrinking from %s to %s is not supported; sizes only grow",
+				ErrInvalid, FormatBytes(v.Limit), FormatBytes(size)))
 		case size == v.Limit:
 			return nil
 		}

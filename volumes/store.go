@@ -665,22 +665,6 @@ func isAbsent(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errBroken)
 }
 
-// volumeError wraps err with the volume it is about.
-func volumeError(ns, name string, err error) error {
-	return fmt.Errorf("volume %q in namespace %q: %w", name, ns, err)
-}
-
-// publicError turns an internal read error into the classified one callers see.
-func publicError(ns, name string, err error) error {
-	switch {
-	case errors.Is(err, errBroken):
-		return fmt.Errorf("volume %q in namespace %q: %w: %w", name, ns, ErrNotFound, err)
-	case isAbsent(err):
-		return volumeError(ns, name, ErrNotFound)
-	}
-	return volumeError(ns, name, err)
-}
-
 // rewriteVolume replaces the volume.json of an existing volume, open at
 // volFd, atomically and durably: a temporary file, fsynced, renamed over it,
 // and the directory fsynced.

@@ -75,12 +75,11 @@ func (d *detacher) detach(ns, name string) (string, error) {
 	}
 	defer unix.Close(volFd)
 	if users := s.idx.usedBy(volumeKey(ns, name)); len(users) > 0 {
-		return "", fmt.Errorf("volume %q in namespace %q: %w by container(s) %s",
-			name, ns, ErrInUse, strings.Join(users, ", "))
+		return "", &OpError{Namespace: ns, Name: name, Refs: users, Err: ErrInUse}
 	}
 	if err := unix.Flock(volFd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return "", fmt.Errorf("volume %q in namespace %q: %w: copy-up in progress", name, ns, ErrInUse)
+			return "", volumeError(ns, name, fmt.Errorf("%w: copy-up in progress", ErrInUse))
 		}
 		return "", volumeError(ns, name, err)
 	}
@@ -117,11 +116,11 @@ func (d *detacher) checkNoMounts(volFd int, ns, name string) error {
 		return volumeError(ns, name, err)
 	}
 	if st.Dev != d.s.dev {
-		return fmt.Errorf("volume %q in namespace %q: %w: its directory is a mount point", name, ns, ErrInUse)
+		return volumeError(ns, name, fmt.Errorf("%w: its directory is a mount point", ErrInUse))
 	}
 	if mounts := fsx.MountsBelow(d.mounts, filepath.Join(d.s.dir, ns, name)); len(mounts) > 0 {
-		return fmt.Errorf("volume %q in namespace %q: %w: something is mounted inside it (%s)",
-			name, ns, ErrInUse, strings.Join(mounts, ", "))
+		return volumeError(ns, name, fmt.Errorf("%w: something is mounted inside it (%s)",
+			ErrInUse, strings.Join(mounts, ", ")))
 	}
 	return nil
 }
