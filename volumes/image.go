@@ -171,7 +171,7 @@ func readExt4Super(f *os.File) (ext4Super, error) {
 // (a mount of it survives elsewhere), and mounts it at _data nosuid,nodev.
 // The mount target is named through a descriptor, so no symlink is followed.
 func (imageSizer) activate(volFd int, volPath string) error {
-	if isMountedAt(volFd, dataDir) {
+	if isDataMounted(volFd) {
 		return nil
 	}
 	img, err := openImage(volFd)
@@ -313,7 +313,7 @@ func boundLoop(img *os.File) (string, bool) {
 // mount holds it. It refuses with ErrInUse when a process on the host keeps
 // the file system busy.
 func (imageSizer) deactivate(volFd int, volPath string) error {
-	for try := 0; try < 8 && isMountedAt(volFd, dataDir); try++ {
+	for try := 0; try < 8 && isDataMounted(volFd); try++ {
 		target := filepath.Join(volPath, dataDir)
 		err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW)
 		if errors.Is(err, unix.EBUSY) {
@@ -329,7 +329,7 @@ func (imageSizer) deactivate(volFd int, volPath string) error {
 // usage is statfs of the mounted file system, or, when it is not mounted,
 // the counts its superblock keeps: O(1) either way.
 func (imageSizer) usage(volFd int) (int64, error) {
-	if isMountedAt(volFd, dataDir) {
+	if isDataMounted(volFd) {
 		return statfsUsage(volFd)
 	}
 	img, err := openImage(volFd)
@@ -363,7 +363,7 @@ func (imageSizer) grow(volFd int, volPath string, size int64) error {
 		return err
 	}
 	defer img.Close()
-	online := isMountedAt(volFd, dataDir)
+	online := isDataMounted(volFd)
 	for try := 0; try < 4; try++ {
 		shown, bs, err := shownSize(volFd, img, online)
 		if err != nil {

@@ -188,31 +188,31 @@ func (s *Store) PinnedVolume(source string) (ns, name string, ok bool) {
 	if !ok || validateID("", id) != nil {
 		return "", "", false
 	}
-	_, ns, name, ok = parsePinEntry(entry)
+	ns, name, ok = parsePinEntry(entry)
 	if !ok || ns == "" {
 		return "", "", false
 	}
 	return ns, name, true
 }
 
-// parsePinEntry splits a pin entry name into the mount index and, for a
-// subpath pin, the volume's namespace and name.
-func parsePinEntry(entry string) (n int, ns, name string, ok bool) {
+// parsePinEntry checks a pin entry name, a mount index and, for a subpath
+// pin, the volume's namespace and name, and returns those two.
+func parsePinEntry(entry string) (ns, name string, ok bool) {
 	parts := strings.Split(entry, pinSep)
 	n, err := strconv.Atoi(parts[0])
 	if err != nil || n < 0 || strconv.Itoa(n) != parts[0] {
-		return 0, "", "", false
+		return "", "", false
 	}
 	switch len(parts) {
 	case 1:
-		return n, "", "", true
+		return "", "", true
 	case 3:
 		if ValidateNamespace(parts[1]) != nil || ValidateName(parts[2]) != nil {
-			return 0, "", "", false
+			return "", "", false
 		}
-		return n, parts[1], parts[2], true
+		return parts[1], parts[2], true
 	}
-	return 0, "", "", false
+	return "", "", false
 }
 
 // pinSubpathLocked opens sub.Path below the data of v without following any
@@ -498,7 +498,7 @@ func (s *Store) checkPins() ([]Problem, error) {
 		}
 		slices.Sort(entries)
 		for _, e := range entries {
-			switch _, _, _, ok := parsePinEntry(e); {
+			switch _, _, ok := parsePinEntry(e); {
 			case !ok:
 				probs = append(probs, Problem{Name: name + "/" + e, Reason: "not a pin (invalid name)"})
 			case !mounted[filepath.Join(s.pins, id, e)]:

@@ -50,7 +50,7 @@ func (s *Store) AcquireSubpaths(containerID string, reqs []Request, subs []Subpa
 	}
 	var vols []*Volume
 	var pins []string
-	err = s.withRequestLock(acquiring(containerID, wants), unix.LOCK_EX, func() error {
+	err = s.withRequestLock(acquiring(containerID, wants), func() error {
 		var err error
 		vols, pins, err = s.acquireLocked(containerID, wants, subs)
 		return err
@@ -249,7 +249,7 @@ func (s *Store) Release(containerID string) error {
 		return err
 	}
 	what := fmt.Sprintf("releasing the volumes of container %q", containerID)
-	return s.withRequestLock(what, unix.LOCK_EX, func() error {
+	return s.withRequestLock(what, func() error {
 		_, known := s.idx.ctrs[containerID]
 		// Unlinked even when the index does not know it: an unreadable list
 		// counts for nothing, but need not wait for Reconcile to go. No
@@ -285,7 +285,7 @@ func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err err
 	var errs []error
 	what := fmt.Sprintf("removing the anonymous volumes of pod sandbox %q", podSandboxID)
 	var d *detacher
-	err = s.withRequestLock(what, unix.LOCK_EX, func() error {
+	err = s.withRequestLock(what, func() error {
 		listed := s.idx.pods[podSandboxID]
 		if listed == nil {
 			return nil
@@ -366,7 +366,7 @@ func isAnonymousName(name string) bool {
 // whole store, and its wait for the lock is bounded by SetLockTimeout.
 func (s *Store) SetReferences(refs map[string][]string) error {
 	what := fmt.Sprintf("recording the volumes of %d containers", len(refs))
-	return s.withRequestLock(what, unix.LOCK_EX, func() error {
+	return s.withRequestLock(what, func() error {
 		byCtr := map[string]map[string]struct{}{}
 		for key, ids := range refs {
 			ns, name, ok := strings.Cut(key, "/")

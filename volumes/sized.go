@@ -234,15 +234,17 @@ func (s *Store) isMountedLocked(ns, name string) bool {
 		return false
 	}
 	defer unix.Close(volFd)
-	return isMountedAt(volFd, dataDir)
+	return isDataMounted(volFd)
 }
 
-func isMountedAt(dirFd int, name string) bool {
-	parent, err := fsx.Fstat(dirFd)
+// isDataMounted reports whether the _data of the volume directory open at
+// volFd is a mount point: a sized volume's own file system is mounted there.
+func isDataMounted(volFd int) bool {
+	parent, err := fsx.Fstat(volFd)
 	if err != nil {
 		return false
 	}
-	st, err := fsx.Lstat(dirFd, name)
+	st, err := fsx.Lstat(volFd, dataDir)
 	return err == nil && fsx.IsDir(&st) && st.Dev != parent.Dev
 }
 

@@ -377,13 +377,13 @@ func (s *Store) withLock(how int, fn func() error) error {
 	return s.locked(context.Background(), "", how, true, fn)
 }
 
-// withRequestLock is withLock for the operations of NRI requests: the wait
-// is bounded by SetLockTimeout, and what says, for the error, what the
-// operation was for.
-func (s *Store) withRequestLock(what string, how int, fn func() error) error {
+// withRequestLock is withLock(LOCK_EX) for the operations of NRI requests:
+// the wait is bounded by SetLockTimeout, and what says, for the error, what
+// the operation was for.
+func (s *Store) withRequestLock(what string, fn func() error) error {
 	ctx, cancel := s.requestContext()
 	defer cancel()
-	return s.locked(ctx, what, how, true, fn)
+	return s.locked(ctx, what, unix.LOCK_EX, true, fn)
 }
 
 func (s *Store) locked(ctx context.Context, what string, how int, index bool, fn func() error) error {
@@ -496,15 +496,10 @@ func (s *Store) removeLeftovers() {
 	}
 }
 
-// scan calls fn for every entry with a valid volume name in namespace ns, or
-// in every namespace when ns is "". A namespace that does not exist has no
-// volumes.
-func (s *Store) scan(ns string, fn func(ns string, nsFd int, name string) error) error {
-	return scanAt(s.dirFd, ns, fn)
-}
-
-// scanAt is scan of the store directory open at dirFd, so that a caller
-// without the lock can scan through a descriptor of its own.
+// scanAt calls fn for every entry with a valid volume name in namespace ns,
+// or in every namespace when ns is "", of the store directory open at dirFd:
+// a caller without the lock scans through a descriptor of its own. A
+// namespace that does not exist has no volumes.
 func scanAt(dirFd int, ns string, fn func(ns string, nsFd int, name string) error) error {
 	var nss []string
 	if ns != "" {

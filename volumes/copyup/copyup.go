@@ -13,6 +13,7 @@ package copyup
 import (
 	"errors"
 	"fmt"
+	"io"
 	"path"
 
 	"github.com/sirupsen/logrus"
@@ -55,7 +56,26 @@ type Options struct {
 	// takes: the path of the first copy of each inode with several links,
 	// so that its other names become links to it. See DefaultMaxLinkBytes.
 	MaxLinkBytes int64
+	// Log, when set, gets at debug level what the copy leaves out and why;
+	// without it, nothing is logged.
+	Log *logrus.Entry
 }
+
+// log is where a copy with opts logs.
+func (o *Options) log() *logrus.Entry {
+	if o.Log != nil {
+		return o.Log
+	}
+	return discard
+}
+
+// discard is the logger of a copy that was given none.
+var discard = func() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	l.SetLevel(logrus.PanicLevel)
+	return logrus.NewEntry(l)
+}()
 
 // DefaultMaxLinkBytes is the MaxLinkBytes the copy-up hook uses: room for
 // several hundred thousand hard-linked files, far more than images hold.
@@ -99,11 +119,12 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 	}
 
 	srcFd, err := openSource(rootfs, target)
+	if errors.Is(err, errNotInImage) {
+		opts.log().WithField("target", target).Debugf("copy-up: nothing to copy: %v", err)
+		return Stats{}, nil
+	}
 	if err != nil {
 		return Stats{}, fmt.Errorf("open %q in %q: %w", target, rootfs, err)
-	}
-	if srcFd < 0 {
-		return Stats{}, nil
 	}
 	defer unix.Close(srcFd)
 
@@ -143,11 +164,11 @@ type SourceID struct{ Dev, Ino uint64 }
 // it. ok is false when Copy would copy nothing.
 func Source(rootfs, target string) (id SourceID, ok bool, err error) {
 	fd, err := openSource(rootfs, target)
+	if errors.Is(err, errNotInImage) {
+		return id, false, nil
+	}
 	if err != nil {
 		return id, false, fmt.Errorf("open %q in %q: %w", target, rootfs, err)
-	}
-	if fd < 0 {
-		return id, false, nil
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
@@ -180,9 +201,14 @@ func openDest(dst string) (int, error) {
 	return fd, nil
 }
 
+// errNotInImage is openSource's error for a target that has nothing of the
+// image to copy.
+var errNotInImage = errors.New("no directory of the image there")
+
 // openSource opens target inside rootfs as a directory, resolving every
-// symlink and ".." in it as if rootfs were the root directory. It returns -1
-// and no error when target does not exist or is not a directory.
+// symlink and ".." in it as if rootfs were the root directory. Its error
+// wraps errNotInImage when target does not exist, is not a directory or is a
+// mount point of its own.
 func openSource(rootfs, target string) (int, error) {
 	rootFd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -193,7 +219,7 @@ func openSource(rootfs, target string) (int, error) {
 	fd, err := fsx.OpenInRoot(rootFd, target)
 	switch {
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
-		return -1, nil
+		return -1, fmt.Errorf("%w: %w", errNotInImage, err)
 	case err != nil:
 		return -1, err
 	}
@@ -209,9 +235,8 @@ func openSource(rootfs, target string) (int, error) {
 		return -1, err
 	}
 	if st.Dev != rootSt.Dev {
-		logrus.WithField("target", target).Debug("copy-up: target is on another mount, not copied")
 		unix.Close(fd)
-		return -1, nil
+		return -1, fmt.Errorf("%w: the target is on another mount", errNotInImage)
 	}
 	return fd, nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
@@ -136,9 +135,9 @@ func (c *copier) entry(parent *frame, name, rel string) error {
 	case unix.S_IFDIR:
 		return c.dir(parent, name, &st, rel)
 	case unix.S_IFREG:
-		return c.file(parent, name, &st, rel)
+		return c.file(parent, name, &st)
 	case unix.S_IFLNK:
-		return c.symlink(parent, name, &st, rel)
+		return c.symlink(parent, name, &st)
 	default:
 		c.skip(rel, "not a regular file, directory or symlink")
 		return nil
@@ -147,7 +146,7 @@ func (c *copier) entry(parent *frame, name, rel string) error {
 
 func (c *copier) skip(rel, why string) {
 	c.stats.Skipped++
-	logrus.WithField("path", c.containerPath(rel)).Debugf("copy-up: skipped: %s", why)
+	c.opts.log().WithField("path", c.containerPath(rel)).Debugf("copy-up: skipped: %s", why)
 }
 
 // create counts one more entry against MaxFiles.
@@ -211,7 +210,7 @@ func sameInode(fd int, st *unix.Stat_t) error {
 	return nil
 }
 
-func (c *copier) file(parent *frame, name string, st *unix.Stat_t, rel string) error {
+func (c *copier) file(parent *frame, name string, st *unix.Stat_t) error {
 	if done, err := c.hardlink(parent, name, st); done || err != nil {
 		return err
 	}
@@ -318,7 +317,7 @@ func (c *copier) openDestDir(rel string) (int, error) {
 	return fd, nil
 }
 
-func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t, rel string) error {
+func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t) error {
 	if done, err := c.hardlink(parent, name, st); done || err != nil {
 		return err
 	}
