@@ -304,6 +304,11 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 // Root returns the root directory the store was opened with.
 func (s *Store) Root() string { return s.root }
 
+// VolumesDir is the directory below which the volumes' data lives, for
+// checks of its file system (can it be idmapped?); callers never build
+// paths in it.
+func (s *Store) VolumesDir() string { return s.dir }
+
 // VolumeForMountSource returns the volume whose data a mount source names:
 // ROOT/volumes/NS/NAME/_data, with ROOT as the store was opened or with its
 // symlinks resolved (the form the store hands out, and so the one containerd
