@@ -249,13 +249,8 @@ func (s *Store) Get(ns, name string) (*Volume, error) {
 	}
 	var v *Volume
 	err := s.withLock(unix.LOCK_SH, func() error {
-		nsFd, err := fsx.OpenDir(s.dirFd, ns)
-		if err != nil {
-			return publicError(ns, name, err)
-		}
-		defer unix.Close(nsFd)
-		v, err = s.readVolume(nsFd, ns, name)
-		if err != nil {
+		var err error
+		if v, err = s.getLocked(ns, name); err != nil {
 			return publicError(ns, name, err)
 		}
 		return nil

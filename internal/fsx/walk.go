@@ -52,7 +52,7 @@ type walk struct {
 	dev   uint64
 	stack []*level
 	held  int // open levels above the start
-	bufs  [][]byte
+	bufs  DirBufs
 }
 
 // start begins a walk at the directory open at fd, through a descriptor of
@@ -72,7 +72,7 @@ func start(fd int, dev uint64) (*walk, error) {
 		return nil, fmt.Errorf("directory is %w", ErrOtherFS)
 	}
 	w := &walk{dev: dev}
-	w.stack = []*level{{id: ident{st.Dev, st.Ino}, fd: own, rd: DirReader{fd: own, buf: w.buf()}}}
+	w.stack = []*level{{id: ident{st.Dev, st.Ino}, fd: own, rd: DirReader{fd: own, buf: w.bufs.Get()}}}
 	return w, nil
 }
 
@@ -83,15 +83,6 @@ func (w *walk) close() {
 		}
 	}
 	w.stack = nil
-}
-
-func (w *walk) buf() []byte {
-	if n := len(w.bufs); n > 0 {
-		b := w.bufs[n-1]
-		w.bufs = w.bufs[:n-1]
-		return b
-	}
-	return make([]byte, 8192)
 }
 
 func (w *walk) top() *level { return w.stack[len(w.stack)-1] }
@@ -129,14 +120,14 @@ func (w *walk) descend(name string) error {
 		unix.Close(fd)
 		return fmt.Errorf("%q is %w", w.path(name), ErrOtherFS)
 	}
-	w.stack = append(w.stack, &level{name: name, id: ident{st.Dev, st.Ino}, fd: fd, rd: DirReader{fd: fd, buf: w.buf()}})
+	w.stack = append(w.stack, &level{name: name, id: ident{st.Dev, st.Ino}, fd: fd, rd: DirReader{fd: fd, buf: w.bufs.Get()}})
 	w.held++
 	if w.held > MaxHeld {
 		// Close the shallowest open level; its listing resumes at its offset.
 		l := w.stack[len(w.stack)-w.held]
 		unix.Close(l.fd)
 		l.fd = -1
-		w.bufs = append(w.bufs, l.rd.buf)
+		w.bufs.Put(l.rd.buf)
 		l.rd.buf = nil
 		w.held--
 	}
@@ -163,7 +154,7 @@ func (w *walk) ascend() (string, error) {
 			unix.Close(fd)
 			return "", fmt.Errorf("%q: %w", w.path(""), ErrMoved)
 		}
-		if err := parent.rd.reopen(fd, w.buf()); err != nil {
+		if err := parent.rd.reopen(fd, w.bufs.Get()); err != nil {
 			unix.Close(fd)
 			return "", &os.PathError{Op: "lseek", Path: w.path(".."), Err: err}
 		}
@@ -171,7 +162,7 @@ func (w *walk) ascend() (string, error) {
 		w.held++
 	}
 	unix.Close(child.fd)
-	w.bufs = append(w.bufs, child.rd.buf)
+	w.bufs.Put(child.rd.buf)
 	w.stack = w.stack[:len(w.stack)-1]
 	w.held--
 	return child.name, nil

@@ -38,11 +38,11 @@ type copier struct {
 	links   map[devIno]string // first copy of each multiply-linked file
 	linkMem int64             // bytes links takes, for MaxLinkBytes
 	stack   []frame
-	freeBuf [][]byte // directory buffers of popped frames, for reuse
-	buf     []byte   // data buffer for read/write copies
-	xnames  []byte   // xattr name list buffer
-	xvalue  []byte   // xattr value buffer
-	noCFR   bool     // copy_file_range does not work between these trees
+	dirBufs fsx.DirBufs // directory buffers of popped frames, for reuse
+	buf     []byte      // data buffer for read/write copies
+	xnames  []byte      // xattr name list buffer
+	xvalue  []byte      // xattr value buffer
+	noCFR   bool        // copy_file_range does not work between these trees
 }
 
 func newCopier(target string, rootDev uint64, dst devIno, opts Options) *copier {
@@ -58,7 +58,7 @@ func newCopier(target string, rootDev uint64, dst devIno, opts Options) *copier 
 // run copies the tree below srcFd into dstFd, depth first, and finally gives
 // dstFd the attributes st of the source directory.
 func (c *copier) run(srcFd, dstFd int, st *unix.Stat_t) error {
-	c.stack = append(c.stack, frame{src: fsx.NewDirReader(srcFd, c.dirBuf()), dst: dstFd, st: *st})
+	c.stack = append(c.stack, frame{src: fsx.NewDirReader(srcFd, c.dirBufs.Get()), dst: dstFd, st: *st})
 	defer c.closeFrames()
 	for len(c.stack) > 0 {
 		top := &c.stack[len(c.stack)-1]
@@ -101,7 +101,7 @@ func (c *copier) finishDir() error {
 		unix.Close(f.src.Fd())
 		unix.Close(f.dst)
 	}
-	c.freeBuf = append(c.freeBuf, f.src.Buf())
+	c.dirBufs.Put(f.src.Buf())
 	c.stack = c.stack[:n]
 	return nil
 }
@@ -114,15 +114,6 @@ func (c *copier) closeFrames() {
 		unix.Close(c.stack[i].dst)
 	}
 	c.stack = nil
-}
-
-func (c *copier) dirBuf() []byte {
-	if n := len(c.freeBuf); n > 0 {
-		b := c.freeBuf[n-1]
-		c.freeBuf = c.freeBuf[:n-1]
-		return b
-	}
-	return make([]byte, 8192)
 }
 
 // entry copies one entry of the directory parent.
@@ -193,7 +184,7 @@ func (c *copier) dir(parent *frame, name string, st *unix.Stat_t, rel string) er
 		return err
 	}
 	c.stats.Dirs++
-	c.stack = append(c.stack, frame{src: fsx.NewDirReader(src, c.dirBuf()), dst: dst, st: *st, name: name, rel: rel})
+	c.stack = append(c.stack, frame{src: fsx.NewDirReader(src, c.dirBufs.Get()), dst: dst, st: *st, name: name, rel: rel})
 	return nil
 }
 
