@@ -95,9 +95,6 @@ func (iv *ImageVolumes) remember(hexDigest string, targets []string) {
 	iv.bytes += cost
 }
 
-// ErrNoImageInfo says the runtime sent no image config digest.
-var ErrNoImageInfo = errors.New("the runtime sent no image config digest")
-
 // ForContainer returns the image's VOLUME targets, sorted. When the runtime
 // sends the config digest (containerd 2.4 and later) they come from the
 // config blob; otherwise from the mounts containerd's own image-volume

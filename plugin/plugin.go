@@ -13,7 +13,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,10 +20,11 @@ import (
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
+	"github.com/sirupsen/logrus"
+
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/internal/idmap"
 	"github.com/nri-volumes/nri-volumes/volumes"
-	"github.com/sirupsen/logrus"
 )
 
 // Plugin is the NRI plugin.
@@ -231,7 +231,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		return nil, nil, nil
 	}
 	if userns, nsPath := userNamespace(ctr); userns {
-		if err := checkIDMap(log, plan, filepath.Join(store.Root(), "volumes"), nsPath); err != nil {
+		if err := checkIDMap(log, plan, store.VolumesDir(), nsPath); err != nil {
 			return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 		}
 	}
@@ -253,12 +253,12 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		case KindVolume:
 			v := sources.vols[m.Volume]
 			mount.Type, mount.Source = "bind", v.Mountpoint
-			ref := v.Namespace + "/" + v.Name
+			ref := volumes.VolumeRef{Namespace: v.Namespace, Name: v.Name}
 			if pin, ok := sources.pins[i]; ok {
 				mount.Source = pin
 			}
 			if m.CopyUp && needsCopyUp(store, v, log) {
-				hook.copyUps = append(hook.copyUps, ref+"="+m.Target)
+				hook.copyUps = append(hook.copyUps, volumes.CopyUpSpec{VolumeRef: ref, Target: m.Target})
 				if v.UID != nil || v.GID != nil || v.Mode != "" {
 					hook.keepOwners = append(hook.keepOwners, ref)
 				}
@@ -405,14 +405,14 @@ func addPodVolume(m map[string]map[string]struct{}, podID, key string) {
 
 // hookArgs is the work of the copy-up hook for one container.
 type hookArgs struct {
-	// copyUps are NS/NAME=/target of the volumes to fill from the image.
-	copyUps []string
-	// keepOwners are NS/NAME of the volumes, among copyUps, created with an
-	// owner or mode, which an empty image directory does not override.
-	keepOwners []string
-	// chowns are NS/NAME of the volumes whose root goes to the container's
-	// user (option U), after any copy-up.
-	chowns []string
+	// copyUps are the volumes to fill from the image, and where from.
+	copyUps []volumes.CopyUpSpec
+	// keepOwners are the volumes, among copyUps, created with an owner or
+	// mode, which an empty image directory does not override.
+	keepOwners []volumes.VolumeRef
+	// chowns are the volumes whose root goes to the container's user
+	// (option U), after any copy-up.
+	chowns []volumes.VolumeRef
 }
 
 // copyUpHook is the createRuntime hook that copies the image's content into
@@ -427,13 +427,13 @@ func copyUpHook(cfg *config.Config, root, podID string, h hookArgs) *api.Hook {
 		args = append(args, "--pod", podID, "--pod-max-bytes", strconv.FormatInt(int64(cfg.Limits.CopyUpMaxSizePerPod), 10))
 	}
 	for _, s := range h.copyUps {
-		args = append(args, "--volume", s)
+		args = append(args, "--volume", s.String())
 	}
-	for _, s := range h.keepOwners {
-		args = append(args, "--keep-owner", s)
+	for _, r := range h.keepOwners {
+		args = append(args, "--keep-owner", r.String())
 	}
-	for _, s := range h.chowns {
-		args = append(args, "--chown", s)
+	for _, r := range h.chowns {
+		args = append(args, "--chown", r.String())
 	}
 	return &api.Hook{Path: cfg.HookPath, Args: args}
 }

@@ -17,11 +17,13 @@ import (
 	"github.com/containerd/nri/pkg/adaptation"
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
-	"github.com/nri-volumes/nri-volumes/config"
-	"github.com/nri-volumes/nri-volumes/plugin"
-	"github.com/nri-volumes/nri-volumes/volumes"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/plugin"
+	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
 // runtime is NRI's own runtime side, listening on a real socket, with the
@@ -691,7 +693,7 @@ func TestSizedVolumesThroughNRI(t *testing.T) {
 		c.Limits.NamespaceBytes = 40 << 20
 	})
 	rt.connect()
-	t.Cleanup(func() { unmountAll(rt.cfg.Root) })
+	t.Cleanup(func() { fsx.UnmountUnder(rt.cfg.Root) })
 	pod := newPod("p1", "shop", map[string]string{plugin.VolumesKey: "- {source: db, target: /data, size: 16Mi}\n- /cache"})
 	adj, err := rt.create(pod, newContainer("c1", "p1", "app"))
 	if err != nil {
@@ -732,25 +734,7 @@ func TestSizedVolumesThroughNRI(t *testing.T) {
 	if vols, _ := rt.store().List(volumes.ListOptions{Namespace: "shop"}); len(vols) != 1 || vols[0].Name != "db" || vols[0].Limit != 16<<20 {
 		t.Errorf("after the pod: %+v, want the named sized volume only", vols)
 	}
-	if m := mountsBelow(rt.cfg.Root); len(m) != 0 {
+	if m, _ := fsx.MountsUnder(rt.cfg.Root); len(m) != 0 {
 		t.Errorf("mounts left after the pod: %v", m)
-	}
-}
-
-func mountsBelow(dir string) []string {
-	data, _ := os.ReadFile("/proc/self/mountinfo")
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			out = append(out, f[4])
-		}
-	}
-	return out
-}
-
-func unmountAll(dir string) {
-	m := mountsBelow(dir)
-	for i := len(m) - 1; i >= 0; i-- {
-		syscall.Unmount(m[i], syscall.MNT_DETACH)
 	}
 }

@@ -10,9 +10,10 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // ArchiveLimits bound what Import takes from a tar; zero means no limit.
@@ -48,21 +49,22 @@ const xattrPrefix = "SCHILY.xattr."
 // its size said when its header was written.
 func (s *Store) Export(ns, name string, w io.Writer) (ArchiveStats, error) {
 	var stats ArchiveStats
-	dataFd, release, err := s.openData(ns, name, unix.LOCK_SH)
+	volFd, dataFd, err := s.openData(ns, name, unix.LOCK_SH)
 	if err != nil {
 		return stats, err
 	}
-	defer release()
-	root, err := fstat(dataFd)
+	defer unix.Close(volFd)
+	defer unix.Close(dataFd)
+	root, err := fsx.Fstat(dataFd)
 	if err != nil {
 		return stats, volumeError(ns, name, err)
 	}
 	e := &exporter{tw: tar.NewWriter(w), dev: root.Dev, links: map[inode]string{}, stats: &stats}
 	if err := e.dir(dataFd, ".", &root); err != nil {
-		return stats, volumeError(ns, name, fmt.Errorf("export: %w", err))
+		return stats, opError("export", ns, name, err)
 	}
 	if err := e.tw.Close(); err != nil {
-		return stats, volumeError(ns, name, fmt.Errorf("export: %w", err))
+		return stats, opError("export", ns, name, err)
 	}
 	return stats, nil
 }
@@ -82,7 +84,7 @@ func (e *exporter) dir(fd int, rel string, st *unix.Stat_t) error {
 	if err := e.write(hdr, fd); err != nil {
 		return err
 	}
-	names, err := readDirNames(fd)
+	names, err := fsx.ReadDirNames(fd)
 	if err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
 	}
@@ -96,7 +98,7 @@ func (e *exporter) dir(fd int, rel string, st *unix.Stat_t) error {
 }
 
 func (e *exporter) entry(parent int, name, rel string) error {
-	st, err := lstatAt(parent, name)
+	st, err := fsx.Lstat(parent, name)
 	if errors.Is(err, unix.ENOENT) {
 		return nil // removed while we read
 	}
@@ -116,7 +118,7 @@ func (e *exporter) entry(parent int, name, rel string) error {
 		defer unix.Close(fd)
 		return e.dir(fd, rel, &st)
 	case unix.S_IFLNK:
-		target, err := readlinkAt(parent, name)
+		target, err := fsx.Readlink(parent, name)
 		if err != nil {
 			return fmt.Errorf("%s: %w", rel, err)
 		}
@@ -144,7 +146,7 @@ func (e *exporter) file(parent int, name, rel string, st *unix.Stat_t) error {
 	f := os.NewFile(uintptr(fd), rel)
 	defer f.Close()
 	// Describe what was opened, which may differ from what was listed.
-	cur, err := fstat(fd)
+	cur, err := fsx.Fstat(fd)
 	if err != nil {
 		return err
 	}
@@ -177,7 +179,7 @@ func (e *exporter) file(parent int, name, rel string, st *unix.Stat_t) error {
 // cannot be read without following them).
 func (e *exporter) write(hdr *tar.Header, fd int) error {
 	if fd >= 0 {
-		xattrs, err := listXattrs(fd)
+		xattrs, err := fsx.Xattrs(fd)
 		if err != nil {
 			return fmt.Errorf("%s: %w", hdr.Name, err)
 		}
@@ -214,55 +216,6 @@ func (zeroReader) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// listXattrs reads the extended attributes of the file open at fd.
-func listXattrs(fd int) (map[string]string, error) {
-	size, err := unix.Flistxattr(fd, nil)
-	if err != nil || size == 0 {
-		if errors.Is(err, unix.ENOTSUP) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	buf := make([]byte, size)
-	size, err = unix.Flistxattr(fd, buf)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]string{}
-	for _, k := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
-		if k == "" {
-			continue
-		}
-		n, err := unix.Fgetxattr(fd, k, nil)
-		if errors.Is(err, unix.ENODATA) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("xattr %s: %w", k, err)
-		}
-		v := make([]byte, n)
-		n, err = unix.Fgetxattr(fd, k, v)
-		if err != nil {
-			return nil, fmt.Errorf("xattr %s: %w", k, err)
-		}
-		out[k] = string(v[:n])
-	}
-	return out, nil
-}
-
-func readlinkAt(dir int, name string) (string, error) {
-	for size := 256; ; size *= 2 {
-		buf := make([]byte, size)
-		n, err := unix.Readlinkat(dir, name, buf)
-		if err != nil {
-			return "", &os.PathError{Op: "readlinkat", Path: name, Err: err}
-		}
-		if n < size {
-			return string(buf[:n]), nil
-		}
-	}
-}
-
 // Import fills the data of volume name in namespace ns, which must be empty,
 // from the tar r. The tar is untrusted: an entry with "..", an absolute
 // name, one beneath a symlink, a hard link to anything but a regular file
@@ -273,72 +226,34 @@ func readlinkAt(dir int, name string) (string, error) {
 // its owner, mode and times restored.
 func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (ArchiveStats, error) {
 	var stats ArchiveStats
-	dataFd, release, err := s.openData(ns, name, unix.LOCK_EX)
+	volFd, dataFd, err := s.openData(ns, name, unix.LOCK_EX)
 	if err != nil {
 		return stats, err
 	}
-	defer release()
-	root, err := fstat(dataFd)
+	defer unix.Close(volFd)
+	defer unix.Close(dataFd)
+	root, err := fsx.Fstat(dataFd)
 	if err != nil {
 		return stats, volumeError(ns, name, err)
 	}
-	empty, err := isEmptyDir(dataFd)
+	empty, err := fsx.IsEmptyDir(dataFd)
 	if err != nil {
 		return stats, volumeError(ns, name, err)
 	}
 	if !empty {
-		return stats, fmt.Errorf("volume %q in namespace %q: %w: import needs an empty volume", name, ns, ErrInUse)
+		return stats, volumeError(ns, name, fmt.Errorf("%w: import needs an empty volume", ErrInUse))
 	}
 	im := &importer{data: dataFd, limits: limits, stats: &stats}
 	if err := im.run(tar.NewReader(r)); err != nil {
-		cause := volumeError(ns, name, fmt.Errorf("import: %w", err))
+		cause := opError("import", ns, name, err)
 		if cerr := removeContentsAt(dataFd, root.Dev); cerr != nil {
-			return stats, errors.Join(cause, volumeError(ns, name, fmt.Errorf("emptying after a failed import: %w", cerr)))
+			return stats, errors.Join(cause, opError("import", ns, name, fmt.Errorf("emptying after the failure: %w", cerr)))
 		}
-		restoreRoot(dataFd, &root)
+		// Best effort: the volume is empty again, which is what counts.
+		_ = fsx.SetOwnerModeTimes(dataFd, &root)
 		return stats, cause
 	}
 	return stats, nil
-}
-
-// openData opens the _data of a volume holding the volume's own flock of
-// kind how, the lock CopyUp takes and Remove tests, after checking that the
-// directory locked is still the volume.
-func (s *Store) openData(ns, name string, how int) (int, func(), error) {
-	if err := ValidateNamespace(ns); err != nil {
-		return -1, nil, err
-	}
-	if err := ValidateName(name); err != nil {
-		return -1, nil, err
-	}
-	nsFd, err := s.openNamespace(ns)
-	if err != nil {
-		return -1, nil, publicError(ns, name, err)
-	}
-	defer unix.Close(nsFd)
-	volFd, err := openDir(nsFd, name)
-	if err != nil {
-		return -1, nil, publicError(ns, name, err)
-	}
-	fail := func(err error) (int, func(), error) {
-		unix.Close(volFd)
-		return -1, nil, err
-	}
-	if err := flockRetry(volFd, how); err != nil {
-		return fail(volumeError(ns, name, err))
-	}
-	held, err := fstat(volFd)
-	if err != nil {
-		return fail(volumeError(ns, name, err))
-	}
-	if cur, err := lstatAt(nsFd, name); err != nil || cur.Ino != held.Ino || cur.Dev != held.Dev {
-		return fail(volumeError(ns, name, ErrNotFound))
-	}
-	dataFd, err := openDir(volFd, dataDir)
-	if err != nil {
-		return fail(publicError(ns, name, fmt.Errorf("%w: %w", errBroken, err)))
-	}
-	return dataFd, func() { unix.Close(dataFd); unix.Close(volFd) }, nil
 }
 
 type importer struct {
@@ -431,8 +346,8 @@ func (im *importer) entry(hdr *tar.Header, r io.Reader) error {
 	case tar.TypeDir:
 		err := unix.Mkdirat(parent, base, 0o700)
 		if errors.Is(err, unix.EEXIST) {
-			st, serr := lstatAt(parent, base)
-			if serr != nil || !isDir(&st) {
+			st, serr := fsx.Lstat(parent, base)
+			if serr != nil || !fsx.IsDir(&st) {
 				return fail("mkdirat", err)
 			}
 			err = nil // made as the parent of an earlier entry
@@ -508,7 +423,7 @@ func (im *importer) parent(rel, entry string) (int, error) {
 			closeParent(cur, im.data)
 			return -1, fmt.Errorf("entry %q: mkdirat %s: %w", entry, c, err)
 		}
-		fd, err := openDir(cur, c)
+		fd, err := fsx.OpenDir(cur, c)
 		closeParent(cur, im.data)
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 			return -1, fmt.Errorf("%w: entry %q: beneath a symlink or a file", ErrArchive, entry)
@@ -537,7 +452,7 @@ func (im *importer) setMeta(rel string, hdr *tar.Header, fd int) error {
 		if rel == "" {
 			fd, err = unix.Openat(im.data, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		} else {
-			fd, err = openBeneath(im.data, rel, unix.O_RDONLY)
+			fd, err = fsx.OpenBeneath(im.data, rel, unix.O_RDONLY)
 		}
 		if err != nil {
 			return fail("open", err)
@@ -560,7 +475,7 @@ func (im *importer) setMeta(rel string, hdr *tar.Header, fd int) error {
 			return fail("chmod", err)
 		}
 		ts := []unix.Timespec{timespec(hdr.AccessTime, hdr.ModTime), timespec(hdr.ModTime, hdr.ModTime)}
-		if err := futimens(fd, ts); err != nil {
+		if err := fsx.Futimens(fd, ts[0], ts[1]); err != nil {
 			return fail("utimensat", err)
 		}
 		return nil
@@ -587,24 +502,6 @@ func timespec(t, fallback time.Time) unix.Timespec {
 		t = fallback
 	}
 	return unix.NsecToTimespec(t.UnixNano())
-}
-
-// restoreRoot gives _data back the owner, mode and times it had before a
-// failed import set the archive's.
-func restoreRoot(fd int, st *unix.Stat_t) {
-	_ = unix.Fchown(fd, int(st.Uid), int(st.Gid))
-	_ = unix.Fchmod(fd, st.Mode&0o7777)
-	_ = futimens(fd, []unix.Timespec{st.Atim, st.Mtim})
-}
-
-// futimens sets the times of the file open at fd: utimensat with a NULL path,
-// which x/sys/unix has no wrapper for.
-func futimens(fd int, ts []unix.Timespec) error {
-	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
 }
 
 // inode names a file by device and inode number, for hard links.

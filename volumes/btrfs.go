@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // The btrfs backend: when ROOT is on btrfs, _data is a subvolume whose
@@ -91,7 +93,7 @@ func (btrfsSizer) prepare(volFd int, size int64) error {
 // btrfsLimit sets the referenced-bytes limit of _data's qgroup; qgroup ID 0
 // names the subvolume of the descriptor.
 func btrfsLimit(volFd int, size int64) error {
-	fd, err := openDir(volFd, dataDir)
+	fd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
 		return err
 	}
@@ -111,7 +113,7 @@ func (btrfsSizer) grow(volFd int, _ string, size int64) error { return btrfsLimi
 // usage reads the referenced bytes of _data's qgroup from the quota tree,
 // after committing the transaction that holds the latest writes.
 func (btrfsSizer) usage(volFd int) (int64, error) {
-	fd, err := openDir(volFd, dataDir)
+	fd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
 		return 0, err
 	}
@@ -149,7 +151,7 @@ func (btrfsSizer) usage(volFd int) (int64, error) {
 // descriptor-relative removal does not cross into it, as it would not into a
 // mount.
 func destroySubvolume(parent int, name string) error {
-	volFd, err := openDir(parent, name)
+	volFd, err := fsx.OpenDir(parent, name)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
@@ -157,8 +159,8 @@ func destroySubvolume(parent int, name string) error {
 		return err
 	}
 	defer unix.Close(volFd)
-	st, err := lstatAt(volFd, dataDir)
-	if err != nil || !isDir(&st) || st.Ino != btrfsFirstFreeObjectID || !onBtrfs(volFd) {
+	st, err := fsx.Lstat(volFd, dataDir)
+	if err != nil || !fsx.IsDir(&st) || st.Ino != btrfsFirstFreeObjectID || !onBtrfs(volFd) {
 		return nil
 	}
 	var args btrfsVolArgs

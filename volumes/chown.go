@@ -3,9 +3,10 @@ package volumes
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // ChownRoot gives the root of volume name in namespace ns, its _data, to
@@ -14,28 +15,17 @@ import (
 // change nothing and report false. It holds the lock of that volume alone,
 // as CopyUp does, so a copy-up of the same volume finishes first.
 func (s *Store) ChownRoot(ns, name string, uid, gid int) (bool, error) {
-	if err := ValidateNamespace(ns); err != nil {
-		return false, err
-	}
-	if err := ValidateName(name); err != nil {
-		return false, err
-	}
 	if err := (CreateOptions{UID: &uid, GID: &gid}).validate(); err != nil {
 		return false, volumeError(ns, name, err)
 	}
-	nsFd, err := s.openNamespace(ns)
-	if err != nil {
-		return false, publicError(ns, name, err)
-	}
-	defer unix.Close(nsFd)
-	volFd, err := s.lockVolume(nsFd, ns, name)
+	volFd, err := s.lockVolume(ns, name, unix.LOCK_EX)
 	if err != nil {
 		return false, err
 	}
 	defer unix.Close(volFd)
 	// The record is read and rewritten whole: volume.json may hold fields
 	// of a newer version, which the rewrite keeps.
-	raw, err := readFileAt(volFd, metaFile, maxMetaSize)
+	raw, err := fsx.ReadFile(volFd, metaFile, maxMetaSize)
 	if err != nil {
 		return false, publicError(ns, name, fmt.Errorf("%w: no readable %s: %w", errBroken, metaFile, err))
 	}
@@ -46,12 +36,12 @@ func (s *Store) ChownRoot(ns, name string, uid, gid int) (bool, error) {
 	if c, ok := rec["Chowned"]; ok && string(c) != "null" {
 		return false, nil
 	}
-	dataFd, err := openDir(volFd, dataDir)
+	dataFd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
 		return false, publicError(ns, name, fmt.Errorf("%w: %w", errBroken, err))
 	}
 	defer unix.Close(dataFd)
-	st, err := fstat(dataFd)
+	st, err := fsx.Fstat(dataFd)
 	if err != nil {
 		return false, volumeError(ns, name, err)
 	}
@@ -71,66 +61,8 @@ func (s *Store) ChownRoot(ns, name string, uid, gid int) (bool, error) {
 	if err != nil {
 		return false, volumeError(ns, name, err)
 	}
-	if err := replaceFileDurablyAt(volFd, metaFile, append(data, '\n')); err != nil {
+	if err := replaceFileAt(volFd, metaFile, append(data, '\n'), true); err != nil {
 		return false, volumeError(ns, name, err)
 	}
 	return true, nil
-}
-
-// lockVolume opens the directory of volume name below nsFd and takes its
-// exclusive flock, making sure the directory locked is still the volume:
-// Remove renames a volume away under this lock. The lock goes with the
-// returned descriptor.
-func (s *Store) lockVolume(nsFd int, ns, name string) (int, error) {
-	volFd, err := openDir(nsFd, name)
-	if err != nil {
-		return -1, publicError(ns, name, err)
-	}
-	if err := flockRetry(volFd, unix.LOCK_EX); err != nil {
-		unix.Close(volFd)
-		return -1, volumeError(ns, name, err)
-	}
-	held, err := fstat(volFd)
-	if err != nil {
-		unix.Close(volFd)
-		return -1, volumeError(ns, name, err)
-	}
-	cur, err := lstatAt(nsFd, name)
-	if err != nil || cur.Ino != held.Ino || cur.Dev != held.Dev {
-		unix.Close(volFd)
-		return -1, volumeError(ns, name, ErrNotFound)
-	}
-	return volFd, nil
-}
-
-// replaceFileDurablyAt is replaceFileAt for state that must survive a crash
-// of the node: the new content is fsynced before the rename and the
-// directory after it. A crash leaves the old file or the new one.
-func replaceFileDurablyAt(dir int, name string, data []byte) error {
-	tmp := tmpPrefix + randomSuffix()
-	fd, err := unix.Openat(dir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return &os.PathError{Op: "openat", Path: tmp, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), tmp)
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		if rerr := unix.Renameat(dir, tmp, dir, name); rerr != nil {
-			err = &os.PathError{Op: "renameat", Path: name, Err: rerr}
-		}
-	}
-	if err != nil {
-		unix.Unlinkat(dir, tmp, 0)
-		return err
-	}
-	if err := unix.Fsync(dir); err != nil {
-		return &os.PathError{Op: "fsync", Path: ".", Err: err}
-	}
-	return nil
 }

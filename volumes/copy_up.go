@@ -44,7 +44,7 @@ func (s *Store) NeedsCopyUp(ns, name string) (bool, error) {
 		return false, publicError(ns, name, err)
 	}
 	defer unix.Close(nsFd)
-	volFd, err := openDir(nsFd, name)
+	volFd, err := fsx.OpenDir(nsFd, name)
 	if err != nil {
 		return false, publicError(ns, name, err)
 	}
@@ -58,12 +58,12 @@ func (s *Store) NeedsCopyUp(ns, name string) (bool, error) {
 			return marker != copyUpDone, nil
 		}
 	}
-	dataFd, err := openDir(volFd, dataDir)
+	dataFd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
 		return false, publicError(ns, name, fmt.Errorf("%w: %w", errBroken, err))
 	}
 	defer unix.Close(dataFd)
-	empty, err := isEmptyDir(dataFd)
+	empty, err := fsx.IsEmptyDir(dataFd)
 	if err != nil {
 		return false, volumeError(ns, name, err)
 	}
@@ -84,39 +84,11 @@ func (s *Store) NeedsCopyUp(ns, name string) (bool, error) {
 // container made under a name the copy also made is kept, the copy's
 // dropped. A copy cut short by a kill or a crash is redone by the next call.
 func (s *Store) CopyUp(ns, name string, copyFn func(dir string) error) error {
-	if err := ValidateNamespace(ns); err != nil {
-		return err
-	}
-	if err := ValidateName(name); err != nil {
-		return err
-	}
-	nsFd, err := s.openNamespace(ns)
+	volFd, dataFd, err := s.openData(ns, name, unix.LOCK_EX)
 	if err != nil {
-		return publicError(ns, name, err)
-	}
-	defer unix.Close(nsFd)
-	volFd, err := openDir(nsFd, name)
-	if err != nil {
-		return publicError(ns, name, err)
+		return err
 	}
 	defer unix.Close(volFd)
-	if err := flockRetry(volFd, unix.LOCK_EX); err != nil {
-		return volumeError(ns, name, err)
-	}
-	// Remove renames a volume away under this lock; make sure the directory
-	// locked is still the volume.
-	held, err := fstat(volFd)
-	if err != nil {
-		return volumeError(ns, name, err)
-	}
-	cur, err := lstatAt(nsFd, name)
-	if err != nil || cur.Ino != held.Ino || cur.Dev != held.Dev {
-		return volumeError(ns, name, ErrNotFound)
-	}
-	dataFd, err := openDir(volFd, dataDir)
-	if err != nil {
-		return publicError(ns, name, fmt.Errorf("%w: %w", errBroken, err))
-	}
 	defer unix.Close(dataFd)
 	c := &copyUp{s: s, ns: ns, name: name, volFd: volFd, dataFd: dataFd}
 	if err := c.run(copyFn); err != nil {
@@ -151,10 +123,10 @@ func (c *copyUp) run(copyFn func(dir string) error) error {
 		return nil
 	}
 	var err error
-	if c.data, err = fstat(c.dataFd); err != nil {
+	if c.data, err = fsx.Fstat(c.dataFd); err != nil {
 		return err
 	}
-	vol, err := fstat(c.volFd)
+	vol, err := fsx.Fstat(c.volFd)
 	if err != nil {
 		return err
 	}
@@ -166,7 +138,7 @@ func (c *copyUp) run(copyFn func(dir string) error) error {
 	case copyUpSwitching:
 		return c.finish()
 	case "":
-		empty, err := isEmptyDir(c.dataFd)
+		empty, err := fsx.IsEmptyDir(c.dataFd)
 		if err != nil || !empty {
 			return err
 		}
@@ -209,25 +181,19 @@ func (c *copyUp) makeStaging() error {
 	if err := unix.Mkdirat(c.stageFd, copyUpStaging, 0o700); err != nil {
 		return &os.PathError{Op: "mkdirat", Path: copyUpStaging, Err: err}
 	}
-	fd, err := openDir(c.stageFd, copyUpStaging)
+	fd, err := fsx.OpenDir(c.stageFd, copyUpStaging)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	if err := unix.Fchown(fd, int(c.data.Uid), int(c.data.Gid)); err != nil {
-		return err
-	}
-	if err := unix.Fchmod(fd, c.data.Mode&0o7777); err != nil {
-		return err
-	}
-	return fsx.SetTimes(fd, &c.data)
+	return fsx.SetOwnerModeTimes(fd, &c.data)
 }
 
 // finish moves the staged entries into _data, gives _data the staging
 // directory's attributes and records the copy-up as done. It is idempotent:
 // after a kill part-way, calling it again completes the move.
 func (c *copyUp) finish() error {
-	fd, err := openDir(c.stageFd, copyUpStaging)
+	fd, err := fsx.OpenDir(c.stageFd, copyUpStaging)
 	if errors.Is(err, fs.ErrNotExist) {
 		return unix.Renameat(c.volFd, copyUpSwitching, c.volFd, copyUpDone)
 	}
@@ -238,7 +204,7 @@ func (c *copyUp) finish() error {
 	if err := c.moveEntries(fd); err != nil {
 		return err
 	}
-	st, err := fstat(fd)
+	st, err := fsx.Fstat(fd)
 	if err != nil {
 		return err
 	}
@@ -308,16 +274,9 @@ func renameNoReplace(oldDir int, oldName string, newDir int, newName string) err
 	return unix.Renameat(oldDir, oldName, newDir, newName)
 }
 
-func volumeErrorOrNil(ns, name string, err error) error {
-	if err == nil {
-		return nil
-	}
-	return volumeError(ns, name, err)
-}
-
 // existsAt reports whether name exists in the directory open at dir.
 func existsAt(dir int, name string) (bool, error) {
-	_, err := lstatAt(dir, name)
+	_, err := fsx.Lstat(dir, name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // copyUpBytesDir holds one small file per pod sandbox: the bytes the
@@ -83,7 +85,7 @@ func (s *Store) ForgetPodCopyUps(keep func(podID string) bool) error {
 		return err
 	}
 	defer unix.Close(dirFd)
-	names, err := readDirNames(dirFd)
+	names, err := fsx.ReadDirNames(dirFd)
 	if err != nil {
 		return err
 	}

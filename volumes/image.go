@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // The image backend: the volume's directory holds disk.img, a sparse file
@@ -169,7 +171,7 @@ func readExt4Super(f *os.File) (ext4Super, error) {
 // (a mount of it survives elsewhere), and mounts it at _data nosuid,nodev.
 // The mount target is named through a descriptor, so no symlink is followed.
 func (imageSizer) activate(volFd int, volPath string) error {
-	if isMountedAt(volFd, dataDir) {
+	if isDataMounted(volFd) {
 		return nil
 	}
 	img, err := openImage(volFd)
@@ -184,7 +186,7 @@ func (imageSizer) activate(volFd int, volPath string) error {
 	// With autoclear, closing the last descriptor of an unmounted device
 	// detaches it: a failed mount, or a crash before it, leaves nothing.
 	defer unix.Close(loopFd)
-	target, err := openBeneath(volFd, dataDir, unix.O_PATH|unix.O_DIRECTORY)
+	target, err := fsx.OpenBeneath(volFd, dataDir, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return err
 	}
@@ -202,12 +204,12 @@ func (imageSizer) activate(volFd int, volPath string) error {
 // is the only entry and empty: a new volume must look empty, for copy-up.
 // e2fsck makes it again when it needs one.
 func removeFreshLostFound(volFd int) error {
-	fd, err := openDir(volFd, dataDir)
+	fd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	names, err := readDirNames(fd)
+	names, err := fsx.ReadDirNames(fd)
 	if err != nil || len(names) != 1 || names[0] != "lost+found" {
 		return err
 	}
@@ -311,7 +313,7 @@ func boundLoop(img *os.File) (string, bool) {
 // mount holds it. It refuses with ErrInUse when a process on the host keeps
 // the file system busy.
 func (imageSizer) deactivate(volFd int, volPath string) error {
-	for try := 0; try < 8 && isMountedAt(volFd, dataDir); try++ {
+	for try := 0; try < 8 && isDataMounted(volFd); try++ {
 		target := filepath.Join(volPath, dataDir)
 		err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW)
 		if errors.Is(err, unix.EBUSY) {
@@ -327,7 +329,7 @@ func (imageSizer) deactivate(volFd int, volPath string) error {
 // usage is statfs of the mounted file system, or, when it is not mounted,
 // the counts its superblock keeps: O(1) either way.
 func (imageSizer) usage(volFd int) (int64, error) {
-	if isMountedAt(volFd, dataDir) {
+	if isDataMounted(volFd) {
 		return statfsUsage(volFd)
 	}
 	img, err := openImage(volFd)
@@ -361,7 +363,7 @@ func (imageSizer) grow(volFd int, volPath string, size int64) error {
 		return err
 	}
 	defer img.Close()
-	online := isMountedAt(volFd, dataDir)
+	online := isDataMounted(volFd)
 	for try := 0; try < 4; try++ {
 		shown, bs, err := shownSize(volFd, img, online)
 		if err != nil {
@@ -441,7 +443,7 @@ func growOnline(img *os.File) error {
 }
 
 func statfsData(volFd int, st *unix.Statfs_t) error {
-	fd, err := openDir(volFd, dataDir)
+	fd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
 		return err
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // References are derivable state: the runtime knows which containers exist
@@ -165,7 +167,7 @@ func (s *Store) rebuildIndex() error {
 // readLists reads every list in the directory open at dir, skipping what is
 // not a list: temporary files, invalid names, unreadable lists.
 func readLists(dir int) (map[string][]string, error) {
-	names, err := readDirNames(dir)
+	names, err := fsx.ReadDirNames(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +187,7 @@ func readLists(dir int) (map[string][]string, error) {
 // following a symlink. Every line must be a valid key and the last must end
 // with a newline; anything else gives an error wrapping errBadList.
 func readList(dir int, name string) ([]string, error) {
-	data, err := readFileAt(dir, name, maxListSize)
+	data, err := fsx.ReadFile(dir, name, maxListSize)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBadList, err)
 	}
@@ -229,7 +231,7 @@ func writeList(dir int, name string, keys []string) error {
 		b.WriteString(k)
 		b.WriteByte('\n')
 	}
-	return replaceFileAt(dir, name, []byte(b.String()))
+	return replaceFileAt(dir, name, []byte(b.String()), false)
 }
 
 // syncLists makes the directory open at dir hold exactly the lists of want,
@@ -238,7 +240,7 @@ func writeList(dir int, name string, keys []string) error {
 // what the index says the lists hold; a list it shows equal to want is not
 // read again.
 func syncLists(dir int, dev uint64, want map[string][]string, have map[string]map[string]struct{}) error {
-	names, err := readDirNames(dir)
+	names, err := fsx.ReadDirNames(dir)
 	if err != nil {
 		return err
 	}
@@ -255,8 +257,8 @@ func syncLists(dir int, dev uint64, want map[string][]string, have map[string]ma
 				onDisk[n] = true
 				continue
 			}
-			st, err := lstatAt(dir, n)
-			if err == nil && !isDir(&st) {
+			st, err := fsx.Lstat(dir, n)
+			if err == nil && !fsx.IsDir(&st) {
 				continue // a rename replaces it below
 			}
 		}

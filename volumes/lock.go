@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // ErrBusy means a wait for the store's lock ran out of time: another
@@ -93,4 +95,58 @@ func flockRetry(fd, how int) error {
 func (s *Store) busyError(what, lock string, start time.Time) error {
 	return fmt.Errorf("%s: %w: gave up after %s waiting for %s",
 		what, ErrBusy, time.Since(start).Round(time.Millisecond), lock)
+}
+
+// lockVolume opens the directory of volume name in namespace ns and takes
+// its flock of kind how (LOCK_EX or LOCK_SH): the lock of that volume alone,
+// which CopyUp, ChownRoot and Import hold exclusively, Export shared, and
+// Remove tests. It makes sure the directory locked is still the volume, as
+// Remove renames a volume away under this lock. The lock goes with the
+// returned descriptor.
+func (s *Store) lockVolume(ns, name string, how int) (int, error) {
+	if err := ValidateNamespace(ns); err != nil {
+		return -1, err
+	}
+	if err := ValidateName(name); err != nil {
+		return -1, err
+	}
+	nsFd, err := s.openNamespace(ns)
+	if err != nil {
+		return -1, publicError(ns, name, err)
+	}
+	defer unix.Close(nsFd)
+	volFd, err := fsx.OpenDir(nsFd, name)
+	if err != nil {
+		return -1, publicError(ns, name, err)
+	}
+	if err := flockRetry(volFd, how); err != nil {
+		unix.Close(volFd)
+		return -1, volumeError(ns, name, err)
+	}
+	held, err := fsx.Fstat(volFd)
+	if err != nil {
+		unix.Close(volFd)
+		return -1, volumeError(ns, name, err)
+	}
+	cur, err := fsx.Lstat(nsFd, name)
+	if err != nil || cur.Ino != held.Ino || cur.Dev != held.Dev {
+		unix.Close(volFd)
+		return -1, volumeError(ns, name, ErrNotFound)
+	}
+	return volFd, nil
+}
+
+// openData is lockVolume that also opens the volume's _data. The caller
+// closes both descriptors; the lock goes with the first.
+func (s *Store) openData(ns, name string, how int) (volFd, dataFd int, err error) {
+	volFd, err = s.lockVolume(ns, name, how)
+	if err != nil {
+		return -1, -1, err
+	}
+	dataFd, err = fsx.OpenDir(volFd, dataDir)
+	if err != nil {
+		unix.Close(volFd)
+		return -1, -1, publicError(ns, name, fmt.Errorf("%w: %w", errBroken, err))
+	}
+	return volFd, dataFd, nil
 }

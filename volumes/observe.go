@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // lockWaitObserver, when set, is told how long each store operation waited
@@ -40,7 +42,7 @@ func (s *Store) Ping() error {
 		if err := unix.Stat(s.dir, &st); err != nil {
 			return fmt.Errorf("volume store %s: %w", s.dir, err)
 		}
-		held, err := fstat(s.dirFd)
+		held, err := fsx.Fstat(s.dirFd)
 		if err != nil {
 			return fmt.Errorf("volume store %s: %w", s.dir, err)
 		}

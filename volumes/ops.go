@@ -167,12 +167,12 @@ func (s *Store) createLocked(v *Volume) error {
 	case !errors.Is(err, unix.EEXIST):
 		return fmt.Errorf("namespace %q: %w", ns, err)
 	}
-	nsFd, err := openDir(s.dirFd, ns)
+	nsFd, err := fsx.OpenDir(s.dirFd, ns)
 	if err != nil {
 		return fmt.Errorf("namespace %q: %w", ns, err)
 	}
 	defer unix.Close(nsFd)
-	if _, err := lstatAt(nsFd, name); err == nil {
+	if _, err := fsx.Lstat(nsFd, name); err == nil {
 		return volumeError(ns, name, ErrExists)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return volumeError(ns, name, err)
@@ -215,7 +215,7 @@ func (s *Store) createLocked(v *Volume) error {
 }
 
 func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool) error {
-	fd, err := openDir(nsFd, tmp)
+	fd, err := fsx.OpenDir(nsFd, tmp)
 	if err != nil {
 		return err
 	}
@@ -249,13 +249,8 @@ func (s *Store) Get(ns, name string) (*Volume, error) {
 	}
 	var v *Volume
 	err := s.withLock(unix.LOCK_SH, func() error {
-		nsFd, err := openDir(s.dirFd, ns)
-		if err != nil {
-			return publicError(ns, name, err)
-		}
-		defer unix.Close(nsFd)
-		v, err = s.readVolume(nsFd, ns, name)
-		if err != nil {
+		var err error
+		if v, err = s.getLocked(ns, name); err != nil {
 			return publicError(ns, name, err)
 		}
 		return nil
@@ -347,7 +342,7 @@ func (s *Store) Remove(ns, name string) error {
 		return volumeError(ns, name, err)
 	}
 	if _, err := s.deleteTrash(trash, false); err != nil {
-		return fmt.Errorf("volume %q in namespace %q removed, but deleting its data failed: %w", name, ns, err)
+		return volumeError(ns, name, fmt.Errorf("removed, but deleting its data failed: %w", err))
 	}
 	return nil
 }
@@ -361,7 +356,7 @@ func (s *Store) openNamespace(ns string) (int, error) {
 	if s.closed {
 		return -1, errors.New("volume store is closed")
 	}
-	return openDir(s.dirFd, ns)
+	return fsx.OpenDir(s.dirFd, ns)
 }
 
 // Long operations take the store's lock in batches of at most batchTime and
@@ -414,7 +409,7 @@ func (s *Store) Prune(opts PruneOptions) (removed []*Volume, reclaimed int64, er
 	for i, v := range detached {
 		size, err := s.deleteTrash(trashes[i], true)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("volume %q in namespace %q removed, but deleting its data failed: %w", v.Name, v.Namespace, err))
+			errs = append(errs, volumeError(v.Namespace, v.Name, fmt.Errorf("removed, but deleting its data failed: %w", err)))
 		}
 		v.Size = &size
 		reclaimed += size
@@ -478,7 +473,7 @@ func (s *Store) namesIn(ns string) ([]string, error) {
 		return nil, fmt.Errorf("namespace %q: %w", ns, err)
 	}
 	defer unix.Close(nsFd)
-	all, err := readDirNames(nsFd)
+	all, err := fsx.ReadDirNames(nsFd)
 	if err != nil {
 		return nil, fmt.Errorf("namespace %q: %w", ns, err)
 	}
@@ -512,12 +507,12 @@ func (s *Store) Size(v *Volume) (int64, error) {
 	if v.Limit > 0 {
 		return sizedUsage(nsFd, v)
 	}
-	fd, err := openDir(nsFd, v.Name+"/"+dataDir)
+	fd, err := fsx.OpenDir(nsFd, v.Name+"/"+dataDir)
 	if err != nil {
 		return 0, publicError(v.Namespace, v.Name, err)
 	}
 	defer unix.Close(fd)
-	st, err := fstat(fd)
+	st, err := fsx.Fstat(fd)
 	if err != nil {
 		return 0, volumeError(v.Namespace, v.Name, err)
 	}
@@ -540,7 +535,7 @@ func (s *Store) Check() ([]Problem, error) {
 	var probs []Problem
 	err := s.locked(context.Background(), "", unix.LOCK_SH, false, func() error {
 		defer func() { probs = append(probs, s.checkSizedLocked()...) }()
-		nss, err := readDirNames(s.dirFd)
+		nss, err := fsx.ReadDirNames(s.dirFd)
 		if err != nil {
 			return fmt.Errorf("read volume store: %w", err)
 		}
@@ -556,12 +551,12 @@ func (s *Store) Check() ([]Problem, error) {
 				probs = append(probs, Problem{Namespace: ns, Reason: "not a valid namespace name"})
 				continue
 			}
-			nsFd, err := openDir(s.dirFd, ns)
+			nsFd, err := fsx.OpenDir(s.dirFd, ns)
 			if err != nil {
 				probs = append(probs, Problem{Namespace: ns, Reason: "namespace is not a directory (or a symlink)"})
 				continue
 			}
-			names, err := readDirNames(nsFd)
+			names, err := fsx.ReadDirNames(nsFd)
 			if err != nil {
 				unix.Close(nsFd)
 				return fmt.Errorf("namespace %q: %w", ns, err)
@@ -608,7 +603,7 @@ func (s *Store) checkSizedLocked() []Problem {
 		v, err := s.getLocked(parts[0], parts[1])
 		return parts[0], parts[1], err == nil && v.Backend == BackendImage
 	}
-	mounts, err := mountsUnder(s.dir)
+	mounts, err := fsx.MountsUnder(s.dir)
 	if err != nil {
 		probs = append(probs, Problem{Reason: fmt.Sprintf("cannot read the mount table: %v", err)})
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // Pins. runc resolves a mount's source path again when it mounts, following
@@ -152,7 +154,7 @@ func (s *Store) RemoveStalePins(live map[string]bool) ([]string, error) {
 		if err != nil {
 			return err
 		}
-		ids, err := readDirNames(pinsFd)
+		ids, err := fsx.ReadDirNames(pinsFd)
 		unix.Close(pinsFd)
 		if err != nil {
 			return err
@@ -186,47 +188,47 @@ func (s *Store) PinnedVolume(source string) (ns, name string, ok bool) {
 	if !ok || validateID("", id) != nil {
 		return "", "", false
 	}
-	_, ns, name, ok = parsePinEntry(entry)
+	ns, name, ok = parsePinEntry(entry)
 	if !ok || ns == "" {
 		return "", "", false
 	}
 	return ns, name, true
 }
 
-// parsePinEntry splits a pin entry name into the mount index and, for a
-// subpath pin, the volume's namespace and name.
-func parsePinEntry(entry string) (n int, ns, name string, ok bool) {
+// parsePinEntry checks a pin entry name, a mount index and, for a subpath
+// pin, the volume's namespace and name, and returns those two.
+func parsePinEntry(entry string) (ns, name string, ok bool) {
 	parts := strings.Split(entry, pinSep)
 	n, err := strconv.Atoi(parts[0])
 	if err != nil || n < 0 || strconv.Itoa(n) != parts[0] {
-		return 0, "", "", false
+		return "", "", false
 	}
 	switch len(parts) {
 	case 1:
-		return n, "", "", true
+		return "", "", true
 	case 3:
 		if ValidateNamespace(parts[1]) != nil || ValidateName(parts[2]) != nil {
-			return 0, "", "", false
+			return "", "", false
 		}
-		return n, parts[1], parts[2], true
+		return parts[1], parts[2], true
 	}
-	return 0, "", "", false
+	return "", "", false
 }
 
 // pinSubpathLocked opens sub.Path below the data of v without following any
 // symlink, checks that it is a directory and pins it.
 func (s *Store) pinSubpathLocked(id string, sub Subpath, v *Volume) (string, error) {
-	nsFd, err := openDir(s.dirFd, v.Namespace)
+	nsFd, err := fsx.OpenDir(s.dirFd, v.Namespace)
 	if err != nil {
 		return "", publicError(v.Namespace, v.Name, err)
 	}
 	defer unix.Close(nsFd)
-	dataFd, err := openDir(nsFd, v.Name+"/"+dataDir)
+	dataFd, err := fsx.OpenDir(nsFd, v.Name+"/"+dataDir)
 	if err != nil {
 		return "", publicError(v.Namespace, v.Name, err)
 	}
 	defer unix.Close(dataFd)
-	fd, err := openBeneath(dataFd, sub.Path, unix.O_PATH|unix.O_DIRECTORY)
+	fd, err := fsx.OpenBeneath(dataFd, sub.Path, unix.O_PATH|unix.O_DIRECTORY)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return "", fmt.Errorf("%w: no such directory in the volume (a subpath is never created: make it first)", ErrNotFound)
@@ -242,7 +244,7 @@ func (s *Store) pinSubpathLocked(id string, sub Subpath, v *Volume) (string, err
 // pinLocked makes entry below the pins of container id a private, recursive
 // bind mount of the object open at src and returns its path.
 func (s *Store) pinLocked(id, entry string, src int) (string, error) {
-	st, err := fstat(src)
+	st, err := fsx.Fstat(src)
 	if err != nil {
 		return "", err
 	}
@@ -314,7 +316,7 @@ func (s *Store) openPins(create bool) (int, error) {
 		}
 		return fd, nil
 	}
-	return openDir(s.rootFd, pinsDir)
+	return fsx.OpenDir(s.rootFd, pinsDir)
 }
 
 // openPinDir opens, making it if needed, the pin directory of container id.
@@ -340,14 +342,14 @@ func (s *Store) unpinLocked(id string) error {
 		return err
 	}
 	defer unix.Close(pinsFd)
-	ctrFd, err := openDir(pinsFd, id)
+	ctrFd, err := fsx.OpenDir(pinsFd, id)
 	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 		return nil // no pins; something that is no directory is for Check to report
 	}
 	if err != nil {
 		return fmt.Errorf("pins of container %q: %w", id, err)
 	}
-	entries, err := readDirNames(ctrFd)
+	entries, err := fsx.ReadDirNames(ctrFd)
 	if err == nil {
 		dir := filepath.Join(s.pins, id)
 		for _, e := range entries {
@@ -388,7 +390,7 @@ func removePinEntry(dirFd int, dir, entry string, unmount bool) error {
 			return &os.PathError{Op: "unmount", Path: p, Err: errors.New("still mounted after many unmounts")}
 		}
 	}
-	st, err := lstatAt(dirFd, entry)
+	st, err := fsx.Lstat(dirFd, entry)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
@@ -396,7 +398,7 @@ func removePinEntry(dirFd int, dir, entry string, unmount bool) error {
 		return err
 	}
 	flags := 0
-	if isDir(&st) {
+	if fsx.IsDir(&st) {
 		flags = unix.AT_REMOVEDIR
 	} else if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size != 0 {
 		return &os.PathError{Op: "remove", Path: p, Err: errors.New("not an empty pin")}
@@ -417,7 +419,7 @@ func (s *Store) removeUnmountedPins() {
 		return
 	}
 	defer unix.Close(pinsFd)
-	ids, err := readDirNames(pinsFd)
+	ids, err := fsx.ReadDirNames(pinsFd)
 	if err != nil || len(ids) == 0 {
 		return
 	}
@@ -429,11 +431,11 @@ func (s *Store) removeUnmountedPins() {
 		if validateID("", id) != nil {
 			continue
 		}
-		ctrFd, err := openDir(pinsFd, id)
+		ctrFd, err := fsx.OpenDir(pinsFd, id)
 		if err != nil {
 			continue
 		}
-		entries, _ := readDirNames(ctrFd)
+		entries, _ := fsx.ReadDirNames(ctrFd)
 		for _, e := range entries {
 			if !mounted[filepath.Join(s.pins, id, e)] {
 				removePinEntry(ctrFd, filepath.Join(s.pins, id), e, false)
@@ -446,11 +448,11 @@ func (s *Store) removeUnmountedPins() {
 
 // mountedPins returns the mount points below ROOT/pins.
 func (s *Store) mountedPins() (map[string]bool, error) {
-	all, err := mountPoints()
+	all, err := fsx.MountPoints()
 	if err != nil {
 		return nil, err
 	}
-	mps := mountsBelow(all, s.pins)
+	mps := fsx.MountsBelow(all, s.pins)
 	set := make(map[string]bool, len(mps))
 	for _, mp := range mps {
 		set[mp] = true
@@ -468,7 +470,7 @@ func (s *Store) checkPins() ([]Problem, error) {
 		return []Problem{{Name: pinsDir, Reason: "not a directory (or a symlink)"}}, nil
 	}
 	defer unix.Close(pinsFd)
-	ids, err := readDirNames(pinsFd)
+	ids, err := fsx.ReadDirNames(pinsFd)
 	if err != nil {
 		return nil, fmt.Errorf("read pins: %w", err)
 	}
@@ -484,19 +486,19 @@ func (s *Store) checkPins() ([]Problem, error) {
 			probs = append(probs, Problem{Name: name, Reason: "not a container's pins (invalid container ID)"})
 			continue
 		}
-		ctrFd, err := openDir(pinsFd, id)
+		ctrFd, err := fsx.OpenDir(pinsFd, id)
 		if err != nil {
 			probs = append(probs, Problem{Name: name, Reason: "not a directory (or a symlink)"})
 			continue
 		}
-		entries, err := readDirNames(ctrFd)
+		entries, err := fsx.ReadDirNames(ctrFd)
 		unix.Close(ctrFd)
 		if err != nil {
 			return nil, fmt.Errorf("read pins of container %q: %w", id, err)
 		}
 		slices.Sort(entries)
 		for _, e := range entries {
-			switch _, _, _, ok := parsePinEntry(e); {
+			switch _, _, ok := parsePinEntry(e); {
 			case !ok:
 				probs = append(probs, Problem{Name: name + "/" + e, Reason: "not a pin (invalid name)"})
 			case !mounted[filepath.Join(s.pins, id, e)]:

@@ -9,8 +9,10 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nri-volumes/nri-volumes/internal/fstree"
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fstree"
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // newPinStore is newStore for tests that pin: it skips without the right to
@@ -60,11 +62,11 @@ func sameFile(t *testing.T, a, b string) bool {
 
 func isMountPoint(t *testing.T, p string) bool {
 	t.Helper()
-	all, err := mountPoints()
+	all, err := fsx.MountPoints()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return slices.Contains(mountsBelow(all, p), p)
+	return slices.Contains(fsx.MountsBelow(all, p), p)
 }
 
 // TestPinHostPath checks that a pin shows exactly the object that was
@@ -161,21 +163,13 @@ func TestPinHostPath(t *testing.T) {
 // mountinfo ("" for a private mount).
 func mountPropagation(t *testing.T, p string) (string, bool) {
 	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := fsx.Mounts()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 6 && unescapeMountPath(f[4]) == p {
-			var opt []string
-			for _, o := range f[6:] {
-				if o == "-" {
-					break
-				}
-				opt = append(opt, o)
-			}
-			return strings.Join(opt, " "), true
+	for _, m := range mounts {
+		if m.Point == p {
+			return strings.Join(m.Optional, " "), true
 		}
 	}
 	return "", false

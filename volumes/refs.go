@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // Acquire provides the volumes container containerID asks for and records
@@ -48,7 +50,7 @@ func (s *Store) AcquireSubpaths(containerID string, reqs []Request, subs []Subpa
 	}
 	var vols []*Volume
 	var pins []string
-	err = s.withRequestLock(acquiring(containerID, wants), unix.LOCK_EX, func() error {
+	err = s.withRequestLock(acquiring(containerID, wants), func() error {
 		var err error
 		vols, pins, err = s.acquireLocked(containerID, wants, subs)
 		return err
@@ -164,7 +166,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 		case err != nil:
 			return nil, nil, rollback(publicError(r.Namespace, r.Name, err))
 		case r.Owner != nil && !v.Anonymous:
-			return nil, nil, rollback(fmt.Errorf("anonymous volume %q in namespace %q: %w: a named volume has that name", r.Name, r.Namespace, ErrExists))
+			return nil, nil, rollback(&OpError{Namespace: r.Namespace, Name: r.Name, Anonymous: true, Err: fmt.Errorf("%w: a named volume has that name", ErrExists)})
 		}
 		keys[v.key()] = struct{}{}
 		vols = append(vols, v)
@@ -213,7 +215,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 
 // getLocked reads one volume; see readVolume for its errors.
 func (s *Store) getLocked(ns, name string) (*Volume, error) {
-	nsFd, err := openDir(s.dirFd, ns)
+	nsFd, err := fsx.OpenDir(s.dirFd, ns)
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +226,7 @@ func (s *Store) getLocked(ns, name string) (*Volume, error) {
 // discardLocked removes a volume without the in-use checks of detach:
 // Acquire uses it to undo a volume it has just made, which holds no data yet.
 func (s *Store) discardLocked(ns, name string) error {
-	nsFd, err := openDir(s.dirFd, ns)
+	nsFd, err := fsx.OpenDir(s.dirFd, ns)
 	if err != nil {
 		return publicError(ns, name, err)
 	}
@@ -247,7 +249,7 @@ func (s *Store) Release(containerID string) error {
 		return err
 	}
 	what := fmt.Sprintf("releasing the volumes of container %q", containerID)
-	return s.withRequestLock(what, unix.LOCK_EX, func() error {
+	return s.withRequestLock(what, func() error {
 		_, known := s.idx.ctrs[containerID]
 		// Unlinked even when the index does not know it: an unreadable list
 		// counts for nothing, but need not wait for Reconcile to go. No
@@ -283,7 +285,7 @@ func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err err
 	var errs []error
 	what := fmt.Sprintf("removing the anonymous volumes of pod sandbox %q", podSandboxID)
 	var d *detacher
-	err = s.withRequestLock(what, unix.LOCK_EX, func() error {
+	err = s.withRequestLock(what, func() error {
 		listed := s.idx.pods[podSandboxID]
 		if listed == nil {
 			return nil
@@ -364,7 +366,7 @@ func isAnonymousName(name string) bool {
 // whole store, and its wait for the lock is bounded by SetLockTimeout.
 func (s *Store) SetReferences(refs map[string][]string) error {
 	what := fmt.Sprintf("recording the volumes of %d containers", len(refs))
-	return s.withRequestLock(what, unix.LOCK_EX, func() error {
+	return s.withRequestLock(what, func() error {
 		byCtr := map[string]map[string]struct{}{}
 		for key, ids := range refs {
 			ns, name, ok := strings.Cut(key, "/")
@@ -402,8 +404,8 @@ func (s *Store) existsLocked(ns, name string) bool {
 	if ValidateNamespace(ns) != nil || ValidateName(name) != nil {
 		return false
 	}
-	st, err := lstatAt(s.dirFd, ns+"/"+name)
-	return err == nil && isDir(&st)
+	st, err := fsx.Lstat(s.dirFd, ns+"/"+name)
+	return err == nil && fsx.IsDir(&st)
 }
 
 // RemoveOrphans removes, unless keepAnonymous, the unused anonymous volumes
@@ -508,5 +510,5 @@ func (s *Store) openStoreDir() (int, error) {
 	if s.closed {
 		return -1, errors.New("volume store is closed")
 	}
-	return openDir(s.dirFd, ".")
+	return fsx.OpenDir(s.dirFd, ".")
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nri-volumes/nri-volumes/internal/fstree"
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 
 	"golang.org/x/sys/unix"
 )
@@ -338,7 +339,7 @@ func TestSymlinkSwapRace(t *testing.T) {
 		names, _ := os.ReadDir(nsDir)
 		for _, e := range names {
 			if strings.HasPrefix(e.Name(), tmpPrefix) {
-				nsFd, err := openDir(s.dirFd, "default")
+				nsFd, err := fsx.OpenDir(s.dirFd, "default")
 				if err == nil {
 					removeAllAt(nsFd, e.Name(), s.dev)
 					unix.Close(nsFd)

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // Sized volumes. A volume created with a size has it enforced by the kernel
@@ -125,7 +127,7 @@ func (s *Store) checkBudgetLocked(nsFd int, ns string, size int64) error {
 		return nil
 	}
 	var sum int64
-	names, err := readDirNames(nsFd)
+	names, err := fsx.ReadDirNames(nsFd)
 	if err != nil {
 		return fmt.Errorf("namespace %q: %w", ns, err)
 	}
@@ -168,11 +170,11 @@ func freshRootAttrs(volFd int, v *Volume) error {
 	if done, err := existsAt(volFd, copyUpDone); err != nil || done {
 		return err
 	}
-	fd, err := openDir(volFd, dataDir)
+	fd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
 		return err
 	}
-	empty, err := isEmptyDir(fd)
+	empty, err := fsx.IsEmptyDir(fd)
 	unix.Close(fd)
 	if err != nil || !empty {
 		return err
@@ -195,7 +197,7 @@ func (s *Store) withVolumeDir(v *Volume, fn func(z sizer, volFd int, volPath str
 	if err != nil {
 		return volumeError(v.Namespace, v.Name, err)
 	}
-	volFd, err := openDir(s.dirFd, v.Namespace+"/"+v.Name)
+	volFd, err := fsx.OpenDir(s.dirFd, v.Namespace+"/"+v.Name)
 	if err != nil {
 		return publicError(v.Namespace, v.Name, err)
 	}
@@ -227,21 +229,23 @@ func (s *Store) settleLocked(keys []string) {
 // isMountedLocked reports whether something is mounted at a volume's _data:
 // its device differs from the volume directory's.
 func (s *Store) isMountedLocked(ns, name string) bool {
-	volFd, err := openDir(s.dirFd, ns+"/"+name)
+	volFd, err := fsx.OpenDir(s.dirFd, ns+"/"+name)
 	if err != nil {
 		return false
 	}
 	defer unix.Close(volFd)
-	return isMountedAt(volFd, dataDir)
+	return isDataMounted(volFd)
 }
 
-func isMountedAt(dirFd int, name string) bool {
-	parent, err := fstat(dirFd)
+// isDataMounted reports whether the _data of the volume directory open at
+// volFd is a mount point: a sized volume's own file system is mounted there.
+func isDataMounted(volFd int) bool {
+	parent, err := fsx.Fstat(volFd)
 	if err != nil {
 		return false
 	}
-	st, err := lstatAt(dirFd, name)
-	return err == nil && isDir(&st) && st.Dev != parent.Dev
+	st, err := fsx.Lstat(volFd, dataDir)
+	return err == nil && fsx.IsDir(&st) && st.Dev != parent.Dev
 }
 
 // settleMountsLocked deactivates the sized volumes that are mounted but used
@@ -249,11 +253,11 @@ func isMountedAt(dirFd int, name string) bool {
 // recording its user left. It reads the mount table once and a volume's
 // metadata only for such a mount.
 func (s *Store) settleMountsLocked() {
-	all, err := mountPoints()
+	all, err := fsx.MountPoints()
 	if err != nil {
 		return
 	}
-	mounts := mountsBelow(all, s.dir)
+	mounts := fsx.MountsBelow(all, s.dir)
 	var keys []string
 	for _, mp := range mounts {
 		if k, ok := s.dataMountKey(mp); ok {
@@ -326,7 +330,7 @@ func sizedUsage(nsFd int, v *Volume) (int64, error) {
 	if err != nil {
 		return 0, volumeError(v.Namespace, v.Name, err)
 	}
-	volFd, err := openDir(nsFd, v.Name)
+	volFd, err := fsx.OpenDir(nsFd, v.Name)
 	if err != nil {
 		return 0, publicError(v.Namespace, v.Name, err)
 	}
@@ -351,7 +355,7 @@ func (s *Store) Grow(ns, name string, size int64) (*Volume, error) {
 	}
 	var v *Volume
 	err := s.withLock(unix.LOCK_EX, func() error {
-		nsFd, err := openDir(s.dirFd, ns)
+		nsFd, err := fsx.OpenDir(s.dirFd, ns)
 		if err != nil {
 			return publicError(ns, name, err)
 		}
@@ -362,10 +366,10 @@ func (s *Store) Grow(ns, name string, size int64) (*Volume, error) {
 		}
 		switch {
 		case v.Limit == 0:
-			return fmt.Errorf("volume %q in namespace %q: %w: it has no size; only a volume created with a size can grow", name, ns, ErrInvalid)
+			return volumeError(ns, name, fmt.Errorf("%w: it has no size; only a volume created with a size can grow", ErrInvalid))
 		case size < v.Limit:
-			return fmt.Errorf("volume %q in namespace %q: %w: shrinking from %s to %s is not supported; sizes only grow",
-				name, ns, ErrInvalid, FormatBytes(v.Limit), FormatBytes(size))
+			return volumeError(ns, name, fmt.Errorf("%w: shrinking from %s to %s is not supported; sizes only grow",
+				ErrInvalid, FormatBytes(v.Limit), FormatBytes(size)))
 		case size == v.Limit:
 			return nil
 		}
@@ -403,7 +407,7 @@ func (s *Store) growLocked(nsFd int, v *Volume, size int64) error {
 		return err
 	}
 	v.Limit = size
-	volFd, err := openDir(nsFd, v.Name)
+	volFd, err := fsx.OpenDir(nsFd, v.Name)
 	if err != nil {
 		return publicError(v.Namespace, v.Name, err)
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // requireLoop skips a test that needs root, loop devices and mkfs.ext4.
@@ -37,10 +39,7 @@ func openSized(t *testing.T) (*Store, string) {
 	}
 	t.Cleanup(func() {
 		s.Close()
-		mounts, _ := mountsUnder(s.dir)
-		for i := len(mounts) - 1; i >= 0; i-- {
-			unix.Unmount(mounts[i], unix.MNT_DETACH)
-		}
+		fsx.UnmountUnder(s.dir)
 	})
 	return s, root
 }
@@ -164,7 +163,7 @@ func TestSizedImageVolume(t *testing.T) {
 	if err := s.Remove("default", "small"); err != nil {
 		t.Fatal(err)
 	}
-	if m, _ := mountsUnder(s.dir); len(m) != 0 {
+	if m, _ := fsx.MountsUnder(s.dir); len(m) != 0 {
 		t.Errorf("mounts left after Remove: %v", m)
 	}
 	if l := loopsOf(s.dir); len(l) != 0 {
@@ -264,7 +263,7 @@ func TestSizedCrashBeforeRecording(t *testing.T) {
 }
 
 func hasMountsUnder(p string) bool {
-	m, _ := mountsUnder(p)
+	m, _ := fsx.MountsUnder(p)
 	return len(m) > 0
 }
 

@@ -37,6 +37,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 const (
@@ -246,7 +248,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		unix.Close(rootFd)
 		return nil, fmt.Errorf("open volume store: %w", &os.PathError{Op: "open", Path: resolved, Err: err})
 	}
-	st, err := fstat(dirFd)
+	st, err := fsx.Fstat(dirFd)
 	if err != nil {
 		unix.Close(rootFd)
 		unix.Close(dirFd)
@@ -302,6 +304,11 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 // Root returns the root directory the store was opened with.
 func (s *Store) Root() string { return s.root }
 
+// VolumesDir is the directory below which the volumes' data lives, for
+// checks of its file system (can it be idmapped?); callers never build
+// paths in it.
+func (s *Store) VolumesDir() string { return s.dir }
+
 // VolumeForMountSource returns the volume whose data a mount source names:
 // ROOT/volumes/NS/NAME/_data, with ROOT as the store was opened or with its
 // symlinks resolved (the form the store hands out, and so the one containerd
@@ -354,7 +361,7 @@ func ensureDirAt(parent int, name string) (int, error) {
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return -1, &os.PathError{Op: "mkdirat", Path: name, Err: err}
 		}
-		fd, err := openDir(parent, name)
+		fd, err := fsx.OpenDir(parent, name)
 		if err == nil {
 			return fd, nil
 		}
@@ -375,13 +382,13 @@ func (s *Store) withLock(how int, fn func() error) error {
 	return s.locked(context.Background(), "", how, true, fn)
 }
 
-// withRequestLock is withLock for the operations of NRI requests: the wait
-// is bounded by SetLockTimeout, and what says, for the error, what the
-// operation was for.
-func (s *Store) withRequestLock(what string, how int, fn func() error) error {
+// withRequestLock is withLock(LOCK_EX) for the operations of NRI requests:
+// the wait is bounded by SetLockTimeout, and what says, for the error, what
+// the operation was for.
+func (s *Store) withRequestLock(what string, fn func() error) error {
 	ctx, cancel := s.requestContext()
 	defer cancel()
-	return s.locked(ctx, what, how, true, fn)
+	return s.locked(ctx, what, unix.LOCK_EX, true, fn)
 }
 
 func (s *Store) locked(ctx context.Context, what string, how int, index bool, fn func() error) error {
@@ -455,7 +462,7 @@ func (s *Store) bump(indexed bool) error {
 // reaper's work, outside the lock. What it cannot move stays, and Check
 // reports it.
 func (s *Store) removeLeftovers() {
-	nss, err := readDirNames(s.dirFd)
+	nss, err := fsx.ReadDirNames(s.dirFd)
 	if err != nil {
 		return
 	}
@@ -467,11 +474,11 @@ func (s *Store) removeLeftovers() {
 		if ValidateNamespace(ns) != nil {
 			continue
 		}
-		nsFd, err := openDir(s.dirFd, ns)
+		nsFd, err := fsx.OpenDir(s.dirFd, ns)
 		if err != nil {
 			continue
 		}
-		names, err := readDirNames(nsFd)
+		names, err := fsx.ReadDirNames(nsFd)
 		if err == nil {
 			for _, n := range names {
 				if strings.HasPrefix(n, tmpPrefix) {
@@ -482,7 +489,7 @@ func (s *Store) removeLeftovers() {
 		unix.Close(nsFd)
 	}
 	for _, fd := range []int{s.refsFd, s.podsFd} {
-		names, err := readDirNames(fd)
+		names, err := fsx.ReadDirNames(fd)
 		if err != nil {
 			continue
 		}
@@ -494,21 +501,16 @@ func (s *Store) removeLeftovers() {
 	}
 }
 
-// scan calls fn for every entry with a valid volume name in namespace ns, or
-// in every namespace when ns is "". A namespace that does not exist has no
-// volumes.
-func (s *Store) scan(ns string, fn func(ns string, nsFd int, name string) error) error {
-	return scanAt(s.dirFd, ns, fn)
-}
-
-// scanAt is scan of the store directory open at dirFd, so that a caller
-// without the lock can scan through a descriptor of its own.
+// scanAt calls fn for every entry with a valid volume name in namespace ns,
+// or in every namespace when ns is "", of the store directory open at dirFd:
+// a caller without the lock scans through a descriptor of its own. A
+// namespace that does not exist has no volumes.
 func scanAt(dirFd int, ns string, fn func(ns string, nsFd int, name string) error) error {
 	var nss []string
 	if ns != "" {
 		nss = []string{ns}
 	} else {
-		all, err := readDirNames(dirFd)
+		all, err := fsx.ReadDirNames(dirFd)
 		if err != nil {
 			return fmt.Errorf("read volume store: %w", err)
 		}
@@ -528,7 +530,7 @@ func scanAt(dirFd int, ns string, fn func(ns string, nsFd int, name string) erro
 }
 
 func scanNamespace(dirFd int, ns string, fn func(ns string, nsFd int, name string) error) error {
-	nsFd, err := openDir(dirFd, ns)
+	nsFd, err := fsx.OpenDir(dirFd, ns)
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
 		return nil
 	}
@@ -536,7 +538,7 @@ func scanNamespace(dirFd int, ns string, fn func(ns string, nsFd int, name strin
 		return fmt.Errorf("namespace %q: %w", ns, err)
 	}
 	defer unix.Close(nsFd)
-	names, err := readDirNames(nsFd)
+	names, err := fsx.ReadDirNames(nsFd)
 	if err != nil {
 		return fmt.Errorf("namespace %q: %w", ns, err)
 	}
@@ -570,7 +572,7 @@ func (s *Store) readVolume(nsFd int, ns, name string) (*Volume, error) {
 // without holding its lock: a volume appears complete under its name and its
 // volume.json never changes, so that is safe.
 func (s *Store) loadVolume(nsFd int, ns, name string) (*Volume, error) {
-	volFd, err := openDir(nsFd, name)
+	volFd, err := fsx.OpenDir(nsFd, name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, err
@@ -585,7 +587,7 @@ func (s *Store) loadVolume(nsFd int, ns, name string) (*Volume, error) {
 }
 
 func (s *Store) loadVolumeAt(volFd int, ns, name string) (*Volume, error) {
-	data, err := readFileAt(volFd, metaFile, maxMetaSize)
+	data, err := fsx.ReadFile(volFd, metaFile, maxMetaSize)
 	if err != nil {
 		return nil, fmt.Errorf("%w: no readable %s: %w", errBroken, metaFile, err)
 	}
@@ -593,11 +595,11 @@ func (s *Store) loadVolumeAt(volFd int, ns, name string) (*Volume, error) {
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("%w: bad %s: %w", errBroken, metaFile, err)
 	}
-	st, err := lstatAt(volFd, dataDir)
+	st, err := fsx.Lstat(volFd, dataDir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errBroken, err)
 	}
-	if !isDir(&st) {
+	if !fsx.IsDir(&st) {
 		return nil, fmt.Errorf("%w: %s is not a directory (or a symlink)", errBroken, dataDir)
 	}
 	if rec.Limit < 0 || rec.Limit > 0 && rec.Backend != BackendImage && rec.Backend != BackendBtrfs {
@@ -661,22 +663,6 @@ func writeVolumeAs(volFd int, name string, v *Volume, durable bool) error {
 // opposed to exists but is broken (a broken one may wrap ENOENT as its cause).
 func isAbsent(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errBroken)
-}
-
-// volumeError wraps err with the volume it is about.
-func volumeError(ns, name string, err error) error {
-	return fmt.Errorf("volume %q in namespace %q: %w", name, ns, err)
-}
-
-// publicError turns an internal read error into the classified one callers see.
-func publicError(ns, name string, err error) error {
-	switch {
-	case errors.Is(err, errBroken):
-		return fmt.Errorf("volume %q in namespace %q: %w: %w", name, ns, ErrNotFound, err)
-	case isAbsent(err):
-		return volumeError(ns, name, ErrNotFound)
-	}
-	return volumeError(ns, name, err)
 }
 
 // rewriteVolume replaces the volume.json of an existing volume, open at

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 func openStore(t *testing.T, root string) *Store {
@@ -1012,9 +1014,7 @@ func TestConcurrentAcquireRelease(t *testing.T) {
 // TestWithoutOpenat2 runs the path-safety tests on the component walk that
 // replaces openat2 on kernels without it.
 func TestWithoutOpenat2(t *testing.T) {
-	was := noOpenat2.Load()
-	noOpenat2.Store(true)
-	defer noOpenat2.Store(was)
+	defer fsx.ForceFallback()()
 	t.Run("symlinks", TestSymlinksInStoreNeverFollowed)
 	t.Run("lifecycle", TestCreateGetListRemove)
 	t.Run("copy-up", TestCopyUpOnce)

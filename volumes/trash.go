@@ -44,7 +44,7 @@ type detacher struct {
 }
 
 func (s *Store) newDetacher() (*detacher, error) {
-	mounts, err := mountPoints()
+	mounts, err := fsx.MountPoints()
 	if err != nil {
 		return nil, err
 	}
@@ -57,12 +57,12 @@ func (s *Store) newDetacher() (*detacher, error) {
 // name is "" then. Call sync before the lock is released.
 func (d *detacher) detach(ns, name string) (string, error) {
 	s := d.s
-	nsFd, err := openDir(s.dirFd, ns)
+	nsFd, err := fsx.OpenDir(s.dirFd, ns)
 	if err != nil {
 		return "", publicError(ns, name, err)
 	}
 	defer unix.Close(nsFd)
-	volFd, err := openDir(nsFd, name)
+	volFd, err := fsx.OpenDir(nsFd, name)
 	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 		if err := unix.Unlinkat(nsFd, name, 0); err != nil {
 			return "", volumeError(ns, name, err)
@@ -75,12 +75,11 @@ func (d *detacher) detach(ns, name string) (string, error) {
 	}
 	defer unix.Close(volFd)
 	if users := s.idx.usedBy(volumeKey(ns, name)); len(users) > 0 {
-		return "", fmt.Errorf("volume %q in namespace %q: %w by container(s) %s",
-			name, ns, ErrInUse, strings.Join(users, ", "))
+		return "", &OpError{Namespace: ns, Name: name, Refs: users, Err: ErrInUse}
 	}
 	if err := unix.Flock(volFd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return "", fmt.Errorf("volume %q in namespace %q: %w: copy-up in progress", name, ns, ErrInUse)
+			return "", volumeError(ns, name, fmt.Errorf("%w: copy-up in progress", ErrInUse))
 		}
 		return "", volumeError(ns, name, err)
 	}
@@ -94,7 +93,7 @@ func (d *detacher) detach(ns, name string) (string, error) {
 		if err != nil {
 			return "", volumeError(ns, name, err)
 		}
-		if d.mounts, err = mountPoints(); err != nil {
+		if d.mounts, err = fsx.MountPoints(); err != nil {
 			return "", volumeError(ns, name, err)
 		}
 	}
@@ -112,16 +111,16 @@ func (d *detacher) detach(ns, name string) (string, error) {
 // checkNoMounts refuses a volume with a mount at or below its directory:
 // removing it would delete whatever is mounted there, or fail half-way.
 func (d *detacher) checkNoMounts(volFd int, ns, name string) error {
-	st, err := fstat(volFd)
+	st, err := fsx.Fstat(volFd)
 	if err != nil {
 		return volumeError(ns, name, err)
 	}
 	if st.Dev != d.s.dev {
-		return fmt.Errorf("volume %q in namespace %q: %w: its directory is a mount point", name, ns, ErrInUse)
+		return volumeError(ns, name, fmt.Errorf("%w: its directory is a mount point", ErrInUse))
 	}
-	if mounts := mountsBelow(d.mounts, filepath.Join(d.s.dir, ns, name)); len(mounts) > 0 {
-		return fmt.Errorf("volume %q in namespace %q: %w: something is mounted inside it (%s)",
-			name, ns, ErrInUse, strings.Join(mounts, ", "))
+	if mounts := fsx.MountsBelow(d.mounts, filepath.Join(d.s.dir, ns, name)); len(mounts) > 0 {
+		return volumeError(ns, name, fmt.Errorf("%w: something is mounted inside it (%s)",
+			ErrInUse, strings.Join(mounts, ", ")))
 	}
 	return nil
 }
@@ -168,7 +167,7 @@ func (s *Store) openTrash() (int, error) {
 	if s.closed {
 		return -1, errors.New("volume store is closed")
 	}
-	return openDir(s.dirFd, trashDir)
+	return fsx.OpenDir(s.dirFd, trashDir)
 }
 
 // reapEntry deletes entry name of the trash open at trashFd, measuring its
@@ -176,14 +175,14 @@ func (s *Store) openTrash() (int, error) {
 // works: with wait it waits for another deleter and then finds the entry
 // gone; without, it leaves an entry another process is deleting to that one.
 func reapEntry(trashFd int, name string, dev uint64, wait, measure bool) (int64, error) {
-	st, err := lstatAt(trashFd, name)
+	st, err := fsx.Lstat(trashFd, name)
 	if errors.Is(err, unix.ENOENT) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, err
 	}
-	if !isDir(&st) {
+	if !fsx.IsDir(&st) {
 		if err := unix.Unlinkat(trashFd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return 0, &os.PathError{Op: "unlinkat", Path: name, Err: err}
 		}
@@ -206,19 +205,19 @@ func reapEntry(trashFd int, name string, dev uint64, wait, measure bool) (int64,
 	} else if err != nil {
 		return 0, &os.PathError{Op: "flock", Path: name, Err: err}
 	}
-	if st, err := fstat(fd); err != nil || st.Nlink == 0 {
+	if st, err := fsx.Fstat(fd); err != nil || st.Nlink == 0 {
 		return 0, err // deleted by the deleter this one waited for
 	}
 	var size int64
 	if measure {
-		if dfd, err := openDir(fd, dataDir); err == nil {
-			if st, err := fstat(dfd); err == nil {
+		if dfd, err := fsx.OpenDir(fd, dataDir); err == nil {
+			if st, err := fsx.Fstat(dfd); err == nil {
 				size, _ = fsx.DiskUsage(dfd, st.Dev)
 			}
 			unix.Close(dfd)
 		}
 		// An image backend's space is what its file holds on disk.
-		if st, err := lstatAt(fd, imageFile); err == nil {
+		if st, err := fsx.Lstat(fd, imageFile); err == nil {
 			size += st.Blocks * 512
 		}
 	}
@@ -251,7 +250,7 @@ func (s *Store) StartReaper(onErr func(error)) {
 	if s.closed || s.reapKick != nil {
 		return
 	}
-	fd, err := openDir(s.dirFd, trashDir)
+	fd, err := fsx.OpenDir(s.dirFd, trashDir)
 	if err != nil {
 		onErr(fmt.Errorf("starting the reaper: %w", err))
 		return
@@ -276,7 +275,7 @@ func (s *Store) StartReaper(onErr func(error)) {
 
 // reapAll deletes every entry of the trash open at fd, until stop is closed.
 func reapAll(fd int, dev uint64, stop <-chan struct{}) error {
-	names, err := readDirNames(fd)
+	names, err := fsx.ReadDirNames(fd)
 	if err != nil {
 		return fmt.Errorf("reading the trash: %w", err)
 	}

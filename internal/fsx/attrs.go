@@ -1,18 +1,30 @@
 package fsx
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
 // SetTimes gives the file open at fd the access and modification times of
-// st, through its /proc/self/fd magic link, which needs no parent directory.
+// st.
 func SetTimes(fd int, st *unix.Stat_t) error {
-	return unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), []unix.Timespec{st.Atim, st.Mtim}, 0)
+	return Futimens(fd, st.Atim, st.Mtim)
+}
+
+// SetOwnerModeTimes gives the file open at fd the owner, mode and times of
+// st, in that order: chown clears the setuid and setgid bits. It puts a
+// directory back as it was after a fill that failed.
+func SetOwnerModeTimes(fd int, st *unix.Stat_t) error {
+	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
+		return err
+	}
+	return SetTimes(fd, st)
 }
 
 // CopyOwnerModeXattrs gives the file open at dst the owner, mode and extended
@@ -27,38 +39,54 @@ func CopyOwnerModeXattrs(src, dst int, st *unix.Stat_t) error {
 	if err := unix.Fchmod(dst, st.Mode&0o7777); err != nil {
 		return err
 	}
-	size, err := unix.Flistxattr(src, nil)
-	if errors.Is(err, unix.ENOTSUP) || err == nil && size == 0 {
-		return nil
-	}
+	xattrs, err := Xattrs(src)
 	if err != nil {
-		return fmt.Errorf("list xattrs: %w", err)
+		return err
 	}
-	names := make([]byte, size)
-	n, err := unix.Flistxattr(src, names)
-	if err != nil {
-		return fmt.Errorf("list xattrs: %w", err)
-	}
-	for _, nb := range bytes.Split(names[:n], []byte{0}) {
-		if len(nb) == 0 {
-			continue
-		}
-		attr := string(nb)
-		vsize, err := unix.Fgetxattr(src, attr, nil)
-		if errors.Is(err, unix.ENODATA) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("get xattr %q: %w", attr, err)
-		}
-		val := make([]byte, vsize)
-		vn, err := unix.Fgetxattr(src, attr, val)
-		if err != nil {
-			return fmt.Errorf("get xattr %q: %w", attr, err)
-		}
-		if err := unix.Fsetxattr(dst, attr, val[:vn], 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
+	for attr, v := range xattrs {
+		if err := unix.Fsetxattr(dst, attr, []byte(v), 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
 			return fmt.Errorf("set xattr %q: %w", attr, err)
 		}
 	}
 	return nil
+}
+
+// Xattrs reads the extended attributes of the file open at fd: none on a
+// file system without them.
+func Xattrs(fd int) (map[string]string, error) {
+	size, err := unix.Flistxattr(fd, nil)
+	if err != nil || size == 0 {
+		if errors.Is(err, unix.ENOTSUP) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list xattrs: %w", err)
+		}
+		return nil, nil
+	}
+	buf := make([]byte, size)
+	size, err = unix.Flistxattr(fd, buf)
+	if err != nil {
+		return nil, fmt.Errorf("list xattrs: %w", err)
+	}
+	out := map[string]string{}
+	for _, k := range strings.Split(string(buf[:size]), "\x00") {
+		if k == "" {
+			continue
+		}
+		n, err := unix.Fgetxattr(fd, k, nil)
+		if errors.Is(err, unix.ENODATA) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get xattr %q: %w", k, err)
+		}
+		v := make([]byte, n)
+		n, err = unix.Fgetxattr(fd, k, v)
+		if err != nil {
+			return nil, fmt.Errorf("get xattr %q: %w", k, err)
+		}
+		out[k] = string(v[:n])
+	}
+	return out, nil
 }

@@ -20,6 +20,28 @@ type DirReader struct {
 	off      int64 // the directory offset after the last entry returned
 }
 
+// DirBufs recycles the buffers of the DirReaders of a walk, so that it
+// allocates one per directory open at the same time, not one per directory
+// it lists. The zero value is ready; it is not safe for concurrent use.
+type DirBufs struct{ free [][]byte }
+
+// Get returns a free buffer, or a new one of 8 KiB.
+func (p *DirBufs) Get() []byte {
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free = p.free[:n-1]
+		return b
+	}
+	return make([]byte, 8192)
+}
+
+// Put gives back the buffer of a listing that is over.
+func (p *DirBufs) Put(b []byte) {
+	if b != nil {
+		p.free = append(p.free, b)
+	}
+}
+
 // NewDirReader lists the directory open at fd, which it does not own, from
 // fd's current offset, with buf (8 KiB is plenty) as its buffer.
 func NewDirReader(fd int, buf []byte) DirReader { return DirReader{fd: fd, buf: buf} }

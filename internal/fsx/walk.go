@@ -1,13 +1,16 @@
-// Package fsx holds the file-system primitives that the store and copy-up
-// share: listing a directory through its descriptor, removing a tree and
-// measuring its usage. Every call is descriptor-relative, never follows a
-// symlink, never leaves the device it starts on, and holds a bounded number
-// of descriptors however deep the tree is, so a container that nests
-// directories deeper than the process's RLIMIT_NOFILE cannot make a walk
-// fail half-way.
+// Package fsx is the one home of nri-volumes' file-system primitives, used
+// by the store, copy-up, export/import and the test harness: opening a path
+// beneath a directory or inside a container's root (openat2 with a safe
+// fallback), listing a directory, removing a tree, measuring its usage,
+// copying owners, modes, times and extended attributes, and reading the mount
+// table. Every call is descriptor-relative and never follows a symlink it was
+// not asked to resolve. The walks never leave the device they start on and
+// hold a bounded number of descriptors however deep the tree is, so a
+// container that nests directories deeper than the process's RLIMIT_NOFILE
+// cannot make a walk fail half-way.
 //
-// The functions hold no shared state and are safe for concurrent use on
-// different trees.
+// The functions hold no shared state but a flag that remembers a kernel
+// without openat2, and are safe for concurrent use on different trees.
 package fsx
 
 import (
@@ -49,7 +52,7 @@ type walk struct {
 	dev   uint64
 	stack []*level
 	held  int // open levels above the start
-	bufs  [][]byte
+	bufs  DirBufs
 }
 
 // start begins a walk at the directory open at fd, through a descriptor of
@@ -69,7 +72,7 @@ func start(fd int, dev uint64) (*walk, error) {
 		return nil, fmt.Errorf("directory is %w", ErrOtherFS)
 	}
 	w := &walk{dev: dev}
-	w.stack = []*level{{id: ident{st.Dev, st.Ino}, fd: own, rd: DirReader{fd: own, buf: w.buf()}}}
+	w.stack = []*level{{id: ident{st.Dev, st.Ino}, fd: own, rd: DirReader{fd: own, buf: w.bufs.Get()}}}
 	return w, nil
 }
 
@@ -80,15 +83,6 @@ func (w *walk) close() {
 		}
 	}
 	w.stack = nil
-}
-
-func (w *walk) buf() []byte {
-	if n := len(w.bufs); n > 0 {
-		b := w.bufs[n-1]
-		w.bufs = w.bufs[:n-1]
-		return b
-	}
-	return make([]byte, 8192)
 }
 
 func (w *walk) top() *level { return w.stack[len(w.stack)-1] }
@@ -126,14 +120,14 @@ func (w *walk) descend(name string) error {
 		unix.Close(fd)
 		return fmt.Errorf("%q is %w", w.path(name), ErrOtherFS)
 	}
-	w.stack = append(w.stack, &level{name: name, id: ident{st.Dev, st.Ino}, fd: fd, rd: DirReader{fd: fd, buf: w.buf()}})
+	w.stack = append(w.stack, &level{name: name, id: ident{st.Dev, st.Ino}, fd: fd, rd: DirReader{fd: fd, buf: w.bufs.Get()}})
 	w.held++
 	if w.held > MaxHeld {
 		// Close the shallowest open level; its listing resumes at its offset.
 		l := w.stack[len(w.stack)-w.held]
 		unix.Close(l.fd)
 		l.fd = -1
-		w.bufs = append(w.bufs, l.rd.buf)
+		w.bufs.Put(l.rd.buf)
 		l.rd.buf = nil
 		w.held--
 	}
@@ -160,7 +154,7 @@ func (w *walk) ascend() (string, error) {
 			unix.Close(fd)
 			return "", fmt.Errorf("%q: %w", w.path(""), ErrMoved)
 		}
-		if err := parent.rd.reopen(fd, w.buf()); err != nil {
+		if err := parent.rd.reopen(fd, w.bufs.Get()); err != nil {
 			unix.Close(fd)
 			return "", &os.PathError{Op: "lseek", Path: w.path(".."), Err: err}
 		}
@@ -168,7 +162,7 @@ func (w *walk) ascend() (string, error) {
 		w.held++
 	}
 	unix.Close(child.fd)
-	w.bufs = append(w.bufs, child.rd.buf)
+	w.bufs.Put(child.rd.buf)
 	w.stack = w.stack[:len(w.stack)-1]
 	w.held--
 	return child.name, nil

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
 
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/test/harness"
 )
 
@@ -409,16 +410,11 @@ func sharedMount(t *testing.T, dir string) {
 // host's, mount namespace.
 func hostMountPoint(t *testing.T, p string) bool {
 	t.Helper()
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	points, err := fsx.MountPoints()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && f[4] == p {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(points, p)
 }
 
 // waitForSync waits up to 30s until containerd has synchronized plugin name

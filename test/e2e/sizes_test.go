@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/test/harness"
 )
 
@@ -225,17 +226,11 @@ func mountsUnder(t *testing.T, dir string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	points, err := fsx.MountsUnder(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
-			out = append(out, f[4])
-		}
-	}
-	return out
+	return points
 }
 
 // loopsUnder lists the loop devices backed by a file below dir.

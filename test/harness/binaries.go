@@ -97,6 +97,19 @@ func BuildPluginTo(dir string) (string, error) {
 	if bin := os.Getenv("NRI_VOLUMES_TEST_PLUGIN"); bin != "" {
 		return filepath.Abs(bin)
 	}
+	return buildPlugin(dir)
+}
+
+// BuildStaticPluginTo builds ./cmd/nri-volumes with cgo off into dir, a
+// binary that runs in a container image with no libc, and returns its path.
+// $NRI_VOLUMES_TEST_PLUGIN is not used: a release build need not be static.
+func BuildStaticPluginTo(dir string) (string, error) {
+	return buildPlugin(dir, "CGO_ENABLED=0")
+}
+
+// buildPlugin builds ./cmd/nri-volumes into dir with env added to the
+// environment and returns the binary's path.
+func buildPlugin(dir string, env ...string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
@@ -104,6 +117,7 @@ func BuildPluginTo(dir string) (string, error) {
 	out := filepath.Join(dir, "nri-volumes")
 	cmd := exec.Command("go", "build", "-o", out, "./cmd/nri-volumes")
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", &CmdError{Args: cmd.Args, Stderr: string(b), Err: err}
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // SandboxImage is the pause image every containerd of the harness pins; it
@@ -415,59 +417,11 @@ func pidsWithArg(arg string) []int {
 	return pids
 }
 
-// unmountUnder lazily unmounts every mount point at or below dir, deepest
-// (latest) first, as /proc/self/mountinfo lists them.
+// unmountUnder lazily unmounts every mount at or below dir, latest first.
 func unmountUnder(t TB, dir string) {
-	for range 5 {
-		points := mountsUnder(dir)
-		if len(points) == 0 {
-			return
-		}
-		for i := len(points) - 1; i >= 0; i-- {
-			if err := syscall.Unmount(points[i], syscall.MNT_DETACH); err != nil && err != syscall.EINVAL && err != syscall.ENOENT {
-				t.Logf("unmount %s: %v", points[i], err)
-			}
-		}
+	if err := fsx.UnmountUnder(dir); err != nil {
+		t.Logf("unmount below %s: %v", dir, err)
 	}
-}
-
-func mountsUnder(dir string) []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var points []string
-	for _, line := range strings.Split(string(data), "\n") {
-		fields := strings.Fields(line)
-		if len(fields) < 5 {
-			continue
-		}
-		p := unescapeMountinfo(fields[4])
-		if p == dir || strings.HasPrefix(p, dir+"/") {
-			points = append(points, p)
-		}
-	}
-	return points
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of mountinfo.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &v); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func tailFile(path string, n int) string {

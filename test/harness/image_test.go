@@ -150,15 +150,3 @@ func parentDir(p string) string {
 	}
 	return ""
 }
-
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		"/plain":              "/plain",
-		`/with\040space`:      "/with space",
-		`/tab\011and\134back`: "/tab\tand\\back",
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -13,6 +13,7 @@ package copyup
 import (
 	"errors"
 	"fmt"
+	"io"
 	"path"
 
 	"github.com/sirupsen/logrus"
@@ -55,7 +56,26 @@ type Options struct {
 	// takes: the path of the first copy of each inode with several links,
 	// so that its other names become links to it. See DefaultMaxLinkBytes.
 	MaxLinkBytes int64
+	// Log, when set, gets at debug level what the copy leaves out and why;
+	// without it, nothing is logged.
+	Log *logrus.Entry
 }
+
+// log is where a copy with opts logs.
+func (o *Options) log() *logrus.Entry {
+	if o.Log != nil {
+		return o.Log
+	}
+	return discard
+}
+
+// discard is the logger of a copy that was given none.
+var discard = func() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	l.SetLevel(logrus.PanicLevel)
+	return logrus.NewEntry(l)
+}()
 
 // DefaultMaxLinkBytes is the MaxLinkBytes the copy-up hook uses: room for
 // several hundred thousand hard-linked files, far more than images hold.
@@ -99,11 +119,12 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 	}
 
 	srcFd, err := openSource(rootfs, target)
+	if errors.Is(err, errNotInImage) {
+		opts.log().WithField("target", target).Debugf("copy-up: nothing to copy: %v", err)
+		return Stats{}, nil
+	}
 	if err != nil {
 		return Stats{}, fmt.Errorf("open %q in %q: %w", target, rootfs, err)
-	}
-	if srcFd < 0 {
-		return Stats{}, nil
 	}
 	defer unix.Close(srcFd)
 
@@ -111,26 +132,22 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 	if err := unix.Fstat(srcFd, &st); err != nil {
 		return Stats{}, fmt.Errorf("stat %q in %q: %w", target, rootfs, err)
 	}
-	if !isDir(&st) {
+	if !fsx.IsDir(&st) {
 		return Stats{}, nil
 	}
 	if opts.KeepEmptyRoot {
-		d := fsx.NewDirReader(srcFd, make([]byte, 1024))
-		name, err := d.Next()
+		empty, err := fsx.IsEmptyDir(srcFd)
 		if err != nil {
 			return Stats{}, fmt.Errorf("list %q in %q: %w", target, rootfs, err)
 		}
-		if name == "" {
+		if empty {
 			return Stats{}, nil
-		}
-		if _, err := unix.Seek(srcFd, 0, 0); err != nil {
-			return Stats{}, fmt.Errorf("list %q in %q: %w", target, rootfs, err)
 		}
 	}
 
 	c := newCopier(target, st.Dev, devIno{uint64(dstSt.Dev), dstSt.Ino}, opts)
 	if err := c.run(srcFd, dstFd, &st); err != nil {
-		rmErr := errors.Join(fsx.RemoveContents(dstFd, dstSt.Dev), restoreDest(dstFd, &dstSt))
+		rmErr := errors.Join(fsx.RemoveContents(dstFd, dstSt.Dev), fsx.SetOwnerModeTimes(dstFd, &dstSt))
 		if rmErr != nil {
 			err = errors.Join(err, fmt.Errorf("clean up %q: %w", dst, rmErr))
 		}
@@ -147,30 +164,18 @@ type SourceID struct{ Dev, Ino uint64 }
 // it. ok is false when Copy would copy nothing.
 func Source(rootfs, target string) (id SourceID, ok bool, err error) {
 	fd, err := openSource(rootfs, target)
+	if errors.Is(err, errNotInImage) {
+		return id, false, nil
+	}
 	if err != nil {
 		return id, false, fmt.Errorf("open %q in %q: %w", target, rootfs, err)
-	}
-	if fd < 0 {
-		return id, false, nil
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return id, false, fmt.Errorf("stat %q in %q: %w", target, rootfs, err)
 	}
-	return SourceID{uint64(st.Dev), st.Ino}, isDir(&st), nil
-}
-
-// restoreDest gives dst back the owner, mode and times it had before a copy
-// that failed, perhaps while applying the source's.
-func restoreDest(fd int, st *unix.Stat_t) error {
-	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
-		return err
-	}
-	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
-		return err
-	}
-	return setTimesProc(fd, st)
+	return SourceID{uint64(st.Dev), st.Ino}, fsx.IsDir(&st), nil
 }
 
 // openDest opens dst, which must be an empty directory.
@@ -185,15 +190,9 @@ func openDest(dst string) (int, error) {
 	if err != nil {
 		return -1, &pathError{op: "open", path: dst, err: err}
 	}
-	d := fsx.NewDirReader(fd, make([]byte, 1024))
-	name, err := d.Next()
+	name, err := fsx.FirstEntry(fd)
 	if err == nil && name != "" {
 		err = fmt.Errorf("%w: it holds %q", ErrNotEmpty, name)
-	}
-	if err == nil {
-		// Rewind so that the descriptor reads the directory from the start
-		// again if it is ever listed (clean-up does).
-		_, err = unix.Seek(fd, 0, 0)
 	}
 	if err != nil {
 		unix.Close(fd)
@@ -202,9 +201,14 @@ func openDest(dst string) (int, error) {
 	return fd, nil
 }
 
+// errNotInImage is openSource's error for a target that has nothing of the
+// image to copy.
+var errNotInImage = errors.New("no directory of the image there")
+
 // openSource opens target inside rootfs as a directory, resolving every
-// symlink and ".." in it as if rootfs were the root directory. It returns -1
-// and no error when target does not exist or is not a directory.
+// symlink and ".." in it as if rootfs were the root directory. Its error
+// wraps errNotInImage when target does not exist, is not a directory or is a
+// mount point of its own.
 func openSource(rootfs, target string) (int, error) {
 	rootFd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -212,10 +216,10 @@ func openSource(rootfs, target string) (int, error) {
 	}
 	defer unix.Close(rootFd)
 
-	fd, err := openInRoot(rootFd, target)
+	fd, err := fsx.OpenInRoot(rootFd, target)
 	switch {
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
-		return -1, nil
+		return -1, fmt.Errorf("%w: %w", errNotInImage, err)
 	case err != nil:
 		return -1, err
 	}
@@ -231,14 +235,11 @@ func openSource(rootfs, target string) (int, error) {
 		return -1, err
 	}
 	if st.Dev != rootSt.Dev {
-		logrus.WithField("target", target).Debug("copy-up: target is on another mount, not copied")
 		unix.Close(fd)
-		return -1, nil
+		return -1, fmt.Errorf("%w: the target is on another mount", errNotInImage)
 	}
 	return fd, nil
 }
-
-func isDir(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
 
 // pathError is an error about one path, named in the message.
 type pathError struct {

@@ -540,65 +540,6 @@ func TestCopyEscapes(t *testing.T) {
 	}
 }
 
-// TestOpenInRootFallback runs the resolver used without openat2 on the same
-// hostile targets.
-func TestOpenInRootFallback(t *testing.T) {
-	l := newLayout(t)
-	b := tree{t, l.rootfs}
-	b.dir("etc/x", 0o755)
-	b.symlink("/", "root")
-	b.symlink("../../../..", "up")
-	b.symlink("/etc", "a")
-	b.symlink(filepath.Dir(l.rootfs), "host")
-	b.file("file", "", 0o644)
-	rootFd, err := unix.Open(l.rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(rootFd)
-	var etc unix.Stat_t
-	if err := unix.Stat(b.path("etc"), &etc); err != nil {
-		t.Fatal(err)
-	}
-	for _, tc := range []struct {
-		target  string
-		wantDir string // below rootfs; "" for ENOENT/ENOTDIR
-	}{
-		{"/root/etc", "etc"},
-		{"/up/etc", "etc"},
-		{"/a", "etc"},
-		{"/a/x", "etc/x"},
-		{"/../../etc/", "etc"},
-		{"/host", ""},
-		{"/file", ""},
-		{"/file/x", ""},
-	} {
-		t.Run(tc.target, func(t *testing.T) {
-			fd, err := openInRootFallback(rootFd, tc.target)
-			if tc.wantDir == "" {
-				if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) {
-					t.Fatalf("want ENOENT or ENOTDIR, got fd %d, %v", fd, err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer unix.Close(fd)
-			var got, want unix.Stat_t
-			if err := unix.Fstat(fd, &got); err != nil {
-				t.Fatal(err)
-			}
-			if err := unix.Stat(b.path(tc.wantDir), &want); err != nil {
-				t.Fatal(err)
-			}
-			if got.Ino != want.Ino || got.Dev != want.Dev {
-				t.Errorf("opened inode %d, want %s (%d)", got.Ino, tc.wantDir, want.Ino)
-			}
-		})
-	}
-}
-
 func TestCopyDestNotEmpty(t *testing.T) {
 	for _, planted := range []func(dst string) error{
 		func(dst string) error { return os.Symlink("/etc", filepath.Join(dst, "data")) },

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
@@ -40,11 +38,11 @@ type copier struct {
 	links   map[devIno]string // first copy of each multiply-linked file
 	linkMem int64             // bytes links takes, for MaxLinkBytes
 	stack   []frame
-	freeBuf [][]byte // directory buffers of popped frames, for reuse
-	buf     []byte   // data buffer for read/write copies
-	xnames  []byte   // xattr name list buffer
-	xvalue  []byte   // xattr value buffer
-	noCFR   bool     // copy_file_range does not work between these trees
+	dirBufs fsx.DirBufs // directory buffers of popped frames, for reuse
+	buf     []byte      // data buffer for read/write copies
+	xnames  []byte      // xattr name list buffer
+	xvalue  []byte      // xattr value buffer
+	noCFR   bool        // copy_file_range does not work between these trees
 }
 
 func newCopier(target string, rootDev uint64, dst devIno, opts Options) *copier {
@@ -60,7 +58,7 @@ func newCopier(target string, rootDev uint64, dst devIno, opts Options) *copier 
 // run copies the tree below srcFd into dstFd, depth first, and finally gives
 // dstFd the attributes st of the source directory.
 func (c *copier) run(srcFd, dstFd int, st *unix.Stat_t) error {
-	c.stack = append(c.stack, frame{src: fsx.NewDirReader(srcFd, c.dirBuf()), dst: dstFd, st: *st})
+	c.stack = append(c.stack, frame{src: fsx.NewDirReader(srcFd, c.dirBufs.Get()), dst: dstFd, st: *st})
 	defer c.closeFrames()
 	for len(c.stack) > 0 {
 		top := &c.stack[len(c.stack)-1]
@@ -91,7 +89,7 @@ func (c *copier) finishDir() error {
 	err := c.setAttrs(f.src.Fd(), f.dst, &f.st)
 	if err == nil {
 		if n == 0 {
-			err = setTimesProc(f.dst, &f.st)
+			err = fsx.SetTimes(f.dst, &f.st)
 		} else {
 			err = setTimesAt(c.stack[n-1].dst, f.name, &f.st)
 		}
@@ -103,7 +101,7 @@ func (c *copier) finishDir() error {
 		unix.Close(f.src.Fd())
 		unix.Close(f.dst)
 	}
-	c.freeBuf = append(c.freeBuf, f.src.Buf())
+	c.dirBufs.Put(f.src.Buf())
 	c.stack = c.stack[:n]
 	return nil
 }
@@ -118,15 +116,6 @@ func (c *copier) closeFrames() {
 	c.stack = nil
 }
 
-func (c *copier) dirBuf() []byte {
-	if n := len(c.freeBuf); n > 0 {
-		b := c.freeBuf[n-1]
-		c.freeBuf = c.freeBuf[:n-1]
-		return b
-	}
-	return make([]byte, 8192)
-}
-
 // entry copies one entry of the directory parent.
 func (c *copier) entry(parent *frame, name, rel string) error {
 	var st unix.Stat_t
@@ -137,9 +126,9 @@ func (c *copier) entry(parent *frame, name, rel string) error {
 	case unix.S_IFDIR:
 		return c.dir(parent, name, &st, rel)
 	case unix.S_IFREG:
-		return c.file(parent, name, &st, rel)
+		return c.file(parent, name, &st)
 	case unix.S_IFLNK:
-		return c.symlink(parent, name, &st, rel)
+		return c.symlink(parent, name, &st)
 	default:
 		c.skip(rel, "not a regular file, directory or symlink")
 		return nil
@@ -148,7 +137,7 @@ func (c *copier) entry(parent *frame, name, rel string) error {
 
 func (c *copier) skip(rel, why string) {
 	c.stats.Skipped++
-	logrus.WithField("path", c.containerPath(rel)).Debugf("copy-up: skipped: %s", why)
+	c.opts.log().WithField("path", c.containerPath(rel)).Debugf("copy-up: skipped: %s", why)
 }
 
 // create counts one more entry against MaxFiles.
@@ -195,7 +184,7 @@ func (c *copier) dir(parent *frame, name string, st *unix.Stat_t, rel string) er
 		return err
 	}
 	c.stats.Dirs++
-	c.stack = append(c.stack, frame{src: fsx.NewDirReader(src, c.dirBuf()), dst: dst, st: *st, name: name, rel: rel})
+	c.stack = append(c.stack, frame{src: fsx.NewDirReader(src, c.dirBufs.Get()), dst: dst, st: *st, name: name, rel: rel})
 	return nil
 }
 
@@ -212,7 +201,7 @@ func sameInode(fd int, st *unix.Stat_t) error {
 	return nil
 }
 
-func (c *copier) file(parent *frame, name string, st *unix.Stat_t, rel string) error {
+func (c *copier) file(parent *frame, name string, st *unix.Stat_t) error {
 	if done, err := c.hardlink(parent, name, st); done || err != nil {
 		return err
 	}
@@ -319,7 +308,7 @@ func (c *copier) openDestDir(rel string) (int, error) {
 	return fd, nil
 }
 
-func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t, rel string) error {
+func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t) error {
 	if done, err := c.hardlink(parent, name, st); done || err != nil {
 		return err
 	}
@@ -364,7 +353,7 @@ func (c *copier) symlinkXattrs(parent *frame, name string, st *unix.Stat_t) erro
 	if err := sameInode(src, st); err != nil {
 		return err
 	}
-	names, err := c.listXattrs(func(b []byte) (int, error) { return unix.Listxattr(procFd(src), b) })
+	names, err := c.listXattrs(func(b []byte) (int, error) { return unix.Listxattr(fsx.ProcPath(src), b) })
 	if err != nil || len(names) == 0 {
 		return err
 	}
@@ -373,7 +362,7 @@ func (c *copier) symlinkXattrs(parent *frame, name string, st *unix.Stat_t) erro
 		return err
 	}
 	defer unix.Close(dst)
-	srcPath, dstPath := procFd(src), procFd(dst)
+	srcPath, dstPath := fsx.ProcPath(src), fsx.ProcPath(dst)
 	return c.copyXattrList(names,
 		func(attr string, b []byte) (int, error) { return unix.Getxattr(srcPath, attr, b) },
 		func(attr string, v []byte) error { return unix.Setxattr(dstPath, attr, v, 0) })
@@ -386,8 +375,6 @@ func (c *copier) owner(st *unix.Stat_t) (uint32, uint32) {
 	}
 	return c.opts.Owners(st.Uid, st.Gid)
 }
-
-func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // setAttrs gives dst the owner, mode and extended attributes of src. The mode
 // is set after the owner because chown clears the setuid and setgid bits, and
@@ -476,10 +463,4 @@ func timespecs(st *unix.Stat_t) []unix.Timespec { return []unix.Timespec{st.Atim
 // setTimesAt sets the times of name in dir without following a symlink.
 func setTimesAt(dir int, name string, st *unix.Stat_t) error {
 	return unix.UtimesNanoAt(dir, name, timespecs(st), unix.AT_SYMLINK_NOFOLLOW)
-}
-
-// setTimesProc sets the times of the directory fd, which has no parent
-// descriptor, through its /proc/self/fd magic link.
-func setTimesProc(fd int, st *unix.Stat_t) error {
-	return unix.UtimesNanoAt(unix.AT_FDCWD, procFd(fd), timespecs(st), 0)
 }

@@ -1,0 +1,71 @@
+package volumes
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// OpError is the error of an operation on one volume: which volume, the
+// operation where the error could come from several, the containers that
+// hold the volume when they are the reason, and the cause, which wraps one
+// of the classes above (ErrNotFound, ErrInUse, ...) so that errors.Is still
+// tells them apart. Every error the store returns about one volume is one,
+// so the message names the volume the same way everywhere.
+type OpError struct {
+	// Op names the operation ("copy-up", "export", "import") where the
+	// caller's own call does not say it; empty otherwise.
+	Op        string
+	Namespace string
+	Name      string
+	// Anonymous says the volume asked for was anonymous.
+	Anonymous bool
+	// Refs are the containers using the volume, for ErrInUse.
+	Refs []string
+	Err  error
+}
+
+// Error reads `volume "NAME" in namespace "NS": OP: CAUSE by container(s) A, B`,
+// leaving out what is not set.
+func (e *OpError) Error() string {
+	var b strings.Builder
+	if e.Anonymous {
+		b.WriteString("anonymous ")
+	}
+	fmt.Fprintf(&b, "volume %q in namespace %q: ", e.Name, e.Namespace)
+	if e.Op != "" {
+		b.WriteString(e.Op + ": ")
+	}
+	b.WriteString(e.Err.Error())
+	if len(e.Refs) > 0 {
+		b.WriteString(" by container(s) " + strings.Join(e.Refs, ", "))
+	}
+	return b.String()
+}
+
+// Unwrap returns the cause, so that errors.Is(err, ErrInUse) and the like
+// see through the OpError.
+func (e *OpError) Unwrap() error { return e.Err }
+
+// volumeError wraps err with the volume it is about.
+func volumeError(ns, name string, err error) error {
+	return &OpError{Namespace: ns, Name: name, Err: err}
+}
+
+// opError wraps err with the volume it is about and the operation that
+// failed.
+func opError(op, ns, name string, err error) error {
+	return &OpError{Op: op, Namespace: ns, Name: name, Err: err}
+}
+
+// publicError turns an internal read error into the classified one callers
+// see: a volume that is absent or broken is not found.
+func publicError(ns, name string, err error) error {
+	switch {
+	case errors.Is(err, errBroken):
+		return volumeError(ns, name, fmt.Errorf("%w: %w", ErrNotFound, err))
+	case isAbsent(err):
+		return volumeError(ns, name, ErrNotFound)
+	}
+	return volumeError(ns, name, err)
+}
