@@ -27,7 +27,7 @@ func TestReviewRemovePodSandboxBehindHealthz(t *testing.T) {
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
-	go p.Store().Ping()               // what /healthz does
+	go p.Store().Ping()                // what /healthz does
 	time.Sleep(100 * time.Millisecond) // set-up: let the probe wait first
 	done := make(chan error, 1)
 	go func() { done <- p.RemovePodSandbox(context.Background(), newPod("p1", "default", nil)) }()
