@@ -4,10 +4,12 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/plugin"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,5 +38,24 @@ func TestReviewRemovePodSandboxBehindHealthz(t *testing.T) {
 		t.Logf("RemovePodSandbox returned: %v", err)
 	case <-time.After(5 * time.Second):
 		t.Fatal("RemovePodSandbox still running 5s later with lockTimeout 200ms: containerd would drop the plugin")
+	}
+}
+
+// TestReviewUserNSBindOutsideAllowlistRefusedFirst: for a container with a
+// user namespace, checkIDMap statfs()es and open_tree()s every bind source
+// of the annotation, following symlinks, before pinHostPaths checks it
+// against bindMounts.allowedHostPaths: a pod probes any host path (its
+// existence and file system show in the error) and the plugin clones mounts
+// of paths it was never allowed to touch. The allowlist must come first.
+func TestReviewUserNSBindOutsideAllowlistRefusedFirst(t *testing.T) {
+	allowed := t.TempDir()
+	rt := newRuntime(t, func(c *config.Config) { c.BindMounts.AllowedHostPaths = []string{allowed} })
+	rt.connect()
+	for _, src := range []string{"/nonexistent-review-secret", "/root"} {
+		ann := map[string]string{plugin.VolumesKey: "- " + src + ":/x"}
+		_, err := rt.create(newPod("p1", "default", ann), usernsContainer("c1", "p1", podUserNS(t)))
+		if err == nil || !strings.Contains(err.Error(), "allowedHostPaths") {
+			t.Errorf("bind of %s outside the allowlist in a userns container = %v, want a refusal naming allowedHostPaths", src, err)
+		}
 	}
 }
