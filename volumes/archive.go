@@ -264,7 +264,9 @@ func readlinkAt(dir int, name string) (string, error) {
 }
 
 // Import fills the data of volume name in namespace ns, which must be empty,
-// from the tar r. The tar is untrusted: an entry with "..", an absolute
+// from the tar r. A volume that a container uses is refused with ErrInUse
+// naming the containers, as Remove does: a failed import empties _data
+// again, which would delete what the container wrote. The tar is untrusted: an entry with "..", an absolute
 // name, one beneath a symlink, a hard link to anything but a regular file
 // already in the archive, a device node or FIFO, a duplicate, or one beyond
 // limits is refused with ErrArchive and a message that names it. Every write
@@ -278,6 +280,15 @@ func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (Arch
 		return stats, err
 	}
 	defer release()
+	if err := s.withLock(unix.LOCK_SH, func() error {
+		if users := s.idx.usedBy(volumeKey(ns, name)); len(users) > 0 {
+			return fmt.Errorf("volume %q in namespace %q: %w by container(s) %s",
+				name, ns, ErrInUse, strings.Join(users, ", "))
+		}
+		return nil
+	}); err != nil {
+		return stats, err
+	}
 	root, err := fstat(dataFd)
 	if err != nil {
 		return stats, volumeError(ns, name, err)
@@ -537,7 +548,9 @@ func (im *importer) setMeta(rel string, hdr *tar.Header, fd int) error {
 		if rel == "" {
 			fd, err = unix.Openat(im.data, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		} else {
-			fd, err = openBeneath(im.data, rel, unix.O_RDONLY)
+			// Only directories come here; a container may have put
+			// something else, a FIFO even, at their names meanwhile.
+			fd, err = openBeneath(im.data, rel, unix.O_RDONLY|unix.O_DIRECTORY)
 		}
 		if err != nil {
 			return fail("open", err)
