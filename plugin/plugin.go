@@ -45,6 +45,9 @@ type Plugin struct {
 
 	// orphanMu runs one background removal of orphans at a time.
 	orphanMu sync.Mutex
+
+	// retries retries the removals that found the store busy; see retry.go.
+	retries *retries
 }
 
 var (
@@ -57,7 +60,7 @@ var (
 
 // New makes a plugin with cfg, opening its store.
 func New(cfg *config.Config, log *logrus.Logger) (*Plugin, error) {
-	p := &Plugin{log: log, podVolumes: map[string]map[string]struct{}{}}
+	p := &Plugin{log: log, podVolumes: map[string]map[string]struct{}{}, retries: newRetries()}
 	if err := p.setConfig(context.Background(), cfg); err != nil {
 		return nil, err
 	}
@@ -66,6 +69,7 @@ func New(cfg *config.Config, log *logrus.Logger) (*Plugin, error) {
 
 // Close closes the store; call it after the stub has stopped.
 func (p *Plugin) Close() error {
+	p.retries.close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.store.Close()
@@ -515,38 +519,48 @@ func effectiveAnnotation(pod *api.PodSandbox, ctr *api.Container, key string) (s
 	return "", "", false
 }
 
-// RemoveContainer removes the container's pins and releases its volumes.
+// RemoveContainer removes the container's pins and releases its volumes; if
+// the store is busy, in the background (see retries).
 func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) error {
 	_, store, _ := p.state()
-	if err := errors.Join(store.Unpin(ctr.GetId()), store.Release(ctr.GetId())); err != nil {
-		return fmt.Errorf("releasing the volumes of container %q: %w", ctr.GetName(), err)
-	}
-	p.log.WithField("container", containerName(pod, ctr)).Debug("released volumes")
-	return nil
+	name := containerName(pod, ctr)
+	return p.remove(removal{what: "container " + name, run: func() error {
+		if err := errors.Join(store.Unpin(ctr.GetId()), store.Release(ctr.GetId())); err != nil {
+			return fmt.Errorf("releasing the volumes of container %q: %w", ctr.GetName(), err)
+		}
+		p.log.WithField("container", name).Debug("released volumes")
+		return nil
+	}})
 }
 
-// RemovePodSandbox removes the pod's anonymous volumes, unless configured to keep them.
+// RemovePodSandbox removes the pod's anonymous volumes, unless configured to
+// keep them; if the store is busy, in the background (see retries).
 func (p *Plugin) RemovePodSandbox(_ context.Context, pod *api.PodSandbox) error {
 	cfg, store, _ := p.state()
 	log := p.log.WithField("pod", pod.GetNamespace()+"/"+pod.GetName())
 	p.podMu.Lock()
 	delete(p.podVolumes, pod.GetId())
 	p.podMu.Unlock()
-	if err := store.ForgetPodCopyUp(pod.GetId()); err != nil {
-		log.WithError(err).Warn("cannot forget the pod's copy-up bytes")
-	}
-	if cfg.AnonymousVolumes.KeepAfterPod {
-		log.Debug("keeping anonymous volumes (anonymousVolumes.keepAfterPod)")
+	return p.remove(removal{what: "pod " + pod.GetNamespace() + "/" + pod.GetName(), run: func() error {
+		if err := store.ForgetPodCopyUp(pod.GetId()); err != nil {
+			if errors.Is(err, volumes.ErrBusy) {
+				return err
+			}
+			log.WithError(err).Warn("cannot forget the pod's copy-up bytes")
+		}
+		if cfg.AnonymousVolumes.KeepAfterPod {
+			log.Debug("keeping anonymous volumes (anonymousVolumes.keepAfterPod)")
+			return nil
+		}
+		removed, err := store.RemovePodVolumes(pod.GetId())
+		for _, name := range removed {
+			log.WithField("volume", name).Info("removed anonymous volume")
+		}
+		if err != nil && !errors.Is(err, volumes.ErrNotFound) {
+			return fmt.Errorf("removing the anonymous volumes of pod %q: %w", pod.GetName(), err)
+		}
 		return nil
-	}
-	removed, err := store.RemovePodVolumes(pod.GetId())
-	for _, name := range removed {
-		log.WithField("volume", name).Info("removed anonymous volume")
-	}
-	if err != nil && !errors.Is(err, volumes.ErrNotFound) {
-		return fmt.Errorf("removing the anonymous volumes of pod %q: %w", pod.GetName(), err)
-	}
-	return nil
+	}})
 }
 
 func containerName(pod *api.PodSandbox, ctr *api.Container) string {
