@@ -287,6 +287,12 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 		if it.Subpath, err = volumes.ValidateSubpath(l.Subpath); err != nil {
 			return Item{}, err
 		}
+		if it.Chown {
+			// chown gives the volume's root to the container's user and
+			// records it for the whole volume; the container sees only
+			// the subpath, which would keep its owner.
+			return Item{}, fmt.Errorf("chown with subpath %q: chown gives the whole volume's root to the container's user, not the subpath; chown the volume from a mount without subpath", l.Subpath)
+		}
 	}
 	if err := validateLabels(it.Labels); err != nil {
 		return Item{}, err

@@ -119,6 +119,7 @@ func TestParseVolumes(t *testing.T) {
 		{name: "subpath absolute", value: "- {source: v, target: /x, subpath: /etc}", wantErr: `subpath "/etc"`},
 		{name: "subpath dotdot", value: "- {source: v, target: /x, subpath: logs/../../x}", wantErr: `must not contain ".."`},
 		{name: "subpath of the volume itself", value: "- {source: v, target: /x, subpath: ./}", wantErr: "names the volume itself"},
+		{name: "chown with a subpath", value: "- {source: v, target: /x, subpath: logs, chown: true}", wantErr: `item 1 (target "/x"): chown with subpath "logs"`},
 		{name: "subpath with a newline", value: "- {source: v, target: /x, subpath: \"a\\nb\"}", wantErr: "newline"},
 	}
 	for _, tt := range tests {

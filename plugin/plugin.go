@@ -45,6 +45,9 @@ type Plugin struct {
 
 	// orphanMu runs one background removal of orphans at a time.
 	orphanMu sync.Mutex
+
+	// retries retries the removals that found the store busy; see retry.go.
+	retries *retries
 }
 
 var (
@@ -57,7 +60,7 @@ var (
 
 // New makes a plugin with cfg, opening its store.
 func New(cfg *config.Config, log *logrus.Logger) (*Plugin, error) {
-	p := &Plugin{log: log, podVolumes: map[string]map[string]struct{}{}}
+	p := &Plugin{log: log, podVolumes: map[string]map[string]struct{}{}, retries: newRetries()}
 	if err := p.setConfig(context.Background(), cfg); err != nil {
 		return nil, err
 	}
@@ -66,6 +69,7 @@ func New(cfg *config.Config, log *logrus.Logger) (*Plugin, error) {
 
 // Close closes the store; call it after the stub has stopped.
 func (p *Plugin) Close() error {
+	p.retries.close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.store.Close()
@@ -231,7 +235,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		return nil, nil, nil
 	}
 	if userns, nsPath := userNamespace(ctr); userns {
-		if err := checkIDMap(log, plan, store.VolumesDir(), nsPath); err != nil {
+		if err := checkIDMap(log, cfg, req.ItemsKey, plan, store.VolumesDir(), nsPath); err != nil {
 			return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 		}
 	}
@@ -304,20 +308,28 @@ func userNamespace(ctr *api.Container) (bool, string) {
 // a message that says why, never started on ids shifted into its range. A
 // user namespace that the container makes afresh has no path to probe
 // with, and a plugin outside the host's PID namespace cannot open the pod's;
-// runc's own check then fails the start.
-func checkIDMap(log *logrus.Entry, plan *Plan, volumesDir, nsPath string) error {
+// runc's own check then fails the start. A bind source is probed only
+// once the allowlist admits it, through the object it pins, so that an
+// annotation never makes the plugin look at any other host path.
+func checkIDMap(log *logrus.Entry, cfg *config.Config, key string, plan *Plan, volumesDir, nsPath string) error {
 	if nsPath == "" {
 		return nil
 	}
 	for _, m := range plan.Mounts {
-		src := m.Source
+		var err error
 		switch m.Kind {
 		case KindVolume:
-			src = volumesDir
+			err = idmap.Check(volumesDir, nsPath)
+		case KindBind:
+			f, oerr := openBindSource(cfg, m.Source)
+			if oerr != nil {
+				return fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, m.Item, oerr)
+			}
+			err = idmap.CheckFile(f, m.Source, nsPath)
+			f.Close()
 		case KindTmpfs:
 			continue
 		}
-		err := idmap.Check(src, nsPath)
 		if errors.Is(err, idmap.ErrNoUserNS) {
 			log.WithError(err).Warn("cannot check that the volumes can be idmapped; runc will")
 			return nil
@@ -507,38 +519,48 @@ func effectiveAnnotation(pod *api.PodSandbox, ctr *api.Container, key string) (s
 	return "", "", false
 }
 
-// RemoveContainer removes the container's pins and releases its volumes.
+// RemoveContainer removes the container's pins and releases its volumes; if
+// the store is busy, in the background (see retries).
 func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) error {
 	_, store, _ := p.state()
-	if err := errors.Join(store.Unpin(ctr.GetId()), store.Release(ctr.GetId())); err != nil {
-		return fmt.Errorf("releasing the volumes of container %q: %w", ctr.GetName(), err)
-	}
-	p.log.WithField("container", containerName(pod, ctr)).Debug("released volumes")
-	return nil
+	name := containerName(pod, ctr)
+	return p.remove(removal{what: "container " + name, run: func() error {
+		if err := errors.Join(store.Unpin(ctr.GetId()), store.Release(ctr.GetId())); err != nil {
+			return fmt.Errorf("releasing the volumes of container %q: %w", ctr.GetName(), err)
+		}
+		p.log.WithField("container", name).Debug("released volumes")
+		return nil
+	}})
 }
 
-// RemovePodSandbox removes the pod's anonymous volumes, unless configured to keep them.
+// RemovePodSandbox removes the pod's anonymous volumes, unless configured to
+// keep them; if the store is busy, in the background (see retries).
 func (p *Plugin) RemovePodSandbox(_ context.Context, pod *api.PodSandbox) error {
 	cfg, store, _ := p.state()
 	log := p.log.WithField("pod", pod.GetNamespace()+"/"+pod.GetName())
 	p.podMu.Lock()
 	delete(p.podVolumes, pod.GetId())
 	p.podMu.Unlock()
-	if err := store.ForgetPodCopyUp(pod.GetId()); err != nil {
-		log.WithError(err).Warn("cannot forget the pod's copy-up bytes")
-	}
-	if cfg.AnonymousVolumes.KeepAfterPod {
-		log.Debug("keeping anonymous volumes (anonymousVolumes.keepAfterPod)")
+	return p.remove(removal{what: "pod " + pod.GetNamespace() + "/" + pod.GetName(), run: func() error {
+		if err := store.ForgetPodCopyUp(pod.GetId()); err != nil {
+			if errors.Is(err, volumes.ErrBusy) {
+				return err
+			}
+			log.WithError(err).Warn("cannot forget the pod's copy-up bytes")
+		}
+		if cfg.AnonymousVolumes.KeepAfterPod {
+			log.Debug("keeping anonymous volumes (anonymousVolumes.keepAfterPod)")
+			return nil
+		}
+		removed, err := store.RemovePodVolumes(pod.GetId())
+		for _, name := range removed {
+			log.WithField("volume", name).Info("removed anonymous volume")
+		}
+		if err != nil && !errors.Is(err, volumes.ErrNotFound) {
+			return fmt.Errorf("removing the anonymous volumes of pod %q: %w", pod.GetName(), err)
+		}
 		return nil
-	}
-	removed, err := store.RemovePodVolumes(pod.GetId())
-	for _, name := range removed {
-		log.WithField("volume", name).Info("removed anonymous volume")
-	}
-	if err != nil && !errors.Is(err, volumes.ErrNotFound) {
-		return fmt.Errorf("removing the anonymous volumes of pod %q: %w", pod.GetName(), err)
-	}
-	return nil
+	}})
 }
 
 func containerName(pod *api.PodSandbox, ctr *api.Container) string {

@@ -738,3 +738,80 @@ func TestSizedVolumesThroughNRI(t *testing.T) {
 		t.Errorf("mounts left after the pod: %v", m)
 	}
 }
+
+// TestRemovePodSandboxAnswersWhileHealthCheckWaits: a CLI holds the store's
+// lock and a /healthz probe's Ping waits for it. RemovePodSandbox must still
+// fail or finish within lockTimeout, or containerd drops the plugin.
+func TestRemovePodSandboxAnswersWhileHealthCheckWaits(t *testing.T) {
+	rt := newRuntime(t, func(c *config.Config) { c.LockTimeout = config.Duration(200 * time.Millisecond) })
+	p := rt.connect()
+	lock, err := os.OpenFile(filepath.Join(rt.cfg.Root, "volumes", ".lock"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close() // before the Cleanup's p.Close, which enters too
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	go p.Store().Ping(context.Background()) // what /healthz does
+	time.Sleep(100 * time.Millisecond)      // set-up: let the probe wait first
+	done := make(chan error, 1)
+	go func() { done <- p.RemovePodSandbox(context.Background(), newPod("p1", "default", nil)) }()
+	select {
+	case err := <-done:
+		t.Logf("RemovePodSandbox returned: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("RemovePodSandbox still running 5s later with lockTimeout 200ms: containerd would drop the plugin")
+	}
+}
+
+// TestBusyRemovalsAreRetried: RemoveContainer and RemovePodSandbox give up
+// waiting for the store's lock after lockTimeout while a CLI holds it, and
+// containerd never sends them again. The plugin retries them in the
+// background once the lock is free: the gone container's references and
+// pins go, and so does the pod's anonymous volume.
+func TestBusyRemovalsAreRetried(t *testing.T) {
+	allowed := t.TempDir()
+	rt := newRuntime(t, func(c *config.Config) {
+		c.LockTimeout = config.Duration(100 * time.Millisecond)
+		c.BindMounts.AllowedHostPaths = []string{allowed}
+	})
+	p := rt.connect()
+	pod := newPod("p1", "default", map[string]string{plugin.VolumesKey: "- data:/data\n- /cache\n- " + allowed + ":/host"})
+	ctr := newContainer("c1", "p1", "app")
+	if _, err := rt.create(pod, ctr); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(rt.cfg.Root, "volumes", ".lock"), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	errC := p.RemoveContainer(ctx, pod, ctr)
+	errP := p.RemovePodSandbox(ctx, pod)
+	lock.Close() // the CLI is done
+	if errC != nil || errP != nil {
+		t.Errorf("while the CLI held the lock: RemoveContainer = %v, RemovePodSandbox = %v; want both queued for a retry", errC, errP)
+	}
+	store := rt.store()
+	if !eventually(func() bool {
+		v, err := store.Get("default", "data")
+		return err == nil && len(v.UsedBy) == 0
+	}) {
+		v, _ := store.Get("default", "data")
+		t.Errorf("the removed container c1 still holds volume data: UsedBy %v", v.UsedBy)
+	}
+	if _, err := os.Stat(filepath.Join(rt.cfg.Root, "pins", "c1")); err == nil {
+		t.Errorf("the removed container's pins are still at %s", filepath.Join(rt.cfg.Root, "pins", "c1"))
+	}
+	if !eventually(func() bool {
+		vols, err := store.List(volumes.ListOptions{Namespace: "default"})
+		return err == nil && len(vols) == 1
+	}) {
+		vols, err := store.List(volumes.ListOptions{Namespace: "default"})
+		t.Errorf("after the pod's removal the store holds %d volumes (%v), want only data", len(vols), err)
+	}
+}

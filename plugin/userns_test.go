@@ -3,6 +3,7 @@ package plugin_test
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/plugin"
+	"github.com/nri-volumes/nri-volumes/volumes"
 	"golang.org/x/sys/unix"
 )
 
@@ -126,5 +128,51 @@ func TestChownAndOwnershipHookArgs(t *testing.T) {
 	}
 	if hooks := adj.GetHooks().GetCreateRuntime(); len(hooks) != 0 {
 		t.Errorf("hooks for a volume chowned before: %+v", hooks)
+	}
+}
+
+// TestChownWithSubpathRefused: chown on a subpath mount would give the
+// volume's root, which the container does not see, to its user and record
+// the volume as chowned, while the directory it sees keeps its owner. The
+// plugin refuses it, naming the key and the item, and leaves nothing behind.
+func TestChownWithSubpathRefused(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	v, err := rt.store().Create("default", "data", volumes.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(v.Mountpoint, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ann := map[string]string{plugin.VolumesKey: "- {source: data, target: /d, subpath: a, chown: true}"}
+	_, err = rt.create(newPod("p1", "default", ann), newContainer("c1", "p1", "app"))
+	if err == nil || !strings.Contains(err.Error(), plugin.VolumesKey) || !strings.Contains(err.Error(), `target "/d"`) ||
+		!strings.Contains(err.Error(), `chown with subpath "a"`) {
+		t.Fatalf("chown with a subpath = %v, want a refusal naming the key, the item and chown with subpath", err)
+	}
+	got, err := rt.store().Get("default", "data")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.UsedBy) > 0 || got.Chowned != nil {
+		t.Errorf("after the refusal volume data is used by %v, chowned %v", got.UsedBy, got.Chowned)
+	}
+}
+
+// TestUserNamespaceBindOutsideAllowlistRefused: a bind source outside
+// bindMounts.allowedHostPaths of a container with a user namespace is
+// refused by the allowlist before the idmap check looks at it, so the error
+// never tells the pod whether the path exists or what file system it is on.
+func TestUserNamespaceBindOutsideAllowlistRefused(t *testing.T) {
+	allowed := t.TempDir()
+	rt := newRuntime(t, func(c *config.Config) { c.BindMounts.AllowedHostPaths = []string{allowed} })
+	rt.connect()
+	for _, src := range []string{"/nonexistent-review-secret", "/root"} {
+		ann := map[string]string{plugin.VolumesKey: "- " + src + ":/x"}
+		_, err := rt.create(newPod("p1", "default", ann), usernsContainer("c1", "p1", podUserNS(t)))
+		if err == nil || !strings.Contains(err.Error(), "allowedHostPaths") {
+			t.Errorf("bind of %s outside the allowlist in a userns container = %v, want a refusal naming allowedHostPaths", src, err)
+		}
 	}
 }

@@ -60,7 +60,7 @@ func (s *Store) Export(ns, name string, w io.Writer) (ArchiveStats, error) {
 		return stats, volumeError(ns, name, err)
 	}
 	e := &exporter{tw: tar.NewWriter(w), dev: root.Dev, links: map[inode]string{}, stats: &stats}
-	if err := e.dir(dataFd, ".", &root); err != nil {
+	if err := e.walk(dataFd, &root); err != nil {
 		return stats, opError("export", ns, name, err)
 	}
 	if err := e.tw.Close(); err != nil {
@@ -76,60 +76,175 @@ type exporter struct {
 	stats *ArchiveStats
 }
 
-// dir writes the directory open at fd, named rel in the archive, and what it
-// holds.
-func (e *exporter) dir(fd int, rel string, st *unix.Stat_t) error {
-	hdr := header(rel+"/", st)
-	hdr.Typeflag = tar.TypeDir
-	if err := e.write(hdr, fd); err != nil {
-		return err
-	}
-	names, err := fsx.ReadDirNames(fd)
-	if err != nil {
-		return fmt.Errorf("%s: %w", rel, err)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		if err := e.entry(fd, n, path.Join(rel, n)); err != nil {
-			return err
-		}
-	}
-	return nil
+// exportDir is one directory on the path from _data to where the export is.
+type exportDir struct {
+	name  string // its name in its parent
+	id    inode
+	fd    int      // -1 while closed to bound descriptors
+	names []string // its entries still to write, sorted
 }
 
-func (e *exporter) entry(parent int, name, rel string) error {
-	st, err := fsx.Lstat(parent, name)
-	if errors.Is(err, unix.ENOENT) {
-		return nil // removed while we read
+// walk writes the tree below the directory open at rootFd, in sorted order
+// and depth first. However deep the tree, it holds at most fsx.MaxHeld
+// directory descriptors besides rootFd: a deeper walk closes the shallowest
+// open directory and reopens it through ".." on the way back, checking it is
+// the same one. The archive name of the current directory is kept as one
+// string, cut back on the way up.
+func (e *exporter) walk(rootFd int, root *unix.Stat_t) error {
+	if err := e.write(dirHeader(".", root), rootFd); err != nil {
+		return err
 	}
+	names, err := sortedNames(rootFd, ".")
 	if err != nil {
 		return err
+	}
+	stack := []*exportDir{{id: inode{root.Dev, root.Ino}, fd: rootFd, names: names}}
+	held := 0 // open directories besides rootFd
+	defer func() {
+		for _, d := range stack[1:] {
+			if d.fd >= 0 {
+				unix.Close(d.fd)
+			}
+		}
+	}()
+	rel := "."
+	for {
+		top := stack[len(stack)-1]
+		if len(top.names) == 0 {
+			if len(stack) == 1 {
+				return nil
+			}
+			parent := stack[len(stack)-2]
+			if parent.fd < 0 {
+				fd, err := reopenParent(top.fd, parent.id)
+				if err != nil {
+					return fmt.Errorf("%s/..: %w", rel, err)
+				}
+				parent.fd = fd
+				held++
+			}
+			unix.Close(top.fd)
+			if len(stack) == 2 {
+				rel = "."
+			} else {
+				rel = rel[:len(rel)-len(top.name)-1]
+			}
+			stack = stack[:len(stack)-1]
+			held--
+			continue
+		}
+		name := top.names[0]
+		top.names = top.names[1:]
+		child := rel + "/" + name
+		if rel == "." {
+			child = name
+		}
+		fd, st, err := e.entry(top.fd, name, child)
+		if err != nil {
+			return err
+		}
+		if fd < 0 {
+			continue
+		}
+		if err := e.write(dirHeader(child, st), fd); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		names, err := sortedNames(fd, child)
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		stack = append(stack, &exportDir{name: name, id: inode{st.Dev, st.Ino}, fd: fd, names: names})
+		rel = child
+		if held++; held > fsx.MaxHeld {
+			shallowest := stack[len(stack)-held]
+			unix.Close(shallowest.fd)
+			shallowest.fd = -1
+			held--
+		}
+	}
+}
+
+// entry writes entry name of the directory open at parent, named rel in the
+// archive, unless it is a directory of the volume's own file system: that
+// it opens and returns, with its status, for the walk to write and enter.
+func (e *exporter) entry(parent int, name, rel string) (int, *unix.Stat_t, error) {
+	st, err := fsx.Lstat(parent, name)
+	if errors.Is(err, unix.ENOENT) {
+		return -1, nil, nil // removed while we read
+	}
+	if err != nil {
+		return -1, nil, err
 	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
 		if st.Dev != e.dev {
 			e.stats.Skipped++ // a mount inside the volume is not its data
-			return nil
+			return -1, nil, nil
 		}
 		fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return &os.PathError{Op: "openat", Path: rel, Err: err}
+			return -1, nil, &os.PathError{Op: "openat", Path: rel, Err: err}
 		}
-		defer unix.Close(fd)
-		return e.dir(fd, rel, &st)
+		// Describe what was opened, which may differ from what was listed.
+		cur, err := fsx.Fstat(fd)
+		if err == nil && cur.Dev != e.dev {
+			unix.Close(fd)
+			e.stats.Skipped++
+			return -1, nil, nil
+		}
+		if err != nil {
+			unix.Close(fd)
+			return -1, nil, &os.PathError{Op: "fstat", Path: rel, Err: err}
+		}
+		return fd, &cur, nil
 	case unix.S_IFLNK:
 		target, err := fsx.Readlink(parent, name)
 		if err != nil {
-			return fmt.Errorf("%s: %w", rel, err)
+			return -1, nil, fmt.Errorf("%s: %w", rel, err)
 		}
 		hdr := header(rel, &st)
 		hdr.Typeflag, hdr.Linkname = tar.TypeSymlink, target
-		return e.write(hdr, -1)
+		return -1, nil, e.write(hdr, -1)
 	case unix.S_IFREG:
-		return e.file(parent, name, rel, &st)
+		return -1, nil, e.file(parent, name, rel, &st)
 	}
 	e.stats.Skipped++
-	return nil
+	return -1, nil, nil
+}
+
+func dirHeader(rel string, st *unix.Stat_t) *tar.Header {
+	hdr := header(rel+"/", st)
+	hdr.Typeflag = tar.TypeDir
+	return hdr
+}
+
+func sortedNames(fd int, rel string) ([]string, error) {
+	names, err := fsx.ReadDirNames(fd)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", rel, err)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// reopenParent opens ".." of the directory open at fd and checks that it is
+// still the directory id, which the walk came from.
+func reopenParent(fd int, id inode) (int, error) {
+	pfd, err := unix.Openat(fd, "..", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	st, err := fsx.Fstat(pfd)
+	if err == nil && (inode{st.Dev, st.Ino}) != id {
+		err = fsx.ErrMoved
+	}
+	if err != nil {
+		unix.Close(pfd)
+		return -1, err
+	}
+	return pfd, nil
 }
 
 func (e *exporter) file(parent int, name, rel string, st *unix.Stat_t) error {
@@ -217,7 +332,9 @@ func (zeroReader) Read(p []byte) (int, error) {
 }
 
 // Import fills the data of volume name in namespace ns, which must be empty,
-// from the tar r. The tar is untrusted: an entry with "..", an absolute
+// from the tar r. A volume that a container uses is refused with ErrInUse
+// naming the containers, as Remove does: a failed import empties _data
+// again, which would delete what the container wrote. The tar is untrusted: an entry with "..", an absolute
 // name, one beneath a symlink, a hard link to anything but a regular file
 // already in the archive, a device node or FIFO, a duplicate, or one beyond
 // limits is refused with ErrArchive and a message that names it. Every write
@@ -232,6 +349,14 @@ func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (Arch
 	}
 	defer unix.Close(volFd)
 	defer unix.Close(dataFd)
+	if err := s.withLock(unix.LOCK_SH, func() error {
+		if users := s.idx.usedBy(volumeKey(ns, name)); len(users) > 0 {
+			return &OpError{Namespace: ns, Name: name, Refs: users, Err: ErrInUse}
+		}
+		return nil
+	}); err != nil {
+		return stats, err
+	}
 	root, err := fsx.Fstat(dataFd)
 	if err != nil {
 		return stats, volumeError(ns, name, err)
@@ -452,7 +577,9 @@ func (im *importer) setMeta(rel string, hdr *tar.Header, fd int) error {
 		if rel == "" {
 			fd, err = unix.Openat(im.data, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		} else {
-			fd, err = fsx.OpenBeneath(im.data, rel, unix.O_RDONLY)
+			// Only directories come here; a container may have put
+			// something else, a FIFO even, at their names meanwhile.
+			fd, err = fsx.OpenBeneath(im.data, rel, unix.O_RDONLY|unix.O_DIRECTORY)
 		}
 		if err != nil {
 			return fail("open", err)

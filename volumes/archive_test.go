@@ -161,6 +161,36 @@ func TestExportImportRoundTrip(t *testing.T) {
 	}
 }
 
+// TestImportRefusesVolumeInUse: a failed import empties the volume again,
+// which would delete what a container using it wrote. So, as volume rm,
+// import refuses a volume in use, naming the container, and changes nothing;
+// once the container is gone it imports.
+func TestImportRefusesVolumeInUse(t *testing.T) {
+	s, _ := newStore(t)
+	vols, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "data"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := vols[0].Mountpoint
+	tarball := tarOf(t, file("a", "a"))
+	_, err = s.Import("default", "data", bytes.NewReader(tarball), ArchiveLimits{})
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "c1") {
+		t.Fatalf("import into volume data used by c1 = %v, want ErrInUse naming c1", err)
+	}
+	if _, err := os.Lstat(filepath.Join(data, "a")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused import wrote into the volume: %v", err)
+	}
+	if err := s.Release("c1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Import("default", "data", bytes.NewReader(tarball), ArchiveLimits{}); err != nil {
+		t.Fatalf("import once c1 is gone: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(data, "a")); err != nil || string(b) != "a" {
+		t.Errorf("imported file a = %q, %v", b, err)
+	}
+}
+
 func equalMaps(a, b map[string]string) bool {
 	if len(a) != len(b) {
 		return false

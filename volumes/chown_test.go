@@ -129,3 +129,41 @@ func TestChownRoot(t *testing.T) {
 		t.Errorf("ChownRoot to uid -1: %v, want ErrInvalid", err)
 	}
 }
+
+// TestChownSurvivesLaterCopyUp: container A mounts a named volume with
+// nocopy,U, so only its root is chowned to A's user (1000) and recorded.
+// Container B then mounts the still-empty volume over an image directory
+// owned by 999 and copies up. The copy brings the image's content, but the
+// volume's root stays A's user's: the record says so, and it stops any
+// later chown.
+func TestChownSurvivesLaterCopyUp(t *testing.T) {
+	s, _ := newStore(t)
+	v, err := s.Create("default", "data", CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if done, err := s.ChownRoot("default", "data", 1000, 1000); err != nil || !done {
+		t.Fatalf("ChownRoot = %v, %v", done, err)
+	}
+	if need, err := s.NeedsCopyUp("default", "data"); err != nil || !need {
+		t.Fatalf("NeedsCopyUp after a chown alone = %v, %v, want true", need, err)
+	}
+	err = s.CopyUp("default", "data", func(dir string) error {
+		if err := os.WriteFile(filepath.Join(dir, "from-image"), []byte("x"), 0o644); err != nil {
+			return err
+		}
+		if err := os.Chmod(dir, 0o750); err != nil {
+			return err
+		}
+		return os.Chown(dir, 999, 999)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid, gid, mode := ownerOf(t, v.Mountpoint); uid != 1000 || gid != 1000 || mode != 0o750 {
+		t.Errorf("after B's copy-up _data is %d:%d %v, want the chowned 1000:1000 with the image's mode 0750", uid, gid, mode)
+	}
+	if _, err := os.Stat(filepath.Join(v.Mountpoint, "from-image")); err != nil {
+		t.Errorf("the copy-up brought no content: %v", err)
+	}
+}

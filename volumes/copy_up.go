@@ -211,6 +211,9 @@ func (c *copyUp) finish() error {
 	if err := fsx.CopyOwnerModeXattrs(fd, c.dataFd, &st); err != nil {
 		return fmt.Errorf("copy-up: attributes of %s: %w", dataDir, err)
 	}
+	if err := keepChowned(c.volFd, c.dataFd, st.Mode); err != nil {
+		return fmt.Errorf("copy-up: %w", err)
+	}
 	if err := removeAllAt(c.stageFd, copyUpStaging, c.data.Dev); err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package volumes
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -102,10 +101,9 @@ func (s *Store) ForgetPodCopyUps(keep func(podID string) bool) error {
 }
 
 func (s *Store) openCopyUpBytesDir() (int, error) {
-	s.enter(context.Background())
-	defer s.leave()
-	if s.closed {
-		return -1, errors.New("volume store is closed")
+	if err := s.enterOpen("opening the copy-up budgets"); err != nil {
+		return -1, err
 	}
+	defer s.leave()
 	return ensureDirAt(s.dirFd, copyUpBytesDir)
 }

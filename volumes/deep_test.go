@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -13,8 +14,8 @@ import (
 )
 
 // deepChildEnv makes the test binary a child that, under a descriptor limit
-// lower than the depth of the tree in volume default/deep, measures and
-// removes that volume.
+// lower than the depth of the tree in volume default/deep, measures, exports
+// and removes that volume.
 const deepChildEnv = "NRI_VOLUMES_DEEP_CHILD_ROOT"
 
 const (
@@ -72,6 +73,15 @@ func deepChild(root string) int {
 		fmt.Fprintf(os.Stderr, "volume ls -s: %d volumes, want deep with at least %d bytes\n", len(vols), deepLevels*4096)
 		code = 1
 	}
+	// Every directory and file, and _data itself, is in the archive.
+	var tarball bytes.Buffer
+	if stats, err := s.Export("default", "deep", &tarball); err != nil || stats.Entries != 2*deepLevels+1 {
+		fmt.Fprintf(os.Stderr, "volume export: %d entries, %v; want %d entries\n", stats.Entries, err, 2*deepLevels+1)
+		code = 1
+	} else if !bytes.Contains(tarball.Bytes(), []byte(strings.Repeat("d/", deepLevels-1)+"file")) {
+		fmt.Fprintln(os.Stderr, "volume export: the deepest file is not in the archive")
+		code = 1
+	}
 	if err := s.Remove("default", "deep"); err != nil {
 		fmt.Fprintln(os.Stderr, "volume rm:", err)
 		code = 1
@@ -92,8 +102,8 @@ func deepChild(root string) int {
 }
 
 // TestDeepTreeUnderLowDescriptorLimit: a container may nest directories
-// deeper than the plugin's RLIMIT_NOFILE. Measuring and removing such a volume
-// still works, and no .tmp-rm-* entry stays behind.
+// deeper than the plugin's RLIMIT_NOFILE. Measuring, exporting and removing
+// such a volume still works, and no .tmp-rm-* entry stays behind.
 func TestDeepTreeUnderLowDescriptorLimit(t *testing.T) {
 	s, root := newStore(t)
 	v, err := s.Create("default", "deep", CreateOptions{})

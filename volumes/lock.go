@@ -57,28 +57,78 @@ func (s *Store) enter(ctx context.Context) error {
 
 func (s *Store) leave() { <-s.sem }
 
-// flockContext takes the flock how (LOCK_SH or LOCK_EX) of fd, waiting no
-// longer than ctx allows.
-func flockContext(ctx context.Context, fd, how int) error {
-	if ctx.Done() == nil {
-		return flockRetry(fd, how)
+// pollMaxUnbounded caps the pause between two tries of a wait without a
+// deadline, which may last as long as a CLI's whole store walk.
+const pollMaxUnbounded = 20 * time.Millisecond
+
+// errSemTimeout: ctx ended while another operation of this process held the
+// in-process lock.
+var errSemTimeout = errors.New("in-process lock not taken")
+
+// lockBoth takes the in-process lock and the flock how (LOCK_SH or LOCK_EX)
+// of the lock file, waiting no longer than ctx allows; on success the
+// caller holds both. It never holds the in-process lock while it waits for
+// the flock: it tries LOCK_NB and, if another process holds the flock,
+// leaves the in-process lock to the operations of this process before it
+// tries again. A wait without a deadline (Ping, List, a CLI command) thus
+// never makes a request of this process wait past its own deadline.
+func (s *Store) lockBoth(ctx context.Context, how int) error {
+	_, bounded := ctx.Deadline()
+	delay, maxDelay := pollMin, pollMax
+	if !bounded {
+		maxDelay = pollMaxUnbounded
 	}
-	delay := pollMin
-	timer := time.NewTimer(delay)
-	defer timer.Stop()
-	for {
-		err := unix.Flock(fd, how|unix.LOCK_NB)
-		if err == nil || !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
-			return err
+	var timer *time.Timer
+	for tried := false; ; tried = true {
+		if err := s.enter(ctx); err != nil {
+			if tried {
+				// The last try found the flock held elsewhere.
+				return err
+			}
+			return errSemTimeout
 		}
-		timer.Reset(delay)
+		if s.closed {
+			s.leave()
+			return errors.New("volume store is closed")
+		}
+		err := unix.Flock(int(s.lock.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		s.leave()
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("lock volume store: %w", err)
+		}
+		if timer == nil {
+			timer = time.NewTimer(delay)
+			defer timer.Stop()
+		} else {
+			timer.Reset(delay)
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-timer.C:
 		}
-		delay = min(2*delay, pollMax)
+		delay = min(2*delay, maxDelay)
 	}
+}
+
+// enterOpen takes the in-process lock for a short use of the store's
+// descriptors, waiting no longer than SetLockTimeout allows, and fails if
+// the store is closed. what says, for the error, what the wait was for.
+func (s *Store) enterOpen(what string) error {
+	ctx, cancel := s.requestContext()
+	defer cancel()
+	start := time.Now()
+	if err := s.enter(ctx); err != nil {
+		return s.busyError(what, "another operation of this process on the volume store", start)
+	}
+	if s.closed {
+		s.leave()
+		return errors.New("volume store is closed")
+	}
+	return nil
 }
 
 func flockRetry(fd, how int) error {

@@ -3,8 +3,10 @@ package volumes
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -93,6 +95,102 @@ func TestLockTimeout(t *testing.T) {
 	}
 	if removed, err := s.RemovePodVolumes("pod1"); err != nil || len(removed) != 1 {
 		t.Fatalf("RemovePodVolumes once the lock is free = %v, %v", removed, err)
+	}
+}
+
+// TestRequestsAnswerWhileHealthCheckWaits: while another process (a CLI)
+// holds the store's lock, a health check (Ping, as /healthz runs it) waits
+// for it; the operations the plugin runs inside NRI requests must still give
+// up or finish within the lock timeout, Close must not wait for the lock,
+// and a Ping with a deadline gives up with ErrBusy. Once the lock is free,
+// the waiting Ping succeeds.
+func TestRequestsAnswerWhileHealthCheckWaits(t *testing.T) {
+	s, root := newStore(t)
+	if _, err := s.Create("default", "v", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.SetLockTimeout(100 * time.Millisecond)
+	release := holdStoreLock(t, root)
+	pinged := make(chan error, 1)
+	go func() { pinged <- s.Ping(context.Background()) }()
+	waitForGoroutineIn(t, "volumes.(*Store).Ping")
+	for _, tc := range []struct {
+		name string
+		op   func() error
+	}{
+		{"ForgetPodCopyUp (RemovePodSandbox)", func() error { return s.ForgetPodCopyUp("pod1") }},
+		{"ForgetPodCopyUps (Synchronize)", func() error { return s.ForgetPodCopyUps(func(string) bool { return true }) }},
+		{"NeedsCopyUp (CreateContainer)", func() error { _, err := s.NeedsCopyUp("default", "v"); return err }},
+		{"Release (RemoveContainer)", func() error { return s.Release("c1") }},
+		{"Ping with a deadline", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			if err := s.Ping(ctx); !errors.Is(err, ErrBusy) {
+				return fmt.Errorf("Ping = %v, want ErrBusy", err)
+			}
+			return nil
+		}},
+	} {
+		done := make(chan error, 1)
+		go func() { done <- tc.op() }()
+		select {
+		case err := <-done:
+			if err != nil && !errors.Is(err, ErrBusy) {
+				t.Errorf("%s: %v", tc.name, err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Errorf("%s still waiting after 3s with a lock timeout of 100ms", tc.name)
+		}
+	}
+	release()
+	select {
+	case err := <-pinged:
+		if err != nil {
+			t.Errorf("Ping once the lock was free: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ping still waiting 10s after the lock was freed")
+	}
+}
+
+// TestCloseWhileHealthCheckWaits: Close returns while a Ping waits for a
+// lock another process holds, and the Ping then fails instead of waiting on.
+func TestCloseWhileHealthCheckWaits(t *testing.T) {
+	s, root := newStore(t)
+	holdStoreLock(t, root)
+	pinged := make(chan error, 1)
+	go func() { pinged <- s.Ping(context.Background()) }()
+	waitForGoroutineIn(t, "volumes.(*Store).Ping")
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	for _, c := range []struct {
+		what string
+		ch   chan error
+		fail bool
+	}{{"Close", closed, false}, {"the waiting Ping after Close", pinged, true}} {
+		select {
+		case err := <-c.ch:
+			if (err != nil) != c.fail {
+				t.Errorf("%s = %v", c.what, err)
+			}
+		case <-time.After(3 * time.Second):
+			t.Errorf("%s still waiting after 3s", c.what)
+		}
+	}
+}
+
+// waitForGoroutineIn waits until some goroutine runs fn, so that a test
+// knows an operation it started in the background has begun.
+func waitForGoroutineIn(t *testing.T, fn string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if strings.Contains(string(buf[:runtime.Stack(buf, true)]), fn) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no goroutine entered %s", fn)
+		}
 	}
 }
 

@@ -35,9 +35,10 @@ func observeLockWait(start time.Time) {
 
 // Ping checks that the store is usable: open, its lock can be taken, and its
 // directory is still the one it opened. It reads nothing else, so a health
-// check can call it often.
-func (s *Store) Ping() error {
-	return s.locked(context.Background(), "", unix.LOCK_SH, false, func() error {
+// check can call it often. A wait for the lock longer than ctx allows fails
+// with ErrBusy.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.locked(ctx, "volume store health check", unix.LOCK_SH, false, func() error {
 		var st unix.Stat_t
 		if err := unix.Stat(s.dir, &st); err != nil {
 			return fmt.Errorf("volume store %s: %w", s.dir, err)

@@ -349,13 +349,10 @@ func (s *Store) Remove(ns, name string) error {
 
 // openNamespace opens a namespace directory outside the store lock.
 func (s *Store) openNamespace(ns string) (int, error) {
-	if err := s.enter(context.Background()); err != nil {
+	if err := s.enterOpen("opening namespace " + ns); err != nil {
 		return -1, err
 	}
 	defer s.leave()
-	if s.closed {
-		return -1, errors.New("volume store is closed")
-	}
 	return fsx.OpenDir(s.dirFd, ns)
 }
 

@@ -1,7 +1,6 @@
 package volumes
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -503,12 +502,9 @@ func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous
 
 // openStoreDir opens ROOT/volumes for a reader that does not hold the lock.
 func (s *Store) openStoreDir() (int, error) {
-	if err := s.enter(context.Background()); err != nil {
+	if err := s.enterOpen("opening the volume store"); err != nil {
 		return -1, err
 	}
 	defer s.leave()
-	if s.closed {
-		return -1, errors.New("volume store is closed")
-	}
 	return fsx.OpenDir(s.dirFd, ".")
 }

@@ -330,6 +330,8 @@ func (s *Store) VolumeForMountSource(source string) (ns, name string, ok bool) {
 }
 
 // Close releases the store's descriptors. The store must not be used after.
+// It waits for the operation of this process that runs, never for the
+// store's lock.
 func (s *Store) Close() error {
 	s.enter(context.Background())
 	defer s.leave()
@@ -393,20 +395,17 @@ func (s *Store) withRequestLock(what string, fn func() error) error {
 
 func (s *Store) locked(ctx context.Context, what string, how int, index bool, fn func() error) error {
 	start := time.Now()
-	if err := s.enter(ctx); err != nil {
-		return s.busyError(what, "another operation of this process on the volume store", start)
-	}
-	defer s.leave()
-	if s.closed {
-		return errors.New("volume store is closed")
-	}
-	fd := int(s.lock.Fd())
-	if err := flockContext(ctx, fd, how); err != nil {
+	if err := s.lockBoth(ctx, how); err != nil {
+		if errors.Is(err, errSemTimeout) {
+			return s.busyError(what, "another operation of this process on the volume store", start)
+		}
 		if ctx.Err() != nil {
 			return s.busyError(what, fmt.Sprintf("the lock of the volume store (%s), which another process holds, such as a running \"nri-volumes volume prune\" or \"volume rm\"", s.lock.Name()), start)
 		}
-		return fmt.Errorf("lock volume store: %w", err)
+		return err
 	}
+	defer s.leave()
+	fd := int(s.lock.Fd())
 	observeLockWait(start)
 	defer unix.Flock(fd, unix.LOCK_UN)
 	if index {

@@ -160,13 +160,10 @@ func (s *Store) deleteTrash(trash string, measure bool) (int64, error) {
 
 // openTrash opens the trash directory for use outside the store lock.
 func (s *Store) openTrash() (int, error) {
-	if err := s.enter(context.Background()); err != nil {
+	if err := s.enterOpen("opening the trash"); err != nil {
 		return -1, err
 	}
 	defer s.leave()
-	if s.closed {
-		return -1, errors.New("volume store is closed")
-	}
 	return fsx.OpenDir(s.dirFd, trashDir)
 }
 

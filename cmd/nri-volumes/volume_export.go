@@ -86,10 +86,12 @@ func newVolumeImportCommand(g *globalOptions, s streams) *cobra.Command {
 		Use:   "import NAME FILE|-",
 		Short: "Fill an empty volume from a tar",
 		Long: `Fill an existing, empty volume from a tar archive (FILE, or - for stdin), such
-as volume export writes. The archive is untrusted: entries with "..",
-absolute names, entries beneath a symlink, device nodes, FIFOs, and more
-entries or bytes than the limits are refused with a message that names the
-entry, nothing outside the volume is touched, and the volume is left empty.
+as volume export writes. A volume that a container uses is refused, as volume
+rm refuses it, since a failed import empties the volume again. The archive is
+untrusted: entries with "..", absolute names, entries beneath a symlink,
+device nodes, FIFOs, and more entries or bytes than the limits are refused
+with a message that names the entry, nothing outside the volume is touched,
+and the volume is left empty.
 The limits default to the configuration's copyUpMaxFiles and copyUpMaxSize.`,
 		Example: `  nri-volumes volume create redis-data
   nri-volumes volume import redis-data redis-data.tar

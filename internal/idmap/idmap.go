@@ -42,13 +42,30 @@ func Check(dir, usernsPath string) error {
 	if err := unix.Statfs(dir, &sfs); err != nil {
 		return &os.PathError{Op: "statfs", Path: dir, Err: err}
 	}
+	return check(&sfs, unix.AT_FDCWD, dir, dir, usernsPath)
+}
+
+// CheckFile is Check for the file or directory open at f (an O_PATH
+// descriptor will do), named name in messages: it probes that very object,
+// never a path that could since lead elsewhere.
+func CheckFile(f *os.File, name, usernsPath string) error {
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &sfs); err != nil {
+		return &os.PathError{Op: "fstatfs", Path: name, Err: err}
+	}
+	return check(&sfs, int(f.Fd()), "", name, usernsPath)
+}
+
+// check probes, unless cached, the file system sfs of what dirfd and path
+// name (an empty path: dirfd itself).
+func check(sfs *unix.Statfs_t, dirfd int, path, dir, usernsPath string) error {
 	if ok, known := supported.Load(sfs.Type); known {
 		if ok.(bool) {
 			return nil
 		}
 		return unsupported(dir, sfs.Type)
 	}
-	err := probe(dir, usernsPath)
+	err := probe(dirfd, path, dir, usernsPath)
 	switch {
 	case err == nil:
 		supported.Store(sfs.Type, true)
@@ -65,13 +82,17 @@ func unsupported(dir string, fsType int64) error {
 		ErrUnsupported, dir, fsName(fsType))
 }
 
-func probe(dir, usernsPath string) error {
+func probe(dirfd int, path, dir, usernsPath string) error {
 	ns, err := unix.Open(usernsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("%w %s: %w", ErrNoUserNS, usernsPath, err)
 	}
 	defer unix.Close(ns)
-	tree, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	flags := unix.OPEN_TREE_CLONE | unix.OPEN_TREE_CLOEXEC
+	if path == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	tree, err := unix.OpenTree(dirfd, path, uint(flags))
 	if err != nil {
 		return &os.PathError{Op: "open_tree", Path: dir, Err: err}
 	}

@@ -132,16 +132,12 @@ func (m *Metrics) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), m.pingTimeout)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.store().Ping() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
+	if err := m.store().Ping(ctx); err != nil {
+		msg := err.Error()
+		if errors.Is(err, volumes.ErrBusy) {
+			msg = "volume store lock not taken within " + m.pingTimeout.String()
 		}
-	case <-ctx.Done():
-		http.Error(w, "volume store lock not taken within "+m.pingTimeout.String(), http.StatusServiceUnavailable)
+		http.Error(w, msg, http.StatusServiceUnavailable)
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -36,7 +37,14 @@ func TestVolumeExportImportInUse(t *testing.T) {
 	} else if m := regexp.MustCompile(`\d+`).FindAllString(got, -1); m[3] != m[4] {
 		t.Errorf("the hard link is not one inode with the file: %s", got)
 	}
-	if res := e.plugin.Volume("import", "restored", tarPath); res.Err == nil || !strings.Contains(res.Stderr, "empty volume") {
+	if res := e.plugin.Volume("import", "restored", tarPath); res.Err == nil || !strings.Contains(res.Stderr, "in use by container(s) "+reader) {
+		t.Errorf("import into a volume the reader uses: %v %q, want a refusal naming container %s", res.Err, res.Stderr, reader)
+	}
+	e.volume("create", "filled")
+	if err := os.WriteFile(filepath.Join(e.plugin.VolumeDir("default", "filled"), "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if res := e.plugin.Volume("import", "filled", tarPath); res.Err == nil || !strings.Contains(res.Stderr, "empty volume") {
 		t.Errorf("import into a filled volume: %v %q", res.Err, res.Stderr)
 	}
 }
