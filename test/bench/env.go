@@ -82,7 +82,7 @@ func (e *benchEnv) newVariant(name string, ctdOpts harness.ContainerdOptions, ki
 		}
 		pluginCfg.Root = filepath.Join(dir, "store")
 		pluginCfg.ContainerdRoot = ctd.Root
-		pluginCfg.HookPath = e.bins.NRIVolumes
+		pluginCfg.HookPath = harness.HookBeside(e.bins.NRIVolumes)
 		cfgPath := filepath.Join(dir, "config.yaml")
 		if err := os.WriteFile(cfgPath, []byte(pluginCfg.YAML()), 0o644); err != nil {
 			r.Fatalf("%v", err)

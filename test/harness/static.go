@@ -6,20 +6,20 @@ import (
 	"path/filepath"
 )
 
-// BuildStaticPluginTo builds ./cmd/nri-volumes with cgo off into dir, a
-// binary that runs in a container image with no libc, and returns its path.
+// BuildStaticPluginTo builds ./cmd/nri-volumes and ./cmd/nri-volumes-hook
+// with cgo off into dir, binaries that run in a container image with no
+// libc, and returns the path of nri-volumes; the hook is beside it.
 // $NRI_VOLUMES_TEST_PLUGIN is not used: a release build need not be static.
 func BuildStaticPluginTo(dir string) (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, "nri-volumes")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/nri-volumes")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/nri-volumes", "./cmd/nri-volumes-hook")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", &CmdError{Args: cmd.Args, Stderr: string(b), Err: err}
 	}
-	return out, nil
+	return filepath.Join(dir, "nri-volumes"), nil
 }

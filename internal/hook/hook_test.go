@@ -1,4 +1,4 @@
-package main
+package hook
 
 import (
 	"encoding/json"
@@ -95,10 +95,7 @@ func runHookWithStdin(t *testing.T, stdin string, args []string) error {
 		w.Close()
 	}()
 	defer r.Close()
-	old := hookStdin
-	hookStdin = r
-	defer func() { hookStdin = old }()
-	return hookCommand(args)
+	return Run(args, r)
 }
 
 func names(t *testing.T, dir string) []string {
@@ -256,10 +253,7 @@ func TestHookRefusesTerminal(t *testing.T) {
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
 	defer tty.Close()
-	old := hookStdin
-	hookStdin = tty
-	defer func() { hookStdin = old }()
-	err = hookCommand([]string{"copyup", "--root", t.TempDir(), "--volume", "default/data=/data"})
+	err = Run([]string{"copyup", "--root", t.TempDir(), "--volume", "default/data=/data"}, tty)
 	if err == nil || !strings.Contains(err.Error(), "terminal") {
 		t.Errorf("want a terminal error, got %v", err)
 	}
