@@ -131,9 +131,10 @@ func (v *Volume) rootAttrs() (uid, gid int, mode uint32) {
 // made durably (fsync of its metadata and directories). An anonymous one is
 // not: it lives as long as its pod sandbox, and a crash of the node ends every
 // sandbox, so the next Synchronize removes it anyway; its creation is on the
-// path of every new pod's containers.
+// path of every new pod's containers. Nor is one marked Unsynced, whose
+// caller calls Sync.
 func (s *Store) createLocked(v *Volume) error {
-	durable := !v.Anonymous
+	durable := !v.Anonymous && !v.Unsynced
 	ns, name := v.Namespace, v.Name
 	err := unix.Mkdirat(s.dirFd, ns, 0o700)
 	switch {

@@ -87,6 +87,9 @@ type Volume struct {
 	UsedBy []string `json:"UsedBy"`
 	// Size is the disk usage of the data, set only when asked for.
 	Size *int64 `json:"Size,omitempty"`
+	// Unsynced says this Acquire made the volume for a Request with
+	// SyncLater: it is not durable until Sync.
+	Unsynced bool `json:"-"`
 }
 
 // MarshalJSON encodes v with UsedBy and Labels as [] and {} rather than null,
@@ -149,6 +152,10 @@ type Request struct {
 	Name      string
 	Owner     *Owner
 	CreateOptions
+	// SyncLater makes a new named volume without the fsyncs that make it
+	// durable: it comes back with Unsynced set, and the caller calls Sync
+	// before a container uses it (the plugin has the copy-up hook do it).
+	SyncLater bool
 }
 
 // Store is the volume store below one root directory.

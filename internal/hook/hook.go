@@ -50,6 +50,8 @@ type copyUpOptions struct {
 	keepOwner map[string]bool
 	// chown are the volumes whose root goes to the container's user.
 	chown []copyUpVolume
+	// sync are the volumes to make durable before the container starts.
+	sync []copyUpVolume
 }
 
 // maxSpecSize bounds the OCI spec (config.json) the hook reads.
@@ -116,6 +118,14 @@ func copyUp(args []string, stdin io.Reader) error {
 		return fmt.Errorf("hook copyup: %w", err)
 	}
 	defer store.Close()
+	// First, while the plugin's own sync of a new volume has most likely
+	// left nothing to write: the copy-up below dirties the volume again.
+	for _, v := range opts.sync {
+		if err := store.Sync(v.ns, v.name); err != nil {
+			return fmt.Errorf("hook copyup: --sync %s/%s: %w", v.ns, v.name, err)
+		}
+	}
+
 	c := &hookCopier{opts: opts, store: store, rootfs: rootfs, log: log}
 	if opts.pod == "" {
 		_, err = c.copyAll(0)
@@ -284,6 +294,14 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 			return err
 		}
 		opts.chown = append(opts.chown, v)
+		return nil
+	})
+	fs.Func("sync", "NAMESPACE/NAME to make durable (fsync its metadata and directories) before the container starts (repeatable)", func(s string) error {
+		v, err := parseVolumeRef(s)
+		if err != nil {
+			return err
+		}
+		opts.sync = append(opts.sync, v)
 		return nil
 	})
 	if err := fs.Parse(args); err != nil {

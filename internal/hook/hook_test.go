@@ -422,3 +422,24 @@ func TestHookCopiesOneDirectoryOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestHookSync: --sync makes a volume that the plugin made without fsyncs
+// durable before the copy-up; a volume that is gone fails the hook, and so
+// the container's start, with its name.
+func TestHookSync(t *testing.T) {
+	e := newHookEnv(t)
+	vols, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "data", SyncLater: true}})
+	if err != nil || !vols[0].Unsynced {
+		t.Fatalf("Acquire = %+v, %v; want an unsynced volume", vols, err)
+	}
+	if err := e.run(t, "--volume", "default/data=/data", "--sync", "default/data"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := names(t, vols[0].Mountpoint), []string{".", "hello.txt", "sub", "sub/nested"}; !slices.Equal(got, want) {
+		t.Errorf("want %v, got %v", want, got)
+	}
+	err = e.run(t, "--volume", "default/data=/data", "--sync", "default/gone")
+	if err == nil || !strings.Contains(err.Error(), "--sync default/gone") || !errors.Is(err, volumes.ErrNotFound) {
+		t.Errorf("--sync of a missing volume: %v", err)
+	}
+}
