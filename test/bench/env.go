@@ -55,6 +55,9 @@ type variant struct {
 	pluginPID int
 	// storeRoot is nri-volumes' store, when it runs.
 	storeRoot string
+	// criMounts, when set, gives the CRI mounts of container name: the
+	// floor variant's host directories in place of volumes.
+	criMounts func(name string) []map[string]any
 }
 
 // plugin kinds a variant runs.
@@ -205,6 +208,9 @@ func (v *variant) createContainer(p *pod, name, image string, annotations map[st
 		"log_path":    name + ".log",
 		"annotations": annotations,
 		"linux":       map[string]any{},
+	}
+	if v.criMounts != nil {
+		cfg["mounts"] = v.criMounts(name)
 	}
 	path, err := writeJSON(v.ctd.Dir, "ctr", cfg)
 	if err != nil {
