@@ -203,6 +203,11 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool) error {
 	if err := unix.Fchmodat(fd, dataDir, mode, 0); err != nil {
 		return err
 	}
+	if v.Unsynced {
+		if err := markSyncPending(fd); err != nil {
+			return err
+		}
+	}
 	return writeVolume(fd, v, durable)
 }
 

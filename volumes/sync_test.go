@@ -2,6 +2,8 @@ package volumes
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -23,8 +25,17 @@ func TestSyncLater(t *testing.T) {
 	if !vols[0].Unsynced || vols[1].Unsynced {
 		t.Fatalf("Unsynced = %v (named), %v (anonymous); want true, false", vols[0].Unsynced, vols[1].Unsynced)
 	}
-	if err := s.Sync("default", "fresh"); err != nil {
-		t.Fatal(err)
+	pending := filepath.Join(s.Root(), volumesDir, "default", "fresh", syncPending)
+	if _, err := os.Stat(pending); err != nil {
+		t.Fatalf("an unsynced volume has no %s: %v", syncPending, err)
+	}
+	for i := 0; i < 2; i++ { // the plugin's Sync, then the hook's
+		if err := s.Sync("default", "fresh"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(pending); !os.IsNotExist(err) {
+			t.Fatalf("after Sync: %s is still there (%v)", syncPending, err)
+		}
 	}
 	// Whole at once, to this process and to a new one.
 	reopened, err := Open(s.Root())
