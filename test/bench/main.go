@@ -38,6 +38,7 @@ type options struct {
 	largeBytes   int64  // size of the copy-up benchmark's big file
 	hookReps     int    // samples of the hook's exec time
 	hookStore    int    // other volumes in the store for the hook's second run
+	baseline     string // an nri-volumes binary of an earlier commit to run beside this one
 	only         string // comma list of scenarios to run; empty: all
 	out          string // markdown report
 	goBench      string // `go test -bench` output to append to the report
@@ -61,6 +62,7 @@ func main() {
 	flag.Int64Var(&o.largeBytes, "large-bytes", 1<<30, "size of the copy-up benchmark's big file")
 	flag.IntVar(&o.hookReps, "hook-reps", 30, "samples of the copy-up hook's exec time")
 	flag.IntVar(&o.hookStore, "hook-store", 10000, "other volumes in the store for the hook on a full store")
+	flag.StringVar(&o.baseline, "baseline", "", "an nri-volumes binary built from an earlier commit: imagevolume and volumes also run it, interleaved, for a before/after on the same noise")
 	flag.StringVar(&o.only, "only", "", "comma list of scenarios to run (default all): "+strings.Join(scenarios, ","))
 	flag.StringVar(&o.out, "out", "bin/bench-results.md", "write the markdown report here too")
 	flag.StringVar(&o.goBench, "gobench", "", "output of `go test -bench` to put in the report")

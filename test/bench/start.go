@@ -17,6 +17,9 @@ import (
 
 const podKey = "volumes.noderesource.dev/pod"
 
+// baselineName is the variant that runs the -baseline binary.
+const baselineName = "nri-volumes, -baseline binary (an earlier commit)"
+
 // interleave times op n times per variant after one untimed warm-up each,
 // round-robin, starting each round with the next variant so that no variant
 // is always first.
@@ -101,6 +104,11 @@ func (e *benchEnv) imageVolume() *section {
 		e.newVariant(plugin, harness.ContainerdOptions{}, nriVolumes, cfg, volImage),
 		e.newVariant(ignored, harness.ContainerdOptions{IgnoreImageDefinedVolumes: true}, nriVolumes, cfg, volImage),
 	}
+	names := []string{base, plugin, ignored}
+	if e.o.baseline != "" {
+		vs = append(vs, e.newVariant(baselineName, harness.ContainerdOptions{}, baselineVolumes, cfg, volImage))
+		names = append(names, baselineName)
+	}
 	pods := map[string]*pod{}
 	for _, v := range vs {
 		pods[v.name] = e.mustPod(v, "iv", nil)
@@ -117,7 +125,6 @@ func (e *benchEnv) imageVolume() *section {
 		func(v *variant, i int) time.Duration {
 			return e.createStart(v, pods[v.name], fmt.Sprintf("c%d", i), volImage.Name, nil, nil)
 		})
-	names := []string{base, plugin, ignored}
 	r := ratio(res[plugin].median(), res[base].median())
 	ri := ratio(res[ignored].median(), res[base].median())
 	return &section{
@@ -157,6 +164,11 @@ func (e *benchEnv) volumes() *section {
 		e.newVariant(plugin, harness.ContainerdOptions{}, nriVolumes, harness.PluginConfig{}, appImage),
 	}
 	vs[1].criMounts = e.floorMounts()
+	names := []string{none, floor, empty, plugin}
+	if e.o.baseline != "" {
+		vs = append(vs, e.newVariant(baselineName, harness.ContainerdOptions{}, baselineVolumes, harness.PluginConfig{}, appImage))
+		names = append(names, baselineName)
+	}
 	pods := map[string]*pod{}
 	for _, v := range vs {
 		pods[v.name] = e.mustPod(v, "vols", nil)
@@ -164,7 +176,7 @@ func (e *benchEnv) volumes() *section {
 	res := e.interleave(vs, e.o.n,
 		func(v *variant, _ int) {
 			e.createStart(v, pods[v.name], "warm", appImage.Name, volumesAnnotation("warm"), func(id string) {
-				if v.name != plugin && v.name != floor {
+				if v.name != plugin && v.name != floor && v.name != baselineName {
 					return
 				}
 				mounts := e.exec(v, id, "cat", "/proc/mounts")
@@ -189,7 +201,7 @@ func (e *benchEnv) volumes() *section {
 			"its CRI config mounting two host directories made beforehand (untimed, new for each container) and a 4 MiB tmpfs mounted on the host beforehand, "+
 			"as kubelet does for an emptyDir. %d samples per variant, round-robin.", e.o.n),
 		header: resultHeader,
-		rows:   resultRows([]string{none, floor, empty, plugin}, res, empty),
+		rows:   resultRows(names, res, empty),
 		sums: []summary{
 			{"create+start, named + tmpfs + anonymous volume", ms(res[plugin].median()), ms(res[empty].median()) + " (empty NRI plugin)", fmt.Sprintf("%.3fx", r), "<= 1.05x", verdict(r <= 1.05)},
 			{"same, against the mounts from the CRI config", ms(res[plugin].median()), ms(res[floor].median()) + " (CRI-mount floor, no plugin)", fmt.Sprintf("%.3fx", rf), "<= 1.05x", verdict(rf <= 1.05)},
