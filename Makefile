@@ -20,7 +20,7 @@ UNIT_TIMEOUT ?= 10m
 all: build
 
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/nri-volumes ./cmd/nri-volumes
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/nri-volumes ./cmd/nri-volumes-hook
 
 test: test-unit test-e2e
 

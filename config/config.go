@@ -48,7 +48,8 @@ type Config struct {
 	Root string `json:"root"`
 	// ContainerdRoot is containerd's root; image configs are read from its content store.
 	ContainerdRoot string `json:"containerdRoot"`
-	// HookPath is this binary as the host sees it; it runs as the OCI hook.
+	// HookPath is nri-volumes-hook (or nri-volumes, which runs the same
+	// hook) as the host sees it; runc runs it as the OCI hook.
 	HookPath string `json:"hookPath"`
 	// ImageVolumes says what an image VOLUME becomes and whether pods may
 	// choose otherwise.
@@ -161,7 +162,7 @@ func Default() *Config {
 	return &Config{
 		Root:           "/var/lib/nri-volumes",
 		ContainerdRoot: "/var/lib/containerd",
-		HookPath:       "/usr/local/bin/nri-volumes",
+		HookPath:       "/usr/local/bin/nri-volumes-hook",
 		ImageVolumes:   ImageVolumes{Mode: ImageVolumeAnonymous, PodOverride: true},
 		Tmpfs: Tmpfs{
 			DefaultSize: 64 << 20,

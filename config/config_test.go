@@ -24,7 +24,7 @@ func TestParse(t *testing.T) {
 		{name: "full document", doc: `
 root: /srv/vols/
 containerdRoot: /var/lib/containerd
-hookPath: /usr/local/bin/nri-volumes
+hookPath: /usr/local/bin/nri-volumes-hook
 imageVolumes: tmpfs
 anonymousVolumes:
   keepAfterPod: true

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -242,6 +243,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	if err := p.claimPodVolumes(cfg, pod, plan.Volumes); err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
+	syncInHook(plan)
 	sources, err := acquire(cfg, store, ctr.GetId(), req.ItemsKey, plan)
 	if err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
@@ -266,6 +268,9 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 				if v.UID != nil || v.GID != nil || v.Mode != "" {
 					hook.keepOwners = append(hook.keepOwners, ref)
 				}
+				if !v.Anonymous && !slices.Contains(hook.syncs, ref) {
+					hook.syncs = append(hook.syncs, ref)
+				}
 			}
 			if m.Chown && v.Chowned == nil {
 				hook.chowns = append(hook.chowns, ref)
@@ -284,10 +289,50 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		}
 		adjust.AddMount(mount)
 	}
+	if err := syncNew(store, sources.vols, hook.syncs, log); err != nil {
+		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
+	}
 	if len(hook.copyUps) > 0 || len(hook.chowns) > 0 {
 		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), pod.GetId(), hook)}})
 	}
 	return adjust, nil, nil
+}
+
+// syncInHook has the named volumes that a mount copies up into made without
+// fsyncs: a new one needs the copy-up hook, which makes it durable before the
+// container's process starts (see syncNew), so the fsyncs leave the NRI
+// request.
+func syncInHook(plan *Plan) {
+	for _, m := range plan.Mounts {
+		if m.Kind == KindVolume && m.CopyUp {
+			plan.Volumes[m.Volume].SyncLater = true
+		}
+	}
+}
+
+// syncNew makes the named volumes this request made durable. Those the hook
+// syncs (inHook) are synced in the background too, while containerd goes on
+// creating the container, so the hook's own fsyncs find little or nothing
+// left to write; any other is synced before the reply.
+func syncNew(store *volumes.Store, vols []*volumes.Volume, inHook []volumes.VolumeRef, log *logrus.Entry) error {
+	for _, v := range vols {
+		if !v.Unsynced {
+			continue
+		}
+		ns, name := v.Namespace, v.Name
+		if !slices.Contains(inHook, volumes.VolumeRef{Namespace: ns, Name: name}) {
+			if err := store.Sync(ns, name); err != nil {
+				return err
+			}
+			continue
+		}
+		go func() {
+			if err := store.Sync(ns, name); err != nil {
+				log.WithError(err).WithField("volume", ns+"/"+name).Warn("syncing a new volume in the background; the copy-up hook syncs it")
+			}
+		}()
+	}
+	return nil
 }
 
 // userNamespace reports whether the container gets a user namespace
@@ -425,6 +470,9 @@ type hookArgs struct {
 	// chowns are the volumes whose root goes to the container's user
 	// (option U), after any copy-up.
 	chowns []volumes.VolumeRef
+	// syncs are the named volumes, among copyUps, that the hook makes
+	// durable (volumes.Store.Sync) before the container starts.
+	syncs []volumes.VolumeRef
 }
 
 // copyUpHook is the createRuntime hook that copies the image's content into
@@ -446,6 +494,9 @@ func copyUpHook(cfg *config.Config, root, podID string, h hookArgs) *api.Hook {
 	}
 	for _, r := range h.chowns {
 		args = append(args, "--chown", r.String())
+	}
+	for _, r := range h.syncs {
+		args = append(args, "--sync", r.String())
 	}
 	return &api.Hook{Path: cfg.HookPath, Args: args}
 }

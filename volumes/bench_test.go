@@ -86,3 +86,22 @@ func BenchmarkAcquireRelease(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkAcquireNew acquires a new named and a new anonymous volume for a
+// new container, as a container of the `volumes` scenario of test/bench does:
+// the store's share of that container's CreateContainer, fsyncs included.
+func BenchmarkAcquireNew(b *testing.B) {
+	s := storeWith(b, 0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		ctr, pod := fmt.Sprintf("ctr-%d", i), fmt.Sprintf("pod-%d", i)
+		reqs := []Request{
+			{Namespace: "default", Name: fmt.Sprintf("named-%d", i)},
+			{Namespace: "default", Owner: &Owner{PodSandboxID: pod, Container: "app", Target: "/anon"}},
+		}
+		if _, err := s.Acquire(ctr, reqs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -49,7 +49,13 @@ func crashChild(root string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		if _, err := s.Acquire(ctr, []Request{{Namespace: "crash", Name: named}, {Namespace: "crash", Owner: owner}}); err != nil {
+		// The named volume as the plugin makes it for a copy-up: synced
+		// after the Acquire, as the copy-up hook does.
+		if _, err := s.Acquire(ctr, []Request{{Namespace: "crash", Name: named, SyncLater: true}, {Namespace: "crash", Owner: owner}}); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := s.Sync("crash", named); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

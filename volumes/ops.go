@@ -154,9 +154,10 @@ func setRootAttrs(volFd int, v *Volume) error {
 // made durably (fsync of its metadata and directories). An anonymous one is
 // not: it lives as long as its pod sandbox, and a crash of the node ends every
 // sandbox, so the next Synchronize removes it anyway; its creation is on the
-// path of every new pod's containers.
+// path of every new pod's containers. Nor is one marked Unsynced, whose
+// caller calls Sync.
 func (s *Store) createLocked(v *Volume) error {
-	durable := !v.Anonymous
+	durable := !v.Anonymous && !v.Unsynced
 	ns, name := v.Namespace, v.Name
 	err := unix.Mkdirat(s.dirFd, ns, 0o700)
 	switch {
@@ -235,6 +236,11 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool) error {
 	// activation, on its own file system's root (see activateLocked).
 	if err := setRootAttrs(fd, v); err != nil {
 		return err
+	}
+	if v.Unsynced {
+		if err := markSyncPending(fd); err != nil {
+			return err
+		}
 	}
 	return writeVolume(fd, v, durable)
 }

@@ -146,6 +146,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 		switch {
 		case isAbsent(err):
 			v = newVolume(r.Namespace, r.Name, r.CreateOptions, r.Owner)
+			v.Unsynced = r.SyncLater && r.Owner == nil
 			if r.Owner != nil {
 				// The pod's list names the volume before it appears, so
 				// RemovePodVolumes finds it whenever the process dies.

@@ -94,6 +94,9 @@ type Volume struct {
 	Limit int64 `json:"Limit,omitempty"`
 	// Backend is what enforces Limit (image or btrfs); empty when unbounded.
 	Backend Backend `json:"Backend,omitempty"`
+	// Unsynced says this Acquire made the volume for a Request with
+	// SyncLater: it is not durable until Sync.
+	Unsynced bool `json:"-"`
 }
 
 // MarshalJSON encodes v with UsedBy and Labels as [] and {} rather than null,
@@ -161,6 +164,10 @@ type Request struct {
 	Name      string
 	Owner     *Owner
 	CreateOptions
+	// SyncLater makes a new named volume without the fsyncs that make it
+	// durable: it comes back with Unsynced set, and the caller calls Sync
+	// before a container uses it (the plugin has the copy-up hook do it).
+	SyncLater bool
 }
 
 // Store is the volume store below one root directory.

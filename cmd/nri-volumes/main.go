@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/nri-volumes/nri-volumes/internal/hook"
 )
 
 // Set at build time with -ldflags "-X main.version=... -X main.commit=...".
@@ -41,7 +43,7 @@ func main() {
 // command tree.
 func dispatch(args []string, s streams) int {
 	if len(args) > 0 && args[0] == "hook" {
-		return exitCode(s, hookCommand(args[1:]))
+		return exitCode(s, hook.Run(args[1:], s.in))
 	}
 	root := newRootCommand(s)
 	if len(args) == 0 {

@@ -81,7 +81,7 @@ launches a plugin from its plugin_path, it runs the plugin.`,
 	root.AddCommand(
 		newRunCommand(g),
 		newVolumeCommand(g, s),
-		newHookCommand(),
+		newHookCommand(s),
 		newVersionCommand(s),
 		newCompletionCommand(s),
 	)

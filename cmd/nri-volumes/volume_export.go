@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/volumes"
@@ -160,4 +161,9 @@ func importLimits(g *globalOptions, o importOptions) (volumes.ArchiveLimits, err
 		limits.MaxFiles = cfg.Limits.CopyUpMaxFiles
 	}
 	return limits, nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

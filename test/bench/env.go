@@ -55,6 +55,9 @@ type variant struct {
 	pluginPID int
 	// storeRoot is nri-volumes' store, when it runs.
 	storeRoot string
+	// criMounts, when set, gives the CRI mounts of container name: the
+	// floor variant's host directories in place of volumes.
+	criMounts func(name string) []map[string]any
 }
 
 // plugin kinds a variant runs.
@@ -62,6 +65,9 @@ const (
 	noPlugin = iota
 	nriVolumes
 	emptyNRI
+	// baselineVolumes is nriVolumes run from the -baseline binary (its
+	// own hook: a binary of before nri-volumes-hook has none beside it).
+	baselineVolumes
 )
 
 // newVariant starts a containerd with the images imported and, by kind,
@@ -75,14 +81,18 @@ func (e *benchEnv) newVariant(name string, ctdOpts harness.ContainerdOptions, ki
 	}
 	v := &variant{name: name, ctd: ctd, cr: ctd.Crictl(r)}
 	switch kind {
-	case nriVolumes:
+	case nriVolumes, baselineVolumes:
+		bin := e.bins.NRIVolumes
+		if kind == baselineVolumes {
+			bin = e.o.baseline
+		}
 		dir := filepath.Join(ctd.Dir, "plugin")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			r.Fatalf("%v", err)
 		}
 		pluginCfg.Root = filepath.Join(dir, "store")
 		pluginCfg.ContainerdRoot = ctd.Root
-		pluginCfg.HookPath = e.bins.NRIVolumes
+		pluginCfg.HookPath = harness.HookBeside(bin)
 		cfgPath := filepath.Join(dir, "config.yaml")
 		if err := os.WriteFile(cfgPath, []byte(pluginCfg.YAML()), 0o644); err != nil {
 			r.Fatalf("%v", err)
@@ -91,7 +101,7 @@ func (e *benchEnv) newVariant(name string, ctdOpts harness.ContainerdOptions, ki
 		// --log-level info, as in production: the harness's own StartPlugin
 		// logs at debug, which would add to the plugin's cost.
 		v.pluginPID = startPlugin(r, ctd, "10-volumes", filepath.Join(dir, "plugin.log"),
-			e.bins.NRIVolumes, "run", "--config", cfgPath, "--socket", ctd.NRISocket, "--name", "volumes", "--idx", "10", "--log-level", "info")
+			bin, "run", "--config", cfgPath, "--socket", ctd.NRISocket, "--name", "volumes", "--idx", "10", "--log-level", "info")
 	case emptyNRI:
 		v.pluginPID = startPlugin(r, ctd, "10-empty", filepath.Join(ctd.Dir, "emptyplugin.log"),
 			e.emptyPlugin, "--socket", ctd.NRISocket, "--name", "empty", "--idx", "10")
@@ -205,6 +215,9 @@ func (v *variant) createContainer(p *pod, name, image string, annotations map[st
 		"log_path":    name + ".log",
 		"annotations": annotations,
 		"linux":       map[string]any{},
+	}
+	if v.criMounts != nil {
+		cfg["mounts"] = v.criMounts(name)
 	}
 	path, err := writeJSON(v.ctd.Dir, "ctr", cfg)
 	if err != nil {

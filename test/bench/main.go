@@ -42,6 +42,7 @@ type options struct {
 	// scenario; sizedLsUnsized adds the unsized store it is compared with.
 	sizedLsVolumes, sizedLsFiles int
 	sizedLsUnsized               bool
+	baseline                     string // an nri-volumes binary of an earlier commit to run beside this one
 	only                         string // comma list of scenarios to run; empty: all
 	out                          string // markdown report
 	goBench                      string // `go test -bench` output to append to the report
@@ -68,6 +69,7 @@ func main() {
 	flag.IntVar(&o.sizedLsVolumes, "sized-ls-volumes", 1000, "volumes in the stores of the sizedls scenario")
 	flag.IntVar(&o.sizedLsFiles, "sized-ls-files", 1000, "files in each volume of the sizedls scenario")
 	flag.BoolVar(&o.sizedLsUnsized, "sized-ls-unsized", true, "sizedls: also make and list the same volumes unsized (a walk of every file)")
+	flag.StringVar(&o.baseline, "baseline", "", "an nri-volumes binary built from an earlier commit: imagevolume and volumes also run it, interleaved, for a before/after on the same noise")
 	flag.StringVar(&o.only, "only", "", "comma list of scenarios to run (default all): "+strings.Join(scenarios, ","))
 	flag.StringVar(&o.out, "out", "bin/bench-results.md", "write the markdown report here too")
 	flag.StringVar(&o.goBench, "gobench", "", "output of `go test -bench` to put in the report")

@@ -395,6 +395,11 @@ func (e *benchEnv) hook() *section {
 		e.r.Fatalf("%v", err)
 	}
 	state, _ := json.Marshal(map[string]any{"ociVersion": "1.2.0", "id": "bench", "status": "creating", "pid": os.Getpid(), "bundle": bundle})
+	// The hook reads the container's user and id mappings from the bundle.
+	spec, _ := json.Marshal(map[string]any{"ociVersion": "1.2.0", "process": map[string]any{"user": map[string]any{"uid": 0, "gid": 0}}})
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), spec, 0o600); err != nil {
+		e.r.Fatalf("%v", err)
+	}
 	root := filepath.Join(dir, "store")
 	s, err := volumes.Open(root)
 	if err != nil {
@@ -414,6 +419,7 @@ func (e *benchEnv) hook() *section {
 		}
 	}
 	nv := e.bins.NRIVolumes
+	hk := harness.HookBeside(nv)
 	run := func(stdin []byte, args ...string) time.Duration {
 		cmd := exec.Command(args[0], args[1:]...)
 		if stdin != nil {
@@ -434,6 +440,7 @@ func (e *benchEnv) hook() *section {
 	ops := []op{
 		{"/bin/true (exec floor)", func(int) time.Duration { return run(nil, "/bin/true") }},
 		{"nri-volumes version (Go binary start)", func(int) time.Duration { return run(nil, nv, "version") }},
+		{"nri-volumes-hook --help (hook binary start)", func(int) time.Duration { return run(nil, hk, "--help") }},
 		{"nri-volumes hook copyup (32 files)", func(i int) time.Duration {
 			name := fmt.Sprintf("h%d", i+1)
 			if _, err := s.Create("default", name, volumes.CreateOptions{}); err != nil {
@@ -447,6 +454,20 @@ func (e *benchEnv) hook() *section {
 				e.r.Fatalf("%v", err)
 			}
 			return run(state, nv, "hook", "copyup", "--root", root, "--volume", "default/"+name+"=/nothing-here")
+		}},
+		{"nri-volumes-hook copyup (32 files)", func(i int) time.Duration {
+			name := fmt.Sprintf("k%d", i+1)
+			if _, err := s.Create("default", name, volumes.CreateOptions{}); err != nil {
+				e.r.Fatalf("%v", err)
+			}
+			return run(state, hk, "copyup", "--root", root, "--volume", "default/"+name+"=/data")
+		}},
+		{"nri-volumes-hook copyup, nothing at the target", func(i int) time.Duration {
+			name := fmt.Sprintf("m%d", i+1)
+			if _, err := s.Create("default", name, volumes.CreateOptions{}); err != nil {
+				e.r.Fatalf("%v", err)
+			}
+			return run(state, hk, "copyup", "--root", root, "--volume", "default/"+name+"=/nothing-here")
 		}},
 		{fmt.Sprintf("nri-volumes hook copyup (32 files), %d other volumes in the store", e.o.hookStore), func(i int) time.Duration {
 			name := fmt.Sprintf("h%d", i+1)
@@ -473,8 +494,10 @@ func (e *benchEnv) hook() *section {
 			}
 		}
 	}
-	if _, err := os.Stat(filepath.Join(root, "volumes", "default", "h1", "_data", "d1", "f15")); err != nil {
-		e.r.Fatalf("the hook did not copy: %v", err)
+	for _, v := range []string{"h1", "k1"} {
+		if _, err := os.Stat(filepath.Join(root, "volumes", "default", v, "_data", "d1", "f15")); err != nil {
+			e.r.Fatalf("the hook did not copy into %s: %v", v, err)
+		}
 	}
 	var names []string
 	for _, o := range ops {
@@ -482,13 +505,16 @@ func (e *benchEnv) hook() *section {
 	}
 	rows := resultRows(names, res, ops[0].name)
 	fi, _ := os.Stat(nv)
+	hfi, _ := os.Stat(hk)
 	return &section{
 		id:    "hook",
 		title: "The copy-up hook's exec time by itself",
 		method: fmt.Sprintf("What runc waits for in the createRuntime hook, outside any container: `nri-volumes hook copyup` with an OCI state on stdin, "+
 			"filling a new volume from the image volume scenario's tree (32 files of 1 KiB, 2 directories, a symlink); against the floor of "+
-			"starting any process and the Go binary (%.1f MiB) doing nothing. Also the hook when the image has nothing at the target (what every new named or anonymous "+
-			"volume pays), and the hook on a store that holds %d other volumes. %d samples each, round-robin.", float64(fi.Size())/(1<<20), e.o.hookStore, e.o.hookReps),
+			"starting any process and the Go binaries (nri-volumes %.1f MiB, nri-volumes-hook %.1f MiB) doing nothing. The same hook run by both binaries: "+
+			"`nri-volumes hook copyup` (hookPath before the hook binary) and `nri-volumes-hook copyup` (hookPath's default now). "+
+			"Also the hook when the image has nothing at the target (what every new named or anonymous "+
+			"volume pays), and the hook on a store that holds %d other volumes. %d samples each, round-robin.", float64(fi.Size())/(1<<20), float64(hfi.Size())/(1<<20), e.o.hookStore, e.o.hookReps),
 		header: resultHeader,
 		rows:   rows,
 	}

@@ -5,13 +5,20 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/test/harness"
 )
 
 const podKey = "volumes.noderesource.dev/pod"
+
+// baselineName is the variant that runs the -baseline binary.
+const baselineName = "nri-volumes, -baseline binary (an earlier commit)"
 
 // interleave times op n times per variant after one untimed warm-up each,
 // round-robin, starting each round with the next variant so that no variant
@@ -97,6 +104,11 @@ func (e *benchEnv) imageVolume() *section {
 		e.newVariant(plugin, harness.ContainerdOptions{}, nriVolumes, cfg, volImage),
 		e.newVariant(ignored, harness.ContainerdOptions{IgnoreImageDefinedVolumes: true}, nriVolumes, cfg, volImage),
 	}
+	names := []string{base, plugin, ignored}
+	if e.o.baseline != "" {
+		vs = append(vs, e.newVariant(baselineName, harness.ContainerdOptions{}, baselineVolumes, cfg, volImage))
+		names = append(names, baselineName)
+	}
 	pods := map[string]*pod{}
 	for _, v := range vs {
 		pods[v.name] = e.mustPod(v, "iv", nil)
@@ -113,7 +125,6 @@ func (e *benchEnv) imageVolume() *section {
 		func(v *variant, i int) time.Duration {
 			return e.createStart(v, pods[v.name], fmt.Sprintf("c%d", i), volImage.Name, nil, nil)
 		})
-	names := []string{base, plugin, ignored}
 	r := ratio(res[plugin].median(), res[base].median())
 	ri := ratio(res[ignored].median(), res[base].median())
 	return &section{
@@ -142,13 +153,21 @@ func volumesAnnotation(named string) map[string]string {
 func (e *benchEnv) volumes() *section {
 	const (
 		none   = "containerd, no plugin"
+		floor  = "containerd, no plugin, the same three mounts from the CRI config (floor)"
 		empty  = "empty NRI plugin"
 		plugin = "nri-volumes"
 	)
 	vs := []*variant{
 		e.newVariant(none, harness.ContainerdOptions{}, noPlugin, harness.PluginConfig{}, appImage),
+		e.newVariant(floor, harness.ContainerdOptions{}, noPlugin, harness.PluginConfig{}, appImage),
 		e.newVariant(empty, harness.ContainerdOptions{}, emptyNRI, harness.PluginConfig{}, appImage),
 		e.newVariant(plugin, harness.ContainerdOptions{}, nriVolumes, harness.PluginConfig{}, appImage),
+	}
+	vs[1].criMounts = e.floorMounts()
+	names := []string{none, floor, empty, plugin}
+	if e.o.baseline != "" {
+		vs = append(vs, e.newVariant(baselineName, harness.ContainerdOptions{}, baselineVolumes, harness.PluginConfig{}, appImage))
+		names = append(names, baselineName)
 	}
 	pods := map[string]*pod{}
 	for _, v := range vs {
@@ -157,7 +176,7 @@ func (e *benchEnv) volumes() *section {
 	res := e.interleave(vs, e.o.n,
 		func(v *variant, _ int) {
 			e.createStart(v, pods[v.name], "warm", appImage.Name, volumesAnnotation("warm"), func(id string) {
-				if v.name != plugin {
+				if v.name != plugin && v.name != floor && v.name != baselineName {
 					return
 				}
 				mounts := e.exec(v, id, "cat", "/proc/mounts")
@@ -172,16 +191,47 @@ func (e *benchEnv) volumes() *section {
 			return e.createStart(v, pods[v.name], fmt.Sprintf("c%d", i), appImage.Name, volumesAnnotation(fmt.Sprintf("named-%d", i)), nil)
 		})
 	r := ratio(res[plugin].median(), res[empty].median())
+	rf := ratio(res[plugin].median(), res[floor].median())
 	return &section{
 		id:    "volumes",
 		title: "Container create+start with a named volume, a tmpfs and an anonymous volume",
 		method: fmt.Sprintf("Each sample is `crictl create` + `crictl start` of a container whose annotation asks for a new named volume, an anonymous volume and a 4 MiB tmpfs "+
 			"(the image has nothing at those paths, so nothing is copied up). The empty NRI plugin (test/bench/emptyplugin) subscribes to CreateContainer and returns nothing; "+
-			"it gets the same annotation. %d samples per variant, round-robin.", e.o.n),
+			"it gets the same annotation. The floor is what the mounts themselves cost runc: the same container on containerd without any plugin, "+
+			"its CRI config mounting two host directories made beforehand (untimed, new for each container) and a 4 MiB tmpfs mounted on the host beforehand, "+
+			"as kubelet does for an emptyDir. %d samples per variant, round-robin.", e.o.n),
 		header: resultHeader,
-		rows:   resultRows([]string{none, empty, plugin}, res, empty),
+		rows:   resultRows(names, res, empty),
 		sums: []summary{
 			{"create+start, named + tmpfs + anonymous volume", ms(res[plugin].median()), ms(res[empty].median()) + " (empty NRI plugin)", fmt.Sprintf("%.3fx", r), "<= 1.05x", verdict(r <= 1.05)},
+			{"same, against the mounts from the CRI config", ms(res[plugin].median()), ms(res[floor].median()) + " (CRI-mount floor, no plugin)", fmt.Sprintf("%.3fx", rf), "<= 1.05x", verdict(rf <= 1.05)},
 		},
+	}
+}
+
+// floorMounts returns the CRI mounts of the floor variant's containers: a
+// new host directory each for /named and /anon, made here, before the
+// timing starts, and one 4 MiB tmpfs on the host for /scratch, as kubelet
+// mounts an emptyDir of medium Memory and hands it to the runtime.
+func (e *benchEnv) floorMounts() func(name string) []map[string]any {
+	dir := e.r.tempDir("floor")
+	scratch := filepath.Join(dir, "scratch")
+	if err := os.Mkdir(scratch, 0o755); err != nil {
+		e.r.Fatalf("%v", err)
+	}
+	if err := unix.Mount("tmpfs", scratch, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=4m"); err != nil {
+		e.r.Fatalf("mount a tmpfs at %s: %v", scratch, err)
+	}
+	e.r.Cleanup(func() { unix.Unmount(scratch, unix.MNT_DETACH) })
+	return func(name string) []map[string]any {
+		mounts := []map[string]any{{"container_path": "/scratch", "host_path": scratch}}
+		for _, t := range []string{"named", "anon"} {
+			host := filepath.Join(dir, name+"-"+t)
+			if err := os.Mkdir(host, 0o755); err != nil {
+				e.r.Fatalf("%v", err)
+			}
+			mounts = append(mounts, map[string]any{"container_path": "/" + t, "host_path": host})
+		}
+		return mounts
 	}
 }

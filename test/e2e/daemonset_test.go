@@ -178,9 +178,16 @@ func TestDaemonSet(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
-	bin, err := os.ReadFile(static)
-	if err != nil {
-		t.Fatal(err)
+	// The image holds both binaries, as the Dockerfile makes it.
+	binaries := map[string][]byte{}
+	var files []harness.File
+	for _, name := range []string{"nri-volumes", "nri-volumes-hook"} {
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(static), name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		binaries[name] = b
+		files = append(files, harness.File{Path: "/usr/local/bin/" + name, Content: string(b), Mode: 0o755})
 	}
 	pluginImage := ds.Spec.Template.Spec.Containers[0].Image
 	// As the Dockerfile's image does, it ships e2fsprogs for sized volumes.
@@ -188,11 +195,7 @@ func TestDaemonSet(t *testing.T) {
 	if err != nil {
 		t.Fatalf("e2fsprogs for the plugin's image: %v", err)
 	}
-	ctd.Import(t, harness.Image{
-		Name:       pluginImage,
-		Entrypoint: []string{"/usr/local/bin/nri-volumes"},
-		Files:      append(e2fsprogs, harness.File{Path: "/usr/local/bin/nri-volumes", Content: string(bin), Mode: 0o755}),
-	})
+	ctd.Import(t, harness.Image{Name: pluginImage, Entrypoint: []string{"/usr/local/bin/nri-volumes"}, Files: append(e2fsprogs, files...)})
 
 	// The pod's volumes: host paths mapped, the ConfigMap written out with
 	// its paths mapped the same way.
@@ -286,10 +289,13 @@ func TestDaemonSet(t *testing.T) {
 			t.Fatalf("init container %s exited with %v:\n%s", c.Name, code, cr.Logs(id))
 		}
 	}
-	hookBin := filepath.Join(paths["/opt/nri-volumes/bin"], "nri-volumes")
-	if got, err := os.ReadFile(hookBin); err != nil || !bytes.Equal(got, bin) {
-		t.Fatalf("the init container did not install the binary at %s: %v", hookBin, err)
+	for name, want := range binaries {
+		p := filepath.Join(paths["/opt/nri-volumes/bin"], name)
+		if got, err := os.ReadFile(p); err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("the init container did not install %s at %s: %v", name, p, err)
+		}
 	}
+	hookBin := filepath.Join(paths["/opt/nri-volumes/bin"], "nri-volumes-hook")
 
 	synced := ctd.SyncCount("10-volumes")
 	var pluginID string

@@ -154,7 +154,7 @@ func TestPluginLaunchedByContainerd(t *testing.T) {
 			Name: "10-volumes",
 			Bin:  bins.NRIVolumes,
 			Config: func(c *harness.Containerd) string {
-				return harness.PluginConfig{Root: root, ContainerdRoot: c.Root, HookPath: bins.NRIVolumes}.YAML()
+				return harness.PluginConfig{Root: root, ContainerdRoot: c.Root, HookPath: harness.HookBeside(bins.NRIVolumes)}.YAML()
 			},
 		}},
 	})

@@ -90,9 +90,10 @@ func BuildPlugin(t TB) string {
 	return out
 }
 
-// BuildPluginTo builds ./cmd/nri-volumes into dir and returns the binary's
-// path. When $NRI_VOLUMES_TEST_PLUGIN names a binary, that one is used
-// instead, unbuilt: a way to test a release build.
+// BuildPluginTo builds ./cmd/nri-volumes and ./cmd/nri-volumes-hook into dir
+// and returns the path of nri-volumes; the hook is beside it (see
+// HookBeside). When $NRI_VOLUMES_TEST_PLUGIN names a binary, that one is
+// used instead, unbuilt: a way to test a release build.
 func BuildPluginTo(dir string) (string, error) {
 	if bin := os.Getenv("NRI_VOLUMES_TEST_PLUGIN"); bin != "" {
 		return filepath.Abs(bin)
@@ -114,12 +115,22 @@ func buildPlugin(dir string, env ...string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(dir, "nri-volumes")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/nri-volumes")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/nri-volumes", "./cmd/nri-volumes-hook")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), env...)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", &CmdError{Args: cmd.Args, Stderr: string(b), Err: err}
 	}
-	return out, nil
+	return filepath.Join(dir, "nri-volumes"), nil
+}
+
+// HookBeside returns the nri-volumes-hook beside the nri-volumes binary bin,
+// as the plugin's default hookPath expects it; when there is none (a binary
+// from $NRI_VOLUMES_TEST_PLUGIN alone), bin itself, which runs the same hook.
+func HookBeside(bin string) string {
+	hook := filepath.Join(filepath.Dir(bin), "nri-volumes-hook")
+	if _, err := os.Stat(hook); err != nil {
+		return bin
+	}
+	return hook
 }

@@ -109,7 +109,7 @@ func StartPlugin(t TB, ctd *Containerd, opts PluginOptions) *Plugin {
 		opts.Config.ContainerdRoot = ctd.Root
 	}
 	if opts.Config.HookPath == "" {
-		opts.Config.HookPath = ctd.Bins.NRIVolumes
+		opts.Config.HookPath = HookBeside(ctd.Bins.NRIVolumes)
 	}
 	if opts.Name == "" {
 		opts.Name = "volumes"

@@ -1,4 +1,4 @@
-package main
+package hook
 
 import (
 	"encoding/json"
@@ -96,10 +96,7 @@ func runHookWithStdin(t *testing.T, stdin string, args []string) error {
 		w.Close()
 	}()
 	defer r.Close()
-	old := hookStdin
-	hookStdin = r
-	defer func() { hookStdin = old }()
-	return hookCommand(args)
+	return Run(args, r)
 }
 
 func names(t *testing.T, dir string) []string {
@@ -257,10 +254,7 @@ func TestHookRefusesTerminal(t *testing.T) {
 		t.Skipf("no pseudo-terminal: %v", err)
 	}
 	defer tty.Close()
-	old := hookStdin
-	hookStdin = tty
-	defer func() { hookStdin = old }()
-	err = hookCommand([]string{"copyup", "--root", t.TempDir(), "--volume", "default/data=/data"})
+	err = Run([]string{"copyup", "--root", t.TempDir(), "--volume", "default/data=/data"}, tty)
 	if err == nil || !strings.Contains(err.Error(), "terminal") {
 		t.Errorf("want a terminal error, got %v", err)
 	}
@@ -470,5 +464,26 @@ func TestHookCopyUpTooBig(t *testing.T) {
 	}
 	if got := names(t, vols[0].Mountpoint); !slices.Equal(got, []string{"."}) {
 		t.Errorf("volume after the failed copy-up holds %v", got)
+	}
+}
+
+// TestHookSync: --sync makes a volume that the plugin made without fsyncs
+// durable before the copy-up; a volume that is gone fails the hook, and so
+// the container's start, with its name.
+func TestHookSync(t *testing.T) {
+	e := newHookEnv(t)
+	vols, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "data", SyncLater: true}})
+	if err != nil || !vols[0].Unsynced {
+		t.Fatalf("Acquire = %+v, %v; want an unsynced volume", vols, err)
+	}
+	if err := e.run(t, "--volume", "default/data=/data", "--sync", "default/data"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := names(t, vols[0].Mountpoint), []string{".", "hello.txt", "sub", "sub/nested"}; !slices.Equal(got, want) {
+		t.Errorf("want %v, got %v", want, got)
+	}
+	err = e.run(t, "--volume", "default/data=/data", "--sync", "default/gone")
+	if err == nil || !strings.Contains(err.Error(), "--sync default/gone") || !errors.Is(err, volumes.ErrNotFound) {
+		t.Errorf("--sync of a missing volume: %v", err)
 	}
 }

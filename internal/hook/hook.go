@@ -1,0 +1,413 @@
+// Package hook is the OCI hook the plugin adds to containers: copyup fills
+// new volumes from the image and chowns those mounted with U. runc runs it
+// as a createRuntime hook, in the host's namespaces, with the container's
+// state on stdin, before the container's process starts. Both
+// nri-volumes-hook (small, quick to start) and `nri-volumes hook` run it.
+// Each run is its own process; the store's locks order it against the
+// plugin and other hooks.
+package hook
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/idmap"
+	"github.com/nri-volumes/nri-volumes/volumes"
+	"github.com/nri-volumes/nri-volumes/volumes/copyup"
+)
+
+// maxStateSize bounds the OCI state document read from stdin. Real ones are
+// a few hundred bytes plus annotations.
+const maxStateSize = 1 << 20
+
+// copyUpVolume is one --volume of the copyup hook.
+type copyUpVolume struct {
+	ns, name, target string
+}
+
+// copyUpOptions are the flags of `nri-volumes hook copyup`.
+type copyUpOptions struct {
+	root     string
+	limits   copyup.Options
+	volumes  []copyUpVolume
+	logLevel string
+	// pod and podMaxBytes bound what the copy-ups of one pod sandbox write
+	// in all (limits.copyUpMaxSizePerPod); without a pod, nothing does.
+	pod         string
+	podMaxBytes int64
+	// keepOwner holds NS/NAME of the volumes that keep their owner and
+	// mode when the image's directory is empty.
+	keepOwner map[string]bool
+	// chown are the volumes whose root goes to the container's user.
+	chown []copyUpVolume
+	// sync are the volumes to make durable before the container starts.
+	sync []copyUpVolume
+}
+
+// maxSpecSize bounds the OCI spec (config.json) the hook reads.
+const maxSpecSize = 16 << 20
+
+// Usage is the command line of the hooks, for help texts.
+const Usage = "copyup --root DIR --volume NS/NAME=/target... [--max-bytes N] [--max-files N]"
+
+// Run runs the OCI hook args[0] with the rest of args as its flags and the
+// container's state read from stdin. runc fails the container's start with
+// the hook's stderr if it exits non-zero.
+func Run(args []string, stdin io.Reader) error {
+	if len(args) == 0 {
+		return errors.New("hook: name the hook to run: copyup")
+	}
+	switch args[0] {
+	case "copyup":
+		return copyUp(args[1:], stdin)
+	default:
+		return fmt.Errorf("hook: unknown hook %q (known: copyup)", args[0])
+	}
+}
+
+// copyUp copies the image's content at each volume's target into the
+// volume, if the volume is still empty: the createRuntime hook behind
+// Docker-style copy-up.
+func copyUp(args []string, stdin io.Reader) error {
+	opts, err := parseCopyUpFlags(args)
+	if err != nil {
+		return fmt.Errorf("hook copyup: %w", err)
+	}
+	level, err := logrus.ParseLevel(opts.logLevel)
+	if err != nil {
+		return fmt.Errorf("hook copyup: --log-level: %w", err)
+	}
+	// This process does nothing else, so the standard logger is its own;
+	// copyup logs skipped files to it at debug level.
+	logrus.SetOutput(os.Stderr)
+	logrus.SetLevel(level)
+
+	state, err := readHookState(stdin)
+	if err != nil {
+		return fmt.Errorf("hook copyup: %w", err)
+	}
+	rootfs := filepath.Join(state.Bundle, "rootfs")
+	log := logrus.WithField("container", state.ID)
+	spec, err := readBundleSpec(state.Bundle)
+	if err != nil {
+		return fmt.Errorf("hook copyup: %w", err)
+	}
+	mapping, err := idmap.FromSpec(spec)
+	if err != nil {
+		return fmt.Errorf("hook copyup: %w", err)
+	}
+	if mapping != nil {
+		// The rootfs shows the image's ids shifted into the container's
+		// range; the volume, idmapped into the container, holds them as
+		// the container sees them.
+		opts.limits.Owners = mapping.ToContainer
+	}
+	opts.limits.Log = log
+
+	store, err := volumes.OpenForCopyUp(opts.root)
+	if err != nil {
+		return fmt.Errorf("hook copyup: %w", err)
+	}
+	defer store.Close()
+	// First, while the plugin's own sync of a new volume has most likely
+	// left nothing to write: the copy-up below dirties the volume again.
+	for _, v := range opts.sync {
+		if err := store.Sync(v.ns, v.name); err != nil {
+			return fmt.Errorf("hook copyup: --sync %s/%s: %w", v.ns, v.name, err)
+		}
+	}
+
+	c := &hookCopier{opts: opts, store: store, rootfs: rootfs, log: log}
+	if opts.pod == "" {
+		_, err = c.copyAll(0)
+	} else {
+		err = store.ChargePodCopyUp(opts.pod, c.copyAll)
+	}
+	if err != nil {
+		return fmt.Errorf("hook copyup: %w", err)
+	}
+	return chownVolumes(store, spec, opts.chown, log)
+}
+
+// chownVolumes gives the root of each volume to the container's user, as
+// its OCI spec's process.user names it: ids as the container sees them,
+// which is what an idmapped volume holds. Each volume is chowned once.
+func chownVolumes(store *volumes.Store, spec *specs.Spec, vols []copyUpVolume, log *logrus.Entry) error {
+	if len(vols) == 0 {
+		return nil
+	}
+	if spec.Process == nil {
+		return errors.New("hook copyup: --chown: the OCI spec has no process.user")
+	}
+	uid, gid := int(spec.Process.User.UID), int(spec.Process.User.GID)
+	for _, v := range vols {
+		done, err := store.ChownRoot(v.ns, v.name, uid, gid)
+		if err != nil {
+			return fmt.Errorf("hook copyup: --chown %s/%s: %w", v.ns, v.name, err)
+		}
+		if done {
+			log.WithField("volume", v.ns+"/"+v.name).Debugf("chowned the volume's root to %d:%d", uid, gid)
+		}
+	}
+	return nil
+}
+
+// readBundleSpec reads the container's OCI spec from its bundle.
+func readBundleSpec(bundle string) (*specs.Spec, error) {
+	f, err := os.Open(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the OCI spec: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxSpecSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the OCI spec: %w", err)
+	}
+	if len(data) > maxSpecSize {
+		return nil, fmt.Errorf("the OCI spec %s is larger than %d bytes", f.Name(), maxSpecSize)
+	}
+	var spec specs.Spec
+	if err := json.Unmarshal(data, &spec); err != nil {
+		return nil, fmt.Errorf("parsing the OCI spec %s: %w", f.Name(), err)
+	}
+	return &spec, nil
+}
+
+// hookCopier runs the copy-ups of one container.
+type hookCopier struct {
+	opts   copyUpOptions
+	store  *volumes.Store
+	rootfs string
+	log    *logrus.Entry
+}
+
+// copyAll copies into each volume, given that the pod's copy-ups wrote used
+// bytes before, and returns the bytes it wrote. An image directory that
+// several VOLUMEs name (through symlinks in the image) is copied once per
+// container, into the volume mounted last, the one the container sees there.
+func (c *hookCopier) copyAll(used int64) (int64, error) {
+	var written int64
+	copied := map[copyup.SourceID]string{}
+	for i := len(c.opts.volumes) - 1; i >= 0; i-- {
+		v := c.opts.volumes[i]
+		vlog := c.log.WithFields(logrus.Fields{"volume": v.ns + "/" + v.name, "target": v.target})
+		src, ok, err := copyup.Source(c.rootfs, v.target)
+		if err != nil {
+			return written, fmt.Errorf("volume %s/%s at %s: %w", v.ns, v.name, v.target, err)
+		}
+		if first, dup := copied[src]; ok && dup {
+			vlog.Infof("copy-up: the image directory is the one copied for %s already; copied once", first)
+			ok = false
+		}
+		if ok {
+			copied[src] = v.target
+		}
+		limits, budget := c.limits(used + written)
+		limits.KeepEmptyRoot = c.opts.keepOwner[v.ns+"/"+v.name]
+		var stats copyup.Stats
+		ran := false
+		err = c.store.CopyUp(v.ns, v.name, func(dir string) error {
+			ran = true
+			if !ok {
+				return nil
+			}
+			var err error
+			stats, err = copyup.Copy(c.rootfs, v.target, dir, limits)
+			return err
+		})
+		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+			return written, tooSmallError(c.store, v, stats, err)
+		}
+		if err == nil {
+			written += stats.Bytes
+		}
+		if err != nil && budget && errors.Is(err, copyup.ErrLimit) {
+			err = fmt.Errorf("%w: the copy-ups of a pod may write %d bytes in all (limits.copyUpMaxSizePerPod), and this pod's wrote %d",
+				err, c.opts.podMaxBytes, used+written)
+		}
+		if err != nil {
+			return written, fmt.Errorf("volume %s/%s at %s: %w", v.ns, v.name, v.target, err)
+		}
+		if !ran {
+			vlog.Debug("copy-up: volume already filled, nothing to do")
+			continue
+		}
+		vlog.Debugf("copy-up: %d files, %d dirs, %d symlinks, %d hard links, %d bytes; %d skipped",
+			stats.Files, stats.Dirs, stats.Symlinks, stats.Hardlinks, stats.Bytes, stats.Skipped)
+	}
+	return written, nil
+}
+
+// limits are the bounds of the next copy, given that the pod's copy-ups
+// wrote used bytes; budget says the pod's budget is the tighter bound.
+func (c *hookCopier) limits(used int64) (copyup.Options, bool) {
+	limits := c.opts.limits
+	if c.opts.podMaxBytes <= 0 {
+		return limits, false
+	}
+	left := c.opts.podMaxBytes - used
+	if limits.MaxBytes > 0 && limits.MaxBytes <= left {
+		return limits, false
+	}
+	limits.MaxBytes = left
+	if left <= 0 {
+		limits.MaxBytes = -1 // no bytes at all
+	}
+	return limits, true
+}
+
+func parseCopyUpFlags(args []string) (copyUpOptions, error) {
+	opts := copyUpOptions{keepOwner: map[string]bool{}}
+	fs := flag.NewFlagSet("hook copyup", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // the error is returned and printed once by main
+	fs.StringVar(&opts.root, "root", "", "volume store root (required)")
+	fs.Int64Var(&opts.limits.MaxBytes, "max-bytes", 0, "most bytes to copy into one volume (0: no limit)")
+	fs.Int64Var(&opts.limits.MaxFiles, "max-files", 0, "most entries to copy into one volume (0: no limit)")
+	fs.StringVar(&opts.pod, "pod", "", "pod sandbox ID whose copy-ups --pod-max-bytes bounds")
+	fs.Int64Var(&opts.podMaxBytes, "pod-max-bytes", 0, "most bytes the copy-ups of the pod write in all (0: no limit)")
+	fs.StringVar(&opts.logLevel, "log-level", "info", "log level (debug shows a summary per volume)")
+	fs.Func("volume", "NAMESPACE/NAME=/target to fill (repeatable)", func(s string) error {
+		v, err := parseCopyUpVolume(s)
+		if err != nil {
+			return err
+		}
+		opts.volumes = append(opts.volumes, v)
+		return nil
+	})
+	fs.Func("keep-owner", "NAMESPACE/NAME of a --volume that keeps its owner and mode if the image's directory is empty (repeatable)", func(s string) error {
+		v, err := parseVolumeRef(s)
+		if err != nil {
+			return err
+		}
+		opts.keepOwner[v.ns+"/"+v.name] = true
+		return nil
+	})
+	fs.Func("chown", "NAMESPACE/NAME whose root goes to the container's user, once (repeatable)", func(s string) error {
+		v, err := parseVolumeRef(s)
+		if err != nil {
+			return err
+		}
+		opts.chown = append(opts.chown, v)
+		return nil
+	})
+	fs.Func("sync", "NAMESPACE/NAME to make durable (fsync its metadata and directories) before the container starts (repeatable)", func(s string) error {
+		v, err := parseVolumeRef(s)
+		if err != nil {
+			return err
+		}
+		opts.sync = append(opts.sync, v)
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return opts, err
+	}
+	opts.limits.MaxLinkBytes = copyup.DefaultMaxLinkBytes
+	switch {
+	case fs.NArg() > 0:
+		return opts, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case opts.root == "":
+		return opts, errors.New("--root is required")
+	case !filepath.IsAbs(opts.root):
+		return opts, fmt.Errorf("--root %q: not an absolute path", opts.root)
+	case opts.limits.MaxBytes < 0:
+		return opts, fmt.Errorf("--max-bytes %d: must not be negative", opts.limits.MaxBytes)
+	case opts.limits.MaxFiles < 0:
+		return opts, fmt.Errorf("--max-files %d: must not be negative", opts.limits.MaxFiles)
+	case opts.podMaxBytes < 0:
+		return opts, fmt.Errorf("--pod-max-bytes %d: must not be negative", opts.podMaxBytes)
+	case opts.podMaxBytes > 0 && opts.pod == "":
+		return opts, errors.New("--pod-max-bytes needs --pod")
+	case len(opts.volumes) == 0 && len(opts.chown) == 0:
+		return opts, errors.New("no --volume or --chown given")
+	}
+	return opts, nil
+}
+
+// parseVolumeRef parses NAMESPACE/NAME.
+func parseVolumeRef(s string) (copyUpVolume, error) {
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok {
+		return copyUpVolume{}, fmt.Errorf("%q: want NAMESPACE/NAME", s)
+	}
+	if err := volumes.ValidateNamespace(ns); err != nil {
+		return copyUpVolume{}, fmt.Errorf("%q: %w", s, err)
+	}
+	if err := volumes.ValidateName(name); err != nil {
+		return copyUpVolume{}, fmt.Errorf("%q: %w", s, err)
+	}
+	return copyUpVolume{ns: ns, name: name}, nil
+}
+
+// parseCopyUpVolume parses NAMESPACE/NAME=/target. Names never hold "/" or
+// "=", so the first of each separates the parts and the target may hold any.
+func parseCopyUpVolume(s string) (copyUpVolume, error) {
+	ref, target, ok := strings.Cut(s, "=")
+	if !ok {
+		return copyUpVolume{}, fmt.Errorf("%q: want NAMESPACE/NAME=/target", s)
+	}
+	ns, name, ok := strings.Cut(ref, "/")
+	if !ok {
+		return copyUpVolume{}, fmt.Errorf("%q: want NAMESPACE/NAME=/target", s)
+	}
+	if err := volumes.ValidateNamespace(ns); err != nil {
+		return copyUpVolume{}, fmt.Errorf("%q: %w", s, err)
+	}
+	if err := volumes.ValidateName(name); err != nil {
+		return copyUpVolume{}, fmt.Errorf("%q: %w", s, err)
+	}
+	// The target is resolved inside the rootfs as the runtime resolves the
+	// mount's destination, symlinks first, so it is checked but not cleaned.
+	if !filepath.IsAbs(target) || strings.ContainsRune(target, 0) {
+		return copyUpVolume{}, fmt.Errorf("%q: target %q is not an absolute path", s, target)
+	}
+	return copyUpVolume{ns: ns, name: name, target: target}, nil
+}
+
+// readHookState reads the OCI state document a runtime gives its hooks.
+func readHookState(r io.Reader) (*specs.State, error) {
+	if f, ok := r.(*os.File); ok && isTerminal(f) {
+		return nil, errors.New("stdin is a terminal: the container runtime runs this hook with the OCI state on stdin")
+	}
+	data, err := io.ReadAll(io.LimitReader(r, maxStateSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read OCI state from stdin: %w", err)
+	}
+	if len(data) > maxStateSize {
+		return nil, fmt.Errorf("OCI state on stdin is larger than %d bytes", maxStateSize)
+	}
+	var state specs.State
+	if err := json.Unmarshal(data, &state); err != nil {
+		return nil, fmt.Errorf("parse OCI state from stdin: %w", err)
+	}
+	if !filepath.IsAbs(state.Bundle) {
+		return nil, fmt.Errorf("OCI state: bundle %q is not an absolute path", state.Bundle)
+	}
+	return &state, nil
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// tooSmallError says that the image's content did not fit a sized volume:
+// which volume, its size and how far the copy got before the kernel said no.
+func tooSmallError(store *volumes.Store, v copyUpVolume, stats copyup.Stats, err error) error {
+	size := "its size"
+	if vol, gerr := store.Get(v.ns, v.name); gerr == nil && vol.Limit > 0 {
+		size = "its size " + volumes.FormatBytes(vol.Limit)
+	}
+	return fmt.Errorf("volume %s/%s at %s: the image's content does not fit %s: "+
+		"copy-up stopped after %d files (%s), %d directories and %d symlinks, and was undone: %w",
+		v.ns, v.name, v.target, size, stats.Files, volumes.FormatBytes(stats.Bytes), stats.Dirs, stats.Symlinks, err)
+}

@@ -1,0 +1,79 @@
+package volumes
+
+import (
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
+
+	"errors"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// syncPending, an empty file in the directory of a volume made Unsynced,
+// says the volume is not known to be durable yet. Sync removes it after its
+// fsyncs, so a later Sync (the hook's, after the plugin's) costs a lookup
+// instead of fsyncs that would each flush the disk's cache. After a crash,
+// a marker that survived only makes the next Sync redo its fsyncs.
+const syncPending = "sync-pending"
+
+// markSyncPending creates syncPending in the volume directory open at fd,
+// before the volume gets its name.
+func markSyncPending(fd int) error {
+	f, err := unix.Openat(fd, syncPending, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "openat", Path: syncPending, Err: err}
+	}
+	return unix.Close(f)
+}
+
+// Sync makes the named volume ns/name durable, as Create makes it: its
+// volume.json, the entries of its directory and its name in the namespace.
+// Acquire with Request.SyncLater leaves that to the caller, who calls Sync
+// before a container uses the volume; the plugin calls it in the
+// background and the copy-up hook, which runs before the container's
+// process, calls it again, and finds nothing to do when the background call
+// is done. A volume made durable by Create, or synced before, is left
+// alone. It takes no lock: it writes only its marker, and a volume removed
+// meanwhile fails it with ErrNotFound.
+func (s *Store) Sync(ns, name string) error {
+	if err := ValidateNamespace(ns); err != nil {
+		return err
+	}
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	nsFd, err := s.openNamespace(ns)
+	if err != nil {
+		return publicError(ns, name, err)
+	}
+	defer unix.Close(nsFd)
+	volFd, err := fsx.OpenDir(nsFd, name)
+	if err != nil {
+		return publicError(ns, name, err)
+	}
+	defer unix.Close(volFd)
+	if pending, err := existsAt(volFd, syncPending); err != nil {
+		return volumeError(ns, name, err)
+	} else if !pending {
+		return nil
+	}
+	metaFd, err := fsx.OpenBeneath(volFd, metaFile, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC)
+	if err != nil {
+		return volumeError(ns, name, err)
+	}
+	defer unix.Close(metaFd)
+	for _, fd := range []struct {
+		fd   int
+		what string
+	}{{metaFd, metaFile}, {volFd, "."}, {nsFd, ".."}} {
+		if err := unix.Fsync(fd.fd); err != nil {
+			return volumeError(ns, name, &os.PathError{Op: "fsync", Path: fd.what, Err: err})
+		}
+	}
+	// Only now: a marker gone says the fsyncs are done. Two Syncs at once
+	// both fsync, and one of them removes it.
+	if err := unix.Unlinkat(volFd, syncPending, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return volumeError(ns, name, &os.PathError{Op: "unlinkat", Path: syncPending, Err: err})
+	}
+	return nil
+}
