@@ -15,7 +15,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
@@ -30,16 +30,11 @@ import (
 // a few hundred bytes plus annotations.
 const maxStateSize = 1 << 20
 
-// copyUpVolume is one --volume of the copyup hook.
-type copyUpVolume struct {
-	ns, name, target string
-}
-
 // copyUpOptions are the flags of `nri-volumes hook copyup`.
 type copyUpOptions struct {
 	root     string
 	limits   copyup.Options
-	volumes  []copyUpVolume
+	volumes  []volumes.CopyUpSpec
 	logLevel string
 	// pod and podMaxBytes bound what the copy-ups of one pod sandbox write
 	// in all (limits.copyUpMaxSizePerPod); without a pod, nothing does.
@@ -47,11 +42,11 @@ type copyUpOptions struct {
 	podMaxBytes int64
 	// keepOwner holds NS/NAME of the volumes that keep their owner and
 	// mode when the image's directory is empty.
-	keepOwner map[string]bool
+	keepOwner map[volumes.VolumeRef]bool
 	// chown are the volumes whose root goes to the container's user.
-	chown []copyUpVolume
+	chown []volumes.VolumeRef
 	// sync are the volumes to make durable before the container starts.
-	sync []copyUpVolume
+	sync []volumes.VolumeRef
 }
 
 // maxSpecSize bounds the OCI spec (config.json) the hook reads.
@@ -122,8 +117,8 @@ func copyUp(args []string, stdin io.Reader) error {
 	// First, while the plugin's own sync of a new volume has most likely
 	// left nothing to write: the copy-up below dirties the volume again.
 	for _, v := range opts.sync {
-		if err := store.Sync(v.ns, v.name); err != nil {
-			return fmt.Errorf("hook copyup: --sync %s/%s: %w", v.ns, v.name, err)
+		if err := store.Sync(v.Namespace, v.Name); err != nil {
+			return fmt.Errorf("hook copyup: --sync %s: %w", v, err)
 		}
 	}
 
@@ -142,7 +137,7 @@ func copyUp(args []string, stdin io.Reader) error {
 // chownVolumes gives the root of each volume to the container's user, as
 // its OCI spec's process.user names it: ids as the container sees them,
 // which is what an idmapped volume holds. Each volume is chowned once.
-func chownVolumes(store *volumes.Store, spec *specs.Spec, vols []copyUpVolume, log *logrus.Entry) error {
+func chownVolumes(store *volumes.Store, spec *specs.Spec, vols []volumes.VolumeRef, log *logrus.Entry) error {
 	if len(vols) == 0 {
 		return nil
 	}
@@ -151,12 +146,12 @@ func chownVolumes(store *volumes.Store, spec *specs.Spec, vols []copyUpVolume, l
 	}
 	uid, gid := int(spec.Process.User.UID), int(spec.Process.User.GID)
 	for _, v := range vols {
-		done, err := store.ChownRoot(v.ns, v.name, uid, gid)
+		done, err := store.ChownRoot(v.Namespace, v.Name, uid, gid)
 		if err != nil {
-			return fmt.Errorf("hook copyup: --chown %s/%s: %w", v.ns, v.name, err)
+			return fmt.Errorf("hook copyup: --chown %s: %w", v, err)
 		}
 		if done {
-			log.WithField("volume", v.ns+"/"+v.name).Debugf("chowned the volume's root to %d:%d", uid, gid)
+			log.WithField("volume", v.String()).Debugf("chowned the volume's root to %d:%d", uid, gid)
 		}
 	}
 	return nil
@@ -195,57 +190,78 @@ type hookCopier struct {
 // bytes before, and returns the bytes it wrote. An image directory that
 // several VOLUMEs name (through symlinks in the image) is copied once per
 // container, into the volume mounted last, the one the container sees there.
+// Each copy, and each failure, is recorded for the plugin's metrics.
 func (c *hookCopier) copyAll(used int64) (int64, error) {
 	var written int64
 	copied := map[copyup.SourceID]string{}
 	for i := len(c.opts.volumes) - 1; i >= 0; i-- {
 		v := c.opts.volumes[i]
-		vlog := c.log.WithFields(logrus.Fields{"volume": v.ns + "/" + v.name, "target": v.target})
-		src, ok, err := copyup.Source(c.rootfs, v.target)
-		if err != nil {
-			return written, fmt.Errorf("volume %s/%s at %s: %w", v.ns, v.name, v.target, err)
-		}
-		if first, dup := copied[src]; ok && dup {
-			vlog.Infof("copy-up: the image directory is the one copied for %s already; copied once", first)
-			ok = false
-		}
-		if ok {
-			copied[src] = v.target
-		}
-		limits, budget := c.limits(used + written)
-		limits.KeepEmptyRoot = c.opts.keepOwner[v.ns+"/"+v.name]
-		var stats copyup.Stats
-		ran := false
-		err = c.store.CopyUp(v.ns, v.name, func(dir string) error {
-			ran = true
-			if !ok {
-				return nil
+		vlog := c.log.WithFields(logrus.Fields{"volume": v.VolumeRef.String(), "target": v.Target})
+		start := time.Now()
+		stats, ran, reason, err := c.copyOne(v, used+written, copied, vlog)
+		if ran || err != nil {
+			res := volumes.CopyUpResult{Reason: reason, Bytes: stats.Bytes, Files: stats.Files, Duration: time.Since(start)}
+			if rerr := c.store.RecordCopyUp(res); rerr != nil {
+				vlog.WithError(rerr).Warn("copy-up: not recorded for the plugin's metrics")
 			}
-			var err error
-			stats, err = copyup.Copy(c.rootfs, v.target, dir, limits)
-			return err
-		})
-		if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-			return written, tooSmallError(c.store, v, stats, err)
-		}
-		if err == nil {
-			written += stats.Bytes
-		}
-		if err != nil && budget && errors.Is(err, copyup.ErrLimit) {
-			err = fmt.Errorf("%w: the copy-ups of a pod may write %d bytes in all (limits.copyUpMaxSizePerPod), and this pod's wrote %d",
-				err, c.opts.podMaxBytes, used+written)
 		}
 		if err != nil {
-			return written, fmt.Errorf("volume %s/%s at %s: %w", v.ns, v.name, v.target, err)
+			return written, err
 		}
-		if !ran {
-			vlog.Debug("copy-up: volume already filled, nothing to do")
-			continue
-		}
-		vlog.Debugf("copy-up: %d files, %d dirs, %d symlinks, %d hard links, %d bytes; %d skipped",
-			stats.Files, stats.Dirs, stats.Symlinks, stats.Hardlinks, stats.Bytes, stats.Skipped)
+		written += stats.Bytes
 	}
 	return written, nil
+}
+
+// copyOne copies into v, given that the pod's copy-ups wrote used bytes
+// before and the image directories copied so far. It reports what it
+// copied, whether it copied at all (a filled volume, or an image without
+// the directory, is no copy), and on failure which of volumes' CopyUp
+// reasons it is.
+func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup.SourceID]string, vlog *logrus.Entry) (copyup.Stats, bool, string, error) {
+	var stats copyup.Stats
+	src, ok, err := copyup.Source(c.rootfs, v.Target)
+	if err != nil {
+		return stats, false, volumes.CopyUpOther, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
+	}
+	if first, dup := copied[src]; ok && dup {
+		vlog.Infof("copy-up: the image directory is the one copied for %s already; copied once", first)
+		ok = false
+	}
+	if ok {
+		copied[src] = v.Target
+	}
+	limits, budget := c.limits(used)
+	limits.KeepEmptyRoot = c.opts.keepOwner[v.VolumeRef]
+	ran := false
+	err = c.store.CopyUp(v.Namespace, v.Name, func(dir string) error {
+		ran = true
+		if !ok {
+			return nil
+		}
+		var err error
+		stats, err = copyup.Copy(c.rootfs, v.Target, dir, limits)
+		return err
+	})
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
+		return stats, ran, volumes.CopyUpNoSpace, tooSmallError(c.store, v, stats, err)
+	case budget && errors.Is(err, copyup.ErrLimit):
+		return stats, ran, volumes.CopyUpPodBudget, fmt.Errorf("volume %s at %s: %w: the copy-ups of a pod may write %d bytes in all (limits.copyUpMaxSizePerPod), and this pod's wrote %d",
+			v.VolumeRef, v.Target, err, c.opts.podMaxBytes, used)
+	case errors.Is(err, copyup.ErrLimit):
+		return stats, ran, volumes.CopyUpLimit, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
+	default:
+		return stats, ran, volumes.CopyUpOther, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
+	}
+	if !ran {
+		vlog.Debug("copy-up: volume already filled, nothing to do")
+		return stats, false, "", nil
+	}
+	vlog.Debugf("copy-up: %d files, %d dirs, %d symlinks, %d hard links, %d bytes; %d skipped",
+		stats.Files, stats.Dirs, stats.Symlinks, stats.Hardlinks, stats.Bytes, stats.Skipped)
+	return stats, ok, "", nil
 }
 
 // limits are the bounds of the next copy, given that the pod's copy-ups
@@ -267,7 +283,7 @@ func (c *hookCopier) limits(used int64) (copyup.Options, bool) {
 }
 
 func parseCopyUpFlags(args []string) (copyUpOptions, error) {
-	opts := copyUpOptions{keepOwner: map[string]bool{}}
+	opts := copyUpOptions{keepOwner: map[volumes.VolumeRef]bool{}}
 	fs := flag.NewFlagSet("hook copyup", flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // the error is returned and printed once by main
 	fs.StringVar(&opts.root, "root", "", "volume store root (required)")
@@ -277,7 +293,7 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 	fs.Int64Var(&opts.podMaxBytes, "pod-max-bytes", 0, "most bytes the copy-ups of the pod write in all (0: no limit)")
 	fs.StringVar(&opts.logLevel, "log-level", "info", "log level (debug shows a summary per volume)")
 	fs.Func("volume", "NAMESPACE/NAME=/target to fill (repeatable)", func(s string) error {
-		v, err := parseCopyUpVolume(s)
+		v, err := volumes.ParseCopyUpSpec(s)
 		if err != nil {
 			return err
 		}
@@ -285,15 +301,15 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 		return nil
 	})
 	fs.Func("keep-owner", "NAMESPACE/NAME of a --volume that keeps its owner and mode if the image's directory is empty (repeatable)", func(s string) error {
-		v, err := parseVolumeRef(s)
+		v, err := volumes.ParseVolumeRef(s)
 		if err != nil {
 			return err
 		}
-		opts.keepOwner[v.ns+"/"+v.name] = true
+		opts.keepOwner[v] = true
 		return nil
 	})
 	fs.Func("chown", "NAMESPACE/NAME whose root goes to the container's user, once (repeatable)", func(s string) error {
-		v, err := parseVolumeRef(s)
+		v, err := volumes.ParseVolumeRef(s)
 		if err != nil {
 			return err
 		}
@@ -301,7 +317,7 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 		return nil
 	})
 	fs.Func("sync", "NAMESPACE/NAME to make durable (fsync its metadata and directories) before the container starts (repeatable)", func(s string) error {
-		v, err := parseVolumeRef(s)
+		v, err := volumes.ParseVolumeRef(s)
 		if err != nil {
 			return err
 		}
@@ -333,46 +349,6 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 	return opts, nil
 }
 
-// parseVolumeRef parses NAMESPACE/NAME.
-func parseVolumeRef(s string) (copyUpVolume, error) {
-	ns, name, ok := strings.Cut(s, "/")
-	if !ok {
-		return copyUpVolume{}, fmt.Errorf("%q: want NAMESPACE/NAME", s)
-	}
-	if err := volumes.ValidateNamespace(ns); err != nil {
-		return copyUpVolume{}, fmt.Errorf("%q: %w", s, err)
-	}
-	if err := volumes.ValidateName(name); err != nil {
-		return copyUpVolume{}, fmt.Errorf("%q: %w", s, err)
-	}
-	return copyUpVolume{ns: ns, name: name}, nil
-}
-
-// parseCopyUpVolume parses NAMESPACE/NAME=/target. Names never hold "/" or
-// "=", so the first of each separates the parts and the target may hold any.
-func parseCopyUpVolume(s string) (copyUpVolume, error) {
-	ref, target, ok := strings.Cut(s, "=")
-	if !ok {
-		return copyUpVolume{}, fmt.Errorf("%q: want NAMESPACE/NAME=/target", s)
-	}
-	ns, name, ok := strings.Cut(ref, "/")
-	if !ok {
-		return copyUpVolume{}, fmt.Errorf("%q: want NAMESPACE/NAME=/target", s)
-	}
-	if err := volumes.ValidateNamespace(ns); err != nil {
-		return copyUpVolume{}, fmt.Errorf("%q: %w", s, err)
-	}
-	if err := volumes.ValidateName(name); err != nil {
-		return copyUpVolume{}, fmt.Errorf("%q: %w", s, err)
-	}
-	// The target is resolved inside the rootfs as the runtime resolves the
-	// mount's destination, symlinks first, so it is checked but not cleaned.
-	if !filepath.IsAbs(target) || strings.ContainsRune(target, 0) {
-		return copyUpVolume{}, fmt.Errorf("%q: target %q is not an absolute path", s, target)
-	}
-	return copyUpVolume{ns: ns, name: name, target: target}, nil
-}
-
 // readHookState reads the OCI state document a runtime gives its hooks.
 func readHookState(r io.Reader) (*specs.State, error) {
 	if f, ok := r.(*os.File); ok && isTerminal(f) {
@@ -402,12 +378,12 @@ func isTerminal(f *os.File) bool {
 
 // tooSmallError says that the image's content did not fit a sized volume:
 // which volume, its size and how far the copy got before the kernel said no.
-func tooSmallError(store *volumes.Store, v copyUpVolume, stats copyup.Stats, err error) error {
+func tooSmallError(store *volumes.Store, v volumes.CopyUpSpec, stats copyup.Stats, err error) error {
 	size := "its size"
-	if vol, gerr := store.Get(v.ns, v.name); gerr == nil && vol.Limit > 0 {
+	if vol, gerr := store.Get(v.Namespace, v.Name); gerr == nil && vol.Limit > 0 {
 		size = "its size " + volumes.FormatBytes(vol.Limit)
 	}
-	return fmt.Errorf("volume %s/%s at %s: the image's content does not fit %s: "+
+	return fmt.Errorf("volume %s at %s: the image's content does not fit %s: "+
 		"copy-up stopped after %d files (%s), %d directories and %d symlinks, and was undone: %w",
-		v.ns, v.name, v.target, size, stats.Files, volumes.FormatBytes(stats.Bytes), stats.Dirs, stats.Symlinks, err)
+		v.VolumeRef, v.Target, size, stats.Files, volumes.FormatBytes(stats.Bytes), stats.Dirs, stats.Symlinks, err)
 }

@@ -487,3 +487,56 @@ func TestHookSync(t *testing.T) {
 		t.Errorf("--sync of a missing volume: %v", err)
 	}
 }
+
+// TestHookRecordsCopyUps: the plugin's metrics see each copy the hook made
+// and each that failed, with its reason; a volume already filled, or whose
+// image directory is missing, is no copy-up. A log the hook cannot write
+// does not fail the container's start.
+func TestHookRecordsCopyUps(t *testing.T) {
+	e := newHookEnv(t)
+	r, err := e.store.NewCopyUpReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.create(t, "default", "data") // /data: 2 files, 11 bytes
+	e.create(t, "default", "conf") // /etc/app: 1 file, 4 bytes
+	e.create(t, "default", "none")
+	if err := e.run(t, "--volume", "default/data=/data", "--volume", "default/none=/missing"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.run(t, "--volume", "default/data=/data"); err != nil { // filled already
+		t.Fatal(err)
+	}
+	if err := e.run(t, "--max-bytes", "3", "--volume", "default/conf=/etc/app"); !errors.Is(err, copyup.ErrLimit) {
+		t.Fatalf("copy-up past --max-bytes: %v", err)
+	}
+	if err := e.run(t, "--pod", "p", "--pod-max-bytes", "3", "--volume", "default/conf=/etc/app"); !errors.Is(err, copyup.ErrLimit) {
+		t.Fatalf("copy-up past --pod-max-bytes: %v", err)
+	}
+	var got []volumes.CopyUpResult
+	if err := r.Read(func(res volumes.CopyUpResult) { got = append(got, res) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("recorded %+v, want the copy of default/data and two failures", got)
+	}
+	if !got[0].OK() || got[0].Bytes != 11 || got[0].Files != 2 || got[0].Duration <= 0 {
+		t.Errorf("the copy of default/data was recorded as %+v, want 11 bytes in 2 files", got[0])
+	}
+	if got[1].Reason != volumes.CopyUpLimit || got[2].Reason != volumes.CopyUpPodBudget {
+		t.Errorf("failures recorded as %q and %q, want %q and %q", got[1].Reason, got[2].Reason, volumes.CopyUpLimit, volumes.CopyUpPodBudget)
+	}
+
+	// The log's name taken by a directory: recording fails, the copy-up not.
+	log := filepath.Join(e.root, "volumes", ".copyup-stats")
+	if err := os.Remove(log); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(log, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	e.create(t, "default", "late")
+	if err := e.run(t, "--volume", "default/late=/data"); err != nil {
+		t.Errorf("copy-up with an unwritable copy-up log: %v", err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,7 @@ type Metrics struct {
 	latency     *prometheus.HistogramVec
 	copyUps     prometheus.Counter
 	copyUpVols  prometheus.Counter
+	copyUpLog   *copyUpCollector
 	lockWait    prometheus.Histogram
 	reconnects  prometheus.Counter
 	connectedG  prometheus.Gauge
@@ -80,11 +82,12 @@ func New(store func() *volumes.Store) *Metrics {
 			Namespace: namespace, Name: "nri_connected",
 			Help: "1 while the plugin is registered with containerd over NRI.",
 		}),
+		copyUpLog:   newCopyUpCollector(store),
 		store:       store,
 		pingTimeout: 2 * time.Second,
 	}
 	m.reg.MustRegister(m.requests, m.latency, m.copyUps, m.copyUpVols, m.lockWait, m.reconnects, m.connectedG,
-		volumeCollector{store: store},
+		volumeCollector{store: store}, m.copyUpLog,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	volumes.ObserveLockWait(func(d time.Duration) { m.lockWait.Observe(d.Seconds()) })
 	return m
@@ -170,33 +173,165 @@ func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, <-chan erro
 }
 
 // volumeCollector reports the volumes in the store at scrape time, by
-// namespace and kind. It lists the store's metadata, a read under the shared
-// lock that does not measure data.
+// namespace and kind, and the limits and usage of sized volumes. It lists
+// the store's metadata, a read under the shared lock; only sized volumes are
+// measured, which is O(1) each (statfs, the superblock or the qgroup), never
+// a walk of a volume's data.
 type volumeCollector struct {
 	store func() *volumes.Store
 }
 
-var volumesDesc = prometheus.NewDesc(namespace+"_volumes", "Volumes in the store, by namespace and kind (named or anonymous).",
-	[]string{"namespace", "kind"}, nil)
+var (
+	volumesDesc = prometheus.NewDesc(namespace+"_volumes", "Volumes in the store, by namespace and kind (named or anonymous).",
+		[]string{"namespace", "kind"}, nil)
+	limitDesc = prometheus.NewDesc(namespace+"_volume_limit_bytes", "Sum of the sizes of the sized volumes of a namespace.",
+		[]string{"namespace"}, nil)
+	usedDesc = prometheus.NewDesc(namespace+"_volume_used_bytes", "Sum of the bytes used in the sized volumes of a namespace (unsized volumes are not measured).",
+		[]string{"namespace"}, nil)
+)
 
-func (c volumeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- volumesDesc }
+func (c volumeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- volumesDesc
+	ch <- limitDesc
+	ch <- usedDesc
+}
 
 func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
-	vols, err := c.store().List(volumes.ListOptions{AllNamespaces: true})
+	store := c.store()
+	vols, err := store.List(volumes.ListOptions{AllNamespaces: true})
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(volumesDesc, err)
 		return
 	}
 	type key struct{ ns, kind string }
 	counts := map[key]int{}
+	limits, used := map[string]int64{}, map[string]int64{}
 	for _, v := range vols {
 		kind := "named"
 		if v.Anonymous {
 			kind = "anonymous"
 		}
 		counts[key{v.Namespace, kind}]++
+		if v.Limit <= 0 {
+			continue
+		}
+		limits[v.Namespace] += v.Limit
+		// A volume removed since the listing, or whose backend cannot
+		// tell, adds nothing.
+		if n, err := store.Size(v); err == nil {
+			used[v.Namespace] += n
+		}
 	}
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(volumesDesc, prometheus.GaugeValue, float64(n), k.ns, k.kind)
 	}
+	for ns, n := range limits {
+		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(n), ns)
+		ch <- prometheus.MustNewConstMetric(usedDesc, prometheus.GaugeValue, float64(used[ns]), ns)
+	}
+}
+
+// copyUpCollector reports the copy-ups of the OCI hook, which runs in
+// processes of its own: at scrape time it reads what they recorded in the
+// store since the last scrape into its counters.
+type copyUpCollector struct {
+	store func() *volumes.Store
+
+	mu     sync.Mutex
+	reader *volumes.CopyUpReader
+	of     *volumes.Store // the store reader reads
+
+	total    *prometheus.CounterVec
+	failures *prometheus.CounterVec
+	bytes    prometheus.Counter
+	seconds  prometheus.Histogram
+}
+
+// Result label values of nri_volumes_copyups_total.
+const (
+	copyUpOK     = "ok"
+	copyUpFailed = "failed"
+)
+
+func newCopyUpCollector(store func() *volumes.Store) *copyUpCollector {
+	c := &copyUpCollector{
+		store: store,
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "copyups_total",
+			Help: "Copy-ups of image content into new volumes that the copy-up hook made, by result (ok or failed).",
+		}, []string{"result"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "copyup_failures_total",
+			Help: "Copy-ups that failed, by reason: limit (copyUpMaxSize, copyUpMaxFiles), pod-budget (copyUpMaxSizePerPod), no-space, other.",
+		}, []string{"reason"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "copyup_bytes_total",
+			Help: "Bytes of file content that successful copy-ups copied.",
+		}),
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "copyup_duration_seconds",
+			Help:    "Time one copy-up took, failed ones included; the container's start waits for it.",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 120},
+		}),
+	}
+	for _, r := range []string{copyUpOK, copyUpFailed} {
+		c.total.WithLabelValues(r)
+	}
+	for _, r := range []string{volumes.CopyUpLimit, volumes.CopyUpPodBudget, volumes.CopyUpNoSpace, volumes.CopyUpOther} {
+		c.failures.WithLabelValues(r)
+	}
+	c.catchUp() // copy-ups count from now on
+	return c
+}
+
+func (c *copyUpCollector) Describe(ch chan<- *prometheus.Desc) {
+	c.total.Describe(ch)
+	c.failures.Describe(ch)
+	c.bytes.Describe(ch)
+	c.seconds.Describe(ch)
+}
+
+func (c *copyUpCollector) Collect(ch chan<- prometheus.Metric) {
+	c.catchUp()
+	c.total.Collect(ch)
+	c.failures.Collect(ch)
+	c.bytes.Collect(ch)
+	c.seconds.Collect(ch)
+}
+
+// catchUp counts the copy-ups recorded since it last ran. A store the
+// plugin reopened is read from the moment it is first seen. The log is a
+// side channel: if it cannot be read, the counters stay as they are rather
+// than failing the whole scrape.
+func (c *copyUpCollector) catchUp() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	store := c.store()
+	if store == nil {
+		return
+	}
+	if store != c.of {
+		r, err := store.NewCopyUpReader()
+		if err != nil {
+			return
+		}
+		c.reader, c.of = r, store
+		return
+	}
+	_ = c.reader.Read(func(r volumes.CopyUpResult) {
+		c.seconds.Observe(r.Duration.Seconds())
+		if !r.OK() {
+			reason := r.Reason
+			switch reason {
+			case volumes.CopyUpLimit, volumes.CopyUpPodBudget, volumes.CopyUpNoSpace:
+			default:
+				reason = volumes.CopyUpOther // a label value never comes from the file unchecked
+			}
+			c.total.WithLabelValues(copyUpFailed).Inc()
+			c.failures.WithLabelValues(reason).Inc()
+			return
+		}
+		c.total.WithLabelValues(copyUpOK).Inc()
+		c.bytes.Add(float64(r.Bytes))
+	})
 }

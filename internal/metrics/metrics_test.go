@@ -5,8 +5,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +23,7 @@ import (
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/internal/metrics"
 	"github.com/nri-volumes/nri-volumes/plugin"
+	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
 // TestInstrumentedHandlesWhatThePluginHandles guards the wrapper: the stub
@@ -176,6 +181,9 @@ func TestMetricsAndHealth(t *testing.T) {
 		t.Errorf("store lock waits not observed")
 	}
 
+	checkCopyUpMetrics(t, h, cfg.Root)
+	checkSizedMetrics(t, h, p.Store())
+
 	// The connection going down, as when containerd stops (the end-to-end
 	// test restarts a real one).
 	s.Stop()
@@ -197,5 +205,80 @@ func TestMetricsAndHealth(t *testing.T) {
 	p.Close()
 	if code, body := get(t, h, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "closed") {
 		t.Errorf("/healthz with the store closed: %d %q", code, body)
+	}
+}
+
+// checkCopyUpMetrics records copy-ups as the hook does, from a store of its
+// own on the same root, and checks that the next scrape counts each once.
+func checkCopyUpMetrics(t *testing.T, h http.Handler, root string) {
+	t.Helper()
+	hook, err := volumes.OpenForCopyUp(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hook.Close()
+	for _, r := range []volumes.CopyUpResult{
+		{Bytes: 1000, Files: 3, Duration: 20 * time.Millisecond},
+		{Bytes: 500, Files: 1, Duration: 2 * time.Millisecond},
+		{Reason: volumes.CopyUpPodBudget, Bytes: 7, Duration: time.Millisecond},
+		{Reason: "made-up", Duration: time.Millisecond},
+	} {
+		if err := hook.RecordCopyUp(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{
+		`nri_volumes_copyups_total{result="ok"} 2`,
+		`nri_volumes_copyups_total{result="failed"} 2`,
+		`nri_volumes_copyup_failures_total{reason="pod-budget"} 1`,
+		`nri_volumes_copyup_failures_total{reason="other"} 1`,
+		`nri_volumes_copyup_failures_total{reason="limit"} 0`,
+		`nri_volumes_copyup_failures_total{reason="no-space"} 0`,
+		`nri_volumes_copyup_bytes_total 1500`,
+		`nri_volumes_copyup_duration_seconds_count 4`,
+		`nri_volumes_copyup_duration_seconds_bucket{le="0.01"} 3`,
+	}
+	for range 2 { // a second scrape counts nothing again
+		_, body := get(t, h, "/metrics")
+		for _, w := range want {
+			if !strings.Contains(body, w+"\n") {
+				t.Errorf("/metrics lacks %q", w)
+			}
+		}
+		if strings.Contains(body, "made-up") {
+			t.Errorf("a reason from the log was used as a label unchecked")
+		}
+	}
+}
+
+// checkSizedMetrics makes a sized volume and checks its size and usage are
+// reported, summed by namespace; unsized volumes add nothing.
+func checkSizedMetrics(t *testing.T, h http.Handler, store *volumes.Store) {
+	t.Helper()
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil || os.Geteuid() != 0 {
+		t.Log("sized volumes need root and mkfs.ext4: not checked")
+		return
+	}
+	if _, body := get(t, h, "/metrics"); strings.Contains(body, "nri_volumes_volume_limit_bytes{") {
+		t.Errorf("limits reported without sized volumes")
+	}
+	for _, name := range []string{"a", "b"} {
+		if _, err := store.Create("sized", name, volumes.CreateOptions{Size: 16 << 20}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, body := get(t, h, "/metrics")
+	if !strings.Contains(body, `nri_volumes_volume_limit_bytes{namespace="sized"} 3.3554432e+07`+"\n") {
+		t.Errorf("/metrics lacks the sum of the sizes of namespace sized")
+	}
+	used := regexp.MustCompile(`nri_volumes_volume_used_bytes\{namespace="sized"\} (\S+)\n`).FindStringSubmatch(body)
+	if used == nil {
+		t.Fatal("/metrics lacks the usage of namespace sized")
+	}
+	if n, err := strconv.ParseFloat(used[1], 64); err != nil || n <= 0 || n >= 32<<20 {
+		t.Errorf("usage of two new 16 MiB volumes is %s, want more than 0 and less than their sizes", used[1])
+	}
+	if strings.Contains(body, `nri_volumes_volume_limit_bytes{namespace="shop"}`) {
+		t.Errorf("a namespace without sized volumes has a limit")
 	}
 }

@@ -65,13 +65,16 @@ func metric(t *testing.T, body, series string) float64 {
 }
 
 // TestMetricsScrape scrapes a running plugin as Prometheus would, after it
-// gave containers volumes, and across a containerd restart.
+// gave containers volumes and copied up an image's VOLUME, after a copy-up
+// that the pod's budget refused, and across a containerd restart.
 func TestMetricsScrape(t *testing.T) {
 	bins := testBins(t)
 	ctd := harness.StartContainerd(t, bins, harness.ContainerdOptions{})
 	ctd.Import(t, harness.Image{Name: appImage, Entrypoint: []string{"/bin/sleep", "2147483647"}})
 	ctd.Import(t, dbImage)
-	p := harness.StartPlugin(t, ctd, harness.PluginOptions{Metrics: true})
+	// One copy of dbImage's /data (20 bytes) fits the pod's budget, two not.
+	p := harness.StartPlugin(t, ctd, harness.PluginOptions{Metrics: true,
+		Config: harness.PluginConfig{Extra: "limits: {copyUpMaxSizePerPod: 30}\n"}})
 	e := &env{t: t, bins: bins, ctd: ctd, plugin: p, cr: ctd.Crictl(t)}
 
 	if code, body, err := p.Get("/healthz"); err != nil || code != http.StatusOK {
@@ -102,6 +105,12 @@ func TestMetricsScrape(t *testing.T) {
 		`nri_volumes_volumes{kind="anonymous",namespace="shop"}`:                 1,
 		`nri_volumes_copyup_hooks_total`:                                         1,
 		`nri_volumes_nri_connected`:                                              1,
+		// Two volumes filled: the image's /data, and /cache, empty in
+		// the image once runc made the mount point.
+		`nri_volumes_copyups_total{result="ok"}`:     2,
+		`nri_volumes_copyups_total{result="failed"}`: 0,
+		`nri_volumes_copyup_bytes_total`:             float64(len("seeded by the image\n")),
+		`nri_volumes_copyup_duration_seconds_count`:  2,
 	} {
 		if got := metric(t, body, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)
@@ -112,6 +121,30 @@ func TestMetricsScrape(t *testing.T) {
 	}
 	if got := metric(t, body, "nri_volumes_store_lock_wait_seconds_count"); got < 1 {
 		t.Errorf("store lock waits observed: %v", got)
+	}
+
+	second, err := e.cr.CreateContainerSpec(pod, harness.ContainerSpec{Name: "db2", Image: dbImage.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := e.cr.Run("start", second); res.Err == nil || !strings.Contains(res.Err.Error(), "limits.copyUpMaxSizePerPod") {
+		t.Fatalf("a copy-up past the pod's budget: %v, want a refusal naming limits.copyUpMaxSizePerPod", res.Err)
+	}
+	_, body, err = p.Get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for series, want := range map[string]float64{
+		`nri_volumes_copyups_total{result="ok"}`:                 2,
+		`nri_volumes_copyups_total{result="failed"}`:             1,
+		`nri_volumes_copyup_failures_total{reason="pod-budget"}`: 1,
+		`nri_volumes_copyup_failures_total{reason="limit"}`:      0,
+		`nri_volumes_copyup_bytes_total`:                         float64(len("seeded by the image\n")),
+		`nri_volumes_copyup_duration_seconds_count`:              3,
+	} {
+		if got := metric(t, body, series); got != want {
+			t.Errorf("after the refused copy-up: %s = %v, want %v", series, got, want)
+		}
 	}
 
 	ctd.Restart(t)
