@@ -290,6 +290,8 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		adjust.AddMount(mount)
 	}
 	if err := syncNew(store, sources.vols, hook.syncs, log); err != nil {
+		// The container will not be created: nothing it acquired stays.
+		err = errors.Join(err, store.Release(ctr.GetId()), store.Unpin(ctr.GetId()))
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
 	if len(hook.copyUps) > 0 || len(hook.chowns) > 0 {
