@@ -49,6 +49,11 @@ const xattrPrefix = "SCHILY.xattr."
 // its size said when its header was written.
 func (s *Store) Export(ns, name string, w io.Writer) (ArchiveStats, error) {
 	var stats ArchiveStats
+	done, err := s.activeData(ns, name)
+	if err != nil {
+		return stats, err
+	}
+	defer done()
 	volFd, dataFd, err := s.openData(ns, name, unix.LOCK_SH)
 	if err != nil {
 		return stats, err
@@ -343,6 +348,11 @@ func (zeroReader) Read(p []byte) (int, error) {
 // its owner, mode and times restored.
 func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (ArchiveStats, error) {
 	var stats ArchiveStats
+	done, err := s.activeData(ns, name)
+	if err != nil {
+		return stats, err
+	}
+	defer done()
 	volFd, dataFd, err := s.openData(ns, name, unix.LOCK_EX)
 	if err != nil {
 		return stats, err

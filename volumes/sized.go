@@ -182,6 +182,39 @@ func freshRootAttrs(volFd int, v *Volume) error {
 	return setRootAttrs(volFd, v)
 }
 
+// activeData brings a sized volume's own file system up at _data for an
+// operation on its data outside any container (export, import), so the
+// operation sees and writes what containers do, not the empty mount point
+// below it. The returned func takes the file system down again if no
+// container uses the volume by then; call it once the data is closed.
+func (s *Store) activeData(ns, name string) (func(), error) {
+	var v *Volume
+	activated := false
+	err := s.withLock(unix.LOCK_EX, func() error {
+		var err error
+		if v, err = s.getLocked(ns, name); err != nil {
+			return publicError(ns, name, err)
+		}
+		if v.Limit == 0 || s.isMountedLocked(ns, name) {
+			return nil
+		}
+		if err := s.activateLocked(v); err != nil {
+			return err
+		}
+		activated = true
+		return nil
+	})
+	if err != nil || !activated {
+		return func() {}, err
+	}
+	return func() {
+		_ = s.withLock(unix.LOCK_EX, func() error {
+			s.settleLocked([]string{v.key()})
+			return nil
+		})
+	}, nil
+}
+
 // deactivateLocked takes a sized volume's file system down from _data.
 func (s *Store) deactivateLocked(v *Volume) error {
 	if v.Limit == 0 {
