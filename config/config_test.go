@@ -97,11 +97,17 @@ bindMounts:
 				t.Errorf("sizes: %+v, namespaceBytes %v", c.Sizes, c.Limits.NamespaceBytes)
 			}
 		}},
-		{name: "sizes off by default", doc: "", check: func(t *testing.T, c *Config) {
-			if c.Sizes.Backend != "auto" || c.Sizes.DefaultSize != 0 || c.Sizes.MaxSize != 0 || c.Limits.NamespaceBytes != 0 {
+		{name: "sizes off by default, at most 1Ti", doc: "", check: func(t *testing.T, c *Config) {
+			if c.Sizes.Backend != "auto" || c.Sizes.DefaultSize != 0 || c.Sizes.MaxSize != 1<<40 || c.Limits.NamespaceBytes != 0 {
 				t.Errorf("sizes: %+v, namespaceBytes %v", c.Sizes, c.Limits.NamespaceBytes)
 			}
 		}},
+		{name: "maxSize 0 is the ceiling", doc: "sizes: {maxSize: 0}", check: func(t *testing.T, c *Config) {
+			if c.Sizes.MaxSize != MaxVolumeSize {
+				t.Errorf("sizes.maxSize 0 became %v, want the ceiling %v", c.Sizes.MaxSize, MaxVolumeSize)
+			}
+		}},
+		{name: "maxSize above the ceiling", doc: "sizes: {maxSize: 17Ti}", wantErr: `sizes.maxSize 17Ti is above the ceiling of 16Ti`},
 		{name: "bad backend", doc: "sizes: {backend: xfs}", wantErr: `sizes.backend: "xfs": want auto, image or btrfs`},
 		{name: "default size above max", doc: "sizes: {defaultSize: 2Gi, maxSize: 1Gi}", wantErr: `sizes.defaultSize 2Gi is above sizes.maxSize 1Gi`},
 		{name: "relative allowed path", doc: "bindMounts: {allowedHostPaths: [data]}", wantErr: `bindMounts.allowedHostPaths[0]`},
