@@ -309,13 +309,17 @@ func boundLoop(img *os.File) (string, bool) {
 	return "", false
 }
 
-// deactivate unmounts _data; the loop device's autoclear detaches it once no
-// mount holds it. It refuses with ErrInUse when a process on the host keeps
-// the file system busy.
+// deactivate unmounts _data, lazily; the loop device's autoclear detaches
+// it once no mount holds it.
 func (imageSizer) deactivate(volFd int, volPath string) error {
 	for try := 0; try < 8 && isDataMounted(volFd); try++ {
 		target := filepath.Join(volPath, dataDir)
-		err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW)
+		// Detached, not waited for: a plain unmount writes back every
+		// dirty page first, seconds after a big write, and this runs
+		// inside NRI requests (Release, RemovePodSandbox) under the
+		// store's lock. The loop device's autoclear detaches it once the
+		// file system is written back and nothing holds it.
+		err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
 		if errors.Is(err, unix.EBUSY) {
 			return fmt.Errorf("%w: its file system at %s is busy", ErrInUse, target)
 		}
