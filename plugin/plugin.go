@@ -316,13 +316,28 @@ func syncInHook(plan *Plan) {
 // syncs (inHook) are synced in the background too, while containerd goes on
 // creating the container, so the hook's own fsyncs find little or nothing
 // left to write; any other is synced before the reply.
+//
+// A named volume this request did not make may still wait for its sync: the
+// plugin that made it died before its background sync, and that container
+// never started its hook. Such a volume is synced before the reply too; for
+// any other, Sync is one lookup.
 func syncNew(store *volumes.Store, vols []*volumes.Volume, inHook []volumes.VolumeRef, log *logrus.Entry) error {
 	for _, v := range vols {
-		if !v.Unsynced {
+		if v.Anonymous {
 			continue
 		}
 		ns, name := v.Namespace, v.Name
-		if !slices.Contains(inHook, volumes.VolumeRef{Namespace: ns, Name: name}) {
+		hooked := slices.Contains(inHook, volumes.VolumeRef{Namespace: ns, Name: name})
+		if !v.Unsynced {
+			if hooked {
+				continue
+			}
+			if err := store.Sync(ns, name); err != nil {
+				return err
+			}
+			continue
+		}
+		if !hooked {
 			if err := store.Sync(ns, name); err != nil {
 				return err
 			}
