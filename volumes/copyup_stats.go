@@ -96,7 +96,7 @@ func (s *Store) openCopyUpStatsLocked() (int, error) {
 		if err != nil {
 			return -1, &os.PathError{Op: "openat", Path: copyUpStatsFile, Err: err}
 		}
-		if err := flockRetry(fd, unix.LOCK_EX); err != nil {
+		if err := flockBriefly(fd); err != nil {
 			unix.Close(fd)
 			return -1, err
 		}
@@ -255,11 +255,16 @@ func (r *CopyUpReader) readFrom(fd int, fn func(CopyUpResult)) error {
 			return nil
 		}
 		var res CopyUpResult
-		if json.Unmarshal(buf[:i], &res) == nil {
-			fn(res)
-		}
+		line := buf[:i]
+		// Past the line before it is counted, so a panic or an error of
+		// the caller never makes the next read count it again.
 		r.off += int64(i + 1)
 		buf = buf[i+1:]
+		// The file is the store's, but a record with values no writer
+		// makes is skipped rather than trusted.
+		if json.Unmarshal(line, &res) == nil && res.Bytes >= 0 && res.Files >= 0 && res.Duration >= 0 {
+			fn(res)
+		}
 	}
 }
 
@@ -287,4 +292,21 @@ func readFullAt(fd int, buf []byte, off int64) (int, error) {
 		n += m
 	}
 	return n, nil
+}
+
+// flockBriefly takes fd's exclusive flock, giving up after about a second:
+// the hook records on the path of a container's start, and a writer stopped
+// while it holds the log's lock must not hold every later start up. A
+// record not written is a count missing from the metrics, nothing more.
+func flockBriefly(fd int) error {
+	for try := 0; ; try++ {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil || !errors.Is(err, unix.EWOULDBLOCK) {
+			return err
+		}
+		if try == 50 {
+			return fmt.Errorf("the copy-up log is locked by another writer: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
