@@ -49,17 +49,11 @@ const xattrPrefix = "SCHILY.xattr."
 // its size said when its header was written.
 func (s *Store) Export(ns, name string, w io.Writer) (ArchiveStats, error) {
 	var stats ArchiveStats
-	done, err := s.activeData(ns, name)
+	dataFd, release, err := s.openArchiveData(ns, name, unix.LOCK_SH)
 	if err != nil {
 		return stats, err
 	}
-	defer done()
-	volFd, dataFd, err := s.openData(ns, name, unix.LOCK_SH)
-	if err != nil {
-		return stats, err
-	}
-	defer unix.Close(volFd)
-	defer unix.Close(dataFd)
+	defer release()
 	root, err := fsx.Fstat(dataFd)
 	if err != nil {
 		return stats, volumeError(ns, name, err)
@@ -348,17 +342,11 @@ func (zeroReader) Read(p []byte) (int, error) {
 // its owner, mode and times restored.
 func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (ArchiveStats, error) {
 	var stats ArchiveStats
-	done, err := s.activeData(ns, name)
+	dataFd, release, err := s.openArchiveData(ns, name, unix.LOCK_EX)
 	if err != nil {
 		return stats, err
 	}
-	defer done()
-	volFd, dataFd, err := s.openData(ns, name, unix.LOCK_EX)
-	if err != nil {
-		return stats, err
-	}
-	defer unix.Close(volFd)
-	defer unix.Close(dataFd)
+	defer release()
 	if err := s.withLock(unix.LOCK_SH, func() error {
 		if users := s.idx.usedBy(volumeKey(ns, name)); len(users) > 0 {
 			return &OpError{Namespace: ns, Name: name, Refs: users, Err: ErrInUse}
@@ -643,3 +631,23 @@ func timespec(t, fallback time.Time) unix.Timespec {
 
 // inode names a file by device and inode number, for hard links.
 type inode struct{ dev, ino uint64 }
+
+// openArchiveData opens the _data of a volume for export or import: a sized
+// volume's own file system brought up for it (see activeData), the volume's
+// flock taken as how says. release closes it all, in that order.
+func (s *Store) openArchiveData(ns, name string, how int) (dataFd int, release func(), err error) {
+	done, err := s.activeData(ns, name)
+	if err != nil {
+		return -1, nil, err
+	}
+	volFd, dataFd, err := s.openData(ns, name, how)
+	if err != nil {
+		done()
+		return -1, nil, err
+	}
+	return dataFd, func() {
+		unix.Close(dataFd)
+		unix.Close(volFd)
+		done()
+	}, nil
+}
