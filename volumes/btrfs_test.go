@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"errors"
+	"github.com/nri-volumes/nri-volumes/test/harness"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,25 +19,7 @@ func btrfsRoot(t *testing.T) string {
 	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
 		t.Skip("no mkfs.btrfs (btrfs-progs)")
 	}
-	dir := t.TempDir()
-	img := filepath.Join(dir, "btrfs.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 512<<20); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.btrfs", "-q", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.btrfs: %v: %s", err, out)
-	}
-	mnt := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount the btrfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	mnt := harness.LoopBtrfs(t, t.TempDir(), 512<<20)
 	return mnt
 }
 

@@ -30,29 +30,7 @@ func TestSizedVolumesBtrfs(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
 		t.Fatalf("mkfs.btrfs (btrfs-progs) is needed: %v", err)
 	}
-	dir := t.TempDir()
-	img := filepath.Join(dir, "btrfs.img")
-	if err := os.WriteFile(img, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, 1<<30); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mkfs.btrfs", "-q", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.btrfs: %v: %s", err, out)
-	}
-	mnt := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("mount the btrfs: %v: %s", err, out)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
-			t.Logf("unmount %s: %v", mnt, err)
-		}
-	})
+	mnt := harness.LoopBtrfs(t, t.TempDir(), 1<<30)
 	e := newEnv(t, harness.ContainerdOptions{}, harness.PluginConfig{Root: filepath.Join(mnt, "store")})
 	checkSizedVolumes(t, e, "btrfs")
 }

@@ -1,0 +1,39 @@
+package harness
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// LoopBtrfs makes a btrfs of size bytes in a sparse file below dir, mounts it
+// through a loop device and returns the mount point; t's cleanup unmounts
+// it. It needs root and mkfs.btrfs (btrfs-progs).
+func LoopBtrfs(t TB, dir string, size int64) string {
+	t.Helper()
+	img := filepath.Join(dir, "btrfs.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := os.Truncate(img, size); err != nil {
+		t.Fatalf("%v", err)
+	}
+	if out, err := exec.Command("mkfs.btrfs", "-q", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.btrfs: %v: %s", err, out)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatalf("%v", err)
+	}
+	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount the btrfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(mnt, unix.MNT_DETACH); err != nil {
+			t.Logf("unmount %s: %v", mnt, err)
+		}
+	})
+	return mnt
+}
