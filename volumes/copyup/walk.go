@@ -291,21 +291,12 @@ func (c *copier) hardlink(parent *frame, name string, st *unix.Stat_t) (bool, er
 }
 
 // openDestDir opens rel, a directory below the destination root ("" for the
-// root), one component at a time without following symlinks.
+// root), without following symlinks.
 func (c *copier) openDestDir(rel string) (int, error) {
-	fd, err := unix.FcntlInt(uintptr(c.stack[0].dst), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil || rel == "" {
-		return fd, err
+	if rel == "" {
+		return unix.FcntlInt(uintptr(c.stack[0].dst), unix.F_DUPFD_CLOEXEC, 0)
 	}
-	for comp := range strings.SplitSeq(rel, "/") {
-		next, err := unix.Openat(fd, comp, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		unix.Close(fd)
-		if err != nil {
-			return -1, err
-		}
-		fd = next
-	}
-	return fd, nil
+	return fsx.OpenBeneath(c.stack[0].dst, rel, unix.O_PATH|unix.O_DIRECTORY)
 }
 
 func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t) error {
@@ -315,15 +306,11 @@ func (c *copier) symlink(parent *frame, name string, st *unix.Stat_t) error {
 	if err := c.create(); err != nil {
 		return err
 	}
-	buf := make([]byte, unix.PathMax)
-	n, err := unix.Readlinkat(parent.src.Fd(), name, buf)
+	target, err := fsx.Readlink(parent.src.Fd(), name)
 	if err != nil {
 		return err
 	}
-	if n >= len(buf) {
-		return unix.ENAMETOOLONG
-	}
-	if err := unix.Symlinkat(string(buf[:n]), parent.dst, name); err != nil {
+	if err := unix.Symlinkat(target, parent.dst, name); err != nil {
 		return err
 	}
 	c.stats.Symlinks++
