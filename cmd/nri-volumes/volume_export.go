@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
@@ -57,7 +57,7 @@ func volumeExport(g *globalOptions, o exportOptions, name string, s streams) err
 		defer os.Remove(file.Name())
 		defer file.Close()
 		out = file
-	} else if f, ok := out.(*os.File); ok && isTerminal(f) {
+	} else if f, ok := out.(*os.File); ok && fsx.IsTerminal(f) {
 		return fmt.Errorf("%w: volume export: stdout is a terminal; use -o FILE or a pipe", errUsage)
 	}
 	stats, err := store.Export(g.nsOrDefault(), name, out)
@@ -131,7 +131,7 @@ func volumeImport(g *globalOptions, o importOptions, name, from string, s stream
 		}
 		defer f.Close()
 		in = f
-	} else if f, ok := in.(*os.File); ok && isTerminal(f) {
+	} else if f, ok := in.(*os.File); ok && fsx.IsTerminal(f) {
 		return fmt.Errorf("%w: volume import: stdin is a terminal; give a FILE or a pipe", errUsage)
 	}
 	store, err := g.open(name)
@@ -161,9 +161,4 @@ func importLimits(g *globalOptions, o importOptions) (volumes.ArchiveLimits, err
 		limits.MaxFiles = cfg.Limits.CopyUpMaxFiles
 	}
 	return limits, nil
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }

@@ -278,3 +278,9 @@ func ForceFallback() (restore func()) {
 	was := noOpenat2.Swap(true)
 	return func() { noOpenat2.Store(was) }
 }
+
+// IsTerminal reports whether f is a terminal.
+func IsTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/internal/idmap"
 	"github.com/nri-volumes/nri-volumes/volumes"
 	"github.com/nri-volumes/nri-volumes/volumes/copyup"
@@ -351,7 +352,7 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 
 // readHookState reads the OCI state document a runtime gives its hooks.
 func readHookState(r io.Reader) (*specs.State, error) {
-	if f, ok := r.(*os.File); ok && isTerminal(f) {
+	if f, ok := r.(*os.File); ok && fsx.IsTerminal(f) {
 		return nil, errors.New("stdin is a terminal: the container runtime runs this hook with the OCI state on stdin")
 	}
 	data, err := io.ReadAll(io.LimitReader(r, maxStateSize+1))
@@ -369,11 +370,6 @@ func readHookState(r io.Reader) (*specs.State, error) {
 		return nil, fmt.Errorf("OCI state: bundle %q is not an absolute path", state.Bundle)
 	}
 	return &state, nil
-}
-
-func isTerminal(f *os.File) bool {
-	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-	return err == nil
 }
 
 // tooSmallError says that the image's content did not fit a sized volume:
