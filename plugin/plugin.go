@@ -157,11 +157,9 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	cfg, store, _ := p.state()
 	refs := map[string][]string{}
 	podVolumes := make(map[string]map[string]struct{}, len(pods))
-	for _, pod := range pods {
-		podVolumes[pod.GetId()] = map[string]struct{}{}
-	}
 	livePods := make(map[string]bool, len(pods))
 	for _, pod := range pods {
+		podVolumes[pod.GetId()] = map[string]struct{}{}
 		livePods[pod.GetId()] = true
 	}
 	liveCtrs := make(map[string]bool, len(ctrs))
@@ -327,21 +325,14 @@ func syncNew(store *volumes.Store, vols []*volumes.Volume, inHook []volumes.Volu
 			continue
 		}
 		ns, name := v.Namespace, v.Name
-		hooked := slices.Contains(inHook, volumes.VolumeRef{Namespace: ns, Name: name})
-		if !v.Unsynced {
-			if hooked {
-				continue
-			}
+		if !slices.Contains(inHook, volumes.VolumeRef{Namespace: ns, Name: name}) {
 			if err := store.Sync(ns, name); err != nil {
 				return err
 			}
 			continue
 		}
-		if !hooked {
-			if err := store.Sync(ns, name); err != nil {
-				return err
-			}
-			continue
+		if !v.Unsynced {
+			continue // the hook syncs it
 		}
 		go func() {
 			if err := store.Sync(ns, name); err != nil {
@@ -377,10 +368,15 @@ func checkIDMap(log *logrus.Entry, cfg *config.Config, key string, plan *Plan, v
 	if nsPath == "" {
 		return nil
 	}
+	volumesChecked := false // every volume lives in volumesDir: one probe serves all
 	for _, m := range plan.Mounts {
 		var err error
 		switch m.Kind {
 		case KindVolume:
+			if volumesChecked {
+				continue
+			}
+			volumesChecked = true
 			err = idmap.Check(volumesDir, nsPath)
 		case KindBind:
 			f, oerr := openBindSource(cfg, m.Source)
