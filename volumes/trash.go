@@ -85,7 +85,7 @@ func (d *detacher) detach(ns, name string) (string, error) {
 	}
 	// A sized volume's own file system comes down first; a volume whose
 	// metadata cannot be read is removed like an unsized one.
-	if v, err := s.readVolume(nsFd, ns, name); err == nil && v.Limit > 0 {
+	if v, err := s.loadVolumeAt(volFd, ns, name); err == nil && v.Limit > 0 {
 		z, err := sizerFor(v.Backend)
 		if err == nil {
 			err = z.deactivate(volFd, filepath.Join(s.dir, ns, name))

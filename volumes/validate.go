@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Errors returned by the store are wrapped around one of these classes, so
@@ -56,16 +57,7 @@ func ValidateNamedVolume(name string) error {
 // so no name can be mistaken for an anonymous volume's by a person or by a
 // case-insensitive file system.
 func hasAnonymousShape(name string) bool {
-	if len(name) != 64 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
+	return isAnonymousName(strings.ToLower(name))
 }
 
 // ValidateNamespace reports whether ns is a valid namespace: the charset of
