@@ -193,10 +193,7 @@ func (s *Store) createLocked(v *Volume) error {
 	}
 	err = s.fillNew(nsFd, tmp, v, durable)
 	if err == nil {
-		err = unix.Renameat2(nsFd, tmp, nsFd, name, unix.RENAME_NOREPLACE)
-		if errors.Is(err, unix.EINVAL) { // filesystem without RENAME_NOREPLACE; the lock and the check above suffice
-			err = unix.Renameat(nsFd, tmp, nsFd, name)
-		}
+		err = renameNoReplace(nsFd, tmp, nsFd, name)
 		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
 			err = ErrExists
 		}
