@@ -590,19 +590,12 @@ func (s *Store) Check() ([]Problem, error) {
 func (s *Store) checkSizedLocked() []Problem {
 	var probs []Problem
 	sized := func(path, leaf string) (string, string, bool) {
-		rest, ok := strings.CutPrefix(path, s.dir+"/")
+		ns, name, ok := splitVolumePath(s.dir, path, leaf)
 		if !ok {
-			return "", "", false
+			return ns, name, false
 		}
-		parts := strings.Split(rest, "/")
-		if len(parts) != 3 || parts[2] != leaf || ValidateNamespace(parts[0]) != nil || ValidateName(parts[1]) != nil {
-			if len(parts) > 1 {
-				return parts[0], parts[1], false
-			}
-			return parts[0], "", false
-		}
-		v, err := s.getLocked(parts[0], parts[1])
-		return parts[0], parts[1], err == nil && v.Backend == BackendImage
+		v, err := s.getLocked(ns, name)
+		return ns, name, err == nil && v.Backend == BackendImage
 	}
 	mounts, err := fsx.MountsUnder(s.dir)
 	if err != nil {

@@ -310,15 +310,8 @@ func (s *Store) settleMountsLocked() {
 
 // dataMountKey returns NS/NAME when mount point mp is ROOT/volumes/NS/NAME/_data.
 func (s *Store) dataMountKey(mp string) (string, bool) {
-	rest, ok := strings.CutPrefix(mp, s.dir+"/")
-	if !ok {
-		return "", false
-	}
-	parts := strings.Split(rest, "/")
-	if len(parts) != 3 || parts[2] != dataDir || ValidateNamespace(parts[0]) != nil || ValidateName(parts[1]) != nil {
-		return "", false
-	}
-	return parts[0] + "/" + parts[1], true
+	ns, name, ok := splitVolumePath(s.dir, mp, dataDir)
+	return volumeKey(ns, name), ok
 }
 
 // FormatBytes formats n in binary units for messages: 10MiB, 1.5GiB, 512B.

@@ -324,16 +324,29 @@ func (s *Store) VolumesDir() string { return s.dir }
 func (s *Store) VolumeForMountSource(source string) (ns, name string, ok bool) {
 	source = filepath.Clean(source)
 	for _, dir := range []string{s.dir, s.given} {
-		rest, found := strings.CutPrefix(source, dir+"/")
-		if !found {
-			continue
-		}
-		parts := strings.Split(rest, "/")
-		if len(parts) == 3 && parts[2] == dataDir && ValidateNamespace(parts[0]) == nil && ValidateName(parts[1]) == nil {
-			return parts[0], parts[1], true
+		if ns, name, ok := splitVolumePath(dir, source, dataDir); ok {
+			return ns, name, true
 		}
 	}
 	return s.PinnedVolume(source)
+}
+
+// splitVolumePath takes apart path, which should be dir/NS/NAME/leaf with
+// dir a form of ROOT/volumes. ok says it is, with a valid namespace and
+// name; otherwise ns and name are what path has in their places, if
+// anything, for messages.
+func splitVolumePath(dir, path, leaf string) (ns, name string, ok bool) {
+	rest, found := strings.CutPrefix(path, dir+"/")
+	if !found {
+		return "", "", false
+	}
+	parts := strings.SplitN(rest, "/", 4)
+	ns = parts[0]
+	if len(parts) > 1 {
+		name = parts[1]
+	}
+	ok = len(parts) == 3 && parts[2] == leaf && ValidateNamespace(ns) == nil && ValidateName(name) == nil
+	return ns, name, ok
 }
 
 // Close releases the store's descriptors. The store must not be used after.
