@@ -413,7 +413,7 @@ func removePinEntry(dirFd int, dir, entry string, unmount bool) error {
 // (after a reboot, or a crash between making an entry and mounting it), and
 // then the container directories left empty. It runs under the exclusive
 // lock, when no pin is being made. What it cannot remove, Check reports.
-func (s *Store) removeUnmountedPins() {
+func (s *Store) removeUnmountedPins(all []string) {
 	pinsFd, err := s.openPins(false)
 	if err != nil {
 		return
@@ -423,10 +423,7 @@ func (s *Store) removeUnmountedPins() {
 	if err != nil || len(ids) == 0 {
 		return
 	}
-	mounted, err := s.mountedPins()
-	if err != nil {
-		return
-	}
+	mounted := s.mountedPins(all)
 	for _, id := range ids {
 		if validateID("", id) != nil {
 			continue
@@ -446,18 +443,15 @@ func (s *Store) removeUnmountedPins() {
 	}
 }
 
-// mountedPins returns the mount points below ROOT/pins.
-func (s *Store) mountedPins() (map[string]bool, error) {
-	all, err := fsx.MountPoints()
-	if err != nil {
-		return nil, err
-	}
+// mountedPins returns the mount points below ROOT/pins among all, the
+// mount table.
+func (s *Store) mountedPins(all []string) map[string]bool {
 	mps := fsx.MountsBelow(all, s.pins)
 	set := make(map[string]bool, len(mps))
 	for _, mp := range mps {
 		set[mp] = true
 	}
-	return set, nil
+	return set
 }
 
 // checkPins reports what ROOT/pins holds besides mounted pins of containers.
@@ -474,10 +468,11 @@ func (s *Store) checkPins() ([]Problem, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read pins: %w", err)
 	}
-	mounted, err := s.mountedPins()
+	all, err := fsx.MountPoints()
 	if err != nil {
 		return nil, err
 	}
+	mounted := s.mountedPins(all)
 	var probs []Problem
 	slices.Sort(ids)
 	for _, id := range ids {

@@ -495,7 +495,9 @@ func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous
 		if err := s.bump(podsErr == nil); err != nil {
 			return err
 		}
-		s.settleMountsLocked()
+		if all, err := fsx.MountPoints(); err == nil {
+			s.settleMountsLocked(all)
+		}
 		return nil
 	})
 	return removed, errors.Join(append([]error{err}, errs...)...)

@@ -285,11 +285,7 @@ func isDataMounted(volFd int) bool {
 // by no container: what a process that died between activating a volume and
 // recording its user left. It reads the mount table once and a volume's
 // metadata only for such a mount.
-func (s *Store) settleMountsLocked() {
-	all, err := fsx.MountPoints()
-	if err != nil {
-		return
-	}
+func (s *Store) settleMountsLocked(all []string) {
 	mounts := fsx.MountsBelow(all, s.dir)
 	var keys []string
 	for _, mp := range mounts {

@@ -296,8 +296,11 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		}
 		if clean {
 			s.removeLeftovers()
-			s.removeUnmountedPins()
-			s.settleMountsLocked()
+			// One read of the mount table serves both.
+			if all, err := fsx.MountPoints(); err == nil {
+				s.removeUnmountedPins(all)
+				s.settleMountsLocked(all)
+			}
 		}
 		return nil
 	})
