@@ -27,11 +27,13 @@ type removal struct {
 // until the plugin restarts. Each try waits lockTimeout at most, and a
 // removal is tried until it no longer finds the store busy. The queue lives
 // in memory only: after a restart, Synchronize removes what it held.
+//
+// The retrying goroutine runs exactly while the queue is not empty: it takes
+// a removal off only after running it.
 type retries struct {
-	mu      sync.Mutex
-	queue   []removal
-	running bool
-	stop    chan struct{}
+	mu    sync.Mutex
+	queue []removal
+	stop  chan struct{}
 }
 
 func newRetries() *retries {
@@ -56,9 +58,9 @@ func (p *Plugin) remove(r removal) error {
 		return err
 	}
 	q.mu.Lock()
+	start := len(q.queue) == 0
 	q.queue = append(q.queue, r)
-	if !q.running {
-		q.running = true
+	if start {
 		go p.retry()
 	}
 	q.mu.Unlock()
@@ -73,7 +75,6 @@ func (p *Plugin) retry() {
 	for {
 		q.mu.Lock()
 		if len(q.queue) == 0 {
-			q.running = false
 			q.mu.Unlock()
 			return
 		}
