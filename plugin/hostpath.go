@@ -32,7 +32,7 @@ var deniedHostPaths = []string{
 // must be a directory or a regular file. The caller pins the object: runc
 // never resolves src itself, so swapping a component for a symlink after
 // this check changes nothing.
-func openBindSource(cfg *config.Config, src string) (*os.File, error) {
+func openBindSource(cfg *config.Config, denied []string, src string) (*os.File, error) {
 	dir, rel, ok := allowedDirFor(cfg.BindMounts.AllowedHostPaths, src)
 	if !ok {
 		return nil, fmt.Errorf("bind source %q is outside bindMounts.allowedHostPaths", src)
@@ -41,7 +41,7 @@ func openBindSource(cfg *config.Config, src string) (*os.File, error) {
 	if real == "/" {
 		return nil, fmt.Errorf("bind source %q resolves to /", src)
 	}
-	for _, d := range deniedPaths(cfg) {
+	for _, d := range denied {
 		if within(real, d) || within(d, real) {
 			return nil, fmt.Errorf("bind source %q (at %q) covers %s, which is never allowed", src, real, d)
 		}
@@ -111,20 +111,43 @@ func within(p, dir string) bool {
 	return p == dir || dir == "/" || strings.HasPrefix(p, dir+"/")
 }
 
-// pinHostPaths opens, checks and pins the source of every bind mount of the
-// plan for container id, and returns the pins' paths by mount index.
-func pinHostPaths(cfg *config.Config, store *volumes.Store, id, key string, plan *Plan) (map[int]string, error) {
-	pins := map[int]string{}
+// openBindSources opens and checks the source of every bind mount of the
+// plan (see openBindSource), by mount index; the denied paths are resolved
+// once for them all. On error nothing stays open; otherwise the caller
+// closes them with closeAll.
+func openBindSources(cfg *config.Config, key string, plan *Plan) (map[int]*os.File, error) {
+	srcs := map[int]*os.File{}
+	var denied []string
 	for i, m := range plan.Mounts {
 		if m.Kind != KindBind {
 			continue
 		}
-		f, err := openBindSource(cfg, m.Source)
+		if denied == nil {
+			denied = deniedPaths(cfg)
+		}
+		f, err := openBindSource(cfg, denied, m.Source)
 		if err != nil {
+			closeAll(srcs)
 			return nil, fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, m.Item, err)
 		}
-		pin, err := store.PinHostPath(id, i, f)
+		srcs[i] = f
+	}
+	return srcs, nil
+}
+
+func closeAll(files map[int]*os.File) {
+	for _, f := range files {
 		f.Close()
+	}
+}
+
+// pinHostPaths pins the opened bind sources srcs of the plan's mounts for
+// container id, and returns the pins' paths by mount index.
+func pinHostPaths(store *volumes.Store, id string, plan *Plan, srcs map[int]*os.File) (map[int]string, error) {
+	pins := map[int]string{}
+	for i, f := range srcs {
+		m := plan.Mounts[i]
+		pin, err := store.PinHostPath(id, i, f)
 		if err != nil {
 			return nil, fmt.Errorf("item %s: pinning bind source %q: %w", m.Item, m.Source, err)
 		}

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -233,8 +234,13 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		log.Debug("no volumes")
 		return nil, nil, nil
 	}
+	srcs, err := openBindSources(cfg, req.ItemsKey, plan)
+	if err != nil {
+		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
+	}
+	defer closeAll(srcs)
 	if userns, nsPath := userNamespace(ctr); userns {
-		if err := checkIDMap(log, cfg, req.ItemsKey, plan, store.VolumesDir(), nsPath); err != nil {
+		if err := checkIDMap(log, plan, srcs, store.VolumesDir(), nsPath); err != nil {
 			return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 		}
 	}
@@ -242,7 +248,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
 	syncInHook(plan)
-	sources, err := acquire(cfg, store, ctr.GetId(), req.ItemsKey, plan)
+	sources, err := acquire(store, ctr.GetId(), req.ItemsKey, plan, srcs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
@@ -364,12 +370,12 @@ func userNamespace(ctr *api.Container) (bool, string) {
 // runc's own check then fails the start. A bind source is probed only
 // once the allowlist admits it, through the object it pins, so that an
 // annotation never makes the plugin look at any other host path.
-func checkIDMap(log *logrus.Entry, cfg *config.Config, key string, plan *Plan, volumesDir, nsPath string) error {
+func checkIDMap(log *logrus.Entry, plan *Plan, srcs map[int]*os.File, volumesDir, nsPath string) error {
 	if nsPath == "" {
 		return nil
 	}
 	volumesChecked := false // every volume lives in volumesDir: one probe serves all
-	for _, m := range plan.Mounts {
+	for i, m := range plan.Mounts {
 		var err error
 		switch m.Kind {
 		case KindVolume:
@@ -379,12 +385,7 @@ func checkIDMap(log *logrus.Entry, cfg *config.Config, key string, plan *Plan, v
 			volumesChecked = true
 			err = idmap.Check(volumesDir, nsPath)
 		case KindBind:
-			f, oerr := openBindSource(cfg, m.Source)
-			if oerr != nil {
-				return fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, m.Item, oerr)
-			}
-			err = idmap.CheckFile(f, m.Source, nsPath)
-			f.Close()
+			err = idmap.CheckFile(srcs[i], m.Source, nsPath)
 		case KindTmpfs:
 			continue
 		}
@@ -409,14 +410,14 @@ type mountSources struct {
 // acquire pins the plan's bind sources, then acquires its volumes and pins
 // its subpaths. On failure, nothing it made stays: no pin, no reference.
 // Pins of an earlier try of the same container are replaced.
-func acquire(cfg *config.Config, store *volumes.Store, id, key string, plan *Plan) (*mountSources, error) {
+func acquire(store *volumes.Store, id, key string, plan *Plan, srcs map[int]*os.File) (*mountSources, error) {
 	fail := func(err error) (*mountSources, error) {
 		if uerr := store.Unpin(id); uerr != nil {
 			err = errors.Join(err, uerr)
 		}
 		return nil, err
 	}
-	pins, err := pinHostPaths(cfg, store, id, key, plan)
+	pins, err := pinHostPaths(store, id, plan, srcs)
 	if err != nil {
 		return fail(err)
 	}
