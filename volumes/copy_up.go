@@ -33,21 +33,11 @@ const (
 // copy-up was cut short. It takes no lock; the hook checks again under the
 // volume's lock.
 func (s *Store) NeedsCopyUp(ns, name string) (bool, error) {
-	if err := ValidateNamespace(ns); err != nil {
+	nsFd, volFd, err := s.openVolume(ns, name)
+	if err != nil {
 		return false, err
 	}
-	if err := ValidateName(name); err != nil {
-		return false, err
-	}
-	nsFd, err := s.openNamespace(ns)
-	if err != nil {
-		return false, publicError(ns, name, err)
-	}
-	defer unix.Close(nsFd)
-	volFd, err := fsx.OpenDir(nsFd, name)
-	if err != nil {
-		return false, publicError(ns, name, err)
-	}
+	unix.Close(nsFd)
 	defer unix.Close(volFd)
 	for _, marker := range []string{copyUpDone, copyUpStarted, copyUpSwitching} {
 		exists, err := existsAt(volFd, marker)

@@ -154,21 +154,11 @@ func (s *Store) busyError(what, lock string, start time.Time) error {
 // Remove renames a volume away under this lock. The lock goes with the
 // returned descriptor.
 func (s *Store) lockVolume(ns, name string, how int) (int, error) {
-	if err := ValidateNamespace(ns); err != nil {
-		return -1, err
-	}
-	if err := ValidateName(name); err != nil {
-		return -1, err
-	}
-	nsFd, err := s.openNamespace(ns)
+	nsFd, volFd, err := s.openVolume(ns, name)
 	if err != nil {
-		return -1, publicError(ns, name, err)
+		return -1, err
 	}
 	defer unix.Close(nsFd)
-	volFd, err := fsx.OpenDir(nsFd, name)
-	if err != nil {
-		return -1, publicError(ns, name, err)
-	}
 	if err := flockRetry(volFd, how); err != nil {
 		unix.Close(volFd)
 		return -1, volumeError(ns, name, err)
@@ -184,6 +174,28 @@ func (s *Store) lockVolume(ns, name string, how int) (int, error) {
 		return -1, volumeError(ns, name, ErrNotFound)
 	}
 	return volFd, nil
+}
+
+// openVolume validates ns and name and opens, outside the store lock, the
+// namespace directory and the volume's directory below it. The caller closes
+// both.
+func (s *Store) openVolume(ns, name string) (nsFd, volFd int, err error) {
+	if err := ValidateNamespace(ns); err != nil {
+		return -1, -1, err
+	}
+	if err := ValidateName(name); err != nil {
+		return -1, -1, err
+	}
+	nsFd, err = s.openNamespace(ns)
+	if err != nil {
+		return -1, -1, publicError(ns, name, err)
+	}
+	volFd, err = fsx.OpenDir(nsFd, name)
+	if err != nil {
+		unix.Close(nsFd)
+		return -1, -1, publicError(ns, name, err)
+	}
+	return nsFd, volFd, nil
 }
 
 // openData is lockVolume that also opens the volume's _data. The caller

@@ -36,21 +36,11 @@ func markSyncPending(fd int) error {
 // alone. It takes no lock: it writes only its marker, and a volume removed
 // meanwhile fails it with ErrNotFound.
 func (s *Store) Sync(ns, name string) error {
-	if err := ValidateNamespace(ns); err != nil {
-		return err
-	}
-	if err := ValidateName(name); err != nil {
-		return err
-	}
-	nsFd, err := s.openNamespace(ns)
+	nsFd, volFd, err := s.openVolume(ns, name)
 	if err != nil {
-		return publicError(ns, name, err)
+		return err
 	}
 	defer unix.Close(nsFd)
-	volFd, err := fsx.OpenDir(nsFd, name)
-	if err != nil {
-		return publicError(ns, name, err)
-	}
 	defer unix.Close(volFd)
 	if pending, err := existsAt(volFd, syncPending); err != nil {
 		return volumeError(ns, name, err)
