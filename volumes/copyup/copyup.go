@@ -118,7 +118,7 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 		return Stats{}, &pathError{op: "stat", path: dst, err: err}
 	}
 
-	srcFd, err := openSource(rootfs, target)
+	srcFd, st, err := openSource(rootfs, target)
 	if errors.Is(err, errNotInImage) {
 		opts.log().WithField("target", target).Debugf("copy-up: nothing to copy: %v", err)
 		return Stats{}, nil
@@ -128,10 +128,6 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 	}
 	defer unix.Close(srcFd)
 
-	var st unix.Stat_t
-	if err := unix.Fstat(srcFd, &st); err != nil {
-		return Stats{}, fmt.Errorf("stat %q in %q: %w", target, rootfs, err)
-	}
 	if !fsx.IsDir(&st) {
 		return Stats{}, nil
 	}
@@ -163,18 +159,14 @@ type SourceID struct{ Dev, Ino uint64 }
 // so that a caller copies one image directory once however many targets name
 // it. ok is false when Copy would copy nothing.
 func Source(rootfs, target string) (id SourceID, ok bool, err error) {
-	fd, err := openSource(rootfs, target)
+	fd, st, err := openSource(rootfs, target)
 	if errors.Is(err, errNotInImage) {
 		return id, false, nil
 	}
 	if err != nil {
 		return id, false, fmt.Errorf("open %q in %q: %w", target, rootfs, err)
 	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return id, false, fmt.Errorf("stat %q in %q: %w", target, rootfs, err)
-	}
+	unix.Close(fd)
 	return SourceID{uint64(st.Dev), st.Ino}, fsx.IsDir(&st), nil
 }
 
@@ -208,37 +200,38 @@ var errNotInImage = errors.New("no directory of the image there")
 // openSource opens target inside rootfs as a directory, resolving every
 // symlink and ".." in it as if rootfs were the root directory. Its error
 // wraps errNotInImage when target does not exist, is not a directory or is a
-// mount point of its own.
-func openSource(rootfs, target string) (int, error) {
+// mount point of its own; it returns the directory's stat, taken to tell
+// that, so callers need not take it again.
+func openSource(rootfs, target string) (int, unix.Stat_t, error) {
 	rootFd, err := unix.Open(rootfs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return -1, err
+		return -1, unix.Stat_t{}, err
 	}
 	defer unix.Close(rootFd)
 
 	fd, err := fsx.OpenInRoot(rootFd, target)
 	switch {
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
-		return -1, fmt.Errorf("%w: %w", errNotInImage, err)
+		return -1, unix.Stat_t{}, fmt.Errorf("%w: %w", errNotInImage, err)
 	case err != nil:
-		return -1, err
+		return -1, unix.Stat_t{}, err
 	}
 
 	// A target that is a mount point on the host is no part of the image.
 	var rootSt, st unix.Stat_t
 	if err := unix.Fstat(rootFd, &rootSt); err != nil {
 		unix.Close(fd)
-		return -1, err
+		return -1, unix.Stat_t{}, err
 	}
 	if err := unix.Fstat(fd, &st); err != nil {
 		unix.Close(fd)
-		return -1, err
+		return -1, unix.Stat_t{}, err
 	}
 	if st.Dev != rootSt.Dev {
 		unix.Close(fd)
-		return -1, fmt.Errorf("%w: the target is on another mount", errNotInImage)
+		return -1, unix.Stat_t{}, fmt.Errorf("%w: the target is on another mount", errNotInImage)
 	}
-	return fd, nil
+	return fd, st, nil
 }
 
 // pathError is an error about one path, named in the message.
