@@ -115,7 +115,7 @@ func (iv *ImageVolumes) ForContainer(ctr *api.Container) (targets []string, from
 
 func (iv *ImageVolumes) fromConfig(digest string) ([]string, error) {
 	hexDigest, ok := strings.CutPrefix(digest, "sha256:")
-	if !ok || len(hexDigest) != 64 || strings.Trim(hexDigest, "0123456789abcdef") != "" {
+	if !ok || !isHex64(hexDigest) {
 		return nil, fmt.Errorf("image config digest %q is not a sha256 digest", digest)
 	}
 	iv.mu.Lock()

@@ -257,6 +257,8 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		adjust.RemoveMount(dst)
 	}
 	var hook hookArgs
+	adopter := newAdopter(cfg, store, req, log)
+	defer adopter.close()
 	for i, m := range plan.Mounts {
 		mount := &api.Mount{Destination: m.Target, Options: m.Options}
 		switch m.Kind {
@@ -267,7 +269,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			if pin, ok := sources.pins[i]; ok {
 				mount.Source = pin
 			}
-			if m.CopyUp && needsCopyUp(store, v, log) {
+			if m.CopyUp && !adopter.adopt(v, m.Target) && needsCopyUp(store, v, log) {
 				hook.copyUps = append(hook.copyUps, volumes.CopyUpSpec{VolumeRef: ref, Target: m.Target})
 				if v.UID != nil || v.GID != nil || v.Mode != "" {
 					hook.keepOwners = append(hook.keepOwners, ref)

@@ -21,6 +21,17 @@ const copyUpBytesDir = ".copyup-bytes"
 // turns and together stay within the budget fn enforces. fn reports what it
 // wrote even when it fails part-way.
 func (s *Store) ChargePodCopyUp(podID string, fn func(used int64) (written int64, err error)) error {
+	return s.chargePodCopyUp(podID, unix.LOCK_EX, fn)
+}
+
+// TryChargePodCopyUp is ChargePodCopyUp for a caller that must not wait:
+// while another process holds the pod's record (a copy-up hook copying for
+// the same pod), it returns an error wrapping ErrBusy without calling fn.
+func (s *Store) TryChargePodCopyUp(podID string, fn func(used int64) (written int64, err error)) error {
+	return s.chargePodCopyUp(podID, unix.LOCK_EX|unix.LOCK_NB, fn)
+}
+
+func (s *Store) chargePodCopyUp(podID string, how int, fn func(used int64) (written int64, err error)) error {
 	if err := validateID("pod sandbox ID", podID); err != nil {
 		return err
 	}
@@ -34,7 +45,10 @@ func (s *Store) ChargePodCopyUp(podID string, fn func(used int64) (written int64
 		return fmt.Errorf("copy-up record of pod %q: %w", podID, &os.PathError{Op: "openat", Path: podID, Err: err})
 	}
 	defer unix.Close(fd)
-	if err := flockRetry(fd, unix.LOCK_EX); err != nil {
+	if err := flockRetry(fd, how); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			err = fmt.Errorf("%w: another process holds it", ErrBusy)
+		}
 		return fmt.Errorf("copy-up record of pod %q: %w", podID, err)
 	}
 	// One 8-byte write at offset 0: a crash leaves the old or the new count.

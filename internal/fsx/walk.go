@@ -267,25 +267,101 @@ func RemoveContents(fd int, dev uint64) error {
 // dev (a mount point counts, its content does not), and counting an inode
 // with several links once.
 func DiskUsage(fd int, dev uint64) (int64, error) {
-	w, err := start(fd, dev)
-	if err != nil {
-		return 0, err
-	}
-	defer w.close()
 	seen := map[ident]struct{}{}
 	var total int64
+	err := visit(fd, dev, func(_ *walk, _ string, st *unix.Stat_t) (bool, error) {
+		dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+		if st.Nlink > 1 && !dir {
+			k := ident{st.Dev, st.Ino}
+			if _, ok := seen[k]; ok {
+				return false, nil
+			}
+			seen[k] = struct{}{}
+		}
+		total += st.Blocks * 512
+		return dir && st.Dev == dev, nil
+	})
+	return total, err
+}
+
+// ErrTooMany is wrapped by the error of Count for a tree with more entries
+// than it was allowed to look at.
+var ErrTooMany = errors.New("more entries than allowed")
+
+// ErrSpecial is wrapped by the error of Count for a tree that holds a device
+// node, a fifo or a socket.
+var ErrSpecial = errors.New("a device node, fifo or socket")
+
+// Tally is what Count found below a directory.
+type Tally struct {
+	// Entries counts every name: directories, regular files, symlinks,
+	// and each further name of a hard-linked file.
+	Entries int64
+	// Files and Bytes count the regular files and their apparent sizes,
+	// an inode with several names once.
+	Files, Bytes int64
+}
+
+// Count tallies the tree below the directory open at fd, with the walk of
+// DiskUsage: lstat only, a bounded number of descriptors. It stops with an
+// error wrapping ErrTooMany once it has seen maxEntries entries and there
+// are more, ErrOtherFS at a directory on another device than dev, and
+// ErrSpecial at anything but a directory, regular file or symlink.
+func Count(fd int, dev uint64, maxEntries int64) (Tally, error) {
+	var t Tally
+	seen := map[ident]struct{}{}
+	err := visit(fd, dev, func(w *walk, name string, st *unix.Stat_t) (bool, error) {
+		if t.Entries >= maxEntries {
+			return false, fmt.Errorf("%q: %w (%d)", w.path(name), ErrTooMany, maxEntries)
+		}
+		t.Entries++
+		switch st.Mode & unix.S_IFMT {
+		case unix.S_IFDIR:
+			if st.Dev != dev {
+				return false, fmt.Errorf("%q is %w", w.path(name), ErrOtherFS)
+			}
+			return true, nil
+		case unix.S_IFREG:
+			if st.Nlink > 1 {
+				k := ident{st.Dev, st.Ino}
+				if _, ok := seen[k]; ok {
+					return false, nil
+				}
+				seen[k] = struct{}{}
+			}
+			t.Files++
+			t.Bytes += st.Size
+		case unix.S_IFLNK:
+		default:
+			return false, fmt.Errorf("%q is %w", w.path(name), ErrSpecial)
+		}
+		return false, nil
+	})
+	return t, err
+}
+
+// visit walks the tree below the directory open at fd depth first and
+// calls fn with each entry's lstat; it enters a directory when fn returns
+// true for it (it refuses one on another device than dev). An entry gone
+// before its lstat is skipped.
+func visit(fd int, dev uint64, fn func(w *walk, name string, st *unix.Stat_t) (bool, error)) error {
+	w, err := start(fd, dev)
+	if err != nil {
+		return err
+	}
+	defer w.close()
 	for {
 		top := w.top()
 		name, err := top.rd.Next()
 		if err != nil {
-			return total, &os.PathError{Op: "getdents", Path: w.path(""), Err: err}
+			return &os.PathError{Op: "getdents", Path: w.path(""), Err: err}
 		}
 		if name == "" {
 			if len(w.stack) == 1 {
-				return total, nil
+				return nil
 			}
 			if _, err := w.ascend(); err != nil {
-				return total, err
+				return err
 			}
 			continue
 		}
@@ -295,22 +371,17 @@ func DiskUsage(fd int, dev uint64) (int64, error) {
 			continue
 		}
 		if err != nil {
-			return total, &os.PathError{Op: "fstatat", Path: w.path(name), Err: err}
+			return &os.PathError{Op: "fstatat", Path: w.path(name), Err: err}
 		}
-		dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
-		if st.Nlink > 1 && !dir {
-			k := ident{st.Dev, st.Ino}
-			if _, ok := seen[k]; ok {
-				continue
-			}
-			seen[k] = struct{}{}
+		enter, err := fn(w, name, &st)
+		if err != nil {
+			return err
 		}
-		total += st.Blocks * 512
-		if !dir || st.Dev != dev {
+		if !enter {
 			continue
 		}
 		if err := w.descend(name); err != nil && !errors.Is(err, unix.ENOENT) {
-			return total, err
+			return err
 		}
 	}
 }

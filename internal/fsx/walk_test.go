@@ -169,3 +169,50 @@ func TestRemoveRefusesMount(t *testing.T) {
 		t.Fatalf("the mount's content is gone: %v", err)
 	}
 }
+
+// TestCount counts entries, files and bytes the way copy-up does (each
+// hard-linked inode's bytes once, every name an entry), stops at the bound,
+// and refuses what copy-up would leave out.
+func TestCount(t *testing.T) {
+	dir := t.TempDir()
+	for path, data := range map[string]string{"a": "12345", "sub/b": "123", "sub/deeper/c": ""} {
+		if err := os.MkdirAll(dir+"/"+path[:max(strings.LastIndex(path, "/"), 0)], 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dir+"/"+path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Link(dir+"/a", dir+"/sub/a-link"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/passwd", dir+"/sub/passwd"); err != nil {
+		t.Fatal(err)
+	}
+	count := func(max int64) (Tally, error) {
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Fatal(err)
+		}
+		return Count(fd, st.Dev, max)
+	}
+	// a, sub, sub/b, sub/deeper, sub/deeper/c, sub/a-link, sub/passwd
+	want := Tally{Entries: 7, Files: 3, Bytes: 8}
+	if got, err := count(7); err != nil || got != want {
+		t.Fatalf("Count(7) = %+v, %v; want %+v", got, err, want)
+	}
+	if _, err := count(6); !errors.Is(err, ErrTooMany) {
+		t.Fatalf("Count(6) = %v, want ErrTooMany", err)
+	}
+	if err := unix.Mkfifo(dir+"/sub/deeper/fifo", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := count(100); !errors.Is(err, ErrSpecial) || !strings.Contains(err.Error(), "sub/deeper/fifo") {
+		t.Fatalf("Count with a fifo = %v, want ErrSpecial naming it", err)
+	}
+}

@@ -33,6 +33,11 @@ func TestImageVolumeOldContainerd(t *testing.T) {
 	if src := e.cr.Mounts(id)["/data"]; src != e.plugin.VolumeDir("default", anon[0]) {
 		t.Errorf("/data is mounted from %q, want the anonymous volume %s instead of containerd's own", src, e.plugin.VolumeDir("default", anon[0]))
 	}
+	// containerd 2.2 copies the image's /data before NRI too, and the
+	// volume takes that copy over: no copy-up hook.
+	if hooks := createRuntimeHooks(e.cr, id); len(hooks) != 0 {
+		t.Errorf("createRuntime hooks %v, want none: containerd's copy is adopted", hooks)
+	}
 	mounts := e.cr.Exec(id, "cat", "/proc/mounts")
 	if n := strings.Count(mounts, " /data "); n != 1 {
 		t.Errorf("/data is mounted %d times:\n%s", n, mounts)

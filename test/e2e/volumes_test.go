@@ -175,6 +175,12 @@ func TestImageVolume(t *testing.T) {
 				t.Fatalf("create: %v", err)
 			}
 			e.cr.Start(id)
+			// With containerd's image volumes on, containerd has copied
+			// the image's /data already, and the volume takes that copy
+			// over instead of copying again in the hook.
+			if hooks := createRuntimeHooks(e.cr, id); tc.ignore != (len(hooks) == 1) {
+				t.Errorf("createRuntime hooks %v: want the copy-up hook only when containerd's image volumes are off", hooks)
+			}
 
 			if got := e.cr.Exec(id, "cat", "/data/seed.txt"); got != "seeded by the image\n" {
 				t.Errorf("/data/seed.txt = %q", got)
@@ -212,6 +218,22 @@ func TestImageVolume(t *testing.T) {
 			}
 		})
 	}
+}
+
+// createRuntimeHooks are the paths of the container's createRuntime hooks,
+// from its OCI spec as the runtime reports it.
+func createRuntimeHooks(cr *harness.Crictl, id string) []string {
+	info, _ := cr.Inspect(id)["info"].(map[string]any)
+	spec, _ := info["runtimeSpec"].(map[string]any)
+	hooks, _ := spec["hooks"].(map[string]any)
+	createRuntime, _ := hooks["createRuntime"].([]any)
+	var paths []string
+	for _, h := range createRuntime {
+		hm, _ := h.(map[string]any)
+		p, _ := hm["path"].(string)
+		paths = append(paths, p)
+	}
+	return paths
 }
 
 // dbImage declares VOLUME /data over a directory with content, owned by 999.
