@@ -520,6 +520,9 @@ func copyUpHook(cfg *config.Config, root, podID string, h hookArgs) *api.Hook {
 // needsCopyUp asks the store whether v still needs copy-up. When the store
 // cannot tell, the hook is added: it decides again under the volume's lock.
 func needsCopyUp(store *volumes.Store, v *volumes.Volume, log *logrus.Entry) bool {
+	if v.Created {
+		return true // made by this request: empty, never filled
+	}
 	need, err := store.NeedsCopyUp(v.Namespace, v.Name)
 	if err != nil {
 		log.WithError(err).WithField("volume", v.Namespace+"/"+v.Name).Warn("cannot tell whether copy-up is needed; adding the hook")

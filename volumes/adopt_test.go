@@ -149,3 +149,21 @@ func TestAdoptCopyUpDeclines(t *testing.T) {
 		})
 	}
 }
+
+// TestAcquireSaysCreated: Acquire marks the volumes it made, and only
+// those, so that the plugin knows they need copy-up without looking.
+func TestAcquireSaysCreated(t *testing.T) {
+	s, _ := newStore(t)
+	req := []Request{{Namespace: "default", Name: "data"}}
+	first, err := s.Acquire("ctr1", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.Acquire("ctr2", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first[0].Created || second[0].Created {
+		t.Errorf("Created: first Acquire %v, second %v; want true, false", first[0].Created, second[0].Created)
+	}
+}

@@ -162,6 +162,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 			if err := s.createLocked(v); err != nil {
 				return nil, nil, rollback(err)
 			}
+			v.Created = true
 			created = append(created, v)
 		case err != nil:
 			return nil, nil, rollback(publicError(r.Namespace, r.Name, err))

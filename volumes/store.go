@@ -97,6 +97,9 @@ type Volume struct {
 	// Unsynced says this Acquire made the volume for a Request with
 	// SyncLater: it is not durable until Sync.
 	Unsynced bool `json:"-"`
+	// Created says this Acquire made the volume: it is empty and was never
+	// copied up into.
+	Created bool `json:"-"`
 }
 
 // MarshalJSON encodes v with UsedBy and Labels as [] and {} rather than null,
