@@ -73,9 +73,12 @@ func newAdopter(cfg *config.Config, store *volumes.Store, req *Request, log *log
 // nothing changed and the hook copies up as before.
 func (a *adopter) adopt(v *volumes.Volume, target string) bool {
 	name, ok := a.dirs[path.Clean(target)]
-	if !ok || v.Limit != 0 || v.UID != nil || v.GID != nil || v.Mode != "" {
-		// A volume made with an owner or mode keeps them when the image's
-		// directory is empty, which the hook knows how to do.
+	if !ok || !v.Created || v.Limit != 0 || v.UID != nil || v.GID != nil || v.Mode != "" {
+		// Only a volume this request made: the exchange gives _data a new
+		// inode, and a volume that existed may be mounted (nocopy) by a
+		// container that would keep the old one; the hook fills _data in
+		// place. A volume made with an owner or mode keeps them when the
+		// image's directory is empty, which the hook knows how to do.
 		return false
 	}
 	log := a.log.WithFields(logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": target})
