@@ -73,12 +73,16 @@ func newAdopter(cfg *config.Config, store *volumes.Store, req *Request, log *log
 // nothing changed and the hook copies up as before.
 func (a *adopter) adopt(v *volumes.Volume, target string) bool {
 	name, ok := a.dirs[path.Clean(target)]
-	if !ok || !v.Created || v.Limit != 0 || v.UID != nil || v.GID != nil || v.Mode != "" {
-		// Only a volume this request made: the exchange gives _data a new
-		// inode, and a volume that existed may be mounted (nocopy) by a
-		// container that would keep the old one; the hook fills _data in
-		// place. A volume made with an owner or mode keeps them when the
-		// image's directory is empty, which the hook knows how to do.
+	if !ok || !v.Anonymous || !v.Created || v.Limit != 0 || v.UID != nil || v.GID != nil || v.Mode != "" {
+		// Only an anonymous volume this request made: the exchange gives
+		// _data a new inode, and a volume that existed may be mounted
+		// (nocopy) by a container that would keep the old one; the hook
+		// fills _data in place. A named volume is left to the hook even
+		// when new: another pod's request may hand its path to runc before
+		// this one's exchange, and containerd's copy carries this
+		// container's SELinux label. A volume made with an owner or mode
+		// keeps them when the image's directory is empty, which the hook
+		// knows how to do.
 		return false
 	}
 	log := a.log.WithFields(logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": target})
@@ -93,6 +97,7 @@ func (a *adopter) adopt(v *volumes.Volume, target string) bool {
 	}
 	start := time.Now()
 	var t fsx.Tally
+	adopted := false
 	adopt := func(used int64) (int64, error) {
 		lim := volumes.AdoptLimits{MaxEntries: adoptMaxEntries, MaxBytes: int64(a.cfg.Limits.CopyUpMaxSize)}
 		if n := a.cfg.Limits.CopyUpMaxFiles; n > 0 && n < lim.MaxEntries {
@@ -109,6 +114,7 @@ func (a *adopter) adopt(v *volumes.Volume, target string) bool {
 		}
 		var err error
 		t, err = a.store.AdoptCopyUp(v.Namespace, v.Name, a.parent, name, lim)
+		adopted = err == nil
 		return t.Bytes, err
 	}
 	var err error
@@ -116,6 +122,11 @@ func (a *adopter) adopt(v *volumes.Volume, target string) bool {
 		err = a.store.TryChargePodCopyUp(a.podID, adopt)
 	} else {
 		_, err = adopt(0)
+	}
+	if adopted && err != nil {
+		// The volume is filled; only its bytes went uncounted.
+		log.WithError(err).Warn("copy-up: adopted containerd's copy, but its bytes are not charged to the pod's copy-up budget")
+		err = nil
 	}
 	if err != nil {
 		if !errors.Is(err, volumes.ErrNotAdopted) && !errors.Is(err, volumes.ErrBusy) {
