@@ -1,9 +1,11 @@
 package plugin_test
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/containerd/nri/pkg/api"
@@ -92,4 +94,113 @@ func countArg(args []string, arg string) int {
 		}
 	}
 	return n
+}
+
+// TestNoHookForKnownEmptyImageTargets: once the store records that image D
+// has nothing to copy at /anon and /named, a container of D gets no hook for
+// new volumes there, and its new named volume is durable when
+// CreateContainer returns, without the hook's sync. A container of another
+// image, or one whose runtime sent no digest, still gets the hook, and so
+// does a volume mounted with U, for the chown only.
+func TestNoHookForKnownEmptyImageTargets(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	store := rt.store()
+	digest := rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{}}`)
+	other := rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{"User":"other"}}`)
+	ann := func(items string) map[string]string { return map[string]string{plugin.VolumesKey + "/pod": items} }
+	ctrOf := func(id, pod, image string) *api.Container {
+		c := newContainer(id, pod, "app")
+		c.Image = &api.Image{Name: "localhost/app:e2e", ConfigDigest: image}
+		return c
+	}
+
+	adj, err := rt.create(newPod("p1", "default", ann("- first:/named\n- /anon")), ctrOf("c1", "p1", digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := hookArgs(t, adj)
+	if !slices.Contains(args, "default/first=/named") || countArg(args, "--volume") != 2 {
+		t.Fatalf("the first container of the image: hook args %q, want both copy-ups", args)
+	}
+	if i := slices.Index(args, "--image"); i < 0 || i+1 >= len(args) || args[i+1] != digest {
+		t.Errorf("hook args %q, want --image %s", args, digest)
+	}
+
+	// What the hook records when the image has nothing at either target.
+	digestHex := strings.TrimPrefix(digest, "sha256:")
+	for _, target := range []string{"/anon", "/named"} {
+		if err := store.RecordImageTargetEmpty(digestHex, target); err != nil {
+			t.Fatal(err)
+		}
+	}
+	adj, err = rt.create(newPod("p2", "default", ann("- second:/named\n- /anon")), ctrOf("c2", "p2", digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if args := hookArgs(t, adj); args != nil {
+		t.Errorf("a container of an image known to have nothing there: hook %q, want none", args)
+	}
+	if findMount(adj, "/named") == nil || findMount(adj, "/anon") == nil {
+		t.Fatalf("volumes not mounted: %+v", adj.GetMounts())
+	}
+	volDir := filepath.Join(rt.cfg.Root, "volumes", "default", "second")
+	if _, err := os.Stat(filepath.Join(volDir, "sync-pending")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the new named volume is not durable when CreateContainer returns: sync-pending %v", err)
+	}
+	// Left as any new volume: a container of an image with content there
+	// still fills it.
+	if need, err := store.NeedsCopyUp("default", "second"); err != nil || !need {
+		t.Errorf("the new named volume needs copy-up: %t, %v; want true", need, err)
+	}
+
+	for _, tc := range []struct{ name, image string }{{"another image", other}, {"no digest", ""}} {
+		pod := "p-" + strings.ReplaceAll(tc.name, " ", "-")
+		adj, err := rt.create(newPod(pod, "default", ann("- /anon")), ctrOf("c-"+pod, pod, tc.image))
+		if err != nil {
+			t.Fatal(err)
+		}
+		args := hookArgs(t, adj)
+		if countArg(args, "--volume") != 1 {
+			t.Errorf("%s: hook args %q, want the copy-up of /anon", tc.name, args)
+		}
+		if want := tc.image != ""; slices.Contains(args, "--image") != want {
+			t.Errorf("%s: hook args %q, want --image: %t", tc.name, args, want)
+		}
+	}
+
+	adj, err = rt.create(newPod("p3", "default", ann("- third:/named:U")), ctrOf("c3", "p3", digest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args = hookArgs(t, adj)
+	if !slices.Contains(args, "default/third") || slices.Contains(args, "--volume") || slices.Contains(args, "--sync") {
+		t.Errorf("U on a known-empty target: hook args %q, want --chown default/third only", args)
+	}
+}
+
+// TestGoneImagesLoseEmptyTargets: after Synchronize, the records of images
+// whose config blob left containerd's content store are removed, and the
+// others kept.
+func TestGoneImagesLoseEmptyTargets(t *testing.T) {
+	rt := newRuntime(t, nil)
+	kept := strings.TrimPrefix(rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{}}`), "sha256:")
+	gone := strings.TrimPrefix(rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{"User":"gone"}}`), "sha256:")
+	store := rt.store()
+	for _, h := range []string{kept, gone} {
+		if err := store.RecordImageTargetEmpty(h, "/data"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blobs := filepath.Join(rt.cfg.ContainerdRoot, "io.containerd.content.v1.content", "blobs", "sha256")
+	if err := os.Remove(filepath.Join(blobs, gone)); err != nil {
+		t.Fatal(err)
+	}
+	rt.connect()
+	if !eventually(func() bool { empty, _ := store.ImageTargetEmpty(gone, "/data"); return !empty }) {
+		t.Fatal("the record of a removed image survived Synchronize")
+	}
+	if empty, err := store.ImageTargetEmpty(kept, "/data"); err != nil || !empty {
+		t.Errorf("the record of an image still there: %t, %v; want kept", empty, err)
+	}
 }

@@ -152,10 +152,11 @@ func (p *Plugin) Configure(ctx context.Context, cfgText, runtime, version string
 // Synchronize rebuilds the store's references from the runtime's containers,
 // so that rm and prune refuse the volumes they use as soon as it returns.
 // After it returns, in the background, the anonymous volumes of pods that
-// went away while the plugin was not running are removed: that pass reads
-// the whole store, too slow for an NRI request.
+// went away while the plugin was not running are removed, and so are the
+// empty image targets of images that are gone: those passes read the whole
+// store, too slow for an NRI request.
 func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
-	cfg, store, _ := p.state()
+	cfg, store, images := p.state()
 	refs := map[string][]string{}
 	podVolumes := make(map[string]map[string]struct{}, len(pods))
 	livePods := make(map[string]bool, len(pods))
@@ -191,7 +192,10 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 		p.log.WithError(err).Warn("cannot forget the copy-up bytes of removed pods")
 	}
 	p.log.WithFields(logrus.Fields{"pods": len(pods), "containers": len(ctrs), "volumesInUse": len(refs)}).Info("synchronized")
-	go p.removeOrphans(store, cfg.AnonymousVolumes.KeepAfterPod)
+	go func() {
+		p.removeOrphans(store, cfg.AnonymousVolumes.KeepAfterPod)
+		removeGoneImageTargets(store, images, p.log)
+	}()
 	return nil, nil
 }
 
@@ -256,7 +260,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	for _, dst := range plan.Remove {
 		adjust.RemoveMount(dst)
 	}
-	var hook hookArgs
+	hook := hookArgs{imageHex: imageDigestHex(ctr)}
 	adopter := newAdopter(cfg, store, req, log)
 	defer adopter.close()
 	for i, m := range plan.Mounts {
@@ -269,7 +273,10 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			if pin, ok := sources.pins[i]; ok {
 				mount.Source = pin
 			}
-			if m.CopyUp && !adopter.adopt(v, m.Target) && needsCopyUp(store, v, log) {
+			// The hook copies up unless the volume needs none, an earlier
+			// container of the image showed it has nothing there, or the
+			// volume took containerd's own copy over.
+			if m.CopyUp && needsCopyUp(store, v, log) && !imageTargetEmpty(store, hook.imageHex, m.Target, log) && !adopter.adopt(v, m.Target) {
 				hook.copyUps = append(hook.copyUps, volumes.CopyUpSpec{VolumeRef: ref, Target: m.Target})
 				if v.UID != nil || v.GID != nil || v.Mode != "" {
 					hook.keepOwners = append(hook.keepOwners, ref)
@@ -489,6 +496,10 @@ type hookArgs struct {
 	// syncs are the named volumes, among copyUps, that the hook makes
 	// durable (volumes.Store.Sync) before the container starts.
 	syncs []volumes.VolumeRef
+	// imageHex is the hex of the image's config digest, if the runtime
+	// sent one: the hook records under it the targets where the image has
+	// nothing to copy.
+	imageHex string
 }
 
 // copyUpHook is the createRuntime hook that copies the image's content into
@@ -499,6 +510,9 @@ func copyUpHook(cfg *config.Config, root, podID string, h hookArgs) *api.Hook {
 	args := []string{cfg.HookPath, "hook", "copyup", "--root", root,
 		"--max-bytes", strconv.FormatInt(int64(cfg.Limits.CopyUpMaxSize), 10),
 		"--max-files", strconv.FormatInt(cfg.Limits.CopyUpMaxFiles, 10)}
+	if h.imageHex != "" {
+		args = append(args, "--image", "sha256:"+h.imageHex)
+	}
 	if cfg.Limits.CopyUpMaxSizePerPod > 0 && podID != "" {
 		args = append(args, "--pod", podID, "--pod-max-bytes", strconv.FormatInt(int64(cfg.Limits.CopyUpMaxSizePerPod), 10))
 	}
@@ -529,6 +543,34 @@ func needsCopyUp(store *volumes.Store, v *volumes.Volume, log *logrus.Entry) boo
 		return true
 	}
 	return need
+}
+
+// imageDigestHex returns the hex of the container's image config digest, or
+// "" when the runtime sent none (containerd before 2.4) or a malformed one.
+func imageDigestHex(ctr *api.Container) string {
+	h, err := volumes.ParseImageDigest(ctr.GetImage().GetConfigDigest())
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
+// imageTargetEmpty reports whether an earlier container of the image
+// (imageHex, "" when unknown) showed it has nothing to copy at target: image
+// content is immutable per config digest, so the hook would copy nothing.
+// The volume is left without a copy-up marker, so that a container of an
+// image with content there still fills it, as Docker does. When the store
+// cannot tell, the hook is added.
+func imageTargetEmpty(store *volumes.Store, imageHex, target string, log *logrus.Entry) bool {
+	if imageHex == "" {
+		return false
+	}
+	empty, err := store.ImageTargetEmpty(imageHex, target)
+	if err != nil {
+		log.WithError(err).WithField("target", target).Warn("cannot tell whether the image has nothing to copy there; adding the hook")
+		return false
+	}
+	return empty
 }
 
 // request gathers what the plan needs from the pod, the container and the image.

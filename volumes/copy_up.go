@@ -87,6 +87,59 @@ func (s *Store) CopyUp(ns, name string, copyFn func(dir string) error) error {
 	return nil
 }
 
+// MarkCopyUpEmpty is CopyUp for an image that has nothing to copy into the
+// volume: under the volume's lock, if no copy-up started or finished before
+// and _data is empty, it records the copy-up as done, without the staging
+// directory and without a sync (a marker lost in a crash costs a hook run).
+// With rootDefault, the image has a bare mount point there, whose owner
+// root:root and mode 0755 a copy would give _data: then it marks only a
+// _data that has them already. It reports whether it marked the volume, and
+// copyNeeded when it left the volume to CopyUp: a copy-up cut short, which
+// CopyUp throws away or finishes, or a _data whose owner or mode differ. A
+// volume filled or copied up before is neither.
+func (s *Store) MarkCopyUpEmpty(ns, name string, rootDefault bool) (marked, copyNeeded bool, err error) {
+	volFd, dataFd, err := s.openData(ns, name, unix.LOCK_EX)
+	if err != nil {
+		return false, false, err
+	}
+	defer unix.Close(volFd)
+	defer unix.Close(dataFd)
+	marked, copyNeeded, err = markEmpty(volFd, dataFd, rootDefault)
+	if err != nil {
+		return false, false, volumeError(ns, name, err)
+	}
+	return marked, copyNeeded, nil
+}
+
+func markEmpty(volFd, dataFd int, rootDefault bool) (marked, copyNeeded bool, err error) {
+	for _, marker := range []string{copyUpDone, copyUpSwitching, copyUpStarted} {
+		exists, err := existsAt(volFd, marker)
+		if err != nil {
+			return false, false, err
+		}
+		if exists {
+			return false, marker != copyUpDone, nil
+		}
+	}
+	if empty, err := fsx.IsEmptyDir(dataFd); err != nil || !empty {
+		return false, false, err
+	}
+	if rootDefault {
+		st, err := fsx.Fstat(dataFd)
+		if err != nil {
+			return false, false, err
+		}
+		if st.Uid != 0 || st.Gid != 0 || st.Mode&0o7777 != 0o755 {
+			return false, true, nil
+		}
+	}
+	fd, err := unix.Openat(volFd, copyUpDone, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return false, false, &os.PathError{Op: "openat", Path: copyUpDone, Err: err}
+	}
+	return true, false, unix.Close(fd)
+}
+
 // copyUp is one CopyUp call, under the volume's lock.
 type copyUp struct {
 	s             *Store

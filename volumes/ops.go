@@ -528,7 +528,7 @@ func (s *Store) Size(v *Volume) (int64, error) {
 // names and leftovers of interrupted writes that Open could not delete; and
 // mounts below the store and loop devices backed by its files that no sized
 // volume accounts for. The store's own files (.lock, .refs, .pods, .trash,
-// .copyup-bytes, .copyup-stats) are no problem. Below ROOT/pins it reports stray pins,
+// .copyup-bytes, .copyup-stats, .image-empty) are no problem. Below ROOT/pins it reports stray pins,
 // entries where nothing is mounted, and anything that is not a pin; their
 // Namespace is empty and their Name the path below ROOT.
 func (s *Store) Check() ([]Problem, error) {
@@ -543,7 +543,7 @@ func (s *Store) Check() ([]Problem, error) {
 		for _, ns := range nss {
 			switch {
 			case ns == lockFile || ns == refsDir || ns == podsDir || ns == trashDir || ns == copyUpBytesDir ||
-				ns == copyUpStatsFile || ns == copyUpStatsOld:
+				ns == copyUpStatsFile || ns == copyUpStatsOld || ns == imageEmptyDir:
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})

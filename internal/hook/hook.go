@@ -48,13 +48,16 @@ type copyUpOptions struct {
 	chown []volumes.VolumeRef
 	// sync are the volumes to make durable before the container starts.
 	sync []volumes.VolumeRef
+	// imageHex is the hex of the image's config digest, if known: the
+	// targets where the image has nothing to copy are recorded under it.
+	imageHex string
 }
 
 // maxSpecSize bounds the OCI spec (config.json) the hook reads.
 const maxSpecSize = 16 << 20
 
 // Usage is the command line of the hooks, for help texts.
-const Usage = "copyup --root DIR --volume NS/NAME=/target... [--max-bytes N] [--max-files N]"
+const Usage = "copyup --root DIR --volume NS/NAME=/target... [--image sha256:HEX] [--max-bytes N] [--max-files N]"
 
 // Run runs the OCI hook args[0] with the rest of args as its flags and the
 // container's state read from stdin. runc fails the container's start with
@@ -218,19 +221,37 @@ func (c *hookCopier) copyAll(used int64) (int64, error) {
 // before and the image directories copied so far. It reports what it
 // copied, whether it copied at all (a filled volume, or an image without
 // the directory, is no copy), and on failure which of volumes' CopyUp
-// reasons it is.
+// reasons it is. Where the image has nothing to copy (no directory, or the
+// bare mount point runc made), it records that for the image and marks the
+// volume done without staging a copy.
 func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup.SourceID]string, vlog *logrus.Entry) (copyup.Stats, bool, string, error) {
 	var stats copyup.Stats
-	src, ok, err := copyup.Source(c.rootfs, v.Target)
+	src, err := copyup.Source(c.rootfs, v.Target, c.opts.limits.Owners)
 	if err != nil {
 		return stats, false, volumes.CopyUpOther, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
 	}
-	if first, dup := copied[src]; ok && dup {
+	ok := src.Dir
+	first, dup := copied[src.ID]
+	switch {
+	case ok && dup:
 		vlog.Infof("copy-up: the image directory is the one copied for %s already; copied once", first)
 		ok = false
+	case ok:
+		copied[src.ID] = v.Target
 	}
-	if ok {
-		copied[src] = v.Target
+	if !dup && (!src.Dir || src.Bare) {
+		c.recordEmpty(v.Target, vlog)
+		// A bare mount point gives _data root:root 0755, unless the
+		// volume keeps the owner it was made with.
+		rootDefault := src.Dir && !c.opts.keepOwner[v.VolumeRef]
+		marked, copyNeeded, err := c.store.MarkCopyUpEmpty(v.Namespace, v.Name, rootDefault)
+		if err != nil {
+			return stats, false, volumes.CopyUpOther, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
+		}
+		if !copyNeeded {
+			vlog.Debugf("copy-up: the image has nothing to copy; marked done: %t", marked)
+			return stats, ok && marked, "", nil
+		}
 	}
 	limits, budget := c.limits(used)
 	limits.KeepEmptyRoot = c.opts.keepOwner[v.VolumeRef]
@@ -265,6 +286,18 @@ func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup
 	return stats, ok, "", nil
 }
 
+// recordEmpty records that the container's image has nothing to copy at
+// target, so that the plugin adds no hook for it to later containers of the
+// image. A failure only costs those containers a hook run.
+func (c *hookCopier) recordEmpty(target string, vlog *logrus.Entry) {
+	if c.opts.imageHex == "" {
+		return
+	}
+	if err := c.store.RecordImageTargetEmpty(c.opts.imageHex, target); err != nil {
+		vlog.WithError(err).Warn("copy-up: the image's empty target is not recorded; later containers of the image run the hook")
+	}
+}
+
 // limits are the bounds of the next copy, given that the pod's copy-ups
 // wrote used bytes; budget says the pod's budget is the tighter bound.
 func (c *hookCopier) limits(used int64) (copyup.Options, bool) {
@@ -293,6 +326,11 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 	fs.StringVar(&opts.pod, "pod", "", "pod sandbox ID whose copy-ups --pod-max-bytes bounds")
 	fs.Int64Var(&opts.podMaxBytes, "pod-max-bytes", 0, "most bytes the copy-ups of the pod write in all (0: no limit)")
 	fs.StringVar(&opts.logLevel, "log-level", "info", "log level (debug shows a summary per volume)")
+	fs.Func("image", "config digest (sha256:HEX) of the container's image, under which targets with nothing to copy are recorded", func(s string) error {
+		h, err := volumes.ParseImageDigest(s)
+		opts.imageHex = h
+		return err
+	})
 	fs.Func("volume", "NAMESPACE/NAME=/target to fill (repeatable)", func(s string) error {
 		v, err := volumes.ParseCopyUpSpec(s)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -238,6 +239,8 @@ func TestHookBadInput(t *testing.T) {
 		{"huge state", []string{"copyup", "--root", e.root, "--volume", "default/data=/data"},
 			`{"annotations":{"a":"` + strings.Repeat("x", 2<<20) + `"}}`, "larger than"},
 		{"unknown volume", []string{"copyup", "--root", e.root, "--volume", "default/other=/data"}, goodState, "default/other"},
+		{"bad image digest", []string{"copyup", "--root", e.root, "--image", "sha256:ABC", "--volume", "default/data=/data"}, goodState, `image digest "sha256:ABC"`},
+		{"image digest without algorithm", []string{"copyup", "--root", e.root, "--image", strings.Repeat("a", 64), "--volume", "default/data=/data"}, goodState, "want sha256:"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := runHookWithStdin(t, tc.stdin, tc.args)
@@ -538,5 +541,146 @@ func TestHookRecordsCopyUps(t *testing.T) {
 	e.create(t, "default", "late")
 	if err := e.run(t, "--volume", "default/late=/data"); err != nil {
 		t.Errorf("copy-up with an unwritable copy-up log: %v", err)
+	}
+}
+
+// testImage is the config digest the hook tests give as --image.
+const testImage = "sha256:" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+// volumeEntries lists the directory of volume ns/name: its _data, its
+// metadata and the store's copy-up markers.
+func (e *hookEnv) volumeEntries(t *testing.T, ns, name string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(e.root, "volumes", ns, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, ent := range ents {
+		out = append(out, ent.Name())
+	}
+	return out
+}
+
+// TestHookRecordsImageEmptyTargets: with --image, a target where the image
+// has nothing to copy (nothing there, or the bare mount point runc makes)
+// is recorded for the image, and its volume is marked done as it is; a
+// target with content is copied and not recorded, and so is a second
+// target that names the directory of another through a symlink.
+func TestHookRecordsImageEmptyTargets(t *testing.T) {
+	e := newHookEnv(t)
+	rootfs := filepath.Join(e.bundle, "rootfs")
+	if err := os.MkdirAll(filepath.Join(rootfs, "mnt/bare"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/mnt/bare", filepath.Join(rootfs, "baredup")); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	if err := os.Chtimes(filepath.Join(rootfs, "mnt/bare"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	missing := e.create(t, "default", "missing")
+	bare := e.create(t, "default", "bare")
+	e.create(t, "default", "dupe")
+	data := e.create(t, "default", "data")
+	before, err := os.Stat(bare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Volumes are filled last to first: default/bare before default/dupe.
+	err = e.run(t, "--image", testImage, "--volume", "default/missing=/no/such/dir", "--volume", "default/data=/data",
+		"--volume", "default/dupe=/baredup", "--volume", "default/bare=/mnt/bare")
+	if err != nil {
+		t.Fatal(err)
+	}
+	digestHex := strings.TrimPrefix(testImage, "sha256:")
+	for target, want := range map[string]bool{"/no/such/dir": true, "/mnt/bare": true, "/data": false, "/baredup": false} {
+		got, err := e.store.ImageTargetEmpty(digestHex, target)
+		if err != nil || got != want {
+			t.Errorf("image target %s recorded empty: %t, %v; want %t", target, got, err, want)
+		}
+	}
+	for _, name := range []string{"missing", "bare", "dupe", "data"} {
+		if got, want := e.volumeEntries(t, "default", name), []string{"_data", "copyup-done", "volume.json"}; !slices.Equal(got, want) {
+			t.Errorf("volume %s holds %v, want %v", name, got, want)
+		}
+	}
+	for _, dir := range []string{missing, bare} {
+		if got := names(t, dir); !slices.Equal(got, []string{"."}) {
+			t.Errorf("%s: %v, want it empty", dir, got)
+		}
+		if got := owner(t, dir); got != "0:0 755" {
+			t.Errorf("%s: %s, want 0:0 755", dir, got)
+		}
+	}
+	// Marked, not copied: a copy would have given _data the times of the
+	// mount point.
+	if after, err := os.Stat(bare); err != nil || !after.ModTime().Equal(before.ModTime()) {
+		t.Errorf("_data over a bare mount point: modified %v, want %v as before (%v)", after.ModTime(), before.ModTime(), err)
+	}
+	if got := names(t, data); len(got) != 4 || owner(t, data) != "999:999 755" {
+		t.Errorf("the image's /data was not copied: %v, %s", got, owner(t, data))
+	}
+	for _, name := range []string{"missing", "bare"} {
+		if need, err := e.store.NeedsCopyUp("default", name); err != nil || need {
+			t.Errorf("volume %s needs copy-up: %t, %v; want it done", name, need, err)
+		}
+	}
+
+	// Without --image nothing is recorded, and the volume is done all the same.
+	e.create(t, "default", "plain")
+	if err := e.run(t, "--volume", "default/plain=/also/missing"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.store.ImageTargetEmpty(digestHex, "/also/missing"); err != nil || got {
+		t.Errorf("recorded without --image: %t, %v", got, err)
+	}
+	if got, want := e.volumeEntries(t, "default", "plain"), []string{"_data", "copyup-done", "volume.json"}; !slices.Equal(got, want) {
+		t.Errorf("volume plain holds %v, want %v", got, want)
+	}
+}
+
+// TestHookNothingToCopyFinishesInterruptedCopy: a volume whose copy-up was
+// cut short (its started marker and a half-filled staging directory left)
+// is cleaned up by a hook that finds nothing to copy, as by any other.
+func TestHookNothingToCopyFinishesInterruptedCopy(t *testing.T) {
+	e := newHookEnv(t)
+	data := e.create(t, "default", "cut")
+	volDir := filepath.Dir(data)
+	if err := os.WriteFile(filepath.Join(volDir, "copyup-started"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(volDir, ".nri-volumes-copyup/half"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.run(t, "--image", testImage, "--volume", "default/cut=/no/such/dir"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := e.volumeEntries(t, "default", "cut"), []string{"_data", "copyup-done", "volume.json"}; !slices.Equal(got, want) {
+		t.Errorf("volume holds %v, want %v", got, want)
+	}
+	if got := names(t, data); !slices.Equal(got, []string{"."}) {
+		t.Errorf("_data: %v, want it empty", got)
+	}
+}
+
+// TestHookBareMountPointOverOwnedVolume: a volume whose _data is no longer
+// root's 0755 (and that keeps no owner) takes the owner and mode of the bare
+// mount point, as a copy gives them.
+func TestHookBareMountPointOverOwnedVolume(t *testing.T) {
+	e := newHookEnv(t)
+	if err := os.MkdirAll(filepath.Join(e.bundle, "rootfs/mnt/bare"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := e.create(t, "default", "v")
+	if err := os.Chown(data, 5, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.run(t, "--image", testImage, "--volume", "default/v=/mnt/bare"); err != nil {
+		t.Fatal(err)
+	}
+	if got := owner(t, data); got != "0:0 755" {
+		t.Errorf("_data: %s, want the mount point's 0:0 755", got)
 	}
 }

@@ -155,19 +155,61 @@ func Copy(rootfs, target, dst string, opts Options) (Stats, error) {
 // SourceID identifies a source directory.
 type SourceID struct{ Dev, Ino uint64 }
 
-// Source identifies the directory that Copy would copy for target in rootfs,
-// so that a caller copies one image directory once however many targets name
-// it. ok is false when Copy would copy nothing.
-func Source(rootfs, target string) (id SourceID, ok bool, err error) {
+// Found is what Source found at a target.
+type Found struct {
+	// ID identifies the directory, so that a caller copies one image
+	// directory once however many targets name it.
+	ID SourceID
+	// Dir is false when Copy would copy nothing: nothing there, not a
+	// directory, or another mount.
+	Dir bool
+	// Bare says the directory is empty, owned by root as the container
+	// sees it, of mode 0755 and without extended attributes: what runc
+	// makes for a mount point the image lacks. Copying it gives the
+	// destination that owner and mode and nothing else.
+	Bare bool
+}
+
+// Source tells what Copy would copy for target in rootfs. owners, if not
+// nil, translates the owner read from rootfs into the one the container
+// sees, as Options.Owners does.
+func Source(rootfs, target string, owners func(uid, gid uint32) (uint32, uint32)) (Found, error) {
 	fd, st, err := openSource(rootfs, target)
 	if errors.Is(err, errNotInImage) {
-		return id, false, nil
+		return Found{}, nil
 	}
 	if err != nil {
-		return id, false, fmt.Errorf("open %q in %q: %w", target, rootfs, err)
+		return Found{}, fmt.Errorf("open %q in %q: %w", target, rootfs, err)
 	}
-	unix.Close(fd)
-	return SourceID{uint64(st.Dev), st.Ino}, fsx.IsDir(&st), nil
+	defer unix.Close(fd)
+	found := Found{ID: SourceID{uint64(st.Dev), st.Ino}, Dir: fsx.IsDir(&st)}
+	if !found.Dir {
+		return found, nil
+	}
+	if found.Bare, err = bare(fd, &st, owners); err != nil {
+		return Found{}, fmt.Errorf("list %q in %q: %w", target, rootfs, err)
+	}
+	return found, nil
+}
+
+// bare reports whether the directory open at fd, whose stat is st, is a
+// bare mount point (see Found.Bare).
+func bare(fd int, st *unix.Stat_t, owners func(uid, gid uint32) (uint32, uint32)) (bool, error) {
+	uid, gid := st.Uid, st.Gid
+	if owners != nil {
+		uid, gid = owners(uid, gid)
+	}
+	if uid != 0 || gid != 0 || st.Mode&0o7777 != 0o755 {
+		return false, nil
+	}
+	n, err := unix.Flistxattr(fd, nil)
+	if err != nil && !errors.Is(err, unix.ENOTSUP) {
+		return false, err
+	}
+	if n > 0 {
+		return false, nil
+	}
+	return fsx.IsEmptyDir(fd)
 }
 
 // openDest opens dst, which must be an empty directory.
