@@ -132,6 +132,7 @@ func (e *benchEnv) imageVolume() *section {
 		title: "Container create+start with one image volume",
 		method: fmt.Sprintf("Each sample is `crictl create` + `crictl start` of a new container (a new container name in the same pod, so every sample copies up afresh) "+
 			"of an image with `VOLUME /data` over 32 files of 1 KiB in 2 directories and a symlink; removing it is not timed. "+
+			"With containerd's image volumes on, containerd copies /data before NRI and nri-volumes takes that copy over (no hook); with them off, its hook copies. "+
 			"One containerd per variant, all running at once, sampled round-robin, %d samples each after a warm-up that checks the copy-up.", e.o.n),
 		header: resultHeader,
 		rows:   resultRows(names, res, base),
@@ -196,7 +197,7 @@ func (e *benchEnv) volumes() *section {
 		id:    "volumes",
 		title: "Container create+start with a named volume, a tmpfs and an anonymous volume",
 		method: fmt.Sprintf("Each sample is `crictl create` + `crictl start` of a container whose annotation asks for a new named volume, an anonymous volume and a 4 MiB tmpfs "+
-			"(the image has nothing at those paths, so nothing is copied up). The empty NRI plugin (test/bench/emptyplugin) subscribes to CreateContainer and returns nothing; "+
+			"(the image has nothing at those paths, so nothing is copied up; after the warm-up's hook has recorded that for the image, nri-volumes adds no hook). The empty NRI plugin (test/bench/emptyplugin) subscribes to CreateContainer and returns nothing; "+
 			"it gets the same annotation. The floor is what the mounts themselves cost runc: the same container on containerd without any plugin, "+
 			"its CRI config mounting two host directories made beforehand (untimed, new for each container) and a 4 MiB tmpfs mounted on the host beforehand, "+
 			"as kubelet does for an emptyDir. %d samples per variant, round-robin.", e.o.n),
