@@ -12,9 +12,25 @@ import (
 // TestCopyUpHookRejected runs containerd with a validator that refuses OCI
 // hooks. A container that needs copy-up is refused with a message that says
 // why, rather than started on a volume without the image's content; one that
-// needs no copy (nocopy) starts.
+// needs no copy (nocopy) starts, and so does one whose image volume takes
+// containerd's own copy over.
 func TestCopyUpHookRejected(t *testing.T) {
-	e := newEnv(t, harness.ContainerdOptions{DefaultValidator: &harness.DefaultValidator{RejectOCIHookAdjustment: true}}, harness.PluginConfig{})
+	reject := &harness.DefaultValidator{RejectOCIHookAdjustment: true}
+	t.Run("containerd's copy adopted", func(t *testing.T) {
+		e := newEnv(t, harness.ContainerdOptions{DefaultValidator: reject}, harness.PluginConfig{})
+		e.ctd.Import(t, dbImage)
+		pod := e.cr.RunPod("db", "default", "uid-db", nil)
+		id, err := e.cr.CreateContainerSpec(pod, harness.ContainerSpec{Name: "db", Image: dbImage.Name})
+		if err != nil {
+			t.Fatalf("an image volume filled from containerd's copy needs no hook, yet creation failed: %v", err)
+		}
+		e.cr.Start(id)
+		if got := e.cr.Exec(id, "cat", "/data/seed.txt"); got != "seeded by the image\n" {
+			t.Errorf("/data/seed.txt = %q, want the image's", got)
+		}
+	})
+	// Without containerd's copy, the image's content needs the hook.
+	e := newEnv(t, harness.ContainerdOptions{DefaultValidator: reject, IgnoreImageDefinedVolumes: true}, harness.PluginConfig{})
 	e.ctd.Import(t, dbImage)
 
 	pod := e.cr.RunPod("db", "default", "uid-db", nil)
