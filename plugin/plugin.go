@@ -251,7 +251,9 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	if err := p.claimPodVolumes(cfg, pod, plan.Volumes); err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
-	syncInHook(plan)
+	imageHex := imageDigestHex(ctr)
+	knownEmpty := knownEmptyTargets(store, imageHex, plan, log)
+	syncInHook(plan, knownEmpty)
 	sources, err := acquire(store, ctr.GetId(), req.ItemsKey, plan, srcs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
@@ -260,7 +262,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	for _, dst := range plan.Remove {
 		adjust.RemoveMount(dst)
 	}
-	hook := hookArgs{imageHex: imageDigestHex(ctr)}
+	hook := hookArgs{imageHex: imageHex}
 	adopter := newAdopter(cfg, store, req, log)
 	defer adopter.close()
 	for i, m := range plan.Mounts {
@@ -276,7 +278,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			// The hook copies up unless the volume needs none, an earlier
 			// container of the image showed it has nothing there, or the
 			// volume took containerd's own copy over.
-			if m.CopyUp && needsCopyUp(store, v, log) && !imageTargetEmpty(store, hook.imageHex, m.Target, log) && !adopter.adopt(v, m.Target) {
+			if m.CopyUp && needsCopyUp(store, v, log) && !knownEmpty[m.Target] && !adopter.adopt(v, m.Target) {
 				hook.copyUps = append(hook.copyUps, volumes.CopyUpSpec{VolumeRef: ref, Target: m.Target})
 				if v.UID != nil || v.GID != nil || v.Mode != "" {
 					hook.keepOwners = append(hook.keepOwners, ref)
@@ -316,13 +318,31 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 // syncInHook has the named volumes that a mount copies up into made without
 // fsyncs: a new one needs the copy-up hook, which makes it durable before the
 // container's process starts (see syncNew), so the fsyncs leave the NRI
-// request.
-func syncInHook(plan *Plan) {
+// request. A target where the image is known to have nothing gets no hook,
+// so its volume is made durable as it is made.
+func syncInHook(plan *Plan, knownEmpty map[string]bool) {
 	for _, m := range plan.Mounts {
-		if m.Kind == KindVolume && m.CopyUp {
+		if m.Kind == KindVolume && m.CopyUp && !knownEmpty[m.Target] {
 			plan.Volumes[m.Volume].SyncLater = true
 		}
 	}
+}
+
+// knownEmptyTargets are the targets of the plan's copy-up mounts where an
+// earlier container of the image showed it has nothing to copy (see
+// imageTargetEmpty).
+func knownEmptyTargets(store *volumes.Store, imageHex string, plan *Plan, log *logrus.Entry) map[string]bool {
+	var empty map[string]bool
+	for _, m := range plan.Mounts {
+		if m.Kind != KindVolume || !m.CopyUp || !imageTargetEmpty(store, imageHex, m.Target, log) {
+			continue
+		}
+		if empty == nil {
+			empty = map[string]bool{}
+		}
+		empty[m.Target] = true
+	}
+	return empty
 }
 
 // syncNew makes the named volumes this request made durable. Those the hook
