@@ -141,8 +141,29 @@ func BenchmarkCreateContainer(b *testing.B) {
 // test/bench's volumes scenario: a new named volume, a new anonymous one and
 // a tmpfs, in a new pod each time. It times the NRI request alone; making a
 // new named volume durable is the bulk of it unless the hook does it.
+//
+// The sub-benchmarks differ in what the plugin knows of the image: nothing
+// (containerd 2.2, or the image's first container), so the copy-up hook
+// gets both volumes; or, from an earlier container of the image (containerd
+// 2.4 sends its config digest), that it has nothing at either target, so
+// there is no hook and the named volume is made durable in the request.
 func BenchmarkCreateContainerNewVolumes(b *testing.B) {
+	b.Run("hook", func(b *testing.B) { benchNewVolumes(b, false) })
+	b.Run("known-empty", func(b *testing.B) { benchNewVolumes(b, true) })
+}
+
+func benchNewVolumes(b *testing.B, knownEmpty bool) {
 	rt := newBenchRuntime(b, filepath.Join(b.TempDir(), "store"))
+	var image *api.Image
+	if knownEmpty {
+		digest := rt.writeImageConfig(`{"config":{}}`)
+		image = &api.Image{Name: "localhost/app:bench", ConfigDigest: digest}
+		for _, target := range []string{"/named", "/anon"} {
+			if err := rt.store().RecordImageTargetEmpty(strings.TrimPrefix(digest, "sha256:"), target); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
 	ctx := context.Background()
 	durations := make([]time.Duration, 0, b.N)
 	b.ReportAllocs()
@@ -152,6 +173,7 @@ func BenchmarkCreateContainerNewVolumes(b *testing.B) {
 		pod := newPod("pod-"+n, "default", map[string]string{plugin.VolumesKey + "/pod": "" +
 			"- named-" + n + ":/named\n- /anon\n- {type: tmpfs, target: /scratch, size: 4Mi}\n"})
 		ctr := newContainer("ctr-"+n, pod.Id, "app")
+		ctr.Image = image
 		start := time.Now()
 		resp, err := rt.nri.CreateContainer(ctx, &adaptation.CreateContainerRequest{Pod: pod, Container: ctr})
 		durations = append(durations, time.Since(start))
@@ -160,6 +182,9 @@ func BenchmarkCreateContainerNewVolumes(b *testing.B) {
 		}
 		if n := len(resp.GetAdjust().GetMounts()); n != 3 {
 			b.Fatalf("container %d got %d mounts, want 3", i, n)
+		}
+		if hooks := len(resp.GetAdjust().GetHooks().GetCreateRuntime()); hooks != 0 == knownEmpty {
+			b.Fatalf("container %d got %d hooks; known-empty targets: %v", i, hooks, knownEmpty)
 		}
 		// Containers start tens of milliseconds apart (runc, the shim,
 		// the hook); back to back, the background syncs of the earlier
