@@ -41,7 +41,7 @@ demo: runtime
 	$(GO) run ./test/demo
 
 # Go benchmarks, then containerd with and without the plugin side by side
-# (needs root, ~10 min on 2 cores); the report goes to bin/bench-results.md. BENCH_ARGS
+# (needs root, 15-30 min on 2 cores); the report goes to bin/bench-results.md. BENCH_ARGS
 # go to test/bench, e.g. BENCH_ARGS='-n 10 -only imagevolume'.
 bench: runtime
 	GO='$(GO)' bash hack/bench.sh $(BENCH_ARGS)
