@@ -49,9 +49,11 @@ type adopter struct {
 func newAdopter(cfg *config.Config, store *volumes.Store, req *Request, log *logrus.Entry) *adopter {
 	a := &adopter{cfg: cfg, store: store, podID: req.PodSandboxID, ctrID: req.ContainerID, log: log, parent: -1}
 	if req.UserNS || !isHex64(req.ContainerID) {
-		// containerd copies without id mapping, as the hook does for a
-		// container with a user namespace; the hook's own copy is the one
-		// tested there.
+		// With a user namespace, the hook maps the image's ids back to
+		// the ones the container sees, which the end-to-end tests check;
+		// whether containerd's copy holds the same ids depends on how
+		// its snapshotter maps them, so such a container is left to
+		// the hook.
 		return a
 	}
 	prefix := filepath.Join(cfg.ContainerdRoot, criVolumesDir, req.ContainerID, "volumes") + "/"
