@@ -204,3 +204,38 @@ func TestGoneImagesLoseEmptyTargets(t *testing.T) {
 		t.Errorf("the record of an image still there: %t, %v; want kept", empty, err)
 	}
 }
+
+// TestKnownEmptyTargetStillResetsAnEarlierVolumesRoot: an image known to
+// have nothing at /data may have the bare mount point runc makes there,
+// whose copy gives the volume's root root:root 0755, as Docker's does. A
+// volume that existed before, still waiting for its copy-up but whose root
+// another container changed (here to 0700, as one mounting it with nocopy
+// may), must still get the hook: skipping it leaves the root as it is.
+func TestKnownEmptyTargetStillResetsAnEarlierVolumesRoot(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	store := rt.store()
+	digest := rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{}}`)
+	if err := store.RecordImageTargetEmpty(strings.TrimPrefix(digest, "sha256:"), "/data"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Create("default", "earlier", volumes.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := store.Get("default", "earlier")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(v.Mountpoint, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctr := newContainer("c1", "p1", "app")
+	ctr.Image = &api.Image{Name: "localhost/app:e2e", ConfigDigest: digest}
+	adj, err := rt.create(newPod("p1", "default", map[string]string{plugin.VolumesKey + "/pod": "- earlier:/data"}), ctr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if args := hookArgs(t, adj); !slices.Contains(args, "default/earlier=/data") {
+		t.Errorf("an earlier volume with root 0700 at a known-empty target: hook args %q, want its copy-up, which gives the root 0755", args)
+	}
+}
