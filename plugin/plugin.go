@@ -23,6 +23,7 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/internal/idmap"
@@ -278,7 +279,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			// The hook copies up unless the volume needs none, an earlier
 			// container of the image showed it has nothing there, or the
 			// volume took containerd's own copy over.
-			if m.CopyUp && needsCopyUp(store, v, log) && !knownEmpty[m.Target] && !adopter.adopt(v, m.Target) {
+			if m.CopyUp && needsCopyUp(store, v, log) && !(knownEmpty[m.Target] && emptyCopyKeepsRoot(v)) && !adopter.adopt(v, m.Target) {
 				hook.copyUps = append(hook.copyUps, volumes.CopyUpSpec{VolumeRef: ref, Target: m.Target})
 				if v.UID != nil || v.GID != nil || v.Mode != "" {
 					hook.keepOwners = append(hook.keepOwners, ref)
@@ -563,6 +564,22 @@ func needsCopyUp(store *volumes.Store, v *volumes.Volume, log *logrus.Entry) boo
 		return true
 	}
 	return need
+}
+
+// emptyCopyKeepsRoot reports whether a copy-up from an image with nothing
+// at the target (at most the bare mount point runc makes) leaves v's root
+// as it is: v keeps the owner and mode it was made with, or its root has
+// root:root 0755 already, as a volume this request made does. Otherwise
+// the hook gives the root root:root 0755, as a copy of the mount point does.
+func emptyCopyKeepsRoot(v *volumes.Volume) bool {
+	if v.Created || v.UID != nil || v.GID != nil || v.Mode != "" {
+		return true
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(v.Mountpoint, &st); err != nil {
+		return false // the hook decides under the volume's lock
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Uid == 0 && st.Gid == 0 && st.Mode&0o7777 == 0o755
 }
 
 // imageDigestHex returns the hex of the container's image config digest, or
