@@ -684,3 +684,34 @@ func TestHookBareMountPointOverOwnedVolume(t *testing.T) {
 		t.Errorf("_data: %s, want the mount point's 0:0 755", got)
 	}
 }
+
+// TestHookRecordsNoTargetOnAnotherMount: a target that is a mount point on
+// the host (something else, such as an earlier hook, mounted there in the
+// rootfs) is no part of the image, so the hook copies nothing from it; but
+// what the image holds beneath is unknown, so nothing is recorded for the
+// image there: a later container of the image, without that mount, must
+// still get its copy.
+func TestHookRecordsNoTargetOnAnotherMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount")
+	}
+	e := newHookEnv(t)
+	target := filepath.Join(e.bundle, "rootfs/mnt/covered")
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(target, "from-image"), []byte("image"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", target, "tmpfs", 0, "mode=755"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(target, syscall.MNT_DETACH) })
+	e.create(t, "default", "covered")
+	if err := e.run(t, "--image", testImage, "--volume", "default/covered=/mnt/covered"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.store.ImageTargetEmpty(strings.TrimPrefix(testImage, "sha256:"), "/mnt/covered"); err != nil || got {
+		t.Errorf("a target on another mount recorded empty for the image: %t, %v; want not recorded", got, err)
+	}
+}
