@@ -222,8 +222,9 @@ func (c *hookCopier) copyAll(used int64) (int64, error) {
 // copied, whether it copied at all (a filled volume, or an image without
 // the directory, is no copy), and on failure which of volumes' CopyUp
 // reasons it is. Where the image has nothing to copy (no directory, or the
-// bare mount point runc made), it records that for the image and marks the
-// volume done without staging a copy.
+// bare mount point runc made), it records that for the image, unless
+// another mount hides what the image holds there, and marks the volume done
+// without staging a copy.
 func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup.SourceID]string, vlog *logrus.Entry) (copyup.Stats, bool, string, error) {
 	var stats copyup.Stats
 	src, err := copyup.Source(c.rootfs, v.Target, c.opts.limits.Owners)
@@ -240,7 +241,9 @@ func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup
 		copied[src.ID] = v.Target
 	}
 	if !dup && (!src.Dir || src.Bare) {
-		c.recordEmpty(v.Target, vlog)
+		if !src.Covered {
+			c.recordEmpty(v.Target, vlog)
+		}
 		// A bare mount point gives _data root:root 0755, unless the
 		// volume keeps the owner it was made with.
 		rootDefault := src.Dir && !c.opts.keepOwner[v.VolumeRef]

@@ -168,6 +168,9 @@ type Found struct {
 	// makes for a mount point the image lacks. Copying it gives the
 	// destination that owner and mode and nothing else.
 	Bare bool
+	// Covered says another mount is at the target on the host: Copy copies
+	// nothing, but what the image holds beneath is unknown.
+	Covered bool
 }
 
 // Source tells what Copy would copy for target in rootfs. owners, if not
@@ -176,7 +179,7 @@ type Found struct {
 func Source(rootfs, target string, owners func(uid, gid uint32) (uint32, uint32)) (Found, error) {
 	fd, st, err := openSource(rootfs, target)
 	if errors.Is(err, errNotInImage) {
-		return Found{}, nil
+		return Found{Covered: errors.Is(err, errOtherMount)}, nil
 	}
 	if err != nil {
 		return Found{}, fmt.Errorf("open %q in %q: %w", target, rootfs, err)
@@ -239,6 +242,10 @@ func openDest(dst string) (int, error) {
 // image to copy.
 var errNotInImage = errors.New("no directory of the image there")
 
+// errOtherMount is openSource's error, beside errNotInImage, for a target
+// that is a mount point on the host.
+var errOtherMount = errors.New("the target is on another mount")
+
 // openSource opens target inside rootfs as a directory, resolving every
 // symlink and ".." in it as if rootfs were the root directory. Its error
 // wraps errNotInImage when target does not exist, is not a directory or is a
@@ -271,7 +278,7 @@ func openSource(rootfs, target string) (int, unix.Stat_t, error) {
 	}
 	if st.Dev != rootSt.Dev {
 		unix.Close(fd)
-		return -1, unix.Stat_t{}, fmt.Errorf("%w: the target is on another mount", errNotInImage)
+		return -1, unix.Stat_t{}, fmt.Errorf("%w: %w", errNotInImage, errOtherMount)
 	}
 	return fd, st, nil
 }
