@@ -239,3 +239,37 @@ func TestKnownEmptyTargetStillResetsAnEarlierVolumesRoot(t *testing.T) {
 		t.Errorf("an earlier volume with root 0700 at a known-empty target: hook args %q, want its copy-up, which gives the root 0755", args)
 	}
 }
+
+// TestKnownEmptyTargetStillFinishesACutShortCopy: a volume whose copy-up
+// from another image was cut short (its marker left, the copy half moved
+// into _data) needs the hook to finish or throw away that copy, even where
+// this container's image is known to have nothing: skipping it starts the
+// container on a half-filled volume.
+func TestKnownEmptyTargetStillFinishesACutShortCopy(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	store := rt.store()
+	digest := rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{}}`)
+	if err := store.RecordImageTargetEmpty(strings.TrimPrefix(digest, "sha256:"), "/data"); err != nil {
+		t.Fatal(err)
+	}
+	for _, marker := range []string{"copyup-started", "copyup-switching"} {
+		name := strings.TrimPrefix(marker, "copyup-")
+		if _, err := store.Create("default", name, volumes.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		volDir := filepath.Join(rt.cfg.Root, "volumes", "default", name)
+		if err := os.WriteFile(filepath.Join(volDir, marker), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ctr := newContainer("c-"+name, "p-"+name, "app")
+		ctr.Image = &api.Image{Name: "localhost/app:e2e", ConfigDigest: digest}
+		adj, err := rt.create(newPod("p-"+name, "default", map[string]string{plugin.VolumesKey + "/pod": "- " + name + ":/data"}), ctr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if args := hookArgs(t, adj); !slices.Contains(args, "default/"+name+"=/data") {
+			t.Errorf("a volume left with %s at a known-empty target: hook args %q, want its copy-up", marker, args)
+		}
+	}
+}
