@@ -279,7 +279,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			// The hook copies up unless the volume needs none, an earlier
 			// container of the image showed it has nothing there, or the
 			// volume took containerd's own copy over.
-			if m.CopyUp && needsCopyUp(store, v, log) && !(knownEmpty[m.Target] && emptyCopyKeepsRoot(v)) && !adopter.adopt(v, m.Target) {
+			if m.CopyUp && needsCopyUp(store, v, log) && !(knownEmpty[m.Target] && emptyCopyKeepsRoot(store, v)) && !adopter.adopt(v, m.Target) {
 				hook.copyUps = append(hook.copyUps, volumes.CopyUpSpec{VolumeRef: ref, Target: m.Target})
 				if v.UID != nil || v.GID != nil || v.Mode != "" {
 					hook.keepOwners = append(hook.keepOwners, ref)
@@ -567,12 +567,19 @@ func needsCopyUp(store *volumes.Store, v *volumes.Volume, log *logrus.Entry) boo
 }
 
 // emptyCopyKeepsRoot reports whether a copy-up from an image with nothing
-// at the target (at most the bare mount point runc makes) leaves v's root
-// as it is: v keeps the owner and mode it was made with, or its root has
+// at the target (at most the bare mount point runc makes) leaves v as it
+// is: no copy-up into v was cut short, which the hook finishes or throws
+// away, and v keeps the owner and mode it was made with, or its root has
 // root:root 0755 already, as a volume this request made does. Otherwise
 // the hook gives the root root:root 0755, as a copy of the mount point does.
-func emptyCopyKeepsRoot(v *volumes.Volume) bool {
-	if v.Created || v.UID != nil || v.GID != nil || v.Mode != "" {
+func emptyCopyKeepsRoot(store *volumes.Store, v *volumes.Volume) bool {
+	if v.Created {
+		return true
+	}
+	if cut, err := store.CopyUpCutShort(v.Namespace, v.Name); err != nil || cut {
+		return false // the hook decides under the volume's lock
+	}
+	if v.UID != nil || v.GID != nil || v.Mode != "" {
 		return true
 	}
 	var st unix.Stat_t

@@ -87,6 +87,27 @@ func (s *Store) CopyUp(ns, name string, copyFn func(dir string) error) error {
 	return nil
 }
 
+// CopyUpCutShort reports whether a copy-up into the volume started and did
+// not finish: its marker is left for CopyUp to finish or throw away.
+func (s *Store) CopyUpCutShort(ns, name string) (bool, error) {
+	nsFd, volFd, err := s.openVolume(ns, name)
+	if err != nil {
+		return false, err
+	}
+	unix.Close(nsFd)
+	defer unix.Close(volFd)
+	for _, marker := range []string{copyUpStarted, copyUpSwitching} {
+		exists, err := existsAt(volFd, marker)
+		if err != nil {
+			return false, volumeError(ns, name, err)
+		}
+		if exists {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // MarkCopyUpEmpty is CopyUp for an image that has nothing to copy into the
 // volume: under the volume's lock, if no copy-up started or finished before
 // and _data is empty, it records the copy-up as done, without the staging
