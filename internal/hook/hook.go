@@ -110,6 +110,12 @@ func copyUp(args []string, stdin io.Reader) error {
 		// range; the volume, idmapped into the container, holds them as
 		// the container sees them.
 		opts.limits.Owners = mapping.ToContainer
+		// Whether a directory is the bare mount point runc made is judged
+		// on the ids mapped back, which a rootfs that is not shifted
+		// would fool: an image directory owned by the range's first id
+		// would pass for root's. Record nothing for the image from here;
+		// containers without a user namespace do.
+		opts.imageHex = ""
 	}
 	opts.limits.Log = log
 

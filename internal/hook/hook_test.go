@@ -715,3 +715,29 @@ func TestHookRecordsNoTargetOnAnotherMount(t *testing.T) {
 		t.Errorf("a target on another mount recorded empty for the image: %t, %v; want not recorded", got, err)
 	}
 }
+
+// TestHookRecordsNothingUnderUserNamespace: with a user namespace the hook
+// judges a bare mount point on ids mapped back, which a rootfs that is not
+// shifted would fool, so it records no empty target for the image; the
+// volume is still marked done.
+func TestHookRecordsNothingUnderUserNamespace(t *testing.T) {
+	e := newHookEnv(t)
+	ids := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
+	e.writeSpec(t, &specs.Spec{
+		Process: &specs.Process{User: specs.User{UID: 0, GID: 0}},
+		Linux: &specs.Linux{
+			Namespaces:  []specs.LinuxNamespace{{Type: specs.UserNamespace, Path: "/proc/1/ns/user"}},
+			UIDMappings: ids, GIDMappings: ids,
+		},
+	})
+	e.create(t, "default", "missing")
+	if err := e.run(t, "--image", testImage, "--volume", "default/missing=/no/such/dir"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.store.ImageTargetEmpty(strings.TrimPrefix(testImage, "sha256:"), "/no/such/dir"); err != nil || got {
+		t.Errorf("recorded from a container with a user namespace: %t, %v", got, err)
+	}
+	if need, err := e.store.NeedsCopyUp("default", "missing"); err != nil || need {
+		t.Errorf("volume needs copy-up: %t, %v; want it done", need, err)
+	}
+}
