@@ -44,8 +44,15 @@ func imageEmptyName(digestHex, target string) (string, error) {
 	return digestHex + "-" + hex.EncodeToString(sum[:16]), nil
 }
 
+// maxImageEmptyDirBytes bounds the records: once the size the file system
+// gives their directory passes it (on ext4 about 40,000 records; every
+// file system's grows with its entries), no more are made, and later
+// containers of images not recorded yet run the hook. A tenant who names
+// ever new targets cannot fill the store's file system with records.
+var maxImageEmptyDirBytes int64 = 4 << 20
+
 // RecordImageTargetEmpty records that the image with config digest digestHex
-// has nothing to copy at target.
+// has nothing to copy at target, unless the records are full.
 func (s *Store) RecordImageTargetEmpty(digestHex, target string) error {
 	name, err := imageEmptyName(digestHex, target)
 	if err != nil {
@@ -60,6 +67,14 @@ func (s *Store) RecordImageTargetEmpty(digestHex, target string) error {
 		return fmt.Errorf("recording an image's empty target: %w", err)
 	}
 	defer unix.Close(dirFd)
+	st, err := fsx.Fstat(dirFd)
+	if err != nil {
+		return fmt.Errorf("recording an image's empty target: %w", err)
+	}
+	if st.Size > maxImageEmptyDirBytes {
+		return fmt.Errorf("recording an image's empty target: the records are full (%s is %d bytes, more than %d); they shrink as images leave the node",
+			imageEmptyDir, st.Size, maxImageEmptyDirBytes)
+	}
 	fd, err := unix.Openat(dirFd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("recording an image's empty target: %w", &os.PathError{Op: "openat", Path: name, Err: err})

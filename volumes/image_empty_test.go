@@ -119,3 +119,26 @@ func TestMarkCopyUpEmpty(t *testing.T) {
 		t.Errorf("a volume that does not exist: %v, want ErrNotFound", err)
 	}
 }
+
+// TestImageTargetsEmptyBounded: once the records' directory passes its size
+// bound, no more are made, with an error that says so; those made before
+// still answer.
+func TestImageTargetsEmptyBounded(t *testing.T) {
+	s, _ := newStore(t)
+	a := strings.Repeat("a", 64)
+	if err := s.RecordImageTargetEmpty(a, "/first"); err != nil {
+		t.Fatal(err)
+	}
+	defer func(old int64) { maxImageEmptyDirBytes = old }(maxImageEmptyDirBytes)
+	maxImageEmptyDirBytes = 1 // any directory is larger
+	err := s.RecordImageTargetEmpty(a, "/second")
+	if err == nil || !strings.Contains(err.Error(), "records are full") {
+		t.Fatalf("RecordImageTargetEmpty past the bound = %v, want an error saying the records are full", err)
+	}
+	if got, err := s.ImageTargetEmpty(a, "/second"); err != nil || got {
+		t.Errorf("/second recorded past the bound: %t, %v", got, err)
+	}
+	if got, err := s.ImageTargetEmpty(a, "/first"); err != nil || !got {
+		t.Errorf("/first lost: %t, %v", got, err)
+	}
+}
