@@ -26,11 +26,10 @@ plugin may act on the same store at the same time.`,
 		// A parent command without RunE would print its help and succeed on a
 		// mistyped subcommand; this one says what is wrong and exits 2.
 		RunE: func(c *cobra.Command, args []string) error {
+			fmt.Fprint(s.err, c.UsageString())
 			if len(args) == 0 {
-				fmt.Fprint(s.err, c.UsageString())
 				return fmt.Errorf("%w: volume needs a command", errUsage)
 			}
-			fmt.Fprint(s.err, c.UsageString())
 			return fmt.Errorf("%w: unknown volume command %q", errUsage, args[0])
 		},
 	}
