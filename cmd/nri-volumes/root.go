@@ -180,9 +180,9 @@ func (g *globalOptions) open(names ...string) (*volumes.Store, error) {
 	return store, nil
 }
 
-// existingStore opens the store for shell completion only if it exists, so
-// pressing TAB never creates one.
-func (g *globalOptions) existingStore() *volumes.Store {
+// existingVolumes lists volumes for shell completion, only from a store
+// that exists, so pressing TAB never creates one; on any error it lists none.
+func (g *globalOptions) existingVolumes(opts volumes.ListOptions) []*volumes.Volume {
 	root, err := g.storeRoot()
 	if err != nil {
 		return nil
@@ -194,20 +194,20 @@ func (g *globalOptions) existingStore() *volumes.Store {
 	if err != nil {
 		return nil
 	}
-	return store
+	defer store.Close()
+	vols, err := store.List(opts)
+	if err != nil {
+		return nil
+	}
+	return vols
 }
 
 // completeVolumes completes the names of the volumes in the namespace.
 func (g *globalOptions) completeVolumes(_ *cobra.Command, _ []string, _ string) ([]string, cobra.ShellCompDirective) {
-	store := g.existingStore()
-	if store == nil {
+	if volumes.ValidateNamespace(g.nsOrDefault()) != nil {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	defer store.Close()
-	vols, err := store.List(volumes.ListOptions{Namespace: g.nsOrDefault()})
-	if err != nil || volumes.ValidateNamespace(g.nsOrDefault()) != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
+	vols := g.existingVolumes(volumes.ListOptions{Namespace: g.nsOrDefault()})
 	names := make([]string, 0, len(vols))
 	for _, v := range vols {
 		names = append(names, v.Name)
@@ -217,15 +217,7 @@ func (g *globalOptions) completeVolumes(_ *cobra.Command, _ []string, _ string) 
 
 // completeNamespaces completes the namespaces that hold volumes.
 func (g *globalOptions) completeNamespaces(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-	store := g.existingStore()
-	if store == nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	defer store.Close()
-	vols, err := store.List(volumes.ListOptions{AllNamespaces: true})
-	if err != nil {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
+	vols := g.existingVolumes(volumes.ListOptions{AllNamespaces: true})
 	nss := make([]string, 0, len(vols))
 	for _, v := range vols {
 		nss = append(nss, v.Namespace)
