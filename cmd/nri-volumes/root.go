@@ -24,6 +24,8 @@ type globalOptions struct {
 	// cfg is the configuration storeRoot loaded, or nil when --root alone
 	// named the store.
 	cfg *config.Config
+	// loaded is what config read, kept so that no command reads it twice.
+	loaded *config.Config
 }
 
 func newRootCommand(s streams) *cobra.Command {
@@ -131,7 +133,7 @@ func (g *globalOptions) nsOrDefault() string {
 func (g *globalOptions) storeRoot() (string, error) {
 	root := g.root
 	if root == "" || g.configPath != "" {
-		cfg, err := config.Load(g.configPath)
+		cfg, err := g.config()
 		if err != nil {
 			return "", err
 		}
@@ -141,6 +143,19 @@ func (g *globalOptions) storeRoot() (string, error) {
 		}
 	}
 	return filepath.Abs(root)
+}
+
+// config is the configuration --config names (the defaults without it),
+// read on first use.
+func (g *globalOptions) config() (*config.Config, error) {
+	if g.loaded == nil {
+		cfg, err := config.Load(g.configPath)
+		if err != nil {
+			return nil, err
+		}
+		g.loaded = cfg
+	}
+	return g.loaded, nil
 }
 
 // checkMaxSize refuses a size above the configuration's sizes.maxSize.

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
@@ -150,7 +149,7 @@ func importLimits(g *globalOptions, o importOptions) (volumes.ArchiveLimits, err
 	if limits.MaxBytes >= 0 && limits.MaxFiles >= 0 {
 		return limits, nil
 	}
-	cfg, err := config.Load(g.configPath)
+	cfg, err := g.config()
 	if err != nil {
 		return limits, err
 	}
