@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -24,6 +25,9 @@ type ListOptions struct {
 	// Size fills in Volume.Size, which walks the data of every unsized
 	// volume; a sized one is measured in O(1).
 	Size bool
+	// Filter, when set, must accept a volume for it to be listed; only
+	// the volumes it accepts are measured.
+	Filter func(*Volume) bool
 }
 
 // PruneOptions selects the volumes Prune removes. Only unused volumes are ever
@@ -297,6 +301,9 @@ func (s *Store) List(opts ListOptions) ([]*Volume, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if opts.Filter != nil {
+		vols = slices.DeleteFunc(vols, func(v *Volume) bool { return !opts.Filter(v) })
 	}
 	if opts.Size {
 		// Sizes are measured outside the lock: a walk of large volumes must

@@ -1022,3 +1022,25 @@ func TestWithoutOpenat2(t *testing.T) {
 	t.Run("open path beneath", TestOpenPathBeneath)
 	t.Run("subpaths", TestAcquireSubpaths)
 }
+
+// TestListFilter lists only what the filter accepts, measured with Size.
+func TestListFilter(t *testing.T) {
+	s, _ := newStore(t)
+	for _, name := range []string{"cache", "db", "web"} {
+		if _, err := s.Create("default", name, CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vols, err := s.List(ListOptions{Namespace: "default", Size: true, Filter: func(v *Volume) bool { return v.Name != "db" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(names(vols), " "); got != "default/cache default/web" {
+		t.Errorf("List with a filter: %q, want default/cache default/web", got)
+	}
+	for _, v := range vols {
+		if v.Size == nil {
+			t.Errorf("%s: not measured", v.Name)
+		}
+	}
+}

@@ -69,17 +69,12 @@ func volumeList(g *globalOptions, o listOptions, s streams) error {
 		Namespace:     g.nsOrDefault(),
 		AllNamespaces: o.allNamespaces,
 		Size:          o.size && !o.quiet,
+		Filter:        filter,
 	})
 	if err != nil {
 		return err
 	}
-	var shown []*volumes.Volume
-	for _, v := range vols {
-		if filter(v) {
-			shown = append(shown, v)
-		}
-	}
-	return printer(shown)
+	return printer(vols)
 }
 
 // newListPrinter picks the output of `volume ls` from its options; a bad
