@@ -101,19 +101,11 @@ func (a *adopter) adopt(v *volumes.Volume, target string) bool {
 	var t fsx.Tally
 	adopted := false
 	adopt := func(used int64) (int64, error) {
-		lim := volumes.AdoptLimits{MaxEntries: adoptMaxEntries, MaxBytes: int64(a.cfg.Limits.CopyUpMaxSize)}
+		lim := volumes.AdoptLimits{MaxEntries: adoptMaxEntries}
 		if n := a.cfg.Limits.CopyUpMaxFiles; n > 0 && n < lim.MaxEntries {
 			lim.MaxEntries = n
 		}
-		if perPod := int64(a.cfg.Limits.CopyUpMaxSizePerPod); perPod > 0 {
-			left := perPod - used
-			if left <= 0 {
-				left = -1 // no bytes at all
-			}
-			if lim.MaxBytes <= 0 || left < lim.MaxBytes {
-				lim.MaxBytes = left
-			}
-		}
+		lim.MaxBytes, _ = volumes.PodCopyUpMaxBytes(int64(a.cfg.Limits.CopyUpMaxSize), int64(a.cfg.Limits.CopyUpMaxSizePerPod), used)
 		var err error
 		t, err = a.store.AdoptCopyUp(v.Namespace, v.Name, a.parent, name, lim)
 		adopted = err == nil

@@ -10,11 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 
 	"github.com/containerd/nri/pkg/api"
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
 // maxImageConfig bounds the image config blob the plugin reads. Real configs
@@ -114,8 +115,8 @@ func (iv *ImageVolumes) ForContainer(ctr *api.Container) (targets []string, from
 }
 
 func (iv *ImageVolumes) fromConfig(digest string) ([]string, error) {
-	hexDigest, ok := strings.CutPrefix(digest, "sha256:")
-	if !ok || !isHex64(hexDigest) {
+	hexDigest, err := volumes.ParseImageDigest(digest)
+	if err != nil {
 		return nil, fmt.Errorf("image config digest %q is not a sha256 digest", digest)
 	}
 	iv.mu.Lock()
@@ -124,7 +125,7 @@ func (iv *ImageVolumes) fromConfig(digest string) ([]string, error) {
 	if ok {
 		return t, nil
 	}
-	t, err := iv.read(hexDigest)
+	t, err = iv.read(hexDigest)
 	if err != nil {
 		return nil, fmt.Errorf("image config %s: %w", digest, err)
 	}

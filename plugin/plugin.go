@@ -272,24 +272,14 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		case KindVolume:
 			v := sources.vols[m.Volume]
 			mount.Type, mount.Source = "bind", v.Mountpoint
-			ref := volumes.VolumeRef{Namespace: v.Namespace, Name: v.Name}
 			if pin, ok := sources.pins[i]; ok {
 				mount.Source = pin
 			}
-			// The hook copies up unless the volume needs none, an earlier
-			// container of the image showed it has nothing there, or the
-			// volume took containerd's own copy over.
-			if m.CopyUp && needsCopyUp(store, v, log) && !(knownEmpty[m.Target] && emptyCopyKeepsRoot(store, v)) && !adopter.adopt(v, m.Target) {
-				hook.copyUps = append(hook.copyUps, volumes.CopyUpSpec{VolumeRef: ref, Target: m.Target})
-				if v.UID != nil || v.GID != nil || v.Mode != "" {
-					hook.keepOwners = append(hook.keepOwners, ref)
-				}
-				if !v.Anonymous && !slices.Contains(hook.syncs, ref) {
-					hook.syncs = append(hook.syncs, ref)
-				}
+			if m.CopyUp && hookCopiesUp(store, v, m.Target, knownEmpty[m.Target], adopter, log) {
+				hook.addCopyUp(v, m.Target)
 			}
 			if m.Chown && v.Chowned == nil {
-				hook.chowns = append(hook.chowns, ref)
+				hook.chowns = append(hook.chowns, volumes.VolumeRef{Namespace: v.Namespace, Name: v.Name})
 			}
 			fields := logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous, "limit": v.Limit}
 			if m.Subpath != "" {
@@ -523,6 +513,19 @@ type hookArgs struct {
 	imageHex string
 }
 
+// addCopyUp has the hook copy up into v, mounted at target, keep the owner
+// and mode v was made with, and make a named v durable.
+func (h *hookArgs) addCopyUp(v *volumes.Volume, target string) {
+	ref := volumes.VolumeRef{Namespace: v.Namespace, Name: v.Name}
+	h.copyUps = append(h.copyUps, volumes.CopyUpSpec{VolumeRef: ref, Target: target})
+	if v.UID != nil || v.GID != nil || v.Mode != "" {
+		h.keepOwners = append(h.keepOwners, ref)
+	}
+	if !v.Anonymous && !slices.Contains(h.syncs, ref) {
+		h.syncs = append(h.syncs, ref)
+	}
+}
+
 // copyUpHook is the createRuntime hook that copies the image's content into
 // new volumes and chowns those mounted with U: it runs before the
 // container's process and outside NRI's request timeout, and it reads the
@@ -550,6 +553,15 @@ func copyUpHook(cfg *config.Config, root, podID string, h hookArgs) *api.Hook {
 		args = append(args, "--sync", r.String())
 	}
 	return &api.Hook{Path: cfg.HookPath, Args: args}
+}
+
+// hookCopiesUp reports whether the hook copies up into v, mounted at
+// target: unless the volume needs none, an earlier container of the image
+// showed it has nothing there (knownEmpty) and the hook would leave v as it
+// is, or the volume took containerd's own copy over. Adopting comes last:
+// it fills the volume.
+func hookCopiesUp(store *volumes.Store, v *volumes.Volume, target string, knownEmpty bool, adopter *adopter, log *logrus.Entry) bool {
+	return needsCopyUp(store, v, log) && !(knownEmpty && emptyCopyKeepsRoot(store, v)) && !adopter.adopt(v, target)
 }
 
 // needsCopyUp asks the store whether v still needs copy-up. When the store

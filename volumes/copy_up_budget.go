@@ -31,6 +31,24 @@ func (s *Store) TryChargePodCopyUp(podID string, fn func(used int64) (written in
 	return s.chargePodCopyUp(podID, unix.LOCK_EX|unix.LOCK_NB, fn)
 }
 
+// PodCopyUpMaxBytes bounds the bytes of a copy-up for a pod whose copy-ups
+// wrote used bytes: maxBytes, the bound of one copy (0: none), or what is
+// left of podMaxBytes, the pod's (0: none), whichever is lower; -1, no bytes
+// at all, once the pod's are used up. byPod says the pod's is the bound.
+func PodCopyUpMaxBytes(maxBytes, podMaxBytes, used int64) (n int64, byPod bool) {
+	if podMaxBytes <= 0 {
+		return maxBytes, false
+	}
+	left := podMaxBytes - used
+	if maxBytes > 0 && maxBytes <= left {
+		return maxBytes, false
+	}
+	if left <= 0 {
+		return -1, true
+	}
+	return left, true
+}
+
 func (s *Store) chargePodCopyUp(podID string, how int, fn func(used int64) (written int64, err error)) error {
 	if err := validateID("pod sandbox ID", podID); err != nil {
 		return err

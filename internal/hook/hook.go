@@ -311,18 +311,9 @@ func (c *hookCopier) recordEmpty(target string, vlog *logrus.Entry) {
 // wrote used bytes; budget says the pod's budget is the tighter bound.
 func (c *hookCopier) limits(used int64) (copyup.Options, bool) {
 	limits := c.opts.limits
-	if c.opts.podMaxBytes <= 0 {
-		return limits, false
-	}
-	left := c.opts.podMaxBytes - used
-	if limits.MaxBytes > 0 && limits.MaxBytes <= left {
-		return limits, false
-	}
-	limits.MaxBytes = left
-	if left <= 0 {
-		limits.MaxBytes = -1 // no bytes at all
-	}
-	return limits, true
+	var byPod bool
+	limits.MaxBytes, byPod = volumes.PodCopyUpMaxBytes(limits.MaxBytes, c.opts.podMaxBytes, used)
+	return limits, byPod
 }
 
 func parseCopyUpFlags(args []string) (copyUpOptions, error) {
