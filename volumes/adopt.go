@@ -52,14 +52,10 @@ func (s *Store) AdoptCopyUp(ns, name string, parent int, dirName string, lim Ado
 	}
 	defer unix.Close(volFd)
 	defer unix.Close(dataFd)
-	for _, marker := range []string{copyUpDone, copyUpStarted, copyUpSwitching} {
-		exists, err := existsAt(volFd, marker)
-		if err != nil {
-			return fsx.Tally{}, volumeError(ns, name, err)
-		}
-		if exists {
-			return notAdopted("it has a copy-up marker (%s)", marker)
-		}
+	if state, err := copyUpState(volFd); err != nil {
+		return fsx.Tally{}, volumeError(ns, name, err)
+	} else if state != "" {
+		return notAdopted("it has a copy-up marker (%s)", state)
 	}
 	vol, err := fsx.Fstat(volFd)
 	if err != nil {
@@ -107,8 +103,6 @@ func (s *Store) AdoptCopyUp(ns, name string, parent int, dirName string, lim Ado
 	// The marker only spares later containers the hook, so it needs no
 	// sync, and failing to make it is no failure: without it, the next
 	// container finds _data full, or copies an empty image directory again.
-	if fd, err := unix.Openat(volFd, copyUpDone, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600); err == nil {
-		unix.Close(fd)
-	}
+	_ = touchAt(volFd, copyUpDone)
 	return t, nil
 }

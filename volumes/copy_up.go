@@ -39,14 +39,12 @@ func (s *Store) NeedsCopyUp(ns, name string) (bool, error) {
 	}
 	unix.Close(nsFd)
 	defer unix.Close(volFd)
-	for _, marker := range []string{copyUpDone, copyUpStarted, copyUpSwitching} {
-		exists, err := existsAt(volFd, marker)
-		if err != nil {
-			return false, volumeError(ns, name, err)
-		}
-		if exists {
-			return marker != copyUpDone, nil
-		}
+	state, err := copyUpState(volFd)
+	if err != nil {
+		return false, volumeError(ns, name, err)
+	}
+	if state != "" {
+		return state != copyUpDone, nil
 	}
 	dataFd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
@@ -96,16 +94,11 @@ func (s *Store) CopyUpCutShort(ns, name string) (bool, error) {
 	}
 	unix.Close(nsFd)
 	defer unix.Close(volFd)
-	for _, marker := range []string{copyUpStarted, copyUpSwitching} {
-		exists, err := existsAt(volFd, marker)
-		if err != nil {
-			return false, volumeError(ns, name, err)
-		}
-		if exists {
-			return true, nil
-		}
+	state, err := copyUpState(volFd)
+	if err != nil {
+		return false, volumeError(ns, name, err)
 	}
-	return false, nil
+	return state == copyUpStarted || state == copyUpSwitching, nil
 }
 
 // MarkCopyUpEmpty is CopyUp for an image that has nothing to copy into the
@@ -133,14 +126,12 @@ func (s *Store) MarkCopyUpEmpty(ns, name string, rootDefault bool) (marked, copy
 }
 
 func markEmpty(volFd, dataFd int, rootDefault bool) (marked, copyNeeded bool, err error) {
-	for _, marker := range []string{copyUpDone, copyUpSwitching, copyUpStarted} {
-		exists, err := existsAt(volFd, marker)
-		if err != nil {
-			return false, false, err
-		}
-		if exists {
-			return false, marker != copyUpDone, nil
-		}
+	state, err := copyUpState(volFd)
+	if err != nil {
+		return false, false, err
+	}
+	if state != "" {
+		return false, state != copyUpDone, nil
 	}
 	if empty, err := fsx.IsEmptyDir(dataFd); err != nil || !empty {
 		return false, false, err
@@ -154,11 +145,10 @@ func markEmpty(volFd, dataFd int, rootDefault bool) (marked, copyNeeded bool, er
 			return false, true, nil
 		}
 	}
-	fd, err := unix.Openat(volFd, copyUpDone, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return false, false, &os.PathError{Op: "openat", Path: copyUpDone, Err: err}
+	if err := touchAt(volFd, copyUpDone); err != nil {
+		return false, false, err
 	}
-	return true, false, unix.Close(fd)
+	return true, false, nil
 }
 
 // copyUp is one CopyUp call, under the volume's lock.
@@ -172,21 +162,13 @@ type copyUp struct {
 }
 
 func (c *copyUp) run(copyFn func(dir string) error) error {
-	state := ""
-	for _, marker := range []string{copyUpDone, copyUpSwitching, copyUpStarted} {
-		exists, err := existsAt(c.volFd, marker)
-		if err != nil {
-			return err
-		}
-		if exists {
-			state = marker
-			break
-		}
+	state, err := copyUpState(c.volFd)
+	if err != nil {
+		return err
 	}
 	if state == copyUpDone {
 		return nil
 	}
-	var err error
 	if c.data, err = fsx.Fstat(c.dataFd); err != nil {
 		return err
 	}
@@ -350,13 +332,34 @@ func existsAt(dir int, name string) (bool, error) {
 	return err == nil, err
 }
 
-// createEmptyAt creates the empty file name in the directory open at dir,
-// durably.
-func createEmptyAt(dir int, name string) error {
+// copyUpState returns the copy-up marker in the volume's directory open at
+// volFd, or "" when it has none. The markers are renamed one into the next
+// under the volume's lock, so a volume has at most one.
+func copyUpState(volFd int) (string, error) {
+	for _, marker := range []string{copyUpDone, copyUpSwitching, copyUpStarted} {
+		exists, err := existsAt(volFd, marker)
+		if err != nil || exists {
+			return marker, err
+		}
+	}
+	return "", nil
+}
+
+// touchAt creates the empty file name in the directory open at dir, without
+// a sync.
+func touchAt(dir int, name string) error {
 	fd, err := unix.Openat(dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return &os.PathError{Op: "openat", Path: name, Err: err}
 	}
-	unix.Close(fd)
+	return unix.Close(fd)
+}
+
+// createEmptyAt creates the empty file name in the directory open at dir,
+// durably.
+func createEmptyAt(dir int, name string) error {
+	if err := touchAt(dir, name); err != nil {
+		return err
+	}
 	return unix.Fsync(dir)
 }

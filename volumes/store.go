@@ -659,10 +659,15 @@ func (s *Store) mountpoint(ns, name string) string {
 // writeVolume writes the volume.json of a new volume into the directory open
 // at volFd, durably; the volume is not yet under its name.
 func writeVolume(volFd int, v *Volume, durable bool) error {
-	return writeVolumeAs(volFd, metaFile, v, durable)
+	data, err := volumeJSON(v)
+	if err != nil {
+		return err
+	}
+	return createFileAt(volFd, metaFile, data, durable)
 }
 
-func writeVolumeAs(volFd int, name string, v *Volume, durable bool) error {
+// volumeJSON is the content of v's volume.json.
+func volumeJSON(v *Volume) ([]byte, error) {
 	rec := record{
 		Name:      v.Name,
 		Namespace: v.Namespace,
@@ -679,9 +684,9 @@ func writeVolumeAs(volFd int, name string, v *Volume, durable bool) error {
 	}
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return createFileAt(volFd, name, append(data, '\n'), durable)
+	return append(data, '\n'), nil
 }
 
 // isAbsent reports whether a read error means the volume does not exist, as
@@ -694,14 +699,9 @@ func isAbsent(err error) bool {
 // volFd, atomically and durably: a temporary file, fsynced, renamed over it,
 // and the directory fsynced.
 func rewriteVolume(volFd int, v *Volume) error {
-	tmp := tmpPrefix + metaFile + "-" + randomSuffix()
-	if err := writeVolumeAs(volFd, tmp, v, true); err != nil {
-		unix.Unlinkat(volFd, tmp, 0)
+	data, err := volumeJSON(v)
+	if err != nil {
 		return err
 	}
-	if err := unix.Renameat(volFd, tmp, volFd, metaFile); err != nil {
-		unix.Unlinkat(volFd, tmp, 0)
-		return &os.PathError{Op: "renameat", Path: metaFile, Err: err}
-	}
-	return unix.Fsync(volFd)
+	return replaceFileAt(volFd, metaFile, data, true)
 }

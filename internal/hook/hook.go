@@ -339,30 +339,9 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 		opts.volumes = append(opts.volumes, v)
 		return nil
 	})
-	fs.Func("keep-owner", "NAMESPACE/NAME of a --volume that keeps its owner and mode if the image's directory is empty (repeatable)", func(s string) error {
-		v, err := volumes.ParseVolumeRef(s)
-		if err != nil {
-			return err
-		}
-		opts.keepOwner[v] = true
-		return nil
-	})
-	fs.Func("chown", "NAMESPACE/NAME whose root goes to the container's user, once (repeatable)", func(s string) error {
-		v, err := volumes.ParseVolumeRef(s)
-		if err != nil {
-			return err
-		}
-		opts.chown = append(opts.chown, v)
-		return nil
-	})
-	fs.Func("sync", "NAMESPACE/NAME to make durable (fsync its metadata and directories) before the container starts (repeatable)", func(s string) error {
-		v, err := volumes.ParseVolumeRef(s)
-		if err != nil {
-			return err
-		}
-		opts.sync = append(opts.sync, v)
-		return nil
-	})
+	fs.Func("keep-owner", "NAMESPACE/NAME of a --volume that keeps its owner and mode if the image's directory is empty (repeatable)", refFlag(func(v volumes.VolumeRef) { opts.keepOwner[v] = true }))
+	fs.Func("chown", "NAMESPACE/NAME whose root goes to the container's user, once (repeatable)", refFlag(func(v volumes.VolumeRef) { opts.chown = append(opts.chown, v) }))
+	fs.Func("sync", "NAMESPACE/NAME to make durable (fsync its metadata and directories) before the container starts (repeatable)", refFlag(func(v volumes.VolumeRef) { opts.sync = append(opts.sync, v) }))
 	if err := fs.Parse(args); err != nil {
 		return opts, err
 	}
@@ -386,6 +365,18 @@ func parseCopyUpFlags(args []string) (copyUpOptions, error) {
 		return opts, errors.New("no --volume or --chown given")
 	}
 	return opts, nil
+}
+
+// refFlag is a flag.Func parser that hands each NAMESPACE/NAME to add.
+func refFlag(add func(volumes.VolumeRef)) func(string) error {
+	return func(s string) error {
+		v, err := volumes.ParseVolumeRef(s)
+		if err != nil {
+			return err
+		}
+		add(v)
+		return nil
+	}
 }
 
 // readHookState reads the OCI state document a runtime gives its hooks.
