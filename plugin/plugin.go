@@ -23,7 +23,6 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/internal/idmap"
@@ -560,45 +559,31 @@ func copyUpHook(cfg *config.Config, root, podID string, h hookArgs) *api.Hook {
 // showed it has nothing there (knownEmpty) and the hook would leave v as it
 // is, or the volume took containerd's own copy over. Adopting comes last:
 // it fills the volume.
-func hookCopiesUp(store *volumes.Store, v *volumes.Volume, target string, knownEmpty bool, adopter *adopter, log *logrus.Entry) bool {
-	return needsCopyUp(store, v, log) && !(knownEmpty && emptyCopyKeepsRoot(store, v)) && !adopter.adopt(v, target)
-}
-
-// needsCopyUp asks the store whether v still needs copy-up. When the store
+//
+// A volume this request made is empty and was never filled, so it needs no
+// look; one that existed is read once (Store.CopyUpStatus). When the store
 // cannot tell, the hook is added: it decides again under the volume's lock.
-func needsCopyUp(store *volumes.Store, v *volumes.Volume, log *logrus.Entry) bool {
+// An empty image leaves an existing volume as it is unless a copy-up into it
+// was cut short, which the hook finishes or throws away, or its root lacks
+// the root:root 0755 a copy of the bare mount point gives it, and it was
+// made with no owner or mode of its own, which such a copy keeps.
+func hookCopiesUp(store *volumes.Store, v *volumes.Volume, target string, knownEmpty bool, adopter *adopter, log *logrus.Entry) bool {
 	if v.Created {
-		return true // made by this request: empty, never filled
+		return !knownEmpty && !adopter.adopt(v, target)
 	}
-	need, err := store.NeedsCopyUp(v.Namespace, v.Name)
+	st, err := store.CopyUpStatus(v.Namespace, v.Name)
 	if err != nil {
 		log.WithError(err).WithField("volume", v.Namespace+"/"+v.Name).Warn("cannot tell whether copy-up is needed; adding the hook")
 		return true
 	}
-	return need
-}
-
-// emptyCopyKeepsRoot reports whether a copy-up from an image with nothing
-// at the target (at most the bare mount point runc makes) leaves v as it
-// is: no copy-up into v was cut short, which the hook finishes or throws
-// away, and v keeps the owner and mode it was made with, or its root has
-// root:root 0755 already, as a volume this request made does. Otherwise
-// the hook gives the root root:root 0755, as a copy of the mount point does.
-func emptyCopyKeepsRoot(store *volumes.Store, v *volumes.Volume) bool {
-	if v.Created {
-		return true
+	if !st.Needed {
+		return false
 	}
-	if cut, err := store.CopyUpCutShort(v.Namespace, v.Name); err != nil || cut {
-		return false // the hook decides under the volume's lock
+	ownRoot := v.UID != nil || v.GID != nil || v.Mode != ""
+	if knownEmpty && !st.CutShort && (ownRoot || st.RootDefault) {
+		return false
 	}
-	if v.UID != nil || v.GID != nil || v.Mode != "" {
-		return true
-	}
-	var st unix.Stat_t
-	if err := unix.Lstat(v.Mountpoint, &st); err != nil {
-		return false // the hook decides under the volume's lock
-	}
-	return st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Uid == 0 && st.Gid == 0 && st.Mode&0o7777 == 0o755
+	return !adopter.adopt(v, target)
 }
 
 // imageDigestHex returns the hex of the container's image config digest, or

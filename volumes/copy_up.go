@@ -28,34 +28,60 @@ const (
 	copyUpStaging = ".nri-volumes-copyup"
 )
 
-// NeedsCopyUp reports whether a container that mounts the volume needs the
-// copy-up hook: no copy-up finished yet, and either _data is empty or a
-// copy-up was cut short. It takes no lock; the hook checks again under the
+// CopyUpStatus is what a container that mounts a volume finds of its
+// copy-up, read in one look without a lock; the hook checks again under the
 // volume's lock.
-func (s *Store) NeedsCopyUp(ns, name string) (bool, error) {
+type CopyUpStatus struct {
+	// Needed: no copy-up finished yet, and either _data is empty or a
+	// copy-up was cut short. Such a volume needs the copy-up hook.
+	Needed bool
+	// CutShort: a copy-up started and did not finish; the hook finishes it
+	// or throws it away.
+	CutShort bool
+	// RootDefault: _data is owned by root:root with mode 0755, what a copy
+	// of a bare mount point gives it. Only read when neither of the above
+	// is decided by a marker.
+	RootDefault bool
+}
+
+// CopyUpStatus reads the volume's copy-up state: its markers, and whether
+// _data is empty and how it is owned, through one open of the volume.
+func (s *Store) CopyUpStatus(ns, name string) (CopyUpStatus, error) {
 	nsFd, volFd, err := s.openVolume(ns, name)
 	if err != nil {
-		return false, err
+		return CopyUpStatus{}, err
 	}
 	unix.Close(nsFd)
 	defer unix.Close(volFd)
 	state, err := copyUpState(volFd)
 	if err != nil {
-		return false, volumeError(ns, name, err)
+		return CopyUpStatus{}, volumeError(ns, name, err)
 	}
 	if state != "" {
-		return state != copyUpDone, nil
+		cut := state != copyUpDone
+		return CopyUpStatus{Needed: cut, CutShort: cut}, nil
 	}
 	dataFd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
-		return false, publicError(ns, name, fmt.Errorf("%w: %w", errBroken, err))
+		return CopyUpStatus{}, publicError(ns, name, fmt.Errorf("%w: %w", errBroken, err))
 	}
 	defer unix.Close(dataFd)
 	empty, err := fsx.IsEmptyDir(dataFd)
 	if err != nil {
-		return false, volumeError(ns, name, err)
+		return CopyUpStatus{}, volumeError(ns, name, err)
 	}
-	return empty, nil
+	st, err := fsx.Fstat(dataFd)
+	if err != nil {
+		return CopyUpStatus{}, volumeError(ns, name, err)
+	}
+	return CopyUpStatus{Needed: empty, RootDefault: st.Uid == 0 && st.Gid == 0 && st.Mode&0o7777 == 0o755}, nil
+}
+
+// NeedsCopyUp reports whether a container that mounts the volume needs the
+// copy-up hook (CopyUpStatus.Needed).
+func (s *Store) NeedsCopyUp(ns, name string) (bool, error) {
+	st, err := s.CopyUpStatus(ns, name)
+	return st.Needed, err
 }
 
 // CopyUp fills a new volume once: while holding the lock of that volume
@@ -83,22 +109,6 @@ func (s *Store) CopyUp(ns, name string, copyFn func(dir string) error) error {
 		return volumeError(ns, name, err)
 	}
 	return nil
-}
-
-// CopyUpCutShort reports whether a copy-up into the volume started and did
-// not finish: its marker is left for CopyUp to finish or throw away.
-func (s *Store) CopyUpCutShort(ns, name string) (bool, error) {
-	nsFd, volFd, err := s.openVolume(ns, name)
-	if err != nil {
-		return false, err
-	}
-	unix.Close(nsFd)
-	defer unix.Close(volFd)
-	state, err := copyUpState(volFd)
-	if err != nil {
-		return false, volumeError(ns, name, err)
-	}
-	return state == copyUpStarted || state == copyUpSwitching, nil
 }
 
 // MarkCopyUpEmpty is CopyUp for an image that has nothing to copy into the
