@@ -48,7 +48,7 @@ type adopter struct {
 // taken: a CRI mount that names another container's copy is not one.
 func newAdopter(cfg *config.Config, store *volumes.Store, req *Request, log *logrus.Entry) *adopter {
 	a := &adopter{cfg: cfg, store: store, podID: req.PodSandboxID, ctrID: req.ContainerID, log: log, parent: -1}
-	if req.UserNS || !isHex64(req.ContainerID) {
+	if req.UserNS || !volumes.IsHex64(req.ContainerID) {
 		// With a user namespace, the hook maps the image's ids back to
 		// the ones the container sees, which the end-to-end tests check;
 		// whether containerd's copy holds the same ids depends on how
@@ -59,7 +59,7 @@ func newAdopter(cfg *config.Config, store *volumes.Store, req *Request, log *log
 	prefix := filepath.Join(cfg.ContainerdRoot, criVolumesDir, req.ContainerID, "volumes") + "/"
 	for _, m := range req.Mounts {
 		name, ok := strings.CutPrefix(filepath.Clean(m.Source), prefix)
-		if !ok || !isRuntimeImageVolume(m, req.ContainerID) || !isHex64(name) {
+		if !ok || !isRuntimeImageVolume(m, req.ContainerID) || !volumes.IsHex64(name) {
 			continue
 		}
 		if a.dirs == nil {
@@ -154,10 +154,4 @@ func (a *adopter) close() {
 		unix.Close(a.parent)
 		a.parent = -1
 	}
-}
-
-// isHex64 says whether s is 64 lowercase hexadecimal digits: a sha256
-// digest, or an ID containerd generates.
-func isHex64(s string) bool {
-	return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == ""
 }

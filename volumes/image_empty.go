@@ -25,19 +25,21 @@ const imageEmptyDir = ".image-empty"
 // part.
 func ParseImageDigest(digest string) (string, error) {
 	h, ok := strings.CutPrefix(digest, "sha256:")
-	if !ok || !validDigestHex(h) {
+	if !ok || !IsHex64(h) {
 		return "", fmt.Errorf("image digest %q: %w: want sha256: and 64 lowercase hex digits", digest, ErrInvalid)
 	}
 	return h, nil
 }
 
-func validDigestHex(h string) bool {
-	return len(h) == sha256.Size*2 && strings.Trim(h, "0123456789abcdef") == ""
+// IsHex64 says whether s is 64 lowercase hexadecimal digits: the hex of a
+// sha256 digest, or an ID containerd generates.
+func IsHex64(s string) bool {
+	return len(s) == sha256.Size*2 && strings.Trim(s, "0123456789abcdef") == ""
 }
 
 // imageEmptyName is the entry of (digestHex, target) in imageEmptyDir.
 func imageEmptyName(digestHex, target string) (string, error) {
-	if !validDigestHex(digestHex) {
+	if !IsHex64(digestHex) {
 		return "", fmt.Errorf("image digest %q: %w: want 64 lowercase hex digits", digestHex, ErrInvalid)
 	}
 	sum := sha256.Sum256([]byte(target))
@@ -129,7 +131,7 @@ func (s *Store) RemoveImageTargetsEmpty(keep func(digestHex string) bool) (int, 
 	var errs []error
 	for _, n := range names {
 		digestHex, rest, ok := strings.Cut(n, "-")
-		if !ok || !validDigestHex(digestHex) || len(rest) != 32 {
+		if !ok || !IsHex64(digestHex) || len(rest) != 32 {
 			continue
 		}
 		k, seen := kept[digestHex]
