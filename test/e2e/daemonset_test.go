@@ -364,16 +364,7 @@ func TestDaemonSet(t *testing.T) {
 	if out, err := cr.ExecErr(id, "sh", "-c", "dd if=/dev/zero of=/sized/big bs=1M count=16"); err == nil || !strings.Contains(err.Error(), "No space left on device") {
 		t.Errorf("writing 16 MiB into the 8 MiB volume: %v %s", err, out)
 	}
-	info, _ := cr.Inspect(id)["info"].(map[string]any)
-	spec, _ := info["runtimeSpec"].(map[string]any)
-	hooks, _ := spec["hooks"].(map[string]any)
-	createRuntime, _ := hooks["createRuntime"].([]any)
-	var hookPaths []string
-	for _, h := range createRuntime {
-		hm, _ := h.(map[string]any)
-		p, _ := hm["path"].(string)
-		hookPaths = append(hookPaths, p)
-	}
+	hookPaths := createRuntimeHooks(cr, id)
 	if !slices.Contains(hookPaths, hookBin) {
 		t.Errorf("createRuntime hooks %v, want the installed %s", hookPaths, hookBin)
 	}

@@ -13,13 +13,8 @@ import (
 // that run nri-volumes' copy-up, as its OCI spec holds them.
 func copyUpHooks(e *env, id string) [][]string {
 	e.t.Helper()
-	info, _ := e.cr.Inspect(id)["info"].(map[string]any)
-	spec, _ := info["runtimeSpec"].(map[string]any)
-	hooks, _ := spec["hooks"].(map[string]any)
-	createRuntime, _ := hooks["createRuntime"].([]any)
 	var out [][]string
-	for _, h := range createRuntime {
-		hm, _ := h.(map[string]any)
+	for _, hm := range createRuntimeHookSpecs(e.cr, id) {
 		raw, _ := hm["args"].([]any)
 		var args []string
 		for _, a := range raw {

@@ -223,17 +223,27 @@ func TestImageVolume(t *testing.T) {
 // createRuntimeHooks are the paths of the container's createRuntime hooks,
 // from its OCI spec as the runtime reports it.
 func createRuntimeHooks(cr *harness.Crictl, id string) []string {
-	info, _ := cr.Inspect(id)["info"].(map[string]any)
-	spec, _ := info["runtimeSpec"].(map[string]any)
-	hooks, _ := spec["hooks"].(map[string]any)
-	createRuntime, _ := hooks["createRuntime"].([]any)
 	var paths []string
-	for _, h := range createRuntime {
-		hm, _ := h.(map[string]any)
+	for _, hm := range createRuntimeHookSpecs(cr, id) {
 		p, _ := hm["path"].(string)
 		paths = append(paths, p)
 	}
 	return paths
+}
+
+// createRuntimeHookSpecs are the container's createRuntime hooks as the
+// runtime reports its OCI spec, one JSON object each.
+func createRuntimeHookSpecs(cr *harness.Crictl, id string) []map[string]any {
+	info, _ := cr.Inspect(id)["info"].(map[string]any)
+	spec, _ := info["runtimeSpec"].(map[string]any)
+	hooks, _ := spec["hooks"].(map[string]any)
+	createRuntime, _ := hooks["createRuntime"].([]any)
+	var out []map[string]any
+	for _, h := range createRuntime {
+		hm, _ := h.(map[string]any)
+		out = append(out, hm)
+	}
+	return out
 }
 
 // dbImage declares VOLUME /data over a directory with content, owned by 999.

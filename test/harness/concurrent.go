@@ -163,9 +163,9 @@ func (p *Plugin) Kill() {
 	if !p.Running() {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.proc.cmd.Process.Signal(syscall.SIGKILL)
 	select {
-	case <-p.done:
+	case <-p.proc.done:
 	case <-time.After(10 * time.Second):
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
@@ -63,8 +62,7 @@ type Containerd struct {
 	ConfigPath, LogPath                string
 
 	t    TB
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *process
 }
 
 // StartContainerd starts containerd, waits for its socket and imports the
@@ -148,27 +146,11 @@ func (c *Containerd) installPlugin(t TB, pl NRIPlugin) {
 // launch starts the containerd process and waits until it answers.
 func (c *Containerd) launch(t TB) {
 	t.Helper()
-	logFile, err := os.OpenFile(c.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	defer logFile.Close()
-
 	cmd := exec.Command(c.Bins.Containerd, "--config", c.ConfigPath, "--log-level", "debug")
 	// containerd finds containerd-shim-runc-v2 on PATH.
 	cmd.Env = append(os.Environ(), "PATH="+c.Bins.Dir+":"+os.Getenv("PATH"))
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// If the test binary dies, take containerd with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start containerd: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	c.cmd, c.done = cmd, done
+	c.proc = startProcess(t, "containerd", cmd, c.LogPath)
+	done := c.proc.done
 
 	ready := waitFor(60*time.Second, func() bool {
 		select {
@@ -200,16 +182,7 @@ func (c *Containerd) Restart(t TB) {
 
 // terminate ends the containerd process: SIGTERM, then SIGKILL after 15s.
 func (c *Containerd) terminate() {
-	if !c.Running() {
-		return
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(15 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
+	c.proc.stop(15 * time.Second)
 }
 
 func (c *Containerd) runcRoot() string { return filepath.Join(c.State, "runc") }
@@ -338,15 +311,7 @@ func (c *Containerd) Log() string {
 
 // Running reports whether the containerd process is still alive.
 func (c *Containerd) Running() bool {
-	if c.done == nil {
-		return false
-	}
-	select {
-	case <-c.done:
-		return false
-	default:
-		return true
-	}
+	return c.proc.running()
 }
 
 // stop removes every pod, ends containerd by its PID, ends what it left

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -39,8 +38,7 @@ type Kubelet struct {
 	HealthzPort int
 
 	t    TB
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *process
 }
 
 // kernelTunables are the sysctls the kubelet sets at start unless they
@@ -153,12 +151,6 @@ resolvConf: ""
 // waits up to 60s for its health check.
 func (k *Kubelet) launch(t TB) {
 	t.Helper()
-	logFile, err := os.OpenFile(k.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	defer logFile.Close()
-
 	var script strings.Builder
 	script.WriteString("set -e\n")
 	for name := range kernelTunables {
@@ -176,17 +168,8 @@ func (k *Kubelet) launch(t TB) {
 	}
 	// unshare and sh exec, so the PID is the kubelet's.
 	cmd := exec.Command("unshare", args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start kubelet: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	k.cmd, k.done = cmd, done
+	k.proc = startProcess(t, "kubelet", cmd, k.LogPath)
+	done := k.proc.done
 
 	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", k.HealthzPort)
 	client := &http.Client{Timeout: 2 * time.Second}
@@ -217,29 +200,12 @@ func (k *Kubelet) launch(t TB) {
 // stop ends the kubelet by its PID: SIGTERM, then SIGKILL after 15s. Its
 // mount namespace, and the mounts in it, go with it.
 func (k *Kubelet) stop() {
-	if k.cmd == nil || !k.Running() {
-		return
-	}
-	_ = k.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-k.done:
-	case <-time.After(15 * time.Second):
-		_ = k.cmd.Process.Kill()
-		<-k.done
-	}
+	k.proc.stop(15 * time.Second)
 }
 
 // Running reports whether the kubelet process is alive.
 func (k *Kubelet) Running() bool {
-	if k.done == nil {
-		return false
-	}
-	select {
-	case <-k.done:
-		return false
-	default:
-		return true
-	}
+	return k.proc.running()
 }
 
 // LogTail returns the last n lines of the kubelet's log.

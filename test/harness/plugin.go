@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -89,8 +88,7 @@ type Plugin struct {
 
 	t    TB
 	opts PluginOptions
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *process
 }
 
 // StartPlugin writes the configuration, starts `nri-volumes run` against
@@ -142,29 +140,14 @@ func StartPlugin(t TB, ctd *Containerd, opts PluginOptions) *Plugin {
 func (p *Plugin) Start(t TB) {
 	t.Helper()
 	synced := p.Ctd.syncCount(p.opts.Idx + "-" + p.opts.Name)
-	logFile, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	defer logFile.Close()
 	args := []string{"run", "--config", p.ConfigPath, "--socket", p.Ctd.NRISocket,
 		"--name", p.opts.Name, "--idx", p.opts.Idx, "--log-level", "debug"}
 	if p.opts.Metrics {
 		args = append(args, "--metrics-address", "127.0.0.1:0")
 	}
-	p.cmd = exec.Command(p.Bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start plugin: %v", err)
-	}
-	done := make(chan struct{})
-	cmd := p.cmd
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	p.done = done
+	cmd := exec.Command(p.Bin, args...)
+	p.proc = startProcess(t, "plugin", cmd, p.LogPath)
+	done := p.proc.done
 	t.Cleanup(p.Stop)
 
 	ok := waitFor(30*time.Second, func() bool {
@@ -212,34 +195,12 @@ func (p *Plugin) Get(path string) (int, string, error) {
 // Stop ends the plugin by its PID: SIGTERM, then SIGKILL after 10s. It is
 // safe to call more than once.
 func (p *Plugin) Stop() {
-	if p.cmd == nil || p.cmd.Process == nil {
-		return
-	}
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(10 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
+	p.proc.stop(10 * time.Second)
 }
 
 // Running reports whether the plugin process is alive.
 func (p *Plugin) Running() bool {
-	if p.done == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
+	return p.proc.running()
 }
 
 // LogTail returns the last n lines of the plugin's log.
