@@ -104,6 +104,9 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	store.StartReaper(func(err error) {
 		p.log.WithError(err).Warn("deleting the data of removed volumes")
 	})
+	store.StartSpares(func(err error) {
+		p.log.WithError(err).Warn("making spares for new volumes; new volumes are made without them meanwhile")
+	})
 	store.SetSizePolicy(sizePolicy(cfg))
 	if p.store != nil {
 		p.store.Close()

@@ -66,12 +66,24 @@ func inUseIfMount(err error) error {
 // dir with data; when durable, the file and then the directory are fsynced.
 // The caller makes it visible by renaming a directory that holds it.
 func createFileAt(dir int, name string, data []byte, durable bool) error {
-	fd, err := unix.Openat(dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	return writeFileAt(dir, name, unix.O_CREAT|unix.O_EXCL, data, durable)
+}
+
+// overwriteFileAt is createFileAt for name that exists, a regular file: an
+// empty one made ahead (see spares.go), or one whose content goes.
+func overwriteFileAt(dir int, name string, data []byte, durable bool) error {
+	return writeFileAt(dir, name, unix.O_TRUNC|unix.O_NONBLOCK, data, durable)
+}
+
+func writeFileAt(dir int, name string, flags int, data []byte, durable bool) error {
+	fd, err := unix.Openat(dir, name, unix.O_WRONLY|flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return &os.PathError{Op: "openat", Path: name, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), name)
-	_, err = f.Write(data)
+	if len(data) > 0 {
+		_, err = f.Write(data)
+	}
 	if err == nil && durable {
 		err = f.Sync()
 	}

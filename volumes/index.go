@@ -224,6 +224,11 @@ func writeList(dir int, name string, keys []string) error {
 		}
 		return nil
 	}
+	return replaceFileAt(dir, name, listContent(keys), false)
+}
+
+// listContent is what a list of keys holds: one per line, sorted.
+func listContent(keys []string) []byte {
 	keys = slices.Clone(keys)
 	sort.Strings(keys)
 	var b strings.Builder
@@ -231,7 +236,7 @@ func writeList(dir int, name string, keys []string) error {
 		b.WriteString(k)
 		b.WriteByte('\n')
 	}
-	return replaceFileAt(dir, name, []byte(b.String()), false)
+	return []byte(b.String())
 }
 
 // syncLists makes the directory open at dir hold exactly the lists of want,
@@ -298,7 +303,7 @@ func sameKeys(a, b []string) bool {
 
 // setPodAnon rewrites the list of pod's anonymous volumes from the index.
 func (s *Store) setPodAnon(pod string) error {
-	return writeList(s.podsFd, pod, sortedSet(s.idx.pods[pod]))
+	return s.writeListLocked(s.podsFd, pod, sortedSet(s.idx.pods[pod]))
 }
 
 // forgetAnonLocked drops removed anonymous volumes from the lists of their

@@ -192,10 +192,21 @@ func (s *Store) createLocked(v *Volume) error {
 	}
 	v.Mountpoint = s.mountpoint(ns, name)
 	tmp := tmpPrefix + name + "-" + randomSuffix()
-	if err := unix.Mkdirat(nsFd, tmp, 0o700); err != nil {
-		return volumeError(ns, name, err)
+	spare := v.Limit == 0 && s.takeSpareVolumeLocked(nsFd, tmp)
+	if spare {
+		if err = s.fillNew(nsFd, tmp, v, durable, true); err != nil {
+			// A spare this process did not make as it should be: made
+			// afresh, the volume needs none.
+			removeAllAt(nsFd, tmp, s.dev)
+			tmp, spare = tmpPrefix+name+"-"+randomSuffix(), false
+		}
 	}
-	err = s.fillNew(nsFd, tmp, v, durable)
+	if !spare {
+		if err := unix.Mkdirat(nsFd, tmp, 0o700); err != nil {
+			return volumeError(ns, name, err)
+		}
+		err = s.fillNew(nsFd, tmp, v, durable, false)
+	}
 	if err == nil {
 		err = renameNoReplace(nsFd, tmp, nsFd, name)
 		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
@@ -216,13 +227,18 @@ func (s *Store) createLocked(v *Volume) error {
 	return nil
 }
 
-func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool) error {
+// fillNew makes v's content in the directory tmp of the namespace open at
+// nsFd: an empty directory, or a spare (see spares.go), which holds an empty
+// _data and volume.json already.
+func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable, spare bool) error {
 	fd, err := fsx.OpenDir(nsFd, tmp)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	if v.Limit > 0 {
+	if spare {
+		// The spare's _data is a bare 0755 directory, as mkdirData makes it.
+	} else if v.Limit > 0 {
 		z, err := sizerFor(v.Backend)
 		if err != nil {
 			return err
@@ -243,7 +259,7 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool) error {
 			return err
 		}
 	}
-	return writeVolume(fd, v, durable)
+	return writeVolume(fd, v, durable, spare)
 }
 
 // Get returns volume name of namespace ns, or an error wrapping ErrNotFound.
@@ -535,7 +551,7 @@ func (s *Store) Size(v *Volume) (int64, error) {
 // names and leftovers of interrupted writes that Open could not delete; and
 // mounts below the store and loop devices backed by its files that no sized
 // volume accounts for. The store's own files (.lock, .refs, .pods, .trash,
-// .copyup-bytes, .copyup-stats, .image-empty) are no problem. Below ROOT/pins it reports stray pins,
+// .copyup-bytes, .copyup-stats, .image-empty, .spare) are no problem. Below ROOT/pins it reports stray pins,
 // entries where nothing is mounted, and anything that is not a pin; their
 // Namespace is empty and their Name the path below ROOT.
 func (s *Store) Check() ([]Problem, error) {
@@ -550,7 +566,7 @@ func (s *Store) Check() ([]Problem, error) {
 		for _, ns := range nss {
 			switch {
 			case ns == lockFile || ns == refsDir || ns == podsDir || ns == trashDir || ns == copyUpBytesDir ||
-				ns == copyUpStatsFile || ns == copyUpStatsOld || ns == imageEmptyDir:
+				ns == copyUpStatsFile || ns == copyUpStatsOld || ns == imageEmptyDir || ns == spareDir:
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})

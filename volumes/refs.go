@@ -200,7 +200,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 	}
 	if len(keys) != len(before) {
 		wroteRefs = true
-		if err := writeList(s.refsFd, id, sortedSet(keys)); err != nil {
+		if err := s.writeListLocked(s.refsFd, id, sortedSet(keys)); err != nil {
 			return nil, nil, rollback(fmt.Errorf("references of container %q: %w", id, err))
 		}
 	}

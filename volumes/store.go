@@ -208,6 +208,8 @@ type Store struct {
 	lockTimeout atomic.Int64
 	// policy says how sized volumes are made.
 	policy SizePolicy
+	// spare holds inodes made ahead for requests; see StartSpares.
+	spare spares
 }
 
 // Open opens the store below root, creating ROOT/volumes (mode 0700) if it is
@@ -282,6 +284,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		refsFd:  -1,
 		podsFd:  -1,
 		trashFd: -1,
+		spare:   spares{fd: -1},
 		lock:    os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
 	}
 	// The index is built when first needed, so a process that only copies
@@ -368,8 +371,11 @@ func (s *Store) Close() error {
 	if s.reapStop != nil {
 		close(s.reapStop)
 	}
+	if s.spare.stop != nil {
+		close(s.spare.stop)
+	}
 	err := s.lock.Close()
-	for _, fd := range []int{s.refsFd, s.podsFd, s.trashFd, s.dirFd, s.rootFd} {
+	for _, fd := range []int{s.refsFd, s.podsFd, s.trashFd, s.spare.fd, s.dirFd, s.rootFd} {
 		if fd < 0 {
 			continue
 		}
@@ -657,11 +663,15 @@ func (s *Store) mountpoint(ns, name string) string {
 }
 
 // writeVolume writes the volume.json of a new volume into the directory open
-// at volFd, durably; the volume is not yet under its name.
-func writeVolume(volFd int, v *Volume, durable bool) error {
+// at volFd, durably if asked; the volume is not yet under its name. A spare
+// holds an empty volume.json already.
+func writeVolume(volFd int, v *Volume, durable, spare bool) error {
 	data, err := volumeJSON(v)
 	if err != nil {
 		return err
+	}
+	if spare {
+		return overwriteFileAt(volFd, metaFile, data, durable)
 	}
 	return createFileAt(volFd, metaFile, data, durable)
 }
