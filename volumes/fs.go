@@ -80,18 +80,27 @@ func writeFileAt(dir int, name string, flags int, data []byte, durable bool) err
 	if err != nil {
 		return &os.PathError{Op: "openat", Path: name, Err: err}
 	}
-	f := os.NewFile(uintptr(fd), name)
-	if len(data) > 0 {
-		_, err = f.Write(data)
+	// Written through the descriptor itself: an os.File would first try
+	// to add it to the poller, two more syscalls on the path of requests.
+	for len(data) > 0 && err == nil {
+		var n int
+		n, err = unix.Write(fd, data)
+		data = data[n:]
+		if err == unix.EINTR {
+			err = nil
+		}
 	}
 	if err == nil && durable {
-		err = f.Sync()
+		err = unix.Fsync(fd)
 	}
-	if cerr := f.Close(); err == nil {
+	if cerr := unix.Close(fd); err == nil {
 		err = cerr
 	}
-	if err != nil || !durable {
-		return err
+	if err != nil {
+		return &os.PathError{Op: "write", Path: name, Err: err}
+	}
+	if !durable {
+		return nil
 	}
 	if err := unix.Fsync(dir); err != nil {
 		return &os.PathError{Op: "fsync", Path: ".", Err: err}

@@ -363,8 +363,8 @@ func splitVolumePath(dir, path, leaf string) (ns, name string, ok bool) {
 // store's lock.
 func (s *Store) Close() error {
 	s.enter(context.Background())
-	defer s.leave()
 	if s.closed {
+		s.leave()
 		return nil
 	}
 	s.closed = true
@@ -373,7 +373,11 @@ func (s *Store) Close() error {
 	}
 	if s.spare.stop != nil {
 		close(s.spare.stop)
+		// The refiller may be making a spare, and takes the in-process
+		// lock to add it: waited for after that lock is left.
+		defer func(done <-chan struct{}) { <-done }(s.spare.done)
 	}
+	defer s.leave()
 	err := s.lock.Close()
 	for _, fd := range []int{s.refsFd, s.podsFd, s.trashFd, s.spare.fd, s.dirFd, s.rootFd} {
 		if fd < 0 {
