@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 
@@ -15,14 +16,15 @@ import (
 // making an inode costs far more than renaming one: on the VM of
 // BENCHMARKS.md a mkdir or an O_CREAT takes 0.1 to 1 ms of kernel time, a
 // rename 0.03 ms. A container with a new named and a new anonymous volume
-// makes eight: each volume's directory, _data and volume.json, its pod's
-// list and its own. A Store that runs StartSpares keeps some of each, made
+// makes eight or nine: each volume's directory, _data and volume.json, the
+// named one's sync-pending marker, its pod's list and its own. A Store that runs StartSpares keeps some of each, made
 // ahead in ROOT/volumes/.spare, and a request takes one with a rename:
 //
 //   - v-<random>: a volume directory (0700) holding an empty _data (0755)
 //     and an empty volume.json (0600), all root's: what createLocked makes
 //     before it fills them in;
-//   - f-<random>: an empty file (0600), for a reference list.
+//   - f-<random>: an empty file (0600), for a reference list or the
+//     sync-pending marker of a new named volume.
 //
 // A spare is built under a temporary name and renamed to its own when whole,
 // so a name there always means a whole spare. A volume spare leaves .spare,
@@ -51,6 +53,7 @@ type spares struct {
 	files []string // whole file spares, taken from the end
 	kick  chan struct{}
 	stop  chan struct{}
+	done  chan struct{} // closed when the refiller has stopped
 }
 
 // StartSpares starts keeping spares, made in the background, for the new
@@ -84,7 +87,7 @@ func (s *Store) StartSpares(onErr func(error)) {
 			unix.Close(fd)
 			return err
 		}
-		s.spare = spares{fd: fd, kick: make(chan struct{}, 1), stop: make(chan struct{})}
+		s.spare = spares{fd: fd, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 		return nil
 	})
 	if errors.Is(err, errSparesRunning) {
@@ -94,9 +97,12 @@ func (s *Store) StartSpares(onErr func(error)) {
 		onErr(fmt.Errorf("starting the spares for new volumes: %w", err))
 		return
 	}
-	kick, stop := s.spare.kick, s.spare.stop
+	kick, stop, done := s.spare.kick, s.spare.stop, s.spare.done
 	kick <- struct{}{}
-	go s.refill(own, kick, stop, onErr)
+	go func() {
+		defer close(done)
+		s.refill(own, kick, stop, onErr)
+	}()
 }
 
 var errSparesRunning = errors.New("spares already kept")
@@ -105,6 +111,13 @@ var errSparesRunning = errors.New("spares already kept")
 // each time it is kicked.
 func (s *Store) refill(fd int, kick, stop chan struct{}, onErr func(error)) {
 	defer unix.Close(fd)
+	// Spares are made while the container that took some is still being
+	// set up by containerd and runc, whose work is on that container's
+	// path to its start and this is not: the refiller's thread, never
+	// handed back to the Go scheduler (it ends with the goroutine), yields
+	// the CPU to them.
+	runtime.LockOSThread()
+	unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
 	for {
 		select {
 		case <-stop:
@@ -227,6 +240,22 @@ func (s *Store) takeSpareVolumeLocked(nsFd int, tmp string) bool {
 		// to the trash): the next one, or none.
 	}
 	return false
+}
+
+// markSyncPendingLocked is markSyncPending with a file spare, when there is
+// one, renamed to the marker.
+func (s *Store) markSyncPendingLocked(fd int) error {
+	if len(s.spare.files) > 0 {
+		last := len(s.spare.files) - 1
+		spare := s.spare.files[last]
+		s.spare.files = s.spare.files[:last]
+		s.kickSpares()
+		if renameNoReplace(s.spare.fd, spare, fd, syncPending) == nil {
+			return nil
+		}
+		unix.Unlinkat(s.spare.fd, spare, 0)
+	}
+	return markSyncPending(fd)
 }
 
 // writeListLocked is writeList through a file spare, when there is one: it
