@@ -99,7 +99,7 @@ func countArg(args []string, arg string) int {
 // TestNoHookForKnownEmptyImageTargets: once the store records that image D
 // has nothing to copy at /anon and /named, a container of D gets no hook for
 // new volumes there, and its new named volume is durable when
-// CreateContainer returns, without the hook's sync. A container of another
+// StartContainer returns, without the hook's sync. A container of another
 // image, or one whose runtime sent no digest, still gets the hook, and so
 // does a volume mounted with U, for the chown only.
 func TestNoHookForKnownEmptyImageTargets(t *testing.T) {
@@ -144,9 +144,12 @@ func TestNoHookForKnownEmptyImageTargets(t *testing.T) {
 	if findMount(adj, "/named") == nil || findMount(adj, "/anon") == nil {
 		t.Fatalf("volumes not mounted: %+v", adj.GetMounts())
 	}
+	if err := rt.start(newPod("p2", "default", nil), ctrOf("c2", "p2", digest), adj); err != nil {
+		t.Fatalf("StartContainer: %v", err)
+	}
 	volDir := filepath.Join(rt.cfg.Root, "volumes", "default", "second")
 	if _, err := os.Stat(filepath.Join(volDir, "sync-pending")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("the new named volume is not durable when CreateContainer returns: sync-pending %v", err)
+		t.Errorf("the new named volume is not durable when StartContainer returns: sync-pending %v", err)
 	}
 	// Left as any new volume: a container of an image with content there
 	// still fills it.

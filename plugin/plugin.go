@@ -256,7 +256,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	}
 	imageHex := imageDigestHex(ctr)
 	knownEmpty := knownEmptyTargets(store, imageHex, plan, log)
-	syncInHook(plan, knownEmpty)
+	syncLater(plan)
 	sources, err := acquire(store, ctr.GetId(), req.ItemsKey, plan, srcs)
 	if err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
@@ -297,7 +297,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		}
 		adjust.AddMount(mount)
 	}
-	if err := syncNew(store, sources.vols, hook.syncs, log); err != nil {
+	if err := syncNew(store, sources.vols, log); err != nil {
 		// The container will not be created: nothing it acquired stays.
 		err = errors.Join(err, store.Release(ctr.GetId()), store.Unpin(ctr.GetId()))
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
@@ -308,16 +308,12 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	return adjust, nil, nil
 }
 
-// syncInHook has the named volumes that a mount copies up into made without
-// fsyncs: a new one needs the copy-up hook, which makes it durable before the
-// container's process starts (see syncNew), so the fsyncs leave the NRI
-// request. A target where the image is known to have nothing gets no hook,
-// so its volume is made durable as it is made.
-func syncInHook(plan *Plan, knownEmpty map[string]bool) {
-	for _, m := range plan.Mounts {
-		if m.Kind == KindVolume && m.CopyUp && !knownEmpty[m.Target] {
-			plan.Volumes[m.Volume].SyncLater = true
-		}
+// syncLater has the plan's new named volumes made without fsyncs: they are
+// synced in the background (see syncNew), and StartContainer holds the
+// container's start until they are durable.
+func syncLater(plan *Plan) {
+	for i := range plan.Volumes {
+		plan.Volumes[i].SyncLater = true
 	}
 }
 
@@ -338,35 +334,54 @@ func knownEmptyTargets(store *volumes.Store, imageHex string, plan *Plan, log *l
 	return empty
 }
 
-// syncNew makes the named volumes this request made durable. Those the hook
-// syncs (inHook) are synced in the background too, while containerd goes on
-// creating the container, so the hook's own fsyncs find little or nothing
-// left to write; any other is synced before the reply.
-//
-// A named volume this request did not make may still wait for its sync: the
-// plugin that made it died before its background sync, and that container
-// never started its hook. Such a volume is synced before the reply too; for
-// any other, Sync is one lookup.
-func syncNew(store *volumes.Store, vols []*volumes.Volume, inHook []volumes.VolumeRef, log *logrus.Entry) error {
+// syncNew sees to the durability of the request's named volumes. One that
+// this request made has no fsyncs yet (Request.SyncLater): it is synced in
+// the background, while containerd goes on creating the container, and
+// StartContainer, which containerd calls before the container's process
+// runs, waits for that; so does the copy-up hook, where there is one. Any
+// other named volume is synced before the reply: that is one lookup, unless
+// the plugin that made it died before its sync and its container never
+// started.
+func syncNew(store *volumes.Store, vols []*volumes.Volume, log *logrus.Entry) error {
 	for _, v := range vols {
 		if v.Anonymous {
 			continue
 		}
 		ns, name := v.Namespace, v.Name
-		if !slices.Contains(inHook, volumes.VolumeRef{Namespace: ns, Name: name}) {
-			if err := store.Sync(ns, name); err != nil {
-				return err
-			}
+		if v.Created && v.Unsynced {
+			go func() {
+				if err := store.Sync(ns, name); err != nil {
+					log.WithError(err).WithField("volume", ns+"/"+name).Warn("syncing a new volume in the background; the container's start syncs it")
+				}
+			}()
 			continue
 		}
-		if !v.Unsynced {
-			continue // the hook syncs it
+		if err := store.Sync(ns, name); err != nil {
+			return err
 		}
-		go func() {
-			if err := store.Sync(ns, name); err != nil {
-				log.WithError(err).WithField("volume", ns+"/"+name).Warn("syncing a new volume in the background; the copy-up hook syncs it")
-			}
-		}()
+	}
+	return nil
+}
+
+// StartContainer holds the start of a container until the volumes it mounts
+// are durable (see syncNew). containerd calls it after the container and its
+// hooks are set up and before its process runs, and does not start the
+// container when it fails. The background syncs are mostly done by then,
+// and Sync is one lookup per volume.
+func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) error {
+	_, store, _ := p.state()
+	var errs []error
+	for _, m := range ctr.GetMounts() {
+		ns, name, ok := store.VolumeForMountSource(m.GetSource())
+		if !ok {
+			continue
+		}
+		if err := store.Sync(ns, name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("volumes of container %q are not durable: %w", containerName(pod, ctr), err)
 	}
 	return nil
 }

@@ -177,6 +177,15 @@ func (rt *runtime) create(pod *api.PodSandbox, ctr *api.Container) (*api.Contain
 	return resp.GetAdjust(), nil
 }
 
+// start sends StartContainer for ctr, created with adj: the container has
+// the mounts adj gave it, as in the spec containerd converts.
+func (rt *runtime) start(pod *api.PodSandbox, ctr *api.Container, adj *api.ContainerAdjustment) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	started := &api.Container{Id: ctr.Id, PodSandboxId: ctr.PodSandboxId, Name: ctr.Name, Image: ctr.Image, Mounts: adj.GetMounts()}
+	return rt.nri.StartContainer(ctx, &adaptation.StartContainerRequest{Pod: pod, Container: started})
+}
+
 // writeImageConfig puts an image config blob in the fake content store and returns its digest.
 func (rt *runtime) writeImageConfig(doc string) string {
 	sum := sha256.Sum256([]byte(doc))
@@ -813,5 +822,52 @@ func TestBusyRemovalsAreRetried(t *testing.T) {
 	}) {
 		vols, err := store.List(volumes.ListOptions{Namespace: "default"})
 		t.Errorf("after the pod's removal the store holds %d volumes (%v), want only data", len(vols), err)
+	}
+}
+
+// A container's start waits until the named volumes it mounts are durable.
+// Here the volumes were left unsynced, as by a plugin that died between
+// making them and syncing them in the background: StartContainer syncs the
+// one it can, and fails, naming it, for the one whose sync fails, so that
+// containerd does not start that container.
+func TestStartContainerMakesVolumesDurable(t *testing.T) {
+	rt := newRuntime(t, nil)
+	rt.connect()
+	store := rt.store()
+	if _, err := store.Acquire("earlier", []volumes.Request{
+		{Namespace: "default", Name: "pending", SyncLater: true},
+		{Namespace: "default", Name: "unreadable", SyncLater: true},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	dir := func(name string) string { return filepath.Join(rt.cfg.Root, "volumes", "default", name) }
+	for _, name := range []string{"pending", "unreadable"} {
+		if _, err := os.Stat(filepath.Join(dir(name), "sync-pending")); err != nil {
+			t.Fatalf("volume %s was made unsynced, yet: %v", name, err)
+		}
+	}
+	// Containers created before this plugin started: containerd sends
+	// their mounts as its spec has them.
+	mounting := func(name string) *api.ContainerAdjustment {
+		return &api.ContainerAdjustment{Mounts: []*api.Mount{
+			{Destination: "/tmp", Source: "tmpfs", Type: "tmpfs"},
+			{Destination: "/data", Source: filepath.Join(dir(name), "_data"), Type: "bind", Options: []string{"rbind"}},
+		}}
+	}
+	if err := rt.start(newPod("p1", "default", nil), newContainer("c1", "p1", "app"), mounting("pending")); err != nil {
+		t.Fatalf("StartContainer: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir("pending"), "sync-pending")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after StartContainer the volume is not known durable: sync-pending %v", err)
+	}
+
+	// A volume.json that cannot be opened cannot be synced.
+	if err := os.Remove(filepath.Join(dir("unreadable"), "volume.json")); err != nil {
+		t.Fatal(err)
+	}
+	err := rt.start(newPod("p2", "default", nil), newContainer("c2", "p2", "app"), mounting("unreadable"))
+	t.Logf("StartContainer: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "unreadable") {
+		t.Errorf("StartContainer of a container whose volume cannot be synced = %v, want an error naming the volume", err)
 	}
 }

@@ -37,6 +37,9 @@ func crashChild(root string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// As in the plugin, new volumes and lists come from spares, made
+	// meanwhile in the background.
+	s.StartSpares(func(err error) { fmt.Fprintln(os.Stderr, err) })
 	// Names carry the pid: a child of a later round meets the volumes of
 	// earlier ones.
 	pid := strconv.Itoa(os.Getpid())
@@ -49,8 +52,8 @@ func crashChild(root string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		// The named volume as the plugin makes it for a copy-up: synced
-		// after the Acquire, as the copy-up hook does.
+		// The named volume as the plugin makes it: synced after the
+		// Acquire, as the plugin does before the container starts.
 		if _, err := s.Acquire(ctr, []Request{{Namespace: "crash", Name: named, SyncLater: true}, {Namespace: "crash", Owner: owner}}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

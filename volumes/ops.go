@@ -255,7 +255,7 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable, spare bool) er
 		return err
 	}
 	if v.Unsynced {
-		if err := markSyncPending(fd); err != nil {
+		if err := s.markSyncPendingLocked(fd); err != nil {
 			return err
 		}
 	}

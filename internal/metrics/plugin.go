@@ -23,6 +23,7 @@ var (
 	_ stub.ConfigureInterface       = (*Instrumented)(nil)
 	_ stub.SynchronizeInterface     = (*Instrumented)(nil)
 	_ stub.CreateContainerInterface = (*Instrumented)(nil)
+	_ stub.StartContainerInterface  = (*Instrumented)(nil)
 	_ stub.RemoveContainerInterface = (*Instrumented)(nil)
 	_ stub.RemovePodInterface       = (*Instrumented)(nil)
 )
@@ -70,6 +71,14 @@ func (i *Instrumented) CreateContainer(ctx context.Context, pod *api.PodSandbox,
 		}
 	}
 	return adjust, updates, err
+}
+
+// StartContainer counts and times plugin.Plugin.StartContainer.
+func (i *Instrumented) StartContainer(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) error {
+	start := time.Now()
+	err := i.p.StartContainer(ctx, pod, ctr)
+	i.m.observe("StartContainer", start, err)
+	return err
 }
 
 // RemoveContainer counts and times plugin.Plugin.RemoveContainer.
