@@ -206,6 +206,17 @@ func (v *variant) runPod(name string, annotations map[string]string) (*pod, erro
 
 // createContainer creates a container and returns its ID.
 func (v *variant) createContainer(p *pod, name, image string, annotations map[string]string) (string, error) {
+	path, err := v.containerConfig(name, image, annotations)
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(path)
+	return v.create(p, path)
+}
+
+// containerConfig writes the CRI config of container name, and makes the
+// host directories of its criMounts, and returns the config's path.
+func (v *variant) containerConfig(name, image string, annotations map[string]string) (string, error) {
 	if annotations == nil {
 		annotations = map[string]string{}
 	}
@@ -219,11 +230,11 @@ func (v *variant) createContainer(p *pod, name, image string, annotations map[st
 	if v.criMounts != nil {
 		cfg["mounts"] = v.criMounts(name)
 	}
-	path, err := writeJSON(v.ctd.Dir, "ctr", cfg)
-	if err != nil {
-		return "", err
-	}
-	defer os.Remove(path)
+	return writeJSON(v.ctd.Dir, "ctr", cfg)
+}
+
+// create creates the container whose CRI config is at path.
+func (v *variant) create(p *pod, path string) (string, error) {
 	res := v.cr.Run("create", p.id, path, p.cfgPath)
 	if res.Err != nil {
 		return "", res.Err
@@ -237,10 +248,11 @@ func (v *variant) runContainer(p *pod, name, image string, annotations map[strin
 	if err != nil {
 		return "", err
 	}
-	if res := v.cr.Run("start", id); res.Err != nil {
-		return id, res.Err
-	}
-	return id, nil
+	return id, v.start(id)
+}
+
+func (v *variant) start(id string) error {
+	return v.cr.Run("start", id).Err
 }
 
 // removeContainer stops and removes a container.

@@ -55,7 +55,7 @@ var scenarios = []string{"imagevolume", "volumes", "memory", "pods", "ls", "copy
 
 func main() {
 	var o options
-	flag.IntVar(&o.n, "n", 30, "create+start samples per variant (after one warm-up)")
+	flag.IntVar(&o.n, "n", 100, "create+start samples per variant (after one warm-up); the targets ask for 50 or more")
 	flag.IntVar(&o.memCycles, "mem-cycles", 1000, "containers created and removed in the memory scenario")
 	flag.IntVar(&o.memSample, "mem-sample", 100, "sample the plugin's RSS every this many containers")
 	flag.IntVar(&o.pods, "pods", 100, "pods started at once in the pods scenario")
