@@ -69,16 +69,28 @@ func createFileAt(dir int, name string, data []byte, durable bool) error {
 	return writeFileAt(dir, name, unix.O_CREAT|unix.O_EXCL, data, durable)
 }
 
-// overwriteFileAt is createFileAt for name that exists, a regular file: an
-// empty one made ahead (see spares.go), or one whose content goes.
-func overwriteFileAt(dir int, name string, data []byte, durable bool) error {
-	return writeFileAt(dir, name, unix.O_TRUNC|unix.O_NONBLOCK, data, durable)
+// fillFileAt is createFileAt for name that exists already, an empty regular
+// file made ahead (see spares.go); anything else is an error. It is not
+// opened with O_TRUNC: on ext4 a truncated file's data is sent to the disk
+// when it is closed (auto_da_alloc), a write the caller did not ask for.
+func fillFileAt(dir int, name string, data []byte, durable bool) error {
+	return writeFileAt(dir, name, unix.O_NONBLOCK, data, durable)
 }
 
 func writeFileAt(dir int, name string, flags int, data []byte, durable bool) error {
 	fd, err := unix.Openat(dir, name, unix.O_WRONLY|flags|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return &os.PathError{Op: "openat", Path: name, Err: err}
+	}
+	if flags&unix.O_CREAT == 0 {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size != 0 {
+			unix.Close(fd)
+			if err == nil {
+				err = errors.New("not an empty regular file")
+			}
+			return &os.PathError{Op: "open", Path: name, Err: err}
+		}
 	}
 	// Written through the descriptor itself: an os.File would first try
 	// to add it to the poller, two more syscalls on the path of requests.

@@ -270,7 +270,7 @@ func (s *Store) writeListLocked(dir int, name string, keys []string) error {
 	spare := s.spare.files[last]
 	s.spare.files = s.spare.files[:last]
 	s.kickSpares()
-	err := overwriteFileAt(s.spare.fd, spare, listContent(keys), false)
+	err := fillFileAt(s.spare.fd, spare, listContent(keys), false)
 	if err == nil {
 		err = unix.Renameat(s.spare.fd, spare, dir, name)
 	}

@@ -675,7 +675,7 @@ func writeVolume(volFd int, v *Volume, durable, spare bool) error {
 		return err
 	}
 	if spare {
-		return overwriteFileAt(volFd, metaFile, data, durable)
+		return fillFileAt(volFd, metaFile, data, durable)
 	}
 	return createFileAt(volFd, metaFile, data, durable)
 }
