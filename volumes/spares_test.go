@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // startSpares runs StartSpares on s and waits until its pool is full.
@@ -205,6 +208,55 @@ func TestSpareNotAsMadeIsNotUsed(t *testing.T) {
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), tmpPrefix) {
 			t.Errorf("left behind: %s", e.Name())
+		}
+	}
+}
+
+// On a full disk a new volume fails with ENOSPC, from a spare or made
+// afresh, and leaves nothing behind: the failed write of its volume.json is
+// an error, never a crash of the plugin.
+func TestNewVolumeOnAFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	root := t.TempDir()
+	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=256k,mode=0755"); err != nil {
+		t.Skipf("cannot mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
+	s := openStore(t, root)
+	s.StartSpares(func(err error) { t.Logf("spares: %v", err) })
+	waitSparesFull(t, s)
+	if _, err := s.Create("default", "before", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(root, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = f.Write(make([]byte, 4096))
+	}
+	f.Close()
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("filling the disk: %v, want ENOSPC", err)
+	}
+
+	_, err = s.Acquire("c1", []Request{{Namespace: "default", Name: "data", SyncLater: true}})
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Errorf("Acquire of a new volume on a full disk = %v, want ENOSPC", err)
+	}
+	_, err = s.Create("default", "other", CreateOptions{})
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Errorf("Create on a full disk = %v, want ENOSPC", err)
+	}
+	entries, err := os.ReadDir(filepath.Join(root, volumesDir, "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != "before" {
+			t.Errorf("left behind in the namespace: %s", e.Name())
 		}
 	}
 }
