@@ -97,9 +97,13 @@ func writeFileAt(dir int, name string, flags int, data []byte, durable bool) err
 	for len(data) > 0 && err == nil {
 		var n int
 		n, err = unix.Write(fd, data)
-		data = data[n:]
 		if err == unix.EINTR {
 			err = nil
+			continue
+		}
+		if err == nil {
+			// n is -1 on an error: only a write that succeeded moves on.
+			data = data[n:]
 		}
 	}
 	if err == nil && durable {

@@ -59,8 +59,9 @@ type spares struct {
 // StartSpares starts keeping spares, made in the background, for the new
 // volumes and reference lists of later requests. The plugin runs it; a
 // short-lived process (the CLI, the hook) gains nothing from it. Each
-// failure to make one goes to onErr, and the pool waits for the next take
-// before it tries again. Starting it again does nothing; Close stops it.
+// failure to make one goes to onErr, and the pool waits for the next
+// request that takes one, or finds none, before it tries again. Starting it
+// again does nothing; Close stops it.
 func (s *Store) StartSpares(onErr func(error)) {
 	var own int
 	err := s.locked(context.Background(), "", unix.LOCK_EX, false, func() error {
@@ -211,8 +212,9 @@ func makeFileSpare(fd int, name string, _ uint64) error {
 	return createFileAt(fd, name, nil, false)
 }
 
-// kickSpares wakes the refiller after a take. The caller holds the
-// in-process lock.
+// kickSpares wakes the refiller after a take, or when a request finds the
+// pool empty: a refiller that failed waits for one of them. The caller
+// holds the in-process lock.
 func (s *Store) kickSpares() {
 	select {
 	case s.spare.kick <- struct{}{}:
@@ -224,6 +226,9 @@ func (s *Store) kickSpares() {
 // nsFd. It reports false, having moved nothing, when there is none to take:
 // the pool is empty, or the namespace is on another file system.
 func (s *Store) takeSpareVolumeLocked(nsFd int, tmp string) bool {
+	if len(s.spare.vols) == 0 {
+		s.kickSpares() // a refiller that failed waits for a take
+	}
 	for len(s.spare.vols) > 0 {
 		last := len(s.spare.vols) - 1
 		name := s.spare.vols[last]
@@ -245,7 +250,9 @@ func (s *Store) takeSpareVolumeLocked(nsFd int, tmp string) bool {
 // markSyncPendingLocked is markSyncPending with a file spare, when there is
 // one, renamed to the marker.
 func (s *Store) markSyncPendingLocked(fd int) error {
-	if len(s.spare.files) > 0 {
+	if len(s.spare.files) == 0 {
+		s.kickSpares()
+	} else {
 		last := len(s.spare.files) - 1
 		spare := s.spare.files[last]
 		s.spare.files = s.spare.files[:last]
@@ -263,7 +270,11 @@ func (s *Store) markSyncPendingLocked(fd int) error {
 // replaced whole, as writeList's own temporary file would be. A spare that
 // fails is dropped and writeList does the work.
 func (s *Store) writeListLocked(dir int, name string, keys []string) error {
-	if len(keys) == 0 || len(s.spare.files) == 0 {
+	if len(keys) == 0 {
+		return writeList(dir, name, keys)
+	}
+	if len(s.spare.files) == 0 {
+		s.kickSpares()
 		return writeList(dir, name, keys)
 	}
 	last := len(s.spare.files) - 1

@@ -2,13 +2,17 @@ package volumes
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // startSpares runs StartSpares on s and waits until its pool is full.
@@ -219,4 +223,110 @@ func TestSpareNotAsMadeIsNotUsed(t *testing.T) {
 			t.Errorf("left behind: %s", e.Name())
 		}
 	}
+}
+
+// On a full disk a new volume fails with ENOSPC, from a spare or made
+// afresh, and leaves nothing behind: the failed write of its volume.json is
+// an error, never a crash of the plugin.
+func TestNewVolumeOnAFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	root := t.TempDir()
+	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=256k,mode=0755"); err != nil {
+		t.Skipf("cannot mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
+	s := openStore(t, root)
+	s.StartSpares(func(err error) { t.Logf("spares: %v", err) })
+	waitSparesFull(t, s)
+	if _, err := s.Create("default", "before", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(root, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = f.Write(make([]byte, 4096))
+	}
+	f.Close()
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("filling the disk: %v, want ENOSPC", err)
+	}
+
+	_, err = s.Acquire("c1", []Request{{Namespace: "default", Name: "data", SyncLater: true}})
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Errorf("Acquire of a new volume on a full disk = %v, want ENOSPC", err)
+	}
+	_, err = s.Create("default", "other", CreateOptions{})
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Errorf("Create on a full disk = %v, want ENOSPC", err)
+	}
+	entries, err := os.ReadDir(filepath.Join(root, volumesDir, "default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if e.Name() != "before" {
+			t.Errorf("left behind in the namespace: %s", e.Name())
+		}
+	}
+}
+
+// A pool that a failure left empty fills again once the disk has room: a
+// request that finds no spare wakes the refiller, as a take does.
+func TestSparesComeBackAfterAFullDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a tmpfs")
+	}
+	root := t.TempDir()
+	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "nr_inodes=64,mode=0755"); err != nil {
+		t.Skipf("cannot mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
+	s := openStore(t, root)
+	// Every inode taken but the one of .spare: no spare can be made.
+	filler := filepath.Join(root, "filler")
+	if err := os.Mkdir(filler, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var last string
+	for i := 0; ; i++ {
+		name := filepath.Join(filler, strconv.Itoa(i))
+		if err := os.WriteFile(name, nil, 0o644); err != nil {
+			if !errors.Is(err, unix.ENOSPC) {
+				t.Fatal(err)
+			}
+			break
+		}
+		last = name
+	}
+	if err := os.Remove(last); err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan error, 1)
+	s.StartSpares(func(err error) {
+		select {
+		case failed <- err:
+		default:
+		}
+	})
+	select {
+	case err := <-failed:
+		t.Logf("spares on a full disk: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("no spare failed on a disk without free inodes")
+	}
+	if vols, files := spareNames(s); len(vols)+len(files) != 0 {
+		t.Fatalf("spares made on a full disk: %v %v", vols, files)
+	}
+
+	if err := os.RemoveAll(filler); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create("default", "data", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitSparesFull(t, s)
 }
