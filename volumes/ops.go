@@ -178,7 +178,9 @@ func (s *Store) createLocked(v *Volume) error {
 	}
 	defer unix.Close(nsFd)
 	if _, err := fsx.Lstat(nsFd, name); err == nil {
-		return volumeError(ns, name, ErrExists)
+		if !s.removeUnfinishedLocked(nsFd, ns, name) {
+			return volumeError(ns, name, ErrExists)
+		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return volumeError(ns, name, err)
 	}

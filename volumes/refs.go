@@ -3,6 +3,7 @@ package volumes
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"slices"
 	"strings"
@@ -143,6 +144,9 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 	vols := make([]*Volume, 0, len(wants))
 	for _, r := range wants {
 		v, err := s.getLocked(r.Namespace, r.Name)
+		if errors.Is(err, errBroken) && r.Owner == nil && s.removeUnfinished(r.Namespace, r.Name) {
+			err = fs.ErrNotExist
+		}
 		switch {
 		case isAbsent(err):
 			v = newVolume(r.Namespace, r.Name, r.CreateOptions, r.Owner)
@@ -212,6 +216,16 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 		v.UsedBy = s.idx.usedBy(v.key())
 	}
 	return vols, pins, nil
+}
+
+// removeUnfinished is removeUnfinishedLocked by namespace name.
+func (s *Store) removeUnfinished(ns, name string) bool {
+	nsFd, err := fsx.OpenDir(s.dirFd, ns)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(nsFd)
+	return s.removeUnfinishedLocked(nsFd, ns, name)
 }
 
 // getLocked reads one volume; see readVolume for its errors.

@@ -61,3 +61,53 @@ func TestSyncLater(t *testing.T) {
 		t.Errorf("Sync of a bad name = %v, want ErrInvalid", err)
 	}
 }
+
+// A node that crashed between making a named volume and its Sync can leave
+// it with its sync-pending marker and a volume.json cut to nothing. No
+// container ran on it, so the next request, or volume create, of that name
+// makes it afresh instead of failing on a broken volume; one whose _data
+// holds something is left for a person (Check reports it).
+func TestUnfinishedVolumeIsMadeAgain(t *testing.T) {
+	s, root := newStore(t)
+	ns := filepath.Join(root, volumesDir, "default")
+	unfinished := func(name string) {
+		t.Helper()
+		if _, err := s.Acquire("c-"+name, []Request{{Namespace: "default", Name: name, SyncLater: true}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Release("c-" + name); err != nil {
+			t.Fatal(err)
+		}
+		// What the disk can show after the crash: the rename of the volume
+		// into place, but not volume.json's data.
+		if err := os.Truncate(filepath.Join(ns, name, metaFile), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	unfinished("for-acquire")
+	unfinished("for-create")
+	unfinished("with-data")
+	writeFile(t, filepath.Join(ns, "with-data", dataDir, "f"), "x")
+
+	s = openStore(t, root) // as after the reboot
+	vols, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "for-acquire", CreateOptions: CreateOptions{Labels: map[string]string{"k": "v"}}}})
+	if err != nil {
+		t.Fatalf("Acquire of an unfinished volume: %v", err)
+	}
+	if vols[0].Labels["k"] != "v" || !vols[0].Created {
+		t.Errorf("Acquire = %+v, want the volume made afresh", vols[0])
+	}
+	if _, err := s.Create("default", "for-create", CreateOptions{}); err != nil {
+		t.Fatalf("Create over an unfinished volume: %v", err)
+	}
+	if _, err := s.Acquire("c2", []Request{{Namespace: "default", Name: "with-data"}}); err == nil {
+		t.Error("a broken volume whose _data holds a file was made afresh")
+	}
+	if b, err := os.ReadFile(filepath.Join(ns, "with-data", dataDir, "f")); err != nil || string(b) != "x" {
+		t.Errorf("its data: %q, %v", b, err)
+	}
+	probs, err := s.Check()
+	if err != nil || len(probs) != 1 || probs[0].Name != "with-data" {
+		t.Errorf("Check = %+v, %v; want only with-data", probs, err)
+	}
+}
