@@ -56,6 +56,7 @@ var (
 	_ stub.ConfigureInterface       = (*Plugin)(nil)
 	_ stub.SynchronizeInterface     = (*Plugin)(nil)
 	_ stub.CreateContainerInterface = (*Plugin)(nil)
+	_ stub.StartContainerInterface  = (*Plugin)(nil)
 	_ stub.RemoveContainerInterface = (*Plugin)(nil)
 	_ stub.RemovePodInterface       = (*Plugin)(nil)
 )
@@ -368,22 +369,45 @@ func syncNew(store *volumes.Store, vols []*volumes.Volume, log *logrus.Entry) er
 // hooks are set up and before its process runs, and does not start the
 // container when it fails. The background syncs are mostly done by then,
 // and Sync is one lookup per volume.
+//
+// The wait is bounded by lockTimeout, below containerd's request timeout: a
+// plugin that answers late is dropped by containerd, which then starts the
+// container anyway, and holds every other NRI request of the node meanwhile.
+// A disk that slow fails the start instead, with a message that says so;
+// the sync goes on, and a retried start finds it done.
 func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api.Container) error {
-	_, store, _ := p.state()
-	var errs []error
+	cfg, store, _ := p.state()
+	var refs []volumes.VolumeRef
 	for _, m := range ctr.GetMounts() {
-		ns, name, ok := store.VolumeForMountSource(m.GetSource())
-		if !ok {
-			continue
-		}
-		if err := store.Sync(ns, name); err != nil {
-			errs = append(errs, err)
+		if ns, name, ok := store.VolumeForMountSource(m.GetSource()); ok {
+			refs = append(refs, volumes.VolumeRef{Namespace: ns, Name: name})
 		}
 	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("volumes of container %q are not durable: %w", containerName(pod, ctr), err)
+	if len(refs) == 0 {
+		return nil
 	}
-	return nil
+	done := make(chan error, 1)
+	go func() {
+		var errs []error
+		for _, r := range refs {
+			if err := store.Sync(r.Namespace, r.Name); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		done <- errors.Join(errs...)
+	}()
+	wait := time.Duration(cfg.LockTimeout)
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("volumes of container %q are not durable: %w", containerName(pod, ctr), err)
+		}
+		return nil
+	case <-timer.C:
+		return fmt.Errorf("volumes of container %q are not durable after %s (lockTimeout): the disk of the volume store is too slow to sync them; the start fails rather than run the container on volumes a crash could lose", containerName(pod, ctr), wait)
+	}
 }
 
 // userNamespace reports whether the container gets a user namespace
