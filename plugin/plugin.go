@@ -390,7 +390,9 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 	go func() {
 		var errs []error
 		for _, r := range refs {
-			if err := store.Sync(r.Namespace, r.Name); err != nil {
+			// A path shaped like a volume's that names none (a CRI mount
+			// of the host path, say) has nothing to sync.
+			if err := store.Sync(r.Namespace, r.Name); err != nil && !errors.Is(err, volumes.ErrNotFound) {
 				errs = append(errs, err)
 			}
 		}

@@ -857,6 +857,10 @@ func TestStartContainerMakesVolumesDurable(t *testing.T) {
 	if err := rt.start(newPod("p1", "default", nil), newContainer("c1", "p1", "app"), mounting("pending")); err != nil {
 		t.Fatalf("StartContainer: %v", err)
 	}
+	// A mount of a path shaped like a volume's that names none.
+	if err := rt.start(newPod("p0", "default", nil), newContainer("c0", "p0", "app"), mounting("no-such-volume")); err != nil {
+		t.Errorf("StartContainer of a container mounting a store path of no volume: %v", err)
+	}
 	if _, err := os.Stat(filepath.Join(dir("pending"), "sync-pending")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("after StartContainer the volume is not known durable: sync-pending %v", err)
 	}
