@@ -238,9 +238,10 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable, spare bool) er
 		return err
 	}
 	defer unix.Close(fd)
-	if spare {
-		// The spare's _data is a bare 0755 directory, as mkdirData makes it.
-	} else if v.Limit > 0 {
+	switch {
+	case spare:
+		// Its _data is a bare 0755 directory, as mkdirData makes it.
+	case v.Limit > 0:
 		z, err := sizerFor(v.Backend)
 		if err != nil {
 			return err
@@ -248,8 +249,10 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable, spare bool) er
 		if err := z.prepare(fd, v.Limit); err != nil {
 			return fmt.Errorf("making a %s volume of %s: %w", v.Backend, FormatBytes(v.Limit), err)
 		}
-	} else if err := mkdirData(fd); err != nil {
-		return err
+	default:
+		if err := mkdirData(fd); err != nil {
+			return err
+		}
 	}
 	// A sized volume on the image backend gets them again on its first
 	// activation, on its own file system's root (see activateLocked).

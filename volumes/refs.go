@@ -218,16 +218,6 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 	return vols, pins, nil
 }
 
-// removeUnfinished is removeUnfinishedLocked by namespace name.
-func (s *Store) removeUnfinished(ns, name string) bool {
-	nsFd, err := fsx.OpenDir(s.dirFd, ns)
-	if err != nil {
-		return false
-	}
-	defer unix.Close(nsFd)
-	return s.removeUnfinishedLocked(nsFd, ns, name)
-}
-
 // getLocked reads one volume; see readVolume for its errors.
 func (s *Store) getLocked(ns, name string) (*Volume, error) {
 	nsFd, err := fsx.OpenDir(s.dirFd, ns)

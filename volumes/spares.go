@@ -247,16 +247,24 @@ func (s *Store) takeSpareVolumeLocked(nsFd int, tmp string) bool {
 	return false
 }
 
+// takeSpareFileLocked takes a file spare out of the pool, if there is one,
+// and wakes the refiller either way: a refiller that failed waits for a
+// request that takes one or finds none.
+func (s *Store) takeSpareFileLocked() (string, bool) {
+	s.kickSpares()
+	if len(s.spare.files) == 0 {
+		return "", false
+	}
+	last := len(s.spare.files) - 1
+	name := s.spare.files[last]
+	s.spare.files = s.spare.files[:last]
+	return name, true
+}
+
 // markSyncPendingLocked is markSyncPending with a file spare, when there is
 // one, renamed to the marker.
 func (s *Store) markSyncPendingLocked(fd int) error {
-	if len(s.spare.files) == 0 {
-		s.kickSpares()
-	} else {
-		last := len(s.spare.files) - 1
-		spare := s.spare.files[last]
-		s.spare.files = s.spare.files[:last]
-		s.kickSpares()
+	if spare, ok := s.takeSpareFileLocked(); ok {
 		if renameNoReplace(s.spare.fd, spare, fd, syncPending) == nil {
 			return nil
 		}
@@ -273,14 +281,10 @@ func (s *Store) writeListLocked(dir int, name string, keys []string) error {
 	if len(keys) == 0 {
 		return writeList(dir, name, keys)
 	}
-	if len(s.spare.files) == 0 {
-		s.kickSpares()
+	spare, ok := s.takeSpareFileLocked()
+	if !ok {
 		return writeList(dir, name, keys)
 	}
-	last := len(s.spare.files) - 1
-	spare := s.spare.files[last]
-	s.spare.files = s.spare.files[:last]
-	s.kickSpares()
 	err := fillFileAt(s.spare.fd, spare, listContent(keys), false)
 	if err == nil {
 		err = unix.Renameat(s.spare.fd, spare, dir, name)

@@ -107,3 +107,13 @@ func (s *Store) removeUnfinishedLocked(nsFd int, ns, name string) bool {
 	s.kickReaper()
 	return true
 }
+
+// removeUnfinished is removeUnfinishedLocked by namespace name.
+func (s *Store) removeUnfinished(ns, name string) bool {
+	nsFd, err := fsx.OpenDir(s.dirFd, ns)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(nsFd)
+	return s.removeUnfinishedLocked(nsFd, ns, name)
+}
