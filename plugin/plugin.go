@@ -298,11 +298,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		}
 		adjust.AddMount(mount)
 	}
-	if err := syncNew(store, sources.vols, log); err != nil {
-		// The container will not be created: nothing it acquired stays.
-		err = errors.Join(err, store.Release(ctr.GetId()), store.Unpin(ctr.GetId()))
-		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
-	}
+	syncNew(store, sources.vols, log)
 	if len(hook.copyUps) > 0 || len(hook.chowns) > 0 {
 		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), pod.GetId(), hook)}})
 	}
@@ -335,33 +331,25 @@ func knownEmptyTargets(store *volumes.Store, imageHex string, plan *Plan, log *l
 	return empty
 }
 
-// syncNew sees to the durability of the request's named volumes. One that
-// this request made has no fsyncs yet (Request.SyncLater): it is synced in
-// the background, while containerd goes on creating the container, and
-// StartContainer, which containerd calls before the container's process
-// runs, waits for that; so does the copy-up hook, where there is one. Any
-// other named volume is synced before the reply: that is one lookup, unless
-// the plugin that made it died before its sync and its container never
-// started.
-func syncNew(store *volumes.Store, vols []*volumes.Volume, log *logrus.Entry) error {
+// syncNew starts the fsyncs of the named volumes this request made, which
+// it made without them (Request.SyncLater), in the background, while
+// containerd goes on creating the container. StartContainer, which
+// containerd calls before the container's process runs, waits for them
+// (and syncs any other volume the container mounts that still waits for
+// its sync, one a plugin that died left behind); so does the copy-up hook,
+// where there is one.
+func syncNew(store *volumes.Store, vols []*volumes.Volume, log *logrus.Entry) {
 	for _, v := range vols {
-		if v.Anonymous {
+		if v.Anonymous || !v.Created || !v.Unsynced {
 			continue
 		}
 		ns, name := v.Namespace, v.Name
-		if v.Created && v.Unsynced {
-			go func() {
-				if err := store.Sync(ns, name); err != nil {
-					log.WithError(err).WithField("volume", ns+"/"+name).Warn("syncing a new volume in the background; the container's start syncs it")
-				}
-			}()
-			continue
-		}
-		if err := store.Sync(ns, name); err != nil {
-			return err
-		}
+		go func() {
+			if err := store.Sync(ns, name); err != nil {
+				log.WithError(err).WithField("volume", ns+"/"+name).Warn("syncing a new volume in the background; the container's start syncs it")
+			}
+		}()
 	}
-	return nil
 }
 
 // StartContainer holds the start of a container until the volumes it mounts
