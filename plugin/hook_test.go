@@ -208,6 +208,21 @@ func TestGoneImagesLoseEmptyTargets(t *testing.T) {
 	}
 }
 
+// runtimeWithEmptyTarget is a connected runtime whose store has recorded,
+// as the hook does, that the image of the returned config digest has
+// nothing at target.
+func runtimeWithEmptyTarget(t *testing.T, target string) (*runtime, *volumes.Store, string) {
+	t.Helper()
+	rt := newRuntime(t, nil)
+	rt.connect()
+	store := rt.store()
+	digest := rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{}}`)
+	if err := store.RecordImageTargetEmpty(strings.TrimPrefix(digest, "sha256:"), target); err != nil {
+		t.Fatal(err)
+	}
+	return rt, store, digest
+}
+
 // TestKnownEmptyTargetStillResetsAnEarlierVolumesRoot: an image known to
 // have nothing at /data may have the bare mount point runc makes there,
 // whose copy gives the volume's root root:root 0755, as Docker's does. A
@@ -215,13 +230,7 @@ func TestGoneImagesLoseEmptyTargets(t *testing.T) {
 // another container changed (here to 0700, as one mounting it with nocopy
 // may), must still get the hook: skipping it leaves the root as it is.
 func TestKnownEmptyTargetStillResetsAnEarlierVolumesRoot(t *testing.T) {
-	rt := newRuntime(t, nil)
-	rt.connect()
-	store := rt.store()
-	digest := rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{}}`)
-	if err := store.RecordImageTargetEmpty(strings.TrimPrefix(digest, "sha256:"), "/data"); err != nil {
-		t.Fatal(err)
-	}
+	rt, store, digest := runtimeWithEmptyTarget(t, "/data")
 	if _, err := store.Create("default", "earlier", volumes.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -249,13 +258,7 @@ func TestKnownEmptyTargetStillResetsAnEarlierVolumesRoot(t *testing.T) {
 // this container's image is known to have nothing: skipping it starts the
 // container on a half-filled volume.
 func TestKnownEmptyTargetStillFinishesACutShortCopy(t *testing.T) {
-	rt := newRuntime(t, nil)
-	rt.connect()
-	store := rt.store()
-	digest := rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{}}`)
-	if err := store.RecordImageTargetEmpty(strings.TrimPrefix(digest, "sha256:"), "/data"); err != nil {
-		t.Fatal(err)
-	}
+	rt, store, digest := runtimeWithEmptyTarget(t, "/data")
 	for _, marker := range []string{"copyup-started", "copyup-switching"} {
 		name := strings.TrimPrefix(marker, "copyup-")
 		if _, err := store.Create("default", name, volumes.CreateOptions{}); err != nil {

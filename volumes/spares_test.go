@@ -225,18 +225,27 @@ func TestSpareNotAsMadeIsNotUsed(t *testing.T) {
 	}
 }
 
-// On a full disk a new volume fails with ENOSPC, from a spare or made
-// afresh, and leaves nothing behind: the failed write of its volume.json is
-// an error, never a crash of the plugin.
-func TestNewVolumeOnAFullDisk(t *testing.T) {
+// smallStore returns a directory on a tmpfs of its own, mounted with opts,
+// for a store that runs out of room or inodes; without root the test is
+// skipped.
+func smallStore(t *testing.T, opts string) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a tmpfs")
 	}
 	root := t.TempDir()
-	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=256k,mode=0755"); err != nil {
+	if err := unix.Mount("tmpfs", root, "tmpfs", 0, opts); err != nil {
 		t.Skipf("cannot mount tmpfs: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
+	return root
+}
+
+// On a full disk a new volume fails with ENOSPC, from a spare or made
+// afresh, and leaves nothing behind: the failed write of its volume.json is
+// an error, never a crash of the plugin.
+func TestNewVolumeOnAFullDisk(t *testing.T) {
+	root := smallStore(t, "size=256k,mode=0755")
 	s := openStore(t, root)
 	s.StartSpares(func(err error) { t.Logf("spares: %v", err) })
 	waitSparesFull(t, s)
@@ -277,14 +286,7 @@ func TestNewVolumeOnAFullDisk(t *testing.T) {
 // A pool that a failure left empty fills again once the disk has room: a
 // request that finds no spare wakes the refiller, as a take does.
 func TestSparesComeBackAfterAFullDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs")
-	}
-	root := t.TempDir()
-	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "nr_inodes=64,mode=0755"); err != nil {
-		t.Skipf("cannot mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
+	root := smallStore(t, "nr_inodes=64,mode=0755")
 	s := openStore(t, root)
 	// Every inode taken but the one of .spare: no spare can be made.
 	filler := filepath.Join(root, "filler")

@@ -274,11 +274,10 @@ func owner(t *testing.T, path string) string {
 	return fmt.Sprintf("%d:%d %o", st.Uid, st.Gid, fi.Mode().Perm())
 }
 
-// TestHookUserNamespace copies up for a container with a user namespace: its
-// rootfs shows the image's ids shifted into the container's range, and the
-// volume gets them back as the container sees them.
-func TestHookUserNamespace(t *testing.T) {
-	e := newHookEnv(t)
+// writeUserNamespaceSpec gives the container a user namespace that maps its
+// ids 0-65535 to the host's 65536-131071, its process running as its root.
+func (e *hookEnv) writeUserNamespaceSpec(t *testing.T) {
+	t.Helper()
 	ids := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
 	e.writeSpec(t, &specs.Spec{
 		Process: &specs.Process{User: specs.User{UID: 0, GID: 0}},
@@ -287,6 +286,14 @@ func TestHookUserNamespace(t *testing.T) {
 			UIDMappings: ids, GIDMappings: ids,
 		},
 	})
+}
+
+// TestHookUserNamespace copies up for a container with a user namespace: its
+// rootfs shows the image's ids shifted into the container's range, and the
+// volume gets them back as the container sees them.
+func TestHookUserNamespace(t *testing.T) {
+	e := newHookEnv(t)
+	e.writeUserNamespaceSpec(t)
 	rootfs := filepath.Join(e.bundle, "rootfs")
 	for p, id := range map[string]int{"data": 65536 + 999, "data/hello.txt": 65536, "data/sub": 65536 + 1000, "data/sub/nested": 1} {
 		if err := os.Chown(filepath.Join(rootfs, p), id, id); err != nil {
@@ -722,14 +729,7 @@ func TestHookRecordsNoTargetOnAnotherMount(t *testing.T) {
 // volume is still marked done.
 func TestHookRecordsNothingUnderUserNamespace(t *testing.T) {
 	e := newHookEnv(t)
-	ids := []specs.LinuxIDMapping{{ContainerID: 0, HostID: 65536, Size: 65536}}
-	e.writeSpec(t, &specs.Spec{
-		Process: &specs.Process{User: specs.User{UID: 0, GID: 0}},
-		Linux: &specs.Linux{
-			Namespaces:  []specs.LinuxNamespace{{Type: specs.UserNamespace, Path: "/proc/1/ns/user"}},
-			UIDMappings: ids, GIDMappings: ids,
-		},
-	})
+	e.writeUserNamespaceSpec(t)
 	e.create(t, "default", "missing")
 	if err := e.run(t, "--image", testImage, "--volume", "default/missing=/no/such/dir"); err != nil {
 		t.Fatal(err)
