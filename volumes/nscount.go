@@ -14,7 +14,7 @@ type NamespaceCount struct {
 	LimitBytes int64
 	// Sized are its sized volumes, by name, with their sizes and backends,
 	// so that their usage can be measured without reading their metadata.
-	Sized map[string]*Volume
+	Sized map[string]Volume
 }
 
 // nsCounts keeps a NamespaceCount per namespace in memory, so a scrape
@@ -38,7 +38,7 @@ type nsCount struct {
 func (c *nsCounts) entry(ns string) *nsCount {
 	n := c.ns[ns]
 	if n == nil {
-		n = &nsCount{NamespaceCount: NamespaceCount{Sized: map[string]*Volume{}}, names: map[string]bool{}}
+		n = &nsCount{NamespaceCount: NamespaceCount{Sized: map[string]Volume{}}, names: map[string]bool{}}
 		c.ns[ns] = n
 	}
 	return n
@@ -58,7 +58,7 @@ func (c *nsCounts) add(v *Volume) {
 	}
 	if v.Limit > 0 {
 		n.LimitBytes += v.Limit
-		n.Sized[v.Name] = &Volume{Namespace: v.Namespace, Name: v.Name, Anonymous: v.Anonymous, Limit: v.Limit, Backend: v.Backend}
+		n.Sized[v.Name] = Volume{Namespace: v.Namespace, Name: v.Name, Anonymous: v.Anonymous, Limit: v.Limit, Backend: v.Backend}
 	}
 }
 
@@ -78,7 +78,7 @@ func (c *nsCounts) drop(ns, name string) {
 	} else {
 		n.Named--
 	}
-	if old := n.Sized[name]; old != nil {
+	if old, ok := n.Sized[name]; ok {
 		n.LimitBytes -= old.Limit
 		delete(n.Sized, name)
 	}

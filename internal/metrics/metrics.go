@@ -229,7 +229,7 @@ func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, v := range n.Sized {
 			// A volume removed since, or whose backend cannot tell,
 			// adds nothing.
-			if u, err := store.Size(v); err == nil {
+			if u, err := store.Size(&v); err == nil {
 				used += u
 			}
 		}
