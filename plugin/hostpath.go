@@ -32,7 +32,8 @@ var deniedHostPaths = []string{
 // exactly. That path must be neither / nor cover, or lie below, a denied
 // path; and, whatever path reached them, no component may be a denied
 // object, the object may hold none, and no component may be on another
-// mount than the entry unless it is an entry itself (see checkIdentities).
+// mount than the entry unless it is an entry itself (see walkBindSource),
+// and no mount below the object may show a denied object (checkMountsBelow).
 // The object must be a directory or a regular file. The caller pins the
 // object: runc never resolves src itself, so swapping a component for a
 // symlink after this check changes nothing.
