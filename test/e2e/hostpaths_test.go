@@ -295,14 +295,14 @@ func TestBindDenyHookAndStore(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(filepath.Join(allowed, "store"), unix.MNT_DETACH) })
 	pod := e.cr.RunPod("deny", "default", "uid-deny", map[string]string{podKey: "- " + filepath.Join(allowed, "ok") + ":/x"})
 
-	for _, tc := range []struct{ name, source string }{
+	for i, tc := range []struct{ name, source string }{
 		{"the hook's directory", hookDir},
 		{"the hook", hook},
 		{"a bind mount of the store", filepath.Join(allowed, "store")},
 		{"the store's volumes through a bind mount", filepath.Join(allowed, "store", "volumes")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := e.cr.CreateContainer(pod, "bad", appImage, map[string]string{podKey: "- " + tc.source + ":/x"}, nil)
+			_, err := e.cr.CreateContainer(pod, fmt.Sprintf("bad%d", i), appImage, map[string]string{podKey: "- " + tc.source + ":/x"}, nil)
 			if err == nil {
 				t.Fatalf("a container with a bind of %s was created", tc.source)
 			}
