@@ -220,6 +220,7 @@ func (s *Store) createLocked(v *Volume) error {
 		removeAllAt(nsFd, tmp, s.dev)
 		return volumeError(ns, name, err)
 	}
+	s.counted(func(c *nsCounts) { c.add(v) })
 	if !durable {
 		return nil
 	}

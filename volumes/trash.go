@@ -85,7 +85,8 @@ func (d *detacher) detach(ns, name string) (string, error) {
 	}
 	// A sized volume's own file system comes down first; a volume whose
 	// metadata cannot be read is removed like an unsized one.
-	if v, err := s.loadVolumeAt(volFd, ns, name); err == nil && v.Limit > 0 {
+	v, loadErr := s.loadVolumeAt(volFd, ns, name)
+	if loadErr == nil && v.Limit > 0 {
 		z, err := sizerFor(v.Backend)
 		if err == nil {
 			err = z.deactivate(volFd, filepath.Join(s.dir, ns, name))
@@ -104,6 +105,7 @@ func (d *detacher) detach(ns, name string) (string, error) {
 	if err != nil {
 		return "", volumeError(ns, name, err)
 	}
+	s.counted(func(c *nsCounts) { c.drop(ns, name) })
 	d.touched[ns] = true
 	return trash, nil
 }

@@ -281,4 +281,10 @@ func checkSizedMetrics(t *testing.T, h http.Handler, store *volumes.Store) {
 	if strings.Contains(body, `nri_volumes_volume_limit_bytes{namespace="shop"}`) {
 		t.Errorf("a namespace without sized volumes has a limit")
 	}
+	if _, err := store.Grow("sized", "a", 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := get(t, h, "/metrics"); !strings.Contains(body, `nri_volumes_volume_limit_bytes{namespace="sized"} 5.0331648e+07`+"\n") {
+		t.Errorf("/metrics lacks the sum of the sizes of namespace sized after growing a to 32 MiB")
+	}
 }
