@@ -463,24 +463,51 @@ func (h *importHold) release() error {
 	return nil
 }
 
-// importRunning refuses volume name in namespace ns for a container while
-// an import fills it or after one was cut short. The caller holds the
-// store's lock; it is one openat for a volume without a marker.
-func (s *Store) importRunning(ns, name string) error {
+// Import states of a volume, as its marker shows them.
+const (
+	importNone = iota
+	importFilling
+	importCutShort
+)
+
+// importState reads the import marker of volume name in namespace ns: one
+// openat for a volume without one.
+func (s *Store) importState(ns, name string) (int, error) {
 	fd, err := fsx.OpenBeneath(s.dirFd, ns+"/"+name+"/"+importMarker, unix.O_RDONLY)
 	if errors.Is(err, unix.ENOENT) {
-		return nil
+		return importNone, nil
 	}
 	if err != nil {
-		return volumeError(ns, name, fmt.Errorf("import marker: %w", err))
+		return importNone, fmt.Errorf("import marker: %w", err)
 	}
 	defer unix.Close(fd)
-	if err := unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
-		return volumeError(ns, name, fmt.Errorf("%w: an import is filling it; start the container once \"volume import\" ends", ErrInUse))
-	} else if err != nil {
-		return volumeError(ns, name, fmt.Errorf("import marker: %w", err))
+	err = unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB)
+	switch {
+	case errors.Is(err, unix.EWOULDBLOCK):
+		return importFilling, nil
+	case err != nil:
+		return importNone, fmt.Errorf("import marker: %w", err)
 	}
-	return volumeError(ns, name, fmt.Errorf("%w: an import into it was cut short and its data is partial; run \"volume import\" again or \"volume rm\" it", ErrInUse))
+	return importCutShort, nil
+}
+
+// errImportCutShort says what a volume that an import left partial needs.
+const errImportCutShort = "an import into it was cut short and its data is partial; run \"volume import\" again or \"volume rm\" it"
+
+// importRunning refuses volume name in namespace ns for a container while
+// an import fills it or after one was cut short. The caller holds the
+// store's lock, which an import takes to make and remove its marker.
+func (s *Store) importRunning(ns, name string) error {
+	state, err := s.importState(ns, name)
+	switch {
+	case err != nil:
+		return volumeError(ns, name, err)
+	case state == importFilling:
+		return volumeError(ns, name, fmt.Errorf("%w: an import is filling it; start the container once \"volume import\" ends", ErrInUse))
+	case state == importCutShort:
+		return volumeError(ns, name, fmt.Errorf("%w: %s", ErrInUse, errImportCutShort))
+	}
+	return nil
 }
 
 type importer struct {

@@ -532,8 +532,8 @@ func TestImportHoldsContainersOut(t *testing.T) {
 
 // TestImportCutShort: an import killed part-way leaves its marker, unlocked,
 // beside partial data. A container is refused that volume with a message
-// that says what to do; the next import throws the partial data away and
-// fills the volume, and then containers get it.
+// that says what to do, and volume check reports it; the next import throws
+// the partial data away and fills the volume, and then containers get it.
 func TestImportCutShort(t *testing.T) {
 	s := newTestStore(t)
 	v, err := s.Create("default", "data", CreateOptions{})
@@ -547,8 +547,14 @@ func TestImportCutShort(t *testing.T) {
 	if _, err := s.Acquire("c1", req); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
 		t.Fatalf("acquire after a cut-short import = %v, want ErrInUse saying the import was cut short", err)
 	}
+	if probs, err := s.Check(); err != nil || len(probs) != 1 || probs[0].Name != "data" || !strings.Contains(probs[0].Reason, "cut short") {
+		t.Errorf("check after a cut-short import = %+v, %v; want the volume reported", probs, err)
+	}
 	if _, err := s.Import("default", "data", bytes.NewReader(tarOf(t, file("whole", "all"))), ArchiveLimits{}); err != nil {
 		t.Fatalf("import again: %v", err)
+	}
+	if probs, err := s.Check(); err != nil || len(probs) != 0 {
+		t.Errorf("check after the second import = %+v, %v", probs, err)
 	}
 	if names, err := os.ReadDir(v.Mountpoint); err != nil || len(names) != 1 || names[0].Name() != "whole" {
 		t.Errorf("_data after the second import: %v %v", names, err)
