@@ -661,10 +661,11 @@ func (im *importer) entry(hdr *tar.Header, r io.Reader) error {
 			return fail("write", err)
 		}
 		im.files[rel] = true
-		if err := setXattrs(fd, hdr); err != nil {
+		if err := im.setAttrs(rel, hdr.Name, attrsOf(hdr), false, fd); err != nil {
 			return err
 		}
-		return im.setAttrs(rel, hdr.Name, attrsOf(hdr), false, fd)
+		// After the owner: chown drops security.capability.
+		return setXattrs(fd, hdr)
 	case tar.TypeSymlink:
 		if hdr.Linkname == "" || strings.ContainsRune(hdr.Linkname, 0) {
 			return fmt.Errorf("%w: entry %q: bad symlink target", ErrArchive, hdr.Name)

@@ -563,3 +563,39 @@ func TestImportCutShort(t *testing.T) {
 		t.Errorf("acquire after the import: %v", err)
 	}
 }
+
+// TestImportKeepsFileCapabilities imports a file owned by another user that
+// carries a security.capability xattr, as ping or an image's server binary
+// does: the kernel drops that xattr on chown, so it must be set after the
+// owner, or the imported binary silently loses its capabilities.
+func TestImportKeepsFileCapabilities(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to chown and set security.* xattrs")
+	}
+	s := newTestStore(t)
+	if _, err := s.Create("default", "v", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// VFS_CAP_REVISION_2 with the effective flag, CAP_NET_BIND_SERVICE (10)
+	// permitted: magic, then permitted and inheritable of two 32-bit words.
+	capability := []byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	e := file("ping", "elf")
+	e.hdr.Uid, e.hdr.Gid, e.hdr.Mode = 1000, 1000, 0o755
+	e.hdr.PAXRecords = map[string]string{xattrPrefix + "security.capability": string(capability)}
+	if _, err := s.Import("default", "v", bytes.NewReader(tarOf(t, e)), ArchiveLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(s.Root(), "volumes", "default", "v", "_data", "ping")
+	buf := make([]byte, 64)
+	n, err := unix.Getxattr(p, "security.capability", buf)
+	if err != nil {
+		t.Fatalf("the imported file lost its capabilities: %v", err)
+	}
+	if !bytes.Equal(buf[:n], capability) {
+		t.Fatalf("security.capability = %x, want %x", buf[:n], capability)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil || st.Uid != 1000 {
+		t.Fatalf("owner %d (%v), want 1000", st.Uid, err)
+	}
+}
