@@ -4,7 +4,8 @@
 // fallback), listing a directory, removing a tree, measuring its usage,
 // copying owners, modes, times and extended attributes, and reading the mount
 // table. Every call is descriptor-relative and never follows a symlink it was
-// not asked to resolve. The walks never leave the device they start on and
+// not asked to resolve. The walks never leave the file system they start on
+// (they cross into a btrfs subvolume nested in it, never into a mount) and
 // hold a bounded number of descriptors however deep the tree is, so a
 // container that nests directories deeper than the process's RLIMIT_NOFILE
 // cannot make a walk fail half-way.
@@ -49,7 +50,10 @@ type level struct {
 // walk is a depth-first walk that keeps at most MaxHeld descriptors open
 // besides the one of its start. The open levels are always the deepest ones.
 type walk struct {
-	dev   uint64
+	// mnt is the mount ID of the start when it is on btrfs, whose nested
+	// subvolumes the walk enters (each has a device number of its own);
+	// 0 otherwise.
+	mnt   uint64
 	stack []*level
 	held  int // open levels above the start
 	bufs  DirBufs
@@ -71,7 +75,7 @@ func start(fd int, dev uint64) (*walk, error) {
 		unix.Close(own)
 		return nil, fmt.Errorf("directory is %w", ErrOtherFS)
 	}
-	w := &walk{dev: dev}
+	w := &walk{mnt: btrfsMount(own)}
 	w.stack = []*level{{id: ident{st.Dev, st.Ino}, fd: own, rd: DirReader{fd: own, buf: w.bufs.Get()}}}
 	return w, nil
 }
@@ -116,7 +120,7 @@ func (w *walk) descend(name string) error {
 		unix.Close(fd)
 		return &os.PathError{Op: "fstat", Path: w.path(name), Err: err}
 	}
-	if st.Dev != w.dev {
+	if !w.inside(&st, fd, "") {
 		unix.Close(fd)
 		return fmt.Errorf("%q is %w", w.path(name), ErrOtherFS)
 	}
@@ -168,10 +172,80 @@ func (w *walk) ascend() (string, error) {
 	return child.name, nil
 }
 
+// inside reports whether the directory with stat st, open at fd (or, with
+// fd the current directory's, its entry name), belongs to the walk's file
+// system: it is on the device of the current directory, its parent, or it
+// is a btrfs subvolume nested there. A subvolume has a device number of its own, like a mount, but the same
+// mount ID as its parent; a mount of anything, a bind mount of a subvolume of
+// this very btrfs included, has a mount ID of its own.
+func (w *walk) inside(st *unix.Stat_t, fd int, name string) bool {
+	if st.Dev == w.top().id.dev {
+		return true
+	}
+	if w.mnt == 0 || st.Ino != btrfsSubvolRootIno {
+		return false
+	}
+	id, err := mountID(fd, name)
+	return err == nil && id == w.mnt
+}
+
+// btrfsSubvolRootIno is the inode number of a btrfs subvolume's root
+// directory (BTRFS_FIRST_FREE_OBJECTID).
+const btrfsSubvolRootIno = 256
+
+// btrfsMount returns the mount ID of the directory open at fd when it is on
+// btrfs, 0 otherwise.
+func btrfsMount(fd int) uint64 {
+	var sfs unix.Statfs_t
+	if unix.Fstatfs(fd, &sfs) != nil || sfs.Type != unix.BTRFS_SUPER_MAGIC {
+		return 0
+	}
+	id, err := mountID(fd, "")
+	if err != nil {
+		return 0
+	}
+	return id
+}
+
+// mountID returns the mount ID of name below the directory open at fd, or of
+// that directory itself when name is "". A mount point's is that of the
+// mount on it.
+func mountID(fd int, name string) (uint64, error) {
+	flags := unix.AT_SYMLINK_NOFOLLOW | unix.AT_NO_AUTOMOUNT
+	if name == "" {
+		flags |= unix.AT_EMPTY_PATH
+	}
+	var stx unix.Statx_t
+	if err := unix.Statx(fd, name, flags, unix.STATX_MNT_ID, &stx); err != nil {
+		return 0, &os.PathError{Op: "statx", Path: name, Err: err}
+	}
+	if stx.Mask&unix.STATX_MNT_ID == 0 {
+		return 0, &os.PathError{Op: "statx", Path: name, Err: unix.ENOSYS}
+	}
+	return stx.Mnt_id, nil
+}
+
+// NestedSubvolume reports whether the directory open at fd, with stat st, is
+// the root of a btrfs subvolume on the mount of the directory open at
+// parent: not a mount point.
+func NestedSubvolume(parent, fd int, st *unix.Stat_t) bool {
+	if st.Ino != btrfsSubvolRootIno {
+		return false
+	}
+	mnt := btrfsMount(parent)
+	if mnt == 0 {
+		return false
+	}
+	id, err := mountID(fd, "")
+	return err == nil && id == mnt
+}
+
 // RemoveAll removes name below the directory open at parent, recursively. A
 // symlink is unlinked, never followed; a directory on another device than
-// dev is refused with an error wrapping ErrOtherFS. A missing name is no
-// error.
+// dev is refused with an error wrapping ErrOtherFS, unless it is a btrfs
+// subvolume nested in the tree, which is emptied and deleted like a
+// directory (depth first: rmdir deletes an empty subvolume). A missing name
+// is no error.
 func RemoveAll(parent int, name string, dev uint64) error {
 	var st unix.Stat_t
 	err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -187,9 +261,6 @@ func RemoveAll(parent int, name string, dev uint64) error {
 		}
 		return nil
 	}
-	if st.Dev != dev {
-		return fmt.Errorf("%q is %w", name, ErrOtherFS)
-	}
 	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
@@ -197,7 +268,15 @@ func RemoveAll(parent int, name string, dev uint64) error {
 	if err != nil {
 		return &os.PathError{Op: "openat", Path: name, Err: err}
 	}
-	err = RemoveContents(fd, dev)
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return &os.PathError{Op: "fstat", Path: name, Err: err}
+	}
+	if st.Dev != dev && !NestedSubvolume(parent, fd, &st) {
+		unix.Close(fd)
+		return fmt.Errorf("%q is %w", name, ErrOtherFS)
+	}
+	err = RemoveContents(fd, st.Dev)
 	unix.Close(fd)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
@@ -264,12 +343,12 @@ func RemoveContents(fd int, dev uint64) error {
 
 // DiskUsage adds up the blocks used below the directory open at fd, like du:
 // lstat only, never following a symlink, never entering another device than
-// dev (a mount point counts, its content does not), and counting an inode
-// with several links once.
+// dev but a nested btrfs subvolume (a mount point counts, its content does
+// not), and counting an inode with several links once.
 func DiskUsage(fd int, dev uint64) (int64, error) {
 	seen := map[ident]struct{}{}
 	var total int64
-	err := visit(fd, dev, func(_ *walk, _ string, st *unix.Stat_t) (bool, error) {
+	err := visit(fd, dev, func(w *walk, name string, st *unix.Stat_t) (bool, error) {
 		dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 		if st.Nlink > 1 && !dir {
 			k := ident{st.Dev, st.Ino}
@@ -279,7 +358,7 @@ func DiskUsage(fd int, dev uint64) (int64, error) {
 			seen[k] = struct{}{}
 		}
 		total += st.Blocks * 512
-		return dir && st.Dev == dev, nil
+		return dir && w.inside(st, w.top().fd, name), nil
 	})
 	return total, err
 }
@@ -317,7 +396,7 @@ func Count(fd int, dev uint64, maxEntries int64) (Tally, error) {
 		t.Entries++
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
-			if st.Dev != dev {
+			if !w.inside(st, w.top().fd, name) {
 				return false, fmt.Errorf("%q is %w", w.path(name), ErrOtherFS)
 			}
 			return true, nil
