@@ -26,10 +26,11 @@ func btrfsRoot(t *testing.T) string {
 	return mnt
 }
 
-// TestSizedBtrfsVolume checks the btrfs backend, which auto picks when the
-// store is on btrfs: _data is a subvolume whose qgroup stops writes past the
-// size with EDQUOT, use is read from the qgroup, growing raises the limit,
-// and removal deletes the subvolume.
+// TestSizedBtrfsVolume checks the btrfs backend, which the store keeps
+// serving for the volumes an earlier release made (no configuration picks it
+// now): _data is a subvolume whose qgroup stops writes past the size with
+// EDQUOT, use is read from the qgroup, growing raises the limit, and removal
+// deletes the subvolume.
 func TestSizedBtrfsVolume(t *testing.T) {
 	root := btrfsRoot(t)
 	s, err := Open(root)
@@ -37,6 +38,7 @@ func TestSizedBtrfsVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	s.SetSizePolicy(SizePolicy{Backend: BackendBtrfs})
 	v, err := s.Create("default", "b", CreateOptions{Size: 10 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +109,33 @@ func makeSubvolume(dir, name string) error {
 	var args btrfsVolArgs
 	copy(args.Name[:], name)
 	return btrfsIoctl(fd, btrfsIocSubvolCreate, unsafe.Pointer(&args))
+}
+
+// TestBtrfsStoreSubvolumeCannotEscapeSize is what a pod tries on a store on
+// btrfs: it makes a subvolume inside its 16 MiB volume and writes 32 MiB
+// there. A btrfs qgroup limit does not cover a subvolume made below it, so
+// the write must meet a limit anyway: the size holds whatever a pod does
+// inside its volume.
+func TestBtrfsStoreSubvolumeCannotEscapeSize(t *testing.T) {
+	s, _ := openBtrfs(t)
+	if _, err := s.Create("default", "small", CreateOptions{Size: 16 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	vols, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "small"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release("ctr")
+	dir := filepath.Join(vols[0].Mountpoint, "sub")
+	if err := makeSubvolume(vols[0].Mountpoint, "sub"); err != nil {
+		// Not on btrfs inside the volume: a plain directory then.
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := writeBytes(filepath.Join(dir, "big"), 32<<20); err == nil {
+		t.Fatalf("32 MiB written into a subvolume inside a 16 MiB volume (backend %q)", vols[0].Backend)
+	}
 }
 
 // TestBtrfsNestedSubvolumesRemoved fills volumes on a btrfs store with
