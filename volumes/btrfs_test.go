@@ -139,8 +139,8 @@ func TestBtrfsStoreSubvolumeCannotEscapeSize(t *testing.T) {
 }
 
 // TestBtrfsNestedSubvolumesRemoved fills volumes on a btrfs store with
-// subvolumes nested two deep, as a pod may: their bytes count in Size, and
-// Remove deletes them depth first, never following a symlink out of the
+// subvolumes nested two deep, one read-only, as a pod may: their bytes
+// count in Size, and Remove deletes them depth first, never following a symlink out of the
 // volume, leaving nothing in the trash.
 func TestBtrfsNestedSubvolumesRemoved(t *testing.T) {
 	s, root := openBtrfs(t)
@@ -180,6 +180,17 @@ func TestBtrfsNestedSubvolumesRemoved(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := os.Symlink(outside, filepath.Join(data, "a", "b", "out")); err != nil {
+			t.Fatal(err)
+		}
+		// A pod may make its subvolume read-only, too.
+		fd, err := unix.Open(filepath.Join(data, "a"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flags := uint64(1 << 1)                                  // BTRFS_SUBVOL_RDONLY
+		err = btrfsIoctl(fd, 0x4008941a, unsafe.Pointer(&flags)) // BTRFS_IOC_SUBVOL_SETFLAGS
+		unix.Close(fd)
+		if err != nil {
 			t.Fatal(err)
 		}
 		if used, err := s.Size(v); err != nil || used < 8<<20 {

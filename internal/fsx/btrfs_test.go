@@ -63,9 +63,25 @@ func subvolume(t *testing.T, dir, name string) string {
 	return filepath.Join(dir, name)
 }
 
+// setReadOnly sets the read-only flag of subvolume dir
+// (BTRFS_IOC_SUBVOL_SETFLAGS).
+func setReadOnly(t *testing.T, dir string) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	flags := uint64(btrfsSubvolRdonly)
+	if err := ioctlPtr(fd, btrfsIocSubvolSetflags, unsafe.Pointer(&flags)); err != nil {
+		t.Fatalf("make %s read-only: %v", dir, err)
+	}
+}
+
 // TestWalksCrossNestedSubvolumes checks that a btrfs subvolume nested in the
 // tree, which has a device number of its own, counts as part of the tree:
-// DiskUsage counts its bytes and RemoveAll deletes it, depth first. A bind
+// DiskUsage counts its bytes and RemoveAll deletes it, depth first, a
+// read-only one too. A bind
 // mount of a subvolume of the same btrfs looks the same to stat, but is a
 // mount: the walks never cross it.
 func TestWalksCrossNestedSubvolumes(t *testing.T) {
@@ -84,6 +100,11 @@ func TestWalksCrossNestedSubvolumes(t *testing.T) {
 	}
 	if err := os.WriteFile(filepath.Join(b, "c", "d", "f"), make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// Its owner (a pod) may make a subvolume read-only.
+	setReadOnly(t, b)
+	if err := os.WriteFile(filepath.Join(b, "g"), nil, 0o644); !errors.Is(err, unix.EROFS) {
+		t.Fatalf("write into a read-only subvolume: %v, want EROFS", err)
 	}
 	bind := filepath.Join(tree, "bind")
 	if err := os.Mkdir(bind, 0o755); err != nil {

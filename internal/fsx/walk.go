@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -189,6 +190,46 @@ func (w *walk) inside(st *unix.Stat_t, fd int, name string) bool {
 	return err == nil && id == w.mnt
 }
 
+// writableSubvolume clears the read-only flag of the directory the walk
+// just entered when it is a nested btrfs subvolume: its owner, a pod, can
+// make it read-only (BTRFS_IOC_SUBVOL_SETFLAGS), and nothing in it could be
+// removed then.
+func (w *walk) writableSubvolume() error {
+	if len(w.stack) < 2 {
+		return nil
+	}
+	l := w.top()
+	if l.id.dev == w.stack[len(w.stack)-2].id.dev {
+		return nil
+	}
+	var flags uint64
+	if err := ioctlPtr(l.fd, btrfsIocSubvolGetflags, unsafe.Pointer(&flags)); err != nil {
+		return &os.PathError{Op: "get btrfs subvolume flags", Path: w.path(""), Err: err}
+	}
+	if flags&btrfsSubvolRdonly == 0 {
+		return nil
+	}
+	flags &^= btrfsSubvolRdonly
+	if err := ioctlPtr(l.fd, btrfsIocSubvolSetflags, unsafe.Pointer(&flags)); err != nil {
+		return &os.PathError{Op: "make btrfs subvolume writable", Path: w.path(""), Err: err}
+	}
+	return nil
+}
+
+// The ioctls of linux/btrfs.h that removal needs; x/sys does not carry them.
+const (
+	btrfsIocSubvolGetflags = 0x80089419 // _IOR(0x94, 25, __u64)
+	btrfsIocSubvolSetflags = 0x4008941a // _IOW(0x94, 26, __u64)
+	btrfsSubvolRdonly      = 1 << 1
+)
+
+func ioctlPtr(fd int, req uintptr, arg unsafe.Pointer) error {
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg)); errno != 0 {
+		return errno
+	}
+	return nil
+}
+
 // btrfsSubvolRootIno is the inode number of a btrfs subvolume's root
 // directory (BTRFS_FIRST_FREE_OBJECTID).
 const btrfsSubvolRootIno = 256
@@ -309,6 +350,9 @@ func RemoveContents(fd int, dev uint64) error {
 			case errors.Is(err, unix.ENOENT):
 			case errors.Is(err, unix.EISDIR):
 				if err := w.descend(name); err != nil && !errors.Is(err, unix.ENOENT) {
+					return err
+				}
+				if err := w.writableSubvolume(); err != nil {
 					return err
 				}
 			default:
