@@ -43,10 +43,10 @@ func buildMksubvol(t *testing.T, dir string) []byte {
 
 // TestBtrfsSubvolumesInPod is a pod with no capability on a store on btrfs
 // that makes subvolumes inside its volumes, two deep, fills them and makes
-// one read-only: a
-// sized volume's limit still holds, ls -s counts the bytes in the
-// subvolumes, volume rm after the pod deletes everything, nothing stays in
-// the trash and volume check finds nothing.
+// one read-only: a sized volume's limit still holds, ls -s counts the bytes
+// in the subvolumes, the plugin deletes the pod's anonymous volume with it,
+// volume rm after the pod deletes the named ones, nothing stays in the trash
+// and volume check finds nothing.
 func TestBtrfsSubvolumesInPod(t *testing.T) {
 	harness.RequireRoot(t)
 	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
@@ -60,7 +60,7 @@ func TestBtrfsSubvolumesInPod(t *testing.T) {
 		Files:      []harness.File{harness.RegularFile("/bin/mksubvol", string(buildMksubvol(t, t.TempDir())), 0o755, 0, 0)},
 	})
 	pod := e.cr.RunPod("subvol", "default", "uid-subvol", map[string]string{
-		podKey: "- {source: sized, target: /sized, size: 16Mi}\n- plain:/plain",
+		podKey: "- {source: sized, target: /sized, size: 16Mi}\n- plain:/plain\n- /anon",
 	})
 	id, err := e.cr.CreateContainerSpec(pod, harness.ContainerSpec{Name: "app", Image: subvolImage, NoCapabilities: true})
 	if err != nil {
@@ -69,7 +69,8 @@ func TestBtrfsSubvolumesInPod(t *testing.T) {
 	e.cr.Start(id)
 
 	e.cr.Sh(id, "mksubvol /plain a && mksubvol /plain/a b && mkdir /plain/a/b/d && "+
-		"dd if=/dev/zero of=/plain/a/b/d/f bs=1M count=8 2>/dev/null && ln -s / /plain/a/b/root && mksubvol -ro /plain/a && sync")
+		"dd if=/dev/zero of=/plain/a/b/d/f bs=1M count=8 2>/dev/null && ln -s / /plain/a/b/root && mksubvol -ro /plain/a && "+
+		"mksubvol /anon a && mksubvol /anon/a b && echo x > /anon/a/b/f && sync")
 	// On the sized volume the subvolume is refused (its data is ext4) or,
 	// were it made, still under the size.
 	out, err := e.cr.ExecErr(id, "sh", "-c", "{ mksubvol /sized s || mkdir /sized/s; } && dd if=/dev/zero of=/sized/s/big bs=1M count=32 && sync")
@@ -82,7 +83,17 @@ func TestBtrfsSubvolumesInPod(t *testing.T) {
 		t.Errorf("inspect -s plain, 8 MiB in nested subvolumes: Size %s", jsonOf(v.Size))
 	}
 
+	// The pod's anonymous volume goes with it, deleted by the plugin's
+	// reaper.
 	e.cr.RmPod(pod)
+	trash := filepath.Join(e.plugin.Root, "volumes", ".trash")
+	if !eventually(func() bool {
+		left, _ := os.ReadDir(trash)
+		return len(e.anonymousVolumes("default")) == 0 && len(left) == 0
+	}) {
+		left, _ := os.ReadDir(trash)
+		t.Errorf("after the pod: anonymous volumes %v, in the trash %v", e.anonymousVolumes("default"), left)
+	}
 	if res := e.plugin.Volume("rm", "sized", "plain"); res.Err != nil {
 		t.Fatalf("volume rm: %v", res.Err)
 	}
