@@ -307,24 +307,30 @@ func (s *Store) ReapTrash() error {
 	return reapAll(fd, s.dev, nil)
 }
 
-// checkTrashLocked reports each entry of the trash: data of a removed
+// checkTrashLocked reports each entry of the trash that no process is
+// deleting now (whoever deletes one holds its flock): data of a removed
 // volume that no one deleted (a process killed while deleting it, or no
 // plugin running since) or that cannot be deleted, with something mounted
-// inside. One that a process is deleting at this moment shows too.
+// inside.
 func (s *Store) checkTrashLocked() ([]Problem, error) {
 	fd, err := fsx.OpenDir(s.dirFd, trashDir)
 	if err != nil {
 		return nil, fmt.Errorf("opening the trash: %w", err)
 	}
+	defer unix.Close(fd)
 	names, err := fsx.ReadDirNames(fd)
-	unix.Close(fd)
 	if err != nil {
 		return nil, fmt.Errorf("reading the trash: %w", err)
 	}
 	sort.Strings(names)
+	held, _ := fsx.Flocked()
 	mounts, _ := fsx.MountPoints()
 	var probs []Problem
 	for _, n := range names {
+		st, err := fsx.Lstat(fd, n)
+		if errors.Is(err, unix.ENOENT) || err == nil && held[fsx.FileID{Dev: st.Dev, Ino: st.Ino}] {
+			continue // deleted, or being deleted
+		}
 		reason := "data of a removed volume, not deleted yet: the next volume rm or prune, or the plugin, deletes it"
 		if m := fsx.MountsBelow(mounts, filepath.Join(s.dir, trashDir, n)); len(m) > 0 {
 			reason = "data of a removed volume that cannot be deleted: something is mounted inside it (" + strings.Join(m, ", ") + ")"

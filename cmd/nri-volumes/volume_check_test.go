@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nri-volumes/nri-volumes/internal/fstree"
 )
 
@@ -133,7 +135,8 @@ func TestVolumeCheckStrayPins(t *testing.T) {
 
 // TestTrashLeftoversWithoutPlugin leaves in the trash what a volume rm or
 // prune killed mid-delete leaves, with no plugin to reap it: check reports
-// each entry, and the next rm or prune deletes them.
+// each entry, and the next rm or prune deletes them; an entry another
+// process is deleting is left to it.
 func TestTrashLeftoversWithoutPlugin(t *testing.T) {
 	root := t.TempDir()
 	vols := filepath.Join(root, "volumes")
@@ -172,8 +175,25 @@ func TestTrashLeftoversWithoutPlugin(t *testing.T) {
 		t.Fatalf("check changed the trash: %v", got)
 	}
 
+	// An entry that another process is deleting (it holds the entry's
+	// flock) is that process's: check does not report it, rm leaves it.
+	fd, err := unix.Open(filepath.Join(vols, ".trash", "0123456789abcdef"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCLI(t, root, "", "check", "-A"); r.code != 0 {
+		t.Errorf("check with an entry being deleted: exit %d, stdout:\n%s", r.code, r.stdout)
+	}
 	mustCLI(t, root, "create", "other")
 	mustCLI(t, root, "rm", "other")
+	if got := trashed(); len(got) != 1 {
+		t.Errorf("in the trash after volume rm, with one entry being deleted by another process: %v", got)
+	}
+	unix.Close(fd)
+	mustCLI(t, root, "rm", "-f", "nothing")
 	if got := trashed(); len(got) != 0 {
 		t.Errorf("left in the trash after volume rm: %v", got)
 	}
