@@ -149,4 +149,17 @@ func TestWalksCrossNestedSubvolumes(t *testing.T) {
 	if _, err := os.Lstat(tree); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("tree still there: %v", err)
 	}
+
+	// RemoveAll named a read-only subvolume itself.
+	ro := subvolume(t, mnt, "ro")
+	if err := os.WriteFile(filepath.Join(ro, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	setReadOnly(t, ro)
+	if err := RemoveAll(fd, "ro", st.Dev); err != nil {
+		t.Fatalf("RemoveAll of a read-only subvolume: %v", err)
+	}
+	if _, err := os.Lstat(ro); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("read-only subvolume still there: %v", err)
+	}
 }
