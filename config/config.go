@@ -107,8 +107,9 @@ func (iv *ImageVolumes) UnmarshalJSON(b []byte) error {
 
 // Sizes configures volumes with an enforced size.
 type Sizes struct {
-	// Backend enforces sizes: auto (btrfs when the root is on btrfs, image
-	// otherwise), image (ext4 in a file on a loop device) or btrfs.
+	// Backend enforces sizes: auto or image (ext4 in a file on a loop
+	// device, on any file system). btrfs is refused: a qgroup limit does not
+	// hold against a pod that makes a subvolume inside its volume.
 	Backend string `json:"backend"`
 	// DefaultSize is the size of anonymous and image volumes that ask for
 	// none; 0 leaves them unbounded.
@@ -280,9 +281,12 @@ func (z *Sizes) validate(namespaceBytes Size) error {
 	switch z.Backend {
 	case "":
 		z.Backend = "auto"
-	case "auto", "image", "btrfs":
+	case "auto", "image":
+	case "btrfs":
+		return fmt.Errorf("%w: sizes.backend: %q: a btrfs qgroup limit does not hold against a pod that makes a subvolume inside its volume; "+
+			"want auto or image (ext4 in a file on a loop device, which works on btrfs too)", ErrInvalid, z.Backend)
 	default:
-		return fmt.Errorf("%w: sizes.backend: %q: want auto, image or btrfs", ErrInvalid, z.Backend)
+		return fmt.Errorf("%w: sizes.backend: %q: want auto or image", ErrInvalid, z.Backend)
 	}
 	if z.DefaultSize < 0 || z.MaxSize < 0 || namespaceBytes < 0 {
 		return fmt.Errorf("%w: sizes.defaultSize, sizes.maxSize and limits.namespaceBytes cannot be negative", ErrInvalid)

@@ -108,7 +108,8 @@ bindMounts:
 			}
 		}},
 		{name: "maxSize above the ceiling", doc: "sizes: {maxSize: 17Ti}", wantErr: `sizes.maxSize 17Ti is above the ceiling of 16Ti`},
-		{name: "bad backend", doc: "sizes: {backend: xfs}", wantErr: `sizes.backend: "xfs": want auto, image or btrfs`},
+		{name: "bad backend", doc: "sizes: {backend: xfs}", wantErr: `sizes.backend: "xfs": want auto or image`},
+		{name: "btrfs backend refused", doc: "sizes: {backend: btrfs}", wantErr: `sizes.backend: "btrfs": a btrfs qgroup limit does not hold against a pod that makes a subvolume`},
 		{name: "default size above max", doc: "sizes: {defaultSize: 2Gi, maxSize: 1Gi}", wantErr: `sizes.defaultSize 2Gi is above sizes.maxSize 1Gi`},
 		{name: "relative allowed path", doc: "bindMounts: {allowedHostPaths: [data]}", wantErr: `bindMounts.allowedHostPaths[0]`},
 		{name: "malformed yaml", doc: "root: [", wantErr: "invalid configuration"},

@@ -27,7 +27,9 @@ const (
 
 	btrfsQuotaCtlEnable     = 1
 	btrfsQgroupLimitMaxRfer = 1
+	btrfsRootTreeObjectID   = 1
 	btrfsQuotaTreeObjectID  = 8
+	btrfsRootRefKey         = 156
 	btrfsQgroupInfoKey      = 242
 	// btrfsFirstFreeObjectID is the inode number of a subvolume's root.
 	btrfsFirstFreeObjectID = 256
@@ -110,8 +112,10 @@ func (btrfsSizer) deactivate(int, string) error { return nil }
 
 func (btrfsSizer) grow(volFd int, _ string, size int64) error { return btrfsLimit(volFd, size) }
 
-// usage reads the referenced bytes of _data's qgroup from the quota tree,
-// after committing the transaction that holds the latest writes.
+// usage adds up the referenced bytes of the qgroups of _data and of every
+// subvolume nested in it (a pod may make them; their bytes are in no qgroup
+// of _data's), after committing the transaction that holds the latest
+// writes. It reads the quota and root trees, never walks the data.
 func (btrfsSizer) usage(volFd int) (int64, error) {
 	fd, err := fsx.OpenDir(volFd, dataDir)
 	if err != nil {
@@ -125,31 +129,92 @@ func (btrfsSizer) usage(volFd int) (int64, error) {
 	if err := btrfsIoctl(fd, btrfsIocInoLookup, unsafe.Pointer(&lookup)); err != nil {
 		return 0, fmt.Errorf("btrfs subvolume ID of %s: %w", dataDir, err)
 	}
+	var total int64
+	for todo := []uint64{lookup.TreeID}; len(todo) > 0; {
+		id := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		rfer, err := btrfsReferenced(fd, id)
+		if err != nil {
+			return 0, err
+		}
+		total += rfer
+		err = btrfsSearch(fd, btrfsRootTreeObjectID, id, btrfsRootRefKey, 0, ^uint64(0), func(offset uint64, _ []byte) {
+			todo = append(todo, offset) // a ROOT_REF's offset is the child's ID
+		})
+		if err != nil {
+			return 0, fmt.Errorf("list the btrfs subvolumes in %s: %w", dataDir, err)
+		}
+	}
+	return total, nil
+}
+
+// btrfsReferenced reads the referenced bytes of the level-0 qgroup of
+// subvolume id from the quota tree.
+func btrfsReferenced(fd int, id uint64) (int64, error) {
+	var rfer int64
+	found := false
+	err := btrfsSearch(fd, btrfsQuotaTreeObjectID, 0, btrfsQgroupInfoKey, id, id, func(_ uint64, item []byte) {
+		// btrfs_qgroup_info_item: generation, rfer, ...
+		if len(item) >= 16 {
+			rfer, found = int64(binary.LittleEndian.Uint64(item[8:])), true
+		}
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read the btrfs qgroup 0/%d: %w", id, err)
+	}
+	if !found {
+		return 0, fmt.Errorf("btrfs qgroup 0/%d not found (quotas off?)", id)
+	}
+	return rfer, nil
+}
+
+// btrfsSearch calls fn with the offset and data of each item of tree whose
+// key has objectid, typ and an offset from lo to hi (BTRFS_IOC_TREE_SEARCH,
+// a buffer at a time).
+func btrfsSearch(fd int, tree, objectid uint64, typ uint32, lo, hi uint64, fn func(offset uint64, item []byte)) error {
+	const header = 32 // transid, objectid, offset, type, len
 	var sa btrfsSearchArgs
-	sa.Key = btrfsSearchKey{
-		TreeID:      btrfsQuotaTreeObjectID,
-		MinObjectID: 0, MaxObjectID: 0,
-		MinOffset: lookup.TreeID, MaxOffset: lookup.TreeID,
-		MaxTransID: ^uint64(0),
-		MinType:    btrfsQgroupInfoKey, MaxType: btrfsQgroupInfoKey,
-		NrItems: 1,
+	for {
+		sa.Key = btrfsSearchKey{
+			TreeID:      tree,
+			MinObjectID: objectid, MaxObjectID: objectid,
+			MinOffset: lo, MaxOffset: hi,
+			MaxTransID: ^uint64(0),
+			MinType:    typ, MaxType: typ,
+			NrItems: 4096,
+		}
+		if err := btrfsIoctl(fd, btrfsIocTreeSearch, unsafe.Pointer(&sa)); err != nil {
+			return err
+		}
+		if sa.Key.NrItems == 0 {
+			return nil
+		}
+		pos := 0
+		var offset uint64
+		for i := uint32(0); i < sa.Key.NrItems && pos+header <= len(sa.Buf); i++ {
+			h := sa.Buf[pos:]
+			offset = binary.LittleEndian.Uint64(h[16:])
+			n := int(binary.LittleEndian.Uint32(h[28:]))
+			if pos+header+n > len(sa.Buf) {
+				return fmt.Errorf("tree search: item of %d bytes past the buffer", n)
+			}
+			if binary.LittleEndian.Uint32(h[24:]) == typ {
+				fn(offset, h[header:header+n])
+			}
+			pos += header + n
+		}
+		if offset >= hi {
+			return nil
+		}
+		lo = offset + 1
 	}
-	if err := btrfsIoctl(fd, btrfsIocTreeSearch, unsafe.Pointer(&sa)); err != nil {
-		return 0, fmt.Errorf("read the btrfs qgroup of %s: %w", dataDir, err)
-	}
-	// One search header (transid, objectid, offset, type, len: 32 bytes),
-	// then btrfs_qgroup_info_item: generation, rfer, ...
-	const header = 32
-	if sa.Key.NrItems < 1 || binary.LittleEndian.Uint32(sa.Buf[24:]) != btrfsQgroupInfoKey {
-		return 0, fmt.Errorf("btrfs qgroup of %s not found (quotas off?)", dataDir)
-	}
-	return int64(binary.LittleEndian.Uint64(sa.Buf[header+8:])), nil
 }
 
 // destroySubvolume deletes the btrfs subvolume _data of the volume
-// directory name below parent, with its content, if it is one: the store's
-// descriptor-relative removal does not cross into it, as it would not into a
-// mount.
+// directory name below parent, with its content, if it is one: one ioctl
+// instead of a walk. A subvolume with subvolumes inside (a pod may make
+// them: the ioctl needs no capability) is left to the caller's walk, which
+// deletes nested subvolumes depth first; btrfs refuses to delete it whole.
 func destroySubvolume(parent int, name string) error {
 	volFd, err := fsx.OpenDir(parent, name)
 	if err != nil {
@@ -159,13 +224,20 @@ func destroySubvolume(parent int, name string) error {
 		return err
 	}
 	defer unix.Close(volFd)
-	st, err := fsx.Lstat(volFd, dataDir)
-	if err != nil || !fsx.IsDir(&st) || st.Ino != btrfsFirstFreeObjectID || !onBtrfs(volFd) {
+	dfd, err := fsx.OpenDir(volFd, dataDir)
+	if err != nil {
+		return nil
+	}
+	st, err := fsx.Fstat(dfd)
+	nested := err == nil && fsx.NestedSubvolume(volFd, dfd, &st)
+	unix.Close(dfd)
+	if !nested {
 		return nil
 	}
 	var args btrfsVolArgs
 	copy(args.Name[:], dataDir)
-	if err := btrfsIoctl(volFd, btrfsIocSnapDestroy, unsafe.Pointer(&args)); err != nil {
+	err = btrfsIoctl(volFd, btrfsIocSnapDestroy, unsafe.Pointer(&args))
+	if err != nil && !errors.Is(err, unix.ENOTEMPTY) {
 		return fmt.Errorf("delete btrfs subvolume %s: %w", dataDir, err)
 	}
 	return nil

@@ -2,13 +2,16 @@ package volumes
 
 import (
 	"errors"
-	"github.com/nri-volumes/nri-volumes/test/harness"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/test/harness"
 )
 
 // btrfsRoot mounts a fresh btrfs, made in a sparse file, and returns a
@@ -23,10 +26,11 @@ func btrfsRoot(t *testing.T) string {
 	return mnt
 }
 
-// TestSizedBtrfsVolume checks the btrfs backend, which auto picks when the
-// store is on btrfs: _data is a subvolume whose qgroup stops writes past the
-// size with EDQUOT, use is read from the qgroup, growing raises the limit,
-// and removal deletes the subvolume.
+// TestSizedBtrfsVolume checks the btrfs backend, which the store keeps
+// serving for the volumes an earlier release made (no configuration picks it
+// now): _data is a subvolume whose qgroup stops writes past the size with
+// EDQUOT, use is read from the qgroup, growing raises the limit, and removal
+// deletes the subvolume.
 func TestSizedBtrfsVolume(t *testing.T) {
 	root := btrfsRoot(t)
 	s, err := Open(root)
@@ -34,6 +38,7 @@ func TestSizedBtrfsVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	s.SetSizePolicy(SizePolicy{Backend: BackendBtrfs})
 	v, err := s.Create("default", "b", CreateOptions{Size: 10 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -74,5 +79,134 @@ func TestSizedBtrfsVolume(t *testing.T) {
 	}
 	if names, _ := os.ReadDir(filepath.Join(root, "volumes", "default")); len(names) != 0 {
 		t.Errorf("left in the namespace after Remove: %v", names)
+	}
+}
+
+// openBtrfs opens a store on a fresh btrfs and unmounts whatever the test
+// leaves mounted in it before the btrfs goes.
+func openBtrfs(t *testing.T) (*Store, string) {
+	t.Helper()
+	root := btrfsRoot(t)
+	s, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.Close()
+		fsx.UnmountUnder(s.dir)
+	})
+	return s, root
+}
+
+// makeSubvolume makes the btrfs subvolume name in dir with the ioctl a pod
+// without any capability may call.
+func makeSubvolume(dir, name string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var args btrfsVolArgs
+	copy(args.Name[:], name)
+	return btrfsIoctl(fd, btrfsIocSubvolCreate, unsafe.Pointer(&args))
+}
+
+// TestBtrfsStoreSubvolumeCannotEscapeSize is what a pod tries on a store on
+// btrfs: it makes a subvolume inside its 16 MiB volume and writes 32 MiB
+// there. A btrfs qgroup limit does not cover a subvolume made below it, so
+// the write must meet a limit anyway: the size holds whatever a pod does
+// inside its volume.
+func TestBtrfsStoreSubvolumeCannotEscapeSize(t *testing.T) {
+	s, _ := openBtrfs(t)
+	if _, err := s.Create("default", "small", CreateOptions{Size: 16 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	vols, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "small"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release("ctr")
+	dir := filepath.Join(vols[0].Mountpoint, "sub")
+	if err := makeSubvolume(vols[0].Mountpoint, "sub"); err != nil {
+		// Not on btrfs inside the volume: a plain directory then.
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := writeBytes(filepath.Join(dir, "big"), 32<<20); err == nil {
+		t.Fatalf("32 MiB written into a subvolume inside a 16 MiB volume (backend %q)", vols[0].Backend)
+	}
+}
+
+// TestBtrfsNestedSubvolumesRemoved fills volumes on a btrfs store with
+// subvolumes nested two deep, one read-only, as a pod may: their bytes
+// count in Size, and Remove deletes them depth first, never following a symlink out of the
+// volume, leaving nothing in the trash.
+func TestBtrfsNestedSubvolumesRemoved(t *testing.T) {
+	s, root := openBtrfs(t)
+	outside := filepath.Join(root, "outside")
+	if err := os.Mkdir(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(outside, "keep"), []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Create("default", "plain", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.SetSizePolicy(SizePolicy{Backend: BackendBtrfs})
+	if _, err := s.Create("default", "qgroup", CreateOptions{Size: 64 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"plain", "qgroup"} {
+		v, err := s.Get("default", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := v.Mountpoint
+		if err := makeSubvolume(data, "a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := makeSubvolume(filepath.Join(data, "a"), "b"); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(data, "a", "b", "dir"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeBytes(filepath.Join(data, "a", "b", "dir", "f"), 4<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeBytes(filepath.Join(data, "a", "g"), 4<<20); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(outside, filepath.Join(data, "a", "b", "out")); err != nil {
+			t.Fatal(err)
+		}
+		// A pod may make its subvolume read-only, too.
+		fd, err := unix.Open(filepath.Join(data, "a"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flags := uint64(1 << 1)                                  // BTRFS_SUBVOL_RDONLY
+		err = btrfsIoctl(fd, 0x4008941a, unsafe.Pointer(&flags)) // BTRFS_IOC_SUBVOL_SETFLAGS
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if used, err := s.Size(v); err != nil || used < 8<<20 {
+			t.Errorf("Size of %s holding 8 MiB in nested subvolumes = %d, %v", name, used, err)
+		}
+		if err := s.Remove("default", name); err != nil {
+			t.Errorf("Remove %s: %v", name, err)
+		}
+	}
+	if names, _ := os.ReadDir(filepath.Join(root, "volumes", "default")); len(names) != 0 {
+		t.Errorf("left in the namespace: %v", names)
+	}
+	if names, _ := os.ReadDir(filepath.Join(root, "volumes", trashDir)); len(names) != 0 {
+		t.Errorf("left in the trash: %v", names)
+	}
+	if b, err := os.ReadFile(filepath.Join(outside, "keep")); err != nil || string(b) != "keep" {
+		t.Errorf("the symlink's target was touched: %q, %v", b, err)
 	}
 }

@@ -98,6 +98,11 @@ func TestKillDuringWrites(t *testing.T) {
 		if err != nil {
 			t.Fatalf("round %d: reopening: %v", round, err)
 		}
+		// What the kill left in the trash is the reaper's (or the next
+		// CLI rm's) to delete; it does.
+		if err := s.ReapTrash(); err != nil {
+			t.Fatalf("round %d: ReapTrash: %v", round, err)
+		}
 		problems, err := s.Check()
 		if err != nil || len(problems) != 0 {
 			t.Fatalf("round %d: Check() = %+v, %v; want no problems", round, problems, err)

@@ -557,7 +557,9 @@ func (s *Store) Size(v *Volume) (int64, error) {
 // names and leftovers of interrupted writes that Open could not delete; and
 // mounts below the store and loop devices backed by its files that no sized
 // volume accounts for. The store's own files (.lock, .refs, .pods, .trash,
-// .copyup-bytes, .copyup-stats, .image-empty, .spare) are no problem. Below ROOT/pins it reports stray pins,
+// .copyup-bytes, .copyup-stats, .image-empty, .spare) are no problem, but
+// each entry in .trash is: data of a removed volume left undeleted (Name
+// .trash/ENTRY, Namespace empty). Below ROOT/pins it reports stray pins,
 // entries where nothing is mounted, and anything that is not a pin; their
 // Namespace is empty and their Name the path below ROOT.
 func (s *Store) Check() ([]Problem, error) {
@@ -607,6 +609,11 @@ func (s *Store) Check() ([]Problem, error) {
 				}
 			}
 			unix.Close(nsFd)
+		}
+		trashProbs, err := s.checkTrashLocked()
+		probs = append(probs, trashProbs...)
+		if err != nil {
+			return err
 		}
 		pinProbs, err := s.checkPins()
 		probs = append(probs, pinProbs...)

@@ -21,6 +21,12 @@ import (
 //   - image: _data is the mount point of an ext4 file system held in the
 //     sparse file disk.img beside it, on a loop device; any host file system.
 //   - btrfs: _data is a btrfs subvolume with a qgroup limit; ROOT on btrfs.
+//     A pod can step out of it: a subvolume it makes inside its volume
+//     (BTRFS_IOC_SUBVOL_CREATE needs no capability) gets a qgroup of its own,
+//     under no limit of the volume's, and nothing can forbid the ioctl or
+//     put the new qgroup under the volume's. So no configuration picks it
+//     for new volumes any more; the store keeps serving (measuring, growing,
+//     removing) the btrfs volumes an earlier release made.
 //
 // Project quotas (XFS, ext4) would be one more backend behind the same seam.
 // A backend's work happens under the store's exclusive lock, like every other
@@ -32,24 +38,14 @@ import (
 type Backend string
 
 // The backends. BackendNone is an unbounded directory on ROOT's file system;
-// BackendAuto is only a policy: btrfs when ROOT is on btrfs, image otherwise.
+// BackendAuto is only a policy: image, on any file system, ROOT on btrfs
+// included (see BackendBtrfs above for why).
 const (
 	BackendNone  Backend = ""
 	BackendAuto  Backend = "auto"
 	BackendImage Backend = "image"
 	BackendBtrfs Backend = "btrfs"
 )
-
-// ParseBackend validates a backend name as configuration gives it.
-func ParseBackend(s string) (Backend, error) {
-	switch b := Backend(s); b {
-	case BackendAuto, BackendImage, BackendBtrfs:
-		return b, nil
-	case "":
-		return BackendAuto, nil
-	}
-	return "", fmt.Errorf("backend %q: %w: want auto, image or btrfs", s, ErrInvalid)
-}
 
 // ErrLimit means a configured limit refused the request: a namespace's
 // budget of volume sizes.
@@ -100,12 +96,11 @@ func sizerFor(b Backend) (sizer, error) {
 }
 
 // pickBackend resolves the policy's backend for the store's file system.
+// Auto never picks btrfs: its limit does not hold against a pod that makes
+// a subvolume inside its volume.
 func (s *Store) pickBackend() (Backend, error) {
 	b := s.policy.Backend
 	if b == "" || b == BackendAuto {
-		if onBtrfs(s.dirFd) {
-			return BackendBtrfs, nil
-		}
 		return BackendImage, nil
 	}
 	if b == BackendBtrfs && !onBtrfs(s.dirFd) {

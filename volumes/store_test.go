@@ -532,12 +532,30 @@ func TestOpenRemovesLeftovers(t *testing.T) {
 	if want := []string{"default/keep"}; !slices.Equal(names(vols), want) {
 		t.Errorf("List = %v, want %v", names(vols), want)
 	}
+	// Open put the leftovers in the trash, which Check reports until
+	// someone (the reaper, the CLI's rm or prune) deletes them.
 	probs, err := s2.Check()
 	if err != nil {
 		t.Fatal(err)
 	}
+	trashed := 0
+	for _, p := range probs {
+		if strings.HasPrefix(p.Name, trashDir+"/") {
+			trashed++
+		}
+	}
+	if len(probs) != 4 || probs[0].Name != "nometa" || trashed != 3 {
+		t.Errorf("Check = %+v, want a problem for nometa and one for each leftover in the trash", probs)
+	}
+	if err := s2.ReapTrash(); err != nil {
+		t.Fatal(err)
+	}
+	probs, err = s2.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(probs) != 1 || probs[0].Name != "nometa" {
-		t.Errorf("Check = %+v, want one problem for nometa", probs)
+		t.Errorf("Check after ReapTrash = %+v, want one problem for nometa", probs)
 	}
 }
 

@@ -106,6 +106,9 @@ func TestUnfinishedVolumeIsMadeAgain(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(ns, "with-data", dataDir, "f")); err != nil || string(b) != "x" {
 		t.Errorf("its data: %q, %v", b, err)
 	}
+	if err := s.ReapTrash(); err != nil { // the unfinished volumes' old entries
+		t.Fatal(err)
+	}
 	probs, err := s.Check()
 	if err != nil || len(probs) != 1 || probs[0].Name != "with-data" {
 		t.Errorf("Check = %+v, %v; want only with-data", probs, err)

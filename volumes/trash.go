@@ -21,7 +21,8 @@ import (
 // which report the space reclaimed) or by the reaper (the plugin, whose NRI
 // requests must stay short; see StartReaper). Whoever deletes an entry of the
 // trash holds its flock, so two processes never delete one tree at once, and
-// what a process leaves there when it dies is deleted by the next reaper.
+// what a process leaves there when it dies is deleted by the next reaper or
+// the next CLI rm or prune (ReapTrash); Check reports what is left.
 const trashDir = ".trash"
 
 // moveToTrashLocked renames name, an entry of the directory open at dirFd,
@@ -291,6 +292,54 @@ func reapAll(fd int, dev uint64, stop <-chan struct{}) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// ReapTrash deletes what the trash holds now: the data of removed volumes
+// that a killed rm or prune, or a plugin that stopped, left behind. The
+// CLI's rm and prune call it, so leftovers go without a running plugin. It
+// makes one pass over the entries it finds (what later removals put there
+// is theirs to delete), leaves an entry that another process is deleting to
+// that one, and needs no store lock.
+func (s *Store) ReapTrash() error {
+	fd, err := s.openTrash()
+	if err != nil {
+		return fmt.Errorf("opening the trash: %w", err)
+	}
+	defer unix.Close(fd)
+	return reapAll(fd, s.dev, nil)
+}
+
+// checkTrashLocked reports each entry of the trash that no process is
+// deleting now (whoever deletes one holds its flock): data of a removed
+// volume that no one deleted (a process killed while deleting it, or no
+// plugin running since) or that cannot be deleted, with something mounted
+// inside.
+func (s *Store) checkTrashLocked() ([]Problem, error) {
+	fd, err := fsx.OpenDir(s.dirFd, trashDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening the trash: %w", err)
+	}
+	defer unix.Close(fd)
+	names, err := fsx.ReadDirNames(fd)
+	if err != nil {
+		return nil, fmt.Errorf("reading the trash: %w", err)
+	}
+	sort.Strings(names)
+	held, _ := fsx.Flocked()
+	mounts, _ := fsx.MountPoints()
+	var probs []Problem
+	for _, n := range names {
+		st, err := fsx.Lstat(fd, n)
+		if errors.Is(err, unix.ENOENT) || err == nil && held[fsx.FileID{Dev: st.Dev, Ino: st.Ino}] {
+			continue // deleted, or being deleted
+		}
+		reason := "data of a removed volume, not deleted yet: the next volume rm or prune, or the plugin, deletes it"
+		if m := fsx.MountsBelow(mounts, filepath.Join(s.dir, trashDir, n)); len(m) > 0 {
+			reason = "data of a removed volume that cannot be deleted: something is mounted inside it (" + strings.Join(m, ", ") + ")"
+		}
+		probs = append(probs, Problem{Name: trashDir + "/" + n, Reason: reason})
+	}
+	return probs, nil
 }
 
 // kickReaper wakes the reaper, if this Store runs one. The caller holds the

@@ -24,7 +24,8 @@ func newVolumeCheckCommand(g *globalOptions, s streams) *cobra.Command {
 		Use:   "check [-A]",
 		Short: "Report broken store entries (exit 1 if any); deletes nothing",
 		Long: `Report the entries of the store that are not usable volumes: a directory
-without volume.json, metadata without _data, symlinks planted in the store.
+without volume.json, metadata without _data, symlinks planted in the store,
+data of removed volumes left in the trash (the next rm or prune deletes it).
 It only reads, and exits 1 when it found a problem: a person decides what to
 delete, since a directory without metadata may be data someone still wants.`,
 		Example: `  nri-volumes volume check -A`,

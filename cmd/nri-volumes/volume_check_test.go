@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nri-volumes/nri-volumes/internal/fstree"
 )
 
@@ -128,5 +130,79 @@ func TestVolumeCheckStrayPins(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(stray, "written")); err != nil {
 		t.Errorf("check changed the stray pin: %v", err)
+	}
+}
+
+// TestTrashLeftoversWithoutPlugin leaves in the trash what a volume rm or
+// prune killed mid-delete leaves, with no plugin to reap it: check reports
+// each entry, and the next rm or prune deletes them; an entry another
+// process is deleting is left to it.
+func TestTrashLeftoversWithoutPlugin(t *testing.T) {
+	root := t.TempDir()
+	vols := filepath.Join(root, "volumes")
+	// A killed rm: the volume was renamed into the trash, its data not
+	// (all) deleted yet.
+	leave := func(name, trash string) {
+		mustCLI(t, root, "create", name)
+		if err := os.MkdirAll(filepath.Join(vols, "default", name, "_data", "a", "b"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(vols, "default", name, "_data", "a", "b", "f"), []byte("data"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(vols, "default", name), filepath.Join(vols, ".trash", trash)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trashed := func() []string {
+		entries, err := os.ReadDir(filepath.Join(vols, ".trash"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	leave("gone1", "0123456789abcdef")
+
+	r := runCLI(t, root, "", "check", "-n", "shop")
+	if r.code != 1 || !strings.Contains(r.stdout, ".trash/0123456789abcdef") {
+		t.Errorf("check with a leftover in the trash: exit %d, stdout:\n%s", r.code, r.stdout)
+	}
+	if got := trashed(); len(got) != 1 {
+		t.Fatalf("check changed the trash: %v", got)
+	}
+
+	// An entry that another process is deleting (it holds the entry's
+	// flock) is that process's: check does not report it, rm leaves it.
+	fd, err := unix.Open(filepath.Join(vols, ".trash", "0123456789abcdef"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCLI(t, root, "", "check", "-A"); r.code != 0 {
+		t.Errorf("check with an entry being deleted: exit %d, stdout:\n%s", r.code, r.stdout)
+	}
+	mustCLI(t, root, "create", "other")
+	mustCLI(t, root, "rm", "other")
+	if got := trashed(); len(got) != 1 {
+		t.Errorf("in the trash after volume rm, with one entry being deleted by another process: %v", got)
+	}
+	unix.Close(fd)
+	mustCLI(t, root, "rm", "-f", "nothing")
+	if got := trashed(); len(got) != 0 {
+		t.Errorf("left in the trash after volume rm: %v", got)
+	}
+	leave("gone2", "fedcba9876543210")
+	mustCLI(t, root, "prune", "-f")
+	if got := trashed(); len(got) != 0 {
+		t.Errorf("left in the trash after volume prune: %v", got)
+	}
+	if r := runCLI(t, root, "", "check", "-A"); r.code != 0 {
+		t.Errorf("check after the leftovers went: exit %d, stdout:\n%s", r.code, r.stdout)
 	}
 }

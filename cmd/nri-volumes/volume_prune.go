@@ -62,6 +62,7 @@ func volumePrune(g *globalOptions, o pruneOptions, s streams) error {
 	}
 	defer store.Close()
 	removed, reclaimed, err := store.Prune(volumes.PruneOptions{Namespace: ns, All: o.all, Filter: filter})
+	reapLeftovers(store, s)
 	if len(removed) > 0 {
 		fmt.Fprintln(s.out, "Deleted Volumes:")
 		for _, v := range removed {

@@ -52,8 +52,18 @@ func volumeRemove(g *globalOptions, o removeOptions, names []string, s streams) 
 			failed = true
 		}
 	}
+	reapLeftovers(store, s)
 	if failed {
 		return errReported
 	}
 	return nil
+}
+
+// reapLeftovers deletes what killed commands left in the trash, so that
+// leftovers go without a running plugin; a failure is a warning, not the
+// command's: volume check reports what stays.
+func reapLeftovers(store *volumes.Store, s streams) {
+	if err := store.ReapTrash(); err != nil {
+		fmt.Fprintf(s.err, "nri-volumes: warning: %v\n", err)
+	}
 }

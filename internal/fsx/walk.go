@@ -4,7 +4,8 @@
 // fallback), listing a directory, removing a tree, measuring its usage,
 // copying owners, modes, times and extended attributes, and reading the mount
 // table. Every call is descriptor-relative and never follows a symlink it was
-// not asked to resolve. The walks never leave the device they start on and
+// not asked to resolve. The walks never leave the file system they start on
+// (they cross into a btrfs subvolume nested in it, never into a mount) and
 // hold a bounded number of descriptors however deep the tree is, so a
 // container that nests directories deeper than the process's RLIMIT_NOFILE
 // cannot make a walk fail half-way.
@@ -49,7 +50,10 @@ type level struct {
 // walk is a depth-first walk that keeps at most MaxHeld descriptors open
 // besides the one of its start. The open levels are always the deepest ones.
 type walk struct {
-	dev   uint64
+	// mnt is the mount ID of the start when it is on btrfs, whose nested
+	// subvolumes the walk enters (each has a device number of its own);
+	// 0 otherwise.
+	mnt   uint64
 	stack []*level
 	held  int // open levels above the start
 	bufs  DirBufs
@@ -71,7 +75,7 @@ func start(fd int, dev uint64) (*walk, error) {
 		unix.Close(own)
 		return nil, fmt.Errorf("directory is %w", ErrOtherFS)
 	}
-	w := &walk{dev: dev}
+	w := &walk{mnt: btrfsMount(own)}
 	w.stack = []*level{{id: ident{st.Dev, st.Ino}, fd: own, rd: DirReader{fd: own, buf: w.bufs.Get()}}}
 	return w, nil
 }
@@ -116,7 +120,7 @@ func (w *walk) descend(name string) error {
 		unix.Close(fd)
 		return &os.PathError{Op: "fstat", Path: w.path(name), Err: err}
 	}
-	if st.Dev != w.dev {
+	if !w.inside(&st, fd, "") {
 		unix.Close(fd)
 		return fmt.Errorf("%q is %w", w.path(name), ErrOtherFS)
 	}
@@ -170,8 +174,10 @@ func (w *walk) ascend() (string, error) {
 
 // RemoveAll removes name below the directory open at parent, recursively. A
 // symlink is unlinked, never followed; a directory on another device than
-// dev is refused with an error wrapping ErrOtherFS. A missing name is no
-// error.
+// dev is refused with an error wrapping ErrOtherFS, unless it is a btrfs
+// subvolume nested in the tree, which is emptied and deleted like a
+// directory (depth first: rmdir deletes an empty subvolume). A missing name
+// is no error.
 func RemoveAll(parent int, name string, dev uint64) error {
 	var st unix.Stat_t
 	err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW)
@@ -187,9 +193,6 @@ func RemoveAll(parent int, name string, dev uint64) error {
 		}
 		return nil
 	}
-	if st.Dev != dev {
-		return fmt.Errorf("%q is %w", name, ErrOtherFS)
-	}
 	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
@@ -197,7 +200,21 @@ func RemoveAll(parent int, name string, dev uint64) error {
 	if err != nil {
 		return &os.PathError{Op: "openat", Path: name, Err: err}
 	}
-	err = RemoveContents(fd, dev)
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return &os.PathError{Op: "fstat", Path: name, Err: err}
+	}
+	if st.Dev != dev {
+		if !NestedSubvolume(parent, fd, &st) {
+			unix.Close(fd)
+			return fmt.Errorf("%q is %w", name, ErrOtherFS)
+		}
+		if err := makeWritable(fd); err != nil {
+			unix.Close(fd)
+			return &os.PathError{Op: "make btrfs subvolume writable", Path: name, Err: err}
+		}
+	}
+	err = RemoveContents(fd, st.Dev)
 	unix.Close(fd)
 	if err != nil {
 		return fmt.Errorf("%s: %w", name, err)
@@ -232,6 +249,9 @@ func RemoveContents(fd int, dev uint64) error {
 				if err := w.descend(name); err != nil && !errors.Is(err, unix.ENOENT) {
 					return err
 				}
+				if err := w.writableSubvolume(); err != nil {
+					return err
+				}
 			default:
 				return &os.PathError{Op: "unlinkat", Path: w.path(name), Err: err}
 			}
@@ -264,12 +284,12 @@ func RemoveContents(fd int, dev uint64) error {
 
 // DiskUsage adds up the blocks used below the directory open at fd, like du:
 // lstat only, never following a symlink, never entering another device than
-// dev (a mount point counts, its content does not), and counting an inode
-// with several links once.
+// dev but a nested btrfs subvolume (a mount point counts, its content does
+// not), and counting an inode with several links once.
 func DiskUsage(fd int, dev uint64) (int64, error) {
 	seen := map[ident]struct{}{}
 	var total int64
-	err := visit(fd, dev, func(_ *walk, _ string, st *unix.Stat_t) (bool, error) {
+	err := visit(fd, dev, func(w *walk, name string, st *unix.Stat_t) (bool, error) {
 		dir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 		if st.Nlink > 1 && !dir {
 			k := ident{st.Dev, st.Ino}
@@ -279,7 +299,7 @@ func DiskUsage(fd int, dev uint64) (int64, error) {
 			seen[k] = struct{}{}
 		}
 		total += st.Blocks * 512
-		return dir && st.Dev == dev, nil
+		return dir && w.inside(st, w.top().fd, name), nil
 	})
 	return total, err
 }
@@ -317,7 +337,7 @@ func Count(fd int, dev uint64, maxEntries int64) (Tally, error) {
 		t.Entries++
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFDIR:
-			if st.Dev != dev {
+			if !w.inside(st, w.top().fd, name) {
 				return false, fmt.Errorf("%q is %w", w.path(name), ErrOtherFS)
 			}
 			return true, nil

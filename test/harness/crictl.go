@@ -52,6 +52,8 @@ type ContainerSpec struct {
 	// Privileged runs the container privileged; its pod must be too
 	// (PodSpec.Privileged).
 	Privileged bool
+	// NoCapabilities drops every capability, as a hardened pod does.
+	NoCapabilities bool
 }
 
 // Run runs crictl with args against this containerd.
@@ -139,6 +141,9 @@ func containerConfig(spec ContainerSpec, userns *UserNS) map[string]any {
 	security := map[string]any{}
 	if spec.Privileged {
 		security["privileged"] = true
+	}
+	if spec.NoCapabilities {
+		security["capabilities"] = map[string]any{"drop_capabilities": []string{"ALL"}}
 	}
 	if userns != nil {
 		security["namespace_options"] = namespaceOptions(userns)
