@@ -28,10 +28,16 @@ type SplitOptions struct {
 	BoundaryOneIn uint64
 }
 
+// SplitFor is the split with layers from minLayer to four times that, and
+// files from minLayer alone.
+func SplitFor(minLayer int64) SplitOptions {
+	return SplitOptions{MinLayer: minLayer, MaxLayer: 4 * minLayer, BigFile: minLayer, BoundaryOneIn: 64}
+}
+
 // DefaultSplit suits volumes of many small files as well as a few big ones:
 // layers of 16 to 64 MiB, so one changed file of a 1 GiB volume re-uploads
 // about 2% of it.
-var DefaultSplit = SplitOptions{MinLayer: 16 << 20, MaxLayer: 64 << 20, BigFile: 16 << 20, BoundaryOneIn: 64}
+var DefaultSplit = SplitFor(16 << 20)
 
 // Layer is one built layer: a tar+gzip file on disk with its digests.
 type Layer struct {
@@ -89,7 +95,10 @@ func Build(r io.Reader, dir string, meta Meta, opts SplitOptions) (*Artifact, er
 		b.abort()
 		return nil, err
 	}
-	if err := a.finish(meta); err != nil {
+	for _, l := range a.Layers {
+		a.Config.Layers = append(a.Config.Layers, l.Info)
+	}
+	if err := a.Seal(meta); err != nil {
 		return nil, err
 	}
 	return a, nil

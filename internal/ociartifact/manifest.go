@@ -10,11 +10,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
-// finish writes the config and the manifest of a.
-func (a *Artifact) finish(meta Meta) error {
-	for _, l := range a.Layers {
-		a.Config.Layers = append(a.Config.Layers, l.Info)
-	}
+// Seal writes the config and the manifest of a from a.Config and a.Layers.
+// Build calls it; a caller that changes a.Config (a test making a hostile
+// artifact) calls it again.
+func (a *Artifact) Seal(meta Meta) error {
 	conf, err := json.Marshal(a.Config)
 	if err != nil {
 		return err

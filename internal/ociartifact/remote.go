@@ -70,7 +70,7 @@ func (b *countingBody) Read(p []byte) (int, error) {
 func parseRef(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref, name.StrictValidation)
 	if err != nil {
-		return nil, fmt.Errorf("%w: reference %q: %w", ErrArtifact, ref, err)
+		return nil, fmt.Errorf("%w: reference %q (want HOST/REPOSITORY:TAG or @sha256:DIGEST): %w", ErrArtifact, ref, err)
 	}
 	return r, nil
 }
@@ -91,9 +91,9 @@ func (o RemoteOptions) remote(ctx context.Context, c *Counter) ([]remote.Option,
 		}
 		base.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	var rt http.RoundTripper = base
+	var rt http.RoundTripper = httpsOnly{base}
 	if c != nil {
-		rt = &countingTransport{next: base, c: c}
+		rt = &countingTransport{next: rt, c: c}
 	}
 	var kc authn.Keychain = authn.DefaultKeychain
 	if o.AuthFile != "" {
@@ -113,6 +113,18 @@ func (o RemoteOptions) remote(ctx context.Context, c *Counter) ([]remote.Option,
 		opts = append(opts, remote.WithUserAgent(o.UserAgent))
 	}
 	return opts, nil
+}
+
+// httpsOnly refuses plain HTTP, to which go-containerregistry falls back
+// for registries on localhost when TLS fails: credentials and data would
+// travel in the clear, and an attacker on the path could feed the pull.
+type httpsOnly struct{ next http.RoundTripper }
+
+func (t httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" {
+		return nil, fmt.Errorf("%s %s: plain HTTP is not used, only verified TLS", req.Method, req.URL.Redacted())
+	}
+	return t.next.RoundTrip(req)
 }
 
 // fileKeychain finds credentials in one docker-style config file, by
