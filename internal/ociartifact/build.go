@@ -31,7 +31,7 @@ type SplitOptions struct {
 // SplitFor is the split with layers from minLayer to four times that, and
 // files from minLayer alone.
 func SplitFor(minLayer int64) SplitOptions {
-	return SplitOptions{MinLayer: minLayer, MaxLayer: 4 * minLayer, BigFile: minLayer, BoundaryOneIn: 64}
+	return SplitOptions{MinLayer: minLayer, MaxLayer: 4 * minLayer, BigFile: minLayer, BoundaryOneIn: 16}
 }
 
 // DefaultSplit suits volumes of many small files as well as a few big ones:

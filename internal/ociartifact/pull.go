@@ -137,7 +137,7 @@ func (r *Remote) copyLayer(tw *tar.Writer, i int, desc v1.Descriptor) error {
 		return fail(fmt.Errorf("%w: %w", ErrArtifact, err))
 	}
 	sum := sha256.New()
-	raw := &boundedReader{r: gz, left: info.TarSize, sum: sum}
+	raw := &boundedReader{r: gz, left: info.TarSize, limit: info.TarSize, sum: sum}
 	tr := tar.NewReader(raw)
 	for {
 		hdr, err := tr.Next()
@@ -174,9 +174,9 @@ func (r *Remote) copyLayer(tw *tar.Writer, i int, desc v1.Descriptor) error {
 
 // boundedReader hashes what it reads and fails past left bytes.
 type boundedReader struct {
-	r    io.Reader
-	left int64
-	sum  hash.Hash
+	r           io.Reader
+	left, limit int64
+	sum         hash.Hash
 }
 
 func (b *boundedReader) Read(p []byte) (int, error) {
@@ -185,7 +185,7 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	if int64(n) > b.left {
-		return 0, fmt.Errorf("%w: the layer expands past the %d bytes its config gives", ErrArtifact, b.left)
+		return 0, fmt.Errorf("%w: the layer expands past the %d bytes its config gives", ErrArtifact, b.limit)
 	}
 	b.left -= int64(n)
 	b.sum.Write(p[:n])
