@@ -14,7 +14,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 // testRegistry is go-containerregistry's in-memory registry behind TLS:
@@ -87,6 +90,23 @@ func TestPushFetchRoundTrip(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("round trip differs: %d entries, want %d", len(got), len(want))
 	}
+
+	// What crane export does (mutate.Extract flattens the layers) reads it
+	// as an ordinary image.
+	ref, _ := name.ParseReference(host + "/v/data:1")
+	opts, err := o.remote(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(ref, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	flat := mutate.Extract(img)
+	if got := entries(t, flat); len(got) != len(want) {
+		t.Errorf("flattened as crane export does: %d entries, want %d", len(got), len(want))
+	}
+	flat.Close()
 
 	// A config that lies about a layer is caught while it streams.
 	a.Config.Layers[2].DiffID = "sha256:" + strings.Repeat("1", 64)
