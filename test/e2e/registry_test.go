@@ -283,3 +283,29 @@ func TestVolumePushNeedsCredentialsAndTrust(t *testing.T) {
 		t.Errorf("push with DOCKER_CONFIG: %v %s", err, out)
 	}
 }
+
+// TestVolumePushScale checks the target at its size: after one
+// file of a 1 GiB, 20,000-file volume changes, the next push with the
+// default layer size uploads under 5% of the bytes. It writes and
+// compresses 1 GiB twice, minutes on a shared machine, so it runs only
+// with NRI_VOLUMES_TEST_SCALE=1.
+func TestVolumePushScale(t *testing.T) {
+	if os.Getenv("NRI_VOLUMES_TEST_SCALE") != "1" {
+		t.Skip("set NRI_VOLUMES_TEST_SCALE=1 to push 1 GiB")
+	}
+	bin := cliBin(t)
+	reg := harness.StartRegistry(t)
+	a := newNode(t, bin, reg)
+	a.must("create", "big")
+	fillVolume(t, a.data("big"), 20000, 52<<10)
+	_, layers, _, sent := pushed(t, a.must("push", "big", reg.Host+"/scale/big:1"))
+	if err := os.WriteFile(filepath.Join(a.data("big"), "d123", "f12345"), []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, blobs, again := pushed(t, a.must("push", "big", reg.Host+"/scale/big:2"))
+	t.Logf("first push: %d layers, %d bytes; after one change: %d blobs, %d bytes (%.2f%%)",
+		layers, sent, blobs, again, 100*float64(again)/float64(sent))
+	if again*20 > sent {
+		t.Errorf("push after one change sent %d of %d bytes, 5%% or more", again, sent)
+	}
+}
