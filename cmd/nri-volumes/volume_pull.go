@@ -63,7 +63,11 @@ func volumePull(ctx context.Context, g *globalOptions, o pullOptions, ref, name 
 	}
 	defer store.Close()
 	ns := g.nsOrDefault()
-	art, err := ociartifact.Fetch(ctx, ref, o.remote())
+	ro, err := o.remote(g)
+	if err != nil {
+		return err
+	}
+	art, err := ociartifact.Fetch(ctx, ref, ro)
 	if err != nil {
 		return err
 	}

@@ -22,12 +22,22 @@ type registryOptions struct {
 }
 
 func (o *registryOptions) flags(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&o.authFile, "auth-file", "", "docker-style config.json with registry credentials (default: $DOCKER_CONFIG/config.json, ~/.docker/config.json, $REGISTRY_AUTH_FILE)")
+	cmd.Flags().StringVar(&o.authFile, "auth-file", "", "docker-style config.json with registry credentials (default: registries.authFile, else $DOCKER_CONFIG/config.json, ~/.docker/config.json, $REGISTRY_AUTH_FILE)")
 	cmd.Flags().StringVar(&o.caFile, "ca-file", "", "PEM CA bundle trusted besides the system's, for the registry's TLS certificate")
 }
 
-func (o registryOptions) remote() ociartifact.RemoteOptions {
-	return ociartifact.RemoteOptions{AuthFile: o.authFile, CAFile: o.caFile, UserAgent: "nri-volumes"}
+// remote is the flags over the configuration's registries section.
+func (o registryOptions) remote(g *globalOptions) (ociartifact.RemoteOptions, error) {
+	cfg, err := g.config()
+	if err != nil {
+		return ociartifact.RemoteOptions{}, err
+	}
+	ro := ociartifact.RemoteOptions{AuthFile: o.authFile, CAFile: o.caFile, UserAgent: "nri-volumes",
+		InsecureHosts: cfg.Registries.InsecureHosts}
+	if ro.AuthFile == "" {
+		ro.AuthFile = cfg.Registries.AuthFile
+	}
+	return ro, nil
 }
 
 type pushOptions struct {
@@ -49,7 +59,8 @@ backend. The tars are deterministic, and the data is split into layers by
 content, so a second push of unchanged data uploads nothing and one after a
 small change uploads a small part. A volume that a container uses is refused
 unless --live: its data would be read while it is written. TLS is always
-verified; credentials come from a docker-style auth file.`,
+verified; plain HTTP is used only for the configuration's
+registries.insecureHosts. Credentials come from a docker-style auth file.`,
 		Example: `  nri-volumes volume push redis-data registry.example:5000/backups/redis-data:monday
   nri-volumes -n shop volume push --live cart registry.example:5000/shop/cart:v1`,
 		Args: func(_ *cobra.Command, args []string) error {
@@ -78,6 +89,10 @@ func volumePush(ctx context.Context, g *globalOptions, o pushOptions, name, ref 
 	if err != nil || layerSize < 4096 {
 		return fmt.Errorf("%w: --layer-size %q: a size of at least 4Ki", errUsage, o.layerSize)
 	}
+	ro, err := o.remote(g)
+	if err != nil {
+		return err
+	}
 	store, err := g.open(name)
 	if err != nil {
 		return err
@@ -103,7 +118,7 @@ func volumePush(ctx context.Context, g *globalOptions, o pushOptions, name, ref 
 	if err != nil {
 		return err
 	}
-	stats, err := art.Push(ctx, ref, o.remote())
+	stats, err := art.Push(ctx, ref, ro)
 	if err != nil {
 		return &volumes.OpError{Op: "push", Namespace: ns, Name: name, Err: err}
 	}

@@ -36,7 +36,7 @@ type Remote struct {
 // them: an OCI manifest with our config type, tar+gzip layers that the
 // config describes one for one. The client verifies the config's digest.
 func Fetch(ctx context.Context, ref string, o RemoteOptions) (*Remote, error) {
-	r, err := parseRef(ref)
+	r, err := o.parseRef(ref)
 	if err != nil {
 		return nil, err
 	}

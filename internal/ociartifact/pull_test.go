@@ -127,3 +127,23 @@ func TestPushFetchRoundTrip(t *testing.T) {
 		t.Errorf("Fetch() without a tag = %v", err)
 	}
 }
+
+// Plain HTTP only to a registry the administrator listed as insecure.
+func TestPlainHTTPOnlyForInsecureHosts(t *testing.T) {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	a := build(t, newTree(10, 100))
+	ctx := context.Background()
+	o := RemoteOptions{AuthFile: writeEmptyAuth(t)}
+	if _, err := a.Push(ctx, host+"/v/data:1", o); err == nil || !strings.Contains(err.Error(), "plain HTTP is not used") {
+		t.Fatalf("push over plain HTTP to an unlisted host: %v", err)
+	}
+	o.InsecureHosts = []string{"registry.example:5000", host}
+	if _, err := a.Push(ctx, host+"/v/data:1", o); err != nil {
+		t.Fatalf("push to a host listed as insecure: %v", err)
+	}
+	if _, err := Fetch(ctx, host+"/v/data:1", o); err != nil {
+		t.Fatalf("fetch from a host listed as insecure: %v", err)
+	}
+}

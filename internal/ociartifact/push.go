@@ -25,7 +25,7 @@ type PushStats struct {
 // and uploads only those it lacks, so unchanged layers cost a request each.
 func (a *Artifact) Push(ctx context.Context, ref string, o RemoteOptions) (PushStats, error) {
 	stats := PushStats{Layers: len(a.Layers)}
-	r, err := parseRef(ref)
+	r, err := o.parseRef(ref)
 	if err != nil {
 		return stats, err
 	}

@@ -19,8 +19,12 @@ import (
 )
 
 // RemoteOptions say how to reach a registry. TLS is always verified; plain
-// HTTP is not offered.
+// HTTP is used only for InsecureHosts.
 type RemoteOptions struct {
+	// InsecureHosts are registries ("host" or "host:port") that may be
+	// reached over plain HTTP when TLS fails, as the administrator listed
+	// them (registries.insecureHosts).
+	InsecureHosts []string
 	// AuthFile is a docker-style config.json with credentials; empty:
 	// the usual places ($DOCKER_CONFIG, ~/.docker, $REGISTRY_AUTH_FILE).
 	AuthFile string
@@ -67,8 +71,11 @@ func (b *countingBody) Read(p []byte) (int, error) {
 
 // parseRef parses a reference as pushed or pulled; it must name a tag or a
 // digest, so that nothing is pushed to or pulled from "latest" by accident.
-func parseRef(ref string) (name.Reference, error) {
+func (o RemoteOptions) parseRef(ref string) (name.Reference, error) {
 	r, err := name.ParseReference(ref, name.StrictValidation)
+	if err == nil && o.insecure(r.Context().RegistryStr()) {
+		r, err = name.ParseReference(ref, name.StrictValidation, name.Insecure)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: reference %q (want HOST/REPOSITORY:TAG or @sha256:DIGEST): %w", ErrArtifact, ref, err)
 	}
@@ -91,7 +98,7 @@ func (o RemoteOptions) remote(ctx context.Context, c *Counter) ([]remote.Option,
 		}
 		base.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	var rt http.RoundTripper = httpsOnly{base}
+	var rt http.RoundTripper = httpsOnly{next: base, o: o}
 	if c != nil {
 		rt = &countingTransport{next: rt, c: c}
 	}
@@ -115,16 +122,31 @@ func (o RemoteOptions) remote(ctx context.Context, c *Counter) ([]remote.Option,
 	return opts, nil
 }
 
-// httpsOnly refuses plain HTTP, to which go-containerregistry falls back
-// for registries on localhost when TLS fails: credentials and data would
-// travel in the clear, and an attacker on the path could feed the pull.
-type httpsOnly struct{ next http.RoundTripper }
+// httpsOnly refuses plain HTTP but to the insecure hosts: go-containerregistry
+// falls back to it for registries on localhost when TLS fails, and then
+// credentials and data would travel in the clear, and an attacker on the path
+// could feed the pull.
+type httpsOnly struct {
+	next http.RoundTripper
+	o    RemoteOptions
+}
 
 func (t httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.URL.Scheme != "https" {
-		return nil, fmt.Errorf("%s %s: plain HTTP is not used, only verified TLS", req.Method, req.URL.Redacted())
+	if req.URL.Scheme != "https" && !t.o.insecure(req.URL.Host) {
+		return nil, fmt.Errorf("%s %s: plain HTTP is not used, only verified TLS (registries.insecureHosts lists the exceptions)", req.Method, req.URL.Redacted())
 	}
 	return t.next.RoundTrip(req)
+}
+
+// insecure says whether host is one of the insecure hosts.
+func (o RemoteOptions) insecure(host string) bool {
+	host = strings.ToLower(host)
+	for _, h := range o.InsecureHosts {
+		if strings.ToLower(h) == host {
+			return true
+		}
+	}
+	return false
 }
 
 // fileKeychain finds credentials in one docker-style config file, by
