@@ -221,7 +221,7 @@ func TestVolumePushPullThroughRegistry(t *testing.T) {
 	const files, size = 4000, 16 << 10 // 64 MiB
 	fillVolume(t, a.data("data"), files, size)
 	ref := reg.Host + "/backups/data:v1"
-	_, layers, blobs, sent := pushed(t, a.must("push", "--layer-size", "1Mi", "data", ref))
+	digest, layers, blobs, sent := pushed(t, a.must("push", "--layer-size", "1Mi", "data", ref))
 	_, stored := reg.BlobBytes(t)
 	t.Logf("first push: %d layers, %d blobs, %d bytes sent; registry holds %d bytes", layers, blobs, sent, stored)
 	if layers < 20 || blobs != layers+1 {
@@ -236,6 +236,10 @@ func TestVolumePushPullThroughRegistry(t *testing.T) {
 	if out := b.must("inspect", "data", "--format", "{{json .Labels}}"); out != "{\"app\":\"db\"}\n" {
 		t.Errorf("pulled volume's labels: %q", out)
 	}
+
+	// By digest, into another namespace.
+	b.must("pull", "-n", "shop", reg.Host+"/backups/data@"+digest, "copy")
+	sameTree(t, "volume pulled by digest", want, fullTree(t, filepath.Join(b.root, "volumes", "shop", "copy", "_data")))
 
 	// Unchanged data: the same layers, nothing uploaded but the manifest.
 	_, _, blobs, _ = pushed(t, a.must("push", "--layer-size", "1Mi", "data", reg.Host+"/backups/data:again"))
