@@ -39,8 +39,10 @@ The limits default to the configuration's copyUpMaxFiles and copyUpMaxSize.`,
 			}
 			return nil
 		},
-		RunE: func(c *cobra.Command, args []string) error {
-			return volumePull(c.Context(), g, o, args[0], args[1], s)
+		RunE: func(_ *cobra.Command, args []string) error {
+			ctx, stop := interruptible()
+			defer stop()
+			return volumePull(ctx, g, o, args[0], args[1], s)
 		},
 	}
 	o.flags(cmd)
@@ -50,9 +52,6 @@ The limits default to the configuration's copyUpMaxFiles and copyUpMaxSize.`,
 }
 
 func volumePull(ctx context.Context, g *globalOptions, o pullOptions, ref, name string, s streams) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	limits, err := importLimits(g, o.importOptions)
 	if err != nil {
 		return err

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -70,8 +72,10 @@ registries.insecureHosts. Credentials come from a docker-style auth file.`,
 			return nil
 		},
 		ValidArgsFunction: g.completeVolumes,
-		RunE: func(c *cobra.Command, args []string) error {
-			return volumePush(c.Context(), g, o, args[0], args[1], s)
+		RunE: func(_ *cobra.Command, args []string) error {
+			ctx, stop := interruptible()
+			defer stop()
+			return volumePush(ctx, g, o, args[0], args[1], s)
 		},
 	}
 	o.flags(cmd)
@@ -81,10 +85,14 @@ registries.insecureHosts. Credentials come from a docker-style auth file.`,
 	return cmd
 }
 
+// interruptible is a context that SIGINT and SIGTERM cancel, so that an
+// interrupted push or pull cleans up (its temporary layers, the volume it
+// made) instead of dying half-way.
+func interruptible() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
 func volumePush(ctx context.Context, g *globalOptions, o pushOptions, name, ref string, s streams) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
 	layerSize, err := config.ParseSize(o.layerSize)
 	if err != nil || layerSize < 4096 {
 		return fmt.Errorf("%w: --layer-size %q: a size of at least 4Ki", errUsage, o.layerSize)
@@ -114,7 +122,7 @@ func volumePush(ctx context.Context, g *globalOptions, o pushOptions, name, ref 
 		return err
 	}
 	defer os.RemoveAll(dir)
-	art, err := buildArtifact(store, v, dir, ociartifact.SplitFor(int64(layerSize)))
+	art, err := buildArtifact(ctx, store, v, dir, ociartifact.SplitFor(int64(layerSize)))
 	if err != nil {
 		return err
 	}
@@ -128,7 +136,7 @@ func volumePush(ctx context.Context, g *globalOptions, o pushOptions, name, ref 
 
 // buildArtifact exports the volume's data straight into the artifact's
 // layers in dir; the volume is read once.
-func buildArtifact(store *volumes.Store, v *volumes.Volume, dir string, split ociartifact.SplitOptions) (*ociartifact.Artifact, error) {
+func buildArtifact(ctx context.Context, store *volumes.Store, v *volumes.Volume, dir string, split ociartifact.SplitOptions) (*ociartifact.Artifact, error) {
 	pr, pw := io.Pipe()
 	exported := make(chan error, 1)
 	go func() {
@@ -136,6 +144,8 @@ func buildArtifact(store *volumes.Store, v *volumes.Volume, dir string, split oc
 		pw.CloseWithError(err)
 		exported <- err
 	}()
+	stop := context.AfterFunc(ctx, func() { pr.CloseWithError(ctx.Err()) })
+	defer stop()
 	meta := ociartifact.Meta{
 		Volume: v.Name, Namespace: v.Namespace, Labels: v.Labels,
 		Limit: v.Limit, Backend: string(v.Backend),
