@@ -123,6 +123,16 @@ func TestPushFetchRoundTrip(t *testing.T) {
 	if err := r.WriteTar(io.Discard); !errors.Is(err, ErrArtifact) || !strings.Contains(err.Error(), "layer 2") {
 		t.Errorf("WriteTar() of a lying config = %v", err)
 	}
+	a.Config.Labels = map[string]string{"bad\nkey": "v"}
+	if err := a.Seal(Meta{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Push(ctx, host+"/v/data:labels", o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Fetch(ctx, host+"/v/data:labels", o); !errors.Is(err, ErrArtifact) || !strings.Contains(err.Error(), "label") {
+		t.Errorf("Fetch() of an artifact with a bad label = %v", err)
+	}
 	if _, err := Fetch(ctx, host+"/v/data", o); !errors.Is(err, ErrArtifact) {
 		t.Errorf("Fetch() without a tag = %v", err)
 	}
