@@ -9,7 +9,7 @@ import (
 	"time"
 )
 
-var testSplit = SplitOptions{MinLayer: 64 << 10, MaxLayer: 256 << 10, BigFile: 128 << 10, BoundaryOneIn: 16}
+var testSplit = SplitOptions{MinLayer: 32 << 10, MaxLayer: 128 << 10, BigFile: 64 << 10, BoundaryOneIn: 16}
 
 // tree is a volume's content as name -> data, written as a sorted tar.
 type tree struct {
@@ -84,7 +84,7 @@ func changed(a, b *Artifact) (n int, bytes, total int64) {
 }
 
 func TestBuildIsDeterministicAndIncremental(t *testing.T) {
-	tr := newTree(2000, 2000) // about 4 MB of tar, some 30 layers
+	tr := newTree(1000, 1000) // about 1.5 MB of tar, some 30 layers
 	a := build(t, tr)
 	if len(a.Layers) < 10 {
 		t.Fatalf("only %d layers", len(a.Layers))
@@ -98,8 +98,8 @@ func TestBuildIsDeterministicAndIncremental(t *testing.T) {
 		name   string
 		change func(*tree)
 	}{
-		{"one file rewritten", func(tr *tree) { tr.data[tr.names[1234]][10] ^= 0xff }},
-		{"one file grown", func(tr *tree) { tr.data[tr.names[500]] = append(tr.data[tr.names[500]], make([]byte, 3000)...) }},
+		{"one file rewritten", func(tr *tree) { tr.data[tr.names[734]][10] ^= 0xff }},
+		{"one file grown", func(tr *tree) { tr.data[tr.names[500]] = append(tr.data[tr.names[500]], make([]byte, 1500)...) }},
 		{"one file added", func(tr *tree) {
 			n := "d07/f00700a"
 			tr.data[n] = []byte("new")
@@ -110,7 +110,7 @@ func TestBuildIsDeterministicAndIncremental(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tr := newTree(2000, 2000)
+			tr := newTree(1000, 1000)
 			tc.change(tr)
 			b := build(t, tr)
 			n, bytes, total := changed(a, b)
