@@ -45,7 +45,6 @@ type Layer struct {
 	Digest    string // of the compressed file, "sha256:..."
 	Size      int64  // of the compressed file
 	Info      LayerInfo
-	entries   int64
 	file      *os.File
 	gz        *gzip.Writer
 	tw        *tar.Writer
@@ -55,11 +54,13 @@ type Layer struct {
 	rawCount  countWriter
 }
 
-// Artifact is a built artifact: its layers in dir, its config and manifest.
+// Artifact is a built artifact: its layers in Dir, its config and manifest.
 type Artifact struct {
-	Dir      string
-	Layers   []*Layer
-	Config   Config
+	Dir    string
+	Layers []*Layer
+	Config Config
+	// RawConf and Manifest are the config blob and the manifest as pushed;
+	// Seal writes them from Config and Layers.
 	RawConf  []byte
 	Manifest []byte
 }

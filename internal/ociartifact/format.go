@@ -25,7 +25,6 @@ const (
 // data came from.
 const (
 	AnnotationCreated   = "org.opencontainers.image.created"
-	AnnotationTitle     = "org.opencontainers.image.title"
 	AnnotationVolume    = "dev.noderesource.volumes.volume"
 	AnnotationNamespace = "dev.noderesource.volumes.namespace"
 )
