@@ -32,6 +32,7 @@ test-unit:
 runtime:
 	bash hack/install-deps.sh
 	bash hack/install-runtime.sh "$(NRI_VOLUMES_TEST_CACHE)"
+	bash hack/install-registry.sh "$(NRI_VOLUMES_TEST_CACHE)"
 
 # One package at a time: every test runs its own containerd.
 test-e2e: runtime

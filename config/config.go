@@ -64,6 +64,8 @@ type Config struct {
 	Sizes Sizes `json:"sizes"`
 	// Limits bounds what one pod or image can make the plugin do.
 	Limits Limits `json:"limits"`
+	// Registries says how volume push and pull reach OCI registries.
+	Registries Registries `json:"registries"`
 	// LockTimeout bounds every wait for the volume store's lock inside an
 	// NRI request; it must stay below containerd's plugin_request_timeout
 	// (2s by default), past which containerd drops the plugin.
@@ -240,6 +242,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Root == "/" {
 		return fmt.Errorf("%w: root: the store cannot be /", ErrInvalid)
+	}
+	if err := c.Registries.validate(); err != nil {
+		return err
 	}
 	if _, err := ParseImageVolumeMode(string(c.ImageVolumes.Mode)); err != nil {
 		return fmt.Errorf("imageVolumes: %w", err)

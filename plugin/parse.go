@@ -74,6 +74,9 @@ type Item struct {
 	// Subpath is a directory inside a named volume to mount instead of the
 	// whole volume: clean, relative, without "..".
 	Subpath string
+	// External says the named volume must exist: a missing one fails the
+	// container instead of being made empty (long syntax external: true).
+	External bool
 	// Desc names the item in error messages.
 	Desc string
 }
@@ -93,6 +96,7 @@ type longItem struct {
 	Chown    bool              `json:"chown"`
 	NoExec   bool              `json:"noExec"`
 	Subpath  string            `json:"subpath"`
+	External bool              `json:"external"`
 }
 
 // ParseVolumes parses the value of a volumes annotation found under key. The
@@ -236,7 +240,7 @@ func isOptionList(s string) bool {
 // parseLong validates the long syntax.
 func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 	it := Item{Kind: Kind(l.Type), Source: l.Source, ReadOnly: l.ReadOnly, NoCopy: l.NoCopy, Labels: l.Labels,
-		UID: l.UID, GID: l.GID, Chown: l.Chown, NoExec: l.NoExec}
+		UID: l.UID, GID: l.GID, Chown: l.Chown, NoExec: l.NoExec, External: l.External}
 	if it.Kind == "" {
 		it.Kind = KindVolume
 	}
@@ -258,8 +262,8 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 			return Item{}, err
 		}
 	case KindTmpfs:
-		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.UID != nil || l.GID != nil || l.Chown || l.Subpath != "" {
-			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels, uid, gid, chown or subpath")
+		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.UID != nil || l.GID != nil || l.Chown || l.Subpath != "" || l.External {
+			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels, uid, gid, chown, subpath or external")
 		}
 		if it.Size, err = parseTmpfsSize(l.Size, limits); err != nil {
 			return Item{}, err
@@ -293,6 +297,9 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 			// the subpath, which would keep its owner.
 			return Item{}, fmt.Errorf("chown with subpath %q: chown gives the whole volume's root to the container's user, not the subpath; chown the volume from a mount without subpath", l.Subpath)
 		}
+	}
+	if err := validateExternal(it, l); err != nil {
+		return Item{}, err
 	}
 	if err := validateLabels(it.Labels); err != nil {
 		return Item{}, err
@@ -429,6 +436,21 @@ func parseOctalMode(what string, raw json.RawMessage) (uint32, error) {
 		return 0, fmt.Errorf("%s %s: want an octal mode such as \"1777\"", what, string(raw))
 	}
 	return uint32(m), nil
+}
+
+// validateExternal refuses external: true but on a named volume, and with
+// what applies only when a volume is made, which an external one never is.
+func validateExternal(it Item, l longItem) error {
+	if !it.External {
+		return nil
+	}
+	if it.Kind != KindVolume || it.Source == "" {
+		return errors.New("external is only for named volumes")
+	}
+	if len(l.Labels) > 0 || len(l.Size) > 0 || l.UID != nil || l.GID != nil || len(l.Mode) > 0 {
+		return errors.New("an external volume is never made here, so it takes no labels, size, uid, gid or mode")
+	}
+	return nil
 }
 
 func validateLabels(labels map[string]string) error {

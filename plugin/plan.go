@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -109,7 +110,7 @@ func MakePlan(cfg *config.Config, req *Request) (*Plan, error) {
 		case KindVolume:
 			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, CreateOptions: volumes.CreateOptions{
 				Labels: it.Labels, Size: int64(it.Size), UID: it.UID, GID: it.GID, Mode: it.DataMode,
-			}}
+			}, MustExist: it.External}
 			if it.Source == "" {
 				r.Owner = req.owner(it.Target)
 				if r.Size == 0 {
@@ -250,4 +251,22 @@ func rwOption(ro bool) string {
 		return "ro"
 	}
 	return "rw"
+}
+
+// externalItem finds the item of the external volume that err, from the
+// store, says is missing, so the message names the item as well.
+func (p *Plan) externalItem(err error) (string, bool) {
+	var op *volumes.OpError
+	if !errors.Is(err, volumes.ErrNotFound) || !errors.As(err, &op) {
+		return "", false
+	}
+	for _, m := range p.Mounts {
+		if m.Kind != KindVolume {
+			continue
+		}
+		if r := p.Volumes[m.Volume]; r.MustExist && r.Namespace == op.Namespace && r.Name == op.Name {
+			return m.Item, true
+		}
+	}
+	return "", false
 }

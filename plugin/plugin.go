@@ -477,6 +477,9 @@ func acquire(store *volumes.Store, id, key string, plan *Plan, srcs map[int]*os.
 	if se := (*volumes.SubpathError)(nil); errors.As(err, &se) {
 		return fail(fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, plan.Mounts[se.Subpath.Pin].Item, err))
 	}
+	if item, ok := plan.externalItem(err); ok {
+		return fail(fmt.Errorf("%s: item %s: %w", key, item, err))
+	}
 	if err != nil {
 		return fail(err)
 	}

@@ -148,6 +148,9 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 			err = fs.ErrNotExist
 		}
 		switch {
+		case isAbsent(err) && r.MustExist:
+			return nil, nil, rollback(&OpError{Namespace: r.Namespace, Name: r.Name,
+				Err: fmt.Errorf("%w: it is external (external: true) and does not exist on this node", ErrNotFound)})
 		case isAbsent(err):
 			v = newVolume(r.Namespace, r.Name, r.CreateOptions, r.Owner)
 			v.Unsynced = r.SyncLater && r.Owner == nil

@@ -171,6 +171,10 @@ type Request struct {
 	// durable: it comes back with Unsynced set, and the caller calls Sync
 	// before a container uses it (the plugin has the copy-up hook do it).
 	SyncLater bool
+	// MustExist makes a missing named volume an error (ErrNotFound) instead
+	// of a new one: an external volume, which only a person or a pull
+	// makes.
+	MustExist bool
 }
 
 // Store is the volume store below one root directory.

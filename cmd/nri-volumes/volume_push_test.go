@@ -1,0 +1,41 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/nri-volumes/nri-volumes/volumes"
+)
+
+// A volume a container uses is refused for push unless --live, before any
+// network access (the reference names no registry that answers), and the
+// message names the container; with --live it goes on, over TLS only, never
+// falling back to plain HTTP. Push and pull check their arguments first.
+func TestVolumePushRefusesInUse(t *testing.T) {
+	root := t.TempDir()
+	mustCLI(t, root, "create", "busy")
+	s, err := volumes.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "busy"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	r := runCLI(t, root, "", "push", "busy", "127.0.0.1:1/busy:1")
+	if r.code != 1 || !strings.Contains(r.stderr, "in use") || !strings.Contains(r.stderr, "ctr1") || !strings.Contains(r.stderr, "--live") {
+		t.Errorf("push of a volume in use: %+v", r)
+	}
+	r = runCLI(t, root, "", "push", "--live", "busy", "127.0.0.1:1/busy:1")
+	if r.code != 1 || strings.Contains(r.stderr, "in use") || !strings.Contains(r.stderr, "plain HTTP is not used") {
+		t.Errorf("push --live went on to the registry: %+v", r)
+	}
+	for _, args := range [][]string{{"push", "busy"}, {"pull", "ref"}, {"push", "--layer-size", "1", "busy", "r:1"}} {
+		if r := runCLI(t, root, "", args...); r.code != 2 {
+			t.Errorf("%v: %+v, want a usage error", args, r)
+		}
+	}
+	if r := runCLI(t, root, "", "pull", "not a ref", "v"); r.code != 1 || !strings.Contains(r.stderr, "refused artifact") {
+		t.Errorf("pull of a bad reference: %+v", r)
+	}
+}
