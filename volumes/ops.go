@@ -185,7 +185,7 @@ func (s *Store) createLocked(v *Volume) error {
 		return volumeError(ns, name, err)
 	}
 	if v.Limit > 0 {
-		if err := s.checkBudgetLocked(nsFd, ns, v.Limit); err != nil {
+		if err := s.checkBudgetLocked(ns, v.Limit); err != nil {
 			return err
 		}
 		if v.Backend, err = s.pickBackend(); err != nil {
@@ -209,6 +209,12 @@ func (s *Store) createLocked(v *Volume) error {
 		}
 		err = s.fillNew(nsFd, tmp, v, durable, false)
 	}
+	charged := false
+	if err == nil && v.Limit > 0 {
+		// Charged before the volume has its name: see ledger.go.
+		err = s.chargeLocked(ns, v.Limit, 1, durable)
+		charged = err == nil
+	}
 	if err == nil {
 		err = renameNoReplace(nsFd, tmp, nsFd, name)
 		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
@@ -216,6 +222,9 @@ func (s *Store) createLocked(v *Volume) error {
 		}
 	}
 	if err != nil {
+		if charged {
+			s.refundLocked(ns, v.Limit)
+		}
 		destroySubvolume(nsFd, tmp)
 		removeAllAt(nsFd, tmp, s.dev)
 		return volumeError(ns, name, err)

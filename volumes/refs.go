@@ -123,7 +123,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 			}
 		}
 		for _, v := range created {
-			errs = append(errs, s.discardLocked(v.Namespace, v.Name))
+			errs = append(errs, s.discardLocked(v))
 		}
 		for pod, keys := range podLists {
 			errs = append(errs, writeList(s.podsFd, pod, keys))
@@ -230,7 +230,8 @@ func (s *Store) getLocked(ns, name string) (*Volume, error) {
 
 // discardLocked removes a volume without the in-use checks of detach:
 // Acquire uses it to undo a volume it has just made, which holds no data yet.
-func (s *Store) discardLocked(ns, name string) error {
+func (s *Store) discardLocked(v *Volume) error {
+	ns, name := v.Namespace, v.Name
 	nsFd, err := fsx.OpenDir(s.dirFd, ns)
 	if err != nil {
 		return publicError(ns, name, err)
@@ -240,6 +241,7 @@ func (s *Store) discardLocked(ns, name string) error {
 	if err != nil {
 		return volumeError(ns, name, err)
 	}
+	s.refundLocked(ns, v.Limit)
 	_, err = reapEntry(s.trashFd, trash, s.dev, true, false)
 	return err
 }
