@@ -117,7 +117,7 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 }
 
 func sizePolicy(cfg *config.Config) volumes.SizePolicy {
-	return volumes.SizePolicy{Backend: volumes.Backend(cfg.Sizes.Backend), NamespaceBytes: int64(cfg.Limits.NamespaceBytes)}
+	return volumes.SizePolicy{Backend: volumes.Backend(cfg.Sizes.Backend), NamespaceBytes: int64(cfg.Limits.NamespaceBytes), Overcommit: cfg.Limits.Overcommit}
 }
 
 func (p *Plugin) state() (*config.Config, *volumes.Store, *ImageVolumes) {
