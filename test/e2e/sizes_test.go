@@ -162,8 +162,8 @@ func checkFull(t *testing.T, e *env, id, dir string, mib int) {
 func checkDf(t *testing.T, e *env, id, dir string, kib int64) {
 	t.Helper()
 	out := e.cr.Exec(id, "df", "-k", dir)
-	if total, ok := dfTotalKiB(out); !ok || total < kib || total > kib*11/10 {
-		t.Errorf("df -k %s shows %d KiB, want about %d:\n%s", dir, total, kib, out)
+	if total, ok := dfTotalKiB(out); !ok || total != kib {
+		t.Errorf("df -k %s shows %d KiB, want %d:\n%s", dir, total, kib, out)
 	}
 }
 
