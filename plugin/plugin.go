@@ -94,6 +94,7 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 		p.cfg = cfg
 		p.images = NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 		p.store.SetLockTimeout(time.Duration(cfg.LockTimeout))
+		p.store.SetFormatBudget(formatBudget(cfg))
 		p.store.SetSizePolicy(sizePolicy(cfg))
 		return nil
 	}
@@ -102,6 +103,7 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
 	store.SetLockTimeout(time.Duration(cfg.LockTimeout))
+	store.SetFormatBudget(formatBudget(cfg))
 	store.StartReaper(func(err error) {
 		p.log.WithError(err).Warn("deleting the data of removed volumes")
 	})
@@ -114,6 +116,15 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	}
 	p.cfg, p.store, p.images = cfg, store, NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 	return nil
+}
+
+// formatBudget is how long a CreateContainer waits for the images of its
+// new sized volumes, formatted outside the store's lock: half of lockTimeout,
+// so that the wait, the lock's and the work under it stay inside
+// containerd's request timeout. A request whose images are not ready by then
+// fails, and kubelet's retry finds them ready.
+func formatBudget(cfg *config.Config) time.Duration {
+	return time.Duration(cfg.LockTimeout) / 2
 }
 
 func sizePolicy(cfg *config.Config) volumes.SizePolicy {
@@ -476,6 +487,9 @@ func acquire(store *volumes.Store, id, key string, plan *Plan, srcs map[int]*os.
 	vols, subPins, err := store.AcquireSubpaths(id, plan.Volumes, subs)
 	if se := (*volumes.SubpathError)(nil); errors.As(err, &se) {
 		return fail(fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, plan.Mounts[se.Subpath.Pin].Item, err))
+	}
+	if fe := (*volumes.FormattingError)(nil); errors.As(err, &fe) {
+		return fail(fmt.Errorf("%s: item %s: %w", key, plan.itemOf(fe.Namespace, fe.Name), err))
 	}
 	if err != nil {
 		return fail(err)

@@ -48,9 +48,14 @@ func (s *Store) AcquireSubpaths(containerID string, reqs []Request, subs []Subpa
 			return nil, nil, &SubpathError{Subpath: sub, Err: err}
 		}
 	}
+	what := acquiring(containerID, wants)
+	// Images of new sized volumes are formatted before the lock is taken.
+	if err := s.prepareFormats(what, wants, true); err != nil {
+		return nil, nil, err
+	}
 	var vols []*Volume
 	var pins []string
-	err = s.withRequestLock(acquiring(containerID, wants), func() error {
+	err = s.withRequestLock(what, func() error {
 		var err error
 		vols, pins, err = s.acquireLocked(containerID, wants, subs)
 		return err
@@ -163,11 +168,14 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 					return nil, nil, rollback(fmt.Errorf("anonymous volumes of pod sandbox %q: %w", pod, err))
 				}
 			}
-			if err := s.createLocked(v); err != nil {
+			if err := s.createLocked(v, true); err != nil {
 				return nil, nil, rollback(err)
 			}
 			v.Created = true
 			created = append(created, v)
+			if v.Limit > 0 && s.isMountedLocked(v.Namespace, v.Name) {
+				activated = append(activated, v) // made from a mounted image
+			}
 		case err != nil:
 			return nil, nil, rollback(publicError(r.Namespace, r.Name, err))
 		case r.Owner != nil && !v.Anonymous:
