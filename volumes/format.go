@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,6 +128,9 @@ type formatWant struct {
 // budget; active says they are for a container. It checks the budgets
 // first, so that a request they refuse formats nothing.
 func (s *Store) prepareFormats(what string, wants []Request, active bool) error {
+	if !slices.ContainsFunc(wants, func(r Request) bool { return r.Size > 0 }) {
+		return nil // the common case costs nothing
+	}
 	var need []formatWant
 	err := s.withRequestLock(what, func() error {
 		b, err := s.pickBackend()
@@ -197,6 +201,7 @@ func (s *Store) waitFormats(ctx context.Context, need []formatWant) error {
 		if f.pending[w.key] == 0 {
 			// Taken by another request meanwhile: one more.
 			if f.total() >= maxFormats {
+				fe.Err = fmt.Errorf("%w: %d images are being formatted or wait to be taken on the node", ErrBusy, maxFormats)
 				f.mu.Unlock()
 				return fe
 			}
