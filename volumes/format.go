@@ -57,6 +57,9 @@ type formatKey struct {
 type formatEntry struct {
 	name string
 	fd   int // its directory, flocked
+	// dir is the formats directory, a descriptor of the entry's own, which
+	// a Close meanwhile cannot pull from under it.
+	dir int
 }
 
 // formatter is a Store's pool of ready entries; its own mutex guards it, so
@@ -291,17 +294,26 @@ func (s *Store) format(k formatKey) {
 func (s *Store) formatEntry(k formatKey) (formatEntry, error) {
 	f := &s.formats
 	f.mu.Lock()
-	dir := f.fd
+	dir, err := -1, fmt.Errorf("%w: the store is closed", ErrBusy)
+	if !f.closed {
+		dir, err = unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
+	}
 	f.mu.Unlock()
+	if err != nil {
+		return formatEntry{}, err
+	}
 	name := "f-" + strconv.FormatInt(k.size, 10) + "-" + randomSuffix()
 	if err := unix.Mkdirat(dir, name, 0o700); err != nil {
+		unix.Close(dir)
 		return formatEntry{}, fmt.Errorf("mkdir %s: %w", name, err)
 	}
 	fd, err := fsx.OpenDir(dir, name)
 	if err != nil {
+		_ = removeAllAt(dir, name, s.dev)
+		unix.Close(dir)
 		return formatEntry{}, err
 	}
-	e := formatEntry{name: name, fd: fd}
+	e := formatEntry{name: name, fd: fd, dir: dir}
 	fail := func(err error) (formatEntry, error) {
 		s.dropFormatEntry(e)
 		return formatEntry{}, err
@@ -320,13 +332,13 @@ func (s *Store) formatEntry(k formatKey) (formatEntry, error) {
 	return e, nil
 }
 
-// dropFormatEntry takes an entry down and removes it; f.mu is held or the
-// entry is no one else's.
+// dropFormatEntry takes an entry down, removes it and closes its
+// descriptors; f.mu is held or the entry is no one else's.
 func (s *Store) dropFormatEntry(e formatEntry) {
-	f := &s.formats
 	_ = imageSizer{}.deactivate(e.fd, filepath.Join(s.dir, formatsDir, e.name))
 	unix.Close(e.fd)
-	_ = removeAllAt(f.fd, e.name, s.dev)
+	_ = removeAllAt(e.dir, e.name, s.dev)
+	unix.Close(e.dir)
 }
 
 // takeFormatLocked moves a ready entry for k to tmp in the namespace open at
@@ -341,11 +353,12 @@ func (s *Store) takeFormatLocked(k formatKey, nsFd int, tmp string) (bool, error
 	}
 	e := list[len(list)-1]
 	f.ready[k] = list[:len(list)-1]
-	if err := renameNoReplace(f.fd, e.name, nsFd, tmp); err != nil {
+	if err := renameNoReplace(e.dir, e.name, nsFd, tmp); err != nil {
 		s.dropFormatEntry(e)
 		return false, fmt.Errorf("take a formatted image: %w", err)
 	}
 	unix.Close(e.fd) // the flock goes with it: the entry is the volume's now
+	unix.Close(e.dir)
 	return true, nil
 }
 
