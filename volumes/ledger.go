@@ -24,7 +24,7 @@ import (
 // on the side of refusing. A charge for a volume made durably is durable
 // with it; the charge of a volume made Unsynced is made durable by its Sync,
 // before any container runs on it. A store without the file (made before it
-// existed) builds it once, by the one scan of every volume.json.
+// existed) gets it at Open, by the one scan of every volume.json.
 const (
 	ledgerFile = ".sizes"
 	// maxLedgerSize bounds what is read of it: far more than the entries of
@@ -64,8 +64,8 @@ type ledgerDoc struct {
 	Namespaces map[string]SizeSum `json:"namespaces"`
 }
 
-// loadLedger reads the ledger; a store without one gets one built by a scan,
-// written at its next change.
+// loadLedger reads the ledger; a store without one (Open writes it, so
+// only one opened for copy-up) gets one built by a scan.
 func (s *Store) loadLedger() (*ledger, error) {
 	l := &ledger{ns: map[string]SizeSum{}}
 	data, err := fsx.ReadFile(s.dirFd, ledgerFile, maxLedgerSize)
@@ -106,18 +106,37 @@ func (s *Store) scanLedger() (*ledger, error) {
 // ledger, durably when asked; negative values refund.
 func (s *Store) chargeLocked(ns string, bytes, count int64, durable bool) error {
 	s.idx.sizes.add(ns, bytes, count)
-	doc := ledgerDoc{Namespaces: s.idx.sizes.ns}
-	data, err := json.Marshal(doc)
+	if err := writeLedger(s.dirFd, s.idx.sizes, durable); err != nil {
+		// The file is as it was: so is the memory.
+		s.idx.sizes.add(ns, -bytes, -count)
+		return err
+	}
+	return nil
+}
+
+func writeLedger(dirFd int, l *ledger, durable bool) error {
+	data, err := json.Marshal(ledgerDoc{Namespaces: l.ns})
 	if err != nil {
 		return err
 	}
-	if err := replaceFileAt(s.dirFd, ledgerFile, data, durable); err != nil {
-		// The memory is ahead of the disk: the next operation reads it
-		// again.
-		s.idx = nil
+	if err := replaceFileAt(dirFd, ledgerFile, data, durable); err != nil {
 		return fmt.Errorf("write the ledger of sizes %s: %w", ledgerFile, err)
 	}
 	return nil
+}
+
+// ensureLedgerLocked writes the ledger of a store that has none, from the
+// one scan of every volume.json it takes, at Open: not inside a request,
+// and once.
+func (s *Store) ensureLedgerLocked() error {
+	if _, err := fsx.Lstat(s.dirFd, ledgerFile); !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	l, err := s.scanLedger()
+	if err != nil {
+		return err
+	}
+	return writeLedger(s.dirFd, l, true)
 }
 
 // refundLocked gives back the size of a sized volume that left its name.

@@ -613,7 +613,8 @@ func (s *Store) Check() ([]Problem, error) {
 		for _, ns := range nss {
 			switch {
 			case ns == lockFile || ns == refsDir || ns == podsDir || ns == trashDir || ns == copyUpBytesDir ||
-				ns == copyUpStatsFile || ns == copyUpStatsOld || ns == imageEmptyDir || ns == spareDir:
+				ns == copyUpStatsFile || ns == copyUpStatsOld || ns == imageEmptyDir || ns == spareDir ||
+				ns == ledgerFile || ns == formatsDir:
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})

@@ -313,6 +313,9 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		}
 		if clean {
 			s.removeLeftovers()
+			if err := s.ensureLedgerLocked(); err != nil {
+				return err
+			}
 			// One read of the mount table serves both.
 			if all, err := fsx.MountPoints(); err == nil {
 				s.removeUnmountedPins(all)
