@@ -95,6 +95,7 @@ type FormattingError struct {
 	Err error
 }
 
+// Error says which volume was not ready and why, and that a retry helps.
 func (e *FormattingError) Error() string {
 	if e.Err != nil {
 		return fmt.Sprintf("volume %q of namespace %q: formatting its %s image failed: %v", e.Name, e.Namespace, FormatBytes(e.Size), e.Err)
