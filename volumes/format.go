@@ -75,8 +75,12 @@ type formatter struct {
 	// lastErr is the last formatting failure, by key, until one succeeds.
 	lastErr map[formatKey]error
 	closed  bool
-	// one formats one image at a time: the node's cores serve containers.
-	one sync.Mutex
+	// One image is formatted at a time, the node's cores serving
+	// containers, and the smallest waiting goes first: a pod's small
+	// volume does not wait behind another pod's dozens of large ones.
+	busy    bool
+	waiting []int64 // sizes of the formattings waiting for their turn
+	turn    *sync.Cond
 }
 
 // FormattingError says that new sized volumes of a request were not ready
@@ -271,11 +275,19 @@ func (s *Store) openFormatsLocked() error {
 // format makes one entry for k, then wakes the waiting requests.
 func (s *Store) format(k formatKey) {
 	f := &s.formats
-	f.one.Lock()
+	f.mu.Lock()
+	f.waiting = append(f.waiting, k.size)
+	for f.busy || slices.Min(f.waiting) < k.size {
+		f.turn.Wait()
+	}
+	f.waiting = slices.Delete(f.waiting, slices.Index(f.waiting, k.size), slices.Index(f.waiting, k.size)+1)
+	f.busy = true
+	f.mu.Unlock()
 	e, err := s.formatEntry(k)
-	f.one.Unlock()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.busy = false
+	f.turn.Broadcast()
 	f.pending[k]--
 	switch {
 	case err != nil:

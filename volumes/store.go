@@ -33,6 +33,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -298,6 +299,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		},
 		lock: os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
 	}
+	s.formats.turn = sync.NewCond(&s.formats.mu)
 	// The index is built when first needed, so a process that only copies
 	// up (the OCI hook) never reads the reference lists.
 	err = s.locked(ctx, "opening the volume store", unix.LOCK_EX, false, func() error {
