@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"sort"
 
 	"golang.org/x/sys/unix"
 
@@ -182,4 +183,34 @@ func (s *Store) SizeSums() (map[string]SizeSum, SizeSum, error) {
 		return nil
 	})
 	return per, total, err
+}
+
+// checkLedger compares the ledger with what the volumes' metadata adds up
+// to, namespace by namespace, under the store's lock: Check's one scan.
+func (s *Store) checkLedger() []Problem {
+	var probs []Problem
+	fix := "remove ROOT/volumes/" + ledgerFile + " to have the next open rebuild it"
+	have, err := s.loadLedger()
+	if err != nil {
+		return []Problem{{Reason: fmt.Sprintf("%v; %s", err, fix)}}
+	}
+	want, err := s.scanLedger()
+	if err != nil {
+		return nil // the scan's own error is Check's
+	}
+	seen := map[string]bool{}
+	for _, l := range []*ledger{have, want} {
+		for ns := range l.ns {
+			if seen[ns] || have.ns[ns] == want.ns[ns] {
+				continue
+			}
+			seen[ns] = true
+			h, w := have.ns[ns], want.ns[ns]
+			probs = append(probs, Problem{Namespace: ns, Reason: fmt.Sprintf(
+				"the ledger of sizes counts %s in %d sized volume(s), their metadata %s in %d (a crash between a volume's change and the ledger's leaves a charge too many); %s",
+				FormatBytes(h.Bytes), h.Count, FormatBytes(w.Bytes), w.Count, fix)})
+		}
+	}
+	sort.Slice(probs, func(i, j int) bool { return probs[i].Namespace < probs[j].Namespace })
+	return probs
 }

@@ -184,3 +184,37 @@ func TestOvercommit(t *testing.T) {
 		t.Errorf("Totals = %+v", tot)
 	}
 }
+
+// TestCheckReportsLedgerDrift: a ledger that disagrees with the volumes
+// (a crash between the two steps leaves a charge too many) is reported by
+// Check with the way out, which works.
+func TestCheckReportsLedgerDrift(t *testing.T) {
+	requireLoop(t)
+	s, root := openSized(t)
+	if _, err := s.Create("shop", "a", CreateOptions{Size: 8 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	if probs, err := s.Check(); err != nil || len(probs) != 0 {
+		t.Fatalf("Check of a consistent store: %+v, %v", probs, err)
+	}
+	ledger := filepath.Join(root, "volumes", ledgerFile)
+	if err := os.WriteFile(ledger, []byte(`{"namespaces":{"shop":{"bytes":16777216,"count":2}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	probs, err := s.Check()
+	if err != nil || len(probs) != 1 || probs[0].Namespace != "shop" || !strings.Contains(probs[0].Reason, "16MiB in 2") ||
+		!strings.Contains(probs[0].Reason, "8MiB in 1") || !strings.Contains(probs[0].Reason, "remove ROOT/volumes/.sizes") {
+		t.Fatalf("Check of a drifted ledger: %+v, %v", probs, err)
+	}
+	if err := os.Remove(ledger); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if probs, err := s2.Check(); err != nil || len(probs) != 0 {
+		t.Errorf("Check after the ledger was rebuilt: %+v, %v", probs, err)
+	}
+}

@@ -648,6 +648,7 @@ func (s *Store) Check() ([]Problem, error) {
 			}
 			unix.Close(nsFd)
 		}
+		probs = append(probs, s.checkLedger()...)
 		pinProbs, err := s.checkPins()
 		probs = append(probs, pinProbs...)
 		return err
