@@ -68,7 +68,7 @@ func TestOpenBindSource(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f, err := openBindSource(tt.cfg, deniedPaths(tt.cfg), tt.src)
+			f, err := openBindSource(tt.cfg, newDenySet(tt.cfg), tt.src)
 			if tt.wantErr != "" {
 				if err == nil {
 					f.Close()

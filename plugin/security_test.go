@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nri-volumes/nri-volumes/internal/fstree"
 
 	"github.com/containerd/nri/pkg/api"
@@ -411,5 +413,84 @@ func TestAnonymousShapedNames(t *testing.T) {
 	v, err := store.Get("default", anon)
 	if err != nil || !slices.Equal(v.UsedBy, []string{"writer"}) {
 		t.Errorf("anonymous volume after the refused creations: %+v, %v; want used by writer only", v, err)
+	}
+}
+
+// TestBindDenyByIdentity checks that what runc runs as host root (the hook,
+// the plugin's own binary) and the store are refused as bind sources by what
+// they are, not by how the path reads: an allowlist entry over the hook's
+// directory with readWrite must not hand a pod that directory, and a bind
+// mount of the store below an allowed directory must not hand a pod the
+// store. A mount below an allowed entry is refused unless it is an entry too.
+func TestBindDenyByIdentity(t *testing.T) {
+	dir := t.TempDir()
+	hookDir, allowed, own := filepath.Join(dir, "bin"), filepath.Join(dir, "allowed"), filepath.Join(dir, "own")
+	hookBind, nested := filepath.Join(dir, "bin-bind"), filepath.Join(allowed, "conf", "sub")
+	for _, d := range []string{hookDir, filepath.Join(allowed, "store"), filepath.Join(allowed, "tmp"), filepath.Join(allowed, "ok"), own, hookBind, nested} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hook := filepath.Join(hookDir, "nri-volumes-hook")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := newRuntime(t, func(c *config.Config) {
+		c.HookPath = hook
+		c.BindMounts.ReadWrite = true
+		c.BindMounts.AllowedHostPaths = []string{hookDir, filepath.Dir(exe), allowed, own, hookBind}
+	})
+	rt.connect()
+	mount := func(src, dst, fstype string, flags uintptr) {
+		if err := unix.Mount(src, dst, fstype, flags, ""); err != nil {
+			t.Fatalf("mount %s at %s: %v", src, dst, err)
+		}
+		t.Cleanup(func() { unix.Unmount(dst, unix.MNT_DETACH) })
+	}
+	mount(rt.cfg.Root, filepath.Join(allowed, "store"), "", unix.MS_BIND)
+	mount("tmpfs", filepath.Join(allowed, "tmp"), "tmpfs", 0)
+	mount("tmpfs", own, "tmpfs", 0)
+	mount(hookDir, hookBind, "", unix.MS_BIND)
+	mount(filepath.Join(rt.cfg.Root, "volumes"), nested, "", unix.MS_BIND)
+	key := plugin.VolumesKey + "/pod"
+	for i, tc := range []struct {
+		name, source, wantErr string
+	}{
+		{name: "the hook's directory", source: hookDir, wantErr: "never allowed"},
+		{name: "the hook", source: hook, wantErr: "never allowed"},
+		{name: "a bind mount of the hook's directory", source: hookBind, wantErr: "never allowed"},
+		{name: "the hook through a bind mount", source: filepath.Join(hookBind, "nri-volumes-hook"), wantErr: "never allowed"},
+		{name: "the plugin's binary", source: exe, wantErr: "never allowed"},
+		{name: "the plugin binary's directory", source: filepath.Dir(exe), wantErr: "never allowed"},
+		{name: "a bind mount of the store", source: filepath.Join(allowed, "store"), wantErr: "never allowed"},
+		{name: "below a bind mount of the store", source: filepath.Join(allowed, "store", "volumes"), wantErr: "never allowed"},
+		{name: "a bind mount of the store below the source", source: filepath.Join(allowed, "conf"), wantErr: "never allowed"},
+		{name: "another mount below the allowed entry", source: filepath.Join(allowed, "tmp"), wantErr: "another mount"},
+		{name: "a mount that is an allowed entry itself", source: own},
+		{name: "a plain directory", source: filepath.Join(allowed, "ok")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := fmt.Sprintf("c%d", i)
+			pod := newPod("p1", "default", map[string]string{key: "- " + tc.source + ":/x"})
+			adj, err := rt.create(pod, newContainer(id, "p1", "app"))
+			if tc.wantErr == "" {
+				if err != nil || findMount(adj, "/x") == nil {
+					t.Fatalf("CreateContainer = %v, %v; want a bind mount at /x", adj, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("CreateContainer with a bind of %s succeeded with mounts %+v", tc.source, adj.GetMounts())
+			}
+			for _, want := range []string{key, "item 1", tc.source, tc.wantErr} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not name %q", err, want)
+				}
+			}
+		})
 	}
 }

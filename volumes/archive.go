@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"archive/tar"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +21,9 @@ import (
 type ArchiveLimits struct {
 	// MaxFiles caps the entries of the archive.
 	MaxFiles int64
-	// MaxBytes caps the sum of the sizes of its regular files.
+	// MaxBytes caps the sum of the sizes of its regular files, as a reader
+	// of them counts, holes included, and of its PAX records, extended
+	// attributes included.
 	MaxBytes int64
 }
 
@@ -41,6 +44,12 @@ var ErrArchive = errors.New("refused archive")
 // bsdtar write and read the same).
 const xattrPrefix = "SCHILY.xattr."
 
+// xattrValueMax is the largest extended attribute value Linux takes
+// (XATTR_SIZE_MAX): Import refuses a larger one at its entry instead of
+// failing to set it later. archive/tar itself refuses a PAX header, all its
+// records together, over 1 MiB, which bounds what one header holds.
+const xattrValueMax = 64 << 10
+
 // Export writes the data of volume name in namespace ns to w as a tar: owners,
 // modes, nanosecond times, extended attributes, hard links as links and
 // symlinks as links. It reads through descriptors beneath _data and never
@@ -49,7 +58,7 @@ const xattrPrefix = "SCHILY.xattr."
 // its size said when its header was written.
 func (s *Store) Export(ns, name string, w io.Writer) (ArchiveStats, error) {
 	var stats ArchiveStats
-	dataFd, release, err := s.openArchiveData(ns, name, unix.LOCK_SH)
+	_, dataFd, release, err := s.openArchiveData(ns, name, unix.LOCK_SH)
 	if err != nil {
 		return stats, err
 	}
@@ -332,32 +341,56 @@ func (zeroReader) Read(p []byte) (int, error) {
 
 // Import fills the data of volume name in namespace ns, which must be empty,
 // from the tar r. A volume that a container uses is refused with ErrInUse
-// naming the containers, as Remove does: a failed import empties _data
-// again, which would delete what the container wrote. The tar is untrusted: an entry with "..", an absolute
-// name, one beneath a symlink, a hard link to anything but a regular file
-// already in the archive, a device node or FIFO, a duplicate, or one beyond
-// limits is refused with ErrArchive and a message that names it. Every write
-// goes through descriptors beneath _data that refuse symlinks, so nothing
-// outside the volume is touched; on any failure _data is emptied again and
-// its owner, mode and times restored.
-func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (ArchiveStats, error) {
-	var stats ArchiveStats
-	dataFd, release, err := s.openArchiveData(ns, name, unix.LOCK_EX)
+// naming the containers, as Remove does, and from that check to its end the
+// import holds containers out: Acquire refuses the volume (see
+// importRunning), so no container sees half an import or writes into a
+// volume that a failed import empties again. The tar is untrusted: an entry
+// with "..", an absolute name, one beneath a symlink, a hard link to anything
+// but a regular file already in the archive, a device node or FIFO, a
+// duplicate, an extended attribute larger than the kernel takes, or one
+// beyond limits is refused with ErrArchive and a message that names it. Every
+// write goes through descriptors beneath _data that refuse symlinks, so
+// nothing outside the volume is touched; on any failure _data is emptied
+// again and its owner, mode and times restored. Runs of zeros in a file, the
+// holes of a sparse entry among them, are written as holes.
+func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (stats ArchiveStats, err error) {
+	volFd, dataFd, release, err := s.openArchiveData(ns, name, unix.LOCK_EX)
 	if err != nil {
 		return stats, err
 	}
 	defer release()
+	var hold *importHold
 	if err := s.withLock(unix.LOCK_SH, func() error {
 		if users := s.idx.usedBy(volumeKey(ns, name)); len(users) > 0 {
 			return &OpError{Namespace: ns, Name: name, Refs: users, Err: ErrInUse}
+		}
+		var err error
+		if hold, err = holdImport(volFd); err != nil {
+			return volumeError(ns, name, err)
 		}
 		return nil
 	}); err != nil {
 		return stats, err
 	}
+	emptied := true // whether _data is as the import found it, or empty
+	defer func() {
+		if !emptied {
+			return // the marker stays and keeps containers out
+		}
+		if rerr := s.withLock(unix.LOCK_SH, hold.release); rerr != nil {
+			err = errors.Join(err, volumeError(ns, name, rerr))
+		}
+	}()
 	root, err := fsx.Fstat(dataFd)
 	if err != nil {
 		return stats, volumeError(ns, name, err)
+	}
+	if hold.cutShort {
+		// What an import killed part-way left, which no container saw.
+		if err := removeContentsAt(dataFd, root.Dev); err != nil {
+			emptied = false
+			return stats, opError("import", ns, name, fmt.Errorf("emptying what an import cut short left: %w", err))
+		}
 	}
 	empty, err := fsx.IsEmptyDir(dataFd)
 	if err != nil {
@@ -370,6 +403,7 @@ func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (Arch
 	if err := im.run(tar.NewReader(r)); err != nil {
 		cause := opError("import", ns, name, err)
 		if cerr := removeContentsAt(dataFd, root.Dev); cerr != nil {
+			emptied = false
 			return stats, errors.Join(cause, opError("import", ns, name, fmt.Errorf("emptying after the failure: %w", cerr)))
 		}
 		// Best effort: the volume is empty again, which is what counts.
@@ -379,15 +413,135 @@ func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (Arch
 	return stats, nil
 }
 
+// importMarker is the file in a volume's directory that an import holds
+// with an flock from its check that no container uses the volume to its
+// end. Acquire refuses a volume that has one: locked, the import is running;
+// unlocked, an import was killed part-way and the data is partial, which the
+// next import throws away.
+const importMarker = "import-running"
+
+// importHold is an import's hold on its volume: the marker, locked.
+type importHold struct {
+	volFd, fd int
+	// cutShort: the marker was there, left by an import killed part-way.
+	cutShort bool
+}
+
+// holdImport makes and locks the import marker in the volume directory open
+// at volFd, under the store's lock, which Acquire takes too. The caller
+// holds the volume's own lock, so no other import runs.
+func holdImport(volFd int) (*importHold, error) {
+	h := &importHold{volFd: volFd}
+	fd, err := unix.Openat(volFd, importMarker, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.EEXIST) {
+		h.cutShort = true
+		fd, err = unix.Openat(volFd, importMarker, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("import marker: %w", err)
+	}
+	h.fd = fd
+	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("import marker: %w", err)
+	}
+	// A crash must not lose the marker while partial data stays.
+	if err := unix.Fsync(volFd); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("import marker: %w", err)
+	}
+	return h, nil
+}
+
+// release removes the marker, under the store's lock: an Acquire finds it
+// locked or finds none, never one that is unlocked but for a moment.
+func (h *importHold) release() error {
+	defer unix.Close(h.fd)
+	if err := unix.Unlinkat(h.volFd, importMarker, 0); err != nil {
+		return fmt.Errorf("import marker: %w", err)
+	}
+	return nil
+}
+
+// Import states of a volume, as its marker shows them.
+const (
+	importNone = iota
+	importFilling
+	importCutShort
+)
+
+// importState reads the import marker of volume name in namespace ns: one
+// openat for a volume without one.
+func (s *Store) importState(ns, name string) (int, error) {
+	fd, err := fsx.OpenBeneath(s.dirFd, ns+"/"+name+"/"+importMarker, unix.O_RDONLY)
+	if errors.Is(err, unix.ENOENT) {
+		return importNone, nil
+	}
+	if err != nil {
+		return importNone, fmt.Errorf("import marker: %w", err)
+	}
+	defer unix.Close(fd)
+	err = unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB)
+	switch {
+	case errors.Is(err, unix.EWOULDBLOCK):
+		return importFilling, nil
+	case err != nil:
+		return importNone, fmt.Errorf("import marker: %w", err)
+	}
+	return importCutShort, nil
+}
+
+// errImportCutShort says what a volume that an import left partial needs.
+const errImportCutShort = "an import into it was cut short and its data is partial; run \"volume import\" again or \"volume rm\" it"
+
+// importRunning refuses volume name in namespace ns for a container while
+// an import fills it or after one was cut short. The caller holds the
+// store's lock, which an import takes to make and remove its marker.
+func (s *Store) importRunning(ns, name string) error {
+	state, err := s.importState(ns, name)
+	switch {
+	case err != nil:
+		return volumeError(ns, name, err)
+	case state == importFilling:
+		return volumeError(ns, name, fmt.Errorf("%w: an import is filling it; start the container once \"volume import\" ends", ErrInUse))
+	case state == importCutShort:
+		return volumeError(ns, name, fmt.Errorf("%w: %s", ErrInUse, errImportCutShort))
+	}
+	return nil
+}
+
 type importer struct {
 	data   int
 	limits ArchiveLimits
 	stats  *ArchiveStats
-	// dirs are the directories made, with their headers, whose owner, mode
-	// and times are set once everything inside them is written.
-	dirs []*tar.Header
+	// records counts the bytes of the PAX records read, which limits.MaxBytes
+	// bounds together with stats.Bytes.
+	records int64
+	// dirs are the directories made, whose owner, mode and times are set
+	// once everything inside them is written: all that is kept of their
+	// headers, as the archive may hold many.
+	dirs []dirAttrs
 	// files are the regular files written, the only hard link targets.
 	files map[string]bool
+	// buf is the buffer files are copied through.
+	buf []byte
+}
+
+// attrs are what an entry's header says of its owner, mode and times.
+type attrs struct {
+	uid, gid     int
+	mode         int64
+	atime, mtime time.Time
+}
+
+func attrsOf(hdr *tar.Header) attrs {
+	return attrs{uid: hdr.Uid, gid: hdr.Gid, mode: hdr.Mode, atime: hdr.AccessTime, mtime: hdr.ModTime}
+}
+
+// dirAttrs are the attrs of directory rel, named entry in the archive.
+type dirAttrs struct {
+	rel, entry string
+	attrs
 }
 
 func (im *importer) run(tr *tar.Reader) error {
@@ -405,8 +559,8 @@ func (im *importer) run(tr *tar.Reader) error {
 		}
 	}
 	for i := len(im.dirs) - 1; i >= 0; i-- {
-		hdr := im.dirs[i]
-		if err := im.setMeta(hdr.Name, hdr, -1); err != nil {
+		d := im.dirs[i]
+		if err := im.setAttrs(d.rel, d.entry, d.attrs, false, -1); err != nil {
 			return err
 		}
 	}
@@ -443,14 +597,20 @@ func (im *importer) entry(hdr *tar.Header, r io.Reader) error {
 	if im.limits.MaxFiles > 0 && im.stats.Entries > im.limits.MaxFiles {
 		return fmt.Errorf("%w: entry %q: more than %d entries", ErrArchive, hdr.Name, im.limits.MaxFiles)
 	}
-	if hdr.Size < 0 || im.limits.MaxBytes > 0 && im.stats.Bytes+hdr.Size > im.limits.MaxBytes {
+	if err := im.countRecords(hdr); err != nil {
+		return err
+	}
+	if hdr.Size < 0 || im.limits.MaxBytes > 0 && im.stats.Bytes+im.records+hdr.Size > im.limits.MaxBytes {
 		return fmt.Errorf("%w: entry %q: more than %d bytes in all", ErrArchive, hdr.Name, im.limits.MaxBytes)
 	}
 	if rel == "" {
 		if hdr.Typeflag != tar.TypeDir {
 			return fmt.Errorf("%w: entry %q: the root must be a directory", ErrArchive, hdr.Name)
 		}
-		im.dirs = append(im.dirs, withName(hdr, ""))
+		if err := setXattrs(im.data, hdr); err != nil {
+			return err
+		}
+		im.dirs = append(im.dirs, dirAttrs{rel: "", entry: hdr.Name, attrs: attrsOf(hdr)})
 		return nil
 	}
 	parent, err := im.parent(rel, hdr.Name)
@@ -478,7 +638,12 @@ func (im *importer) entry(hdr *tar.Header, r io.Reader) error {
 		if err != nil {
 			return fail("mkdirat", err)
 		}
-		im.dirs = append(im.dirs, withName(hdr, rel))
+		// Extended attributes now, while the header is at hand: the
+		// end of the import sets only what must wait for the content.
+		if err := im.dirXattrs(parent, base, hdr); err != nil {
+			return err
+		}
+		im.dirs = append(im.dirs, dirAttrs{rel: rel, entry: hdr.Name, attrs: attrsOf(hdr)})
 		return nil
 	case tar.TypeReg:
 		fd, err := unix.Openat(parent, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
@@ -487,16 +652,20 @@ func (im *importer) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		f := os.NewFile(uintptr(fd), rel)
 		defer f.Close()
-		n, err := io.Copy(f, io.LimitReader(r, hdr.Size))
+		n, err := im.copySparse(f, r, hdr.Size)
 		im.stats.Bytes += n
-		if errors.Is(err, io.ErrUnexpectedEOF) || err == nil && n < hdr.Size {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return fmt.Errorf("%w: entry %q: the tar is truncated", ErrArchive, hdr.Name)
 		}
 		if err != nil {
 			return fail("write", err)
 		}
 		im.files[rel] = true
-		return im.setMeta(rel, hdr, fd)
+		if err := im.setAttrs(rel, hdr.Name, attrsOf(hdr), false, fd); err != nil {
+			return err
+		}
+		// After the owner: chown drops security.capability.
+		return setXattrs(fd, hdr)
 	case tar.TypeSymlink:
 		if hdr.Linkname == "" || strings.ContainsRune(hdr.Linkname, 0) {
 			return fmt.Errorf("%w: entry %q: bad symlink target", ErrArchive, hdr.Name)
@@ -504,7 +673,7 @@ func (im *importer) entry(hdr *tar.Header, r io.Reader) error {
 		if err := unix.Symlinkat(hdr.Linkname, parent, base); err != nil {
 			return fail("symlinkat", err)
 		}
-		return im.setMeta(rel, hdr, -1)
+		return im.setAttrs(rel, hdr.Name, attrsOf(hdr), true, -1)
 	case tar.TypeLink:
 		target, err := cleanName(hdr.Linkname)
 		if err != nil || !im.files[target] {
@@ -525,10 +694,83 @@ func (im *importer) entry(hdr *tar.Header, r io.Reader) error {
 	return fmt.Errorf("%w: entry %q: unsupported type %q", ErrArchive, hdr.Name, hdr.Typeflag)
 }
 
-func withName(hdr *tar.Header, rel string) *tar.Header {
-	h := *hdr
-	h.Name = rel
-	return &h
+// countRecords counts the PAX records of hdr against the limits and
+// refuses an extended attribute larger than the kernel takes.
+func (im *importer) countRecords(hdr *tar.Header) error {
+	for k, v := range hdr.PAXRecords {
+		im.records += int64(len(k) + len(v))
+		if x, ok := strings.CutPrefix(k, xattrPrefix); ok && len(v) > xattrValueMax {
+			return fmt.Errorf("%w: entry %q: extended attribute %s: %d bytes, more than the %d Linux takes", ErrArchive, hdr.Name, x, len(v), xattrValueMax)
+		}
+	}
+	return nil
+}
+
+// dirXattrs sets the extended attributes of hdr on directory base of
+// parent, which the import has just made or found made.
+func (im *importer) dirXattrs(parent int, base string, hdr *tar.Header) error {
+	if !hasXattrs(hdr) {
+		return nil
+	}
+	fd, err := fsx.OpenDir(parent, base)
+	if err != nil {
+		return fmt.Errorf("entry %q: open: %w", hdr.Name, err)
+	}
+	defer unix.Close(fd)
+	return setXattrs(fd, hdr)
+}
+
+func hasXattrs(hdr *tar.Header) bool {
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, xattrPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// setXattrs sets the extended attributes of hdr on fd.
+func setXattrs(fd int, hdr *tar.Header) error {
+	for k, v := range hdr.PAXRecords {
+		if x, ok := strings.CutPrefix(k, xattrPrefix); ok {
+			if err := unix.Fsetxattr(fd, x, []byte(v), 0); err != nil {
+				return fmt.Errorf("entry %q: setxattr %s: %w", hdr.Name, x, err)
+			}
+		}
+	}
+	return nil
+}
+
+// copyBlock is how much of a file Import copies at a time, and the size of
+// the zero runs it writes as holes.
+const copyBlock = 128 << 10
+
+var zeroBlock [copyBlock]byte
+
+// copySparse copies size bytes from r to the new, empty file f, skipping
+// blocks of zeros, which stay holes: a sparse entry, which archive/tar reads
+// as its full size with zeros for the holes, takes on disk what its data
+// takes. It returns how many bytes it read; io.EOF or io.ErrUnexpectedEOF
+// when r ends before size.
+func (im *importer) copySparse(f *os.File, r io.Reader, size int64) (int64, error) {
+	if im.buf == nil {
+		im.buf = make([]byte, copyBlock)
+	}
+	var off int64
+	for off < size {
+		n, err := io.ReadFull(r, im.buf[:min(int64(len(im.buf)), size-off)])
+		if b := im.buf[:n]; n > 0 && !bytes.Equal(b, zeroBlock[:n]) {
+			if _, werr := f.WriteAt(b, off); werr != nil {
+				return off, werr
+			}
+		}
+		off += int64(n)
+		if err != nil {
+			return off, err
+		}
+	}
+	// The file ends in a hole, or is all of one.
+	return off, f.Truncate(off)
 }
 
 // parent opens the directory that holds rel, beneath _data and refusing
@@ -565,56 +807,48 @@ func closeParent(fd, data int) {
 	}
 }
 
-// setMeta sets the extended attributes, owner, mode and times of entry rel
-// from hdr: through fd when given, else by name without following a symlink.
-func (im *importer) setMeta(rel string, hdr *tar.Header, fd int) error {
-	fail := func(op string, err error) error { return fmt.Errorf("entry %q: %s: %w", hdr.Name, op, err) }
-	isLink := hdr.Typeflag == tar.TypeSymlink
-	if fd < 0 && !isLink {
-		var err error
-		if rel == "" {
-			fd, err = unix.Openat(im.data, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		} else {
-			// Only directories come here; a container may have put
-			// something else, a FIFO even, at their names meanwhile.
-			fd, err = fsx.OpenBeneath(im.data, rel, unix.O_RDONLY|unix.O_DIRECTORY)
-		}
-		if err != nil {
-			return fail("open", err)
-		}
-		defer unix.Close(fd)
-	}
+// setAttrs sets the owner, mode and times a of entry rel, named entry in
+// the archive: through fd when given, else by name without following a
+// symlink, which isLink says rel is.
+func (im *importer) setAttrs(rel, entry string, a attrs, isLink bool, fd int) error {
+	fail := func(op string, err error) error { return fmt.Errorf("entry %q: %s: %w", entry, op, err) }
+	ts := []unix.Timespec{timespec(a.atime, a.mtime), timespec(a.mtime, a.mtime)}
 	if !isLink {
-		for k, v := range hdr.PAXRecords {
-			if x, ok := strings.CutPrefix(k, xattrPrefix); ok {
-				if err := unix.Fsetxattr(fd, x, []byte(v), 0); err != nil {
-					return fail("setxattr "+x, err)
-				}
+		if fd < 0 {
+			var err error
+			if rel == "" {
+				fd, err = unix.Openat(im.data, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			} else {
+				// Only directories come here; a container may have put
+				// something else, a FIFO even, at their names meanwhile.
+				fd, err = fsx.OpenBeneath(im.data, rel, unix.O_RDONLY|unix.O_DIRECTORY)
 			}
+			if err != nil {
+				return fail("open", err)
+			}
+			defer unix.Close(fd)
 		}
 		// chown clears set-id bits, so it goes first.
-		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
+		if err := unix.Fchown(fd, a.uid, a.gid); err != nil {
 			return fail("chown", err)
 		}
-		if err := unix.Fchmod(fd, uint32(hdr.Mode&0o7777)); err != nil {
+		if err := unix.Fchmod(fd, uint32(a.mode&0o7777)); err != nil {
 			return fail("chmod", err)
 		}
-		ts := []unix.Timespec{timespec(hdr.AccessTime, hdr.ModTime), timespec(hdr.ModTime, hdr.ModTime)}
 		if err := fsx.Futimens(fd, ts[0], ts[1]); err != nil {
 			return fail("utimensat", err)
 		}
 		return nil
 	}
-	parent, err := im.parent(rel, hdr.Name)
+	parent, err := im.parent(rel, entry)
 	if err != nil {
 		return err
 	}
 	defer closeParent(parent, im.data)
 	base := path.Base(rel)
-	if err := unix.Fchownat(parent, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fchownat(parent, base, a.uid, a.gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fail("chown", err)
 	}
-	ts := []unix.Timespec{timespec(hdr.AccessTime, hdr.ModTime), timespec(hdr.ModTime, hdr.ModTime)}
 	if err := unix.UtimesNanoAt(parent, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fail("utimensat", err)
 	}
@@ -632,20 +866,21 @@ func timespec(t, fallback time.Time) unix.Timespec {
 // inode names a file by device and inode number, for hard links.
 type inode struct{ dev, ino uint64 }
 
-// openArchiveData opens the _data of a volume for export or import: a sized
-// volume's own file system brought up for it (see activeData), the volume's
-// flock taken as how says. release closes it all, in that order.
-func (s *Store) openArchiveData(ns, name string, how int) (dataFd int, release func(), err error) {
+// openArchiveData opens the directory and the _data of a volume for export
+// or import: a sized volume's own file system brought up for it (see
+// activeData), the volume's flock taken as how says. release closes it all,
+// in that order.
+func (s *Store) openArchiveData(ns, name string, how int) (volFd, dataFd int, release func(), err error) {
 	done, err := s.activeData(ns, name)
 	if err != nil {
-		return -1, nil, err
+		return -1, -1, nil, err
 	}
-	volFd, dataFd, err := s.openData(ns, name, how)
+	volFd, dataFd, err = s.openData(ns, name, how)
 	if err != nil {
 		done()
-		return -1, nil, err
+		return -1, -1, nil, err
 	}
-	return dataFd, func() {
+	return volFd, dataFd, func() {
 		unix.Close(dataFd)
 		unix.Close(volFd)
 		done()

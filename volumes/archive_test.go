@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -279,6 +280,12 @@ func TestImportRefusesHostileTars(t *testing.T) {
 		{"too many bytes", []entry{file("a", "12345"), file("b", "123456")}, ArchiveLimits{MaxBytes: 10}, `"b": more than 10 bytes`},
 		{"root not a directory", []entry{file(".", "x")}, ArchiveLimits{}, "root must be a directory"},
 		{"truncated", nil, ArchiveLimits{}, `"a": the tar is truncated`},
+		{"xattr over the kernel's maximum", []entry{{hdr: tar.Header{Name: "d/", Typeflag: tar.TypeDir,
+			PAXRecords: map[string]string{"SCHILY.xattr.user.x": strings.Repeat("v", 64<<10+1)}}}},
+			ArchiveLimits{}, `"d/": extended attribute user.x: 65537 bytes`},
+		{"xattrs count against the bytes", []entry{file("a", "12345"), {hdr: tar.Header{Name: "d/", Typeflag: tar.TypeDir,
+			PAXRecords: map[string]string{"SCHILY.xattr.user.x": strings.Repeat("v", 100)}}}},
+			ArchiveLimits{MaxBytes: 50}, `"d/": more than 50 bytes`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -377,4 +384,218 @@ func newTestStore(t *testing.T) *Store {
 	t.Helper()
 	s, _ := newStore(t)
 	return s
+}
+
+// TestImportSparseKeepsHoles imports a PAX-sparse tar of a few KiB whose
+// file is 1 GiB long with 4 KiB of data: the file gets its logical size and
+// its data, and the holes stay holes instead of a gibibyte of zeros on disk.
+func TestImportSparseKeepsHoles(t *testing.T) {
+	s := newTestStore(t)
+	v, err := s.Create("default", "v", CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const logical, at = 1 << 30, 512 << 20
+	chunk := bytes.Repeat([]byte("data"), 1024)
+	data := sparseTar(t, "big", logical, at, chunk)
+	if len(data) > 10<<10 {
+		t.Fatalf("the sparse tar takes %d bytes", len(data))
+	}
+	if _, err := s.Import("default", "v", bytes.NewReader(data), ArchiveLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(v.Mountpoint, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Size != logical {
+		t.Errorf("size %d, want %d", st.Size, logical)
+	}
+	if used := st.Blocks * 512; used > 1<<20 {
+		t.Errorf("the file takes %d bytes on disk, want its holes kept (at most 1 MiB)", used)
+	}
+	got := make([]byte, len(chunk)+2)
+	if _, err := f.ReadAt(got, at-1); err != nil || got[0] != 0 || got[len(got)-1] != 0 || !bytes.Equal(got[1:len(got)-1], chunk) {
+		t.Errorf("data at %d: %q… (%v)", at, got[:9], err)
+	}
+	// The limit counts the logical size, what a reader of the file gets.
+	if _, err := s.Create("default", "w", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Import("default", "w", bytes.NewReader(data), ArchiveLimits{MaxBytes: logical - 1}); !errors.Is(err, ErrArchive) || !strings.Contains(err.Error(), `"big": more than`) {
+		t.Errorf("import of a file longer than MaxBytes: %v, want ErrArchive naming \"big\"", err)
+	}
+}
+
+// sparseTar writes a tar of one file name in the PAX 1.0 sparse format, as
+// GNU tar --sparse --format=pax does, which archive/tar reads but cannot
+// write: size bytes long, all holes but data at offset.
+func sparseTar(t *testing.T, name string, size, offset int64, data []byte) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	block := func(typ byte, name string, size int64) {
+		var b [512]byte
+		copy(b[0:100], name)
+		copy(b[100:108], "0000644\x00")
+		copy(b[108:116], "0000000\x00")
+		copy(b[116:124], "0000000\x00")
+		copy(b[124:136], fmt.Sprintf("%011o\x00", size))
+		copy(b[136:148], fmt.Sprintf("%011o\x00", 1700000000))
+		b[156] = typ
+		copy(b[257:265], "ustar\x0000")
+		copy(b[148:156], "        ")
+		sum := 0
+		for _, c := range b {
+			sum += int(c)
+		}
+		copy(b[148:156], fmt.Sprintf("%06o\x00 ", sum))
+		out.Write(b[:])
+	}
+	pad := func() { out.Write(make([]byte, (512-out.Len()%512)%512)) }
+	var pax bytes.Buffer
+	for _, kv := range []string{"GNU.sparse.major=1", "GNU.sparse.minor=0", "GNU.sparse.name=" + name,
+		fmt.Sprintf("GNU.sparse.realsize=%d", size)} {
+		n := len(kv) + 3
+		for len(fmt.Sprintf("%d %s\n", n, kv)) != n {
+			n++
+		}
+		fmt.Fprintf(&pax, "%d %s\n", n, kv)
+	}
+	block(tar.TypeXHeader, "PaxHeaders/"+name, int64(pax.Len()))
+	out.Write(pax.Bytes())
+	pad()
+	sparseMap := fmt.Sprintf("1\n%d\n%d\n", offset, len(data))
+	mapLen := int64(len(sparseMap)+511) / 512 * 512
+	block(tar.TypeReg, "GNUSparseFile.0/"+name, mapLen+int64(len(data)))
+	out.WriteString(sparseMap)
+	pad()
+	out.Write(data)
+	pad()
+	out.Write(make([]byte, 1024))
+	return out.Bytes()
+}
+
+// TestImportHoldsContainersOut: while an import fills a volume, a container
+// that asks for it, through another process's store as the plugin's is, is
+// refused with a message that says why, so it never sees half an import,
+// and the failed import that empties the volume again deletes nothing a
+// container wrote. Once the import is over the container gets the volume.
+func TestImportHoldsContainersOut(t *testing.T) {
+	cli, root := newStore(t)
+	plugin := openStore(t, root)
+	v, err := cli.Create("default", "data", CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		_, err := cli.Import("default", "data", pr, ArchiveLimits{})
+		done <- err
+	}()
+	tw := tar.NewWriter(pw)
+	if err := tw.WriteHeader(&tar.Header{Name: "a", Typeflag: tar.TypeReg, Mode: 0o644, Size: 10}); err != nil {
+		t.Fatal(err)
+	}
+	// The pipe hands these bytes over only to the import's copy of "a".
+	if _, err := tw.Write([]byte("12345")); err != nil {
+		t.Fatal(err)
+	}
+	req := []Request{{Namespace: "default", Name: "data"}}
+	_, err = plugin.Acquire("c1", req)
+	wrote := err == nil
+	if wrote {
+		writeFile(t, filepath.Join(v.Mountpoint, "mine"), "the container's")
+	}
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), `volume "data"`) || !strings.Contains(err.Error(), "import") {
+		t.Errorf("acquire during the import = %v, want ErrInUse naming the volume and the import", err)
+	}
+	pw.CloseWithError(errors.New("cut short"))
+	if err := <-done; err == nil {
+		t.Fatal("an import cut short succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(v.Mountpoint, "mine")); wrote && err != nil {
+		t.Errorf("the failed import deleted what the container wrote: %v", err)
+	}
+	if _, err := plugin.Acquire("c2", req); err != nil {
+		t.Fatalf("acquire after the import: %v", err)
+	}
+	if names, err := os.ReadDir(v.Mountpoint); err != nil || len(names) > 1 {
+		t.Errorf("_data after the failed import: %v %v", names, err)
+	}
+}
+
+// TestImportCutShort: an import killed part-way leaves its marker, unlocked,
+// beside partial data. A container is refused that volume with a message
+// that says what to do, and volume check reports it; the next import throws
+// the partial data away and fills the volume, and then containers get it.
+func TestImportCutShort(t *testing.T) {
+	s := newTestStore(t)
+	v, err := s.Create("default", "data", CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// What a kill leaves: the marker, which no process locks, and half the data.
+	writeFile(t, filepath.Join(filepath.Dir(v.Mountpoint), importMarker), "")
+	writeFile(t, filepath.Join(v.Mountpoint, "half"), "partial")
+	req := []Request{{Namespace: "default", Name: "data"}}
+	if _, err := s.Acquire("c1", req); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
+		t.Fatalf("acquire after a cut-short import = %v, want ErrInUse saying the import was cut short", err)
+	}
+	if probs, err := s.Check(); err != nil || len(probs) != 1 || probs[0].Name != "data" || !strings.Contains(probs[0].Reason, "cut short") {
+		t.Errorf("check after a cut-short import = %+v, %v; want the volume reported", probs, err)
+	}
+	if _, err := s.Import("default", "data", bytes.NewReader(tarOf(t, file("whole", "all"))), ArchiveLimits{}); err != nil {
+		t.Fatalf("import again: %v", err)
+	}
+	if probs, err := s.Check(); err != nil || len(probs) != 0 {
+		t.Errorf("check after the second import = %+v, %v", probs, err)
+	}
+	if names, err := os.ReadDir(v.Mountpoint); err != nil || len(names) != 1 || names[0].Name() != "whole" {
+		t.Errorf("_data after the second import: %v %v", names, err)
+	}
+	if _, err := s.Acquire("c1", req); err != nil {
+		t.Errorf("acquire after the import: %v", err)
+	}
+}
+
+// TestImportKeepsFileCapabilities imports a file owned by another user that
+// carries a security.capability xattr, as ping or an image's server binary
+// does: the kernel drops that xattr on chown, so it must be set after the
+// owner, or the imported binary silently loses its capabilities.
+func TestImportKeepsFileCapabilities(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to chown and set security.* xattrs")
+	}
+	s := newTestStore(t)
+	if _, err := s.Create("default", "v", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// VFS_CAP_REVISION_2 with the effective flag, CAP_NET_BIND_SERVICE (10)
+	// permitted: magic, then permitted and inheritable of two 32-bit words.
+	capability := []byte{0x01, 0x00, 0x00, 0x02, 0x00, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	e := file("ping", "elf")
+	e.hdr.Uid, e.hdr.Gid, e.hdr.Mode = 1000, 1000, 0o755
+	e.hdr.PAXRecords = map[string]string{xattrPrefix + "security.capability": string(capability)}
+	if _, err := s.Import("default", "v", bytes.NewReader(tarOf(t, e)), ArchiveLimits{}); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(s.Root(), "volumes", "default", "v", "_data", "ping")
+	buf := make([]byte, 64)
+	n, err := unix.Getxattr(p, "security.capability", buf)
+	if err != nil {
+		t.Fatalf("the imported file lost its capabilities: %v", err)
+	}
+	if !bytes.Equal(buf[:n], capability) {
+		t.Fatalf("security.capability = %x, want %x", buf[:n], capability)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil || st.Uid != 1000 {
+		t.Fatalf("owner %d (%v), want 1000", st.Uid, err)
+	}
 }

@@ -253,6 +253,7 @@ func (s *Store) createLocked(v *Volume, active bool) error {
 		removeAllAt(nsFd, tmp, s.dev)
 		return volumeError(ns, name, err)
 	}
+	s.counted(func(c *nsCounts) { c.add(v) })
 	if !durable {
 		return nil
 	}
@@ -643,6 +644,8 @@ func (s *Store) Check() ([]Problem, error) {
 				default:
 					if _, err := s.readVolume(nsFd, ns, name); err != nil {
 						probs = append(probs, Problem{Namespace: ns, Name: name, Reason: err.Error()})
+					} else if state, _ := s.importState(ns, name); state == importCutShort {
+						probs = append(probs, Problem{Namespace: ns, Name: name, Reason: errImportCutShort})
 					}
 				}
 			}

@@ -180,6 +180,10 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 			return nil, nil, rollback(publicError(r.Namespace, r.Name, err))
 		case r.Owner != nil && !v.Anonymous:
 			return nil, nil, rollback(&OpError{Namespace: r.Namespace, Name: r.Name, Anonymous: true, Err: fmt.Errorf("%w: a named volume has that name", ErrExists)})
+		default:
+			if err := s.importRunning(r.Namespace, r.Name); err != nil {
+				return nil, nil, rollback(err)
+			}
 		}
 		keys[v.key()] = struct{}{}
 		vols = append(vols, v)

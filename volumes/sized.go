@@ -506,5 +506,9 @@ func (s *Store) growLocked(nsFd int, v *Volume, size int64) error {
 	if err := rewriteVolume(volFd, v); err != nil {
 		return volumeError(v.Namespace, v.Name, err)
 	}
+	s.counted(func(c *nsCounts) {
+		c.drop(v.Namespace, v.Name)
+		c.add(v)
+	})
 	return s.bump(true)
 }

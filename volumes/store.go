@@ -204,6 +204,9 @@ type Store struct {
 	// Acquire, Release and RemovePodVolumes never scan the store. nil until
 	// first needed.
 	idx *index
+	// counts are the volumes of each namespace, counted for the metrics;
+	// nil until first asked for. See nscount.go.
+	counts *nsCounts
 	// lockTimeout bounds the lock waits of the operations of NRI requests;
 	// see SetLockTimeout.
 	lockTimeout atomic.Int64
@@ -496,6 +499,9 @@ func (s *Store) bump(indexed bool) error {
 		return err
 	}
 	gen++
+	if indexed {
+		s.bumpCounts(gen-1, gen)
+	}
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], gen)
 	if _, err := unix.Pwrite(int(s.lock.Fd()), b[:], 0); err != nil {

@@ -86,7 +86,8 @@ func (d *detacher) detach(ns, name string) (string, error) {
 	// A sized volume's own file system comes down first; a volume whose
 	// metadata cannot be read is removed like an unsized one.
 	var limit int64
-	if v, err := s.loadVolumeAt(volFd, ns, name); err == nil && v.Limit > 0 {
+	v, loadErr := s.loadVolumeAt(volFd, ns, name)
+	if loadErr == nil && v.Limit > 0 {
 		limit = v.Limit
 		z, err := sizerFor(v.Backend)
 		if err == nil {
@@ -107,6 +108,7 @@ func (d *detacher) detach(ns, name string) (string, error) {
 		return "", volumeError(ns, name, err)
 	}
 	s.refundLocked(ns, limit)
+	s.counted(func(c *nsCounts) { c.drop(ns, name) })
 	d.touched[ns] = true
 	return trash, nil
 }

@@ -57,7 +57,7 @@ one that containerd launched from its plugin_path ends with the connection.`,
 	f.StringVar(&o.socket, "socket", o.socket, "NRI socket to connect to")
 	f.StringVar(&o.name, "name", o.name, "plugin name")
 	f.StringVar(&o.idx, "idx", o.idx, "plugin index (two digits)")
-	f.StringVar(&o.metricsAddress, "metrics-address", "", "serve Prometheus /metrics and /healthz on this address (off when empty)")
+	f.StringVar(&o.metricsAddress, "metrics-address", "", "serve Prometheus /metrics and /healthz on this address (off when empty; a port alone, :9109, is on 127.0.0.1 only)")
 	return cmd
 }
 

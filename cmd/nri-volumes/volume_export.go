@@ -87,12 +87,15 @@ func newVolumeImportCommand(g *globalOptions, s streams) *cobra.Command {
 		Short: "Fill an empty volume from a tar",
 		Long: `Fill an existing, empty volume from a tar archive (FILE, or - for stdin), such
 as volume export writes. A volume that a container uses is refused, as volume
-rm refuses it, since a failed import empties the volume again. The archive is
+rm refuses it, since a failed import empties the volume again; while the
+import runs, a container that asks for the volume is refused. The archive is
 untrusted: entries with "..", absolute names, entries beneath a symlink,
-device nodes, FIFOs, and more entries or bytes than the limits are refused
-with a message that names the entry, nothing outside the volume is touched,
-and the volume is left empty.
-The limits default to the configuration's copyUpMaxFiles and copyUpMaxSize.`,
+device nodes, FIFOs, extended attributes over 64 KiB, and more entries or
+bytes than the limits are refused with a message that names the entry,
+nothing outside the volume is touched, and the volume is left empty. Holes
+of sparse files, and runs of zeros, stay holes.
+The limits default to the configuration's copyUpMaxFiles and copyUpMaxSize;
+the bytes count files at their full size and the archive's PAX records.`,
 		Example: `  nri-volumes volume create redis-data
   nri-volumes volume import redis-data redis-data.tar
   gunzip -c cart.tar.gz | nri-volumes -n shop volume import cart -`,

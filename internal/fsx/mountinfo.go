@@ -14,6 +14,11 @@ import (
 type Mount struct {
 	// Point is the mount point, unescaped.
 	Point string
+	// Dev is the file system's device, as "major:minor".
+	Dev string
+	// Root is the directory of the file system that the mount shows (not
+	// / for a bind mount of a directory), unescaped.
+	Root string
 	// Optional are the optional fields: the propagation (shared:N,
 	// master:N, ...); none for a private mount.
 	Optional []string
@@ -38,7 +43,7 @@ func Mounts() ([]Mount, error) {
 		if len(fields) < 6 {
 			continue
 		}
-		m := Mount{Point: unescapeMountPath(fields[4])}
+		m := Mount{Point: unescapeMountPath(fields[4]), Dev: fields[2], Root: unescapeMountPath(fields[3])}
 		for _, o := range fields[6:] {
 			if o == "-" {
 				break

@@ -148,9 +148,12 @@ func (m *Metrics) healthz(w http.ResponseWriter, r *http.Request) {
 
 // Serve listens on addr and serves Handler until ctx ends. It returns once
 // listening, with the address bound (addr may ask for port 0), and reports a
-// server that stops on its own on errc.
+// server that stops on its own on errc. An addr without a host (":9109")
+// listens on the loopback only: the metrics name every namespace's volumes
+// and serve no authentication, and the plugin shares the node's network;
+// serving beyond the node takes a host, such as 0.0.0.0:9109.
 func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, <-chan error, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", ListenAddress(addr))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -172,11 +175,21 @@ func (m *Metrics) Serve(ctx context.Context, addr string) (net.Addr, <-chan erro
 	return ln.Addr(), errc, nil
 }
 
+// ListenAddress is the address Serve listens on for addr: addr itself, or
+// the loopback when addr names a port only.
+func ListenAddress(addr string) string {
+	if host, port, err := net.SplitHostPort(addr); err == nil && host == "" {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return addr
+}
+
 // volumeCollector reports the volumes in the store at scrape time, by
-// namespace and kind, and the limits and usage of sized volumes. It lists
-// the store's metadata, a read under the shared lock; only sized volumes are
-// measured, which is O(1) each (statfs, the superblock or the qgroup), never
-// a walk of a volume's data.
+// namespace and kind, and the limits and usage of sized volumes. The counts
+// come from the store's memory (NamespaceCounts), O(1) per namespace, never
+// from reading every volume.json; only sized volumes are measured, which is
+// O(1) each (statfs, the superblock or the qgroup), never a walk of a
+// volume's data.
 type volumeCollector struct {
 	store func() *volumes.Store
 }
@@ -207,36 +220,30 @@ func (c volumeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 	store := c.store()
-	vols, err := store.List(volumes.ListOptions{AllNamespaces: true})
+	counts, err := store.NamespaceCounts()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(volumesDesc, err)
 		return
 	}
-	type key struct{ ns, kind string }
-	counts := map[key]int{}
-	limits, used := map[string]int64{}, map[string]int64{}
-	for _, v := range vols {
-		kind := "named"
-		if v.Anonymous {
-			kind = "anonymous"
+	for ns, n := range counts {
+		for kind, k := range map[string]int{"named": n.Named, "anonymous": n.Anonymous} {
+			if k > 0 {
+				ch <- prometheus.MustNewConstMetric(volumesDesc, prometheus.GaugeValue, float64(k), ns, kind)
+			}
 		}
-		counts[key{v.Namespace, kind}]++
-		if v.Limit <= 0 {
+		if n.LimitBytes <= 0 {
 			continue
 		}
-		limits[v.Namespace] += v.Limit
-		// A volume removed since the listing, or whose backend cannot
-		// tell, adds nothing.
-		if n, err := store.Size(v); err == nil {
-			used[v.Namespace] += n
+		var used int64
+		for _, v := range n.Sized {
+			// A volume removed since, or whose backend cannot tell,
+			// adds nothing.
+			if u, err := store.Size(&v); err == nil {
+				used += u
+			}
 		}
-	}
-	for k, n := range counts {
-		ch <- prometheus.MustNewConstMetric(volumesDesc, prometheus.GaugeValue, float64(n), k.ns, k.kind)
-	}
-	for ns, n := range limits {
-		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(n), ns)
-		ch <- prometheus.MustNewConstMetric(usedDesc, prometheus.GaugeValue, float64(used[ns]), ns)
+		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(n.LimitBytes), ns)
+		ch <- prometheus.MustNewConstMetric(usedDesc, prometheus.GaugeValue, float64(used), ns)
 	}
 	totals, err := store.Totals()
 	if err != nil {

@@ -291,4 +291,10 @@ func checkSizedMetrics(t *testing.T, h http.Handler, store *volumes.Store) {
 	if n, err := strconv.ParseFloat(fs[1], 64); err != nil || n < 32<<20 {
 		t.Errorf("store_filesystem_bytes %s", fs[1])
 	}
+	if _, err := store.Grow("sized", "a", 32<<20); err != nil {
+		t.Fatal(err)
+	}
+	if _, body := get(t, h, "/metrics"); !strings.Contains(body, `nri_volumes_volume_limit_bytes{namespace="sized"} 5.0331648e+07`+"\n") {
+		t.Errorf("/metrics lacks the sum of the sizes of namespace sized after growing a to 32 MiB")
+	}
 }

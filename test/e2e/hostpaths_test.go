@@ -262,3 +262,63 @@ func TestSubpathSwapRace(t *testing.T) {
 	}
 	t.Logf("%d of 12 containers started, subpath swapped %d times", len(seen), sw.n)
 }
+
+// TestBindDenyHookAndStore: with an allowlist entry over hookPath's
+// directory and readWrite, a pod must not get that directory (it could
+// write beside the hook that runc runs as host root), nor the store through
+// a bind mount of it below an allowed directory. Each refusal names the
+// annotation, the item and the reason; a plain allowed directory still
+// works, writable.
+func TestBindDenyHookAndStore(t *testing.T) {
+	bins := testBins(t)
+	hookDir, allowed := t.TempDir(), t.TempDir()
+	hook := filepath.Join(hookDir, "nri-volumes-hook")
+	data, err := os.ReadFile(harness.HookBeside(bins.NRIVolumes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hook, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"store", "ok"} {
+		if err := os.Mkdir(filepath.Join(allowed, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := newEnv(t, harness.ContainerdOptions{}, harness.PluginConfig{
+		HookPath: hook,
+		Extra:    fmt.Sprintf("bindMounts:\n  allowedHostPaths: [%q, %q]\n  readWrite: true\n", hookDir, allowed),
+	})
+	if err := unix.Mount(e.plugin.Root, filepath.Join(allowed, "store"), "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(filepath.Join(allowed, "store"), unix.MNT_DETACH) })
+	pod := e.cr.RunPod("deny", "default", "uid-deny", map[string]string{podKey: "- " + filepath.Join(allowed, "ok") + ":/x"})
+
+	for i, tc := range []struct{ name, source string }{
+		{"the hook's directory", hookDir},
+		{"the hook", hook},
+		{"a bind mount of the store", filepath.Join(allowed, "store")},
+		{"the store's volumes through a bind mount", filepath.Join(allowed, "store", "volumes")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := e.cr.CreateContainer(pod, fmt.Sprintf("bad%d", i), appImage, map[string]string{podKey: "- " + tc.source + ":/x"}, nil)
+			if err == nil {
+				t.Fatalf("a container with a bind of %s was created", tc.source)
+			}
+			for _, want := range []string{podKey, "item 1", tc.source, "never allowed"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error does not name %q: %v", want, err)
+				}
+			}
+		})
+	}
+	if entries, err := os.ReadDir(hookDir); err != nil || len(entries) != 1 {
+		t.Errorf("the hook's directory holds %v (%v), want the hook alone", entries, err)
+	}
+	id := e.cr.RunContainer(pod, "app", appImage, nil, nil)
+	e.cr.Sh(id, "echo x > /x/f")
+	if got, err := os.ReadFile(filepath.Join(allowed, "ok", "f")); err != nil || string(got) != "x\n" {
+		t.Errorf("a writable bind of a plain allowed directory: f = %q, %v", got, err)
+	}
+}
