@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -165,6 +166,12 @@ type Limits struct {
 	// NamespaceBytes caps the sum of the sizes of one namespace's volumes
 	// on the node; 0: no cap. Unsized volumes count for nothing.
 	NamespaceBytes Size `json:"namespaceBytes"`
+	// Overcommit caps the sum of the sizes of every volume of the node at
+	// this multiple of the size of the store's file system; 0: no cap. A
+	// sized volume reserves no space (a sparse image, a qgroup), so without
+	// a cap the sizes promise more than the disk holds. The default, 1,
+	// never promises more.
+	Overcommit float64 `json:"overcommit"`
 }
 
 // Default returns the configuration used when no file is given.
@@ -186,6 +193,7 @@ func Default() *Config {
 			CopyUpMaxSize:       10 << 30,
 			CopyUpMaxFiles:      1_000_000,
 			CopyUpMaxSizePerPod: 20 << 30,
+			Overcommit:          1,
 		},
 		LockTimeout: Duration(1500 * time.Millisecond),
 	}
@@ -275,6 +283,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.CopyUpMaxSizePerPod < 0 {
 		return fmt.Errorf("%w: limits.copyUpMaxSizePerPod cannot be negative", ErrInvalid)
+	}
+	if c.Limits.Overcommit < 0 || c.Limits.Overcommit > 1e6 || math.IsNaN(c.Limits.Overcommit) {
+		return fmt.Errorf("%w: limits.overcommit %g: want a multiple of the store file system's size from 0 (no cap) to 1000000", ErrInvalid, c.Limits.Overcommit)
 	}
 	if c.LockTimeout <= 0 || time.Duration(c.LockTimeout) > time.Minute {
 		return fmt.Errorf("%w: lockTimeout %s: want a duration above 0 and at most 1m, below containerd's plugin_request_timeout", ErrInvalid, c.LockTimeout)

@@ -102,6 +102,17 @@ bindMounts:
 				t.Errorf("sizes: %+v, namespaceBytes %v", c.Sizes, c.Limits.NamespaceBytes)
 			}
 		}},
+		{name: "overcommit 1 by default", doc: "", check: func(t *testing.T, c *Config) {
+			if c.Limits.Overcommit != 1 {
+				t.Errorf("limits.overcommit = %g, want 1", c.Limits.Overcommit)
+			}
+		}},
+		{name: "overcommit set", doc: "limits: {overcommit: 2.5}", check: func(t *testing.T, c *Config) {
+			if c.Limits.Overcommit != 2.5 {
+				t.Errorf("limits.overcommit = %g, want 2.5", c.Limits.Overcommit)
+			}
+		}},
+		{name: "overcommit negative", doc: "limits: {overcommit: -1}", wantErr: "limits.overcommit -1"},
 		{name: "maxSize 0 is the ceiling", doc: "sizes: {maxSize: 0}", check: func(t *testing.T, c *Config) {
 			if c.Sizes.MaxSize != MaxVolumeSize {
 				t.Errorf("sizes.maxSize 0 became %v, want the ceiling %v", c.Sizes.MaxSize, MaxVolumeSize)

@@ -270,3 +270,25 @@ func (p *Plan) externalItem(err error) (string, bool) {
 	}
 	return "", false
 }
+
+// itemOf names the annotation item of the plan's volume ns/name, for
+// messages; an image volume has none.
+func (p *Plan) itemOf(ns, name string) string {
+	for _, m := range p.Mounts {
+		if m.Kind != KindVolume {
+			continue
+		}
+		r := p.Volumes[m.Volume]
+		n := r.Name
+		if n == "" && r.Owner != nil {
+			n = volumes.AnonymousName(*r.Owner)
+		}
+		if r.Namespace == ns && n == name {
+			if m.Item == "" {
+				return "image VOLUME " + m.Target
+			}
+			return m.Item
+		}
+	}
+	return name
+}

@@ -94,6 +94,7 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 		p.cfg = cfg
 		p.images = NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 		p.store.SetLockTimeout(time.Duration(cfg.LockTimeout))
+		p.store.SetFormatBudget(formatBudget(cfg))
 		p.store.SetSizePolicy(sizePolicy(cfg))
 		return nil
 	}
@@ -102,6 +103,7 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
 	store.SetLockTimeout(time.Duration(cfg.LockTimeout))
+	store.SetFormatBudget(formatBudget(cfg))
 	store.StartReaper(func(err error) {
 		p.log.WithError(err).Warn("deleting the data of removed volumes")
 	})
@@ -116,8 +118,17 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
+// formatBudget is how long a CreateContainer waits for the images of its
+// new sized volumes, formatted outside the store's lock: half of lockTimeout,
+// so that the wait, the lock's and the work under it stay inside
+// containerd's request timeout. A request whose images are not ready by then
+// fails, and kubelet's retry finds them ready.
+func formatBudget(cfg *config.Config) time.Duration {
+	return time.Duration(cfg.LockTimeout) / 2
+}
+
 func sizePolicy(cfg *config.Config) volumes.SizePolicy {
-	return volumes.SizePolicy{Backend: volumes.Backend(cfg.Sizes.Backend), NamespaceBytes: int64(cfg.Limits.NamespaceBytes)}
+	return volumes.SizePolicy{Backend: volumes.Backend(cfg.Sizes.Backend), NamespaceBytes: int64(cfg.Limits.NamespaceBytes), Overcommit: cfg.Limits.Overcommit}
 }
 
 func (p *Plugin) state() (*config.Config, *volumes.Store, *ImageVolumes) {
@@ -479,6 +490,9 @@ func acquire(store *volumes.Store, id, key string, plan *Plan, srcs map[int]*os.
 	}
 	if item, ok := plan.externalItem(err); ok {
 		return fail(fmt.Errorf("%s: item %s: %w", key, item, err))
+	}
+	if fe := (*volumes.FormattingError)(nil); errors.As(err, &fe) {
+		return fail(fmt.Errorf("%s: item %s: %w", key, plan.itemOf(fe.Namespace, fe.Name), err))
 	}
 	if err != nil {
 		return fail(err)

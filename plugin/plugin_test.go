@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -873,5 +874,56 @@ func TestStartContainerMakesVolumesDurable(t *testing.T) {
 	t.Logf("StartContainer: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "unreadable") {
 		t.Errorf("StartContainer of a container whose volume cannot be synced = %v, want an error naming the volume", err)
+	}
+}
+
+// TestSizedFormattingOutsideTheRequest asks for more new sized volumes than
+// can be formatted within the request's format budget: CreateContainer
+// fails at once with a message naming the annotation key, the item and the
+// reason, the formatting goes on, and a retry, as kubelet's, gets them all.
+func TestSizedFormattingOutsideTheRequest(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sized volumes need root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("no loop devices: %v", err)
+	}
+	rt := newRuntime(t, func(c *config.Config) {
+		c.Sizes.Backend = "image"
+		c.Limits.Overcommit = 1000
+		c.LockTimeout = config.Duration(2 * time.Millisecond) // a format budget of 1ms
+	})
+	rt.connect()
+	t.Cleanup(func() { fsx.UnmountUnder(rt.cfg.Root) })
+	var items strings.Builder
+	for i := range 4 {
+		fmt.Fprintf(&items, "- {source: big-%d, target: /big/%d, size: 1Ti}\n", i, i)
+	}
+	pod := newPod("p1", "shop", map[string]string{plugin.VolumesKey: items.String()})
+	_, err := rt.create(pod, newContainer("c1", "p1", "app"))
+	if err == nil {
+		t.Fatal("4 new volumes of 1 TiB were formatted within 1ms")
+	}
+	t.Logf("refused: %v", err)
+	for _, want := range []string{plugin.VolumesKey, "item ", "big-", "being formatted", "retry"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal does not say %q: %v", want, err)
+		}
+	}
+	var adj *api.ContainerAdjustment
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		adj, err = rt.create(pod, newContainer("c1", "p1", "app"))
+		if err == nil || !strings.Contains(err.Error(), "being formatted") || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("retrying: %v", err)
+	}
+	for i := range 4 {
+		if m := findMount(adj, fmt.Sprintf("/big/%d", i)); m == nil {
+			t.Errorf("no mount at /big/%d", i)
+		}
 	}
 }

@@ -50,7 +50,7 @@ func FuzzStorePaths(f *testing.F) {
 				t.Fatalf("Create(%q, %q) made no %s: %v", ns, name, want, err)
 			}
 			checkOnly(t, parent, []string{"store"})
-			checkOnly(t, filepath.Join(root, volumesDir), []string{lockFile, refsDir, podsDir, trashDir, ns})
+			checkOnly(t, filepath.Join(root, volumesDir), []string{lockFile, refsDir, podsDir, trashDir, ledgerFile, ns})
 			checkOnly(t, filepath.Join(root, volumesDir, ns), []string{name})
 		}
 
@@ -68,7 +68,7 @@ func FuzzStorePaths(f *testing.F) {
 		checkOnly(t, parent, []string{"store"})
 		checkOnly(t, root, []string{volumesDir})
 		checkOnly(t, filepath.Join(root, volumesDir, trashDir), nil)
-		want := []string{lockFile, refsDir, podsDir, trashDir}
+		want := []string{lockFile, refsDir, podsDir, trashDir, ledgerFile}
 		if valid {
 			want = append(want, ns)
 			checkOnly(t, filepath.Join(root, volumesDir, ns), nil)

@@ -33,9 +33,11 @@ const (
 type imageSizer struct{}
 
 // prepare makes _data and disk.img. mkfs.ext4 reserves no blocks for root
-// and puts off zeroing inode tables and the journal to the kernel. The image
-// is made larger than size by the file system's own overhead (journal, inode
-// tables), so that df shows at least size: the size is what data can use.
+// and puts off zeroing inode tables and the journal to the kernel. The file
+// system is made larger than size by its own overhead (journal, inode
+// tables), so that df shows exactly size, rounded up to a whole block: the
+// size is what data can use. The overhead grows with the file system, so
+// its block count is found in a few tries.
 func (imageSizer) prepare(volFd int, size int64) error {
 	if err := mkdirData(volFd); err != nil {
 		return err
@@ -46,26 +48,53 @@ func (imageSizer) prepare(volFd int, size int64) error {
 	}
 	f := os.NewFile(uintptr(fd), imageFile)
 	defer f.Close()
-	fileSize := size
-	for try := 0; try < 4; try++ {
-		if err := f.Truncate(fileSize); err != nil {
-			return fmt.Errorf("size %s: %w", imageFile, err)
-		}
-		if err := mkfsExt4(f); err != nil {
-			return err
-		}
-		sb, err := readExt4Super(f)
+	// The first try picks the block size for size, which the others keep.
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("size %s: %w", imageFile, err)
+	}
+	if err := mkfsExt4(f, 0, 0); err != nil {
+		return err
+	}
+	sb, err := readExt4Super(f)
+	if err != nil {
+		return err
+	}
+	bs := sb.blockSize
+	want := (size + bs - 1) / bs
+	best := int64(0) // the fewest blocks seen that leave at least want
+	blocks := want + sb.overhead
+	for try := 0; try < 8; try++ {
+		sb, err = formatBlocks(f, bs, blocks)
 		if err != nil {
 			return err
 		}
-		usable := (sb.blocks - sb.overhead) * sb.blockSize
-		if usable >= size {
+		usable := sb.blocks - sb.overhead
+		if usable == want {
 			return nil
 		}
-		short := size - usable
-		fileSize += short + short/16 + sb.blockSize
+		if usable > want && (best == 0 || sb.blocks < best) {
+			best = sb.blocks
+		}
+		blocks += want - usable
 	}
-	return fmt.Errorf("mkfs.ext4 leaves less than %s usable", FormatBytes(size))
+	if best == 0 {
+		return fmt.Errorf("mkfs.ext4 leaves less than %s usable", FormatBytes(size))
+	}
+	// No count gave exactly size (a group boundary between two tries):
+	// the nearest above it.
+	_, err = formatBlocks(f, bs, best)
+	return err
+}
+
+// formatBlocks makes f a file system of blocks blocks of bs bytes.
+func formatBlocks(f *os.File, bs, blocks int64) (ext4Super, error) {
+	if err := f.Truncate(blocks * bs); err != nil {
+		return ext4Super{}, fmt.Errorf("size %s: %w", imageFile, err)
+	}
+	if err := mkfsExt4(f, bs, blocks); err != nil {
+		return ext4Super{}, err
+	}
+	return readExt4Super(f)
 }
 
 func mkdirData(volFd int) error {
@@ -76,10 +105,15 @@ func mkdirData(volFd int) error {
 }
 
 // mkfsExt4 formats the file f through its descriptor, so no path is looked
-// up again.
-func mkfsExt4(f *os.File) error {
-	return runTool(f, "mkfs.ext4", "-q", "-F", "-m", "0",
-		"-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", "/dev/fd/3")
+// up again: all of it, or, with a block size, blocks blocks of it.
+func mkfsExt4(f *os.File, bs, blocks int64) error {
+	args := []string{"-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"}
+	if bs > 0 {
+		args = append(args, "-b", strconv.FormatInt(bs, 10), "/dev/fd/3", strconv.FormatInt(blocks, 10))
+	} else {
+		args = append(args, "/dev/fd/3")
+	}
+	return runTool(f, "mkfs.ext4", args...)
 }
 
 // runTool runs an e2fsprogs tool, with f (if any) as its descriptor 3.

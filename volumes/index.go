@@ -55,6 +55,7 @@ type index struct {
 	users map[string]map[string]struct{} // volume key -> container IDs
 	pods  map[string]map[string]struct{} // pod sandbox ID -> anonymous volume keys
 	owner map[string]string              // anonymous volume key -> pod sandbox ID
+	sizes *ledger                        // sums of sizes per namespace; see ledger.go
 }
 
 func newIndex() *index {
@@ -63,6 +64,7 @@ func newIndex() *index {
 		users: make(map[string]map[string]struct{}),
 		pods:  make(map[string]map[string]struct{}),
 		owner: make(map[string]string),
+		sizes: &ledger{ns: map[string]SizeSum{}},
 	}
 }
 
@@ -135,9 +137,9 @@ func setOf(keys []string) map[string]struct{} {
 	return set
 }
 
-// rebuildIndex reads .refs and .pods: one directory read and one small file
-// per live container and per pod with anonymous volumes, whatever the number
-// of volumes.
+// rebuildIndex reads .refs, .pods and the ledger of sizes: one directory
+// read and one small file per live container and per pod with anonymous
+// volumes, whatever the number of volumes.
 func (s *Store) rebuildIndex() error {
 	gen, err := s.readGen()
 	if err != nil {
@@ -159,6 +161,9 @@ func (s *Store) rebuildIndex() error {
 		for _, k := range keys {
 			x.addAnon(pod, k)
 		}
+	}
+	if x.sizes, err = s.loadLedger(); err != nil {
+		return err
 	}
 	s.idx, s.gen = x, gen
 	return nil

@@ -65,8 +65,13 @@ func (s *Store) Create(ns, name string, opts CreateOptions) (*Volume, error) {
 		return nil, volumeError(ns, name, err)
 	}
 	v := newVolume(ns, name, opts, nil)
+	// The image, if any, is formatted before the lock is taken.
+	what := fmt.Sprintf("creating volume %q of namespace %q", name, ns)
+	if err := s.prepareFormats(what, []Request{{Namespace: ns, Name: name, CreateOptions: opts}}, false); err != nil {
+		return nil, err
+	}
 	err := s.withLock(unix.LOCK_EX, func() error {
-		if err := s.createLocked(v); err != nil {
+		if err := s.createLocked(v, false); err != nil {
 			return err
 		}
 		return s.bump(true)
@@ -154,13 +159,17 @@ func setRootAttrs(volFd int, v *Volume) error {
 }
 
 // createLocked makes v on disk: built under a temporary name, then renamed
-// into place, so the name never shows a half-made volume. A named volume is
+// into place, so the name never shows a half-made volume. A sized volume on
+// the image backend is made from an image formatted ahead (format.go),
+// mounted when active says a container uses it at once; with a format
+// budget set (the plugin's), one that has none ready fails with a
+// *FormattingError rather than format under the lock. A named volume is
 // made durably (fsync of its metadata and directories). An anonymous one is
 // not: it lives as long as its pod sandbox, and a crash of the node ends every
 // sandbox, so the next Synchronize removes it anyway; its creation is on the
 // path of every new pod's containers. Nor is one marked Unsynced, whose
 // caller calls Sync.
-func (s *Store) createLocked(v *Volume) error {
+func (s *Store) createLocked(v *Volume, active bool) error {
 	durable := !v.Anonymous && !v.Unsynced
 	ns, name := v.Namespace, v.Name
 	err := unix.Mkdirat(s.dirFd, ns, 0o700)
@@ -185,7 +194,7 @@ func (s *Store) createLocked(v *Volume) error {
 		return volumeError(ns, name, err)
 	}
 	if v.Limit > 0 {
-		if err := s.checkBudgetLocked(nsFd, ns, v.Limit); err != nil {
+		if err := s.checkBudgetLocked(ns, v.Limit); err != nil {
 			return err
 		}
 		if v.Backend, err = s.pickBackend(); err != nil {
@@ -194,20 +203,38 @@ func (s *Store) createLocked(v *Volume) error {
 	}
 	v.Mountpoint = s.mountpoint(ns, name)
 	tmp := tmpPrefix + name + "-" + randomSuffix()
+	formatted := false
+	if v.Backend == BackendImage {
+		if formatted, err = s.takeFormatLocked(formatKey{size: v.Limit, active: active}, nsFd, tmp); err != nil {
+			return volumeError(ns, name, err)
+		}
+		if !formatted && s.formatBudget.Load() > 0 {
+			return &FormattingError{Namespace: ns, Name: name, Size: v.Limit, Total: 1}
+		}
+	}
 	spare := v.Limit == 0 && s.takeSpareVolumeLocked(nsFd, tmp)
-	if spare {
-		if err = s.fillNew(nsFd, tmp, v, durable, true); err != nil {
+	switch {
+	case formatted:
+		err = s.fillNew(nsFd, tmp, v, durable, fillFormatted)
+	case spare:
+		if err = s.fillNew(nsFd, tmp, v, durable, fillSpare); err != nil {
 			// A spare this process did not make as it should be: made
 			// afresh, the volume needs none.
 			removeAllAt(nsFd, tmp, s.dev)
 			tmp, spare = tmpPrefix+name+"-"+randomSuffix(), false
 		}
 	}
-	if !spare {
+	if !spare && !formatted {
 		if err := unix.Mkdirat(nsFd, tmp, 0o700); err != nil {
 			return volumeError(ns, name, err)
 		}
-		err = s.fillNew(nsFd, tmp, v, durable, false)
+		err = s.fillNew(nsFd, tmp, v, durable, fillEmpty)
+	}
+	charged := false
+	if err == nil && v.Limit > 0 {
+		// Charged before the volume has its name: see ledger.go.
+		err = s.chargeLocked(ns, v.Limit, 1, durable)
+		charged = err == nil
 	}
 	if err == nil {
 		err = renameNoReplace(nsFd, tmp, nsFd, name)
@@ -216,6 +243,12 @@ func (s *Store) createLocked(v *Volume) error {
 		}
 	}
 	if err != nil {
+		if charged {
+			s.refundLocked(ns, v.Limit)
+		}
+		if formatted {
+			s.deactivateTmp(nsFd, tmp)
+		}
 		destroySubvolume(nsFd, tmp)
 		removeAllAt(nsFd, tmp, s.dev)
 		return volumeError(ns, name, err)
@@ -230,18 +263,27 @@ func (s *Store) createLocked(v *Volume) error {
 	return nil
 }
 
+// fillKind is what the directory fillNew fills holds already.
+type fillKind int
+
+const (
+	fillEmpty     fillKind = iota // nothing
+	fillSpare                     // a spare (see spares.go): an empty _data and volume.json
+	fillFormatted                 // an image formatted ahead (see format.go): _data and disk.img
+)
+
 // fillNew makes v's content in the directory tmp of the namespace open at
-// nsFd: an empty directory, or a spare (see spares.go), which holds an empty
-// _data and volume.json already.
-func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable, spare bool) error {
+// nsFd, which holds what kind says.
+func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool, kind fillKind) error {
 	fd, err := fsx.OpenDir(nsFd, tmp)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
 	switch {
-	case spare:
-		// Its _data is a bare 0755 directory, as mkdirData makes it.
+	case kind != fillEmpty:
+		// A spare's _data is a bare 0755 directory, as mkdirData makes
+		// it; a formatted one's is ready.
 	case v.Limit > 0:
 		z, err := sizerFor(v.Backend)
 		if err != nil {
@@ -265,7 +307,7 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable, spare bool) er
 			return err
 		}
 	}
-	return writeVolume(fd, v, durable, spare)
+	return writeVolume(fd, v, durable, kind == fillSpare)
 }
 
 // Get returns volume name of namespace ns, or an error wrapping ErrNotFound.
@@ -574,7 +616,8 @@ func (s *Store) Check() ([]Problem, error) {
 		for _, ns := range nss {
 			switch {
 			case ns == lockFile || ns == refsDir || ns == podsDir || ns == trashDir || ns == copyUpBytesDir ||
-				ns == copyUpStatsFile || ns == copyUpStatsOld || ns == imageEmptyDir || ns == spareDir:
+				ns == copyUpStatsFile || ns == copyUpStatsOld || ns == imageEmptyDir || ns == spareDir ||
+				ns == ledgerFile || ns == formatsDir:
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})
@@ -615,6 +658,7 @@ func (s *Store) Check() ([]Problem, error) {
 		if err != nil {
 			return err
 		}
+		probs = append(probs, s.checkLedger()...)
 		pinProbs, err := s.checkPins()
 		probs = append(probs, pinProbs...)
 		return err
@@ -640,12 +684,15 @@ func (s *Store) checkSizedLocked() []Problem {
 		probs = append(probs, Problem{Reason: fmt.Sprintf("cannot read the mount table: %v", err)})
 	}
 	for _, mp := range mounts {
+		if s.inFormats(mp) {
+			continue // an image being formatted by a live process
+		}
 		if ns, name, ok := sized(mp, dataDir); !ok {
 			probs = append(probs, Problem{Namespace: ns, Name: name, Reason: "mount at " + mp + " that no sized volume accounts for"})
 		}
 	}
 	for dev, backing := range sysfsLoop() {
-		if !strings.HasPrefix(backing, s.dir+"/") {
+		if !strings.HasPrefix(backing, s.dir+"/") || s.inFormats(backing) {
 			continue
 		}
 		if ns, name, ok := sized(backing, imageFile); !ok {

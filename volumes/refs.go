@@ -48,9 +48,14 @@ func (s *Store) AcquireSubpaths(containerID string, reqs []Request, subs []Subpa
 			return nil, nil, &SubpathError{Subpath: sub, Err: err}
 		}
 	}
+	what := acquiring(containerID, wants)
+	// Images of new sized volumes are formatted before the lock is taken.
+	if err := s.prepareFormats(what, wants, true); err != nil {
+		return nil, nil, err
+	}
 	var vols []*Volume
 	var pins []string
-	err = s.withRequestLock(acquiring(containerID, wants), func() error {
+	err = s.withRequestLock(what, func() error {
 		var err error
 		vols, pins, err = s.acquireLocked(containerID, wants, subs)
 		return err
@@ -123,7 +128,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 			}
 		}
 		for _, v := range created {
-			errs = append(errs, s.discardLocked(v.Namespace, v.Name))
+			errs = append(errs, s.discardLocked(v))
 		}
 		for pod, keys := range podLists {
 			errs = append(errs, writeList(s.podsFd, pod, keys))
@@ -166,11 +171,14 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 					return nil, nil, rollback(fmt.Errorf("anonymous volumes of pod sandbox %q: %w", pod, err))
 				}
 			}
-			if err := s.createLocked(v); err != nil {
+			if err := s.createLocked(v, true); err != nil {
 				return nil, nil, rollback(err)
 			}
 			v.Created = true
 			created = append(created, v)
+			if v.Limit > 0 && s.isMountedLocked(v.Namespace, v.Name) {
+				activated = append(activated, v) // made from a mounted image
+			}
 		case err != nil:
 			return nil, nil, rollback(publicError(r.Namespace, r.Name, err))
 		case r.Owner != nil && !v.Anonymous:
@@ -237,7 +245,8 @@ func (s *Store) getLocked(ns, name string) (*Volume, error) {
 
 // discardLocked removes a volume without the in-use checks of detach:
 // Acquire uses it to undo a volume it has just made, which holds no data yet.
-func (s *Store) discardLocked(ns, name string) error {
+func (s *Store) discardLocked(v *Volume) error {
+	ns, name := v.Namespace, v.Name
 	nsFd, err := fsx.OpenDir(s.dirFd, ns)
 	if err != nil {
 		return publicError(ns, name, err)
@@ -247,6 +256,7 @@ func (s *Store) discardLocked(ns, name string) error {
 	if err != nil {
 		return volumeError(ns, name, err)
 	}
+	s.refundLocked(ns, v.Limit)
 	_, err = reapEntry(s.trashFd, trash, s.dev, true, false)
 	return err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -59,6 +60,11 @@ type SizePolicy struct {
 	// NamespaceBytes bounds the sum of the sizes of one namespace's volumes
 	// (limits.namespaceBytes); 0: no bound.
 	NamespaceBytes int64
+	// Overcommit bounds the sum of the sizes of every volume of the store
+	// to this multiple of its file system's size (limits.overcommit); 0: no
+	// bound. Sparse images and qgroups reserve nothing, so without it the
+	// sizes promise more than the disk holds.
+	Overcommit float64
 }
 
 // SetSizePolicy sets how the store makes sized volumes from now on.
@@ -114,31 +120,83 @@ func onBtrfs(fd int) bool {
 	return unix.Fstatfs(fd, &st) == nil && st.Type == unix.BTRFS_SUPER_MAGIC
 }
 
-// checkBudgetLocked refuses a new volume of size bytes in namespace ns (open
-// at nsFd) when the sizes of its volumes would exceed the budget.
-func (s *Store) checkBudgetLocked(nsFd int, ns string, size int64) error {
-	max := s.policy.NamespaceBytes
-	if max <= 0 || size <= 0 {
+// checkBudgetLocked refuses size more bytes of sized volumes in namespace
+// ns when they would take the namespace over its budget
+// (limits.namespaceBytes) or the node over its bound (limits.overcommit
+// times the size of the store's file system). Both come from the ledger:
+// O(1), whatever the number of volumes.
+func (s *Store) checkBudgetLocked(ns string, size int64) error {
+	if size <= 0 {
 		return nil
 	}
-	var sum int64
-	names, err := fsx.ReadDirNames(nsFd)
+	if max := s.policy.NamespaceBytes; max > 0 {
+		sum := s.idx.sizes.ns[ns].Bytes
+		if sum+size > max {
+			return fmt.Errorf("namespace %q: %w: a volume of %s would bring the sizes of its volumes to %s, above limits.namespaceBytes %s (%s in use)",
+				ns, ErrLimit, FormatBytes(size), FormatBytes(sum+size), FormatBytes(max), FormatBytes(sum))
+		}
+	}
+	if s.policy.Overcommit <= 0 {
+		return nil
+	}
+	fsSize, err := s.fileSystemSize()
 	if err != nil {
-		return fmt.Errorf("namespace %q: %w", ns, err)
+		return err
 	}
-	for _, n := range names {
-		if ValidateName(n) != nil {
-			continue
-		}
-		if v, err := s.readVolume(nsFd, ns, n); err == nil {
-			sum += v.Limit
-		}
-	}
+	max := s.policy.nodeBytes(fsSize)
+	sum := s.idx.sizes.total.Bytes
 	if sum+size > max {
-		return fmt.Errorf("namespace %q: %w: a volume of %s would bring the sizes of its volumes to %s, above limits.namespaceBytes %s (%s in use)",
-			ns, ErrLimit, FormatBytes(size), FormatBytes(sum+size), FormatBytes(max), FormatBytes(sum))
+		return fmt.Errorf("namespace %q: %w: a volume of %s would bring the sizes of the node's volumes to %s, above limits.overcommit %g times the %s of the store's file system (%s; %s in use)",
+			ns, ErrLimit, FormatBytes(size), FormatBytes(sum+size), s.policy.Overcommit, FormatBytes(fsSize), FormatBytes(max), FormatBytes(sum))
 	}
 	return nil
+}
+
+// nodeBytes is the bound on the sum of the sizes of the node's volumes for
+// a store on a file system of fsSize bytes; 0: none.
+func (p SizePolicy) nodeBytes(fsSize int64) int64 {
+	if p.Overcommit <= 0 {
+		return 0
+	}
+	f := float64(fsSize) * p.Overcommit
+	if f >= math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(f)
+}
+
+// fileSystemSize is the size of the file system that holds the store.
+func (s *Store) fileSystemSize() (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(s.dirFd, &st); err != nil {
+		return 0, fmt.Errorf("statfs %s: %w", s.dir, err)
+	}
+	return int64(st.Blocks) * st.Bsize, nil
+}
+
+// SizeTotals is what the node's sized volumes add up to against its bound.
+type SizeTotals struct {
+	// Sized is the sum of the sizes of every sized volume and their count.
+	Sized SizeSum
+	// FileSystem is the size of the store's file system.
+	FileSystem int64
+	// Bound is limits.overcommit times FileSystem; 0: no bound.
+	Bound int64
+}
+
+// Totals returns the node's sums of sizes from the ledger, the store's
+// file-system size and the bound: O(1).
+func (s *Store) Totals() (SizeTotals, error) {
+	var t SizeTotals
+	err := s.withLock(unix.LOCK_SH, func() error {
+		fsSize, err := s.fileSystemSize()
+		if err != nil {
+			return err
+		}
+		t = SizeTotals{Sized: s.idx.sizes.total, FileSystem: fsSize, Bound: s.policy.nodeBytes(fsSize)}
+		return nil
+	})
+	return t, err
 }
 
 // activateLocked brings a sized volume's file system up at _data.
@@ -390,10 +448,21 @@ func (s *Store) Grow(ns, name string, size int64) (*Volume, error) {
 		case size == v.Limit:
 			return nil
 		}
-		if err := s.checkBudgetLocked(nsFd, ns, size-v.Limit); err != nil {
+		if err := s.checkBudgetLocked(ns, size-v.Limit); err != nil {
 			return err
 		}
-		return s.growLocked(nsFd, v, size)
+		// Charged before the file system grows: see ledger.go.
+		old := v.Limit
+		if err := s.chargeLocked(ns, size-old, 0, true); err != nil {
+			return err
+		}
+		if err := s.growLocked(nsFd, v, size); err != nil {
+			if s.idx != nil {
+				_ = s.chargeLocked(ns, old-size, 0, false)
+			}
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err

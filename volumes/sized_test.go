@@ -3,6 +3,7 @@ package volumes
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -401,5 +402,29 @@ func TestSizedBackendBtrfsOffBtrfs(t *testing.T) {
 	}
 	if names, _ := os.ReadDir(filepath.Join(s.dir, "default")); len(names) != 0 {
 		t.Errorf("left behind: %v", names)
+	}
+}
+
+// TestSizedShowsExactSize checks that df in a new sized volume shows its
+// size, not a block more: statfs's f_blocks times f_bsize, which df prints.
+func TestSizedShowsExactSize(t *testing.T) {
+	requireLoop(t)
+	s, _ := openSized(t)
+	for _, size := range []int64{5 << 20, 10 << 20, 16 << 20, 100 << 20, 1 << 30, 40 << 30} {
+		name := fmt.Sprintf("s%d", size>>20)
+		if _, err := s.Create("default", name, CreateOptions{Size: size}); err != nil {
+			t.Fatal(err)
+		}
+		vols, err := s.Acquire("ctr-"+name, []Request{{Namespace: "default", Name: name}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Statfs_t
+		if err := unix.Statfs(vols[0].Mountpoint, &st); err != nil {
+			t.Fatal(err)
+		}
+		if got := int64(st.Blocks) * st.Bsize; got != size {
+			t.Errorf("df in a volume of %s shows %d KiB, want %d", FormatBytes(size), got>>10, size>>10)
+		}
 	}
 }

@@ -33,6 +33,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -217,6 +218,10 @@ type Store struct {
 	policy SizePolicy
 	// spare holds inodes made ahead for requests; see StartSpares.
 	spare spares
+	// formats holds the images formatted outside the lock, and
+	// formatBudget bounds a request's wait for them; see format.go.
+	formats      formatter
+	formatBudget atomic.Int64
 }
 
 // Open opens the store below root, creating ROOT/volumes (mode 0700) if it is
@@ -292,8 +297,16 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		podsFd:  -1,
 		trashFd: -1,
 		spare:   spares{fd: -1},
-		lock:    os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
+		formats: formatter{
+			fd:      -1,
+			ready:   map[formatKey][]formatEntry{},
+			pending: map[formatKey]int{},
+			lastErr: map[formatKey]error{},
+			changed: make(chan struct{}),
+		},
+		lock: os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
 	}
+	s.formats.turn = sync.NewCond(&s.formats.mu)
 	// The index is built when first needed, so a process that only copies
 	// up (the OCI hook) never reads the reference lists.
 	err = s.locked(ctx, "opening the volume store", unix.LOCK_EX, false, func() error {
@@ -309,6 +322,9 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		}
 		if clean {
 			s.removeLeftovers()
+			if err := s.ensureLedgerLocked(); err != nil {
+				return err
+			}
 			// One read of the mount table serves both.
 			if all, err := fsx.MountPoints(); err == nil {
 				s.removeUnmountedPins(all)
@@ -385,8 +401,9 @@ func (s *Store) Close() error {
 		defer func(done <-chan struct{}) { <-done }(s.spare.done)
 	}
 	defer s.leave()
+	s.closeFormats()
 	err := s.lock.Close()
-	for _, fd := range []int{s.refsFd, s.podsFd, s.trashFd, s.spare.fd, s.dirFd, s.rootFd} {
+	for _, fd := range []int{s.refsFd, s.podsFd, s.trashFd, s.spare.fd, s.formats.fd, s.dirFd, s.rootFd} {
 		if fd < 0 {
 			continue
 		}
@@ -533,6 +550,7 @@ func (s *Store) removeLeftovers() {
 		}
 		unix.Close(nsFd)
 	}
+	s.removeDeadFormatsLocked()
 	for _, fd := range []int{s.refsFd, s.podsFd} {
 		names, err := fsx.ReadDirNames(fd)
 		if err != nil {

@@ -62,6 +62,12 @@ func (s *Store) Sync(ns, name string) error {
 			return volumeError(ns, name, &os.PathError{Op: "fsync", Path: fd.what, Err: err})
 		}
 	}
+	// A sized volume's charge in the ledger was written without them too.
+	if v, err := s.loadVolumeAt(volFd, ns, name); err == nil && v.Limit > 0 {
+		if err := s.syncLedger(); err != nil {
+			return volumeError(ns, name, err)
+		}
+	}
 	// Only now: a marker gone says the fsyncs are done. Two Syncs at once
 	// both fsync, and one of them removes it.
 	if err := unix.Unlinkat(volFd, syncPending, 0); err != nil && !errors.Is(err, unix.ENOENT) {

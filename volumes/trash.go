@@ -86,8 +86,10 @@ func (d *detacher) detach(ns, name string) (string, error) {
 	}
 	// A sized volume's own file system comes down first; a volume whose
 	// metadata cannot be read is removed like an unsized one.
+	var limit int64
 	v, loadErr := s.loadVolumeAt(volFd, ns, name)
 	if loadErr == nil && v.Limit > 0 {
+		limit = v.Limit
 		z, err := sizerFor(v.Backend)
 		if err == nil {
 			err = z.deactivate(volFd, filepath.Join(s.dir, ns, name))
@@ -106,6 +108,7 @@ func (d *detacher) detach(ns, name string) (string, error) {
 	if err != nil {
 		return "", volumeError(ns, name, err)
 	}
+	s.refundLocked(ns, limit)
 	s.counted(func(c *nsCounts) { c.drop(ns, name) })
 	d.touched[ns] = true
 	return trash, nil

@@ -3,10 +3,13 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
@@ -109,6 +112,10 @@ func TestVolumeSizedCLI(t *testing.T) {
 	if !strings.Contains(r.stdoutLines[0], "SIZE") || !strings.Contains(r.stdoutLines[0], "LIMIT") {
 		t.Errorf("ls -s header: %q", r.stdoutLines[0])
 	}
+	if last := r.stdoutLines[len(r.stdoutLines)-1]; !strings.HasPrefix(last, "Total sizes of the node's 1 sized volume(s): 8.0MiB on a ") ||
+		!strings.Contains(last, "overcommit 0.00x") || !strings.Contains(last, "(limits.overcommit 1)") {
+		t.Errorf("ls -s totals: %q", last)
+	}
 	for _, l := range r.stdoutLines[1:] {
 		f := strings.Fields(l)
 		switch f[0] {
@@ -165,5 +172,34 @@ func TestVolumeCreateMaxSize(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, "volumes", "default", "big")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the refused volume exists: %v", err)
+	}
+}
+
+// TestVolumeCreateOverTheDisk checks the node's bound on sizes that holds by
+// default: sized volumes reserve nothing, and two volumes each of about the
+// size of the store's file system would promise twice the disk.
+func TestVolumeCreateOverTheDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sized volumes need root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("no loop devices: %v", err)
+	}
+	root := t.TempDir()
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		t.Fatal(err)
+	}
+	// Three fifths of the file system each, in MiB.
+	size := fmt.Sprintf("size=%dMi", int64(st.Blocks)*st.Bsize*3/5>>20)
+	mustCLI(t, root, "create", "--opt", size, "first")
+	r := runCLI(t, root, "", "create", "--opt", size, "second")
+	if r.code == 0 {
+		t.Fatalf("a second volume of %s made the sizes exceed the store's file system", size)
+	}
+	for _, want := range []string{"limits.overcommit", "of the store's file system", "over the limit"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("the refusal does not say %q: %s", want, r.stderr)
+		}
 	}
 }

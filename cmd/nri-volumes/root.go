@@ -186,12 +186,17 @@ func (g *globalOptions) open(names ...string) (*volumes.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if g.cfg != nil {
-		store.SetSizePolicy(volumes.SizePolicy{
-			Backend:        volumes.Backend(g.cfg.Sizes.Backend),
-			NamespaceBytes: int64(g.cfg.Limits.NamespaceBytes),
-		})
+	// Without a configuration the defaults hold, limits.overcommit's
+	// bound on the node included.
+	cfg := g.cfg
+	if cfg == nil {
+		cfg = config.Default()
 	}
+	store.SetSizePolicy(volumes.SizePolicy{
+		Backend:        volumes.Backend(cfg.Sizes.Backend),
+		NamespaceBytes: int64(cfg.Limits.NamespaceBytes),
+		Overcommit:     cfg.Limits.Overcommit,
+	})
 	return store, nil
 }
 

@@ -74,7 +74,35 @@ func volumeList(g *globalOptions, o listOptions, s streams) error {
 	if err != nil {
 		return err
 	}
-	return printer(vols)
+	if err := printer(vols); err != nil {
+		return err
+	}
+	if !o.size || o.quiet || o.format != "" && o.format != "table" {
+		return nil
+	}
+	totals, err := store.Totals()
+	if err != nil {
+		return err
+	}
+	return printTotals(s.out, totals)
+}
+
+// printTotals ends the table of ls -s with what the sizes of the node's
+// sized volumes add up to against the store's file system: sparse images
+// and qgroups reserve nothing, so the sizes may promise more than the disk
+// holds, up to limits.overcommit times it.
+func printTotals(out io.Writer, t volumes.SizeTotals) error {
+	if t.Sized.Count == 0 {
+		return nil
+	}
+	ratio := float64(t.Sized.Bytes) / float64(max(t.FileSystem, 1))
+	bound := "no bound (limits.overcommit 0)"
+	if t.Bound > 0 {
+		bound = fmt.Sprintf("bound %s (limits.overcommit %g)", humanSize(t.Bound), float64(t.Bound)/float64(max(t.FileSystem, 1)))
+	}
+	_, err := fmt.Fprintf(out, "Total sizes of the node's %d sized volume(s): %s on a %s file system, overcommit %.2fx, %s\n",
+		t.Sized.Count, humanSize(t.Sized.Bytes), humanSize(t.FileSystem), ratio, bound)
+	return err
 }
 
 // newListPrinter picks the output of `volume ls` from its options; a bad

@@ -201,12 +201,21 @@ var (
 		[]string{"namespace"}, nil)
 	usedDesc = prometheus.NewDesc(namespace+"_volume_used_bytes", "Sum of the bytes used in the sized volumes of a namespace (unsized volumes are not measured).",
 		[]string{"namespace"}, nil)
+	nodeSizedDesc = prometheus.NewDesc(namespace+"_node_sized_bytes", "Sum of the sizes of every sized volume of the node, which reserve no space: compare with store_filesystem_bytes for the overcommit.",
+		nil, nil)
+	fsDesc = prometheus.NewDesc(namespace+"_store_filesystem_bytes", "Size of the file system that holds the volume store.",
+		nil, nil)
+	boundDesc = prometheus.NewDesc(namespace+"_node_sized_bound_bytes", "Bound on node_sized_bytes: limits.overcommit times store_filesystem_bytes (absent when limits.overcommit is 0).",
+		nil, nil)
 )
 
 func (c volumeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- volumesDesc
 	ch <- limitDesc
 	ch <- usedDesc
+	ch <- nodeSizedDesc
+	ch <- fsDesc
+	ch <- boundDesc
 }
 
 func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -235,6 +244,16 @@ func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(n.LimitBytes), ns)
 		ch <- prometheus.MustNewConstMetric(usedDesc, prometheus.GaugeValue, float64(used), ns)
+	}
+	totals, err := store.Totals()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(nodeSizedDesc, err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(nodeSizedDesc, prometheus.GaugeValue, float64(totals.Sized.Bytes))
+	ch <- prometheus.MustNewConstMetric(fsDesc, prometheus.GaugeValue, float64(totals.FileSystem))
+	if totals.Bound > 0 {
+		ch <- prometheus.MustNewConstMetric(boundDesc, prometheus.GaugeValue, float64(totals.Bound))
 	}
 }
 

@@ -281,6 +281,16 @@ func checkSizedMetrics(t *testing.T, h http.Handler, store *volumes.Store) {
 	if strings.Contains(body, `nri_volumes_volume_limit_bytes{namespace="shop"}`) {
 		t.Errorf("a namespace without sized volumes has a limit")
 	}
+	if !strings.Contains(body, "nri_volumes_node_sized_bytes 3.3554432e+07\n") {
+		t.Errorf("/metrics lacks the node's sum of sizes")
+	}
+	fs := regexp.MustCompile(`\nnri_volumes_store_filesystem_bytes (\S+)\n`).FindStringSubmatch(body)
+	if fs == nil {
+		t.Fatal("/metrics lacks the size of the store's file system")
+	}
+	if n, err := strconv.ParseFloat(fs[1], 64); err != nil || n < 32<<20 {
+		t.Errorf("store_filesystem_bytes %s", fs[1])
+	}
 	if _, err := store.Grow("sized", "a", 32<<20); err != nil {
 		t.Fatal(err)
 	}

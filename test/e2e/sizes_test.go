@@ -159,12 +159,12 @@ func checkFull(t *testing.T, e *env, id, dir string, mib int) {
 	e.cr.Exec(id, "rm", "-f", dir+"/big")
 }
 
-// checkDf expects df in the container to show dir's size as about kib KiB.
+// checkDf expects df in the container to show dir's size as exactly kib KiB.
 func checkDf(t *testing.T, e *env, id, dir string, kib int64) {
 	t.Helper()
 	out := e.cr.Exec(id, "df", "-k", dir)
-	if total, ok := dfTotalKiB(out); !ok || total < kib || total > kib*11/10 {
-		t.Errorf("df -k %s shows %d KiB, want about %d:\n%s", dir, total, kib, out)
+	if total, ok := dfTotalKiB(out); !ok || total != kib {
+		t.Errorf("df -k %s shows %d KiB, want %d:\n%s", dir, total, kib, out)
 	}
 }
 

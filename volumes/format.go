@@ -1,0 +1,437 @@
+package volumes
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
+)
+
+// Formatting sized volumes outside the store's lock and outside the NRI
+// request. mkfs.ext4 of a 1 TiB image takes a quarter of a second or more,
+// and a pod may ask for dozens: made inside the request, under the
+// store-wide lock, they outlived containerd's timeout, and the plugin was
+// dropped while the lock kept every other request out.
+//
+// So an image volume is made in two steps. First, before the store's lock is
+// taken, a formatter makes the volume's directory in ROOT/volumes/.formats
+// (its _data, and disk.img formatted for the size) and, for a volume a
+// container will use at once, attaches and mounts it. One image is formatted
+// at a time, in goroutines of their own, so the work goes on after the
+// request that asked for it has returned. Then, under the lock, the volume is
+// made from such a ready entry by a rename, as a spare is taken (spares.go).
+//
+// A request waits for its images no longer than SetFormatBudget allows; past
+// it, Acquire fails with a *FormattingError (ErrBusy) that says how far the
+// formatting got, and a retry of the request (kubelet retries a failed
+// CreateContainer) finds the images ready. Ready entries are not tied to a
+// request, only to a size: whoever asks first takes one.
+//
+// Each entry's directory is held with a flock by the process that made it,
+// until the entry becomes a volume or the Store closes: what Open finds
+// there unlocked is a dead process's, unmounted and moved into the trash.
+const (
+	formatsDir = ".formats"
+	// maxFormats bounds the entries ready or being formatted, so that
+	// requests cannot have the node format without end.
+	maxFormats = 512
+)
+
+// formatKey says what an entry is for.
+type formatKey struct {
+	size int64
+	// active: attached and mounted at _data, for a container; otherwise
+	// for a volume that nobody uses yet (volume create).
+	active bool
+}
+
+// formatEntry is an entry ready in the formats directory.
+type formatEntry struct {
+	name string
+	fd   int // its directory, flocked
+	// dir is the formats directory, a descriptor of the entry's own, which
+	// a Close meanwhile cannot pull from under it.
+	dir int
+}
+
+// formatter is a Store's pool of ready entries; its own mutex guards it, so
+// that the goroutines that format never take the store's locks.
+type formatter struct {
+	mu      sync.Mutex
+	fd      int // ROOT/volumes/.formats (a descriptor of its own); -1 until first used
+	ready   map[formatKey][]formatEntry
+	pending map[formatKey]int
+	// changed is closed, and replaced, whenever an entry is ready or a
+	// formatting failed, to wake the waiting requests.
+	changed chan struct{}
+	// lastErr is the last formatting failure, by key, until one succeeds.
+	lastErr map[formatKey]error
+	closed  bool
+	// One image is formatted at a time, the node's cores serving
+	// containers, and the smallest waiting goes first: a pod's small
+	// volume does not wait behind another pod's dozens of large ones.
+	busy    bool
+	waiting []int64 // sizes of the formattings waiting for their turn
+	turn    *sync.Cond
+}
+
+// FormattingError says that new sized volumes of a request were not ready
+// within the format budget. It matches ErrBusy: the request can be retried,
+// and the formatting goes on meanwhile.
+type FormattingError struct {
+	// Namespace and Name are the first volume of the request that is not
+	// ready; Size is its size.
+	Namespace, Name string
+	Size            int64
+	// Ready of Total new sized volumes of the request were ready.
+	Ready, Total int
+	// Budget is how long the request waited.
+	Budget time.Duration
+	// Err is why the formatting failed, if it did, rather than being slow.
+	Err error
+}
+
+// Error says which volume was not ready and why, and that a retry helps.
+func (e *FormattingError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("volume %q of namespace %q: formatting its %s image failed: %v", e.Name, e.Namespace, FormatBytes(e.Size), e.Err)
+	}
+	return fmt.Sprintf("%v: volume %q of namespace %q (%s) is still being formatted after %s; %d of the %d new sized volumes of the request are ready, "+
+		"the formatting goes on outside the request, and a retry of the container's creation finds them ready",
+		ErrBusy, e.Name, e.Namespace, FormatBytes(e.Size), e.Budget, e.Ready, e.Total)
+}
+
+// Unwrap makes a FormattingError match ErrBusy, or the failure's own error.
+func (e *FormattingError) Unwrap() error {
+	if e.Err != nil {
+		return e.Err
+	}
+	return ErrBusy
+}
+
+// SetFormatBudget bounds how long Acquire waits for the images of its new
+// sized volumes to be formatted (see format.go); 0, the default, waits as
+// long as it takes. The plugin keeps it well inside containerd's request
+// timeout.
+func (s *Store) SetFormatBudget(d time.Duration) {
+	s.formatBudget.Store(int64(d))
+}
+
+// formatWant is a new sized volume a request waits for.
+type formatWant struct {
+	ns, name string
+	key      formatKey
+}
+
+// prepareFormats has the images of the new sized volumes of wants formatted
+// before the store's lock is taken, waiting no longer than the format
+// budget; active says they are for a container. It checks the budgets
+// first, so that a request they refuse formats nothing.
+func (s *Store) prepareFormats(what string, wants []Request, active bool) error {
+	if !slices.ContainsFunc(wants, func(r Request) bool { return r.Size > 0 }) {
+		return nil // the common case costs nothing
+	}
+	var need []formatWant
+	err := s.withRequestLock(what, func() error {
+		b, err := s.pickBackend()
+		if err != nil || b != BackendImage {
+			return nil // createLocked makes it, or says why not
+		}
+		sums := map[string]int64{}
+		for _, r := range wants {
+			if r.Size <= 0 || s.existsLocked(r.Namespace, r.Name) {
+				continue
+			}
+			sums[r.Namespace] += r.Size
+			if err := s.checkBudgetLocked(r.Namespace, sums[r.Namespace]); err != nil {
+				return err
+			}
+			need = append(need, formatWant{ns: r.Namespace, name: r.Name, key: formatKey{size: r.Size, active: active}})
+		}
+		return nil
+	})
+	if err != nil || len(need) == 0 {
+		return err
+	}
+	ctx := context.Background()
+	if d := time.Duration(s.formatBudget.Load()); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	return s.waitFormats(ctx, need)
+}
+
+// waitFormats starts the formatting that need lacks and waits until an
+// entry is ready for each, or ctx is done.
+func (s *Store) waitFormats(ctx context.Context, need []formatWant) error {
+	f := &s.formats
+	start := time.Now()
+	counts := map[formatKey]int{}
+	for _, w := range need {
+		counts[w.key]++
+	}
+	f.mu.Lock()
+	if err := s.openFormatsLocked(); err != nil {
+		f.mu.Unlock()
+		return err
+	}
+	for k, n := range counts {
+		for have := len(f.ready[k]) + f.pending[k]; have < n; have++ {
+			if f.total() >= maxFormats {
+				break
+			}
+			f.pending[k]++
+			go s.format(k)
+		}
+	}
+	for {
+		i := f.firstMissing(need)
+		if i < 0 {
+			f.mu.Unlock()
+			return nil
+		}
+		w := need[i]
+		fe := &FormattingError{Namespace: w.ns, Name: w.name, Size: w.key.size, Ready: i, Total: len(need)}
+		if err := f.lastErr[w.key]; err != nil && f.pending[w.key] == 0 {
+			fe.Err = err
+			f.mu.Unlock()
+			return fe
+		}
+		if f.pending[w.key] == 0 {
+			// Taken by another request meanwhile: one more.
+			if f.total() >= maxFormats {
+				fe.Err = fmt.Errorf("%w: %d images are being formatted or wait to be taken on the node", ErrBusy, maxFormats)
+				f.mu.Unlock()
+				return fe
+			}
+			f.pending[w.key]++
+			go s.format(w.key)
+		}
+		changed := f.changed
+		f.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			fe.Budget = time.Since(start).Round(time.Millisecond)
+			return fe
+		}
+		f.mu.Lock()
+	}
+}
+
+// firstMissing hands the ready entries to need in order and returns the
+// index of the first want left without one, or -1; f.mu is held.
+func (f *formatter) firstMissing(need []formatWant) int {
+	left := map[formatKey]int{}
+	for k, list := range f.ready {
+		left[k] = len(list)
+	}
+	for i, w := range need {
+		if left[w.key] == 0 {
+			return i
+		}
+		left[w.key]--
+	}
+	return -1
+}
+
+func (f *formatter) total() int {
+	n := 0
+	for _, e := range f.ready {
+		n += len(e)
+	}
+	for _, p := range f.pending {
+		n += p
+	}
+	return n
+}
+
+// openFormatsLocked opens the formats directory, once; f.mu is held.
+func (s *Store) openFormatsLocked() error {
+	f := &s.formats
+	if f.closed {
+		return fmt.Errorf("%w: the store is closed", ErrBusy)
+	}
+	if f.fd >= 0 {
+		return nil
+	}
+	fd, err := ensureDirAt(s.dirFd, formatsDir)
+	if err != nil {
+		return fmt.Errorf("the directory of images being formatted: %w", err)
+	}
+	f.fd = fd
+	return nil
+}
+
+// format makes one entry for k, then wakes the waiting requests.
+func (s *Store) format(k formatKey) {
+	f := &s.formats
+	f.mu.Lock()
+	f.waiting = append(f.waiting, k.size)
+	for f.busy || slices.Min(f.waiting) < k.size {
+		f.turn.Wait()
+	}
+	f.waiting = slices.Delete(f.waiting, slices.Index(f.waiting, k.size), slices.Index(f.waiting, k.size)+1)
+	f.busy = true
+	f.mu.Unlock()
+	e, err := s.formatEntry(k)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.busy = false
+	f.turn.Broadcast()
+	f.pending[k]--
+	switch {
+	case err != nil:
+		f.lastErr[k] = err
+	case f.closed:
+		s.dropFormatEntry(e)
+	default:
+		delete(f.lastErr, k)
+		f.ready[k] = append(f.ready[k], e)
+	}
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// formatEntry makes an entry: its directory, flocked, _data and the
+// formatted disk.img, attached and mounted when k is active.
+func (s *Store) formatEntry(k formatKey) (formatEntry, error) {
+	f := &s.formats
+	f.mu.Lock()
+	dir, err := -1, fmt.Errorf("%w: the store is closed", ErrBusy)
+	if !f.closed {
+		dir, err = unix.FcntlInt(uintptr(f.fd), unix.F_DUPFD_CLOEXEC, 0)
+	}
+	f.mu.Unlock()
+	if err != nil {
+		return formatEntry{}, err
+	}
+	name := "f-" + strconv.FormatInt(k.size, 10) + "-" + randomSuffix()
+	if err := unix.Mkdirat(dir, name, 0o700); err != nil {
+		unix.Close(dir)
+		return formatEntry{}, fmt.Errorf("mkdir %s: %w", name, err)
+	}
+	fd, err := fsx.OpenDir(dir, name)
+	if err != nil {
+		_ = removeAllAt(dir, name, s.dev)
+		unix.Close(dir)
+		return formatEntry{}, err
+	}
+	e := formatEntry{name: name, fd: fd, dir: dir}
+	fail := func(err error) (formatEntry, error) {
+		s.dropFormatEntry(e)
+		return formatEntry{}, err
+	}
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		return fail(err)
+	}
+	if err := (imageSizer{}).prepare(fd, k.size); err != nil {
+		return fail(err)
+	}
+	if k.active {
+		if err := (imageSizer{}).activate(fd, filepath.Join(s.dir, formatsDir, name)); err != nil {
+			return fail(err)
+		}
+	}
+	return e, nil
+}
+
+// dropFormatEntry takes an entry down, removes it and closes its
+// descriptors; f.mu is held or the entry is no one else's.
+func (s *Store) dropFormatEntry(e formatEntry) {
+	_ = imageSizer{}.deactivate(e.fd, filepath.Join(s.dir, formatsDir, e.name))
+	unix.Close(e.fd)
+	_ = removeAllAt(e.dir, e.name, s.dev)
+	unix.Close(e.dir)
+}
+
+// takeFormatLocked moves a ready entry for k to tmp in the namespace open at
+// nsFd, under the store's lock. It reports whether there was one.
+func (s *Store) takeFormatLocked(k formatKey, nsFd int, tmp string) (bool, error) {
+	f := &s.formats
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	list := f.ready[k]
+	if len(list) == 0 {
+		return false, nil
+	}
+	e := list[len(list)-1]
+	f.ready[k] = list[:len(list)-1]
+	if err := renameNoReplace(e.dir, e.name, nsFd, tmp); err != nil {
+		s.dropFormatEntry(e)
+		return false, fmt.Errorf("take a formatted image: %w", err)
+	}
+	unix.Close(e.fd) // the flock goes with it: the entry is the volume's now
+	unix.Close(e.dir)
+	return true, nil
+}
+
+// closeFormats drops the ready entries; formattings under way drop theirs
+// when they end.
+func (s *Store) closeFormats() {
+	f := &s.formats
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.closed = true
+	for _, list := range f.ready {
+		for _, e := range list {
+			s.dropFormatEntry(e)
+		}
+	}
+	f.ready = map[formatKey][]formatEntry{}
+}
+
+// removeDeadFormatsLocked moves into the trash the entries of processes that
+// died: those whose flock nobody holds. It runs under the store's lock, at
+// Open.
+func (s *Store) removeDeadFormatsLocked() {
+	dir, err := fsx.OpenDir(s.dirFd, formatsDir)
+	if err != nil {
+		return
+	}
+	defer unix.Close(dir)
+	names, err := fsx.ReadDirNames(dir)
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		fd, err := fsx.OpenDir(dir, n)
+		if err != nil {
+			s.moveToTrashLocked(dir, n)
+			continue
+		}
+		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			unix.Close(fd) // a live process's
+			continue
+		}
+		_ = imageSizer{}.deactivate(fd, filepath.Join(s.dir, formatsDir, n))
+		unix.Close(fd)
+		s.moveToTrashLocked(dir, n)
+	}
+}
+
+// inFormats reports whether path is in the formats directory.
+func (s *Store) inFormats(path string) bool {
+	return strings.HasPrefix(path, filepath.Join(s.dir, formatsDir)+"/")
+}
+
+// deactivateTmp takes down the file system of a formatted entry that was
+// taken to tmp, in the namespace open at nsFd, and failed to become a
+// volume, so that it can be removed.
+func (s *Store) deactivateTmp(nsFd int, tmp string) {
+	fd, err := fsx.OpenDir(nsFd, tmp)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	_ = imageSizer{}.deactivate(fd, "/proc/self/fd/"+strconv.Itoa(fd))
+}

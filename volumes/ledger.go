@@ -1,0 +1,216 @@
+package volumes
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
+)
+
+// The ledger of sizes: ROOT/volumes/.sizes holds, per namespace, the sum of
+// the sizes of its sized volumes and their count, so the budgets
+// (limits.namespaceBytes, limits.overcommit) are checked in O(1) under the
+// store's lock instead of by reading every volume.json of a namespace.
+//
+// It is written under the exclusive lock, replaced atomically, by every
+// change of a sized volume: a charge before the volume gets its name (or its
+// new size), a refund after it left its name. A process that dies between
+// the two steps leaves a charge too many, never one too few: a budget errs
+// on the side of refusing. A charge for a volume made durably is durable
+// with it; the charge of a volume made Unsynced is made durable by its Sync,
+// before any container runs on it. A store without the file (made before it
+// existed) gets it at Open, by the one scan of every volume.json.
+const (
+	ledgerFile = ".sizes"
+	// maxLedgerSize bounds what is read of it: far more than the entries of
+	// every namespace a node has.
+	maxLedgerSize = 16 << 20
+)
+
+// SizeSum is the sum of the sizes of a set of sized volumes and their count.
+type SizeSum struct {
+	Bytes int64 `json:"bytes"`
+	Count int64 `json:"count"`
+}
+
+// ledger is the in-memory copy of the file, part of the index.
+type ledger struct {
+	ns    map[string]SizeSum
+	total SizeSum
+}
+
+func (l *ledger) add(ns string, bytes, count int64) {
+	sum := l.ns[ns]
+	sum.Bytes += bytes
+	sum.Count += count
+	if sum.Count <= 0 || sum.Bytes <= 0 {
+		delete(l.ns, ns)
+	} else {
+		l.ns[ns] = sum
+	}
+	l.total.Bytes += bytes
+	l.total.Count += count
+	if l.total.Count <= 0 || l.total.Bytes <= 0 {
+		l.total = SizeSum{}
+	}
+}
+
+type ledgerDoc struct {
+	Namespaces map[string]SizeSum `json:"namespaces"`
+}
+
+// loadLedger reads the ledger; a store without one (Open writes it, so
+// only one opened for copy-up) gets one built by a scan.
+func (s *Store) loadLedger() (*ledger, error) {
+	l := &ledger{ns: map[string]SizeSum{}}
+	data, err := fsx.ReadFile(s.dirFd, ledgerFile, maxLedgerSize)
+	if errors.Is(err, fs.ErrNotExist) {
+		return s.scanLedger()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the ledger of sizes %s: %w", ledgerFile, err)
+	}
+	var doc ledgerDoc
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("read the ledger of sizes %s: %w: %w", ledgerFile, errBroken, err)
+	}
+	for ns, sum := range doc.Namespaces {
+		if ValidateNamespace(ns) == nil && sum.Bytes > 0 && sum.Count > 0 {
+			l.add(ns, sum.Bytes, sum.Count)
+		}
+	}
+	return l, nil
+}
+
+// scanLedger sums the sizes in every volume.json of the store.
+func (s *Store) scanLedger() (*ledger, error) {
+	l := &ledger{ns: map[string]SizeSum{}}
+	err := scanAt(s.dirFd, "", func(ns string, nsFd int, name string) error {
+		if v, err := s.loadVolume(nsFd, ns, name); err == nil && v.Limit > 0 {
+			l.add(ns, v.Limit, 1)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// chargeLocked adds bytes and count to namespace ns's sums and writes the
+// ledger, durably when asked; negative values refund.
+func (s *Store) chargeLocked(ns string, bytes, count int64, durable bool) error {
+	s.idx.sizes.add(ns, bytes, count)
+	if err := writeLedger(s.dirFd, s.idx.sizes, durable); err != nil {
+		// The file is as it was: so is the memory.
+		s.idx.sizes.add(ns, -bytes, -count)
+		return err
+	}
+	return nil
+}
+
+func writeLedger(dirFd int, l *ledger, durable bool) error {
+	data, err := json.Marshal(ledgerDoc{Namespaces: l.ns})
+	if err != nil {
+		return err
+	}
+	if err := replaceFileAt(dirFd, ledgerFile, data, durable); err != nil {
+		return fmt.Errorf("write the ledger of sizes %s: %w", ledgerFile, err)
+	}
+	return nil
+}
+
+// ensureLedgerLocked writes the ledger of a store that has none, from the
+// one scan of every volume.json it takes, at Open: not inside a request,
+// and once.
+func (s *Store) ensureLedgerLocked() error {
+	if _, err := fsx.Lstat(s.dirFd, ledgerFile); !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	l, err := s.scanLedger()
+	if err != nil {
+		return err
+	}
+	return writeLedger(s.dirFd, l, true)
+}
+
+// refundLocked gives back the size of a sized volume that left its name.
+// The ledger is best effort here: a refund lost keeps a charge too many.
+func (s *Store) refundLocked(ns string, size int64) {
+	if size > 0 && s.idx != nil {
+		_ = s.chargeLocked(ns, -size, -1, false)
+	}
+}
+
+// syncLedger makes the ledger durable; Sync calls it for a sized volume made
+// without its fsyncs.
+func (s *Store) syncLedger() error {
+	fd, err := unix.Openat(s.dirFd, ledgerFile, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return &os.PathError{Op: "openat", Path: ledgerFile, Err: err}
+	}
+	defer unix.Close(fd)
+	if err := unix.Fsync(fd); err != nil {
+		return &os.PathError{Op: "fsync", Path: ledgerFile, Err: err}
+	}
+	if err := unix.Fsync(s.dirFd); err != nil {
+		return &os.PathError{Op: "fsync", Path: ".", Err: err}
+	}
+	return nil
+}
+
+// SizeSums returns the sums of the sizes of the sized volumes per namespace
+// and in all, from the ledger: O(namespaces), whatever the number of
+// volumes.
+func (s *Store) SizeSums() (map[string]SizeSum, SizeSum, error) {
+	var per map[string]SizeSum
+	var total SizeSum
+	err := s.withLock(unix.LOCK_SH, func() error {
+		per = make(map[string]SizeSum, len(s.idx.sizes.ns))
+		for ns, sum := range s.idx.sizes.ns {
+			per[ns] = sum
+		}
+		total = s.idx.sizes.total
+		return nil
+	})
+	return per, total, err
+}
+
+// checkLedger compares the ledger with what the volumes' metadata adds up
+// to, namespace by namespace, under the store's lock: Check's one scan.
+func (s *Store) checkLedger() []Problem {
+	var probs []Problem
+	fix := "remove ROOT/volumes/" + ledgerFile + " to have the next open rebuild it"
+	have, err := s.loadLedger()
+	if err != nil {
+		return []Problem{{Reason: fmt.Sprintf("%v; %s", err, fix)}}
+	}
+	want, err := s.scanLedger()
+	if err != nil {
+		return nil // the scan's own error is Check's
+	}
+	seen := map[string]bool{}
+	for _, l := range []*ledger{have, want} {
+		for ns := range l.ns {
+			if seen[ns] || have.ns[ns] == want.ns[ns] {
+				continue
+			}
+			seen[ns] = true
+			h, w := have.ns[ns], want.ns[ns]
+			probs = append(probs, Problem{Namespace: ns, Reason: fmt.Sprintf(
+				"the ledger of sizes counts %s in %d sized volume(s), their metadata %s in %d (a crash between a volume's change and the ledger's leaves a charge too many); %s",
+				FormatBytes(h.Bytes), h.Count, FormatBytes(w.Bytes), w.Count, fix)})
+		}
+	}
+	sort.Slice(probs, func(i, j int) bool { return probs[i].Namespace < probs[j].Namespace })
+	return probs
+}
