@@ -556,7 +556,7 @@ func (s *Store) Size(v *Volume) (int64, error) {
 // names and leftovers of interrupted writes that Open could not delete; and
 // mounts below the store and loop devices backed by its files that no sized
 // volume accounts for. The store's own files (.lock, .refs, .pods, .trash,
-// .copyup-bytes, .copyup-stats, .image-empty, .spare) are no problem. Below ROOT/pins it reports stray pins,
+// .copyup-bytes, .copyup-stats, .image-empty, .spare, .frozen) are no problem. Below ROOT/pins it reports stray pins,
 // entries where nothing is mounted, and anything that is not a pin; their
 // Namespace is empty and their Name the path below ROOT.
 func (s *Store) Check() ([]Problem, error) {
@@ -571,7 +571,7 @@ func (s *Store) Check() ([]Problem, error) {
 		for _, ns := range nss {
 			switch {
 			case ns == lockFile || ns == refsDir || ns == podsDir || ns == trashDir || ns == copyUpBytesDir ||
-				ns == copyUpStatsFile || ns == copyUpStatsOld || ns == imageEmptyDir || ns == spareDir:
+				ns == copyUpStatsFile || ns == copyUpStatsOld || ns == imageEmptyDir || ns == spareDir || ns == frozenDir:
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})

@@ -301,6 +301,8 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 			return err
 		}
 		if clean {
+			// First: a frozen file system hangs whatever touches it.
+			s.thawAbandonedLocked()
 			s.removeLeftovers()
 			// One read of the mount table serves both.
 			if all, err := fsx.MountPoints(); err == nil {
