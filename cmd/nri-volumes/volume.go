@@ -17,7 +17,7 @@ func newVolumeCommand(g *globalOptions, s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "volume COMMAND",
 		Aliases: []string{"volumes"},
-		Short:   "Manage volumes: create, update, ls, inspect, rm, prune, check, export, import",
+		Short:   "Manage volumes: create, update, ls, inspect, rm, prune, check, export, import, snapshot, clone, restore",
 		Long: `Manage the volumes of the store, as nerdctl volume does. The CLI and a running
 plugin may act on the same store at the same time.`,
 		Example: `  nri-volumes volume ls
@@ -43,6 +43,9 @@ plugin may act on the same store at the same time.`,
 		newVolumeCheckCommand(g, s),
 		newVolumeExportCommand(g, s),
 		newVolumeImportCommand(g, s),
+		newVolumeSnapshotCommand(g, s),
+		newVolumeCloneCommand(g, s),
+		newVolumeRestoreCommand(g, s),
 	)
 	return cmd
 }
