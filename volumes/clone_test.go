@@ -156,7 +156,10 @@ func TestSnapshotBadInput(t *testing.T) {
 		{"snapshot of a missing volume", func() error { _, err := s.CreateSnapshot("default", "nope", "s", SnapshotOptions{}); return err }, ErrNotFound, []string{`"nope"`}},
 		{"clone of an unknown snapshot", func() error { _, err := s.Clone("default", "src", "s9", "new", CloneOptions{}); return err }, ErrNotFound, []string{`"s9"`, `"src"`}},
 		{"clone onto an existing name", func() error { _, err := s.Clone("default", "src", "s1", "taken", CloneOptions{}); return err }, ErrExists, []string{`"taken"`}},
-		{"clone with a size of a plain volume", func() error { _, err := s.Clone("default", "src", "s1", "new", CloneOptions{Size: 1 << 20}); return err }, ErrInvalid, []string{`"src"`}},
+		{"clone with a size of a plain volume", func() error {
+			_, err := s.Clone("default", "src", "s1", "new", CloneOptions{Size: 1 << 20})
+			return err
+		}, ErrInvalid, []string{`"src"`}},
 		{"restore of an unknown snapshot", func() error { return s.Restore("default", "src", "s9") }, ErrNotFound, []string{`"s9"`}},
 		{"rm of an unknown snapshot", func() error { return s.RemoveSnapshot("default", "src", "s9") }, ErrNotFound, []string{`"s9"`}},
 	} {

@@ -17,7 +17,7 @@ func newVolumeCommand(g *globalOptions, s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "volume COMMAND",
 		Aliases: []string{"volumes"},
-		Short:   "Manage volumes: create, update, ls, inspect, rm, prune, check, export, import, snapshot, clone, restore",
+		Short:   "Manage volumes: create, update, ls, inspect, rm, prune, check, export, import, snapshot, clone, restore, rename",
 		Long: `Manage the volumes of the store, as nerdctl volume does. The CLI and a running
 plugin may act on the same store at the same time.`,
 		Example: `  nri-volumes volume ls
@@ -46,6 +46,7 @@ plugin may act on the same store at the same time.`,
 		newVolumeSnapshotCommand(g, s),
 		newVolumeCloneCommand(g, s),
 		newVolumeRestoreCommand(g, s),
+		newVolumeRenameCommand(g, s),
 	)
 	return cmd
 }

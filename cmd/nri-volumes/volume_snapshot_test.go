@@ -74,3 +74,24 @@ func TestVolumeSnapshotCloneRestore(t *testing.T) {
 		t.Errorf("rm: stdout %q, stderr %q", r.stdout, r.stderr)
 	}
 }
+
+// TestVolumeRenameAndLabels renames a volume and changes its labels.
+func TestVolumeRenameAndLabels(t *testing.T) {
+	root := t.TempDir()
+	mustCLI(t, root, "create", "a", "--label", "x=1")
+	mustCLI(t, root, "create", "b")
+	if r := runCLI(t, root, "", "rename", "a", "b"); r.code != 1 || !strings.Contains(r.stderr, `volume "b" in namespace "default": already exists`) {
+		t.Errorf("rename onto b: %+v", r)
+	}
+	if r := mustCLI(t, root, "rename", "a", "c"); r.stdout != "c\n" {
+		t.Errorf("rename printed %q", r.stdout)
+	}
+	mustCLI(t, root, "update", "--label-add", "y=2", "--label-rm", "x", "c")
+	r := mustCLI(t, root, "inspect", "c", "--format", "{{json .Labels}}")
+	if strings.TrimSpace(r.stdout) != `{"y":"2"}` {
+		t.Errorf("labels after update: %s", r.stdout)
+	}
+	if r := runCLI(t, root, "", "update", "c"); r.code != 2 {
+		t.Errorf("update without a change: %+v", r)
+	}
+}
