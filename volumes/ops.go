@@ -93,6 +93,7 @@ func newVolume(ns, name string, opts CreateOptions, owner *Owner) *Volume {
 		GID:       opts.GID,
 		UsedBy:    []string{},
 		Limit:     opts.Size,
+		cloneOf:   opts.CloneOf,
 	}
 	if opts.Mode != nil {
 		v.Mode = fmt.Sprintf("%04o", *opts.Mode)
@@ -183,6 +184,9 @@ func (s *Store) createLocked(v *Volume) error {
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return volumeError(ns, name, err)
+	}
+	if v.cloneOf != nil {
+		return s.createCloneLocked(nsFd, v, durable)
 	}
 	if v.Limit > 0 {
 		if err := s.checkBudgetLocked(nsFd, ns, v.Limit); err != nil {

@@ -184,3 +184,22 @@ func readWrite(dst, src int, off, n int64) error {
 	}
 	return nil
 }
+
+// ErrNoReflink is wrapped by the error of ReflinkFile where the file system
+// cannot share extents between the two files.
+var ErrNoReflink = errors.New("the file system has no reflinks")
+
+// ReflinkFile makes the empty regular file open at dst share the extents of the
+// regular file open at src (FICLONE), in O(1), or fails: with an error
+// wrapping ErrNoReflink where the file system cannot; it never copies.
+func ReflinkFile(dst, src int) error {
+	err := unix.IoctlFileClone(dst, src)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOTTY), errors.Is(err, unix.EXDEV),
+		errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS):
+		return fmt.Errorf("FICLONE: %w: %w", ErrNoReflink, err)
+	}
+	return fmt.Errorf("FICLONE: %w", err)
+}
