@@ -74,6 +74,10 @@ type Item struct {
 	// Subpath is a directory inside a named volume to mount instead of the
 	// whole volume: clean, relative, without "..".
 	Subpath string
+	// CloneOf makes a volume created on first use as a clone of a volume
+	// of the pod's namespace, or of a snapshot of one (long cloneOf:
+	// NAME[@SNAP]).
+	CloneOf *volumes.CloneSource
 	// Desc names the item in error messages.
 	Desc string
 }
@@ -93,6 +97,7 @@ type longItem struct {
 	Chown    bool              `json:"chown"`
 	NoExec   bool              `json:"noExec"`
 	Subpath  string            `json:"subpath"`
+	CloneOf  string            `json:"cloneOf"`
 }
 
 // ParseVolumes parses the value of a volumes annotation found under key. The
@@ -258,8 +263,8 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 			return Item{}, err
 		}
 	case KindTmpfs:
-		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.UID != nil || l.GID != nil || l.Chown || l.Subpath != "" {
-			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels, uid, gid, chown or subpath")
+		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.UID != nil || l.GID != nil || l.Chown || l.Subpath != "" || l.CloneOf != "" {
+			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels, uid, gid, chown, subpath or cloneOf")
 		}
 		if it.Size, err = parseTmpfsSize(l.Size, limits); err != nil {
 			return Item{}, err
@@ -294,10 +299,40 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 			return Item{}, fmt.Errorf("chown with subpath %q: chown gives the whole volume's root to the container's user, not the subpath; chown the volume from a mount without subpath", l.Subpath)
 		}
 	}
+	if l.CloneOf != "" {
+		if it.CloneOf, err = parseCloneOf(l); err != nil {
+			return Item{}, err
+		}
+	}
 	if err := validateLabels(it.Labels); err != nil {
 		return Item{}, err
 	}
 	return it, validateSource(&it)
+}
+
+// parseCloneOf checks cloneOf: NAME[@SNAP], a volume of the pod's own
+// namespace, on a volume item that leaves size, owner and mode to its
+// source.
+func parseCloneOf(l longItem) (*volumes.CloneSource, error) {
+	if l.Type != "" && Kind(l.Type) != KindVolume {
+		return nil, fmt.Errorf("cloneOf %q: cloneOf is only for volumes", l.CloneOf)
+	}
+	if len(l.Size) > 0 || l.UID != nil || l.GID != nil || len(l.Mode) > 0 {
+		return nil, fmt.Errorf("cloneOf %q: a clone has its source's size, uid, gid and mode; give none", l.CloneOf)
+	}
+	name, snap, hasSnap := strings.Cut(l.CloneOf, "@")
+	if err := volumes.ValidateName(name); err != nil {
+		return nil, fmt.Errorf("cloneOf %q: want NAME or NAME@SNAP, a volume of the pod's namespace: %w", l.CloneOf, err)
+	}
+	if hasSnap {
+		if err := volumes.ValidateSnapshotName(snap); err != nil {
+			return nil, fmt.Errorf("cloneOf %q: %w", l.CloneOf, err)
+		}
+	}
+	if name == l.Source {
+		return nil, fmt.Errorf("cloneOf %q: a volume cannot be a clone of itself", l.CloneOf)
+	}
+	return &volumes.CloneSource{Volume: name, Snapshot: snap}, nil
 }
 
 // maxID is the largest uid or gid: 2^32-1 is the kernel's invalid id.
