@@ -287,6 +287,11 @@ func (s *Store) cloneLiveImage(h *heldVolume, dstDir int) (snapfs.Method, time.D
 		return "", 0, err
 	}
 	defer unix.Close(dst)
+	// Dirty data is written back while writers still run, so the freeze,
+	// which writes back what is left, blocks them for less.
+	if err := unix.Syncfs(h.dataFd); err != nil {
+		return "", 0, fmt.Errorf("syncfs: %w", err)
+	}
 	start := time.Now()
 	thaw, err := s.freezeData(h.v.Namespace, h.v.Name, h.dataFd)
 	if err != nil {

@@ -112,7 +112,7 @@ func (w *writer) waitProgress(t *testing.T, n uint64) {
 
 // xfsRoot makes an xfs with reflinks in a loop file and returns a directory
 // on it, unmounted when the test ends.
-func xfsRoot(t *testing.T) string {
+func xfsRoot(t testing.TB) string {
 	t.Helper()
 	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
 		t.Skip("no mkfs.xfs (xfsprogs)")
@@ -146,7 +146,7 @@ func xfsRoot(t *testing.T) string {
 }
 
 // openSizedAt opens a store at root, taking down what the test leaves.
-func openSizedAt(t *testing.T, root string) *Store {
+func openSizedAt(t testing.TB, root string) *Store {
 	t.Helper()
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		t.Fatal(err)
@@ -194,10 +194,10 @@ func TestSnapshotImageWhileWriting(t *testing.T) {
 	requireLoop(t)
 	for _, tc := range []struct {
 		name string
-		root func(t *testing.T) string
+		root func(t testing.TB) string
 		want snapfs.Method
 	}{
-		{"ext4-host", func(t *testing.T) string { return t.TempDir() }, snapfs.SparseCopy},
+		{"ext4-host", func(t testing.TB) string { return t.TempDir() }, snapfs.SparseCopy},
 		{"xfs-reflink", xfsRoot, snapfs.Reflink},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
