@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -69,7 +70,7 @@ func (s *Store) Rename(ns, old, new string) (*Volume, error) {
 		}
 		v.Name, v.Mountpoint = new, s.mountpoint(ns, new)
 		// The directory's name is the volume's; volume.json follows it.
-		if err := errors.Join(rewriteVolume(volFd, v), unix.Fsync(nsFd)); err != nil {
+		if err := errors.Join(patchVolumeJSON(volFd, "Name", new), unix.Fsync(nsFd)); err != nil {
 			return volumeError(ns, new, err)
 		}
 		return s.bump(true)
@@ -98,7 +99,10 @@ func (s *Store) quiesceLocked(v *Volume, volFd int) error {
 
 // UpdateLabels adds the labels add to volume name of namespace ns, replacing
 // the value of a key it has, and removes the keys rm, in use or not. A key
-// in both is refused with ErrInvalid. It returns the volume as updated.
+// in both is refused with ErrInvalid. It holds the volume's own lock, as
+// ChownRoot does for the other change of volume.json, and waits for a
+// snapshot, clone, copy-up or import of the volume to end. It returns the
+// volume as updated.
 func (s *Store) UpdateLabels(ns, name string, add map[string]string, rm []string) (*Volume, error) {
 	if err := ValidateNamespace(ns); err != nil {
 		return nil, err
@@ -111,16 +115,18 @@ func (s *Store) UpdateLabels(ns, name string, add map[string]string, rm []string
 			return nil, volumeError(ns, name, fmt.Errorf("%w: label %q is both added and removed", ErrInvalid, k))
 		}
 	}
+	volFd, err := s.lockVolume(ns, name, unix.LOCK_EX)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(volFd)
 	var v *Volume
-	err := s.withLock(unix.LOCK_EX, func() error {
-		nsFd, err := fsx.OpenDir(s.dirFd, ns)
-		if err != nil {
+	err = s.withLock(unix.LOCK_EX, func() error {
+		var err error
+		if v, err = s.loadVolumeAt(volFd, ns, name); err != nil {
 			return publicError(ns, name, err)
 		}
-		defer unix.Close(nsFd)
-		if v, err = s.readVolume(nsFd, ns, name); err != nil {
-			return publicError(ns, name, err)
-		}
+		v.UsedBy = s.idx.usedBy(v.key())
 		labels := maps.Clone(v.Labels)
 		maps.Copy(labels, add)
 		for _, k := range rm {
@@ -130,12 +136,7 @@ func (s *Store) UpdateLabels(ns, name string, add map[string]string, rm []string
 			return nil
 		}
 		v.Labels = labels
-		volFd, err := fsx.OpenDir(nsFd, name)
-		if err != nil {
-			return publicError(ns, name, err)
-		}
-		defer unix.Close(volFd)
-		if err := rewriteVolume(volFd, v); err != nil {
+		if err := patchVolumeJSON(volFd, "Labels", labels); err != nil {
 			return volumeError(ns, name, err)
 		}
 		return s.bump(true)
@@ -144,4 +145,26 @@ func (s *Store) UpdateLabels(ns, name string, add map[string]string, rm []string
 		return nil, err
 	}
 	return v, nil
+}
+
+// patchVolumeJSON sets one field of the volume.json of the volume directory
+// open at volFd, atomically and durably, keeping every other field as it
+// is, those of a newer version too.
+func patchVolumeJSON(volFd int, field string, value any) error {
+	raw, err := fsx.ReadFile(volFd, metaFile, maxMetaSize)
+	if err != nil {
+		return fmt.Errorf("%w: no readable %s: %w", errBroken, metaFile, err)
+	}
+	var rec map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return fmt.Errorf("%w: bad %s: %w", errBroken, metaFile, err)
+	}
+	if rec[field], err = json.Marshal(value); err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return err
+	}
+	return replaceFileAt(volFd, metaFile, append(data, '\n'), true)
 }

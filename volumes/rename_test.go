@@ -107,6 +107,13 @@ func TestUpdateLabels(t *testing.T) {
 	if _, err := s.Create("default", "v", CreateOptions{Labels: map[string]string{"a": "1", "b": "2"}}); err != nil {
 		t.Fatal(err)
 	}
+	// A field of a newer version survives the update.
+	meta := filepath.Join(s.dir, "default", "v", metaFile)
+	b, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, meta, strings.Replace(string(b), "{", `{"Future": 7,`, 1))
 	if _, err := s.UpdateLabels("default", "v", map[string]string{"a": "x"}, []string{"a"}); !errors.Is(err, ErrInvalid) {
 		t.Errorf("a label both added and removed: %v", err)
 	}
@@ -116,6 +123,9 @@ func TestUpdateLabels(t *testing.T) {
 	got, err := openStore(t, s.Root()).Get("default", "v")
 	if err != nil || len(got.Labels) != 2 || got.Labels["a"] != "9" || got.Labels["c"] != "3" {
 		t.Errorf("labels after update: %v, %v", got.Labels, err)
+	}
+	if b, _ := os.ReadFile(meta); !strings.Contains(string(b), `"Future": 7`) {
+		t.Errorf("the update dropped a field it does not know:\n%s", b)
 	}
 	if _, err := s.UpdateLabels("default", "nope", nil, []string{"a"}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("update of a missing volume: %v", err)
