@@ -297,8 +297,16 @@ func (s *Store) cloneLiveImage(h *heldVolume, dstDir int) (snapfs.Method, time.D
 	if err != nil {
 		return "", 0, err
 	}
+	thawed := false
+	defer func() {
+		// Even on a panic: a frozen file system hangs the node's writers.
+		if !thawed {
+			_ = thaw()
+		}
+	}()
 	m, err := snapfs.CloneFile(dst, src)
 	frozen := time.Since(start)
+	thawed = true
 	if terr := thaw(); terr != nil {
 		err = errors.Join(err, terr)
 	}
