@@ -21,7 +21,7 @@ size. The snapshot stays.`,
 			}
 			return nil
 		},
-		ValidArgsFunction: g.completeVolumes,
+		ValidArgsFunction: g.completeSnapshots,
 		RunE: func(_ *cobra.Command, args []string) error {
 			store, err := g.open(args[0])
 			if err != nil {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -211,7 +213,7 @@ command exits 1.`,
 			}
 			return nil
 		},
-		ValidArgsFunction: g.completeVolumes,
+		ValidArgsFunction: g.completeSnapshots,
 		RunE: func(_ *cobra.Command, args []string) error {
 			return snapshotRemove(g, args[0], args[1:], s)
 		},
@@ -238,4 +240,33 @@ func snapshotRemove(g *globalOptions, name string, snaps []string, s streams) er
 		return errReported
 	}
 	return nil
+}
+
+// completeSnapshots completes a volume name first, then the snapshots of
+// the volume named, from a store that exists only.
+func (g *globalOptions) completeSnapshots(c *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	if len(args) == 0 {
+		return g.completeVolumes(c, args, toComplete)
+	}
+	if volumes.ValidateNamespace(g.nsOrDefault()) != nil || volumes.ValidateName(args[0]) != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	root, err := g.storeRoot()
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	if st, err := os.Stat(filepath.Join(root, "volumes")); err != nil || !st.IsDir() {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	store, err := volumes.Open(root)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	defer store.Close()
+	snaps, _ := store.ListSnapshots(g.nsOrDefault(), args[0])
+	names := make([]string, 0, len(snaps))
+	for _, sn := range snaps {
+		names = append(names, sn.Name)
+	}
+	return names, cobra.ShellCompDirectiveNoFileComp
 }
