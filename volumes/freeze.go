@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -52,7 +53,7 @@ func (s *Store) freezeData(ns, name string, dataFd int) (thaw func() error, err 
 	}
 	marker := frozenMarker(ns, name)
 	// A freeze that a killed snapshot of this volume left is undone first.
-	thawAbandoned(fdir, marker, false, func() (int, bool, error) { return dataFd, false, nil })
+	thawAbandoned(fdir, marker, false, func() (int, func(), error) { return dataFd, func() {}, nil })
 	tmp := tmpPrefix + randomSuffix()
 	mfd, err := unix.Openat(fdir, tmp, unix.O_RDONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -91,11 +92,10 @@ func (s *Store) freezeData(ns, name string, dataFd int) (thaw func() error, err 
 
 // thawAbandoned thaws the file system of the freeze that marker (in the
 // directory open at fdir) records, if the process that froze is gone, and
-// removes the marker. openData opens the volume's _data while its file
-// system is mounted there (ok false: the volume or its mount is gone; only
-// the marker is removed), and says whether the descriptor is the caller's
-// to close. nonblock skips a marker that a live process holds.
-func thawAbandoned(fdir int, marker string, nonblock bool, openData func() (fd int, own bool, err error)) error {
+// removes the marker. openFS opens a directory of the frozen file system
+// (fd -1: it is gone; only the marker is removed) and returns what to call
+// once it is thawed. nonblock skips a marker that a live process holds.
+func thawAbandoned(fdir int, marker string, nonblock bool, openFS func() (fd int, done func(), err error)) error {
 	mfd, err := unix.Openat(fdir, marker, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
@@ -122,15 +122,13 @@ func thawAbandoned(fdir int, marker string, nonblock bool, openData func() (fd i
 		// Made, never renamed into place: nothing was frozen.
 		return unix.Unlinkat(fdir, marker, 0)
 	}
-	dataFd, own, err := openData()
-	if err == nil && dataFd >= 0 {
-		err = snapfs.Thaw(dataFd)
+	fd, done, err := openFS()
+	if err == nil && fd >= 0 {
+		err = snapfs.Thaw(fd)
 		if errors.Is(err, snapfs.ErrNotFrozen) {
 			err = nil
 		}
-		if own {
-			unix.Close(dataFd)
-		}
+		done()
 	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -154,20 +152,104 @@ func (s *Store) thawAbandonedLocked() {
 	}
 	for _, m := range names {
 		ns, name, _ := strings.Cut(m, ",")
-		_ = thawAbandoned(fdir, m, true, func() (int, bool, error) {
+		_ = thawAbandoned(fdir, m, true, func() (int, func(), error) {
 			if ValidateNamespace(ns) != nil || ValidateName(name) != nil {
-				return -1, false, fmt.Errorf("%w: marker %q names no volume", fs.ErrNotExist, m)
+				return -1, nil, nil
 			}
 			volFd, err := fsx.OpenDir(s.dirFd, ns+"/"+name)
+			if errors.Is(err, fs.ErrNotExist) {
+				return -1, nil, nil
+			}
 			if err != nil {
-				return -1, false, err
+				return -1, nil, err
 			}
 			defer unix.Close(volFd)
-			if !isDataMounted(volFd) {
-				return -1, false, nil
+			if isDataMounted(volFd) {
+				fd, err := fsx.OpenDir(volFd, dataDir)
+				return fd, func() { unix.Close(fd) }, err
 			}
-			fd, err := fsx.OpenDir(volFd, dataDir)
-			return fd, true, err
+			return mountFrozenLoop(fdir, volFd)
 		})
 	}
+}
+
+// mountFrozenLoop reaches the file system of the disk.img of the volume
+// directory open at volFd when it is mounted nowhere the store can see: a
+// container's removal unmounts it (lazily) even while it is frozen, and the
+// frozen file system then lives on with its loop device, which the next use
+// of the volume would mount again, frozen. Mounting that loop device once
+// more, at a temporary directory in the directory open at fdir, gives the
+// same file system, to thaw. It returns -1 when no loop device holds the
+// image.
+func mountFrozenLoop(fdir, volFd int) (int, func(), error) {
+	img, err := openImage(volFd)
+	if err != nil {
+		return -1, nil, nil
+	}
+	dev, bound := boundLoop(img)
+	img.Close()
+	if !bound {
+		return -1, nil, nil
+	}
+	tmp := tmpPrefix + "thaw-" + randomSuffix()
+	if err := unix.Mkdirat(fdir, tmp, 0o700); err != nil {
+		return -1, nil, &os.PathError{Op: "mkdirat", Path: tmp, Err: err}
+	}
+	target := fsx.ProcPath(fdir) + "/" + tmp
+	if err := unix.Mount(dev, target, "ext4", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		unix.Unlinkat(fdir, tmp, unix.AT_REMOVEDIR)
+		return -1, nil, fmt.Errorf("mount %s to thaw it: %w", dev, err)
+	}
+	done := func() {
+		_ = unix.Unmount(target, unix.MNT_DETACH)
+		unix.Unlinkat(fdir, tmp, unix.AT_REMOVEDIR)
+	}
+	fd, err := fsx.OpenDir(fdir, tmp)
+	if err != nil {
+		done()
+		return -1, nil, err
+	}
+	return fd, func() { unix.Close(fd); done() }, nil
+}
+
+// StartThawer has the store look for abandoned freezes every interval
+// (see thawAbandonedLocked) until it is closed: the plugin runs for weeks,
+// and a CLI killed while it held a volume frozen must not hang that
+// volume's writers until some other process opens the store. A look is one
+// readdir of an empty directory; the lock is taken only when a marker is
+// there.
+func (s *Store) StartThawer(interval time.Duration) {
+	go func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for range tick.C {
+			pending, closed := s.freezesRecorded()
+			if closed {
+				return
+			}
+			if pending {
+				_ = s.locked(context.Background(), "", unix.LOCK_EX, false, func() error {
+					s.thawAbandonedLocked()
+					return nil
+				})
+			}
+		}
+	}()
+}
+
+// freezesRecorded reports whether a freeze marker exists, and whether the
+// store is closed.
+func (s *Store) freezesRecorded() (pending, closed bool) {
+	s.enter(context.Background())
+	defer s.leave()
+	if s.closed {
+		return false, true
+	}
+	fd, err := fsx.OpenDir(s.dirFd, frozenDir)
+	if err != nil {
+		return false, false
+	}
+	defer unix.Close(fd)
+	first, err := fsx.FirstEntry(fd)
+	return err == nil && first != "", false
 }
