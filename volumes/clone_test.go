@@ -283,3 +283,35 @@ func TestSnapshotImageRestoreAndGrow(t *testing.T) {
 	}
 	noLeftovers(t, s, "default", "db")
 }
+
+// TestSnapshotsCountAgainstTheBudget: what snapshots hold counts against
+// limits.namespaceBytes, for new volumes and for new snapshots, and
+// removing a snapshot gives it back.
+func TestSnapshotsCountAgainstTheBudget(t *testing.T) {
+	s, _ := newStore(t)
+	s.SetSizePolicy(SizePolicy{NamespaceBytes: 25 << 20})
+	v, err := s.Create("default", "data", CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(v.Mountpoint, "big"), strings.Repeat("x", 10<<20))
+	for _, snap := range []string{"s1", "s2"} {
+		if _, err := s.CreateSnapshot("default", "data", snap, SnapshotOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = s.CreateSnapshot("default", "data", "s3", SnapshotOptions{})
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), `snapshot "s3"`) || !strings.Contains(err.Error(), "limits.namespaceBytes") {
+		t.Fatalf("a third snapshot over the budget: %v", err)
+	}
+	noLeftovers(t, s, "default", "data")
+	if _, err := s.Create("default", "sized", CreateOptions{Size: 8 << 20}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("a sized volume over the budget the snapshots use: %v", err)
+	}
+	if err := s.RemoveSnapshot("default", "data", "s2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSnapshot("default", "data", "s3", SnapshotOptions{}); err != nil {
+		t.Fatalf("a snapshot within the budget again: %v", err)
+	}
+}

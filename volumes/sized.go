@@ -120,30 +120,42 @@ func onBtrfs(fd int) bool {
 }
 
 // checkBudgetLocked refuses a new volume of size bytes in namespace ns (open
-// at nsFd) when the sizes of its volumes would exceed the budget.
+// at nsFd) when the sizes of its volumes (and what their snapshots hold)
+// would exceed the budget.
 func (s *Store) checkBudgetLocked(nsFd int, ns string, size int64) error {
 	max := s.policy.NamespaceBytes
 	if max <= 0 || size <= 0 {
 		return nil
 	}
-	var sum int64
-	names, err := fsx.ReadDirNames(nsFd)
+	sum, err := s.namespaceBytesLocked(nsFd, ns)
 	if err != nil {
-		return fmt.Errorf("namespace %q: %w", ns, err)
-	}
-	for _, n := range names {
-		if ValidateName(n) != nil {
-			continue
-		}
-		if v, err := s.readVolume(nsFd, ns, n); err == nil {
-			sum += v.Limit
-		}
+		return err
 	}
 	if sum+size > max {
 		return fmt.Errorf("namespace %q: %w: a volume of %s would bring the sizes of its volumes to %s, above limits.namespaceBytes %s (%s in use)",
 			ns, ErrLimit, FormatBytes(size), FormatBytes(sum+size), FormatBytes(max), FormatBytes(sum))
 	}
 	return nil
+}
+
+// namespaceBytesLocked is what counts against the budget of namespace ns,
+// open at nsFd: the sizes of its volumes, and the bytes their snapshots
+// hold (see snapshotBytesAt).
+func (s *Store) namespaceBytesLocked(nsFd int, ns string) (int64, error) {
+	var sum int64
+	names, err := fsx.ReadDirNames(nsFd)
+	if err != nil {
+		return 0, fmt.Errorf("namespace %q: %w", ns, err)
+	}
+	for _, n := range names {
+		if ValidateName(n) != nil {
+			continue
+		}
+		if v, err := s.readVolume(nsFd, ns, n); err == nil {
+			sum += v.Limit + snapshotBytesAt(nsFd, n)
+		}
+	}
+	return sum, nil
 }
 
 // activateLocked brings a sized volume's file system up at _data.

@@ -186,6 +186,13 @@ func (s *Store) CreateSnapshot(ns, name, snap string, opts SnapshotOptions) (*Sn
 	if err := s.checkCopyable(h.v, opts.Live, "a snapshot", &sn.Live); err != nil {
 		return nil, err
 	}
+	est, err := s.snapshotEstimate(h)
+	if err != nil {
+		return nil, snapshotError(ns, name, snap, err)
+	}
+	if err := s.checkSnapshotBudget(h, snap, est); err != nil {
+		return nil, err
+	}
 	snapsFd, err := openSnapshots(h.volFd)
 	if err != nil {
 		return nil, volumeError(ns, name, err)
@@ -553,4 +560,76 @@ func (s *Store) openSnapshot(ns, name, snap string, how int) (sn *Snapshot, volF
 		return nil, -1, -1, snapshotError(ns, name, snap, err)
 	}
 	return sn, volFd, snapsFd, nil
+}
+
+// snapshotBytesAt is what the snapshots of volume name, in the namespace
+// open at nsFd, hold on disk: the blocks of each image (shared extents
+// included, as the snapshot keeps them once the volume changes), or the
+// disk usage recorded for each plain copy.
+func snapshotBytesAt(nsFd int, name string) int64 {
+	snapsFd, err := fsx.OpenDir(nsFd, name+"/"+snapshotsDir)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(snapsFd)
+	snaps, err := fsx.ReadDirNames(snapsFd)
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, snap := range snaps {
+		if ValidateSnapshotName(snap) != nil {
+			continue
+		}
+		if st, err := fsx.Lstat(snapsFd, snap+"/"+imageFile); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			sum += st.Blocks * 512
+		} else if sn, err := readSnapshot(snapsFd, "", name, snap); err == nil {
+			sum += sn.Size
+		}
+	}
+	return sum
+}
+
+// checkSnapshotBudget refuses a snapshot of the held volume when what it
+// would hold, est bytes, takes its namespace over limits.namespaceBytes.
+func (s *Store) checkSnapshotBudget(h *heldVolume, snap string, est int64) error {
+	ns, name := h.v.Namespace, h.v.Name
+	return s.withLock(unix.LOCK_SH, func() error {
+		max := s.policy.NamespaceBytes
+		if max <= 0 {
+			return nil
+		}
+		nsFd, err := fsx.OpenDir(s.dirFd, ns)
+		if err != nil {
+			return publicError(ns, name, err)
+		}
+		defer unix.Close(nsFd)
+		sum, err := s.namespaceBytesLocked(nsFd, ns)
+		if err != nil {
+			return err
+		}
+		if sum+est > max {
+			return snapshotError(ns, name, snap, fmt.Errorf("%w: holding about %s, it would bring namespace %q to %s, above limits.namespaceBytes %s (%s in use by its volumes and snapshots)",
+				ErrLimit, FormatBytes(est), ns, FormatBytes(sum+est), FormatBytes(max), FormatBytes(sum)))
+		}
+		return nil
+	})
+}
+
+// snapshotEstimate is about what a snapshot of the held volume will hold:
+// the blocks of its image, or the disk usage of its data; measured only
+// when a namespace budget is set.
+func (s *Store) snapshotEstimate(h *heldVolume) (int64, error) {
+	if s.policy.NamespaceBytes <= 0 {
+		return 0, nil
+	}
+	if h.v.Limit > 0 {
+		st, err := fsx.Lstat(h.volFd, imageFile)
+		return st.Blocks * 512, err
+	}
+	st, err := fsx.Fstat(h.dataFd)
+	if err != nil {
+		return 0, err
+	}
+	return fsx.DiskUsage(h.dataFd, st.Dev)
 }
