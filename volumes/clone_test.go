@@ -282,6 +282,17 @@ func TestSnapshotImageRestoreAndGrow(t *testing.T) {
 		}
 	}
 	noLeftovers(t, s, "default", "db")
+	for _, name := range []string{"db", "big"} {
+		if err := s.Remove("default", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if entries, err := os.ReadDir(filepath.Join(s.dir, "default")); err != nil || len(entries) != 0 {
+		t.Errorf("left after rm of the volumes and their snapshots: %v, %v", entries, err)
+	}
+	if loops := loopsOf(s.dir); len(loops) != 0 {
+		t.Errorf("loop devices left: %v", loops)
+	}
 }
 
 // TestSnapshotsCountAgainstTheBudget: what snapshots hold counts against
