@@ -39,6 +39,9 @@ type CloneResult struct {
 	Volume *Volume
 	// Copy says how the data was copied: "reflink" (O(1)) or "copy".
 	Copy snapfs.Method
+	// Live says a plain volume was copied while containers used it: the
+	// clone is not crash-consistent.
+	Live bool
 }
 
 // Clone makes the named volume dst of namespace ns as a copy of snapshot
@@ -93,7 +96,7 @@ func (s *Store) Clone(ns, src, snap, dst string, opts CloneOptions) (*CloneResul
 	if err := s.placeClone(st, nv); err != nil {
 		return nil, err
 	}
-	return &CloneResult{Volume: nv, Copy: st.copy}, nil
+	return &CloneResult{Volume: nv, Copy: st.copy, Live: st.live}, nil
 }
 
 // staged is new volume data built under a temporary name in the snapshots
@@ -103,6 +106,7 @@ type staged struct {
 	name           string
 	fd             int // the staged directory
 	copy           snapfs.Method
+	live           bool // copied from a plain volume in use
 	release        func()
 }
 
@@ -145,7 +149,7 @@ func (s *Store) stageClone(v *Volume, snap string, live bool) (*staged, error) {
 			h.release()
 			return nil, volumeError(ns, name, err)
 		}
-		st = &staged{volFd: h.volFd, snapsFd: snapsFd, fd: -1, release: h.release}
+		st = &staged{volFd: h.volFd, snapsFd: snapsFd, fd: -1, live: taken, release: h.release}
 	} else {
 		sn, volFd, snapsFd, err := s.openSnapshot(ns, name, snap, unix.LOCK_EX)
 		if err != nil {

@@ -89,6 +89,12 @@ func TestSnapshotPlainVolume(t *testing.T) {
 	if err != nil || !live.Live {
 		t.Fatalf("live snapshot: %+v, %v", live, err)
 	}
+	if _, err := s.Clone("default", "web", "", "web-live", CloneOptions{}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "--live") {
+		t.Fatalf("clone of a plain volume in use: %v; want ErrInUse suggesting --live", err)
+	}
+	if res, err := s.Clone("default", "web", "", "web-live", CloneOptions{Live: true}); err != nil || !res.Live {
+		t.Fatalf("live clone: %+v, %v", res, err)
+	}
 	writeFile(t, filepath.Join(v.Mountpoint, "a.txt"), "changed")
 	if err := s.Restore("default", "web", sn.Name); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "ctr") {
 		t.Fatalf("restore in use: %v; want ErrInUse naming the container", err)

@@ -75,6 +75,9 @@ func volumeClone(g *globalOptions, o cloneOptions, src, dst string, s streams) e
 	if err != nil {
 		return err
 	}
+	if res.Live {
+		fmt.Fprintf(s.err, "nri-volumes: volume %q: copied from %q while in use; it is not crash-consistent\n", dst, src)
+	}
 	_, err = fmt.Fprintln(s.out, res.Volume.Name)
 	return err
 }
