@@ -77,6 +77,10 @@ type Item struct {
 	// External says the named volume must exist: a missing one fails the
 	// container instead of being made empty (long syntax external: true).
 	External bool
+	// CloneOf makes a volume created on first use as a clone of a volume
+	// of the pod's namespace, or of a snapshot of one (long cloneOf:
+	// NAME[@SNAP]).
+	CloneOf *volumes.CloneSource
 	// Desc names the item in error messages.
 	Desc string
 }
@@ -97,6 +101,7 @@ type longItem struct {
 	NoExec   bool              `json:"noExec"`
 	Subpath  string            `json:"subpath"`
 	External bool              `json:"external"`
+	CloneOf  string            `json:"cloneOf"`
 }
 
 // ParseVolumes parses the value of a volumes annotation found under key. The
@@ -262,8 +267,8 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 			return Item{}, err
 		}
 	case KindTmpfs:
-		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.UID != nil || l.GID != nil || l.Chown || l.Subpath != "" || l.External {
-			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels, uid, gid, chown, subpath or external")
+		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.UID != nil || l.GID != nil || l.Chown || l.Subpath != "" || l.External || l.CloneOf != "" {
+			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels, uid, gid, chown, subpath, external or cloneOf")
 		}
 		if it.Size, err = parseTmpfsSize(l.Size, limits); err != nil {
 			return Item{}, err
@@ -301,10 +306,40 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 	if err := validateExternal(it, l); err != nil {
 		return Item{}, err
 	}
+	if l.CloneOf != "" {
+		if it.CloneOf, err = parseCloneOf(l); err != nil {
+			return Item{}, err
+		}
+	}
 	if err := validateLabels(it.Labels); err != nil {
 		return Item{}, err
 	}
 	return it, validateSource(&it)
+}
+
+// parseCloneOf checks cloneOf: NAME[@SNAP], a volume of the pod's own
+// namespace, on a volume item that leaves size, owner and mode to its
+// source.
+func parseCloneOf(l longItem) (*volumes.CloneSource, error) {
+	if l.Type != "" && Kind(l.Type) != KindVolume {
+		return nil, fmt.Errorf("cloneOf %q: cloneOf is only for volumes", l.CloneOf)
+	}
+	if len(l.Size) > 0 || l.UID != nil || l.GID != nil || len(l.Mode) > 0 {
+		return nil, fmt.Errorf("cloneOf %q: a clone has its source's size, uid, gid and mode; give none", l.CloneOf)
+	}
+	name, snap, hasSnap := strings.Cut(l.CloneOf, "@")
+	if err := volumes.ValidateName(name); err != nil {
+		return nil, fmt.Errorf("cloneOf %q: want NAME or NAME@SNAP, a volume of the pod's namespace: %w", l.CloneOf, err)
+	}
+	if hasSnap {
+		if err := volumes.ValidateSnapshotName(snap); err != nil {
+			return nil, fmt.Errorf("cloneOf %q: %w", l.CloneOf, err)
+		}
+	}
+	if name == l.Source {
+		return nil, fmt.Errorf("cloneOf %q: a volume cannot be a clone of itself", l.CloneOf)
+	}
+	return &volumes.CloneSource{Volume: name, Snapshot: snap}, nil
 }
 
 // maxID is the largest uid or gid: 2^32-1 is the kernel's invalid id.
@@ -449,6 +484,9 @@ func validateExternal(it Item, l longItem) error {
 	}
 	if len(l.Labels) > 0 || len(l.Size) > 0 || l.UID != nil || l.GID != nil || len(l.Mode) > 0 {
 		return errors.New("an external volume is never made here, so it takes no labels, size, uid, gid or mode")
+	}
+	if l.CloneOf != "" {
+		return errors.New("an external volume is never made here, so it is no clone: give external or cloneOf")
 	}
 	return nil
 }

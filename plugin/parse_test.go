@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
 var testTmpfs = config.Tmpfs{DefaultSize: 64 << 20, MaxSize: 1 << 30}
@@ -58,6 +59,9 @@ func TestParseVolumes(t *testing.T) {
 			want: []Item{{Kind: KindBind, Source: "/srv", Target: "/x", NoExec: true}}},
 		{name: "subpath of a named volume", value: "- {source: data, target: /logs, subpath: ./logs//app/, readOnly: true}",
 			want: []Item{{Kind: KindVolume, Source: "data", Target: "/logs", Subpath: "logs/app", ReadOnly: true}}},
+		{name: "cloneOf a snapshot, named and anonymous", value: "- {source: ci-db, target: /db, cloneOf: golden@v1}\n- {target: /scratch, cloneOf: golden}",
+			want: []Item{{Kind: KindVolume, Source: "ci-db", Target: "/db", CloneOf: &volumes.CloneSource{Volume: "golden", Snapshot: "v1"}},
+				{Kind: KindVolume, Target: "/scratch", CloneOf: &volumes.CloneSource{Volume: "golden"}}}},
 
 		{name: "malformed yaml", value: "- [a", wantErr: "not a YAML list"},
 		{name: "not a list", value: "a: b", wantErr: "not a YAML list of volumes"},
@@ -120,6 +124,12 @@ func TestParseVolumes(t *testing.T) {
 		{name: "subpath dotdot", value: "- {source: v, target: /x, subpath: logs/../../x}", wantErr: `must not contain ".."`},
 		{name: "subpath of the volume itself", value: "- {source: v, target: /x, subpath: ./}", wantErr: "names the volume itself"},
 		{name: "chown with a subpath", value: "- {source: v, target: /x, subpath: logs, chown: true}", wantErr: `item 1 (target "/x"): chown with subpath "logs"`},
+		{name: "cloneOf on a tmpfs", value: "- {type: tmpfs, target: /x, cloneOf: golden}", wantErr: "cloneOf"},
+		{name: "cloneOf on a bind", value: "- {type: bind, source: /srv, target: /x, cloneOf: golden}", wantErr: `cloneOf "golden": cloneOf is only for volumes`},
+		{name: "cloneOf of another namespace", value: "- {target: /x, cloneOf: shop/golden}", wantErr: `cloneOf "shop/golden": want NAME or NAME@SNAP, a volume of the pod's namespace`},
+		{name: "cloneOf with a bad snapshot", value: "- {target: /x, cloneOf: 'golden@'}", wantErr: `cloneOf "golden@": snapshot name ""`},
+		{name: "cloneOf with a size", value: "- {target: /x, cloneOf: golden, size: 1Gi}", wantErr: "a clone has its source's size"},
+		{name: "cloneOf of itself", value: "- {source: golden, target: /x, cloneOf: golden}", wantErr: "a clone of itself"},
 		{name: "subpath with a newline", value: "- {source: v, target: /x, subpath: \"a\\nb\"}", wantErr: "newline"},
 	}
 	for _, tt := range tests {

@@ -110,10 +110,11 @@ func MakePlan(cfg *config.Config, req *Request) (*Plan, error) {
 		case KindVolume:
 			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, CreateOptions: volumes.CreateOptions{
 				Labels: it.Labels, Size: int64(it.Size), UID: it.UID, GID: it.GID, Mode: it.DataMode,
+				CloneOf: it.CloneOf,
 			}, MustExist: it.External}
 			if it.Source == "" {
 				r.Owner = req.owner(it.Target)
-				if r.Size == 0 {
+				if r.Size == 0 && it.CloneOf == nil {
 					r.Size = int64(cfg.Sizes.DefaultSize)
 				}
 			}
@@ -126,7 +127,8 @@ func MakePlan(cfg *config.Config, req *Request) (*Plan, error) {
 			// A subpath of a volume is a directory that is already there;
 			// copy-up fills a whole new volume only.
 			m.Subpath = it.Subpath
-			m.CopyUp = !it.NoCopy && it.Subpath == ""
+			// A clone holds its source's data, never the image's.
+			m.CopyUp = !it.NoCopy && it.Subpath == "" && it.CloneOf == nil
 			m.Chown = it.Chown
 		case KindBind:
 			if len(cfg.BindMounts.AllowedHostPaths) == 0 {

@@ -110,6 +110,9 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	store.StartSpares(func(err error) {
 		p.log.WithError(err).Warn("making spares for new volumes; new volumes are made without them meanwhile")
 	})
+	// A CLI killed while it held a volume frozen for a snapshot is undone
+	// within seconds, not at the next start.
+	store.StartThawer(5 * time.Second)
 	store.SetSizePolicy(sizePolicy(cfg))
 	if p.store != nil {
 		p.store.Close()

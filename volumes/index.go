@@ -64,7 +64,7 @@ func newIndex() *index {
 		users: make(map[string]map[string]struct{}),
 		pods:  make(map[string]map[string]struct{}),
 		owner: make(map[string]string),
-		sizes: &ledger{ns: map[string]SizeSum{}},
+		sizes: newLedger(),
 	}
 }
 

@@ -39,10 +39,31 @@ type SizeSum struct {
 	Count int64 `json:"count"`
 }
 
-// ledger is the in-memory copy of the file, part of the index.
+// ledger is the in-memory copy of the file, part of the index. snaps holds,
+// per namespace, the bytes its volumes' snapshots hold (see
+// snapshotBytesAt), which count against limits.namespaceBytes but not
+// against the node's bound: a snapshot reserves nothing, it holds blocks.
 type ledger struct {
 	ns    map[string]SizeSum
 	total SizeSum
+	snaps map[string]int64
+}
+
+func newLedger() *ledger {
+	return &ledger{ns: map[string]SizeSum{}, snaps: map[string]int64{}}
+}
+
+func (l *ledger) addSnapshots(ns string, bytes int64) {
+	if n := l.snaps[ns] + bytes; n > 0 {
+		l.snaps[ns] = n
+	} else {
+		delete(l.snaps, ns)
+	}
+}
+
+// namespaceBytes is what counts against namespace ns's budget.
+func (l *ledger) namespaceBytes(ns string) int64 {
+	return l.ns[ns].Bytes + l.snaps[ns]
 }
 
 func (l *ledger) add(ns string, bytes, count int64) {
@@ -63,12 +84,13 @@ func (l *ledger) add(ns string, bytes, count int64) {
 
 type ledgerDoc struct {
 	Namespaces map[string]SizeSum `json:"namespaces"`
+	Snapshots  map[string]int64   `json:"snapshots,omitempty"`
 }
 
 // loadLedger reads the ledger; a store without one (Open writes it, so
 // only one opened for copy-up) gets one built by a scan.
 func (s *Store) loadLedger() (*ledger, error) {
-	l := &ledger{ns: map[string]SizeSum{}}
+	l := newLedger()
 	data, err := fsx.ReadFile(s.dirFd, ledgerFile, maxLedgerSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return s.scanLedger()
@@ -85,16 +107,22 @@ func (s *Store) loadLedger() (*ledger, error) {
 			l.add(ns, sum.Bytes, sum.Count)
 		}
 	}
+	for ns, n := range doc.Snapshots {
+		if ValidateNamespace(ns) == nil {
+			l.addSnapshots(ns, n)
+		}
+	}
 	return l, nil
 }
 
 // scanLedger sums the sizes in every volume.json of the store.
 func (s *Store) scanLedger() (*ledger, error) {
-	l := &ledger{ns: map[string]SizeSum{}}
+	l := newLedger()
 	err := scanAt(s.dirFd, "", func(ns string, nsFd int, name string) error {
 		if v, err := s.loadVolume(nsFd, ns, name); err == nil && v.Limit > 0 {
 			l.add(ns, v.Limit, 1)
 		}
+		l.addSnapshots(ns, snapshotBytesAt(nsFd, name))
 		return nil
 	})
 	if err != nil {
@@ -116,7 +144,7 @@ func (s *Store) chargeLocked(ns string, bytes, count int64, durable bool) error 
 }
 
 func writeLedger(dirFd int, l *ledger, durable bool) error {
-	data, err := json.Marshal(ledgerDoc{Namespaces: l.ns})
+	data, err := json.Marshal(ledgerDoc{Namespaces: l.ns, Snapshots: l.snaps})
 	if err != nil {
 		return err
 	}
@@ -138,6 +166,20 @@ func (s *Store) ensureLedgerLocked() error {
 		return err
 	}
 	return writeLedger(s.dirFd, l, true)
+}
+
+// chargeSnapshotsLocked adds bytes held by snapshots to namespace ns's sum
+// and writes the ledger durably; negative bytes refund.
+func (s *Store) chargeSnapshotsLocked(ns string, bytes int64) error {
+	if bytes == 0 {
+		return nil
+	}
+	s.idx.sizes.addSnapshots(ns, bytes)
+	if err := writeLedger(s.dirFd, s.idx.sizes, true); err != nil {
+		s.idx.sizes.addSnapshots(ns, -bytes)
+		return err
+	}
+	return nil
 }
 
 // refundLocked gives back the size of a sized volume that left its name.
@@ -209,6 +251,17 @@ func (s *Store) checkLedger() []Problem {
 			probs = append(probs, Problem{Namespace: ns, Reason: fmt.Sprintf(
 				"the ledger of sizes counts %s in %d sized volume(s), their metadata %s in %d (a crash between a volume's change and the ledger's leaves a charge too many); %s",
 				FormatBytes(h.Bytes), h.Count, FormatBytes(w.Bytes), w.Count, fix)})
+		}
+	}
+	for _, l := range []*ledger{have, want} {
+		for ns := range l.snaps {
+			if seen[ns] || have.snaps[ns] == want.snaps[ns] {
+				continue
+			}
+			seen[ns] = true
+			probs = append(probs, Problem{Namespace: ns, Reason: fmt.Sprintf(
+				"the ledger of sizes counts %s held by snapshots, the snapshots %s; %s",
+				FormatBytes(have.snaps[ns]), FormatBytes(want.snaps[ns]), fix)})
 		}
 	}
 	sort.Slice(probs, func(i, j int) bool { return probs[i].Namespace < probs[j].Namespace })

@@ -98,6 +98,7 @@ func newVolume(ns, name string, opts CreateOptions, owner *Owner) *Volume {
 		GID:       opts.GID,
 		UsedBy:    []string{},
 		Limit:     opts.Size,
+		cloneOf:   opts.CloneOf,
 	}
 	if opts.Mode != nil {
 		v.Mode = fmt.Sprintf("%04o", *opts.Mode)
@@ -192,6 +193,9 @@ func (s *Store) createLocked(v *Volume, active bool) error {
 		}
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return volumeError(ns, name, err)
+	}
+	if v.cloneOf != nil {
+		return s.createCloneLocked(nsFd, v, durable)
 	}
 	if v.Limit > 0 {
 		if err := s.checkBudgetLocked(ns, v.Limit); err != nil {
@@ -599,7 +603,7 @@ func (s *Store) Size(v *Volume) (int64, error) {
 // names and leftovers of interrupted writes that Open could not delete; and
 // mounts below the store and loop devices backed by its files that no sized
 // volume accounts for. The store's own files (.lock, .refs, .pods, .trash,
-// .copyup-bytes, .copyup-stats, .image-empty, .spare) are no problem, but
+// .copyup-bytes, .copyup-stats, .image-empty, .spare, .frozen) are no problem, but
 // each entry in .trash is: data of a removed volume left undeleted (Name
 // .trash/ENTRY, Namespace empty). Below ROOT/pins it reports stray pins,
 // entries where nothing is mounted, and anything that is not a pin; their
@@ -617,7 +621,7 @@ func (s *Store) Check() ([]Problem, error) {
 			switch {
 			case ns == lockFile || ns == refsDir || ns == podsDir || ns == trashDir || ns == copyUpBytesDir ||
 				ns == copyUpStatsFile || ns == copyUpStatsOld || ns == imageEmptyDir || ns == spareDir ||
-				ns == ledgerFile || ns == formatsDir:
+				ns == ledgerFile || ns == formatsDir || ns == frozenDir:
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})

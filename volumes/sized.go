@@ -122,17 +122,17 @@ func onBtrfs(fd int) bool {
 
 // checkBudgetLocked refuses size more bytes of sized volumes in namespace
 // ns when they would take the namespace over its budget
-// (limits.namespaceBytes) or the node over its bound (limits.overcommit
-// times the size of the store's file system). Both come from the ledger:
-// O(1), whatever the number of volumes.
+// (limits.namespaceBytes, which its snapshots count against too) or the
+// node over its bound (limits.overcommit times the size of the store's file
+// system). Both come from the ledger: O(1), whatever the number of volumes.
 func (s *Store) checkBudgetLocked(ns string, size int64) error {
 	if size <= 0 {
 		return nil
 	}
 	if max := s.policy.NamespaceBytes; max > 0 {
-		sum := s.idx.sizes.ns[ns].Bytes
+		sum := s.idx.sizes.namespaceBytes(ns)
 		if sum+size > max {
-			return fmt.Errorf("namespace %q: %w: a volume of %s would bring the sizes of its volumes to %s, above limits.namespaceBytes %s (%s in use)",
+			return fmt.Errorf("namespace %q: %w: a volume of %s would bring the sizes of its volumes and what their snapshots hold to %s, above limits.namespaceBytes %s (%s in use)",
 				ns, ErrLimit, FormatBytes(size), FormatBytes(sum+size), FormatBytes(max), FormatBytes(sum))
 		}
 	}

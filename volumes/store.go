@@ -101,6 +101,9 @@ type Volume struct {
 	// Created says this Acquire made the volume: it is empty and was never
 	// copied up into.
 	Created bool `json:"-"`
+	// cloneOf is what a volume being made is cloned from; see
+	// CreateOptions.CloneOf.
+	cloneOf *CloneSource
 }
 
 // MarshalJSON encodes v with UsedBy and Labels as [] and {} rather than null,
@@ -157,6 +160,9 @@ type CreateOptions struct {
 	// root, _data; otherwise it is root's, mode 0755.
 	UID, GID *int
 	Mode     *uint32
+	// CloneOf makes the volume as a reflink clone of another volume of
+	// its namespace, or of a snapshot of one; see createCloneLocked.
+	CloneOf *CloneSource
 }
 
 // Request is one volume a container wants. An empty Name asks for the
@@ -321,6 +327,8 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 			return err
 		}
 		if clean {
+			// First: a frozen file system hangs whatever touches it.
+			s.thawAbandonedLocked()
 			s.removeLeftovers()
 			if err := s.ensureLedgerLocked(); err != nil {
 				return err

@@ -17,7 +17,7 @@ func newVolumeCommand(g *globalOptions, s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "volume COMMAND",
 		Aliases: []string{"volumes"},
-		Short:   "Manage volumes: create, update, ls, inspect, rm, prune, check, export, import, push, pull",
+		Short:   "Manage volumes: create, update, ls, inspect, rm, prune, check, export, import, push, pull, snapshot, clone, restore, rename",
 		Long: `Manage the volumes of the store, as nerdctl volume does. The CLI and a running
 plugin may act on the same store at the same time.`,
 		Example: `  nri-volumes volume ls
@@ -45,6 +45,10 @@ plugin may act on the same store at the same time.`,
 		newVolumeImportCommand(g, s),
 		newVolumePushCommand(g, s),
 		newVolumePullCommand(g, s),
+		newVolumeSnapshotCommand(g, s),
+		newVolumeCloneCommand(g, s),
+		newVolumeRestoreCommand(g, s),
+		newVolumeRenameCommand(g, s),
 	)
 	return cmd
 }

@@ -19,7 +19,8 @@ func newVolumeRemoveCommand(g *globalOptions, s streams) *cobra.Command {
 		Use:     "rm [-f] NAME...",
 		Aliases: []string{"remove"},
 		Short:   "Remove volumes",
-		Long: `Remove volumes and their data, printing each name removed. A volume that a
+		Long: `Remove volumes and their data, and their snapshots, printing each name removed
+(and, on stderr, how many snapshots went with it). A volume that a
 container uses is refused, with a message that names the container; the
 others are still removed, and the command exits 1.`,
 		Example: `  nri-volumes volume rm redis-data
@@ -42,10 +43,16 @@ func volumeRemove(g *globalOptions, o removeOptions, names []string, s streams) 
 	defer store.Close()
 	failed := false
 	for _, n := range names {
+		// Counted first: a volume's snapshots go with it, and the person
+		// is told.
+		snaps, _ := store.SnapshotCount(g.nsOrDefault(), n)
 		err := store.Remove(g.nsOrDefault(), n)
 		switch {
 		case err == nil:
 			fmt.Fprintln(s.out, n)
+			if snaps > 0 {
+				fmt.Fprintf(s.err, "nri-volumes: volume %q: removed its %d snapshot(s) too\n", n, snaps)
+			}
 		case o.force && errors.Is(err, volumes.ErrNotFound):
 		default:
 			fmt.Fprintf(s.err, "nri-volumes: %v\n", err)

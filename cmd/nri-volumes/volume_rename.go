@@ -1,0 +1,39 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func newVolumeRenameCommand(g *globalOptions, s streams) *cobra.Command {
+	return &cobra.Command{
+		Use:   "rename OLD NEW",
+		Short: "Rename a volume",
+		Long: `Give volume OLD the name NEW, with its data, labels and snapshots, and print
+the new name. A volume that a container uses is refused, with a message that
+names the container, and so is an anonymous volume. Pods that name OLD in
+their annotations get a new, empty OLD on their next start.`,
+		Example: `  nri-volumes volume rename pg-data pg-data-old`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return fmt.Errorf("%w: volume rename takes OLD and NEW", errUsage)
+			}
+			return nil
+		},
+		ValidArgsFunction: g.completeVolumes,
+		RunE: func(_ *cobra.Command, args []string) error {
+			store, err := g.open(args[0], args[1])
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			v, err := store.Rename(g.nsOrDefault(), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(s.out, v.Name)
+			return err
+		},
+	}
+}

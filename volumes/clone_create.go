@@ -1,0 +1,175 @@
+package volumes
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/internal/snapfs"
+)
+
+// CloneSource names what a new volume is cloned from: volume Volume of the
+// new volume's namespace, or its snapshot Snapshot when that is set.
+type CloneSource struct {
+	Volume   string
+	Snapshot string
+}
+
+// String is NAME or NAME@SNAP, as the cloneOf annotation writes it.
+func (c CloneSource) String() string {
+	if c.Snapshot == "" {
+		return c.Volume
+	}
+	return c.Volume + "@" + c.Snapshot
+}
+
+// createCloneLocked makes v, still absent, as a clone of v.cloneOf, under
+// the store's exclusive lock, on the path of an NRI request: so only in
+// O(1), a reflink of an image volume's disk.img (a store on xfs with
+// reflink=1 or on btrfs). Anything slower is refused with ErrInvalid and a
+// message that says what to do instead; a source in use with ErrInUse, as
+// its image changes under a live file system (a snapshot of it clones). The
+// clone takes the source's size, backend, owner and mode, counts against the
+// namespace's budget, and is never copied up into.
+func (s *Store) createCloneLocked(nsFd int, v *Volume, durable bool) error {
+	ns, name, src := v.Namespace, v.Name, *v.cloneOf
+	fail := func(err error) error { return volumeError(ns, name, fmt.Errorf("cloneOf %q: %w", src, err)) }
+	sv, err := s.readVolume(nsFd, ns, src.Volume)
+	if err != nil {
+		if isAbsent(err) || errors.Is(err, errBroken) {
+			err = fmt.Errorf("%w: no volume %q in namespace %q", ErrNotFound, src.Volume, ns)
+		}
+		return fail(err)
+	}
+	if sv.Backend != BackendImage {
+		return fail(fmt.Errorf("%w: %q is a %s volume, whose clone is a copy, which cannot run while the container is created; "+
+			"clone it with \"nri-volumes volume clone\" first, or make the source a sized volume on the image backend", ErrInvalid, src.Volume, backendName(sv.Backend)))
+	}
+	if err := s.checkBudgetLocked(ns, sv.Limit); err != nil {
+		return err
+	}
+	srcVol, err := fsx.OpenDir(nsFd, src.Volume)
+	if err != nil {
+		return fail(publicError(ns, src.Volume, err))
+	}
+	defer unix.Close(srcVol)
+	// Never waited for here: a snapshot, copy-up or import of the source
+	// holds it exclusively for as long as it takes.
+	if err := unix.Flock(srcVol, unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			err = fmt.Errorf("%w: a snapshot, clone, copy-up or import of %q is running; try again", ErrBusy, src.Volume)
+		}
+		return fail(err)
+	}
+	imgDir, err := cloneSourceDir(srcVol, src)
+	if err != nil {
+		return fail(err)
+	}
+	defer unix.Close(imgDir)
+	v.Limit, v.Backend = sv.Limit, sv.Backend
+	v.UID, v.GID, v.Mode = sv.UID, sv.GID, sv.Mode
+	v.Mountpoint = s.mountpoint(ns, name)
+	tmp := tmpPrefix + name + "-" + randomSuffix()
+	if err := unix.Mkdirat(nsFd, tmp, 0o700); err != nil {
+		return volumeError(ns, name, err)
+	}
+	err = s.fillClone(nsFd, tmp, imgDir, v, durable)
+	charged := false
+	if err == nil && v.Limit > 0 {
+		// Charged before the volume has its name: see ledger.go.
+		err = s.chargeLocked(ns, v.Limit, 1, durable)
+		charged = err == nil
+	}
+	if err == nil {
+		err = renameNoReplace(nsFd, tmp, nsFd, name)
+	}
+	if err != nil {
+		if charged {
+			s.refundLocked(ns, v.Limit)
+		}
+		removeAllAt(nsFd, tmp, s.dev)
+		if errors.Is(err, snapfs.ErrNoReflink) {
+			return fail(fmt.Errorf("%w: the store's file system cannot clone in O(1) (reflinks: xfs made with reflink=1, or btrfs), "+
+				"and a copy cannot run while the container is created; clone it with \"nri-volumes volume clone\" first", ErrInvalid))
+		}
+		return fail(err)
+	}
+	if durable {
+		return unix.Fsync(nsFd)
+	}
+	return nil
+}
+
+func backendName(b Backend) string {
+	if b == BackendNone {
+		return "plain directory"
+	}
+	return string(b)
+}
+
+// cloneSourceDir opens the directory that holds the disk.img to clone: the
+// snapshot's, or the volume's own (open at srcVol) while no file system of
+// it is up, so the image is at rest.
+func cloneSourceDir(srcVol int, src CloneSource) (int, error) {
+	if src.Snapshot != "" {
+		fd, err := fsx.OpenDir(srcVol, snapshotsDir+"/"+src.Snapshot)
+		if errors.Is(err, fs.ErrNotExist) {
+			return -1, fmt.Errorf("snapshot %q: %w", src.Snapshot, ErrNotFound)
+		}
+		return fd, err
+	}
+	img, err := openImage(srcVol)
+	if err != nil {
+		return -1, err
+	}
+	_, bound := boundLoop(img)
+	img.Close()
+	if isDataMounted(srcVol) || bound {
+		return -1, fmt.Errorf("%w: %q is in use, and its image changes under its live file system; "+
+			"take a snapshot of it and name that (cloneOf: %s@SNAP)", ErrInUse, src.Volume, src.Volume)
+	}
+	return unix.Openat(srcVol, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+// fillClone makes the clone's directory tmp: _data, the reflinked
+// disk.img, the copy-up marker and volume.json.
+func (s *Store) fillClone(nsFd int, tmp string, imgDir int, v *Volume, durable bool) error {
+	fd, err := fsx.OpenDir(nsFd, tmp)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := mkdirData(fd); err != nil {
+		return err
+	}
+	src, err := unix.Openat(imgDir, imageFile, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &os.PathError{Op: "openat", Path: imageFile, Err: err}
+	}
+	defer unix.Close(src)
+	dst, err := createImage(fd)
+	if err != nil {
+		return err
+	}
+	err = snapfs.ReflinkFile(dst, src)
+	if err == nil && durable {
+		err = unix.Fsync(dst)
+	}
+	unix.Close(dst)
+	if err != nil {
+		return err
+	}
+	if err := touchAt(fd, copyUpDone); err != nil {
+		return err
+	}
+	if v.Unsynced {
+		if err := s.markSyncPendingLocked(fd); err != nil {
+			return err
+		}
+	}
+	return writeVolume(fd, v, durable, false)
+}

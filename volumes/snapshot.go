@@ -1,0 +1,651 @@
+package volumes
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/internal/snapfs"
+	"github.com/nri-volumes/nri-volumes/volumes/copyup"
+)
+
+// Snapshots. A snapshot is a point-in-time copy of a volume's data, kept in
+// the volume's directory: ROOT/volumes/NS/NAME/snapshots/SNAP/ holds
+// snapshot.json and the data, a disk.img for the image backend or a _data
+// tree for a plain directory volume. It goes with its volume: volume rm
+// removes it, and prune, which only removes whole volumes, never removes a
+// snapshot of a volume it keeps.
+//
+//   - image backend: the volume's file system is frozen (FIFREEZE, see
+//     freeze.go) for the moment its disk.img is cloned, so the copy is what a
+//     crash at that instant would have left, and consistent: a reflink
+//     (FICLONE) in O(1) where the host file system shares extents (xfs with
+//     reflink=1, btrfs), otherwise a copy of the image's data extents.
+//   - plain directory: nothing can freeze it, so a snapshot of one in use is
+//     refused unless asked for Live, which copies the tree while containers
+//     write (not crash-consistent). Files are reflinked where the file system
+//     can (copy_file_range shares extents on xfs and btrfs).
+//
+// The work happens under the volume's own flock, held exclusively, never
+// under the store's lock, so a slow copy holds up no NRI request; it is
+// built under a temporary name in the snapshots directory and renamed into
+// place once durable. Temporary entries there are removed by the next
+// operation that takes the volume's flock.
+const (
+	snapshotsDir = "snapshots"
+	snapshotMeta = "snapshot.json"
+	// SnapshotTimeFormat is the default name of a snapshot: the UTC time it
+	// was taken, such as 20261206T205800Z.
+	SnapshotTimeFormat = "20060102T150405Z"
+)
+
+// Snapshot is a snapshot as the store shows it, and what snapshot.json holds.
+type Snapshot struct {
+	Name      string    `json:"Name"`
+	Volume    string    `json:"Volume"`
+	Namespace string    `json:"Namespace"`
+	CreatedAt time.Time `json:"CreatedAt"`
+	// Size is the size of the volume's file system for the image backend,
+	// and the disk usage of the copied tree for a plain volume.
+	Size    int64   `json:"Size"`
+	Backend Backend `json:"Backend,omitempty"`
+	// Live says the snapshot copied a plain volume while containers used
+	// it: it is not crash-consistent.
+	Live bool `json:"Live,omitempty"`
+	// Copy says how the data was copied: "reflink" (O(1)) or "copy".
+	Copy snapfs.Method `json:"Copy"`
+	// Frozen is how long the volume's file system was frozen, writers
+	// blocked, for the image backend.
+	Frozen time.Duration `json:"Frozen,omitempty"`
+}
+
+// SnapshotOptions are the options of CreateSnapshot.
+type SnapshotOptions struct {
+	// Live allows a snapshot of a plain directory volume that containers
+	// use; without it such a snapshot is refused with ErrInUse.
+	Live bool
+}
+
+// ValidateSnapshotName reports whether snap may name a snapshot: the rules
+// of volume names. The error wraps ErrInvalid.
+func ValidateSnapshotName(snap string) error {
+	if reason := checkName(snap, maxNameLen); reason != "" {
+		return fmt.Errorf("snapshot name %q: %w: %s", snap, ErrInvalid, reason)
+	}
+	return nil
+}
+
+func snapshotError(ns, name, snap string, err error) error {
+	return volumeError(ns, name, fmt.Errorf("snapshot %q: %w", snap, err))
+}
+
+// heldVolume is a volume held for a copy of its data: its flock taken, its
+// own file system (if sized) brought up at _data.
+type heldVolume struct {
+	v             *Volume
+	volFd, dataFd int
+	done          func()
+}
+
+func (h *heldVolume) release() {
+	unix.Close(h.dataFd)
+	unix.Close(h.volFd)
+	h.done()
+}
+
+// holdVolume takes the flock of volume name of namespace ns (how: LOCK_EX
+// or LOCK_SH) and opens its _data, with a sized volume's file system brought
+// up there for the time it is held.
+func (s *Store) holdVolume(ns, name string, how int) (*heldVolume, error) {
+	for try := 0; ; try++ {
+		v, err := s.Get(ns, name)
+		if err != nil {
+			return nil, err
+		}
+		done, err := s.activeData(ns, name)
+		if err != nil {
+			return nil, err
+		}
+		volFd, dataFd, err := s.openData(ns, name, how)
+		if err != nil {
+			done()
+			return nil, err
+		}
+		h := &heldVolume{v: v, volFd: volFd, dataFd: dataFd, done: done}
+		// The last container's release may take the file system down
+		// between activeData and the open: then again.
+		if v.Limit == 0 || isDataMounted(volFd) {
+			return h, nil
+		}
+		h.release()
+		if try == 3 {
+			return nil, volumeError(ns, name, fmt.Errorf("%w: its file system keeps going down", ErrInUse))
+		}
+	}
+}
+
+// openSnapshots opens, making it if missing, the snapshots directory of the
+// volume directory open at volFd, and removes the temporary entries a
+// process that died left there; the caller holds the volume's flock
+// exclusively.
+func openSnapshots(volFd int) (int, error) {
+	fd, err := ensureDirAt(volFd, snapshotsDir)
+	if err != nil {
+		return -1, err
+	}
+	names, err := fsx.ReadDirNames(fd)
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	st, err := fsx.Fstat(fd)
+	if err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, tmpPrefix) {
+			_ = removeAllAt(fd, n, st.Dev)
+		}
+	}
+	return fd, nil
+}
+
+// CreateSnapshot takes the snapshot snap (a UTC time stamp when empty) of
+// volume name in namespace ns. A plain directory volume that a container
+// uses is refused with ErrInUse unless opts.Live. A snapshot that exists
+// already gives ErrExists. Nothing is left behind by a failure.
+func (s *Store) CreateSnapshot(ns, name, snap string, opts SnapshotOptions) (*Snapshot, error) {
+	if snap == "" {
+		snap = time.Now().UTC().Format(SnapshotTimeFormat)
+	}
+	if err := ValidateNamespace(ns); err != nil {
+		return nil, err
+	}
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	if err := ValidateSnapshotName(snap); err != nil {
+		return nil, volumeError(ns, name, err)
+	}
+	h, err := s.holdVolume(ns, name, unix.LOCK_EX)
+	if err != nil {
+		return nil, err
+	}
+	defer h.release()
+	sn := &Snapshot{Name: snap, Volume: name, Namespace: ns, Backend: h.v.Backend}
+	if err := s.checkCopyable(h.v, opts.Live, "a snapshot", &sn.Live); err != nil {
+		return nil, err
+	}
+	est, err := s.snapshotEstimate(h)
+	if err != nil {
+		return nil, snapshotError(ns, name, snap, err)
+	}
+	if err := s.chargeSnapshot(h, snap, est); err != nil {
+		return nil, err
+	}
+	held := int64(0)
+	defer func() { s.settleSnapshot(ns, est, held) }()
+	snapsFd, err := openSnapshots(h.volFd)
+	if err != nil {
+		return nil, volumeError(ns, name, err)
+	}
+	defer unix.Close(snapsFd)
+	if exists, err := existsAt(snapsFd, snap); err != nil || exists {
+		if err == nil {
+			err = ErrExists
+		}
+		return nil, snapshotError(ns, name, snap, err)
+	}
+	tmp := tmpPrefix + snap + "-" + randomSuffix()
+	if err := s.fillSnapshot(h, snapsFd, tmp, sn); err != nil {
+		_ = removeAllAt(snapsFd, tmp, s.dev)
+		return nil, snapshotError(ns, name, snap, err)
+	}
+	if err := renameNoReplace(snapsFd, tmp, snapsFd, snap); err != nil {
+		_ = removeAllAt(snapsFd, tmp, s.dev)
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			err = ErrExists
+		}
+		return nil, snapshotError(ns, name, snap, err)
+	}
+	held = snapshotHolds(snapsFd, name, snap)
+	if err := unix.Fsync(snapsFd); err != nil {
+		return nil, snapshotError(ns, name, snap, err)
+	}
+	return sn, nil
+}
+
+// checkCopyable refuses a copy (what: "a snapshot", "a clone") of the
+// plain volume v while a container uses it, unless live; live is set when
+// the copy is taken in use. A btrfs volume has no snapshots yet.
+func (s *Store) checkCopyable(v *Volume, live bool, what string, taken *bool) error {
+	switch v.Backend {
+	case BackendImage:
+		return nil
+	case BackendBtrfs:
+		return volumeError(v.Namespace, v.Name, fmt.Errorf("%w: %s of a btrfs volume is not supported yet; use the image backend (sizes.backend: image)", ErrInvalid, what))
+	}
+	var users []string
+	if err := s.withLock(unix.LOCK_SH, func() error {
+		users = s.idx.usedBy(v.key())
+		return nil
+	}); err != nil {
+		return err
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	if !live {
+		return &OpError{Namespace: v.Namespace, Name: v.Name, Refs: users, Err: fmt.Errorf(
+			"%w: refused %s: a plain directory volume cannot be frozen, so a copy taken while containers write is not consistent; "+
+				"give the volume a size (the image backend freezes it), or pass --live for a copy that is not crash-consistent; it is used", ErrInUse, what)}
+	}
+	*taken = true
+	return nil
+}
+
+// fillSnapshot makes the snapshot sn of the held volume in the new
+// directory tmp of the snapshots directory open at snapsFd: its data, then
+// its snapshot.json, all durable.
+func (s *Store) fillSnapshot(h *heldVolume, snapsFd int, tmp string, sn *Snapshot) error {
+	if err := unix.Mkdirat(snapsFd, tmp, 0o700); err != nil {
+		return &os.PathError{Op: "mkdirat", Path: tmp, Err: err}
+	}
+	fd, err := fsx.OpenDir(snapsFd, tmp)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	sn.CreatedAt = time.Now().UTC().Truncate(time.Second)
+	if h.v.Limit > 0 {
+		sn.Size = h.v.Limit
+		sn.Copy, sn.Frozen, err = s.cloneLiveImage(h, fd)
+	} else {
+		sn.Copy, sn.Size, err = copyTree(h.dataFd, fd, filepath.Join(s.dir, h.v.Namespace, h.v.Name, snapshotsDir, tmp))
+	}
+	if err != nil {
+		return err
+	}
+	data, err := json.MarshalIndent(sn, "", "  ")
+	if err != nil {
+		return err
+	}
+	return createFileAt(fd, snapshotMeta, append(data, '\n'), true)
+}
+
+// cloneLiveImage clones the held image volume's disk.img into the directory
+// open at dstDir, with its file system frozen for the clone alone, and
+// fsyncs the clone once thawed.
+func (s *Store) cloneLiveImage(h *heldVolume, dstDir int) (snapfs.Method, time.Duration, error) {
+	src, err := unix.Openat(h.volFd, imageFile, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", 0, fmt.Errorf("%w: %w", errBroken, &os.PathError{Op: "openat", Path: imageFile, Err: err})
+	}
+	defer unix.Close(src)
+	dst, err := createImage(dstDir)
+	if err != nil {
+		return "", 0, err
+	}
+	defer unix.Close(dst)
+	// Dirty data is written back while writers still run, so the freeze,
+	// which writes back what is left, blocks them for less.
+	if err := unix.Syncfs(h.dataFd); err != nil {
+		return "", 0, fmt.Errorf("syncfs: %w", err)
+	}
+	start := time.Now()
+	thaw, err := s.freezeData(h.v.Namespace, h.v.Name, h.dataFd)
+	if err != nil {
+		return "", 0, err
+	}
+	thawed := false
+	defer func() {
+		// Even on a panic: a frozen file system hangs the node's writers.
+		if !thawed {
+			_ = thaw()
+		}
+	}()
+	m, err := snapfs.CloneFile(dst, src)
+	frozen := time.Since(start)
+	thawed = true
+	if terr := thaw(); terr != nil {
+		err = errors.Join(err, terr)
+	}
+	if err != nil {
+		return "", 0, err
+	}
+	return m, frozen, unix.Fsync(dst)
+}
+
+// createImage creates the empty disk.img in the directory open at dir.
+func createImage(dir int) (int, error) {
+	fd, err := unix.Openat(dir, imageFile, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return -1, &os.PathError{Op: "openat", Path: imageFile, Err: err}
+	}
+	return fd, nil
+}
+
+// cloneImageAt clones the disk.img of the directory open at srcDir into the
+// directory open at dstDir, durably.
+func cloneImageAt(srcDir, dstDir int) (snapfs.Method, error) {
+	src, err := unix.Openat(srcDir, imageFile, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", &os.PathError{Op: "openat", Path: imageFile, Err: err}
+	}
+	defer unix.Close(src)
+	dst, err := createImage(dstDir)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(dst)
+	m, err := snapfs.CloneFile(dst, src)
+	if err != nil {
+		return "", err
+	}
+	return m, unix.Fsync(dst)
+}
+
+// copyTree copies the tree of the directory open at srcFd into a new _data
+// in the directory open at dstDir, whose path is dstPath: owners, modes,
+// times, xattrs, symlinks as links, hard links, holes; regular files are
+// reflinked where the file system can. It returns how, and the disk usage
+// of the copy.
+func copyTree(srcFd, dstDir int, dstPath string) (snapfs.Method, int64, error) {
+	if err := mkdirData(dstDir); err != nil {
+		return "", 0, err
+	}
+	// The source is named through its descriptor: the very directory held.
+	if _, err := copyup.Copy(fsx.ProcPath(srcFd), "/", filepath.Join(dstPath, dataDir), copyup.Options{}); err != nil {
+		return "", 0, err
+	}
+	fd, err := fsx.OpenDir(dstDir, dataDir)
+	if err != nil {
+		return "", 0, err
+	}
+	defer unix.Close(fd)
+	if err := syncTree(fd); err != nil {
+		return "", 0, err
+	}
+	st, err := fsx.Fstat(fd)
+	if err != nil {
+		return "", 0, err
+	}
+	size, err := fsx.DiskUsage(fd, st.Dev)
+	if err != nil {
+		return "", 0, err
+	}
+	return treeMethod(srcFd, fd), size, nil
+}
+
+// syncTree makes the copied tree at fd durable: syncfs of its file system,
+// one call instead of an fsync per file.
+func syncTree(fd int) error {
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("syncfs: %w", err)
+	}
+	return nil
+}
+
+// treeMethod says how copy_file_range copied between the file systems of
+// two directories: by sharing extents on one that has reflinks.
+func treeMethod(srcFd, dstFd int) snapfs.Method {
+	a, errA := fsx.Fstat(srcFd)
+	b, errB := fsx.Fstat(dstFd)
+	if errA != nil || errB != nil || a.Dev != b.Dev || !hasReflinks(dstFd) {
+		return snapfs.SparseCopy
+	}
+	return snapfs.Reflink
+}
+
+// hasReflinks reports whether the file system of fd shares extents: btrfs,
+// or xfs (made with reflink=1, the default of mkfs.xfs since 5.1).
+func hasReflinks(fd int) bool {
+	var st unix.Statfs_t
+	if unix.Fstatfs(fd, &st) != nil {
+		return false
+	}
+	return st.Type == unix.BTRFS_SUPER_MAGIC || st.Type == unix.XFS_SUPER_MAGIC
+}
+
+// ListSnapshots returns the snapshots of volume name of namespace ns, or of
+// every volume of ns when name is empty, sorted by volume, time and name. It
+// reads without the store's lock: a snapshot appears complete under its
+// name.
+func (s *Store) ListSnapshots(ns, name string) ([]*Snapshot, error) {
+	if err := ValidateNamespace(ns); err != nil {
+		return nil, err
+	}
+	names := []string{name}
+	if name == "" {
+		var err error
+		if names, err = s.namesIn(ns); err != nil {
+			return nil, err
+		}
+	} else if _, err := s.Get(ns, name); err != nil {
+		return nil, err
+	}
+	var out []*Snapshot
+	for _, n := range names {
+		snaps, err := s.snapshotsOf(ns, n)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, snaps...)
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Volume != b.Volume {
+			return a.Volume < b.Volume
+		}
+		if !a.CreatedAt.Equal(b.CreatedAt) {
+			return a.CreatedAt.Before(b.CreatedAt)
+		}
+		return a.Name < b.Name
+	})
+	return out, nil
+}
+
+func (s *Store) snapshotsOf(ns, name string) ([]*Snapshot, error) {
+	nsFd, volFd, err := s.openVolume(ns, name)
+	if err != nil {
+		return nil, err
+	}
+	unix.Close(nsFd)
+	defer unix.Close(volFd)
+	snapsFd, err := fsx.OpenDir(volFd, snapshotsDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, volumeError(ns, name, err)
+	}
+	defer unix.Close(snapsFd)
+	snaps, err := fsx.ReadDirNames(snapsFd)
+	if err != nil {
+		return nil, volumeError(ns, name, err)
+	}
+	var out []*Snapshot
+	for _, snap := range snaps {
+		if ValidateSnapshotName(snap) != nil {
+			continue
+		}
+		if sn, err := readSnapshot(snapsFd, ns, name, snap); err == nil {
+			out = append(out, sn)
+		}
+	}
+	return out, nil
+}
+
+// readSnapshot reads snapshot snap of a volume, whose snapshots directory
+// is open at snapsFd. Its name, volume and namespace are the ones asked
+// for, never taken from the file.
+func readSnapshot(snapsFd int, ns, name, snap string) (*Snapshot, error) {
+	data, err := fsx.ReadFile(snapsFd, snap+"/"+snapshotMeta, maxMetaSize)
+	if err != nil {
+		return nil, err
+	}
+	var sn Snapshot
+	if err := json.Unmarshal(data, &sn); err != nil {
+		return nil, fmt.Errorf("%w: bad %s: %w", errBroken, snapshotMeta, err)
+	}
+	sn.Name, sn.Volume, sn.Namespace = snap, name, ns
+	return &sn, nil
+}
+
+// RemoveSnapshot removes snapshot snap of volume name in namespace ns. It
+// waits for a snapshot, clone or restore of the volume that runs.
+func (s *Store) RemoveSnapshot(ns, name, snap string) error {
+	if err := ValidateSnapshotName(snap); err != nil {
+		return volumeError(ns, name, err)
+	}
+	volFd, err := s.lockVolume(ns, name, unix.LOCK_EX)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(volFd)
+	snapsFd, err := openSnapshots(volFd)
+	if err != nil {
+		return volumeError(ns, name, err)
+	}
+	defer unix.Close(snapsFd)
+	if _, err := readSnapshot(snapsFd, ns, name, snap); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			err = ErrNotFound
+		}
+		return snapshotError(ns, name, snap, err)
+	}
+	held := snapshotHolds(snapsFd, name, snap)
+	tmp := tmpPrefix + snap + "-" + randomSuffix()
+	if err := unix.Renameat(snapsFd, snap, snapsFd, tmp); err != nil {
+		return snapshotError(ns, name, snap, err)
+	}
+	// Refunded after it left its name: see ledger.go.
+	s.settleSnapshot(ns, held, 0)
+	if err := unix.Fsync(snapsFd); err != nil {
+		return snapshotError(ns, name, snap, err)
+	}
+	if err := removeAllAt(snapsFd, tmp, s.dev); err != nil {
+		return snapshotError(ns, name, snap, fmt.Errorf("removed, but deleting its data failed: %w", err))
+	}
+	return nil
+}
+
+// openSnapshot locks volume name of namespace ns (how), and opens its
+// snapshots directory and reads snapshot snap from it, which must exist.
+// The caller closes both descriptors; the lock goes with volFd.
+func (s *Store) openSnapshot(ns, name, snap string, how int) (sn *Snapshot, volFd, snapsFd int, err error) {
+	if err := ValidateSnapshotName(snap); err != nil {
+		return nil, -1, -1, volumeError(ns, name, err)
+	}
+	volFd, err = s.lockVolume(ns, name, how)
+	if err != nil {
+		return nil, -1, -1, err
+	}
+	snapsFd, err = fsx.OpenDir(volFd, snapshotsDir)
+	if err == nil {
+		sn, err = readSnapshot(snapsFd, ns, name, snap)
+		if err != nil {
+			unix.Close(snapsFd)
+		}
+	}
+	if err != nil {
+		unix.Close(volFd)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = ErrNotFound
+		}
+		return nil, -1, -1, snapshotError(ns, name, snap, err)
+	}
+	return sn, volFd, snapsFd, nil
+}
+
+// snapshotBytesAt is what the snapshots of volume name, in the namespace
+// open at nsFd, hold on disk: the blocks of each image (shared extents
+// included, as the snapshot keeps them once the volume changes), or the
+// disk usage recorded for each plain copy.
+func snapshotBytesAt(nsFd int, name string) int64 {
+	snapsFd, err := fsx.OpenDir(nsFd, name+"/"+snapshotsDir)
+	if err != nil {
+		return 0
+	}
+	defer unix.Close(snapsFd)
+	snaps, err := fsx.ReadDirNames(snapsFd)
+	if err != nil {
+		return 0
+	}
+	var sum int64
+	for _, snap := range snaps {
+		if ValidateSnapshotName(snap) == nil {
+			sum += snapshotHolds(snapsFd, name, snap)
+		}
+	}
+	return sum
+}
+
+// chargeSnapshot charges est bytes, what a snapshot of the held volume
+// will about hold, to its namespace in the ledger, refusing it when that
+// takes the namespace over limits.namespaceBytes: O(1). Charged before the
+// snapshot exists, so a crash leaves a charge too many, never one too few;
+// settleSnapshot corrects it once the snapshot's blocks are known.
+func (s *Store) chargeSnapshot(h *heldVolume, snap string, est int64) error {
+	ns, name := h.v.Namespace, h.v.Name
+	return s.withLock(unix.LOCK_EX, func() error {
+		if max := s.policy.NamespaceBytes; max > 0 {
+			sum := s.idx.sizes.namespaceBytes(ns)
+			if sum+est > max {
+				return snapshotError(ns, name, snap, fmt.Errorf("%w: holding about %s, it would bring namespace %q to %s, above limits.namespaceBytes %s (%s in use by its volumes and snapshots)",
+					ErrLimit, FormatBytes(est), ns, FormatBytes(sum+est), FormatBytes(max), FormatBytes(sum)))
+			}
+		}
+		return s.chargeSnapshotsLocked(ns, est)
+	})
+}
+
+// settleSnapshot changes namespace ns's charge for a snapshot from est to
+// what it holds, held (0 when it was not made); best effort: a failure
+// leaves the estimate, which Check reports.
+func (s *Store) settleSnapshot(ns string, est, held int64) {
+	if est == held {
+		return
+	}
+	_ = s.withLock(unix.LOCK_EX, func() error { return s.chargeSnapshotsLocked(ns, held-est) })
+}
+
+// snapshotHolds is what snapshot snap, in the snapshots directory open at
+// snapsFd, holds, as snapshotBytesAt counts it.
+func snapshotHolds(snapsFd int, name, snap string) int64 {
+	if st, err := fsx.Lstat(snapsFd, snap+"/"+imageFile); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		return st.Blocks * 512
+	}
+	if sn, err := readSnapshot(snapsFd, "", name, snap); err == nil {
+		return sn.Size
+	}
+	return 0
+}
+
+// snapshotEstimate is about what a snapshot of the held volume will hold:
+// the blocks of its image, or the disk usage of its data; measured only
+// when a namespace budget is set.
+func (s *Store) snapshotEstimate(h *heldVolume) (int64, error) {
+	if s.policy.NamespaceBytes <= 0 {
+		return 0, nil
+	}
+	if h.v.Limit > 0 {
+		st, err := fsx.Lstat(h.volFd, imageFile)
+		return st.Blocks * 512, err
+	}
+	st, err := fsx.Fstat(h.dataFd)
+	if err != nil {
+		return 0, err
+	}
+	return fsx.DiskUsage(h.dataFd, st.Dev)
+}
