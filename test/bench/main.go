@@ -126,7 +126,7 @@ func main() {
 // next one still runs.
 func run(r *runner, o *options, rep *report) (failed bool) {
 	logf("building nri-volumes and the empty plugin")
-	bins := harness.Runtime(r)
+	bins := harness.BaseRuntime(r)
 	binDir := r.tempDir("bin")
 	nv, err := harness.BuildPluginTo(binDir)
 	if err != nil {
