@@ -299,8 +299,8 @@ const (
 )
 
 // lowerThreadPriority gives the calling thread, which the caller has
-// locked, the reaper's CPU and I/O priorities. Linux applies both to the
-// thread alone.
+// locked, the CPU and I/O priorities of background work: the reaper's and
+// the spare refiller's. Linux applies both to the thread alone.
 func lowerThreadPriority() error {
 	tid := unix.Gettid()
 	var errs []error
