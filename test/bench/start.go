@@ -217,9 +217,9 @@ func (e *benchEnv) imageVolume() *section {
 
 // imageVolumeNewPod is imageVolume with a new pod for every sample, as a
 // Deployment's replicas and rollouts have: the pod is started before the
-// timing and removed after it, so the removal of the last sample's pod and
-// its anonymous volume is what the next one runs beside (issue 19: the hook
-// path measured 1.14x and 1.18x so, against 1.05x in one pod).
+// timing and removed after it, so the deletion of each pod's anonymous
+// volume runs beside later samples (issue 19: the hook path measured 1.14x
+// and 1.18x so, against 1.05x in one pod).
 func (e *benchEnv) imageVolumeNewPod() *section {
 	const (
 		base    = "containerd, no plugin (its own image volumes)"
@@ -271,7 +271,7 @@ func (e *benchEnv) imageVolumeNewPod() *section {
 		id:    "imagevolumepod",
 		title: "Container create+start with one image volume, a new pod each",
 		method: fmt.Sprintf("As imagevolume, but each container is the only one of a new pod: `crictl runp` before the timing, `crictl rm` and `crictl rmp` after it "+
-			"(neither timed), so each sample runs while the plugin deletes the volume of the pod before, as a Deployment's pods come and go. "+
+			"(neither timed), so the plugin deletes each pod's anonymous volume in the background while later samples run, as a Deployment's pods come and go. "+
 			"Each sample is `crictl create` + `crictl start` of the container. One containerd per variant, all running at once, sampled round-robin, %d samples each after a warm-up that checks the copy-up.", e.o.n),
 		header: pairedHeader,
 		rows:   pairedRows(names, res, base),
