@@ -281,13 +281,12 @@ func (s *Store) StartReaper(onErr func(error)) {
 // volumes is what a node does while the pod's replacement starts (a
 // Deployment's rollout, a restart), and unlinking the inodes of a
 // copied-up image directory costs kernel time (0.1 to 1 ms an inode on the
-// VM of BENCHMARKS.md): in a profile of a container in a new pod each time,
-// the reaper's unlinks of the pod before ran inside the next container's
-// create and copy-up, and nowhere else was a new pod's start different from
-// one in the same pod (issue 19). The reaper's thread runs at the lowest CFS
-// weight and the lowest best-effort I/O priority: it still always progresses
-// (unlike the idle classes, which a busy node could starve forever), in the
-// time that starts leave.
+// VM of BENCHMARKS.md): in an in-process profile of a container in a new
+// pod each time, the reaper's unlinks of the pod before ran inside the next
+// container's create and copy-up (issue 19). The reaper's thread runs at
+// the lowest CFS weight and the lowest best-effort I/O priority: it still
+// always progresses (unlike the idle classes, which a busy node could
+// starve forever), in the time that starts leave.
 const (
 	reaperNice = 19
 	// ioprio_set(2): IOPRIO_WHO_PROCESS names a thread by its ID, and a
