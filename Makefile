@@ -15,7 +15,7 @@ export NRI_VOLUMES_TEST_CACHE
 E2E_TIMEOUT ?= 30m
 UNIT_TIMEOUT ?= 10m
 
-.PHONY: all build test test-unit test-e2e runtime demo bench lint fuzz clean
+.PHONY: all build test test-unit test-e2e runtime runtime-base demo bench lint fuzz clean
 
 all: build
 
@@ -29,22 +29,29 @@ test: test-unit test-e2e
 test-unit:
 	$(GO) test -race -timeout $(UNIT_TIMEOUT) $$($(GO) list ./... | grep -v '^$(PKG)/test/e2e$$')
 
+# runtime is what the tests run: runtime-base (containerd, ctr, the shim,
+# runc, crictl), an older containerd and the kubelet, the longest build.
+# The demo and the bench need only runtime-base.
 runtime:
 	bash hack/install-deps.sh
 	bash hack/install-runtime.sh "$(NRI_VOLUMES_TEST_CACHE)"
 	bash hack/install-registry.sh "$(NRI_VOLUMES_TEST_CACHE)"
 
+runtime-base:
+	bash hack/install-deps.sh
+	bash hack/install-runtime.sh --base "$(NRI_VOLUMES_TEST_CACHE)"
+
 # One package at a time: every test runs its own containerd.
 test-e2e: runtime
 	$(GO) test -p 1 -count=1 -v -timeout $(E2E_TIMEOUT) ./test/e2e/...
 
-demo: runtime
+demo: runtime-base
 	$(GO) run ./test/demo
 
 # Go benchmarks, then containerd with and without the plugin side by side
 # (needs root, 15-30 min on 2 cores); the report goes to bin/bench-results.md. BENCH_ARGS
 # go to test/bench, e.g. BENCH_ARGS='-n 10 -only imagevolume'.
-bench: runtime
+bench: runtime-base
 	GO='$(GO)' bash hack/bench.sh $(BENCH_ARGS)
 
 # Every fuzz target for FUZZTIME each (CI runs them briefly; run longer by hand).

@@ -9,7 +9,12 @@
 # (KUBELET_VERSION) into CACHE_DIR/kubelet. Used by .ci/run and by
 # test/harness.
 #
-# Usage: hack/install-runtime.sh [CACHE_DIR]
+# With --base it builds only containerd, ctr, the shim, runc and crictl:
+# what `make demo` and `make bench` run. The kubelet and the older
+# containerd are for the tests alone, and the kubelet is most of a fresh
+# machine's build time (issue 19).
+#
+# Usage: hack/install-runtime.sh [--base] [CACHE_DIR]
 #   CACHE_DIR defaults to $NRI_VOLUMES_TEST_CACHE or /var/cache/nri-volumes-test/bin.
 # runc needs cgo and libseccomp-dev (pkg-config finds it).
 set -euo pipefail
@@ -18,14 +23,23 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
 
+base=0
+if [[ "${1:-}" == "--base" ]]; then
+	base=1
+	shift
+fi
 cache="${1:-${NRI_VOLUMES_TEST_CACHE:-/var/cache/nri-volumes-test/bin}}"
 mkdir -p "$cache"
 
 # The kubelet is the longest build (about 9 minutes on 2 cores); it starts
 # first and is waited for at the end. When it is cached this is quick.
-bash "$here/install-kubelet.sh" "$cache" &
-kubelet_pid=$!
+kubelet_pid=
+if [[ $base -eq 0 ]]; then
+	bash "$here/install-kubelet.sh" "$cache" &
+	kubelet_pid=$!
+fi
 wait_kubelet() {
+	[[ -n "$kubelet_pid" ]] || return 0
 	wait "$kubelet_pid" || { echo "install-runtime: the kubelet build failed" >&2; exit 1; }
 }
 
@@ -69,7 +83,9 @@ old_dir="$cache/containerd-old"
 old_stamp="$old_dir/versions.stamp"
 old_want="containerd=$CONTAINERD_OLD_VERSION"
 need_old=1
-if [[ -x "$old_dir/containerd" && -x "$old_dir/containerd-shim-runc-v2" ]]; then
+if [[ $base -eq 1 ]]; then
+	need_old=0
+elif [[ -x "$old_dir/containerd" && -x "$old_dir/containerd-shim-runc-v2" ]]; then
 	if [[ -f "$old_stamp" && "$(cat "$old_stamp")" == "$old_want" ]]; then
 		need_old=0
 	elif [[ "$(module_version "$old_dir/containerd" github.com/containerd/containerd/v2)" == "$CONTAINERD_OLD_VERSION" &&

@@ -313,6 +313,13 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		adjust.AddMount(mount)
 	}
 	syncNew(store, sources.vols, log)
+	if len(hook.copyUps) > 0 && cfg.Limits.CopyUpMaxSizePerPod > 0 && pod.GetId() != "" {
+		// The hook of the pod's first container opens the pod's record
+		// rather than making its inode.
+		if err := store.PreparePodCopyUp(pod.GetId()); err != nil {
+			log.WithError(err).Debug("copy-up: the pod's copy-up record is left to the hook")
+		}
+	}
 	if len(hook.copyUps) > 0 || len(hook.chowns) > 0 {
 		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), pod.GetId(), hook)}})
 	}

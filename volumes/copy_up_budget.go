@@ -53,7 +53,7 @@ func (s *Store) chargePodCopyUp(podID string, how int, fn func(used int64) (writ
 	if err := validateID("pod sandbox ID", podID); err != nil {
 		return err
 	}
-	dirFd, err := s.openCopyUpBytesDir()
+	dirFd, err := s.openCopyUpBytesDir(podID)
 	if err != nil {
 		return fmt.Errorf("copy-up record of pod %q: %w", podID, err)
 	}
@@ -96,7 +96,7 @@ func (s *Store) ForgetPodCopyUp(podID string) error {
 	if err := validateID("pod sandbox ID", podID); err != nil {
 		return err
 	}
-	dirFd, err := s.openCopyUpBytesDir()
+	dirFd, err := s.openCopyUpBytesDir("")
 	if err != nil {
 		return err
 	}
@@ -111,7 +111,7 @@ func (s *Store) ForgetPodCopyUp(podID string) error {
 // keep does not accept: Synchronize forgets the pods that went while the
 // plugin was away.
 func (s *Store) ForgetPodCopyUps(keep func(podID string) bool) error {
-	dirFd, err := s.openCopyUpBytesDir()
+	dirFd, err := s.openCopyUpBytesDir("")
 	if err != nil {
 		return err
 	}
@@ -132,10 +132,60 @@ func (s *Store) ForgetPodCopyUps(keep func(podID string) bool) error {
 	return errors.Join(errs...)
 }
 
-func (s *Store) openCopyUpBytesDir() (int, error) {
+// PreparePodCopyUp makes the copy-up record of pod sandbox podID, unless it
+// has one, from a file spare (see StartSpares): the copy-up hook of a new
+// pod's first container then opens a record instead of making an inode on
+// the container's start path, which costs 0.1 to 1 ms of kernel time on a
+// slow disk (issue 19). Without a spare it leaves the record to the hook.
+func (s *Store) PreparePodCopyUp(podID string) error {
+	if err := validateID("pod sandbox ID", podID); err != nil {
+		return err
+	}
+	fd, err := s.openCopyUpBytesDir(podID)
+	if err != nil {
+		return fmt.Errorf("copy-up record of pod %q: %w", podID, err)
+	}
+	return unix.Close(fd)
+}
+
+// openCopyUpBytesDir opens the directory of the copy-up records, and, for
+// a podID, first puts a file spare there as the pod's record if it has none
+// and the pool has one: a process without spares (the hook) makes the
+// record with its open.
+func (s *Store) openCopyUpBytesDir(podID string) (int, error) {
 	if err := s.enterOpen("opening the copy-up budgets"); err != nil {
 		return -1, err
 	}
 	defer s.leave()
-	return ensureDirAt(s.dirFd, copyUpBytesDir)
+	fd, err := ensureDirAt(s.dirFd, copyUpBytesDir)
+	if err != nil || podID == "" {
+		return fd, err
+	}
+	if err := s.placePodRecordLocked(fd, podID); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// placePodRecordLocked renames a file spare to podID's record in the
+// directory open at dirFd, unless there is a record or no spare. The
+// caller holds the in-process lock.
+func (s *Store) placePodRecordLocked(dirFd int, podID string) error {
+	if _, err := fsx.Lstat(dirFd, podID); !errors.Is(err, unix.ENOENT) {
+		return err // a record already (nil), or what the open would hit
+	}
+	spare, ok := s.takeSpareFileLocked()
+	if !ok {
+		return nil
+	}
+	err := renameNoReplace(s.spare.fd, spare, dirFd, podID)
+	if err == nil {
+		return nil
+	}
+	unix.Unlinkat(s.spare.fd, spare, 0)
+	if errors.Is(err, unix.EEXIST) {
+		return nil // another process made it meanwhile
+	}
+	return &os.PathError{Op: "renameat2", Path: podID, Err: err}
 }

@@ -116,9 +116,11 @@ func (s *Store) refill(fd int, kick, stop chan struct{}, onErr func(error)) {
 	// set up by containerd and runc, whose work is on that container's
 	// path to its start and this is not: the refiller's thread, never
 	// handed back to the Go scheduler (it ends with the goroutine), yields
-	// the CPU to them.
+	// the CPU and the disk to them, as the reaper's does.
 	runtime.LockOSThread()
-	unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
+	if err := lowerThreadPriority(); err != nil {
+		onErr(fmt.Errorf("the spares are made at normal priority: %w", err))
+	}
 	for {
 		select {
 		case <-stop:

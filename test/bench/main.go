@@ -51,7 +51,7 @@ type options struct {
 	scenarioList                 []string
 }
 
-var scenarios = []string{"imagevolume", "volumes", "memory", "pods", "ls", "copyup", "hook", "sized", "sizedls"}
+var scenarios = []string{"imagevolume", "imagevolumepod", "volumes", "memory", "pods", "ls", "copyup", "hook", "sized", "sizedls"}
 
 func main() {
 	var o options
@@ -126,7 +126,7 @@ func main() {
 // next one still runs.
 func run(r *runner, o *options, rep *report) (failed bool) {
 	logf("building nri-volumes and the empty plugin")
-	bins := harness.Runtime(r)
+	bins := harness.BaseRuntime(r)
 	binDir := r.tempDir("bin")
 	nv, err := harness.BuildPluginTo(binDir)
 	if err != nil {
@@ -145,6 +145,8 @@ func run(r *runner, o *options, rep *report) (failed bool) {
 			switch s {
 			case "imagevolume":
 				rep.add(env.imageVolume())
+			case "imagevolumepod":
+				rep.add(env.imageVolumeNewPod())
 			case "volumes":
 				rep.add(env.volumes())
 			case "memory":

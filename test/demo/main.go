@@ -149,7 +149,7 @@ func (d *demo) rmPod(pod *harness.Pod) {
 
 func story(r *runner) {
 	step(1, "Start a private containerd (pinned in hack/versions.env) and the nri-volumes plugin")
-	bins := harness.Binaries(r)
+	bins := harness.BaseBinaries(r)
 	ctd := harness.StartContainerd(r, bins, harness.ContainerdOptions{})
 	bindDir, err := os.MkdirTemp("", "nrivol-demo-host-")
 	if err != nil {

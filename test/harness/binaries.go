@@ -32,7 +32,9 @@ func CacheDir() string {
 	return "/var/cache/nri-volumes-test/bin"
 }
 
-var runtimeOnce struct {
+// runtimeOnce builds the runtime once per process and set: [0] the whole
+// runtime of the tests, [1] the base that BaseRuntime asks for.
+var runtimeOnce [2]struct {
 	sync.Once
 	err error
 }
@@ -46,35 +48,67 @@ func Binaries(t TB) *Bins {
 	return b
 }
 
+// BaseBinaries is Binaries with BaseRuntime: for the demo, which runs no
+// kubelet and no older containerd.
+func BaseBinaries(t TB) *Bins {
+	t.Helper()
+	b := BaseRuntime(t)
+	b.NRIVolumes = BuildPlugin(t)
+	return b
+}
+
 // Runtime makes sure the pinned runtime is in the cache, building it with
 // hack/install-runtime.sh when it is not (which takes minutes), and returns
 // its paths; NRIVolumes is left empty.
 func Runtime(t TB) *Bins {
+	t.Helper()
+	return installRuntime(t, false)
+}
+
+// BaseRuntime is Runtime without the kubelet and the older containerd,
+// which only the tests run (hack/install-runtime.sh --base); Kubelet is left
+// empty. On a fresh cache it saves the kubelet's build, most of the time.
+func BaseRuntime(t TB) *Bins {
+	t.Helper()
+	return installRuntime(t, true)
+}
+
+func installRuntime(t TB, base bool) *Bins {
 	t.Helper()
 	root, err := RepoRoot()
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
 	cache := CacheDir()
-	runtimeOnce.Do(func() {
-		cmd := exec.Command("bash", filepath.Join(root, "hack", "install-runtime.sh"), cache)
+	args := []string{filepath.Join(root, "hack", "install-runtime.sh")}
+	once := &runtimeOnce[0]
+	if base {
+		args = append(args, "--base")
+		once = &runtimeOnce[1]
+	}
+	args = append(args, cache)
+	once.Do(func() {
+		cmd := exec.Command("bash", args...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
-			runtimeOnce.err = &CmdError{Args: cmd.Args, Stderr: string(out), Err: err}
+			once.err = &CmdError{Args: cmd.Args, Stderr: string(out), Err: err}
 		}
 	})
-	if runtimeOnce.err != nil {
-		t.Fatalf("install the runtime: %v", runtimeOnce.err)
+	if once.err != nil {
+		t.Fatalf("install the runtime: %v", once.err)
 	}
-	return &Bins{
+	b := &Bins{
 		Dir:        cache,
 		Containerd: filepath.Join(cache, "containerd"),
 		Ctr:        filepath.Join(cache, "ctr"),
 		Shim:       filepath.Join(cache, "containerd-shim-runc-v2"),
 		Runc:       filepath.Join(cache, "runc"),
 		Crictl:     filepath.Join(cache, "crictl"),
-		Kubelet:    filepath.Join(cache, "kubelet"),
 	}
+	if !base {
+		b.Kubelet = filepath.Join(cache, "kubelet")
+	}
+	return b
 }
 
 // BuildPlugin builds ./cmd/nri-volumes into a temporary directory and returns
