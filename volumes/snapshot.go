@@ -154,6 +154,8 @@ func openSnapshots(volFd int) (int, error) {
 	}
 	for _, n := range names {
 		if strings.HasPrefix(n, tmpPrefix) {
+			// An export's snapshot may still be mounted there.
+			unmountTemp(fsx.ProcPath(fd) + "/" + n + "/" + exportMount)
 			_ = removeAllAt(fd, n, st.Dev)
 		}
 	}
