@@ -70,7 +70,7 @@ func (s *Store) createCloneLocked(nsFd int, v *Volume, durable bool) error {
 		return fail(err)
 	}
 	defer unix.Close(imgDir)
-	v.Limit, v.Backend = sv.Limit, sv.Backend
+	v.Limit, v.Backend, v.Inodes = sv.Limit, sv.Backend, sv.Inodes
 	v.UID, v.GID, v.Mode = sv.UID, sv.GID, sv.Mode
 	v.Mountpoint = s.mountpoint(ns, name)
 	tmp := tmpPrefix + name + "-" + randomSuffix()
