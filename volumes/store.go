@@ -105,6 +105,10 @@ type Volume struct {
 	// Created says this Acquire made the volume: it is empty and was never
 	// copied up into.
 	Created bool `json:"-"`
+	// ClonePending names the source (NAME or NAME@SNAP) of a clone whose
+	// data the copy-up hook of the first container that uses it still
+	// has to copy; see clone_pending.go.
+	ClonePending string `json:"ClonePending,omitempty"`
 	// cloneOf is what a volume being made is cloned from; see
 	// CreateOptions.CloneOf.
 	cloneOf *CloneSource
@@ -705,6 +709,12 @@ func (s *Store) loadVolumeAt(volFd int, ns, name string) (*Volume, error) {
 	}
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
+	}
+	if rec.Backend == BackendNone {
+		// Only a plain volume can be a clone still to be copied.
+		if v.ClonePending, err = readClonePending(volFd); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", errBroken, clonePending, err)
+		}
 	}
 	return v, nil
 }
