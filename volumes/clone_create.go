@@ -105,6 +105,7 @@ func (s *Store) createCloneLocked(nsFd int, v *Volume, durable bool) error {
 		}
 		return fail(err)
 	}
+	s.recordCloneLocked(snapfs.Reflink)
 	if durable {
 		return unix.Fsync(nsFd)
 	}

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/internal/snapfs"
 	"github.com/nri-volumes/nri-volumes/volumes/copyup"
 )
 
@@ -127,7 +128,9 @@ func (s *Store) CopyUpClone(ns, name string, limits copyup.Options) (stats copyu
 		return stats, true, volumeError(ns, name, err)
 	}
 	limits.Owners, limits.KeepEmptyRoot = nil, false
+	copied := false
 	err = s.CopyUp(ns, name, func(dir string) error {
+		copied = true
 		srcFd, done, err := s.openCloneSource(ns, src)
 		if err != nil {
 			return err
@@ -138,6 +141,9 @@ func (s *Store) CopyUpClone(ns, name string, limits copyup.Options) (stats copyu
 	})
 	if err != nil {
 		return stats, true, err
+	}
+	if copied {
+		s.recordClone(snapfs.SparseCopy)
 	}
 	// Done, or done before: the marker has no more to say.
 	nsFd, volFd, err = s.openVolume(ns, name)

@@ -66,7 +66,7 @@ func (s *Store) openTempSnapshot(ns, name string) (int, func(), error) {
 	}
 	snapsFd, err := openSnapshots(h.volFd)
 	if err != nil {
-		s.settleSnapshot(ns, est, 0)
+		s.settleSnapshot(ns, est, 0, 0)
 		h.release()
 		return -1, nil, volumeError(ns, name, err)
 	}
@@ -77,7 +77,7 @@ func (s *Store) openTempSnapshot(ns, name string) (int, func(), error) {
 	cleanup := func() {
 		_ = removeAllAt(snapsFd, tmp, s.dev)
 		unix.Close(snapsFd)
-		s.settleSnapshot(ns, est, 0)
+		s.settleSnapshot(ns, est, 0, 0)
 		unix.Close(h.volFd)
 	}
 	if err != nil {
