@@ -58,7 +58,7 @@ func (s *Store) openTempSnapshot(ns, name string) (int, func(), error) {
 	tmp := tmpPrefix + "export-" + randomSuffix()
 	est, err := s.snapshotEstimate(h)
 	if err == nil {
-		err = s.chargeSnapshot(h, tmp, est)
+		err = s.chargeSnapshot(h, "(a temporary one, to export from)", est)
 	}
 	if err != nil {
 		h.release()
