@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -155,5 +156,51 @@ func TestCloneOfRefusedWithoutReflinks(t *testing.T) {
 	}
 	if _, err := rt.store().Get("ci", "ci-db"); !errors.Is(err, volumes.ErrNotFound) {
 		t.Errorf("the refused clone was left: %v", err)
+	}
+}
+
+// TestCloneOfPlainThroughNRI: cloneOf a plain volume (or a snapshot of one)
+// makes the clone empty inside CreateContainer and gives the container the
+// copy-up hook for it, with the pod's copy-up budget, so the copy runs
+// outside the request and before the container starts; the image's content
+// there is never adopted into it.
+func TestCloneOfPlainThroughNRI(t *testing.T) {
+	rt := newRuntime(t, func(c *config.Config) { c.Limits.CopyUpMaxSizePerPod = 1 << 20 })
+	s := rt.store()
+	golden, err := s.Create("ci", "golden", volumes.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(golden.Mountpoint, "fixture"), []byte("golden"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSnapshot("ci", "golden", "v1", volumes.SnapshotOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rt.connect()
+	pod := newPod("p1", "ci", map[string]string{plugin.VolumesKey: "- {source: ci-db, target: /db, cloneOf: golden@v1}\n- {target: /scratch, cloneOf: golden}"})
+	adj, err := rt.create(pod, newContainer("c1", "p1", "app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := hookArgs(t, adj)
+	if !slices.Contains(args, "ci/ci-db=/db") || countArg(args, "--volume") != 2 {
+		t.Errorf("hook args %v: want the copy-ups of both clones", args)
+	}
+	if i := slices.Index(args, "--pod"); i < 0 || args[i+1] != "p1" {
+		t.Errorf("hook args %v: want the pod's copy-up budget", args)
+	}
+	v, err := s.Get("ci", "ci-db")
+	if err != nil || v.ClonePending != "golden@v1" {
+		t.Errorf("ci-db after CreateContainer: %+v, %v; want a clone of golden@v1 still to copy", v, err)
+	}
+	// A second container of the pod, made before the first started, finds
+	// the clone still to copy and gets the hook too.
+	adj, err = rt.create(pod, newContainer("c2", "p1", "side"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hooks := adj.GetHooks().GetCreateRuntime(); len(hooks) != 1 || !slices.Contains(hooks[0].Args, "ci/ci-db=/db") {
+		t.Errorf("second container's hooks %+v: want the clone's copy-up", hooks)
 	}
 }

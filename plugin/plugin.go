@@ -292,7 +292,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 			if pin, ok := sources.pins[i]; ok {
 				mount.Source = pin
 			}
-			if m.CopyUp && hookCopiesUp(store, v, m.Target, knownEmpty[m.Target], adopter, log) {
+			if (m.CopyUp || v.ClonePending != "") && hookCopiesUp(store, v, m.Target, knownEmpty[m.Target], adopter, log) {
 				hook.addCopyUp(v, m.Target)
 			}
 			if m.Chown && v.Chowned == nil {
@@ -627,6 +627,11 @@ func copyUpHook(cfg *config.Config, root, podID string, h hookArgs) *api.Hook {
 // the root:root 0755 a copy of the bare mount point gives it, and it was
 // made with no owner or mode of its own, which such a copy keeps.
 func hookCopiesUp(store *volumes.Store, v *volumes.Volume, target string, knownEmpty bool, adopter *adopter, log *logrus.Entry) bool {
+	if v.ClonePending != "" {
+		// A clone that copies: the hook fills it from its source,
+		// outside this request, before the container starts.
+		return true
+	}
 	if v.Created {
 		return !knownEmpty && !adopter.adopt(v, target)
 	}

@@ -34,6 +34,9 @@ type ArchiveStats struct {
 	// Skipped counts what Export left out: sockets, FIFOs and device
 	// nodes, which Import refuses, and mounts inside the volume.
 	Skipped int64
+	// Snapshot says Export read a temporary snapshot of the volume, taken
+	// because containers use it: the tar is the volume at one instant.
+	Snapshot bool
 }
 
 // ErrArchive marks a tar that Import refuses: a hostile or unsupported entry,
@@ -54,15 +57,18 @@ const xattrValueMax = 64 << 10
 // modes, nanosecond times, extended attributes, hard links as links and
 // symlinks as links. It reads through descriptors beneath _data and never
 // follows a symlink, so a container that uses the volume meanwhile cannot make
-// it read outside. A file that changes while it is read is archived as far as
-// its size said when its header was written.
+// it read outside. A sized volume that containers use is read from a
+// temporary snapshot (see snapshot_export.go), so the tar is the volume at
+// one instant; in a plain one, a file that changes while it is read is
+// archived as far as its size said when its header was written.
 func (s *Store) Export(ns, name string, w io.Writer) (ArchiveStats, error) {
 	var stats ArchiveStats
-	_, dataFd, release, err := s.openArchiveData(ns, name, unix.LOCK_SH)
+	dataFd, release, snap, err := s.exportSource(ns, name)
 	if err != nil {
 		return stats, err
 	}
 	defer release()
+	stats.Snapshot = snap
 	root, err := fsx.Fstat(dataFd)
 	if err != nil {
 		return stats, volumeError(ns, name, err)

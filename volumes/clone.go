@@ -85,7 +85,7 @@ func (s *Store) Clone(ns, src, snap, dst string, opts CloneOptions) (*CloneResul
 	defer st.close()
 	nv := newVolume(ns, dst, CreateOptions{Labels: opts.Labels}, nil)
 	nv.UID, nv.GID, nv.Mode = v.UID, v.GID, v.Mode
-	nv.Limit, nv.Backend = v.Limit, v.Backend
+	nv.Limit, nv.Backend, nv.Inodes = v.Limit, v.Backend, v.Inodes
 	nv.Mountpoint = s.mountpoint(ns, dst)
 	if opts.Size > v.Limit {
 		if err := (imageSizer{}).grow(st.fd, "", opts.Size); err != nil {
@@ -96,6 +96,7 @@ func (s *Store) Clone(ns, src, snap, dst string, opts CloneOptions) (*CloneResul
 	if err := s.placeClone(st, nv); err != nil {
 		return nil, err
 	}
+	s.recordClone(st.copy)
 	return &CloneResult{Volume: nv, Copy: st.copy, Live: st.live}, nil
 }
 

@@ -30,7 +30,9 @@ func (c CloneSource) String() string {
 // createCloneLocked makes v, still absent, as a clone of v.cloneOf, under
 // the store's exclusive lock, on the path of an NRI request: so only in
 // O(1), a reflink of an image volume's disk.img (a store on xfs with
-// reflink=1 or on btrfs). Anything slower is refused with ErrInvalid and a
+// reflink=1 or on btrfs). A plain source is copied later, outside the
+// request, by the copy-up hook (see clone_pending.go). An image without
+// reflinks is refused with ErrInvalid and a
 // message that says what to do instead; a source in use with ErrInUse, as
 // its image changes under a live file system (a snapshot of it clones). The
 // clone takes the source's size, backend, owner and mode, counts against the
@@ -45,12 +47,14 @@ func (s *Store) createCloneLocked(nsFd int, v *Volume, durable bool) error {
 		}
 		return fail(err)
 	}
-	if sv.Backend != BackendImage {
+	if sv.Backend == BackendBtrfs {
 		return fail(fmt.Errorf("%w: %q is a %s volume, whose clone is a copy, which cannot run while the container is created; "+
 			"clone it with \"nri-volumes volume clone\" first, or make the source a sized volume on the image backend", ErrInvalid, src.Volume, backendName(sv.Backend)))
 	}
-	if err := s.checkBudgetLocked(ns, sv.Limit); err != nil {
-		return err
+	if sv.Backend == BackendImage {
+		if err := s.checkBudgetLocked(ns, sv.Limit); err != nil {
+			return err
+		}
 	}
 	srcVol, err := fsx.OpenDir(nsFd, src.Volume)
 	if err != nil {
@@ -65,12 +69,15 @@ func (s *Store) createCloneLocked(nsFd int, v *Volume, durable bool) error {
 		}
 		return fail(err)
 	}
+	if sv.Backend == BackendNone {
+		return s.createPendingCloneLocked(nsFd, srcVol, v, sv, durable)
+	}
 	imgDir, err := cloneSourceDir(srcVol, src)
 	if err != nil {
 		return fail(err)
 	}
 	defer unix.Close(imgDir)
-	v.Limit, v.Backend = sv.Limit, sv.Backend
+	v.Limit, v.Backend, v.Inodes = sv.Limit, sv.Backend, sv.Inodes
 	v.UID, v.GID, v.Mode = sv.UID, sv.GID, sv.Mode
 	v.Mountpoint = s.mountpoint(ns, name)
 	tmp := tmpPrefix + name + "-" + randomSuffix()
@@ -98,6 +105,7 @@ func (s *Store) createCloneLocked(nsFd int, v *Volume, durable bool) error {
 		}
 		return fail(err)
 	}
+	s.recordCloneLocked(snapfs.Reflink)
 	if durable {
 		return unix.Fsync(nsFd)
 	}

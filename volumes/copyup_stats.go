@@ -46,6 +46,14 @@ type CopyUpResult struct {
 	Files int64 `json:"files"`
 	// Duration is how long it took.
 	Duration time.Duration `json:"ns"`
+	// Event is what the record is about: a copy-up of the hook when
+	// empty, else EventFreeze or EventClone (see snapshot_stats.go), which
+	// other processes (the CLI) record in the same log.
+	Event string `json:"event,omitempty"`
+	// Copy is how a clone's data was copied: "reflink" or "copy".
+	Copy string `json:"copy,omitempty"`
+	// Frozen is how long a freeze blocked a volume's writers.
+	Frozen time.Duration `json:"frozen,omitempty"`
 }
 
 // OK says whether the copy-up succeeded.
@@ -55,6 +63,15 @@ func (r CopyUpResult) OK() bool { return r.Reason == "" }
 // metrics. It is quick and bounded; the hook ignores its error, so that
 // metrics never fail a container's start.
 func (s *Store) RecordCopyUp(r CopyUpResult) error {
+	if err := s.enterOpen("recording a copy-up"); err != nil {
+		return err
+	}
+	defer s.leave()
+	return s.recordLocked(r)
+}
+
+// recordLocked is RecordCopyUp for a caller inside the store already.
+func (s *Store) recordLocked(r CopyUpResult) error {
 	line, err := json.Marshal(r)
 	if err != nil {
 		return err
@@ -63,10 +80,6 @@ func (s *Store) RecordCopyUp(r CopyUpResult) error {
 	if len(line) > maxCopyUpStatsLine {
 		return fmt.Errorf("copy-up record of %d bytes is too long", len(line))
 	}
-	if err := s.enterOpen("recording a copy-up"); err != nil {
-		return err
-	}
-	defer s.leave()
 	fd, err := s.openCopyUpStatsLocked()
 	if err != nil {
 		return fmt.Errorf("recording a copy-up: %w", err)

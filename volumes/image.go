@@ -30,7 +30,14 @@ const (
 	loopControl = "/dev/loop-control"
 )
 
-type imageSizer struct{}
+type imageSizer struct {
+	// inodes is about the inode count of the file system prepare makes;
+	// 0: mkfs.ext4's default.
+	inodes int64
+}
+
+// maxInodes is the most inodes ext4 holds.
+const maxInodes = 1<<32 - 1
 
 // prepare makes _data and disk.img. mkfs.ext4 reserves no blocks for root
 // and puts off zeroing inode tables and the journal to the kernel. The file
@@ -38,7 +45,7 @@ type imageSizer struct{}
 // tables), so that df shows exactly size, rounded up to a whole block: the
 // size is what data can use. The overhead grows with the file system, so
 // its block count is found in a few tries.
-func (imageSizer) prepare(volFd int, size int64) error {
+func (z imageSizer) prepare(volFd int, size int64) error {
 	if err := mkdirData(volFd); err != nil {
 		return err
 	}
@@ -52,7 +59,7 @@ func (imageSizer) prepare(volFd int, size int64) error {
 	if err := f.Truncate(size); err != nil {
 		return fmt.Errorf("size %s: %w", imageFile, err)
 	}
-	if err := mkfsExt4(f, 0, 0); err != nil {
+	if err := mkfsExt4(f, 0, 0, z.inodes); err != nil {
 		return err
 	}
 	sb, err := readExt4Super(f)
@@ -64,7 +71,7 @@ func (imageSizer) prepare(volFd int, size int64) error {
 	best := int64(0) // the fewest blocks seen that leave at least want
 	blocks := want + sb.overhead
 	for try := 0; try < 8; try++ {
-		sb, err = formatBlocks(f, bs, blocks)
+		sb, err = formatBlocks(f, bs, blocks, z.inodes)
 		if err != nil {
 			return err
 		}
@@ -82,16 +89,17 @@ func (imageSizer) prepare(volFd int, size int64) error {
 	}
 	// No count gave exactly size (a group boundary between two tries):
 	// the nearest above it.
-	_, err = formatBlocks(f, bs, best)
+	_, err = formatBlocks(f, bs, best, z.inodes)
 	return err
 }
 
-// formatBlocks makes f a file system of blocks blocks of bs bytes.
-func formatBlocks(f *os.File, bs, blocks int64) (ext4Super, error) {
+// formatBlocks makes f a file system of blocks blocks of bs bytes, with
+// about inodes inodes when that is not 0.
+func formatBlocks(f *os.File, bs, blocks, inodes int64) (ext4Super, error) {
 	if err := f.Truncate(blocks * bs); err != nil {
 		return ext4Super{}, fmt.Errorf("size %s: %w", imageFile, err)
 	}
-	if err := mkfsExt4(f, bs, blocks); err != nil {
+	if err := mkfsExt4(f, bs, blocks, inodes); err != nil {
 		return ext4Super{}, err
 	}
 	return readExt4Super(f)
@@ -105,9 +113,14 @@ func mkdirData(volFd int) error {
 }
 
 // mkfsExt4 formats the file f through its descriptor, so no path is looked
-// up again: all of it, or, with a block size, blocks blocks of it.
-func mkfsExt4(f *os.File, bs, blocks int64) error {
+// up again: all of it, or, with a block size, blocks blocks of it; with
+// inodes, about that many inodes (-N), whose tables count in the
+// overhead that prepare's search makes up for.
+func mkfsExt4(f *os.File, bs, blocks, inodes int64) error {
 	args := []string{"-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"}
+	if inodes > 0 {
+		args = append(args, "-N", strconv.FormatInt(inodes, 10))
+	}
 	if bs > 0 {
 		args = append(args, "-b", strconv.FormatInt(bs, 10), "/dev/fd/3", strconv.FormatInt(blocks, 10))
 	} else {

@@ -40,22 +40,26 @@ type SizeSum struct {
 }
 
 // ledger is the in-memory copy of the file, part of the index. snaps holds,
-// per namespace, the bytes its volumes' snapshots hold (see
-// snapshotBytesAt), which count against limits.namespaceBytes but not
-// against the node's bound: a snapshot reserves nothing, it holds blocks.
+// per namespace, the bytes its volumes' snapshots hold (see snapshotsAt),
+// which count against limits.namespaceBytes but not against the node's
+// bound (a snapshot reserves nothing, it holds blocks), and their number,
+// for the metrics.
 type ledger struct {
 	ns    map[string]SizeSum
 	total SizeSum
-	snaps map[string]int64
+	snaps map[string]SizeSum
 }
 
 func newLedger() *ledger {
-	return &ledger{ns: map[string]SizeSum{}, snaps: map[string]int64{}}
+	return &ledger{ns: map[string]SizeSum{}, snaps: map[string]SizeSum{}}
 }
 
-func (l *ledger) addSnapshots(ns string, bytes int64) {
-	if n := l.snaps[ns] + bytes; n > 0 {
-		l.snaps[ns] = n
+func (l *ledger) addSnapshots(ns string, bytes, count int64) {
+	sum := l.snaps[ns]
+	sum.Bytes = max(sum.Bytes+bytes, 0)
+	sum.Count = max(sum.Count+count, 0)
+	if sum.Bytes > 0 || sum.Count > 0 {
+		l.snaps[ns] = sum
 	} else {
 		delete(l.snaps, ns)
 	}
@@ -63,7 +67,7 @@ func (l *ledger) addSnapshots(ns string, bytes int64) {
 
 // namespaceBytes is what counts against namespace ns's budget.
 func (l *ledger) namespaceBytes(ns string) int64 {
-	return l.ns[ns].Bytes + l.snaps[ns]
+	return l.ns[ns].Bytes + l.snaps[ns].Bytes
 }
 
 func (l *ledger) add(ns string, bytes, count int64) {
@@ -84,7 +88,11 @@ func (l *ledger) add(ns string, bytes, count int64) {
 
 type ledgerDoc struct {
 	Namespaces map[string]SizeSum `json:"namespaces"`
-	Snapshots  map[string]int64   `json:"snapshots,omitempty"`
+	// Snapshots holds the bytes, SnapshotCounts the number, of each
+	// namespace's snapshots: two maps, so that a ledger written before the
+	// counts reads as it did.
+	Snapshots      map[string]int64 `json:"snapshots,omitempty"`
+	SnapshotCounts map[string]int64 `json:"snapshotCounts,omitempty"`
 }
 
 // loadLedger reads the ledger; a store without one (Open writes it, so
@@ -109,7 +117,12 @@ func (s *Store) loadLedger() (*ledger, error) {
 	}
 	for ns, n := range doc.Snapshots {
 		if ValidateNamespace(ns) == nil {
-			l.addSnapshots(ns, n)
+			l.addSnapshots(ns, n, 0)
+		}
+	}
+	for ns, n := range doc.SnapshotCounts {
+		if ValidateNamespace(ns) == nil {
+			l.addSnapshots(ns, 0, n)
 		}
 	}
 	return l, nil
@@ -122,7 +135,8 @@ func (s *Store) scanLedger() (*ledger, error) {
 		if v, err := s.loadVolume(nsFd, ns, name); err == nil && v.Limit > 0 {
 			l.add(ns, v.Limit, 1)
 		}
-		l.addSnapshots(ns, snapshotBytesAt(nsFd, name))
+		sum := snapshotsAt(nsFd, name)
+		l.addSnapshots(ns, sum.Bytes, sum.Count)
 		return nil
 	})
 	if err != nil {
@@ -144,7 +158,16 @@ func (s *Store) chargeLocked(ns string, bytes, count int64, durable bool) error 
 }
 
 func writeLedger(dirFd int, l *ledger, durable bool) error {
-	data, err := json.Marshal(ledgerDoc{Namespaces: l.ns, Snapshots: l.snaps})
+	doc := ledgerDoc{Namespaces: l.ns, Snapshots: map[string]int64{}, SnapshotCounts: map[string]int64{}}
+	for ns, sum := range l.snaps {
+		if sum.Bytes > 0 {
+			doc.Snapshots[ns] = sum.Bytes
+		}
+		if sum.Count > 0 {
+			doc.SnapshotCounts[ns] = sum.Count
+		}
+	}
+	data, err := json.Marshal(doc)
 	if err != nil {
 		return err
 	}
@@ -168,18 +191,33 @@ func (s *Store) ensureLedgerLocked() error {
 	return writeLedger(s.dirFd, l, true)
 }
 
-// chargeSnapshotsLocked adds bytes held by snapshots to namespace ns's sum
-// and writes the ledger durably; negative bytes refund.
-func (s *Store) chargeSnapshotsLocked(ns string, bytes int64) error {
-	if bytes == 0 {
+// chargeSnapshotsLocked adds bytes held by count snapshots to namespace
+// ns's sums and writes the ledger durably; negative values refund.
+func (s *Store) chargeSnapshotsLocked(ns string, bytes, count int64) error {
+	if bytes == 0 && count == 0 {
 		return nil
 	}
-	s.idx.sizes.addSnapshots(ns, bytes)
+	s.idx.sizes.addSnapshots(ns, bytes, count)
 	if err := writeLedger(s.dirFd, s.idx.sizes, true); err != nil {
-		s.idx.sizes.addSnapshots(ns, -bytes)
+		s.idx.sizes.addSnapshots(ns, -bytes, -count)
 		return err
 	}
 	return nil
+}
+
+// SnapshotSums returns, per namespace, the bytes its snapshots hold and
+// their number, from the ledger: O(namespaces), without a look at any
+// snapshot.
+func (s *Store) SnapshotSums() (map[string]SizeSum, error) {
+	var per map[string]SizeSum
+	err := s.withLock(unix.LOCK_SH, func() error {
+		per = make(map[string]SizeSum, len(s.idx.sizes.snaps))
+		for ns, sum := range s.idx.sizes.snaps {
+			per[ns] = sum
+		}
+		return nil
+	})
+	return per, err
 }
 
 // refundLocked gives back the size of a sized volume that left its name.
@@ -260,8 +298,8 @@ func (s *Store) checkLedger() []Problem {
 			}
 			seen[ns] = true
 			probs = append(probs, Problem{Namespace: ns, Reason: fmt.Sprintf(
-				"the ledger of sizes counts %s held by snapshots, the snapshots %s; %s",
-				FormatBytes(have.snaps[ns]), FormatBytes(want.snaps[ns]), fix)})
+				"the ledger of sizes counts %s held by %d snapshot(s), the snapshots %s by %d; %s",
+				FormatBytes(have.snaps[ns].Bytes), have.snaps[ns].Count, FormatBytes(want.snaps[ns].Bytes), want.snaps[ns].Count, fix)})
 		}
 	}
 	sort.Slice(probs, func(i, j int) bool { return probs[i].Namespace < probs[j].Namespace })

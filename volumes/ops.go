@@ -98,6 +98,7 @@ func newVolume(ns, name string, opts CreateOptions, owner *Owner) *Volume {
 		GID:       opts.GID,
 		UsedBy:    []string{},
 		Limit:     opts.Size,
+		Inodes:    opts.Inodes,
 		cloneOf:   opts.CloneOf,
 	}
 	if opts.Mode != nil {
@@ -123,6 +124,12 @@ func (o CreateOptions) validate() error {
 	}
 	if o.Size < 0 {
 		return fmt.Errorf("%w: negative size %d", ErrInvalid, o.Size)
+	}
+	if o.Inodes < 0 || o.Inodes > maxInodes {
+		return fmt.Errorf("%w: inodes %d is not from 1 to %d", ErrInvalid, o.Inodes, int64(maxInodes))
+	}
+	if o.Inodes > 0 && o.Size == 0 {
+		return fmt.Errorf("%w: inodes %d: only a sized volume (size=...) has a file system of its own with an inode count", ErrInvalid, o.Inodes)
 	}
 	return nil
 }
@@ -204,11 +211,14 @@ func (s *Store) createLocked(v *Volume, active bool) error {
 		if v.Backend, err = s.pickBackend(); err != nil {
 			return volumeError(ns, name, err)
 		}
+		if v.Inodes > 0 && v.Backend != BackendImage {
+			return volumeError(ns, name, fmt.Errorf("%w: inodes: the %s backend has no inode count to set; only the image backend (ext4) has", ErrInvalid, v.Backend))
+		}
 	}
 	v.Mountpoint = s.mountpoint(ns, name)
 	tmp := tmpPrefix + name + "-" + randomSuffix()
 	formatted := false
-	if v.Backend == BackendImage {
+	if v.Backend == BackendImage && v.Inodes == 0 {
 		if formatted, err = s.takeFormatLocked(formatKey{size: v.Limit, active: active}, nsFd, tmp); err != nil {
 			return volumeError(ns, name, err)
 		}
@@ -292,6 +302,9 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool, kind fill
 		z, err := sizerFor(v.Backend)
 		if err != nil {
 			return err
+		}
+		if v.Inodes > 0 {
+			z = imageSizer{inodes: v.Inodes}
 		}
 		if err := z.prepare(fd, v.Limit); err != nil {
 			return fmt.Errorf("making a %s volume of %s: %w", v.Backend, FormatBytes(v.Limit), err)

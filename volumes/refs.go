@@ -252,13 +252,13 @@ func (s *Store) discardLocked(v *Volume) error {
 		return publicError(ns, name, err)
 	}
 	defer unix.Close(nsFd)
-	snaps := snapshotBytesAt(nsFd, name)
+	snaps := snapshotsAt(nsFd, name)
 	trash, err := s.moveToTrashLocked(nsFd, name)
 	if err != nil {
 		return volumeError(ns, name, err)
 	}
 	s.refundLocked(ns, v.Limit)
-	_ = s.chargeSnapshotsLocked(ns, -snaps) // best effort, as refundLocked
+	_ = s.chargeSnapshotsLocked(ns, -snaps.Bytes, -snaps.Count) // best effort, as refundLocked
 	_, err = reapEntry(s.trashFd, trash, s.dev, true, false)
 	return err
 }

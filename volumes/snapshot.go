@@ -154,6 +154,8 @@ func openSnapshots(volFd int) (int, error) {
 	}
 	for _, n := range names {
 		if strings.HasPrefix(n, tmpPrefix) {
+			// An export's snapshot may still be mounted there.
+			unmountTemp(fsx.ProcPath(fd) + "/" + n + "/" + exportMount)
 			_ = removeAllAt(fd, n, st.Dev)
 		}
 	}
@@ -193,8 +195,8 @@ func (s *Store) CreateSnapshot(ns, name, snap string, opts SnapshotOptions) (*Sn
 	if err := s.chargeSnapshot(h, snap, est); err != nil {
 		return nil, err
 	}
-	held := int64(0)
-	defer func() { s.settleSnapshot(ns, est, held) }()
+	held, made := int64(0), int64(0)
+	defer func() { s.settleSnapshot(ns, est, held, made) }()
 	snapsFd, err := openSnapshots(h.volFd)
 	if err != nil {
 		return nil, volumeError(ns, name, err)
@@ -218,7 +220,7 @@ func (s *Store) CreateSnapshot(ns, name, snap string, opts SnapshotOptions) (*Sn
 		}
 		return nil, snapshotError(ns, name, snap, err)
 	}
-	held = snapshotHolds(snapsFd, name, snap)
+	held, made = snapshotHolds(snapsFd, name, snap), 1
 	if err := unix.Fsync(snapsFd); err != nil {
 		return nil, snapshotError(ns, name, snap, err)
 	}
@@ -320,6 +322,7 @@ func (s *Store) cloneLiveImage(h *heldVolume, dstDir int) (snapfs.Method, time.D
 	if terr := thaw(); terr != nil {
 		err = errors.Join(err, terr)
 	}
+	s.recordFreeze(frozen)
 	if err != nil {
 		return "", 0, err
 	}
@@ -530,7 +533,7 @@ func (s *Store) RemoveSnapshot(ns, name, snap string) error {
 		return snapshotError(ns, name, snap, err)
 	}
 	// Refunded after it left its name: see ledger.go.
-	s.settleSnapshot(ns, held, 0)
+	s.settleSnapshot(ns, held, 0, -1)
 	if err := unix.Fsync(snapsFd); err != nil {
 		return snapshotError(ns, name, snap, err)
 	}
@@ -568,24 +571,25 @@ func (s *Store) openSnapshot(ns, name, snap string, how int) (sn *Snapshot, volF
 	return sn, volFd, snapsFd, nil
 }
 
-// snapshotBytesAt is what the snapshots of volume name, in the namespace
-// open at nsFd, hold on disk: the blocks of each image (shared extents
-// included, as the snapshot keeps them once the volume changes), or the
-// disk usage recorded for each plain copy.
-func snapshotBytesAt(nsFd int, name string) int64 {
+// snapshotsAt is how many snapshots volume name, in the namespace open at
+// nsFd, has, and what they hold on disk: the blocks of each image (shared
+// extents included, as the snapshot keeps them once the volume changes),
+// or the disk usage recorded for each plain copy.
+func snapshotsAt(nsFd int, name string) SizeSum {
+	var sum SizeSum
 	snapsFd, err := fsx.OpenDir(nsFd, name+"/"+snapshotsDir)
 	if err != nil {
-		return 0
+		return sum
 	}
 	defer unix.Close(snapsFd)
 	snaps, err := fsx.ReadDirNames(snapsFd)
 	if err != nil {
-		return 0
+		return sum
 	}
-	var sum int64
 	for _, snap := range snaps {
 		if ValidateSnapshotName(snap) == nil {
-			sum += snapshotHolds(snapsFd, name, snap)
+			sum.Bytes += snapshotHolds(snapsFd, name, snap)
+			sum.Count++
 		}
 	}
 	return sum
@@ -606,22 +610,23 @@ func (s *Store) chargeSnapshot(h *heldVolume, snap string, est int64) error {
 					ErrLimit, FormatBytes(est), ns, FormatBytes(sum+est), FormatBytes(max), FormatBytes(sum)))
 			}
 		}
-		return s.chargeSnapshotsLocked(ns, est)
+		return s.chargeSnapshotsLocked(ns, est, 0)
 	})
 }
 
 // settleSnapshot changes namespace ns's charge for a snapshot from est to
-// what it holds, held (0 when it was not made); best effort: a failure
+// what it holds, held (0 when it was not made), and its count of snapshots
+// by count (1 for one made, -1 for one removed); best effort: a failure
 // leaves the estimate, which Check reports.
-func (s *Store) settleSnapshot(ns string, est, held int64) {
-	if est == held {
+func (s *Store) settleSnapshot(ns string, est, held, count int64) {
+	if est == held && count == 0 {
 		return
 	}
-	_ = s.withLock(unix.LOCK_EX, func() error { return s.chargeSnapshotsLocked(ns, held-est) })
+	_ = s.withLock(unix.LOCK_EX, func() error { return s.chargeSnapshotsLocked(ns, held-est, count) })
 }
 
 // snapshotHolds is what snapshot snap, in the snapshots directory open at
-// snapsFd, holds, as snapshotBytesAt counts it.
+// snapsFd, holds, as snapshotsAt counts it.
 func snapshotHolds(snapsFd int, name, snap string) int64 {
 	if st, err := fsx.Lstat(snapsFd, snap+"/"+imageFile); err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG {
 		return st.Blocks * 512

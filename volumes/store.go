@@ -95,12 +95,20 @@ type Volume struct {
 	Limit int64 `json:"Limit,omitempty"`
 	// Backend is what enforces Limit (image or btrfs); empty when unbounded.
 	Backend Backend `json:"Backend,omitempty"`
+	// Inodes is the inode count asked for an image volume's file system
+	// (mkfs.ext4 -N; about that many, rounded to whole inode tables); 0: mkfs.ext4's
+	// default, one per 16 KiB.
+	Inodes int64 `json:"Inodes,omitempty"`
 	// Unsynced says this Acquire made the volume for a Request with
 	// SyncLater: it is not durable until Sync.
 	Unsynced bool `json:"-"`
 	// Created says this Acquire made the volume: it is empty and was never
 	// copied up into.
 	Created bool `json:"-"`
+	// ClonePending names the source (NAME or NAME@SNAP) of a clone whose
+	// data the copy-up hook of the first container that uses it still
+	// has to copy; see clone_pending.go.
+	ClonePending string `json:"ClonePending,omitempty"`
 	// cloneOf is what a volume being made is cloned from; see
 	// CreateOptions.CloneOf.
 	cloneOf *CloneSource
@@ -145,6 +153,7 @@ type record struct {
 	Chowned   *IDs              `json:"Chowned,omitempty"`
 	Limit     int64             `json:"Limit,omitempty"`
 	Backend   Backend           `json:"Backend,omitempty"`
+	Inodes    int64             `json:"Inodes,omitempty"`
 }
 
 func volumeKey(ns, name string) string { return ns + "/" + name }
@@ -160,6 +169,11 @@ type CreateOptions struct {
 	// root, _data; otherwise it is root's, mode 0755.
 	UID, GID *int
 	Mode     *uint32
+	// Inodes, with a Size on the image backend, is about the number of
+	// inodes its file system holds; 0: mkfs.ext4's default. Such a volume
+	// is formatted when it is made, never taken from the formatted ones
+	// kept ready, so it is for volume create, not for NRI requests.
+	Inodes int64
 	// CloneOf makes the volume as a reflink clone of another volume of
 	// its namespace, or of a snapshot of one; see createCloneLocked.
 	CloneOf *CloneSource
@@ -691,9 +705,16 @@ func (s *Store) loadVolumeAt(volFd int, ns, name string) (*Volume, error) {
 		UsedBy:     []string{},
 		Limit:      rec.Limit,
 		Backend:    rec.Backend,
+		Inodes:     rec.Inodes,
 	}
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
+	}
+	if rec.Backend == BackendNone {
+		// Only a plain volume can be a clone still to be copied.
+		if v.ClonePending, err = readClonePending(volFd); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", errBroken, clonePending, err)
+		}
 	}
 	return v, nil
 }
@@ -731,6 +752,7 @@ func volumeJSON(v *Volume) ([]byte, error) {
 		Chowned:   v.Chowned,
 		Limit:     v.Limit,
 		Backend:   v.Backend,
+		Inodes:    v.Inodes,
 	}
 	data, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {

@@ -105,13 +105,13 @@ func (d *detacher) detach(ns, name string) (string, error) {
 	if err := d.checkNoMounts(volFd, ns, name); err != nil {
 		return "", err
 	}
-	snaps := snapshotBytesAt(nsFd, name)
+	snaps := snapshotsAt(nsFd, name)
 	trash, err := s.moveToTrashLocked(nsFd, name)
 	if err != nil {
 		return "", volumeError(ns, name, err)
 	}
 	s.refundLocked(ns, limit)
-	_ = s.chargeSnapshotsLocked(ns, -snaps) // best effort, as refundLocked
+	_ = s.chargeSnapshotsLocked(ns, -snaps.Bytes, -snaps.Count) // best effort, as refundLocked
 	s.counted(func(c *nsCounts) { c.drop(ns, name) })
 	d.touched[ns] = true
 	return trash, nil

@@ -49,8 +49,15 @@ func parseCreateOpts(specs []string) (volumes.CreateOptions, error) {
 				return opts, fmt.Errorf("--opt %q: %w", spec, err)
 			}
 			opts.Size = size
+		case "inodes":
+			// ext4's own bound; mkfs.ext4 -N takes it.
+			n, err := strconv.ParseUint(value, 10, 32)
+			if err != nil || n == 0 {
+				return opts, fmt.Errorf("--opt %q: %w: inodes wants a number from 1 to %d", spec, volumes.ErrInvalid, uint32(1<<32-1))
+			}
+			opts.Inodes = int64(n)
 		default:
-			return opts, fmt.Errorf("--opt %q: %w: unknown option %q (known: size, uid, gid, mode)", spec, volumes.ErrInvalid, key)
+			return opts, fmt.Errorf("--opt %q: %w: unknown option %q (known: size, inodes, uid, gid, mode)", spec, volumes.ErrInvalid, key)
 		}
 	}
 	return opts, nil

@@ -203,3 +203,50 @@ func TestVolumeCreateOverTheDisk(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCreateOptsInodes(t *testing.T) {
+	for _, tc := range []struct {
+		specs   []string
+		want    int64
+		wantErr string
+	}{
+		{specs: []string{"size=1Gi", "inodes=100000"}, want: 100000},
+		{specs: []string{"inodes=0"}, wantErr: `inodes wants a number from 1 to 4294967295`},
+		{specs: []string{"inodes=1e6"}, wantErr: `inodes wants a number`},
+		{specs: []string{"inodes=4294967296"}, wantErr: `inodes wants a number`},
+	} {
+		opts, err := parseCreateOpts(tc.specs)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), `--opt "inodes=`) {
+				t.Errorf("parseCreateOpts(%q) = %v, want an error with %q", tc.specs, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || opts.Inodes != tc.want {
+			t.Errorf("parseCreateOpts(%q) = %+v, %v; want inodes %d", tc.specs, opts, err, tc.want)
+		}
+	}
+}
+
+// TestVolumeCreateInodesCLI: -o inodes=N shows in inspect; without a size
+// it is refused, naming inodes, and nothing is made.
+func TestVolumeCreateInodesCLI(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sized volumes need root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("no loop devices: %v", err)
+	}
+	root := t.TempDir()
+	mustCLI(t, root, "create", "-o", "size=16Mi", "-o", "inodes=50000", "many")
+	if r := mustCLI(t, root, "inspect", "--format", "{{.Inodes}}", "many"); r.stdout != "50000\n" {
+		t.Errorf("inspect Inodes: %q", r.stdout)
+	}
+	r := runCLI(t, root, "", "create", "-o", "inodes=5000", "unsized")
+	if r.code != 1 || !strings.Contains(r.stderr, "inodes") || !strings.Contains(r.stderr, "size") {
+		t.Errorf("create -o inodes without a size: %+v", r)
+	}
+	if r := mustCLI(t, root, "ls", "-q"); r.stdout != "many\n" {
+		t.Errorf("a refused create left a volume: %q", r.stdout)
+	}
+}

@@ -24,14 +24,15 @@ its name. Volumes named in a pod's annotations are created on first use too.`,
 		Example: `  nri-volumes volume create redis-data
   nri-volumes -n shop volume create --label app=redis redis-data
   nri-volumes volume create -o uid=999 -o gid=999 -o mode=0750 redis-data
-  nri-volumes volume create -o size=10Gi pg-data`,
+  nri-volumes volume create -o size=10Gi pg-data
+  nri-volumes volume create -o size=1Gi -o inodes=1000000 maildir`,
 		Args: namesArgs("volume create", true),
 		RunE: func(_ *cobra.Command, args []string) error {
 			return volumeCreate(g, o, args[0], s)
 		},
 	}
 	stringArray(cmd.Flags(), &o.labels, "label", "", "a label KEY=VALUE (repeatable)")
-	stringArray(cmd.Flags(), &o.opts, "opt", "o", "a volume option KEY=VALUE: size=10Gi, uid=N, gid=N, mode=0770 (repeatable)")
+	stringArray(cmd.Flags(), &o.opts, "opt", "o", "a volume option KEY=VALUE: size=10Gi, inodes=N (with a size: about N inodes instead of one per 16KiB), uid=N, gid=N, mode=0770 (repeatable)")
 	return cmd
 }
 

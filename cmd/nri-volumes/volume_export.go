@@ -22,8 +22,10 @@ func newVolumeExportCommand(g *globalOptions, s streams) *cobra.Command {
 		Use:   "export [-o FILE] NAME",
 		Short: "Write a volume's data as a tar to a file or stdout",
 		Long: `Write the data of a volume as a tar archive: owners, modes, times, extended
-attributes, hard links, and symlinks as links. The volume may be in use; its
-data is read without following symlinks. Sockets, FIFOs and device nodes are
+attributes, hard links, and symlinks as links. The volume may be in use: a
+sized one is then read from a temporary snapshot, as it was at one instant
+(crash-consistent); a plain one is read while it is written. Its data is read
+without following symlinks. Sockets, FIFOs and device nodes are
 left out, with a warning. Without -o the tar goes to stdout, which must not
 be a terminal.`,
 		Example: `  nri-volumes volume export -o redis-data.tar redis-data

@@ -59,8 +59,10 @@ manifest whose layers are plain tar+gzip (so crane export and oras pull read
 it) and whose config records the volume's owner, mode, labels, size and
 backend. The tars are deterministic, and the data is split into layers by
 content, so a second push of unchanged data uploads nothing and one after a
-small change uploads a small part. A volume that a container uses is refused
-unless --live: its data would be read while it is written. TLS is always
+small change uploads a small part. A sized volume that a container uses is
+read from a temporary snapshot, as it was at one instant. A plain volume
+that a container uses is refused unless --live: its data would be read while
+it is written. TLS is always
 verified; plain HTTP is used only for the configuration's
 registries.insecureHosts. Credentials come from a docker-style auth file.`,
 		Example: `  nri-volumes volume push redis-data registry.example:5000/backups/redis-data:monday
@@ -111,9 +113,9 @@ func volumePush(ctx context.Context, g *globalOptions, o pushOptions, name, ref 
 	if err != nil {
 		return err
 	}
-	// The hook for snapshots: where the backend can take one, the push
-	// reads it instead and needs no --live.
-	if len(v.UsedBy) > 0 && !o.live {
+	// A sized volume in use is read from a temporary snapshot (see
+	// volumes.Store.Export); a plain one cannot be, and needs --live.
+	if len(v.UsedBy) > 0 && !v.CanSnapshot() && !o.live {
 		return &volumes.OpError{Op: "push", Namespace: ns, Name: name, Refs: v.UsedBy,
 			Err: fmt.Errorf("%w (pass --live to push it while it is written)", volumes.ErrInUse)}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -37,5 +38,35 @@ func TestVolumePushRefusesInUse(t *testing.T) {
 	}
 	if r := runCLI(t, root, "", "pull", "not a ref", "v"); r.code != 1 || !strings.Contains(r.stderr, "refused artifact") {
 		t.Errorf("pull of a bad reference: %+v", r)
+	}
+}
+
+// A sized volume that a container uses is pushed without --live: it is
+// read from a temporary snapshot, so push goes on to the registry.
+func TestVolumePushSizedInUseReadsSnapshot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sized volumes need root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("no loop devices: %v", err)
+	}
+	root := t.TempDir()
+	mustCLI(t, root, "create", "-o", "size=8Mi", "sized")
+	s, err := volumes.Open(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "sized"}}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.Release("ctr1"); err != nil {
+			t.Error(err)
+		}
+	}()
+	r := runCLI(t, root, "", "push", "sized", "127.0.0.1:1/sized:1")
+	if r.code != 1 || strings.Contains(r.stderr, "in use") || !strings.Contains(r.stderr, "plain HTTP is not used") {
+		t.Errorf("push of a sized volume in use did not go on to the registry: %+v", r)
 	}
 }

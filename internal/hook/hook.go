@@ -232,7 +232,18 @@ func (c *hookCopier) copyAll(used int64) (int64, error) {
 // another mount hides what the image holds there, and marks the volume done
 // without staging a copy.
 func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup.SourceID]string, vlog *logrus.Entry) (copyup.Stats, bool, string, error) {
-	var stats copyup.Stats
+	// A clone still to be copied is filled from its source, never from
+	// the image, within the same limits and budget.
+	limits, budget := c.limits(used)
+	stats, pending, err := c.store.CopyUpClone(v.Namespace, v.Name, limits)
+	if pending || err != nil {
+		if err != nil {
+			reason, err := c.copyError(v, stats, budget, used, err)
+			return stats, true, reason, err
+		}
+		vlog.Debugf("copy-up: cloned from its source: %d files, %d bytes", stats.Files, stats.Bytes)
+		return stats, true, "", nil
+	}
 	src, err := copyup.Source(c.rootfs, v.Target, c.opts.limits.Owners)
 	if err != nil {
 		return stats, false, volumes.CopyUpOther, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
@@ -262,7 +273,6 @@ func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup
 			return stats, ok && marked, "", nil
 		}
 	}
-	limits, budget := c.limits(used)
 	limits.KeepEmptyRoot = c.opts.keepOwner[v.VolumeRef]
 	ran := false
 	err = c.store.CopyUp(v.Namespace, v.Name, func(dir string) error {
@@ -274,17 +284,9 @@ func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup
 		stats, err = copyup.Copy(c.rootfs, v.Target, dir, limits)
 		return err
 	})
-	switch {
-	case err == nil:
-	case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
-		return stats, ran, volumes.CopyUpNoSpace, tooSmallError(c.store, v, stats, err)
-	case budget && errors.Is(err, copyup.ErrLimit):
-		return stats, ran, volumes.CopyUpPodBudget, fmt.Errorf("volume %s at %s: %w: the copy-ups of a pod may write %d bytes in all (limits.copyUpMaxSizePerPod), and this pod's wrote %d",
-			v.VolumeRef, v.Target, err, c.opts.podMaxBytes, used)
-	case errors.Is(err, copyup.ErrLimit):
-		return stats, ran, volumes.CopyUpLimit, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
-	default:
-		return stats, ran, volumes.CopyUpOther, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
+	if err != nil {
+		reason, err := c.copyError(v, stats, budget, used, err)
+		return stats, ran, reason, err
 	}
 	if !ran {
 		vlog.Debug("copy-up: volume already filled, nothing to do")
@@ -309,6 +311,23 @@ func (c *hookCopier) recordEmpty(target string, vlog *logrus.Entry) {
 
 // limits are the bounds of the next copy, given that the pod's copy-ups
 // wrote used bytes; budget says the pod's budget is the tighter bound.
+// copyError is the failure of a copy into v that wrote stats, with which
+// of volumes' CopyUp reasons it is; budget says the pod's budget, of which
+// used bytes were used before, bounded it.
+func (c *hookCopier) copyError(v volumes.CopyUpSpec, stats copyup.Stats, budget bool, used int64, err error) (string, error) {
+	switch {
+	case errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT):
+		return volumes.CopyUpNoSpace, tooSmallError(c.store, v, stats, err)
+	case budget && errors.Is(err, copyup.ErrLimit):
+		return volumes.CopyUpPodBudget, fmt.Errorf("volume %s at %s: %w: the copy-ups of a pod may write %d bytes in all (limits.copyUpMaxSizePerPod), and this pod's wrote %d",
+			v.VolumeRef, v.Target, err, c.opts.podMaxBytes, used)
+	case errors.Is(err, copyup.ErrLimit):
+		return volumes.CopyUpLimit, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
+	default:
+		return volumes.CopyUpOther, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
+	}
+}
+
 func (c *hookCopier) limits(used int64) (copyup.Options, bool) {
 	limits := c.opts.limits
 	var byPod bool

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/nri-volumes/nri-volumes/internal/snapfs"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
@@ -207,6 +208,10 @@ var (
 		nil, nil)
 	boundDesc = prometheus.NewDesc(namespace+"_node_sized_bound_bytes", "Bound on node_sized_bytes: limits.overcommit times store_filesystem_bytes (absent when limits.overcommit is 0).",
 		nil, nil)
+	snapshotsDesc = prometheus.NewDesc(namespace+"_snapshots", "Snapshots of the volumes of a namespace.",
+		[]string{"namespace"}, nil)
+	snapshotBytesDesc = prometheus.NewDesc(namespace+"_snapshot_bytes", "Bytes the snapshots of a namespace's volumes hold on disk (extents shared with their volumes included), which count against limits.namespaceBytes.",
+		[]string{"namespace"}, nil)
 )
 
 func (c volumeCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -216,6 +221,8 @@ func (c volumeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- nodeSizedDesc
 	ch <- fsDesc
 	ch <- boundDesc
+	ch <- snapshotsDesc
+	ch <- snapshotBytesDesc
 }
 
 func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
@@ -245,6 +252,17 @@ func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(n.LimitBytes), ns)
 		ch <- prometheus.MustNewConstMetric(usedDesc, prometheus.GaugeValue, float64(used), ns)
 	}
+	// From the ledger, which every snapshot's creation and removal
+	// updates: O(namespaces), never a look at a snapshot.
+	snaps, err := store.SnapshotSums()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(snapshotsDesc, err)
+		return
+	}
+	for ns, sum := range snaps {
+		ch <- prometheus.MustNewConstMetric(snapshotsDesc, prometheus.GaugeValue, float64(sum.Count), ns)
+		ch <- prometheus.MustNewConstMetric(snapshotBytesDesc, prometheus.GaugeValue, float64(sum.Bytes), ns)
+	}
 	totals, err := store.Totals()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(nodeSizedDesc, err)
@@ -271,6 +289,10 @@ type copyUpCollector struct {
 	failures *prometheus.CounterVec
 	bytes    prometheus.Counter
 	seconds  prometheus.Histogram
+	// Snapshots and clones, recorded in the same log by the CLI and the
+	// plugin (volumes.EventFreeze, volumes.EventClone).
+	clones *prometheus.CounterVec
+	freeze prometheus.Histogram
 }
 
 // Result label values of nri_volumes_copyups_total.
@@ -299,6 +321,19 @@ func newCopyUpCollector(store func() *volumes.Store) *copyUpCollector {
 			Help:    "Time one copy-up took, failed ones included; the container's start waits for it.",
 			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 10, 30, 60, 120},
 		}),
+		clones: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "clones_total",
+			Help: "Clones made (volume clone, and cloneOf in pods), by how their data was copied: reflink (O(1)) or copy.",
+		}, []string{"copy"}),
+		freeze: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "freeze_duration_seconds",
+			Help: "Time a volume's file system was frozen, its writers blocked, for a snapshot, a live clone or an export of a sized volume in use.",
+			// A reflink takes milliseconds; a sparse copy of a big image, seconds.
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}),
+	}
+	for _, m := range []string{string(snapfs.Reflink), string(snapfs.SparseCopy)} {
+		c.clones.WithLabelValues(m)
 	}
 	for _, r := range []string{copyUpOK, copyUpFailed} {
 		c.total.WithLabelValues(r)
@@ -315,6 +350,8 @@ func (c *copyUpCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.failures.Describe(ch)
 	c.bytes.Describe(ch)
 	c.seconds.Describe(ch)
+	c.clones.Describe(ch)
+	c.freeze.Describe(ch)
 }
 
 func (c *copyUpCollector) Collect(ch chan<- prometheus.Metric) {
@@ -323,6 +360,8 @@ func (c *copyUpCollector) Collect(ch chan<- prometheus.Metric) {
 	c.failures.Collect(ch)
 	c.bytes.Collect(ch)
 	c.seconds.Collect(ch)
+	c.clones.Collect(ch)
+	c.freeze.Collect(ch)
 }
 
 // catchUp counts the copy-ups recorded since it last ran. A store the
@@ -345,6 +384,21 @@ func (c *copyUpCollector) catchUp() {
 		return
 	}
 	_ = c.reader.Read(func(r volumes.CopyUpResult) {
+		switch r.Event {
+		case "":
+		case volumes.EventFreeze:
+			c.freeze.Observe(max(r.Frozen.Seconds(), 0))
+			return
+		case volumes.EventClone:
+			m := string(snapfs.Reflink)
+			if r.Copy != m {
+				m = string(snapfs.SparseCopy) // a label value never comes from the file unchecked
+			}
+			c.clones.WithLabelValues(m).Inc()
+			return
+		default:
+			return // of a later version
+		}
 		c.seconds.Observe(r.Duration.Seconds())
 		if !r.OK() {
 			reason := r.Reason

@@ -90,7 +90,9 @@ func (e *benchEnv) newVariant(name string, ctdOpts harness.ContainerdOptions, ki
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			r.Fatalf("%v", err)
 		}
-		pluginCfg.Root = filepath.Join(dir, "store")
+		if pluginCfg.Root == "" {
+			pluginCfg.Root = filepath.Join(dir, "store")
+		}
 		pluginCfg.ContainerdRoot = ctd.Root
 		pluginCfg.HookPath = harness.HookBeside(bin)
 		cfgPath := filepath.Join(dir, "config.yaml")

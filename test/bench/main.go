@@ -42,16 +42,20 @@ type options struct {
 	// scenario; sizedLsUnsized adds the unsized store it is compared with.
 	sizedLsVolumes, sizedLsFiles int
 	sizedLsUnsized               bool
-	baseline                     string // an nri-volumes binary of an earlier commit to run beside this one
-	only                         string // comma list of scenarios to run; empty: all
-	out                          string // markdown report
-	goBench                      string // `go test -bench` output to append to the report
-	goBenchCmd                   string // the command that produced it, for the report
-	keepGoing                    bool
-	scenarioList                 []string
+	// snapBytes, snapFiles and snapReps shape the snapshot and cloneof
+	// scenarios.
+	snapBytes           int64
+	snapFiles, snapReps int
+	baseline            string // an nri-volumes binary of an earlier commit to run beside this one
+	only                string // comma list of scenarios to run; empty: all
+	out                 string // markdown report
+	goBench             string // `go test -bench` output to append to the report
+	goBenchCmd          string // the command that produced it, for the report
+	keepGoing           bool
+	scenarioList        []string
 }
 
-var scenarios = []string{"imagevolume", "imagevolumepod", "volumes", "memory", "pods", "ls", "copyup", "hook", "sized", "sizedls"}
+var scenarios = []string{"imagevolume", "imagevolumepod", "volumes", "memory", "pods", "ls", "copyup", "hook", "sized", "sizedls", "snapshot", "cloneof"}
 
 func main() {
 	var o options
@@ -69,6 +73,9 @@ func main() {
 	flag.IntVar(&o.sizedLsVolumes, "sized-ls-volumes", 1000, "volumes in the stores of the sizedls scenario")
 	flag.IntVar(&o.sizedLsFiles, "sized-ls-files", 1000, "files in each volume of the sizedls scenario")
 	flag.BoolVar(&o.sizedLsUnsized, "sized-ls-unsized", true, "sizedls: also make and list the same volumes unsized (a walk of every file)")
+	flag.Int64Var(&o.snapBytes, "snap-bytes", 1<<30, "snapshot, cloneof: bytes in the volume")
+	flag.IntVar(&o.snapFiles, "snap-files", 20000, "snapshot, cloneof: files the bytes are spread over")
+	flag.IntVar(&o.snapReps, "snap-reps", 10, "snapshot: snapshots, clones and cp -a per file system")
 	flag.StringVar(&o.baseline, "baseline", "", "an nri-volumes binary built from an earlier commit: imagevolume and volumes also run it, interleaved, for a before/after on the same noise")
 	flag.StringVar(&o.only, "only", "", "comma list of scenarios to run (default all): "+strings.Join(scenarios, ","))
 	flag.StringVar(&o.out, "out", "bin/bench-results.md", "write the markdown report here too")
@@ -163,6 +170,10 @@ func run(r *runner, o *options, rep *report) (failed bool) {
 				rep.add(env.sized())
 			case "sizedls":
 				rep.add(env.sizedLs())
+			case "snapshot":
+				rep.add(env.snapshot())
+			case "cloneof":
+				rep.add(env.cloneOfStart())
 			}
 		})
 		if err != nil {
