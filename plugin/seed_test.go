@@ -1,0 +1,236 @@
+package plugin_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/internal/ociartifact"
+	"github.com/nri-volumes/nri-volumes/plugin"
+	"github.com/nri-volumes/nri-volumes/volumes"
+)
+
+// seedRegistry is go-containerregistry's in-memory registry behind TLS,
+// and the CA file that trusts it.
+func seedRegistry(t *testing.T) (host, ca string) {
+	srv := httptest.NewTLSServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	ca = filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimPrefix(srv.URL, "https://"), ca
+}
+
+type tarEntry struct {
+	name, body string
+	typ        byte
+}
+
+func tarOf(t *testing.T, entries ...tarEntry) []byte {
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	for _, e := range entries {
+		hdr := &tar.Header{Name: e.name, Typeflag: e.typ, Mode: 0o644, Size: int64(len(e.body)), ModTime: time.Unix(1e9, 0)}
+		if e.typ == tar.TypeDir {
+			hdr.Mode, hdr.Size = 0o755, 0
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(e.body)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// createRetried creates the container, as kubelet does again while the
+// plugin says its volumes are still being pulled (ErrBusy).
+func createRetried(t *testing.T, rt *runtime, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, error) {
+	t.Helper()
+	for i := 0; ; i++ {
+		adj, err := rt.create(pod, ctr)
+		if err == nil || !strings.Contains(err.Error(), "still pulling") || i == 200 {
+			return adj, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A reference outside the namespace's registries.allow is refused before
+// anything reaches the network: the allowed reference to the same closed
+// port fails otherwise, with the pull's own error; nothing is left.
+func TestSeedPolicyRefusesBeforeNetwork(t *testing.T) {
+	rt := newRuntime(t, func(c *config.Config) {
+		c.Registries.Allow = []config.PullRule{{Namespaces: []string{"shop", "ci-*"}, Refs: []string{"127.0.0.1:1/shop/*"}}}
+	})
+	rt.connect()
+	key := plugin.VolumesKey + "/pod"
+	for _, c := range []struct{ ns, ann, want string }{
+		{"shop", "- /scratch\n- {source: pg, target: /data, from: \"127.0.0.1:1/other/pg:1\"}",
+			`volumes.noderesource.dev/pod: item 2 (target "/data"): from "127.0.0.1:1/other/pg:1": not allowed for namespace "shop" by registries.allow`},
+		{"default", "- {target: /data, from: \"127.0.0.1:1/shop/pg:1\"}", `not allowed for namespace "default" by registries.allow`},
+		{"ci-7", "- {target: /data, from: \"127.0.0.1:1/shop/pg:1\", fromPath: /var/lib/pg}", `from "127.0.0.1:1/shop/pg:1": pulling`},
+	} {
+		_, err := createRetried(t, rt, newPod("p-"+c.ns, c.ns, map[string]string{key: c.ann}), newContainer("c-"+c.ns, "p-"+c.ns, "db"))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("namespace %s, %q: %v; want an error with %q", c.ns, c.ann, err, c.want)
+		}
+		if c.ns != "ci-7" && strings.Contains(err.Error(), "connect") {
+			t.Errorf("the refusal reached the network: %v", err)
+		}
+	}
+	if vols, err := rt.store().List(volumes.ListOptions{AllNamespaces: true}); err != nil || len(vols) != 0 {
+		t.Fatalf("volumes left behind: %+v, %v", vols, err)
+	}
+	for _, bad := range []struct{ ann, want string }{
+		{"- {target: /d, fromPath: /x}", "fromPath \"/x\" needs from"},
+		{"- {target: /d, from: \"r.local/x:1\", fromPath: x}", "want an absolute path"},
+		{"- {target: /d, from: \"r.local/x:1\", cloneOf: v}", "not both"},
+		{"- {type: tmpfs, target: /d, from: \"r.local/x:1\"}", "from"},
+		{"- {type: bind, source: /srv, target: /d, from: \"r.local/x:1\"}", "from is only for volumes"},
+		{"- {target: /d, from: \"UPPER/x:1\"}", "want HOST/REPOSITORY"},
+	} {
+		if _, err := plugin.ParseVolumes(key, bad.ann, rt.cfg.Tmpfs); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("ParseVolumes(%q) = %v, want an error with %q", bad.ann, err, bad.want)
+		}
+	}
+}
+
+// from: an artifact that volume push wrote makes the volume from it; from:
+// an ordinary image with fromPath makes it from that directory, the layers
+// flattened and whiteouts applied; a wrong reference fails the container
+// with a message naming it and leaves no volume.
+func TestSeedFromRegistry(t *testing.T) {
+	host, ca := seedRegistry(t)
+	rt := newRuntime(t, func(c *config.Config) {
+		c.Registries.CAFile = ca
+		c.Registries.Allow = []config.PullRule{{Namespaces: []string{"shop"}, Refs: []string{host + "/shop/*"}}}
+	})
+	rt.connect()
+	ctx := context.Background()
+	ro := ociartifact.RemoteOptions{CAFile: ca}
+
+	art, err := ociartifact.Build(bytes.NewReader(tarOf(t,
+		tarEntry{name: "db/", typ: tar.TypeDir}, tarEntry{name: "db/table", body: "rows", typ: tar.TypeReg})),
+		t.TempDir(), ociartifact.Meta{Volume: "pg", Namespace: "a", Labels: map[string]string{"app": "pg"}}, ociartifact.SplitFor(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := art.Push(ctx, host+"/shop/pg:1", ro); err != nil {
+		t.Fatal(err)
+	}
+	lower, err := tarball.LayerFromOpener(opener(tarOf(t, tarEntry{name: "var/", typ: tar.TypeDir}, tarEntry{name: "var/lib/", typ: tar.TypeDir},
+		tarEntry{name: "var/lib/pg/", typ: tar.TypeDir}, tarEntry{name: "var/lib/pg/keep", body: "kept", typ: tar.TypeReg},
+		tarEntry{name: "var/lib/pg/gone", body: "whited out", typ: tar.TypeReg}, tarEntry{name: "etc/", typ: tar.TypeDir},
+		tarEntry{name: "etc/passwd", body: "root", typ: tar.TypeReg})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upper, err := tarball.LayerFromOpener(opener(tarOf(t, tarEntry{name: "var/lib/pg/.wh.gone", typ: tar.TypeReg},
+		tarEntry{name: "var/lib/pg/new", body: "upper", typ: tar.TypeReg})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, lower, upper)
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgRef, err := name.ParseReference(host + "/shop/postgres:16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(imgRef, img, remote.WithTransport(transportTrusting(t, ca))); err != nil {
+		t.Fatal(err)
+	}
+
+	key := plugin.VolumesKey + "/pod"
+	ann := map[string]string{key: "- {source: pg, target: /data, from: \"" + host + "/shop/pg:1\"}\n" +
+		"- {target: /pgdata, from: \"" + host + "/shop/postgres:16\", fromPath: /var/lib/pg}"}
+	adj, err := createRetried(t, rt, newPod("p1", "shop", ann), newContainer("c1", "p1", "db"))
+	if err != nil {
+		t.Fatalf("CreateContainer() with from: %v", err)
+	}
+	data := findMount(adj, "/data").GetSource()
+	if b, err := os.ReadFile(filepath.Join(data, "db", "table")); err != nil || string(b) != "rows" {
+		t.Errorf("seeded named volume: %q, %v", b, err)
+	}
+	pgdata := findMount(adj, "/pgdata").GetSource()
+	got := map[string]string{}
+	filepath.WalkDir(pgdata, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, _ := os.ReadFile(p)
+			got[strings.TrimPrefix(p, pgdata+"/")] = string(b)
+		}
+		return nil
+	})
+	if len(got) != 2 || got["keep"] != "kept" || got["new"] != "upper" {
+		t.Errorf("volume from the image's /var/lib/pg holds %v, want keep and new, without gone", got)
+	}
+	if v, err := rt.store().Get("shop", "pg"); err != nil || v.Labels["app"] != "pg" {
+		t.Errorf("seeded volume: %+v, %v", v, err)
+	}
+	// Seeded once: a second container takes the volume as it is.
+	if err := os.WriteFile(filepath.Join(data, "mine"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.create(newPod("p2", "shop", ann), newContainer("c2", "p2", "db")); err != nil {
+		t.Fatalf("second container: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(data, "mine")); err != nil {
+		t.Errorf("the second container's from: pulled again over the volume: %v", err)
+	}
+
+	bad := map[string]string{key: "- {source: nothere, target: /data, from: \"" + host + "/shop/missing:1\"}"}
+	_, err = createRetried(t, rt, newPod("p3", "shop", bad), newContainer("c3", "p3", "db"))
+	if err == nil || !strings.Contains(err.Error(), `from "`+host+`/shop/missing:1"`) || !strings.Contains(err.Error(), "NAME_UNKNOWN") {
+		t.Errorf("from a missing reference: %v", err)
+	}
+	if _, err := rt.store().Get("shop", "nothere"); !errors.Is(err, volumes.ErrNotFound) {
+		t.Errorf("a failed pull left a volume: %v", err)
+	}
+}
+
+func opener(b []byte) tarball.Opener {
+	return func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+}
+
+// transportTrusting is an HTTP transport that trusts the CA in the PEM
+// file ca.
+func transportTrusting(t *testing.T, ca string) http.RoundTripper {
+	b, err := os.ReadFile(ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(b)
+	tr := remote.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return tr
+}
