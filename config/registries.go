@@ -26,7 +26,14 @@ type Registries struct {
 	// MaxPullBytes bounds the bytes one seeding pull writes; 0: only the
 	// volume's size and limits.copyUpMaxSize bound it.
 	MaxPullBytes Size `json:"maxPullBytes"`
+	// BlobCacheBytes bounds the node's cache of the blobs that seeding
+	// pulls read (ROOT/blobs); 0: nothing is kept, only pulls running at
+	// once share a download.
+	BlobCacheBytes Size `json:"blobCacheBytes"`
 }
+
+// DefaultBlobCacheBytes is the default registries.blobCacheBytes.
+const DefaultBlobCacheBytes Size = 2 << 30
 
 var hostRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
 
@@ -44,8 +51,8 @@ func (r *Registries) validate() error {
 		}
 		r.CAFile = filepath.Clean(r.CAFile)
 	}
-	if r.MaxPullBytes < 0 {
-		return fmt.Errorf("%w: registries.maxPullBytes cannot be negative", ErrInvalid)
+	if r.MaxPullBytes < 0 || r.BlobCacheBytes < 0 {
+		return fmt.Errorf("%w: registries.maxPullBytes and registries.blobCacheBytes cannot be negative", ErrInvalid)
 	}
 	if err := validateRules(r.Allow); err != nil {
 		return err

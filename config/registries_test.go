@@ -55,8 +55,8 @@ func TestRegistriesAllow(t *testing.T) {
 			t.Errorf("AllowsPull(%q, %q) = %v, want %v", c.ns, c.ref, got, c.want)
 		}
 	}
-	if def := Default(); def.Registries.AllowsPull("default", "registry.local:5000/x/y:1") {
-		t.Error("the default configuration allows a pull")
+	if def := Default(); def.Registries.AllowsPull("default", "registry.local:5000/x/y:1") || def.Registries.BlobCacheBytes != 2<<30 {
+		t.Errorf("the default configuration allows a pull, or its blob cache is not 2Gi: %+v", def.Registries)
 	}
 	for _, bad := range []struct{ doc, want string }{
 		{"registries: {allow: [{namespaces: [shop]}]}", "registries.allow[0]: give both"},

@@ -100,6 +100,8 @@ type seeder struct {
 	// pulls are the pulls running, and those that failed until a request
 	// reports the failure, by namespace/name.
 	pulls map[string]*seedPull
+	// cache is the blob cache of the store whose directory it is in.
+	cache *ociartifact.BlobCache
 }
 
 type seedPull struct {
@@ -114,6 +116,21 @@ func newSeeder() *seeder {
 }
 
 func (s *seeder) close() { s.cancel() }
+
+// blobCache is the cache in the store's blob cache directory, opened once
+// per directory. The caller holds s.mu. Without it, pulls go on uncached.
+func (s *seeder) blobCache(cfg *config.Config, store *volumes.Store, log *logrus.Entry) *ociartifact.BlobCache {
+	dir := store.BlobCacheDir()
+	if s.cache == nil || s.cache.Dir() != dir || s.cache.MaxBytes() != int64(cfg.Registries.BlobCacheBytes) {
+		c, err := ociartifact.NewBlobCache(dir, int64(cfg.Registries.BlobCacheBytes))
+		if err != nil {
+			log.WithError(err).Warn("no blob cache; pulls download every blob")
+			return nil
+		}
+		s.cache = c
+	}
+	return s.cache
+}
 
 // seedJob is one volume of a plan to seed.
 type seedJob struct {
@@ -196,12 +213,13 @@ func (s *seeder) start(cfg *config.Config, store *volumes.Store, podID string, j
 	}
 	p := &seedPull{seed: j.seed, done: make(chan struct{})}
 	s.pulls[key] = p
+	cache := s.blobCache(cfg, store, log)
 	go func() {
 		log := log.WithFields(logrus.Fields{"volume": key, "from": j.seed.Ref})
 		log.Info("pulling into a new volume")
 		start := time.Now()
 		ctx, cancel := context.WithTimeout(s.ctx, seedPullTimeout)
-		err := pullSeed(ctx, cfg, store, j, exists, podID)
+		err := pullSeed(ctx, cfg, store, cache, j, exists, podID)
 		cancel()
 		p.err = err
 		if err == nil {
@@ -225,9 +243,9 @@ func (s *seeder) forget(key string, p *seedPull) {
 
 // pullSeed makes job's volume (or takes the one a pull cut short left,
 // exists) and fills it from the registry. On failure it removes the volume.
-func pullSeed(ctx context.Context, cfg *config.Config, store *volumes.Store, j seedJob, exists bool, podID string) error {
+func pullSeed(ctx context.Context, cfg *config.Config, store *volumes.Store, cache *ociartifact.BlobCache, j seedJob, exists bool, podID string) error {
 	ro := ociartifact.RemoteOptions{AuthFile: cfg.Registries.AuthFile, CAFile: cfg.Registries.CAFile,
-		InsecureHosts: cfg.Registries.InsecureHosts, UserAgent: "nri-volumes"}
+		InsecureHosts: cfg.Registries.InsecureHosts, UserAgent: "nri-volumes", Cache: cache}
 	limits := volumes.ArchiveLimits{MaxBytes: int64(cfg.Limits.CopyUpMaxSize), MaxFiles: cfg.Limits.CopyUpMaxFiles}
 	lower := func(n int64) {
 		if n > 0 && (limits.MaxBytes == 0 || n < limits.MaxBytes) {

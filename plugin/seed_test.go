@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,14 +36,21 @@ import (
 
 // seedRegistry is go-containerregistry's in-memory registry behind TLS,
 // and the CA file that trusts it.
-func seedRegistry(t *testing.T) (host, ca string) {
-	srv := httptest.NewTLSServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+func seedRegistry(t *testing.T) (host, ca string, blobGets *atomic.Int64) {
+	blobGets = &atomic.Int64{}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			blobGets.Add(1)
+		}
+		reg.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	ca = filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return strings.TrimPrefix(srv.URL, "https://"), ca
+	return strings.TrimPrefix(srv.URL, "https://"), ca, blobGets
 }
 
 type tarEntry struct {
@@ -128,7 +137,7 @@ func TestSeedPolicyRefusesBeforeNetwork(t *testing.T) {
 // flattened and whiteouts applied; a wrong reference fails the container
 // with a message naming it and leaves no volume.
 func TestSeedFromRegistry(t *testing.T) {
-	host, ca := seedRegistry(t)
+	host, ca, blobGets := seedRegistry(t)
 	rt := newRuntime(t, func(c *config.Config) {
 		c.Registries.CAFile = ca
 		c.Registries.Allow = []config.PullRule{{Namespaces: []string{"shop"}, Refs: []string{host + "/shop/*"}}}
@@ -205,6 +214,28 @@ func TestSeedFromRegistry(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(data, "mine")); err != nil {
 		t.Errorf("the second container's from: pulled again over the volume: %v", err)
+	}
+
+	// Anonymous volumes of five more pods from the same artifact: each
+	// pull reads the artifact's config, its layers come from the node's
+	// blob cache.
+	before := blobGets.Load()
+	anon := map[string]string{key: "- {target: /data, from: \"" + host + "/shop/pg:1\"}"}
+	for i := range 5 {
+		id := fmt.Sprintf("anon%d", i)
+		adj, err := createRetried(t, rt, newPod(id, "shop", anon), newContainer("c-"+id, id, "db"))
+		if err != nil {
+			t.Fatalf("pod %s: %v", id, err)
+		}
+		if b, err := os.ReadFile(filepath.Join(findMount(adj, "/data").GetSource(), "db", "table")); err != nil || string(b) != "rows" {
+			t.Errorf("pod %s's anonymous volume: %q, %v", id, b, err)
+		}
+	}
+	if n := blobGets.Load() - before; n != 5 {
+		t.Errorf("5 pulls of a 1-layer artifact fetched %d blobs; want 5 configs and no layer", n)
+	}
+	if blobs, err := os.ReadDir(filepath.Join(rt.cfg.Root, "blobs")); err != nil || len(blobs) == 0 {
+		t.Errorf("blob cache: %v, %v", blobs, err)
 	}
 
 	bad := map[string]string{key: "- {source: nothere, target: /data, from: \"" + host + "/shop/missing:1\"}"}

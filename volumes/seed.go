@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"fmt"
+	"path/filepath"
 
 	"golang.org/x/sys/unix"
 )
@@ -15,6 +16,14 @@ import (
 // is done. A process that dies part-way leaves the marker, and with it a
 // volume that no container takes as complete; the next seeding pull starts
 // it over, and volume check and volume rm show it and remove it.
+
+// blobsDir is ROOT/blobs, the node's cache of the blobs that seeding pulls
+// read, by digest (internal/ociartifact.BlobCache): the store names it, the
+// plugin fills it.
+const blobsDir = "blobs"
+
+// BlobCacheDir is the directory of the node's blob cache.
+func (s *Store) BlobCacheDir() string { return filepath.Join(s.root, blobsDir) }
 
 // ImportState is what the import marker of a volume says.
 type ImportState int

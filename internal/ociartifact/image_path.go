@@ -32,7 +32,7 @@ func FetchImage(ctx context.Context, ref string, o RemoteOptions) (v1.Image, err
 	if err != nil {
 		return nil, fmt.Errorf("pulling %q: %w", ref, err)
 	}
-	return img, nil
+	return o.Cache.wrap(img), nil
 }
 
 // WriteImagePath writes to w, as one tar, what the image's file system
