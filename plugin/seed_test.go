@@ -265,3 +265,68 @@ func transportTrusting(t *testing.T, ca string) http.RoundTripper {
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	return tr
 }
+
+// pushArtifact pushes an artifact of one file, db/table, to ref.
+func pushArtifact(t *testing.T, ref, ca string) {
+	t.Helper()
+	art, err := ociartifact.Build(bytes.NewReader(tarOf(t,
+		tarEntry{name: "db/", typ: tar.TypeDir}, tarEntry{name: "db/table", body: "rows", typ: tar.TypeReg})),
+		t.TempDir(), ociartifact.Meta{Volume: "pg", Namespace: "a"}, ociartifact.SplitFor(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := art.Push(context.Background(), ref, ociartifact.RemoteOptions{CAFile: ca}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A pull that a dead plugin left part-way is started over by the next
+// container that asks for the volume; one that the bytes limit refuses
+// fails the container with the key and leaves no volume.
+func TestSeedResumedAndBounded(t *testing.T) {
+	host, ca, _ := seedRegistry(t)
+	rt := newRuntime(t, func(c *config.Config) {
+		c.Registries.CAFile = ca
+		c.Registries.MaxPullBytes = 3
+		c.Registries.Allow = []config.PullRule{{Namespaces: []string{"shop"}, Refs: []string{host + "/shop/*"}}}
+	})
+	rt.connect()
+	pushArtifact(t, host+"/shop/pg:1", ca)
+	key := plugin.VolumesKey + "/pod"
+
+	ann := map[string]string{key: "- {source: pg, target: /data, from: \"" + host + "/shop/pg:1\"}"}
+	_, err := createRetried(t, rt, newPod("p1", "shop", ann), newContainer("c1", "p1", "db"))
+	if err == nil || !strings.Contains(err.Error(), "registries.maxPullBytes") || !strings.Contains(err.Error(), `from "`+host+`/shop/pg:1"`) {
+		t.Fatalf("a pull above registries.maxPullBytes: %v", err)
+	}
+	if _, err := rt.store().Get("shop", "pg"); !errors.Is(err, volumes.ErrNotFound) {
+		t.Fatalf("the refused pull left a volume: %v", err)
+	}
+
+	// A pull of a plugin that died: the volume is there, held, part-filled.
+	left, err := rt.store().CreateSeeding(volumes.Request{Namespace: "shop", Name: "pg2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(left.Mountpoint, "partial"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plain := map[string]string{key: "- pg2:/data"}
+	if _, err := rt.create(newPod("p2", "shop", plain), newContainer("c2", "p2", "db")); err == nil || !strings.Contains(err.Error(), "cut short") {
+		t.Fatalf("a container without from: took a half-seeded volume: %v", err)
+	}
+	// The plugin holds this configuration; no request runs meanwhile.
+	rt.cfg.Registries.MaxPullBytes = 0
+	ann2 := map[string]string{key: "- {source: pg2, target: /data, from: \"" + host + "/shop/pg:1\"}"}
+	adj, err := createRetried(t, rt, newPod("p3", "shop", ann2), newContainer("c3", "p3", "db"))
+	if err != nil {
+		t.Fatalf("from: over a half-seeded volume: %v", err)
+	}
+	data := findMount(adj, "/data").GetSource()
+	if _, err := os.Stat(filepath.Join(data, "partial")); !os.IsNotExist(err) {
+		t.Errorf("the half pull's file stays: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(data, "db", "table")); err != nil || string(b) != "rows" {
+		t.Errorf("re-seeded volume: %q, %v", b, err)
+	}
+}
