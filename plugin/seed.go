@@ -192,10 +192,12 @@ func (s *seeder) wait(cfg *config.Config, store *volumes.Store, req *Request, pl
 func (s *seeder) start(cfg *config.Config, store *volumes.Store, podID string, j seedJob, log *logrus.Entry) (*seedPull, error) {
 	key := j.req.Namespace + "/" + j.name
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p, ok := s.pulls[key]; ok {
+	p, ok := s.pulls[key]
+	s.mu.Unlock()
+	if ok {
 		return p, nil
 	}
+	// The store is read without s.mu: its lock may be waited for.
 	exists := false
 	if _, err := store.Get(j.req.Namespace, j.name); err == nil {
 		state, err := store.ImportStateOf(j.req.Namespace, j.name)
@@ -211,7 +213,12 @@ func (s *seeder) start(cfg *config.Config, store *volumes.Store, podID string, j
 	} else if !errors.Is(err, volumes.ErrNotFound) {
 		return nil, err
 	}
-	p := &seedPull{seed: j.seed, done: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.pulls[key]; ok {
+		return p, nil // another request started it meanwhile
+	}
+	p = &seedPull{seed: j.seed, done: make(chan struct{})}
 	s.pulls[key] = p
 	cache := s.blobCache(cfg, store, log)
 	go func() {
@@ -301,7 +308,15 @@ func pullSeed(ctx context.Context, cfg *config.Config, store *volumes.Store, cac
 		return fmt.Errorf("%w: a volume of %s is above sizes.maxSize %s", volumes.ErrInvalid, volumes.FormatBytes(r.Size), cfg.Sizes.MaxSize)
 	}
 	if !exists {
-		if err := createSeeding(ctx, store, r); err != nil {
+		err := createSeeding(ctx, store, r)
+		if errors.Is(err, volumes.ErrExists) {
+			// Another pull made it since this one was started: done,
+			// unless it is still being filled, which a retry finds.
+			if st, serr := store.ImportStateOf(r.Namespace, j.name); serr == nil && st == volumes.ImportNone {
+				return nil
+			}
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/internal/ociartifact"
 	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/nri-volumes/nri-volumes/volumes"
@@ -328,5 +330,44 @@ func TestSeedResumedAndBounded(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(data, "db", "table")); err != nil || string(b) != "rows" {
 		t.Errorf("re-seeded volume: %q, %v", b, err)
+	}
+}
+
+// A sized volume is seeded too: its image is made outside the request,
+// filled, and mounted for the container at its size.
+func TestSeedSizedVolume(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("sized volumes need root")
+	}
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		t.Skipf("no loop devices: %v", err)
+	}
+	host, ca, _ := seedRegistry(t)
+	rt := newRuntime(t, func(c *config.Config) {
+		c.Sizes = config.Sizes{Backend: "image", MaxSize: 64 << 20}
+		c.Registries.CAFile = ca
+		c.Registries.Allow = []config.PullRule{{Namespaces: []string{"shop"}, Refs: []string{host + "/shop/*"}}}
+	})
+	rt.connect()
+	t.Cleanup(func() { fsx.UnmountUnder(rt.cfg.Root) })
+	pushArtifact(t, host+"/shop/pg:1", ca)
+	ann := map[string]string{plugin.VolumesKey + "/pod": "- {source: pg, target: /data, size: 16Mi, from: \"" + host + "/shop/pg:1\"}\n" +
+		"- {target: /anon, size: 16Mi, from: \"" + host + "/shop/pg:1\"}"}
+	adj, err := createRetried(t, rt, newPod("p1", "shop", ann), newContainer("c1", "p1", "db"))
+	if err != nil {
+		t.Fatalf("CreateContainer() with a sized from: %v", err)
+	}
+	for _, dst := range []string{"/data", "/anon"} {
+		src := findMount(adj, dst).GetSource()
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(src, &st); err != nil {
+			t.Fatal(err)
+		}
+		if size := int64(st.Blocks) * st.Bsize; size > 16<<20 || size < 8<<20 {
+			t.Errorf("%s: a file system of %d bytes, want about 16Mi", dst, size)
+		}
+		if b, err := os.ReadFile(filepath.Join(src, "db", "table")); err != nil || string(b) != "rows" {
+			t.Errorf("%s: seeded sized volume: %q, %v", dst, b, err)
+		}
 	}
 }
