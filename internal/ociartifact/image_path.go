@@ -38,7 +38,8 @@ func FetchImage(ctx context.Context, ref string, o RemoteOptions) (v1.Image, err
 // WriteImagePath writes to w, as one tar, what the image's file system
 // holds at the absolute directory dir, the layers flattened with their
 // whiteouts applied, named relative to dir ("." for dir itself). A hard
-// link to a file outside dir is dropped with its target. Reading stops with
+// link to a file outside dir is dropped with its target; one that comes
+// before its target (in an upper layer) is written at the end. Reading stops with
 // ErrArtifact past maxRead uncompressed bytes of the whole image (0: no
 // bound), so that an image cannot make the node expand without end what it
 // then mostly throws away. The tar is untrusted: the store's Import applies
@@ -54,6 +55,10 @@ func WriteImagePath(img v1.Image, dir string, maxRead int64, w io.Writer) error 
 	tr := tar.NewReader(r)
 	tw := tar.NewWriter(w)
 	found := false
+	// The flattened tar comes upper layer first, so a hard link may come
+	// before its target, which Import refuses: such links wait for the end.
+	written := map[string]bool{}
+	var links []*tar.Header
 	for {
 		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -69,13 +74,23 @@ func WriteImagePath(img v1.Image, dir string, maxRead int64, w io.Writer) error 
 		if rel == "." && hdr.Typeflag != tar.TypeDir {
 			return fmt.Errorf("%w: %s is not a directory in the image", ErrArtifact, dir)
 		}
-		found = found || rel == "."
+		// Some builders leave parent directories implicit: an entry
+		// below dir shows it is there as well.
+		found = true
 		if hdr.Typeflag == tar.TypeLink {
 			target, ok := under(prefix, hdr.Linkname)
 			if !ok || target == "." {
 				continue
 			}
 			hdr.Linkname = target
+			if !written[target] {
+				hdr.Name = rel
+				links = append(links, hdr)
+				continue
+			}
+		}
+		if hdr.Typeflag == tar.TypeReg {
+			written[rel] = true
 		}
 		hdr.Name = rel
 		if hdr.Typeflag == tar.TypeDir && rel != "." {
@@ -90,6 +105,14 @@ func WriteImagePath(img v1.Image, dir string, maxRead int64, w io.Writer) error 
 	}
 	if !found {
 		return fmt.Errorf("%w: the image has no directory %s", ErrArtifact, dir)
+	}
+	for _, hdr := range links {
+		if !written[hdr.Linkname] {
+			continue // its target is whited out or no regular file
+		}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return fmt.Errorf("%w: entry %q: %w", ErrArtifact, hdr.Name, err)
+		}
 	}
 	return tw.Close()
 }
