@@ -105,7 +105,6 @@ type seeder struct {
 }
 
 type seedPull struct {
-	seed Seed
 	done chan struct{}
 	err  error // set before done is closed
 }
@@ -218,7 +217,7 @@ func (s *seeder) start(cfg *config.Config, store *volumes.Store, podID string, j
 	if p, ok := s.pulls[key]; ok {
 		return p, nil // another request started it meanwhile
 	}
-	p = &seedPull{seed: j.seed, done: make(chan struct{})}
+	p = &seedPull{done: make(chan struct{})}
 	s.pulls[key] = p
 	cache := s.blobCache(cfg, store, log)
 	go func() {
