@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/nri-volumes/nri-volumes/internal/ociartifact"
 	"github.com/nri-volumes/nri-volumes/test/harness"
 )
 
@@ -48,8 +49,9 @@ func createSeeded(t *testing.T, e *env, pod *harness.Pod, name string) (string, 
 // from: starts with A's data (owners, modes, xattrs, links, times); a pod
 // with from: an ordinary image and fromPath gets that directory, whiteouts
 // applied; a reference outside the namespace's patterns is refused before
-// any network access; a failed pull fails the container, naming the
-// reference, and leaves no volume.
+// any network access; a failed pull (a wrong reference, a hostile
+// artifact, one larger than the volume's size) fails the container, naming
+// the reference, and leaves no volume.
 func TestSeedFromRegistry(t *testing.T) {
 	reg := harness.StartRegistry(t)
 	e := newEnv(t, harness.ContainerdOptions{}, seedConfig(reg))
@@ -87,8 +89,21 @@ func TestSeedFromRegistry(t *testing.T) {
 		t.Errorf("volume from the image's /var/lib/pg:\n%s", got)
 	}
 
+	// Hostile artifacts, with pull's and import's checks.
+	zeros := make([]byte, 2<<20)
+	pushTar(t, reg, reg.Host+"/shop/dotdot:1", []tarEntry{dir("./"), file("ok", "x"), file("../escape", "x")}, nil)
+	pushTar(t, reg, reg.Host+"/shop/zeros:1", []tarEntry{dir("./"), {hdr: tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(zeros))}, data: zeros}}, nil)
+	pushTar(t, reg, reg.Host+"/shop/bomb:1", []tarEntry{dir("./"), {hdr: tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(zeros))}, data: zeros}},
+		func(a *ociartifact.Artifact) {
+			l := &a.Config.Layers[len(a.Config.Layers)-1]
+			l.Bytes, l.TarSize, a.Config.Bytes = 10, 4096, 10
+		})
+
 	before := e.volumeList()
 	for _, c := range []struct{ ann, want string }{
+		{"- {source: other, target: /data, from: \"" + reg.Host + "/shop/dotdot:1\"}", `entry "../escape": has a .. component`},
+		{"- {source: other, target: /data, from: \"" + reg.Host + "/shop/bomb:1\"}", "expands past"},
+		{"- {source: other, target: /data, size: 1Mi, from: \"" + reg.Host + "/shop/zeros:1\"}", "more than the 1048576 allowed"},
 		// A closed port: the refusal is the policy's, not a connection's.
 		{"- {source: other, target: /data, from: \"127.0.0.1:1/shop/pg:1\"}", `from "127.0.0.1:1/shop/pg:1": not allowed for namespace "shop" by registries.allow`},
 		{"- {source: other, target: /data, from: \"" + reg.Host + "/elsewhere/pg:1\"}", "not allowed for namespace \"shop\" by registries.allow"},
