@@ -38,7 +38,7 @@ import (
 
 // seedRegistry is go-containerregistry's in-memory registry behind TLS,
 // and the CA file that trusts it.
-func seedRegistry(t *testing.T) (host, ca string, blobGets *atomic.Int64) {
+func seedRegistry(t testing.TB) (host, ca string, blobGets *atomic.Int64) {
 	blobGets = &atomic.Int64{}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -83,7 +83,7 @@ func tarOf(t *testing.T, entries ...tarEntry) []byte {
 
 // createRetried creates the container, as kubelet does again while the
 // plugin says its volumes are still being pulled (ErrBusy).
-func createRetried(t *testing.T, rt *runtime, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, error) {
+func createRetried(t testing.TB, rt *runtime, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, error) {
 	t.Helper()
 	for i := 0; ; i++ {
 		adj, err := rt.create(pod, ctr)
