@@ -355,12 +355,15 @@ func chargeSeed(store *volumes.Store, cfg *config.Config, podID string, limits *
 	}
 	var ferr error
 	err := store.ChargePodCopyUp(podID, func(used int64) (int64, error) {
-		n, _ := volumes.PodCopyUpMaxBytes(limits.MaxBytes, podMax, used)
+		n, byPod := volumes.PodCopyUpMaxBytes(limits.MaxBytes, podMax, used)
 		if n < 0 {
 			return 0, fmt.Errorf("%w: the pod's copy-ups and pulls used its %d bytes (limits.copyUpMaxSizePerPod)", volumes.ErrArchive, podMax)
 		}
 		limits.MaxBytes = n
 		written, err := fill()
+		if err != nil && byPod && errors.Is(err, volumes.ErrArchive) {
+			err = fmt.Errorf("%w (what the pod has left of limits.copyUpMaxSizePerPod: %d bytes)", err, n)
+		}
 		ferr = err
 		return written, err
 	})

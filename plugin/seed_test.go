@@ -331,6 +331,17 @@ func TestSeedResumedAndBounded(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(data, "db", "table")); err != nil || string(b) != "rows" {
 		t.Errorf("re-seeded volume: %q, %v", b, err)
 	}
+
+	// The pod's copy-up budget counts pulls: pod p3 wrote 4 bytes.
+	rt.cfg.Limits.CopyUpMaxSizePerPod = 6
+	ann3 := map[string]string{key: "- {source: pg3, target: /data, from: \"" + host + "/shop/pg:1\"}"}
+	_, err = createRetried(t, rt, newPod("p3", "shop", ann3), newContainer("c4", "p3", "db"))
+	if err == nil || !strings.Contains(err.Error(), "more than") || !strings.Contains(err.Error(), "limits.copyUpMaxSizePerPod") {
+		t.Errorf("a pull past the pod's copy-up budget: %v", err)
+	}
+	if _, err := rt.store().Get("shop", "pg3"); !errors.Is(err, volumes.ErrNotFound) {
+		t.Errorf("the refused pull left a volume: %v", err)
+	}
 }
 
 // A sized volume is seeded too: its image is made outside the request,
