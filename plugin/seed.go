@@ -105,6 +105,7 @@ type seeder struct {
 }
 
 type seedPull struct {
+	ref  string
 	done chan struct{}
 	err  error // set before done is closed
 }
@@ -144,14 +145,23 @@ type seedJob struct {
 func (s *seeder) wait(cfg *config.Config, store *volumes.Store, req *Request, plan *Plan, log *logrus.Entry) error {
 	var jobs []seedJob
 	for _, m := range plan.Mounts {
-		seed, ok := plan.Seeds[m.Volume]
-		if m.Kind != KindVolume || !ok {
+		if m.Kind != KindVolume {
 			continue
 		}
 		r := plan.Volumes[m.Volume]
 		n := r.Name
 		if n == "" {
 			n = volumes.AnonymousName(*r.Owner)
+		}
+		seed, ok := plan.Seeds[m.Volume]
+		if !ok {
+			// The name is the pull's until it ends: a container that
+			// asks for it without from: would make it empty first.
+			if ref, pulling := s.pulling(r.Namespace + "/" + n); pulling {
+				return fmt.Errorf("%s: item %s: %w: volume %q is being pulled from %q; a retry once the pull ends finds it",
+					req.ItemsKey, plan.itemOf(r.Namespace, n), volumes.ErrBusy, n, ref)
+			}
+			continue
 		}
 		jobs = append(jobs, seedJob{req: r, name: n, seed: *seed, item: m.Item})
 	}
@@ -217,7 +227,7 @@ func (s *seeder) start(cfg *config.Config, store *volumes.Store, podID string, j
 	if p, ok := s.pulls[key]; ok {
 		return p, nil // another request started it meanwhile
 	}
-	p = &seedPull{done: make(chan struct{})}
+	p = &seedPull{ref: j.seed.Ref, done: make(chan struct{})}
 	s.pulls[key] = p
 	cache := s.blobCache(cfg, store, log)
 	go func() {
@@ -237,6 +247,22 @@ func (s *seeder) start(cfg *config.Config, store *volumes.Store, podID string, j
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// pulling reports whether a pull into the volume key runs, and from where.
+func (s *seeder) pulling(key string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.pulls[key]
+	if !ok {
+		return "", false
+	}
+	select {
+	case <-p.done:
+		return "", false // failed: nothing is left of it
+	default:
+		return p.ref, true
+	}
 }
 
 func (s *seeder) forget(key string, p *seedPull) {

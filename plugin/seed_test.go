@@ -39,11 +39,17 @@ import (
 // seedRegistry is go-containerregistry's in-memory registry behind TLS,
 // and the CA file that trusts it.
 func seedRegistry(t testing.TB) (host, ca string, blobGets *atomic.Int64) {
+	return slowRegistry(t, 0)
+}
+
+// slowRegistry is seedRegistry taking delay to answer each blob GET.
+func slowRegistry(t testing.TB, delay time.Duration) (host, ca string, blobGets *atomic.Int64) {
 	blobGets = &atomic.Int64{}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 			blobGets.Add(1)
+			time.Sleep(delay)
 		}
 		reg.ServeHTTP(w, r)
 	}))
@@ -380,5 +386,37 @@ func TestSeedSizedVolume(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(src, "db", "table")); err != nil || string(b) != "rows" {
 			t.Errorf("%s: seeded sized volume: %q, %v", dst, b, err)
 		}
+	}
+}
+
+// A pull slower than the request's wait fails the creation with ErrBusy,
+// naming the item and the reference, and goes on: the retry finds the
+// volume seeded. Meanwhile no container takes the volume.
+func TestSeedSlowPullRetried(t *testing.T) {
+	slowHost, slowCA, _ := slowRegistry(t, time.Second)
+	pushArtifact(t, slowHost+"/shop/pg:1", slowCA)
+	rt := newRuntime(t, func(c *config.Config) {
+		c.Registries.CAFile = slowCA
+		c.Registries.Allow = []config.PullRule{{Namespaces: []string{"shop"}, Refs: []string{slowHost + "/shop/*"}}}
+	})
+	rt.connect()
+	key := plugin.VolumesKey + "/pod"
+	ann := map[string]string{key: "- {source: pg, target: /data, from: \"" + slowHost + "/shop/pg:1\"}"}
+	_, err := rt.create(newPod("p1", "shop", ann), newContainer("c1", "p1", "db"))
+	for _, want := range []string{key, `item 1 (target "/data")`, `from "` + slowHost + `/shop/pg:1"`, "still pulling", "retry"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("CreateContainer() during a slow pull: %v; want an error with %q", err, want)
+		}
+	}
+	plain := map[string]string{key: "- pg:/data"}
+	if _, err := rt.create(newPod("p2", "shop", plain), newContainer("c2", "p2", "db")); err == nil || !strings.Contains(err.Error(), "is being pulled from") {
+		t.Errorf("a container without from: while the volume is being pulled: %v", err)
+	}
+	adj, err := createRetried(t, rt, newPod("p1", "shop", ann), newContainer("c1", "p1", "db"))
+	if err != nil {
+		t.Fatalf("the retry: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(findMount(adj, "/data").GetSource(), "db", "table")); err != nil || string(b) != "rows" {
+		t.Errorf("seeded volume after the retry: %q, %v", b, err)
 	}
 }
