@@ -195,6 +195,7 @@ func Default() *Config {
 			CopyUpMaxSizePerPod: 20 << 30,
 			Overcommit:          1,
 		},
+		Registries:  Registries{BlobCacheBytes: DefaultBlobCacheBytes},
 		LockTimeout: Duration(1500 * time.Millisecond),
 	}
 }

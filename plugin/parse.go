@@ -81,6 +81,9 @@ type Item struct {
 	// of the pod's namespace, or of a snapshot of one (long cloneOf:
 	// NAME[@SNAP]).
 	CloneOf *volumes.CloneSource
+	// From seeds a volume made on first use from a registry (long syntax
+	// from: REF, fromPath: /path); nil: made empty. See seed.go.
+	From *Seed
 	// Desc names the item in error messages.
 	Desc string
 }
@@ -102,6 +105,8 @@ type longItem struct {
 	Subpath  string            `json:"subpath"`
 	External bool              `json:"external"`
 	CloneOf  string            `json:"cloneOf"`
+	From     string            `json:"from"`
+	FromPath string            `json:"fromPath"`
 }
 
 // ParseVolumes parses the value of a volumes annotation found under key. The
@@ -267,8 +272,8 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 			return Item{}, err
 		}
 	case KindTmpfs:
-		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.UID != nil || l.GID != nil || l.Chown || l.Subpath != "" || l.External || l.CloneOf != "" {
-			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels, uid, gid, chown, subpath, external or cloneOf")
+		if l.Source != "" || l.NoCopy || len(l.Labels) > 0 || l.UID != nil || l.GID != nil || l.Chown || l.Subpath != "" || l.External || l.CloneOf != "" || l.From != "" || l.FromPath != "" {
+			return Item{}, errors.New("a tmpfs takes no source, noCopy, labels, uid, gid, chown, subpath, external, cloneOf, from or fromPath")
 		}
 		if it.Size, err = parseTmpfsSize(l.Size, limits); err != nil {
 			return Item{}, err
@@ -310,6 +315,9 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 		if it.CloneOf, err = parseCloneOf(l); err != nil {
 			return Item{}, err
 		}
+	}
+	if it.From, err = parseFrom(it, l); err != nil {
+		return Item{}, err
 	}
 	if err := validateLabels(it.Labels); err != nil {
 		return Item{}, err

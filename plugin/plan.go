@@ -44,6 +44,9 @@ type Plan struct {
 	// Remove are destinations of runtime mounts to drop: containerd's own
 	// image-volume directories, which the plugin replaces.
 	Remove []string
+	// Seeds are the volumes, by index in Volumes, made from a registry on
+	// first use (see seed.go).
+	Seeds map[int]*Seed
 }
 
 // PlannedMount is one mount to add.
@@ -108,10 +111,13 @@ func MakePlan(cfg *config.Config, req *Request) (*Plan, error) {
 		m := PlannedMount{Kind: it.Kind, Target: it.Target, Item: it.Desc}
 		switch it.Kind {
 		case KindVolume:
+			if err := checkPullPolicy(cfg, req, it); err != nil {
+				return nil, err
+			}
 			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, CreateOptions: volumes.CreateOptions{
 				Labels: it.Labels, Size: int64(it.Size), UID: it.UID, GID: it.GID, Mode: it.DataMode,
 				CloneOf: it.CloneOf,
-			}, MustExist: it.External}
+			}, MustExist: it.External && it.From == nil}
 			if it.Source == "" {
 				r.Owner = req.owner(it.Target)
 				if r.Size == 0 && it.CloneOf == nil {
@@ -128,8 +134,16 @@ func MakePlan(cfg *config.Config, req *Request) (*Plan, error) {
 			// copy-up fills a whole new volume only.
 			m.Subpath = it.Subpath
 			// A clone holds its source's data, never the image's.
-			m.CopyUp = !it.NoCopy && it.Subpath == "" && it.CloneOf == nil
+			m.CopyUp = !it.NoCopy && it.Subpath == "" && it.CloneOf == nil && it.From == nil
 			m.Chown = it.Chown
+			if it.From != nil {
+				if p.Seeds == nil {
+					p.Seeds = map[int]*Seed{}
+				}
+				if _, ok := p.Seeds[m.Volume]; !ok {
+					p.Seeds[m.Volume] = it.From
+				}
+			}
 		case KindBind:
 			if len(cfg.BindMounts.AllowedHostPaths) == 0 {
 				return nil, fmt.Errorf("%w %s: item %s: bind mounts are not allowed (bindMounts.allowedHostPaths is empty)",

@@ -50,6 +50,9 @@ type Plugin struct {
 
 	// retries retries the removals that found the store busy; see retry.go.
 	retries *retries
+
+	// seeds runs the pulls of volumes seeded from registries; see seed.go.
+	seeds *seeder
 }
 
 var (
@@ -63,7 +66,7 @@ var (
 
 // New makes a plugin with cfg, opening its store.
 func New(cfg *config.Config, log *logrus.Logger) (*Plugin, error) {
-	p := &Plugin{log: log, podVolumes: map[string]map[string]struct{}{}, retries: newRetries()}
+	p := &Plugin{log: log, podVolumes: map[string]map[string]struct{}{}, retries: newRetries(), seeds: newSeeder()}
 	if err := p.setConfig(context.Background(), cfg); err != nil {
 		return nil, err
 	}
@@ -73,6 +76,7 @@ func New(cfg *config.Config, log *logrus.Logger) (*Plugin, error) {
 // Close closes the store; call it after the stub has stopped.
 func (p *Plugin) Close() error {
 	p.retries.close()
+	p.seeds.close()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.store.Close()
@@ -267,6 +271,9 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		}
 	}
 	if err := p.claimPodVolumes(cfg, pod, plan.Volumes); err != nil {
+		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
+	}
+	if err := p.seeds.wait(cfg, store, req, plan, log); err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
 	imageHex := imageDigestHex(ctr)

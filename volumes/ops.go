@@ -324,6 +324,11 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool, kind fill
 			return err
 		}
 	}
+	if v.seeding {
+		if err := touchAt(fd, importMarker); err != nil {
+			return err
+		}
+	}
 	return writeVolume(fd, v, durable, kind == fillSpare)
 }
 

@@ -112,6 +112,9 @@ type Volume struct {
 	// cloneOf is what a volume being made is cloned from; see
 	// CreateOptions.CloneOf.
 	cloneOf *CloneSource
+	// seeding makes the volume with the import marker in place; see
+	// CreateSeeding.
+	seeding bool
 }
 
 // MarshalJSON encodes v with UsedBy and Labels as [] and {} rather than null,

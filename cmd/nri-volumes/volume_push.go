@@ -39,6 +39,9 @@ func (o registryOptions) remote(g *globalOptions) (ociartifact.RemoteOptions, er
 	if ro.AuthFile == "" {
 		ro.AuthFile = cfg.Registries.AuthFile
 	}
+	if ro.CAFile == "" {
+		ro.CAFile = cfg.Registries.CAFile
+	}
 	return ro, nil
 }
 

@@ -106,7 +106,7 @@ func Fetch(ctx context.Context, ref string, o RemoteOptions) (*Remote, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Remote{Ref: ref, Digest: d.String(), Config: conf, Annotations: m.Annotations, layers: m.Layers, img: img}, nil
+	return &Remote{Ref: ref, Digest: d.String(), Config: conf, Annotations: m.Annotations, layers: m.Layers, img: o.Cache.wrap(img)}, nil
 }
 
 // Bounds of the labels a pulled volume takes from an artifact, as the

@@ -32,6 +32,8 @@ type RemoteOptions struct {
 	CAFile string
 	// UserAgent names the client to the registry.
 	UserAgent string
+	// Cache, when set, keeps the blobs pulls read, by digest.
+	Cache *BlobCache
 }
 
 // Counter counts what a transport sent in blob uploads.

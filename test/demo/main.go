@@ -93,6 +93,7 @@ type demo struct {
 	plugin *harness.Plugin
 	cr     *harness.Crictl
 	bind   string
+	reg    *harness.Registry
 }
 
 // volume runs an nri-volumes volume subcommand, shows it and its output.
@@ -156,9 +157,10 @@ func story(r *runner) {
 		r.Fatalf("%v", err)
 	}
 	r.Cleanup(func() { os.RemoveAll(bindDir) })
-	plugin := harness.StartPlugin(r, ctd, harness.PluginOptions{Config: harness.PluginConfig{AllowedHostPaths: []string{bindDir}}})
-	d := &demo{r: r, ctd: ctd, plugin: plugin, cr: ctd.Crictl(r), bind: bindDir}
-	cfg := harness.PluginConfig{Root: plugin.Root, AllowedHostPaths: []string{bindDir}}.YAML()
+	reg := harness.StartRegistry(r)
+	plugin := harness.StartPlugin(r, ctd, harness.PluginOptions{Config: harness.PluginConfig{AllowedHostPaths: []string{bindDir}, Extra: registriesConfig(reg)}})
+	d := &demo{r: r, ctd: ctd, plugin: plugin, cr: ctd.Crictl(r), bind: bindDir, reg: reg}
+	cfg := harness.PluginConfig{Root: plugin.Root, AllowedHostPaths: []string{bindDir}, Extra: registriesConfig(reg)}.YAML()
 	fmt.Printf("containerd: %s\nplugin: nri-volumes run --config %s, which holds:\n%s\n", ctd.Address, plugin.ConfigPath, indent(strings.TrimRight(cfg, "\n")))
 	importImages(d)
 
@@ -166,8 +168,9 @@ func story(r *runner) {
 	anonymousVolume(d)
 	tmpfs(d)
 	bindMount(d)
+	anotherNode(d)
 
-	step(9, "All volumes the plugin keeps")
+	step(10, "All volumes the plugin keeps")
 	out := d.volume("ls")
 	r.check(strings.Contains(out, "VOLUME NAME") && strings.Contains(out, "DIRECTORY"), "volume ls has the VOLUME NAME and DIRECTORY columns")
 }

@@ -1,0 +1,97 @@
+package volumes
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// Seeding a volume from a registry (the plugin's from: items). The pull
+// runs outside any NRI request, into a volume that exists from its start:
+// CreateSeeding makes it with the import marker already in place and
+// unlocked, the state an import cut short leaves, so that Acquire refuses it
+// from the moment it has its name. Import then fills it (it takes that state
+// for one whose partial data it throws away) and removes the marker when it
+// is done. A process that dies part-way leaves the marker, and with it a
+// volume that no container takes as complete; the next seeding pull starts
+// it over, and volume check and volume rm show it and remove it.
+
+// blobsDir is ROOT/blobs, the node's cache of the blobs that seeding pulls
+// read, by digest (internal/ociartifact.BlobCache): the store names it, the
+// plugin fills it.
+const blobsDir = "blobs"
+
+// BlobCacheDir is the directory of the node's blob cache.
+func (s *Store) BlobCacheDir() string { return filepath.Join(s.root, blobsDir) }
+
+// ImportState is what the import marker of a volume says.
+type ImportState int
+
+// The import states of a volume.
+const (
+	// ImportNone: no import is running or was cut short; the data is
+	// complete.
+	ImportNone ImportState = iota
+	// ImportFilling: an import is filling it now.
+	ImportFilling
+	// ImportCutShort: an import or a seeding pull was cut short, or has
+	// not started yet: the data is partial.
+	ImportCutShort
+)
+
+// CreateSeeding makes the volume r asks for (named, or the anonymous one of
+// r.Owner) to be filled by Import, held out of containers until Import ends
+// well. It fails with ErrExists if the volume is there.
+func (s *Store) CreateSeeding(r Request) (*Volume, error) {
+	if err := ValidateNamespace(r.Namespace); err != nil {
+		return nil, err
+	}
+	name := r.Name
+	var owner *Owner
+	if name == "" {
+		if r.Owner == nil {
+			return nil, fmt.Errorf("%w: an anonymous volume needs its owner", ErrInvalid)
+		}
+		owner, name = r.Owner, AnonymousName(*r.Owner)
+	} else if err := ValidateNamedVolume(name); err != nil {
+		return nil, err
+	}
+	if r.CloneOf != nil {
+		return nil, volumeError(r.Namespace, name, fmt.Errorf("%w: a clone is not seeded", ErrInvalid))
+	}
+	if err := r.CreateOptions.validate(); err != nil {
+		return nil, volumeError(r.Namespace, name, err)
+	}
+	v := newVolume(r.Namespace, name, r.CreateOptions, owner)
+	v.seeding = true
+	what := fmt.Sprintf("seeding volume %q of namespace %q", name, r.Namespace)
+	if err := s.prepareFormats(what, []Request{{Namespace: r.Namespace, Name: name, CreateOptions: r.CreateOptions}}, false); err != nil {
+		return nil, err
+	}
+	err := s.withLock(unix.LOCK_EX, func() error {
+		if err := s.createLocked(v, false); err != nil {
+			return err
+		}
+		return s.bump(true)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// ImportStateOf reads the import marker of volume name in namespace ns.
+func (s *Store) ImportStateOf(ns, name string) (ImportState, error) {
+	state, err := s.importState(ns, name)
+	if err != nil {
+		return ImportNone, volumeError(ns, name, err)
+	}
+	switch state {
+	case importFilling:
+		return ImportFilling, nil
+	case importCutShort:
+		return ImportCutShort, nil
+	}
+	return ImportNone, nil
+}
