@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -119,6 +120,13 @@ func backendName(b Backend) string {
 	return string(b)
 }
 
+// How long a cloneOf waits, inside the NRI request, for the loop device of
+// a source released a moment ago to detach: 100 ms at most.
+const (
+	cloneSettleTries = 20
+	cloneSettleStep  = 5 * time.Millisecond
+)
+
 // cloneSourceDir opens the directory that holds the disk.img to clone: the
 // snapshot's, or the volume's own (open at srcVol) while no file system of
 // it is up, so the image is at rest.
@@ -134,9 +142,17 @@ func cloneSourceDir(srcVol int, src CloneSource) (int, error) {
 	if err != nil {
 		return -1, err
 	}
+	mounted := isDataMounted(srcVol)
 	_, bound := boundLoop(img)
+	// Just released, the volume's file system is unmounted lazily and its
+	// loop device detached once written back: wait a little for that, so
+	// a clone right after the last container goes is not refused.
+	for try := 0; !mounted && bound && try < cloneSettleTries; try++ {
+		time.Sleep(cloneSettleStep)
+		_, bound = boundLoop(img)
+	}
 	img.Close()
-	if isDataMounted(srcVol) || bound {
+	if mounted || bound {
 		return -1, fmt.Errorf("%w: %q is in use, and its image changes under its live file system; "+
 			"take a snapshot of it and name that (cloneOf: %s@SNAP)", ErrInUse, src.Volume, src.Volume)
 	}
