@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/internal/labels"
 	"github.com/nri-volumes/nri-volumes/volumes"
 	yamlv3 "go.yaml.in/yaml/v3"
 	"sigs.k8s.io/yaml"
@@ -31,8 +32,6 @@ var ErrInvalid = errors.New("invalid annotation")
 const (
 	maxAnnotationBytes = 64 << 10
 	maxItems           = 256
-	maxLabels          = 64
-	maxLabelBytes      = 4096
 	maxYAMLDepth       = 8
 )
 
@@ -319,7 +318,7 @@ func parseLong(l longItem, limits config.Tmpfs) (Item, error) {
 	if it.From, err = parseFrom(it, l); err != nil {
 		return Item{}, err
 	}
-	if err := validateLabels(it.Labels); err != nil {
+	if err := labels.Validate(it.Labels); err != nil {
 		return Item{}, err
 	}
 	return it, validateSource(&it)
@@ -495,18 +494,6 @@ func validateExternal(it Item, l longItem) error {
 	}
 	if l.CloneOf != "" {
 		return errors.New("an external volume is never made here, so it is no clone: give external or cloneOf")
-	}
-	return nil
-}
-
-func validateLabels(labels map[string]string) error {
-	if len(labels) > maxLabels {
-		return fmt.Errorf("%d labels, more than the %d allowed", len(labels), maxLabels)
-	}
-	for k, v := range labels {
-		if k == "" || len(k)+len(v) > maxLabelBytes || strings.ContainsAny(k, "\x00\n=") || strings.ContainsRune(v, 0) {
-			return fmt.Errorf("label %q is invalid", k)
-		}
 	}
 	return nil
 }

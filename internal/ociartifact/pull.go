@@ -12,10 +12,11 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/nri-volumes/nri-volumes/internal/labels"
 )
 
 // maxConfigSize bounds the config blob pull reads: it lists the layers,
@@ -78,7 +79,7 @@ func Fetch(ctx context.Context, ref string, o RemoteOptions) (*Remote, error) {
 	if err := dec.Decode(&conf); err != nil {
 		return nil, bad("config: %v", err)
 	}
-	if err := checkLabels(conf.Labels); err != nil {
+	if err := labels.Validate(conf.Labels); err != nil {
 		return nil, bad("config: %v", err)
 	}
 	if conf.Limit < 0 {
@@ -107,25 +108,6 @@ func Fetch(ctx context.Context, ref string, o RemoteOptions) (*Remote, error) {
 		return nil, err
 	}
 	return &Remote{Ref: ref, Digest: d.String(), Config: conf, Annotations: m.Annotations, layers: m.Layers, img: o.Cache.wrap(img)}, nil
-}
-
-// Bounds of the labels a pulled volume takes from an artifact, as the
-// annotations bound them.
-const (
-	maxLabels     = 64
-	maxLabelBytes = 4096
-)
-
-func checkLabels(labels map[string]string) error {
-	if len(labels) > maxLabels {
-		return fmt.Errorf("%d labels, more than the %d allowed", len(labels), maxLabels)
-	}
-	for k, v := range labels {
-		if k == "" || len(k)+len(v) > maxLabelBytes || strings.ContainsAny(k, "\x00\n=") || strings.ContainsRune(v, 0) {
-			return fmt.Errorf("label %q is invalid", k)
-		}
-	}
-	return nil
 }
 
 // WriteTar writes the artifact's layers to w as one tar, for the store's
