@@ -86,19 +86,10 @@ func (s *Store) createCloneLocked(nsFd int, v *Volume, durable bool) error {
 		return volumeError(ns, name, err)
 	}
 	err = s.fillClone(nsFd, tmp, imgDir, v, durable)
-	charged := false
-	if err == nil && v.Limit > 0 {
-		// Charged before the volume has its name: see ledger.go.
-		err = s.chargeLocked(ns, v.Limit, 1, durable)
-		charged = err == nil
-	}
 	if err == nil {
-		err = renameNoReplace(nsFd, tmp, nsFd, name)
+		err = s.nameLocked(nsFd, tmp, v, durable)
 	}
 	if err != nil {
-		if charged {
-			s.refundLocked(ns, v.Limit)
-		}
 		removeAllAt(nsFd, tmp, s.dev)
 		if errors.Is(err, snapfs.ErrNoReflink) {
 			return fail(fmt.Errorf("%w: the store's file system cannot clone in O(1) (reflinks: xfs made with reflink=1, or btrfs), "+

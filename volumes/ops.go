@@ -244,22 +244,10 @@ func (s *Store) createLocked(v *Volume, active bool) error {
 		}
 		err = s.fillNew(nsFd, tmp, v, durable, fillEmpty)
 	}
-	charged := false
-	if err == nil && v.Limit > 0 {
-		// Charged before the volume has its name: see ledger.go.
-		err = s.chargeLocked(ns, v.Limit, 1, durable)
-		charged = err == nil
-	}
 	if err == nil {
-		err = renameNoReplace(nsFd, tmp, nsFd, name)
-		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
-			err = ErrExists
-		}
+		err = s.nameLocked(nsFd, tmp, v, durable)
 	}
 	if err != nil {
-		if charged {
-			s.refundLocked(ns, v.Limit)
-		}
 		if formatted {
 			s.deactivateTmp(nsFd, tmp)
 		}
@@ -267,7 +255,6 @@ func (s *Store) createLocked(v *Volume, active bool) error {
 		removeAllAt(nsFd, tmp, s.dev)
 		return volumeError(ns, name, err)
 	}
-	s.counted(func(c *nsCounts) { c.add(v) })
 	if !durable {
 		return nil
 	}
@@ -285,6 +272,27 @@ const (
 	fillSpare                     // a spare (see spares.go): an empty _data and volume.json
 	fillFormatted                 // an image formatted ahead (see format.go): _data and disk.img
 )
+
+// nameLocked gives the volume v, made complete in nsFd's entry tmp, its
+// name: a sized volume is charged to the ledger first and refunded if the
+// rename fails (see ledger.go), and the in-memory counts follow. A name
+// taken meanwhile gives ErrExists; tmp is the caller's to remove on error.
+func (s *Store) nameLocked(nsFd int, tmp string, v *Volume, durable bool) error {
+	if v.Limit > 0 {
+		if err := s.chargeLocked(v.Namespace, v.Limit, 1, durable); err != nil {
+			return err
+		}
+	}
+	if err := renameNoReplace(nsFd, tmp, nsFd, v.Name); err != nil {
+		s.refundLocked(v.Namespace, v.Limit)
+		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
+			err = ErrExists
+		}
+		return err
+	}
+	s.counted(func(c *nsCounts) { c.add(v) })
+	return nil
+}
 
 // fillNew makes v's content in the directory tmp of the namespace open at
 // nsFd, which holds what kind says.
