@@ -60,7 +60,8 @@ func hostRecords(t *testing.T, e *env) int {
 // or a plugin start thaws it.
 //
 // The store is on the host's file system (ext4 here: the image is copied,
-// sparse-aware) and on an xfs with reflinks the test makes (a reflink).
+// sparse-aware), and on an xfs with reflinks and a btrfs the test makes (a
+// reflink).
 func TestSnapshotWhileContainerWrites(t *testing.T) {
 	for _, tool := range []string{"e2fsck", "debugfs", "mkfs.xfs"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -72,6 +73,12 @@ func TestSnapshotWhileContainerWrites(t *testing.T) {
 		harness.RequireRoot(t)
 		// 15 clones and the volume, 64 MiB each, within limits.overcommit 1.
 		checkSnapshots(t, filepath.Join(harness.LoopXFS(t, t.TempDir(), 2<<30), "store"), "reflink")
+	})
+	// On btrfs a sized volume is an image too (a qgroup cannot hold a
+	// size, see Sizes), cloned with btrfs's reflinks.
+	t.Run("btrfs", func(t *testing.T) {
+		harness.RequireRoot(t)
+		checkSnapshots(t, filepath.Join(harness.LoopBtrfs(t, t.TempDir(), 2<<30), "store"), "reflink")
 	})
 }
 
