@@ -11,10 +11,6 @@ import (
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
-// copyUpBytesDir holds one small file per pod sandbox: the bytes the
-// copy-ups of its containers wrote, for limits.copyUpMaxSizePerPod.
-const copyUpBytesDir = ".copyup-bytes"
-
 // ChargePodCopyUp runs fn with the bytes that copy-ups for pod sandbox podID
 // wrote so far, and adds the bytes fn reports it wrote. It holds a lock on
 // the pod's record throughout, so the copy-ups of one pod's containers take

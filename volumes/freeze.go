@@ -28,12 +28,11 @@ import (
 // process ever sees it unlocked while its maker lives; and whoever thaws for
 // a dead process holds the marker's flock while it thaws and unlinks, and
 // checks the marker is still linked, so a thaw never lands on a later freeze.
-const (
-	frozenDir = ".frozen"
-	// holdFrozenEnv, for tests only, makes a snapshot sleep that long while
-	// the file system is frozen, so a test can kill the process there.
-	holdFrozenEnv = "NRI_VOLUMES_TEST_HOLD_FROZEN"
-)
+// The markers live in frozenDir.
+//
+// holdFrozenEnv, for tests only, makes a snapshot sleep that long while the
+// file system is frozen, so a test can kill the process there.
+const holdFrozenEnv = "NRI_VOLUMES_TEST_HOLD_FROZEN"
 
 func frozenMarker(ns, name string) string { return ns + "," + name }
 

@@ -18,7 +18,7 @@ import (
 // sha256(target)>". An image's content never changes for its config digest,
 // so a later container of that image needs no hook to fill a volume there.
 // The files are written without fsync: one lost in a crash costs a hook run.
-const imageEmptyDir = ".image-empty"
+// See imageEmptyDir.
 
 // ParseImageDigest checks that digest is "sha256:" and 64 lowercase hex
 // digits, an image config digest as containerd sends it, and returns the hex

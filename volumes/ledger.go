@@ -26,12 +26,11 @@ import (
 // with it; the charge of a volume made Unsynced is made durable by its Sync,
 // before any container runs on it. A store without the file (made before it
 // existed) gets it at Open, by the one scan of every volume.json.
-const (
-	ledgerFile = ".sizes"
-	// maxLedgerSize bounds what is read of it: far more than the entries of
-	// every namespace a node has.
-	maxLedgerSize = 16 << 20
-)
+// It is ledgerFile.
+//
+// maxLedgerSize bounds what is read of it: far more than the entries of
+// every namespace a node has.
+const maxLedgerSize = 16 << 20
 
 // SizeSum is the sum of the sizes of a set of sized volumes and their count.
 type SizeSum struct {

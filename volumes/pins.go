@@ -35,8 +35,7 @@ import (
 // Removal unmounts and then removes only an empty directory or the empty file
 // a pin was mounted on: it never deletes what a pin showed.
 const (
-	pinsDir = "pins"
-	pinSep  = "@"
+	pinSep = "@"
 	// maxPinUnmounts bounds the unmounts of one pin entry: one is the pin,
 	// anything more was stacked on it.
 	maxPinUnmounts = 16

@@ -42,17 +42,8 @@ import (
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
-const (
-	volumesDir = "volumes"
-	lockFile   = ".lock"
-	metaFile   = "volume.json"
-	// maxMetaSize bounds what the store reads of one volume.json.
-	maxMetaSize = 16 << 20
-	dataDir     = "_data"
-	// tmpPrefix starts every temporary entry of the store. A valid name starts
-	// with a letter or digit, so no volume can be mistaken for one.
-	tmpPrefix = ".tmp-"
-)
+// maxMetaSize bounds what the store reads of one volume.json.
+const maxMetaSize = 16 << 20
 
 // errBroken marks a volume entry that exists on disk but cannot be used: a
 // symlink, a missing or unreadable volume.json, a missing _data.

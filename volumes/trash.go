@@ -22,8 +22,8 @@ import (
 // requests must stay short; see StartReaper). Whoever deletes an entry of the
 // trash holds its flock, so two processes never delete one tree at once, and
 // what a process leaves there when it dies is deleted by the next reaper or
-// the next CLI rm or prune (ReapTrash); Check reports what is left.
-const trashDir = ".trash"
+// the next CLI rm or prune (ReapTrash); Check reports what is left. See
+// trashDir.
 
 // moveToTrashLocked renames name, an entry of the directory open at dirFd,
 // into the trash and returns its name there.
