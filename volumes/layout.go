@@ -74,6 +74,23 @@ const (
 	// those no longer mounted.
 	pinsDir = "pins"
 
+	// imageFile, in VOL, is the ext4 disk image of a volume of the image
+	// backend, mounted at _data. It goes with its volume.
+	imageFile = "disk.img"
+
+	// snapshotsDir, in VOL, holds the volume's snapshots, each a directory
+	// with its snapshotMeta. Temporary entries there are removed by the next
+	// operation that takes the volume's flock.
+	snapshotsDir = "snapshots"
+	snapshotMeta = "snapshot.json"
+
+	// importMarker is the file in VOL that an import holds with an flock
+	// from its check that no container uses the volume to its end. Acquire
+	// refuses a volume that has one: locked, the import is running;
+	// unlocked, an import was killed part-way and the data is partial,
+	// which the next import throws away.
+	importMarker = "import-running"
+
 	// metaFile, in VOL, is the volume's metadata.
 	metaFile = "volume.json"
 	// dataDir, in VOL, is the volume's data, the directory containers mount.
