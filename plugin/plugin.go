@@ -98,12 +98,13 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 		p.store.SetSizePolicy(sizePolicy(cfg))
 		return nil
 	}
-	store, err := volumes.OpenContext(ctx, cfg.Root)
+	store, err := volumes.Open(cfg.Root, volumes.WithContext(ctx),
+		volumes.WithLockTimeout(time.Duration(cfg.LockTimeout)),
+		volumes.WithFormatBudget(formatBudget(cfg)),
+		volumes.WithSizePolicy(sizePolicy(cfg)))
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
-	store.SetLockTimeout(time.Duration(cfg.LockTimeout))
-	store.SetFormatBudget(formatBudget(cfg))
 	store.StartReaper(func(err error) {
 		p.log.WithError(err).Warn("deleting the data of removed volumes")
 	})
@@ -113,7 +114,6 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	// A CLI killed while it held a volume frozen for a snapshot is undone
 	// within seconds, not at the next start.
 	store.StartThawer(5 * time.Second)
-	store.SetSizePolicy(sizePolicy(cfg))
 	if p.store != nil {
 		p.store.Close()
 	}

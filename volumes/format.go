@@ -116,10 +116,8 @@ func (e *FormattingError) Unwrap() error {
 	return ErrBusy
 }
 
-// SetFormatBudget bounds how long Acquire waits for the images of its new
-// sized volumes to be formatted (see format.go); 0, the default, waits as
-// long as it takes. The plugin keeps it well inside containerd's request
-// timeout.
+// SetFormatBudget changes the bound that WithFormatBudget set, on a store
+// that stays open (see SetLockTimeout for why).
 func (s *Store) SetFormatBudget(d time.Duration) {
 	s.formatBudget.Store(int64(d))
 }

@@ -23,11 +23,10 @@ const (
 	pollMax = time.Millisecond
 )
 
-// SetLockTimeout bounds every wait for the store's lock of Acquire, Release,
-// RemovePodVolumes and SetReferences: after d they fail with ErrBusy and a
-// message that names what they waited for. The plugin sets it below
-// containerd's NRI request timeout, which would otherwise drop the plugin.
-// Zero, the default (the CLI's), waits as long as it takes.
+// SetLockTimeout changes the bound that WithLockTimeout set, on a store
+// that stays open: the plugin's Configure with a new configuration for the
+// same root keeps its store, whose reaper, spares and formatted images a
+// reopen would throw away.
 func (s *Store) SetLockTimeout(d time.Duration) {
 	s.lockTimeout.Store(int64(d))
 }

@@ -68,10 +68,10 @@ func TestLockTimeout(t *testing.T) {
 		{"SetReferences", func() error {
 			return s.SetReferences(map[string][]string{"default/x": {"c1"}})
 		}, `recording the volumes of 1 containers`},
-		{"OpenContext", func() error {
+		{"Open WithContext", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			defer cancel()
-			s2, err := OpenContext(ctx, root)
+			s2, err := Open(root, WithContext(ctx))
 			if err == nil {
 				s2.Close()
 			}

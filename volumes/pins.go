@@ -114,7 +114,7 @@ func (s *Store) PinHostPath(containerID string, n int, src *os.File) (string, er
 
 // withPinLock runs fn under the store's exclusive lock without the reference
 // index: pins are made and removed inside NRI requests, so the wait is
-// bounded like every request's (SetLockTimeout).
+// bounded like every request's (WithLockTimeout).
 func (s *Store) withPinLock(what string, fn func() error) error {
 	ctx, cancel := s.requestContext()
 	defer cancel()

@@ -22,7 +22,7 @@ import (
 // container adds to what it holds, so a repeat changes nothing and returns
 // the same volumes. The container ID must match [a-zA-Z0-9][a-zA-Z0-9_.-]*
 // (at most 128 characters), as containerd's do. Its wait for the lock is
-// bounded by SetLockTimeout.
+// bounded by WithLockTimeout.
 func (s *Store) Acquire(containerID string, reqs []Request) ([]*Volume, error) {
 	vols, _, err := s.AcquireSubpaths(containerID, reqs, nil)
 	return vols, err
@@ -267,7 +267,7 @@ func (s *Store) discardLocked(v *Volume) error {
 // removes the container's list from .refs. For a container that holds
 // nothing it writes nothing. A sized volume it was the last user of is
 // deactivated (its file system unmounted), best effort. Its wait for the
-// lock is bounded by SetLockTimeout.
+// lock is bounded by WithLockTimeout.
 func (s *Store) Release(containerID string) error {
 	if err := validateID("container ID", containerID); err != nil {
 		return err
@@ -300,7 +300,7 @@ func (s *Store) Release(containerID string) error {
 // them in the pod's list in .pods, which Acquire writes before it makes an
 // anonymous volume; volumes whose list a crash lost are RemoveOrphans' work.
 // It only moves the volumes into the trash, which the reaper empties (see
-// StartReaper), and its wait for the lock is bounded by SetLockTimeout: it
+// StartReaper), and its wait for the lock is bounded by WithLockTimeout: it
 // runs inside an NRI request.
 func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err error) {
 	if err := validateID("pod sandbox ID", podSandboxID); err != nil {
@@ -387,7 +387,7 @@ func isAnonymousName(name string) bool {
 // .refs holds a list for exactly the containers in refs that use an existing
 // volume. The plugin calls it from Synchronize after a restart: it reads one
 // small list per container and looks up each referenced volume, never the
-// whole store, and its wait for the lock is bounded by SetLockTimeout.
+// whole store, and its wait for the lock is bounded by WithLockTimeout.
 func (s *Store) SetReferences(refs map[string][]string) error {
 	what := fmt.Sprintf("recording the volumes of %d containers", len(refs))
 	return s.withRequestLock(what, func() error {

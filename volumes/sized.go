@@ -67,7 +67,8 @@ type SizePolicy struct {
 	Overcommit float64
 }
 
-// SetSizePolicy sets how the store makes sized volumes from now on.
+// SetSizePolicy changes, from now on, the policy that WithSizePolicy set,
+// on a store that stays open (see SetLockTimeout for why).
 func (s *Store) SetSizePolicy(p SizePolicy) {
 	s.enter(context.Background())
 	defer s.leave()

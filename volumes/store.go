@@ -225,22 +225,22 @@ type Store struct {
 // missing, and removes the temporary entries left by a process that died in
 // the middle of a write. The index of references is built from disk when an
 // operation first needs it. Several processes may open the same root at once.
-func Open(root string) (*Store, error) {
-	return open(context.Background(), root, true)
-}
-
-// OpenContext is Open for a caller inside an NRI request (the plugin's
-// Configure with a new root): its wait for the store's lock gives up when
-// ctx is done, with ErrBusy.
-func OpenContext(ctx context.Context, root string) (*Store, error) {
-	return open(ctx, root, true)
-}
-
-// OpenForCopyUp opens the store for a short-lived process that only copies up
-// (the OCI hook, on the path of a container's start): it leaves the cleaning
-// of leftovers, a walk of every namespace, to the plugin and the CLI.
-func OpenForCopyUp(root string) (*Store, error) {
-	return open(context.Background(), root, false)
+// Options bound the wait for the lock (WithContext), skip the removal of
+// leftovers (WithoutSweep) and set what the setters of a configuration
+// reload change later (WithLockTimeout, WithFormatBudget, WithSizePolicy).
+func Open(root string, opts ...Option) (*Store, error) {
+	o := openOptions{ctx: context.Background(), sweep: true}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s, err := open(o.ctx, root, o.sweep)
+	if err != nil {
+		return nil, err
+	}
+	s.lockTimeout.Store(int64(o.lockTimeout))
+	s.formatBudget.Store(int64(o.formatBudget))
+	s.policy = o.policy
+	return s, nil
 }
 
 func open(ctx context.Context, root string, clean bool) (*Store, error) {

@@ -182,22 +182,17 @@ func (g *globalOptions) open(names ...string) (*volumes.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := volumes.Open(root)
-	if err != nil {
-		return nil, err
-	}
 	// Without a configuration the defaults hold, limits.overcommit's
 	// bound on the node included.
 	cfg := g.cfg
 	if cfg == nil {
 		cfg = config.Default()
 	}
-	store.SetSizePolicy(volumes.SizePolicy{
+	return volumes.Open(root, volumes.WithSizePolicy(volumes.SizePolicy{
 		Backend:        volumes.Backend(cfg.Sizes.Backend),
 		NamespaceBytes: int64(cfg.Limits.NamespaceBytes),
 		Overcommit:     cfg.Limits.Overcommit,
-	})
-	return store, nil
+	}))
 }
 
 // existingVolumes lists volumes for shell completion, only from a store

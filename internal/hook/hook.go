@@ -109,7 +109,7 @@ func copyUp(args []string, stdin io.Reader) error {
 	}
 	opts.limits.Log = log
 
-	store, err := volumes.OpenForCopyUp(opts.Root)
+	store, err := volumes.Open(opts.Root, volumes.WithoutSweep())
 	if err != nil {
 		return fmt.Errorf("hook copyup: %w", err)
 	}
