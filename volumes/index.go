@@ -34,9 +34,6 @@ const (
 	maxIDLen    = 128
 )
 
-// errBadList marks a list file that cannot be trusted.
-var errBadList = errors.New("unreadable reference list")
-
 // validateID checks a container or pod sandbox ID, which names a list file:
 // ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$ (containerd's IDs are 64 hex digits).
 func validateID(what, id string) error {

@@ -11,10 +11,6 @@ import (
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
-// ErrBusy means a wait for the store's lock ran out of time: another
-// operation, most likely of another process (a CLI prune or rm), held it.
-var ErrBusy = errors.New("volume store busy")
-
 // Polling bounds for a lock wait with a deadline: flock(2) has no timeout,
 // so such a wait tries LOCK_NB and sleeps between tries, starting short so
 // that a lock freed between the batches of a long operation is taken.
@@ -59,10 +55,6 @@ func (s *Store) leave() { <-s.sem }
 // pollMaxUnbounded caps the pause between two tries of a wait without a
 // deadline, which may last as long as a CLI's whole store walk.
 const pollMaxUnbounded = 20 * time.Millisecond
-
-// errSemTimeout: ctx ended while another operation of this process held the
-// in-process lock.
-var errSemTimeout = errors.New("in-process lock not taken")
 
 // lockBoth takes the in-process lock and the flock how (LOCK_SH or LOCK_EX)
 // of the lock file, waiting no longer than ctx allows; on success the

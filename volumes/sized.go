@@ -2,7 +2,6 @@ package volumes
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -47,10 +46,6 @@ const (
 	BackendImage Backend = "image"
 	BackendBtrfs Backend = "btrfs"
 )
-
-// ErrLimit means a configured limit refused the request: a namespace's
-// budget of volume sizes.
-var ErrLimit = errors.New("over the limit")
 
 // SizePolicy is how the store makes sized volumes.
 type SizePolicy struct {

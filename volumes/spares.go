@@ -102,8 +102,6 @@ func (s *Store) StartSpares(onErr func(error)) {
 	}()
 }
 
-var errSparesRunning = errors.New("spares already kept")
-
 // refill makes spares in the directory open at fd until the pool is full,
 // each time it is kicked.
 func (s *Store) refill(fd int, kick, stop chan struct{}, onErr func(error)) {

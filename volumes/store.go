@@ -45,10 +45,6 @@ import (
 // maxMetaSize bounds what the store reads of one volume.json.
 const maxMetaSize = 16 << 20
 
-// errBroken marks a volume entry that exists on disk but cannot be used: a
-// symlink, a missing or unreadable volume.json, a missing _data.
-var errBroken = errors.New("broken volume")
-
 // Owner says which container an anonymous volume belongs to.
 type Owner struct {
 	PodSandboxID string `json:"PodSandboxID"`
