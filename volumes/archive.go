@@ -36,10 +36,6 @@ type ArchiveStats struct {
 	Skipped int64
 }
 
-// ErrArchive marks a tar that Import refuses: a hostile or unsupported entry,
-// or one beyond the limits. The message names the entry.
-var ErrArchive = errors.New("refused archive")
-
 // xattrPrefix is how PAX records carry extended attributes (GNU tar and
 // bsdtar write and read the same).
 const xattrPrefix = "SCHILY.xattr."

@@ -32,6 +32,10 @@ var ErrLimit = errors.New("over the limit")
 // everything as it was, so that the caller copies up the usual way instead.
 var ErrNotAdopted = errors.New("not adopted")
 
+// ErrArchive marks a tar that Import refuses: a hostile or unsupported entry,
+// or one beyond the limits. The message names the entry.
+var ErrArchive = errors.New("refused archive")
+
 // errBroken marks a volume entry that exists on disk but cannot be used: a
 // symlink, a missing or unreadable volume.json, a missing _data.
 var errBroken = errors.New("broken volume")
