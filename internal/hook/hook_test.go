@@ -15,6 +15,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 	"github.com/nri-volumes/nri-volumes/volumes"
 	"github.com/nri-volumes/nri-volumes/volumes/copyup"
 )
@@ -438,9 +439,7 @@ func TestHookCopiesOneDirectoryOnce(t *testing.T) {
 // with a message naming the volume, its size and what it copied, and leaves
 // the volume empty.
 func TestHookCopyUpTooBig(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}
@@ -699,9 +698,7 @@ func TestHookBareMountPointOverOwnedVolume(t *testing.T) {
 // image there: a later container of the image, without that mount, must
 // still get its copy.
 func TestHookRecordsNoTargetOnAnotherMount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount")
-	}
+	testutil.RequireRoot(t, "needs root to mount")
 	e := newHookEnv(t)
 	target := filepath.Join(e.bundle, "rootfs/mnt/covered")
 	if err := os.MkdirAll(target, 0o755); err != nil {
