@@ -70,13 +70,6 @@ func (s *Store) CopyUpStatus(ns, name string) (CopyUpStatus, error) {
 	return CopyUpStatus{Needed: empty, RootDefault: st.Uid == 0 && st.Gid == 0 && st.Mode&0o7777 == 0o755}, nil
 }
 
-// NeedsCopyUp reports whether a container that mounts the volume needs the
-// copy-up hook (CopyUpStatus.Needed).
-func (s *Store) NeedsCopyUp(ns, name string) (bool, error) {
-	st, err := s.CopyUpStatus(ns, name)
-	return st.Needed, err
-}
-
 // CopyUp fills a new volume once: while holding the lock of that volume
 // alone, it checks that no copy-up finished before and that the volume's
 // _data is empty, calls copyFn with an empty staging directory, moves what

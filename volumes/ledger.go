@@ -209,23 +209,6 @@ func (s *Store) syncLedger() error {
 	return nil
 }
 
-// SizeSums returns the sums of the sizes of the sized volumes per namespace
-// and in all, from the ledger: O(namespaces), whatever the number of
-// volumes.
-func (s *Store) SizeSums() (map[string]SizeSum, SizeSum, error) {
-	var per map[string]SizeSum
-	var total SizeSum
-	err := s.withLock(unix.LOCK_SH, func() error {
-		per = make(map[string]SizeSum, len(s.idx.sizes.ns))
-		for ns, sum := range s.idx.sizes.ns {
-			per[ns] = sum
-		}
-		total = s.idx.sizes.total
-		return nil
-	})
-	return per, total, err
-}
-
 // checkLedger compares the ledger with what the volumes' metadata adds up
 // to, namespace by namespace, under the store's lock: Check's one scan.
 func (s *Store) checkLedger() []Problem {
