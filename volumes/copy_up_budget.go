@@ -59,7 +59,7 @@ func (s *Store) chargePodCopyUp(podID string, how int, fn func(used int64) (writ
 		return fmt.Errorf("copy-up record of pod %q: %w", podID, &os.PathError{Op: "openat", Path: podID, Err: err})
 	}
 	defer unix.Close(fd)
-	if err := flockRetry(fd, how); err != nil {
+	if err := fsx.Flock(fd, how); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			err = fmt.Errorf("%w: another process holds it", ErrBusy)
 		}

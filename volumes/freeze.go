@@ -63,7 +63,7 @@ func (s *Store) freezeData(ns, name string, dataFd int) (thaw func() error, err 
 		unix.Close(mfd)
 		unix.Close(fdir)
 	}
-	if err := flockRetry(mfd, unix.LOCK_EX); err != nil {
+	if err := fsx.Flock(mfd, unix.LOCK_EX); err != nil {
 		unix.Unlinkat(fdir, tmp, 0)
 		undo()
 		return nil, err
@@ -107,7 +107,7 @@ func thawAbandoned(fdir int, marker string, nonblock bool, openFS func() (fd int
 	if nonblock {
 		how |= unix.LOCK_NB
 	}
-	if err := flockRetry(mfd, how); err != nil {
+	if err := fsx.Flock(mfd, how); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil // a live snapshot holds it
 		}

@@ -122,15 +122,6 @@ func (s *Store) enterOpen(what string) error {
 	return nil
 }
 
-func flockRetry(fd, how int) error {
-	for {
-		err := unix.Flock(fd, how)
-		if !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
-
 // busyError explains a wait that ran out of time: what the operation was
 // for, which lock it waited for and for how long.
 func (s *Store) busyError(what, lock string, start time.Time) error {
@@ -150,7 +141,7 @@ func (s *Store) lockVolume(ns, name string, how int) (int, error) {
 		return -1, err
 	}
 	defer unix.Close(nsFd)
-	if err := flockRetry(volFd, how); err != nil {
+	if err := fsx.Flock(volFd, how); err != nil {
 		unix.Close(volFd)
 		return -1, volumeError(ns, name, err)
 	}

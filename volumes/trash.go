@@ -205,7 +205,7 @@ func reapEntry(trashFd int, name string, dev uint64, wait, measure bool) (int64,
 	if !wait {
 		how |= unix.LOCK_NB
 	}
-	if err := flockRetry(fd, how); errors.Is(err, unix.EWOULDBLOCK) {
+	if err := fsx.Flock(fd, how); errors.Is(err, unix.EWOULDBLOCK) {
 		return 0, nil
 	} else if err != nil {
 		return 0, &os.PathError{Op: "flock", Path: name, Err: err}
