@@ -95,13 +95,13 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 		p.images = NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 		p.store.SetLockTimeout(time.Duration(cfg.LockTimeout))
 		p.store.SetFormatBudget(formatBudget(cfg))
-		p.store.SetSizePolicy(sizePolicy(cfg))
+		p.store.SetSizePolicy(SizePolicy(cfg))
 		return nil
 	}
 	store, err := volumes.Open(cfg.Root, volumes.WithContext(ctx),
 		volumes.WithLockTimeout(time.Duration(cfg.LockTimeout)),
 		volumes.WithFormatBudget(formatBudget(cfg)),
-		volumes.WithSizePolicy(sizePolicy(cfg)))
+		volumes.WithSizePolicy(SizePolicy(cfg)))
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
@@ -130,7 +130,10 @@ func formatBudget(cfg *config.Config) time.Duration {
 	return time.Duration(cfg.LockTimeout) / 2
 }
 
-func sizePolicy(cfg *config.Config) volumes.SizePolicy {
+// SizePolicy is the store's policy for sized volumes that cfg sets
+// (sizes.backend, limits.namespaceBytes, limits.overcommit): the plugin's
+// and the CLI's store follow the same one.
+func SizePolicy(cfg *config.Config) volumes.SizePolicy {
 	return volumes.SizePolicy{Backend: volumes.Backend(cfg.Sizes.Backend), NamespaceBytes: int64(cfg.Limits.NamespaceBytes), Overcommit: cfg.Limits.Overcommit}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
@@ -188,11 +189,7 @@ func (g *globalOptions) open(names ...string) (*volumes.Store, error) {
 	if cfg == nil {
 		cfg = config.Default()
 	}
-	return volumes.Open(root, volumes.WithSizePolicy(volumes.SizePolicy{
-		Backend:        volumes.Backend(cfg.Sizes.Backend),
-		NamespaceBytes: int64(cfg.Limits.NamespaceBytes),
-		Overcommit:     cfg.Limits.Overcommit,
-	}))
+	return volumes.Open(root, volumes.WithSizePolicy(plugin.SizePolicy(cfg)))
 }
 
 // existingVolumes lists volumes for shell completion, only from a store
