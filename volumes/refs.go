@@ -114,7 +114,8 @@ func normalizeRequests(reqs []Request) ([]Request, error) {
 // acquireLocked is Acquire under the store's lock. Each change it makes on
 // disk (a pod's list, a new volume, an activation, a pin, the container's
 // list) records its undo in one undo log as it is made, so that a failure at
-// any step leaves the store as it was.
+// any step leaves the store as it was. The steps stay in one function because
+// they share that log and the volumes they gather.
 func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Volume, []string, error) {
 	var undo undoLog
 	var pins []string

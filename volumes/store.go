@@ -239,6 +239,11 @@ func Open(root string, opts ...Option) (*Store, error) {
 	return s, nil
 }
 
+// open is Open's work: it resolves root, opens the descriptors the Store
+// works through (ROOT, ROOT/volumes, the lock file) and, under the lock,
+// the holding areas, and with clean sweeps what killed processes left. It
+// stays one function because each descriptor must be closed on every later
+// failure, in the order it was opened.
 func open(ctx context.Context, root string, clean bool) (*Store, error) {
 	vdir := filepath.Join(root, volumesDir)
 	if err := os.MkdirAll(vdir, 0o700); err != nil {
