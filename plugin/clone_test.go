@@ -15,6 +15,7 @@ import (
 
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
@@ -23,9 +24,7 @@ import (
 // ends, and returns its mount point.
 func loopXFS(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequireRoot(t, "needs root")
 	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
 		t.Skip("no mkfs.xfs (xfsprogs)")
 	}
@@ -139,9 +138,7 @@ func TestCloneOfThroughNRI(t *testing.T) {
 // fails the container with the key, the item and what to do instead, and
 // leaves nothing.
 func TestCloneOfRefusedWithoutReflinks(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}

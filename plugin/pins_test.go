@@ -14,15 +14,14 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/internal/fstree"
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("pins are mounts, which need root")
-	}
+	testutil.RequireRoot(t, "pins are mounts, which need root")
 }
 
 // TestPinLifecycle follows the pins of bind sources and subpaths through

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +24,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/internal/hook"
 	"github.com/nri-volumes/nri-volumes/internal/idmap"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
@@ -99,15 +99,16 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 		p.images = NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 		p.store.SetLockTimeout(time.Duration(cfg.LockTimeout))
 		p.store.SetFormatBudget(formatBudget(cfg))
-		p.store.SetSizePolicy(sizePolicy(cfg))
+		p.store.SetSizePolicy(SizePolicy(cfg))
 		return nil
 	}
-	store, err := volumes.OpenContext(ctx, cfg.Root)
+	store, err := volumes.Open(cfg.Root, volumes.WithContext(ctx),
+		volumes.WithLockTimeout(time.Duration(cfg.LockTimeout)),
+		volumes.WithFormatBudget(formatBudget(cfg)),
+		volumes.WithSizePolicy(SizePolicy(cfg)))
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
-	store.SetLockTimeout(time.Duration(cfg.LockTimeout))
-	store.SetFormatBudget(formatBudget(cfg))
 	store.StartReaper(func(err error) {
 		p.log.WithError(err).Warn("deleting the data of removed volumes")
 	})
@@ -117,7 +118,6 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	// A CLI killed while it held a volume frozen for a snapshot is undone
 	// within seconds, not at the next start.
 	store.StartThawer(5 * time.Second)
-	store.SetSizePolicy(sizePolicy(cfg))
 	if p.store != nil {
 		p.store.Close()
 	}
@@ -134,7 +134,10 @@ func formatBudget(cfg *config.Config) time.Duration {
 	return time.Duration(cfg.LockTimeout) / 2
 }
 
-func sizePolicy(cfg *config.Config) volumes.SizePolicy {
+// SizePolicy is the store's policy for sized volumes that cfg sets
+// (sizes.backend, limits.namespaceBytes, limits.overcommit): the plugin's
+// and the CLI's store follow the same one.
+func SizePolicy(cfg *config.Config) volumes.SizePolicy {
 	return volumes.SizePolicy{Backend: volumes.Backend(cfg.Sizes.Backend), NamespaceBytes: int64(cfg.Limits.NamespaceBytes), Overcommit: cfg.Limits.Overcommit}
 }
 
@@ -287,7 +290,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	for _, dst := range plan.Remove {
 		adjust.RemoveMount(dst)
 	}
-	hook := hookArgs{imageHex: imageHex}
+	hookArgs := hook.CopyUpArgs{ImageHex: imageHex}
 	adopter := newAdopter(cfg, store, req, log)
 	defer adopter.close()
 	for i, m := range plan.Mounts {
@@ -300,10 +303,10 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 				mount.Source = pin
 			}
 			if (m.CopyUp || v.ClonePending != "") && hookCopiesUp(store, v, m.Target, knownEmpty[m.Target], adopter, log) {
-				hook.addCopyUp(v, m.Target)
+				addCopyUp(&hookArgs, v, m.Target)
 			}
 			if m.Chown && v.Chowned == nil {
-				hook.chowns = append(hook.chowns, volumes.VolumeRef{Namespace: v.Namespace, Name: v.Name})
+				hookArgs.Chowns = append(hookArgs.Chowns, volumes.VolumeRef{Namespace: v.Namespace, Name: v.Name})
 			}
 			fields := logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous, "limit": v.Limit}
 			if m.Subpath != "" {
@@ -320,15 +323,15 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		adjust.AddMount(mount)
 	}
 	syncNew(store, sources.vols, log)
-	if len(hook.copyUps) > 0 && cfg.Limits.CopyUpMaxSizePerPod > 0 && pod.GetId() != "" {
+	if len(hookArgs.CopyUps) > 0 && cfg.Limits.CopyUpMaxSizePerPod > 0 && pod.GetId() != "" {
 		// The hook of the pod's first container opens the pod's record
 		// rather than making its inode.
 		if err := store.PreparePodCopyUp(pod.GetId()); err != nil {
 			log.WithError(err).Debug("copy-up: the pod's copy-up record is left to the hook")
 		}
 	}
-	if len(hook.copyUps) > 0 || len(hook.chowns) > 0 {
-		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), pod.GetId(), hook)}})
+	if len(hookArgs.CopyUps) > 0 || len(hookArgs.Chowns) > 0 {
+		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), pod.GetId(), hookArgs)}})
 	}
 	return adjust, nil, nil
 }
@@ -559,35 +562,16 @@ func addPodVolume(m map[string]map[string]struct{}, podID, key string) {
 	m[podID][key] = struct{}{}
 }
 
-// hookArgs is the work of the copy-up hook for one container.
-type hookArgs struct {
-	// copyUps are the volumes to fill from the image, and where from.
-	copyUps []volumes.CopyUpSpec
-	// keepOwners are the volumes, among copyUps, created with an owner or
-	// mode, which an empty image directory does not override.
-	keepOwners []volumes.VolumeRef
-	// chowns are the volumes whose root goes to the container's user
-	// (option U), after any copy-up.
-	chowns []volumes.VolumeRef
-	// syncs are the named volumes, among copyUps, that the hook makes
-	// durable (volumes.Store.Sync) before the container starts.
-	syncs []volumes.VolumeRef
-	// imageHex is the hex of the image's config digest, if the runtime
-	// sent one: the hook records under it the targets where the image has
-	// nothing to copy.
-	imageHex string
-}
-
 // addCopyUp has the hook copy up into v, mounted at target, keep the owner
 // and mode v was made with, and make a named v durable.
-func (h *hookArgs) addCopyUp(v *volumes.Volume, target string) {
+func addCopyUp(h *hook.CopyUpArgs, v *volumes.Volume, target string) {
 	ref := volumes.VolumeRef{Namespace: v.Namespace, Name: v.Name}
-	h.copyUps = append(h.copyUps, volumes.CopyUpSpec{VolumeRef: ref, Target: target})
+	h.CopyUps = append(h.CopyUps, volumes.CopyUpSpec{VolumeRef: ref, Target: target})
 	if v.UID != nil || v.GID != nil || v.Mode != "" {
-		h.keepOwners = append(h.keepOwners, ref)
+		h.KeepOwners = append(h.KeepOwners, ref)
 	}
-	if !v.Anonymous && !slices.Contains(h.syncs, ref) {
-		h.syncs = append(h.syncs, ref)
+	if !v.Anonymous && !slices.Contains(h.Syncs, ref) {
+		h.Syncs = append(h.Syncs, ref)
 	}
 }
 
@@ -595,29 +579,13 @@ func (h *hookArgs) addCopyUp(v *volumes.Volume, target string) {
 // new volumes and chowns those mounted with U: it runs before the
 // container's process and outside NRI's request timeout, and it reads the
 // container's user and id mappings from the OCI spec.
-func copyUpHook(cfg *config.Config, root, podID string, h hookArgs) *api.Hook {
-	args := []string{cfg.HookPath, "hook", "copyup", "--root", root,
-		"--max-bytes", strconv.FormatInt(int64(cfg.Limits.CopyUpMaxSize), 10),
-		"--max-files", strconv.FormatInt(cfg.Limits.CopyUpMaxFiles, 10)}
-	if h.imageHex != "" {
-		args = append(args, "--image", "sha256:"+h.imageHex)
-	}
+func copyUpHook(cfg *config.Config, root, podID string, h hook.CopyUpArgs) *api.Hook {
+	h.Root = root
+	h.MaxBytes, h.MaxFiles = int64(cfg.Limits.CopyUpMaxSize), cfg.Limits.CopyUpMaxFiles
 	if cfg.Limits.CopyUpMaxSizePerPod > 0 && podID != "" {
-		args = append(args, "--pod", podID, "--pod-max-bytes", strconv.FormatInt(int64(cfg.Limits.CopyUpMaxSizePerPod), 10))
+		h.Pod, h.PodMaxBytes = podID, int64(cfg.Limits.CopyUpMaxSizePerPod)
 	}
-	for _, s := range h.copyUps {
-		args = append(args, "--volume", s.String())
-	}
-	for _, r := range h.keepOwners {
-		args = append(args, "--keep-owner", r.String())
-	}
-	for _, r := range h.chowns {
-		args = append(args, "--chown", r.String())
-	}
-	for _, r := range h.syncs {
-		args = append(args, "--sync", r.String())
-	}
-	return &api.Hook{Path: cfg.HookPath, Args: args}
+	return &api.Hook{Path: cfg.HookPath, Args: append([]string{cfg.HookPath, "hook"}, h.Argv()...)}
 }
 
 // hookCopiesUp reports whether the hook copies up into v, mounted at

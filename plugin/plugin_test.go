@@ -23,6 +23,7 @@ import (
 
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
@@ -692,9 +693,7 @@ func TestRemovePodSandboxLeavesDataToReaper(t *testing.T) {
 // naming the key and leave nothing, and removing the pod unmounts and
 // removes its sized anonymous volume.
 func TestSizedVolumesThroughNRI(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}
@@ -882,9 +881,7 @@ func TestStartContainerMakesVolumesDurable(t *testing.T) {
 // fails at once with a message naming the annotation key, the item and the
 // reason, the formatting goes on, and a retry, as kubelet's, gets them all.
 func TestSizedFormattingOutsideTheRequest(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}

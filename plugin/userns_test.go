@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/nri-volumes/nri-volumes/volumes"
 	"golang.org/x/sys/unix"
@@ -21,9 +22,7 @@ import (
 // sandbox with hostUsers: false is, and returns its namespace's path.
 func podUserNS(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequireRoot(t, "needs root")
 	cmd := exec.Command("sleep", "60")
 	ids := []syscall.SysProcIDMap{{ContainerID: 0, HostID: 65536, Size: 65536}}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUSER, UidMappings: ids, GidMappings: ids}
@@ -77,9 +76,7 @@ func TestUserNamespaceMounts(t *testing.T) {
 // nothing for it.
 func TestUserNamespaceRefusedOnRamfs(t *testing.T) {
 	dir := t.TempDir()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequireRoot(t, "needs root")
 	if err := unix.Mount("ramfs", dir, "ramfs", 0, ""); err != nil {
 		t.Fatal(err)
 	}

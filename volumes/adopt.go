@@ -9,10 +9,6 @@ import (
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
-// ErrNotAdopted is wrapped by the error of AdoptCopyUp when it left
-// everything as it was, so that the caller copies up the usual way instead.
-var ErrNotAdopted = errors.New("not adopted")
-
 // AdoptLimits bound the tree AdoptCopyUp takes over.
 type AdoptLimits struct {
 	// MaxEntries bounds the entries it counts (and the time the count

@@ -82,7 +82,7 @@ func TestAdoptCopyUp(t *testing.T) {
 	if entries, err := os.ReadDir(filepath.Join(parent, name)); err != nil || len(entries) != 0 {
 		t.Errorf("the runtime's directory holds %v (%v), want the volume's empty _data", entries, err)
 	}
-	if need, err := s.NeedsCopyUp(v.Namespace, v.Name); err != nil || need {
+	if need, err := needsCopyUp(s.CopyUpStatus(v.Namespace, v.Name)); err != nil || need {
 		t.Errorf("NeedsCopyUp after adoption = %v, %v; want false", need, err)
 	}
 }

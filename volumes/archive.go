@@ -39,10 +39,6 @@ type ArchiveStats struct {
 	Snapshot bool
 }
 
-// ErrArchive marks a tar that Import refuses: a hostile or unsupported entry,
-// or one beyond the limits. The message names the entry.
-var ErrArchive = errors.New("refused archive")
-
 // xattrPrefix is how PAX records carry extended attributes (GNU tar and
 // bsdtar write and read the same).
 const xattrPrefix = "SCHILY.xattr."
@@ -418,13 +414,6 @@ func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (stat
 	}
 	return stats, nil
 }
-
-// importMarker is the file in a volume's directory that an import holds
-// with an flock from its check that no container uses the volume to its
-// end. Acquire refuses a volume that has one: locked, the import is running;
-// unlocked, an import was killed part-way and the data is partial, which the
-// next import throws away.
-const importMarker = "import-running"
 
 // importHold is an import's hold on its volume: the marker, locked.
 type importHold struct {

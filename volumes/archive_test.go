@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fstree"
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
 // describe records everything a round trip must keep of each entry below
@@ -569,9 +570,7 @@ func TestImportCutShort(t *testing.T) {
 // does: the kernel drops that xattr on chown, so it must be set after the
 // owner, or the imported binary silently loses its capabilities.
 func TestImportKeepsFileCapabilities(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root to chown and set security.* xattrs")
-	}
+	testutil.RequireRoot(t, "needs root to chown and set security.* xattrs")
 	s := newTestStore(t)
 	if _, err := s.Create("default", "v", CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -33,12 +33,11 @@ func btrfsRoot(t *testing.T) string {
 // deletes the subvolume.
 func TestSizedBtrfsVolume(t *testing.T) {
 	root := btrfsRoot(t)
-	s, err := Open(root)
+	s, err := Open(root, WithSizePolicy(SizePolicy{Backend: BackendBtrfs}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.SetSizePolicy(SizePolicy{Backend: BackendBtrfs})
 	v, err := s.Create("default", "b", CreateOptions{Size: 10 << 20})
 	if err != nil {
 		t.Fatal(err)

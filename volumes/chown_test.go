@@ -145,7 +145,7 @@ func TestChownSurvivesLaterCopyUp(t *testing.T) {
 	if done, err := s.ChownRoot("default", "data", 1000, 1000); err != nil || !done {
 		t.Fatalf("ChownRoot = %v, %v", done, err)
 	}
-	if need, err := s.NeedsCopyUp("default", "data"); err != nil || !need {
+	if need, err := needsCopyUp(s.CopyUpStatus("default", "data")); err != nil || !need {
 		t.Fatalf("NeedsCopyUp after a chown alone = %v, %v, want true", need, err)
 	}
 	err = s.CopyUp("default", "data", func(dir string) error {

@@ -57,7 +57,7 @@ func TestCloneOfOnCreate(t *testing.T) {
 	if err := s.Release("ctr1"); err != nil {
 		t.Fatal(err)
 	}
-	if need, err := s.NeedsCopyUp("default", "mine"); err != nil || need {
+	if need, err := needsCopyUp(s.CopyUpStatus("default", "mine")); err != nil || need {
 		t.Errorf("a clone needs copy-up: %v, %v", need, err)
 	}
 	vols, err = s.Acquire("check", []Request{{Namespace: "default", Name: "golden"}})

@@ -45,8 +45,8 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 		if v.ClonePending != src {
 			t.Errorf("clone %s: ClonePending %q, want %q", v.Name, v.ClonePending, src)
 		}
-		if need, err := s.NeedsCopyUp("default", v.Name); err != nil || !need {
-			t.Errorf("clone %s before its copy: needs copy-up %v, %v", v.Name, need, err)
+		if st, err := s.CopyUpStatus("default", v.Name); err != nil || !st.Needed {
+			t.Errorf("clone %s before its copy: needs copy-up %v, %v", v.Name, st.Needed, err)
 		}
 		// A copy over the limits fails and leaves the clone empty, to be
 		// copied again.
@@ -73,7 +73,7 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 		if _, pending, err := s.CopyUpClone("default", v.Name, copyup.Options{}); pending || err != nil {
 			t.Errorf("clone %s copied twice: pending %v, %v", v.Name, pending, err)
 		}
-		if need, err := s.NeedsCopyUp("default", v.Name); err != nil || need {
+		if need, err := needsCopyUp(s.CopyUpStatus("default", v.Name)); err != nil || need {
 			t.Errorf("clone %s after its copy: needs copy-up %v, %v", v.Name, need, err)
 		}
 		if v2, err := s.Get("default", v.Name); err != nil || v2.ClonePending != "" {

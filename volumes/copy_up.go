@@ -18,15 +18,8 @@ import (
 // entries move into _data, copyUpDone at the end. A copy cut short while
 // started is thrown away and redone; one cut short while switching is
 // finished. So _data is either untouched or complete, but for the moment of
-// the moves, which the next start completes.
-const (
-	copyUpStarted   = "copyup-started"
-	copyUpSwitching = "copyup-switching"
-	copyUpDone      = "copyup-done"
-	// copyUpStaging is the directory a copy fills: a sibling of _data, on
-	// the same filesystem, or inside _data when _data is a mount of its own.
-	copyUpStaging = ".nri-volumes-copyup"
-)
+// the moves, which the next start completes. The markers and the staging
+// directory are named in layout.go.
 
 // CopyUpStatus is what a container that mounts a volume finds of its
 // copy-up, read in one look without a lock; the hook checks again under the
@@ -75,13 +68,6 @@ func (s *Store) CopyUpStatus(ns, name string) (CopyUpStatus, error) {
 		return CopyUpStatus{}, volumeError(ns, name, err)
 	}
 	return CopyUpStatus{Needed: empty, RootDefault: st.Uid == 0 && st.Gid == 0 && st.Mode&0o7777 == 0o755}, nil
-}
-
-// NeedsCopyUp reports whether a container that mounts the volume needs the
-// copy-up hook (CopyUpStatus.Needed).
-func (s *Store) NeedsCopyUp(ns, name string) (bool, error) {
-	st, err := s.CopyUpStatus(ns, name)
-	return st.Needed, err
 }
 
 // CopyUp fills a new volume once: while holding the lock of that volume

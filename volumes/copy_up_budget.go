@@ -1,7 +1,6 @@
 package volumes
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -9,11 +8,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/podbudget"
 )
-
-// copyUpBytesDir holds one small file per pod sandbox: the bytes the
-// copy-ups of its containers wrote, for limits.copyUpMaxSizePerPod.
-const copyUpBytesDir = ".copyup-bytes"
 
 // ChargePodCopyUp runs fn with the bytes that copy-ups for pod sandbox podID
 // wrote so far, and adds the bytes fn reports it wrote. It holds a lock on
@@ -21,14 +17,14 @@ const copyUpBytesDir = ".copyup-bytes"
 // turns and together stay within the budget fn enforces. fn reports what it
 // wrote even when it fails part-way.
 func (s *Store) ChargePodCopyUp(podID string, fn func(used int64) (written int64, err error)) error {
-	return s.chargePodCopyUp(podID, unix.LOCK_EX, fn)
+	return s.chargePodCopyUp(podID, true, fn)
 }
 
 // TryChargePodCopyUp is ChargePodCopyUp for a caller that must not wait:
 // while another process holds the pod's record (a copy-up hook copying for
 // the same pod), it returns an error wrapping ErrBusy without calling fn.
 func (s *Store) TryChargePodCopyUp(podID string, fn func(used int64) (written int64, err error)) error {
-	return s.chargePodCopyUp(podID, unix.LOCK_EX|unix.LOCK_NB, fn)
+	return s.chargePodCopyUp(podID, false, fn)
 }
 
 // PodCopyUpMaxBytes bounds the bytes of a copy-up for a pod whose copy-ups
@@ -49,7 +45,7 @@ func PodCopyUpMaxBytes(maxBytes, podMaxBytes, used int64) (n int64, byPod bool) 
 	return left, true
 }
 
-func (s *Store) chargePodCopyUp(podID string, how int, fn func(used int64) (written int64, err error)) error {
+func (s *Store) chargePodCopyUp(podID string, wait bool, fn func(used int64) (written int64, err error)) error {
 	if err := validateID("pod sandbox ID", podID); err != nil {
 		return err
 	}
@@ -58,36 +54,11 @@ func (s *Store) chargePodCopyUp(podID string, how int, fn func(used int64) (writ
 		return fmt.Errorf("copy-up record of pod %q: %w", podID, err)
 	}
 	defer unix.Close(dirFd)
-	fd, err := unix.Openat(dirFd, podID, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("copy-up record of pod %q: %w", podID, &os.PathError{Op: "openat", Path: podID, Err: err})
+	err = podbudget.Charge(dirFd, podID, wait, fn)
+	if errors.Is(err, podbudget.ErrHeld) {
+		return fmt.Errorf("copy-up record of pod %q: %w: another process holds it", podID, ErrBusy)
 	}
-	defer unix.Close(fd)
-	if err := flockRetry(fd, how); err != nil {
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			err = fmt.Errorf("%w: another process holds it", ErrBusy)
-		}
-		return fmt.Errorf("copy-up record of pod %q: %w", podID, err)
-	}
-	// One 8-byte write at offset 0: a crash leaves the old or the new count.
-	var b [8]byte
-	n, err := unix.Pread(fd, b[:], 0)
-	if err != nil {
-		return fmt.Errorf("copy-up record of pod %q: %w", podID, err)
-	}
-	var used int64
-	if n == len(b) {
-		used = int64(binary.LittleEndian.Uint64(b[:]))
-	}
-	written, ferr := fn(used)
-	if written <= 0 {
-		return ferr
-	}
-	binary.LittleEndian.PutUint64(b[:], uint64(used+written))
-	if _, err := unix.Pwrite(fd, b[:], 0); err != nil {
-		return errors.Join(ferr, fmt.Errorf("copy-up record of pod %q: %w", podID, err))
-	}
-	return ferr
+	return err
 }
 
 // ForgetPodCopyUp removes the copy-up record of pod sandbox podID, once the
@@ -101,10 +72,7 @@ func (s *Store) ForgetPodCopyUp(podID string) error {
 		return err
 	}
 	defer unix.Close(dirFd)
-	if err := unix.Unlinkat(dirFd, podID, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-		return &os.PathError{Op: "unlinkat", Path: podID, Err: err}
-	}
-	return nil
+	return podbudget.Forget(dirFd, podID)
 }
 
 // ForgetPodCopyUps removes the copy-up records of every pod sandbox that
@@ -116,20 +84,7 @@ func (s *Store) ForgetPodCopyUps(keep func(podID string) bool) error {
 		return err
 	}
 	defer unix.Close(dirFd)
-	names, err := fsx.ReadDirNames(dirFd)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, n := range names {
-		if keep(n) {
-			continue
-		}
-		if err := unix.Unlinkat(dirFd, n, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, &os.PathError{Op: "unlinkat", Path: n, Err: err})
-		}
-	}
-	return errors.Join(errs...)
+	return podbudget.ForgetAllBut(dirFd, keep)
 }
 
 // PreparePodCopyUp makes the copy-up record of pod sandbox podID, unless it

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
 // copyUpChildEnv makes the test binary a child that starts a copy-up into
@@ -138,9 +140,7 @@ func TestCopyUpFailureKeepsOthersData(t *testing.T) {
 // volume's filesystem), staging lives inside it, since entries cannot be
 // renamed across filesystems, and leaves nothing behind.
 func TestCopyUpIntoMountedData(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs")
-	}
+	testutil.RequireRoot(t, "needs root to mount a tmpfs")
 	s, _ := newStore(t)
 	v, err := s.Create("default", "sized", CreateOptions{})
 	if err != nil {

@@ -22,8 +22,6 @@ import (
 // file's inode and how far it read, and finds the rest of a rotated file
 // under the old name.
 const (
-	copyUpStatsFile    = ".copyup-stats"
-	copyUpStatsOld     = ".copyup-stats.1"
 	copyUpStatsMax     = 1 << 20
 	maxCopyUpStatsLine = 512 // well under PIPE_BUF; real lines are ~100 bytes
 )

@@ -93,8 +93,7 @@ func TestCopyUpRecordsRotate(t *testing.T) {
 		}
 	}
 	dir := filepath.Join(root, volumesDir)
-	old, err := os.Stat(filepath.Join(dir, copyUpStatsOld))
-	if err != nil {
+	if _, err := os.Stat(filepath.Join(dir, copyUpStatsOld)); err != nil {
 		t.Fatalf("the log was not rotated: %v", err)
 	}
 	if got := len(readCopyUps(t, r)); got != n {
@@ -110,7 +109,7 @@ func TestCopyUpRecordsRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old, err = os.Stat(filepath.Join(dir, copyUpStatsOld))
+	old, err := os.Stat(filepath.Join(dir, copyUpStatsOld))
 	if err != nil {
 		t.Fatal(err)
 	}

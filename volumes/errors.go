@@ -6,6 +6,51 @@ import (
 	"strings"
 )
 
+// Errors returned by the store are wrapped around one of these classes, so
+// callers decide with errors.Is and show the wrapped message to people.
+var (
+	// ErrNotFound means the volume (or its namespace) does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrInUse means a container uses the volume, or something else holds it
+	// (a copy-up in progress, a mount inside it).
+	ErrInUse = errors.New("in use")
+	// ErrInvalid means the input was rejected: a bad name, namespace or request.
+	ErrInvalid = errors.New("invalid")
+	// ErrExists means a volume with that name already exists.
+	ErrExists = errors.New("already exists")
+)
+
+// ErrBusy means a wait for the store's lock ran out of time: another
+// operation, most likely of another process (a CLI prune or rm), held it.
+var ErrBusy = errors.New("volume store busy")
+
+// ErrLimit means a configured limit refused the request: a namespace's
+// budget of volume sizes.
+var ErrLimit = errors.New("over the limit")
+
+// ErrNotAdopted is wrapped by the error of AdoptCopyUp when it left
+// everything as it was, so that the caller copies up the usual way instead.
+var ErrNotAdopted = errors.New("not adopted")
+
+// ErrArchive marks a tar that Import refuses: a hostile or unsupported entry,
+// or one beyond the limits. The message names the entry.
+var ErrArchive = errors.New("refused archive")
+
+// errBroken marks a volume entry that exists on disk but cannot be used: a
+// symlink, a missing or unreadable volume.json, a missing _data.
+var errBroken = errors.New("broken volume")
+
+// errBadList marks a list file that cannot be trusted.
+var errBadList = errors.New("unreadable reference list")
+
+// errSemTimeout: ctx ended while another operation of this process held the
+// in-process lock.
+var errSemTimeout = errors.New("in-process lock not taken")
+
+// errSparesRunning: the store is closed or keeps spares already, so
+// StartSpares has nothing to start.
+var errSparesRunning = errors.New("spares already kept")
+
 // OpError is the error of an operation on one volume: which volume, the
 // operation where the error could come from several, the containers that
 // hold the volume when they are the reason, and the cause, which wraps one

@@ -38,12 +38,11 @@ import (
 // Each entry's directory is held with a flock by the process that made it,
 // until the entry becomes a volume or the Store closes: what Open finds
 // there unlocked is a dead process's, unmounted and moved into the trash.
-const (
-	formatsDir = ".formats"
-	// maxFormats bounds the entries ready or being formatted, so that
-	// requests cannot have the node format without end.
-	maxFormats = 512
-)
+// The entries live in formatsDir.
+//
+// maxFormats bounds the entries ready or being formatted, so that requests
+// cannot have the node format without end.
+const maxFormats = 512
 
 // formatKey says what an entry is for.
 type formatKey struct {
@@ -117,10 +116,8 @@ func (e *FormattingError) Unwrap() error {
 	return ErrBusy
 }
 
-// SetFormatBudget bounds how long Acquire waits for the images of its new
-// sized volumes to be formatted (see format.go); 0, the default, waits as
-// long as it takes. The plugin keeps it well inside containerd's request
-// timeout.
+// SetFormatBudget changes the bound that WithFormatBudget set, on a store
+// that stays open (see SetLockTimeout for why).
 func (s *Store) SetFormatBudget(d time.Duration) {
 	s.formatBudget.Store(int64(d))
 }

@@ -28,12 +28,11 @@ import (
 // process ever sees it unlocked while its maker lives; and whoever thaws for
 // a dead process holds the marker's flock while it thaws and unlinks, and
 // checks the marker is still linked, so a thaw never lands on a later freeze.
-const (
-	frozenDir = ".frozen"
-	// holdFrozenEnv, for tests only, makes a snapshot sleep that long while
-	// the file system is frozen, so a test can kill the process there.
-	holdFrozenEnv = "NRI_VOLUMES_TEST_HOLD_FROZEN"
-)
+// The markers live in frozenDir.
+//
+// holdFrozenEnv, for tests only, makes a snapshot sleep that long while the
+// file system is frozen, so a test can kill the process there.
+const holdFrozenEnv = "NRI_VOLUMES_TEST_HOLD_FROZEN"
 
 func frozenMarker(ns, name string) string { return ns + "," + name }
 
@@ -64,7 +63,7 @@ func (s *Store) freezeData(ns, name string, dataFd int) (thaw func() error, err 
 		unix.Close(mfd)
 		unix.Close(fdir)
 	}
-	if err := flockRetry(mfd, unix.LOCK_EX); err != nil {
+	if err := fsx.Flock(mfd, unix.LOCK_EX); err != nil {
 		unix.Unlinkat(fdir, tmp, 0)
 		undo()
 		return nil, err
@@ -108,7 +107,7 @@ func thawAbandoned(fdir int, marker string, nonblock bool, openFS func() (fd int
 	if nonblock {
 		how |= unix.LOCK_NB
 	}
-	if err := flockRetry(mfd, how); err != nil {
+	if err := fsx.Flock(mfd, how); err != nil {
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil // a live snapshot holds it
 		}

@@ -22,8 +22,8 @@ import (
 // device (loop-control and LOOP_CONFIGURE, with autoclear, so unmounting
 // detaches it) and mounted at _data. Writes past the size get ENOSPC, and df
 // in a container shows the size.
+// The image is imageFile.
 const (
-	imageFile = "disk.img"
 	// mkfsTimeout bounds mkfs.ext4 and resize2fs; lazy initialisation
 	// makes them take about 0.1 s for 10 GiB.
 	mkfsTimeout = 30 * time.Second

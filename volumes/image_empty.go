@@ -2,23 +2,18 @@ package volumes
 
 import (
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/imageempty"
 )
 
-// imageEmptyDir holds one empty file per (image, target) that a copy-up hook
-// found to have nothing to copy: "<config digest hex>-<32 hex of
-// sha256(target)>". An image's content never changes for its config digest,
-// so a later container of that image needs no hook to fill a volume there.
-// The files are written without fsync: one lost in a crash costs a hook run.
-const imageEmptyDir = ".image-empty"
+// The records of image targets with nothing to copy live in imageEmptyDir;
+// package imageempty keeps them.
 
 // ParseImageDigest checks that digest is "sha256:" and 64 lowercase hex
 // digits, an image config digest as containerd sends it, and returns the hex
@@ -42,8 +37,7 @@ func imageEmptyName(digestHex, target string) (string, error) {
 	if !IsHex64(digestHex) {
 		return "", fmt.Errorf("image digest %q: %w: want 64 lowercase hex digits", digestHex, ErrInvalid)
 	}
-	sum := sha256.Sum256([]byte(target))
-	return digestHex + "-" + hex.EncodeToString(sum[:16]), nil
+	return imageempty.Name(digestHex, target), nil
 }
 
 // maxImageEmptyDirBytes bounds the records: once the size the file system
@@ -69,19 +63,10 @@ func (s *Store) RecordImageTargetEmpty(digestHex, target string) error {
 		return fmt.Errorf("recording an image's empty target: %w", err)
 	}
 	defer unix.Close(dirFd)
-	st, err := fsx.Fstat(dirFd)
-	if err != nil {
-		return fmt.Errorf("recording an image's empty target: %w", err)
+	if err := imageempty.Record(dirFd, name, maxImageEmptyDirBytes); err != nil {
+		return fmt.Errorf("recording an image's empty target in %s: %w", imageEmptyDir, err)
 	}
-	if st.Size > maxImageEmptyDirBytes {
-		return fmt.Errorf("recording an image's empty target: the records are full (%s is %d bytes, more than %d); they shrink as images leave the node",
-			imageEmptyDir, st.Size, maxImageEmptyDirBytes)
-	}
-	fd, err := unix.Openat(dirFd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return fmt.Errorf("recording an image's empty target: %w", &os.PathError{Op: "openat", Path: name, Err: err})
-	}
-	return unix.Close(fd)
+	return nil
 }
 
 // ImageTargetEmpty reports whether RecordImageTargetEmpty recorded
@@ -95,15 +80,7 @@ func (s *Store) ImageTargetEmpty(digestHex, target string) (bool, error) {
 		return false, err
 	}
 	defer s.leave()
-	var st unix.Stat_t
-	err = unix.Fstatat(s.dirFd, imageEmptyDir+"/"+name, &st, unix.AT_SYMLINK_NOFOLLOW)
-	if errors.Is(err, unix.ENOENT) {
-		return false, nil
-	}
-	if err != nil {
-		return false, &os.PathError{Op: "fstatat", Path: imageEmptyDir + "/" + name, Err: err}
-	}
-	return st.Mode&unix.S_IFMT == unix.S_IFREG, nil
+	return imageempty.Has(s.dirFd, imageEmptyDir+"/"+name)
 }
 
 // RemoveImageTargetsEmpty removes the records of the images whose config
@@ -122,31 +99,5 @@ func (s *Store) RemoveImageTargetsEmpty(keep func(digestHex string) bool) (int, 
 		return 0, err
 	}
 	defer unix.Close(dirFd)
-	names, err := fsx.ReadDirNames(dirFd)
-	if err != nil {
-		return 0, err
-	}
-	kept := map[string]bool{}
-	removed := 0
-	var errs []error
-	for _, n := range names {
-		digestHex, rest, ok := strings.Cut(n, "-")
-		if !ok || !IsHex64(digestHex) || len(rest) != 32 {
-			continue
-		}
-		k, seen := kept[digestHex]
-		if !seen {
-			k = keep(digestHex)
-			kept[digestHex] = k
-		}
-		if k {
-			continue
-		}
-		if err := unix.Unlinkat(dirFd, n, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-			errs = append(errs, &os.PathError{Op: "unlinkat", Path: n, Err: err})
-			continue
-		}
-		removed++
-	}
-	return removed, errors.Join(errs...)
+	return imageempty.RemoveAllBut(dirFd, keep)
 }

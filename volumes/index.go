@@ -26,18 +26,13 @@ import (
 // are never fsynced: after a crash of the node, whatever a list lost is
 // rebuilt by the Reconcile of the plugin's first Synchronize. A list that
 // cannot be read (torn by such a crash, a symlink, not a regular file) counts
-// as absent, and Reconcile removes it.
+// as absent, and Reconcile removes it. They live in refsDir and podsDir.
 const (
-	refsDir = ".refs"
-	podsDir = ".pods"
 	// maxListSize bounds what the store reads of one list: 1 MiB is several
 	// thousand keys, far more than a container mounts.
 	maxListSize = 1 << 20
 	maxIDLen    = 128
 )
-
-// errBadList marks a list file that cannot be trusted.
-var errBadList = errors.New("unreadable reference list")
 
 // validateID checks a container or pod sandbox ID, which names a list file:
 // ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$ (containerd's IDs are 64 hex digits).

@@ -26,12 +26,11 @@ import (
 // with it; the charge of a volume made Unsynced is made durable by its Sync,
 // before any container runs on it. A store without the file (made before it
 // existed) gets it at Open, by the one scan of every volume.json.
-const (
-	ledgerFile = ".sizes"
-	// maxLedgerSize bounds what is read of it: far more than the entries of
-	// every namespace a node has.
-	maxLedgerSize = 16 << 20
-)
+// It is ledgerFile.
+//
+// maxLedgerSize bounds what is read of it: far more than the entries of
+// every namespace a node has.
+const maxLedgerSize = 16 << 20
 
 // SizeSum is the sum of the sizes of a set of sized volumes and their count.
 type SizeSum struct {
@@ -246,23 +245,6 @@ func (s *Store) syncLedger() error {
 		return &os.PathError{Op: "fsync", Path: ".", Err: err}
 	}
 	return nil
-}
-
-// SizeSums returns the sums of the sizes of the sized volumes per namespace
-// and in all, from the ledger: O(namespaces), whatever the number of
-// volumes.
-func (s *Store) SizeSums() (map[string]SizeSum, SizeSum, error) {
-	var per map[string]SizeSum
-	var total SizeSum
-	err := s.withLock(unix.LOCK_SH, func() error {
-		per = make(map[string]SizeSum, len(s.idx.sizes.ns))
-		for ns, sum := range s.idx.sizes.ns {
-			per[ns] = sum
-		}
-		total = s.idx.sizes.total
-		return nil
-	})
-	return per, total, err
 }
 
 // checkLedger compares the ledger with what the volumes' metadata adds up

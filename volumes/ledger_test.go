@@ -84,7 +84,7 @@ func TestLedgerFollowsChanges(t *testing.T) {
 	s.SetSizePolicy(SizePolicy{NamespaceBytes: 40 << 20})
 	want := func(what string, bytes, count int64) {
 		t.Helper()
-		per, total, err := s.SizeSums()
+		per, total, err := s.sizeSums()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +131,7 @@ func TestLedgerFollowsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if _, total, err := s2.SizeSums(); err != nil || total != (SizeSum{Bytes: 24 << 20, Count: 1}) {
+	if _, total, err := s2.sizeSums(); err != nil || total != (SizeSum{Bytes: 24 << 20, Count: 1}) {
 		t.Errorf("reopened: total %+v, %v", total, err)
 	}
 	// A store from before the ledger: built once from volume.json.
@@ -147,7 +147,7 @@ func TestLedgerFollowsChanges(t *testing.T) {
 	if _, err := s3.Create("shop", "d", CreateOptions{Size: 24 << 20}); !errors.Is(err, ErrLimit) {
 		t.Errorf("a store without its ledger lets the budget through: %v", err)
 	}
-	if _, total, err := s3.SizeSums(); err != nil || total != (SizeSum{Bytes: 24 << 20, Count: 1}) {
+	if _, total, err := s3.sizeSums(); err != nil || total != (SizeSum{Bytes: 24 << 20, Count: 1}) {
 		t.Errorf("rebuilt: total %+v, %v", total, err)
 	}
 }

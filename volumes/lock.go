@@ -11,10 +11,6 @@ import (
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
-// ErrBusy means a wait for the store's lock ran out of time: another
-// operation, most likely of another process (a CLI prune or rm), held it.
-var ErrBusy = errors.New("volume store busy")
-
 // Polling bounds for a lock wait with a deadline: flock(2) has no timeout,
 // so such a wait tries LOCK_NB and sleeps between tries, starting short so
 // that a lock freed between the batches of a long operation is taken.
@@ -23,11 +19,10 @@ const (
 	pollMax = time.Millisecond
 )
 
-// SetLockTimeout bounds every wait for the store's lock of Acquire, Release,
-// RemovePodVolumes and SetReferences: after d they fail with ErrBusy and a
-// message that names what they waited for. The plugin sets it below
-// containerd's NRI request timeout, which would otherwise drop the plugin.
-// Zero, the default (the CLI's), waits as long as it takes.
+// SetLockTimeout changes the bound that WithLockTimeout set, on a store
+// that stays open: the plugin's Configure with a new configuration for the
+// same root keeps its store, whose reaper, spares and formatted images a
+// reopen would throw away.
 func (s *Store) SetLockTimeout(d time.Duration) {
 	s.lockTimeout.Store(int64(d))
 }
@@ -60,10 +55,6 @@ func (s *Store) leave() { <-s.sem }
 // pollMaxUnbounded caps the pause between two tries of a wait without a
 // deadline, which may last as long as a CLI's whole store walk.
 const pollMaxUnbounded = 20 * time.Millisecond
-
-// errSemTimeout: ctx ended while another operation of this process held the
-// in-process lock.
-var errSemTimeout = errors.New("in-process lock not taken")
 
 // lockBoth takes the in-process lock and the flock how (LOCK_SH or LOCK_EX)
 // of the lock file, waiting no longer than ctx allows; on success the
@@ -131,15 +122,6 @@ func (s *Store) enterOpen(what string) error {
 	return nil
 }
 
-func flockRetry(fd, how int) error {
-	for {
-		err := unix.Flock(fd, how)
-		if !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
-
 // busyError explains a wait that ran out of time: what the operation was
 // for, which lock it waited for and for how long.
 func (s *Store) busyError(what, lock string, start time.Time) error {
@@ -159,7 +141,7 @@ func (s *Store) lockVolume(ns, name string, how int) (int, error) {
 		return -1, err
 	}
 	defer unix.Close(nsFd)
-	if err := flockRetry(volFd, how); err != nil {
+	if err := fsx.Flock(volFd, how); err != nil {
 		unix.Close(volFd)
 		return -1, volumeError(ns, name, err)
 	}

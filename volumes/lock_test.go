@@ -68,10 +68,10 @@ func TestLockTimeout(t *testing.T) {
 		{"SetReferences", func() error {
 			return s.SetReferences(map[string][]string{"default/x": {"c1"}})
 		}, `recording the volumes of 1 containers`},
-		{"OpenContext", func() error {
+		{"Open WithContext", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			defer cancel()
-			s2, err := OpenContext(ctx, root)
+			s2, err := Open(root, WithContext(ctx))
 			if err == nil {
 				s2.Close()
 			}
@@ -120,7 +120,7 @@ func TestRequestsAnswerWhileHealthCheckWaits(t *testing.T) {
 	}{
 		{"ForgetPodCopyUp (RemovePodSandbox)", func() error { return s.ForgetPodCopyUp("pod1") }},
 		{"ForgetPodCopyUps (Synchronize)", func() error { return s.ForgetPodCopyUps(func(string) bool { return true }) }},
-		{"NeedsCopyUp (CreateContainer)", func() error { _, err := s.NeedsCopyUp("default", "v"); return err }},
+		{"CopyUpStatus (CreateContainer)", func() error { _, err := s.CopyUpStatus("default", "v"); return err }},
 		{"Release (RemoveContainer)", func() error { return s.Release("c1") }},
 		{"Ping with a deadline", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

@@ -645,9 +645,7 @@ func (s *Store) Check() ([]Problem, error) {
 		sort.Strings(nss)
 		for _, ns := range nss {
 			switch {
-			case ns == lockFile || ns == refsDir || ns == podsDir || ns == trashDir || ns == copyUpBytesDir ||
-				ns == copyUpStatsFile || ns == copyUpStatsOld || ns == imageEmptyDir || ns == spareDir ||
-				ns == ledgerFile || ns == formatsDir || ns == frozenDir:
+			case isStoreEntry(ns):
 				continue
 			case strings.HasPrefix(ns, tmpPrefix):
 				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})

@@ -35,8 +35,7 @@ import (
 // Removal unmounts and then removes only an empty directory or the empty file
 // a pin was mounted on: it never deletes what a pin showed.
 const (
-	pinsDir = "pins"
-	pinSep  = "@"
+	pinSep = "@"
 	// maxPinUnmounts bounds the unmounts of one pin entry: one is the pin,
 	// anything more was stacked on it.
 	maxPinUnmounts = 16
@@ -115,7 +114,7 @@ func (s *Store) PinHostPath(containerID string, n int, src *os.File) (string, er
 
 // withPinLock runs fn under the store's exclusive lock without the reference
 // index: pins are made and removed inside NRI requests, so the wait is
-// bounded like every request's (SetLockTimeout).
+// bounded like every request's (WithLockTimeout).
 func (s *Store) withPinLock(what string, fn func() error) error {
 	ctx, cancel := s.requestContext()
 	defer cancel()

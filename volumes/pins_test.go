@@ -13,6 +13,7 @@ import (
 
 	"github.com/nri-volumes/nri-volumes/internal/fstree"
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
 // newPinStore is newStore for tests that pin: it skips without the right to
@@ -20,9 +21,7 @@ import (
 // removing a tree would reach through a pin into what it shows.
 func newPinStore(t *testing.T) (*Store, string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("pinning mounts, which needs root")
-	}
+	testutil.RequireRoot(t, "pinning mounts, which needs root")
 	s, root := newStore(t)
 	t.Cleanup(func() {
 		if _, err := s.RemoveStalePins(nil); err != nil {

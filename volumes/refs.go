@@ -22,7 +22,7 @@ import (
 // container adds to what it holds, so a repeat changes nothing and returns
 // the same volumes. The container ID must match [a-zA-Z0-9][a-zA-Z0-9_.-]*
 // (at most 128 characters), as containerd's do. Its wait for the lock is
-// bounded by SetLockTimeout.
+// bounded by WithLockTimeout.
 func (s *Store) Acquire(containerID string, reqs []Request) ([]*Volume, error) {
 	vols, _, err := s.AcquireSubpaths(containerID, reqs, nil)
 	return vols, err
@@ -111,36 +111,31 @@ func normalizeRequests(reqs []Request) ([]Request, error) {
 	return out, nil
 }
 
+// acquireLocked is Acquire under the store's lock. Each change it makes on
+// disk (a pod's list, a new volume, an activation, a pin, the container's
+// list) records its undo in one undo log as it is made, so that a failure at
+// any step leaves the store as it was. The steps stay in one function because
+// they share that log and the volumes they gather.
 func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Volume, []string, error) {
-	var created, activated []*Volume
+	var undo undoLog
 	var pins []string
-	podLists := map[string][]string{} // pod lists as they were, to restore
+	created := 0
+	savedPods := map[string]bool{} // pods whose list as it was is in the log
 	before := s.idx.ctrs[id]
-	wroteRefs := false
 	rollback := func(cause error) error {
-		errs := []error{cause}
-		if len(pins) > 0 {
-			errs = append(errs, s.unpinLocked(id))
-		}
-		for _, v := range activated {
-			if len(s.idx.users[v.key()]) == 0 {
-				errs = append(errs, s.deactivateLocked(v))
-			}
-		}
-		for _, v := range created {
-			errs = append(errs, s.discardLocked(v))
-		}
-		for pod, keys := range podLists {
-			errs = append(errs, writeList(s.podsFd, pod, keys))
-		}
-		if wroteRefs {
-			errs = append(errs, writeList(s.refsFd, id, sortedSet(before)))
-		}
+		err := undo.rollback(cause)
 		// The index may be ahead of the disk now: the next operation
 		// rebuilds it.
 		s.idx = nil
-		errs = append(errs, s.bump(false))
-		return errors.Join(errs...)
+		return errors.Join(err, s.bump(false))
+	}
+	deactivate := func(v *Volume) func() error {
+		return func() error {
+			if len(s.idx.users[v.key()]) == 0 {
+				return s.deactivateLocked(v)
+			}
+			return nil
+		}
 	}
 	keys := maps.Clone(before)
 	if keys == nil {
@@ -163,8 +158,10 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 				// The pod's list names the volume before it appears, so
 				// RemovePodVolumes finds it whenever the process dies.
 				pod := r.Owner.PodSandboxID
-				if _, saved := podLists[pod]; !saved {
-					podLists[pod] = sortedSet(s.idx.pods[pod])
+				if !savedPods[pod] {
+					savedPods[pod] = true
+					keys := sortedSet(s.idx.pods[pod])
+					undo.add(func() error { return writeList(s.podsFd, pod, keys) })
 				}
 				s.idx.addAnon(pod, v.key())
 				if err := s.setPodAnon(pod); err != nil {
@@ -175,9 +172,10 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 				return nil, nil, rollback(err)
 			}
 			v.Created = true
-			created = append(created, v)
+			created++
+			undo.add(func() error { return s.discardLocked(v) })
 			if v.Limit > 0 && s.isMountedLocked(v.Namespace, v.Name) {
-				activated = append(activated, v) // made from a mounted image
+				undo.add(deactivate(v)) // made from a mounted image
 			}
 		case err != nil:
 			return nil, nil, rollback(publicError(r.Namespace, r.Name, err))
@@ -201,7 +199,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 		if err := s.activateLocked(v); err != nil {
 			return nil, nil, rollback(err)
 		}
-		activated = append(activated, v)
+		undo.add(deactivate(v))
 	}
 	for _, sub := range subs {
 		i := slices.IndexFunc(vols, func(v *Volume) bool { return v.key() == volumeKey(sub.Namespace, sub.Name) && !v.Anonymous })
@@ -212,13 +210,17 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 		if err != nil {
 			return nil, nil, rollback(&SubpathError{Subpath: sub, Err: err})
 		}
+		if len(pins) == 0 {
+			undo.add(func() error { return s.unpinLocked(id) })
+		}
 		pins = append(pins, p)
 	}
-	if len(keys) == len(before) && len(created) == 0 {
+	if len(keys) == len(before) && created == 0 {
 		return vols, pins, nil // a repeat: the container holds every volume already
 	}
 	if len(keys) != len(before) {
-		wroteRefs = true
+		// Recorded first: a write cut short may leave the list changed.
+		undo.add(func() error { return writeList(s.refsFd, id, sortedSet(before)) })
 		if err := s.writeListLocked(s.refsFd, id, sortedSet(keys)); err != nil {
 			return nil, nil, rollback(fmt.Errorf("references of container %q: %w", id, err))
 		}
@@ -267,7 +269,7 @@ func (s *Store) discardLocked(v *Volume) error {
 // removes the container's list from .refs. For a container that holds
 // nothing it writes nothing. A sized volume it was the last user of is
 // deactivated (its file system unmounted), best effort. Its wait for the
-// lock is bounded by SetLockTimeout.
+// lock is bounded by WithLockTimeout.
 func (s *Store) Release(containerID string) error {
 	if err := validateID("container ID", containerID); err != nil {
 		return err
@@ -300,7 +302,7 @@ func (s *Store) Release(containerID string) error {
 // them in the pod's list in .pods, which Acquire writes before it makes an
 // anonymous volume; volumes whose list a crash lost are RemoveOrphans' work.
 // It only moves the volumes into the trash, which the reaper empties (see
-// StartReaper), and its wait for the lock is bounded by SetLockTimeout: it
+// StartReaper), and its wait for the lock is bounded by WithLockTimeout: it
 // runs inside an NRI request.
 func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err error) {
 	if err := validateID("pod sandbox ID", podSandboxID); err != nil {
@@ -387,7 +389,7 @@ func isAnonymousName(name string) bool {
 // .refs holds a list for exactly the containers in refs that use an existing
 // volume. The plugin calls it from Synchronize after a restart: it reads one
 // small list per container and looks up each referenced volume, never the
-// whole store, and its wait for the lock is bounded by SetLockTimeout.
+// whole store, and its wait for the lock is bounded by WithLockTimeout.
 func (s *Store) SetReferences(refs map[string][]string) error {
 	what := fmt.Sprintf("recording the volumes of %d containers", len(refs))
 	return s.withRequestLock(what, func() error {

@@ -2,7 +2,6 @@ package volumes
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -48,10 +47,6 @@ const (
 	BackendBtrfs Backend = "btrfs"
 )
 
-// ErrLimit means a configured limit refused the request: a namespace's
-// budget of volume sizes.
-var ErrLimit = errors.New("over the limit")
-
 // SizePolicy is how the store makes sized volumes.
 type SizePolicy struct {
 	// Backend for new sized volumes; "" or BackendAuto picks one by ROOT's
@@ -67,7 +62,8 @@ type SizePolicy struct {
 	Overcommit float64
 }
 
-// SetSizePolicy sets how the store makes sized volumes from now on.
+// SetSizePolicy changes, from now on, the policy that WithSizePolicy set,
+// on a store that stays open (see SetLockTimeout for why).
 func (s *Store) SetSizePolicy(p SizePolicy) {
 	s.enter(context.Background())
 	defer s.leave()

@@ -13,14 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
 // requireLoop skips a test that needs root, loop devices and mkfs.ext4.
 func requireLoop(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat(loopControl); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}

@@ -40,9 +40,9 @@ import (
 // built under a temporary name in the snapshots directory and renamed into
 // place once durable. Temporary entries there are removed by the next
 // operation that takes the volume's flock.
+//
+// The snapshots live in snapshotsDir.
 const (
-	snapshotsDir = "snapshots"
-	snapshotMeta = "snapshot.json"
 	// SnapshotTimeFormat is the default name of a snapshot: the UTC time it
 	// was taken, such as 20261206T205800Z.
 	SnapshotTimeFormat = "20060102T150405Z"

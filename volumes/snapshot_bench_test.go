@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
 // BenchmarkSnapshotImage takes snapshots of a 1 GiB sized volume that holds
@@ -14,9 +16,7 @@ import (
 // directory (a sparse copy), and reports how long writers were blocked: the
 // freeze's median and longest, in ms.
 func BenchmarkSnapshotImage(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("needs root")
-	}
+	testutil.RequireRoot(b, "needs root")
 	for _, tc := range []struct {
 		name string
 		root func(t testing.TB) string

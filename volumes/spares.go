@@ -33,12 +33,8 @@ import (
 // that Open removes, as without spares. A file spare is written in place
 // and renamed to its list's name; its next taker truncates it. Only the
 // process that runs StartSpares uses them, and it starts by moving what an
-// earlier process left there into the trash.
-const spareDir = ".spare"
-
+// earlier process left there into the trash. See spareDir.
 const (
-	spareVolumePrefix = "v-"
-	spareFilePrefix   = "f-"
 	// How many of each are kept: enough for a pod of a few containers with
 	// new volumes; a burst beyond it makes its inodes as without spares
 	// while the pool fills again.
@@ -105,8 +101,6 @@ func (s *Store) StartSpares(onErr func(error)) {
 		s.refill(own, kick, stop, onErr)
 	}()
 }
-
-var errSparesRunning = errors.New("spares already kept")
 
 // refill makes spares in the directory open at fd until the pool is full,
 // each time it is kicked.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
 // startSpares runs StartSpares on s and waits until its pool is full.
@@ -230,9 +232,7 @@ func TestSpareNotAsMadeIsNotUsed(t *testing.T) {
 // skipped.
 func smallStore(t *testing.T, opts string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs")
-	}
+	testutil.RequireRoot(t, "needs root to mount a tmpfs")
 	root := t.TempDir()
 	if err := unix.Mount("tmpfs", root, "tmpfs", 0, opts); err != nil {
 		t.Skipf("cannot mount tmpfs: %v", err)

@@ -42,21 +42,8 @@ import (
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
-const (
-	volumesDir = "volumes"
-	lockFile   = ".lock"
-	metaFile   = "volume.json"
-	// maxMetaSize bounds what the store reads of one volume.json.
-	maxMetaSize = 16 << 20
-	dataDir     = "_data"
-	// tmpPrefix starts every temporary entry of the store. A valid name starts
-	// with a letter or digit, so no volume can be mistaken for one.
-	tmpPrefix = ".tmp-"
-)
-
-// errBroken marks a volume entry that exists on disk but cannot be used: a
-// symlink, a missing or unreadable volume.json, a missing _data.
-var errBroken = errors.New("broken volume")
+// maxMetaSize bounds what the store reads of one volume.json.
+const maxMetaSize = 16 << 20
 
 // Owner says which container an anonymous volume belongs to.
 type Owner struct {
@@ -251,24 +238,29 @@ type Store struct {
 // missing, and removes the temporary entries left by a process that died in
 // the middle of a write. The index of references is built from disk when an
 // operation first needs it. Several processes may open the same root at once.
-func Open(root string) (*Store, error) {
-	return open(context.Background(), root, true)
+// Options bound the wait for the lock (WithContext), skip the removal of
+// leftovers (WithoutSweep) and set what the setters of a configuration
+// reload change later (WithLockTimeout, WithFormatBudget, WithSizePolicy).
+func Open(root string, opts ...Option) (*Store, error) {
+	o := openOptions{ctx: context.Background(), sweep: true}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	s, err := open(o.ctx, root, o.sweep)
+	if err != nil {
+		return nil, err
+	}
+	s.lockTimeout.Store(int64(o.lockTimeout))
+	s.formatBudget.Store(int64(o.formatBudget))
+	s.policy = o.policy
+	return s, nil
 }
 
-// OpenContext is Open for a caller inside an NRI request (the plugin's
-// Configure with a new root): its wait for the store's lock gives up when
-// ctx is done, with ErrBusy.
-func OpenContext(ctx context.Context, root string) (*Store, error) {
-	return open(ctx, root, true)
-}
-
-// OpenForCopyUp opens the store for a short-lived process that only copies up
-// (the OCI hook, on the path of a container's start): it leaves the cleaning
-// of leftovers, a walk of every namespace, to the plugin and the CLI.
-func OpenForCopyUp(root string) (*Store, error) {
-	return open(context.Background(), root, false)
-}
-
+// open is Open's work: it resolves root, opens the descriptors the Store
+// works through (ROOT, ROOT/volumes, the lock file) and, under the lock,
+// the holding areas, and with clean sweeps what killed processes left. It
+// stays one function because each descriptor must be closed on every later
+// failure, in the order it was opened.
 func open(ctx context.Context, root string, clean bool) (*Store, error) {
 	vdir := filepath.Join(root, volumesDir)
 	if err := os.MkdirAll(vdir, 0o700); err != nil {

@@ -695,7 +695,7 @@ func TestCopyUpRedoesInterruptedCopy(t *testing.T) {
 			if st.Mode().Perm() != wantMode {
 				t.Errorf("_data mode %v, want the staging directory's %v", st.Mode().Perm(), wantMode)
 			}
-			if need, err := s.NeedsCopyUp("default", "v"); need || err != nil {
+			if need, err := needsCopyUp(s.CopyUpStatus("default", "v")); need || err != nil {
 				t.Errorf("NeedsCopyUp after completion = %v, %v", need, err)
 			}
 		})
@@ -725,7 +725,7 @@ func TestNeedsCopyUp(t *testing.T) {
 	volDir := filepath.Join(root, "volumes", "default", "v")
 	check := func(when string, want bool) {
 		t.Helper()
-		if got, err := s.NeedsCopyUp("default", "v"); got != want || err != nil {
+		if got, err := needsCopyUp(s.CopyUpStatus("default", "v")); got != want || err != nil {
 			t.Errorf("%s: NeedsCopyUp = %v, %v; want %v", when, got, err, want)
 		}
 	}
@@ -739,7 +739,7 @@ func TestNeedsCopyUp(t *testing.T) {
 	os.Rename(filepath.Join(volDir, copyUpSwitching), filepath.Join(volDir, copyUpDone))
 	os.Remove(filepath.Join(v.Mountpoint, "f"))
 	check("done, emptied since", false)
-	if _, err := s.NeedsCopyUp("default", "missing"); !errors.Is(err, ErrNotFound) {
+	if _, err := needsCopyUp(s.CopyUpStatus("default", "missing")); !errors.Is(err, ErrNotFound) {
 		t.Errorf("NeedsCopyUp of a missing volume: %v", err)
 	}
 }

@@ -23,8 +23,8 @@ import (
 // requests must stay short; see StartReaper). Whoever deletes an entry of the
 // trash holds its flock, so two processes never delete one tree at once, and
 // what a process leaves there when it dies is deleted by the next reaper or
-// the next CLI rm or prune (ReapTrash); Check reports what is left.
-const trashDir = ".trash"
+// the next CLI rm or prune (ReapTrash); Check reports what is left. See
+// trashDir.
 
 // moveToTrashLocked renames name, an entry of the directory open at dirFd,
 // into the trash and returns its name there.
@@ -206,7 +206,7 @@ func reapEntry(trashFd int, name string, dev uint64, wait, measure bool) (int64,
 	if !wait {
 		how |= unix.LOCK_NB
 	}
-	if err := flockRetry(fd, how); errors.Is(err, unix.EWOULDBLOCK) {
+	if err := fsx.Flock(fd, how); errors.Is(err, unix.EWOULDBLOCK) {
 		return 0, nil
 	} else if err != nil {
 		return 0, &os.PathError{Op: "flock", Path: name, Err: err}

@@ -3,23 +3,8 @@ package volumes
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
-)
-
-// Errors returned by the store are wrapped around one of these classes, so
-// callers decide with errors.Is and show the wrapped message to people.
-var (
-	// ErrNotFound means the volume (or its namespace) does not exist.
-	ErrNotFound = errors.New("not found")
-	// ErrInUse means a container uses the volume, or something else holds it
-	// (a copy-up in progress, a mount inside it).
-	ErrInUse = errors.New("in use")
-	// ErrInvalid means the input was rejected: a bad name, namespace or request.
-	ErrInvalid = errors.New("invalid")
-	// ErrExists means a volume with that name already exists.
-	ErrExists = errors.New("already exists")
 )
 
 const (

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
@@ -99,9 +100,7 @@ func TestParseCreateOptsSize(t *testing.T) {
 // use in ls -s, ls --format json and inspect -s, grows it with update --size
 // and has update refuse to shrink it.
 func TestVolumeSizedCLI(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}
@@ -179,9 +178,7 @@ func TestVolumeCreateMaxSize(t *testing.T) {
 // default: sized volumes reserve nothing, and two volumes each of about the
 // size of the store's file system would promise twice the disk.
 func TestVolumeCreateOverTheDisk(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/nri-volumes/nri-volumes/config"
+	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
@@ -182,22 +183,13 @@ func (g *globalOptions) open(names ...string) (*volumes.Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	store, err := volumes.Open(root)
-	if err != nil {
-		return nil, err
-	}
 	// Without a configuration the defaults hold, limits.overcommit's
 	// bound on the node included.
 	cfg := g.cfg
 	if cfg == nil {
 		cfg = config.Default()
 	}
-	store.SetSizePolicy(volumes.SizePolicy{
-		Backend:        volumes.Backend(cfg.Sizes.Backend),
-		NamespaceBytes: int64(cfg.Limits.NamespaceBytes),
-		Overcommit:     cfg.Limits.Overcommit,
-	})
-	return store, nil
+	return volumes.Open(root, volumes.WithSizePolicy(plugin.SizePolicy(cfg)))
 }
 
 // existingVolumes lists volumes for shell completion, only from a store

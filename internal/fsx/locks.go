@@ -2,6 +2,7 @@ package fsx
 
 import (
 	"bufio"
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -43,4 +44,14 @@ func Flocked() (map[FileID]bool, error) {
 		held[FileID{Dev: unix.Mkdev(uint32(major), uint32(minor)), Ino: ino}] = true
 	}
 	return held, sc.Err()
+}
+
+// Flock is flock(2) on fd, taken again when a signal interrupts the wait.
+func Flock(fd, how int) error {
+	for {
+		err := unix.Flock(fd, how)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
 // TestOpenInRootFallback runs the resolver used without openat2 on hostile
@@ -76,9 +78,7 @@ func TestOpenInRootFallback(t *testing.T) {
 // TestMountsUnder finds a mount whose point mountinfo escapes, and
 // UnmountUnder leaves none below the directory.
 func TestMountsUnder(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs")
-	}
+	testutil.RequireRoot(t, "needs root to mount a tmpfs")
 	dir := t.TempDir()
 	mnt := filepath.Join(dir, "a b", "mnt")
 	if err := os.MkdirAll(mnt, 0o755); err != nil {

@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
 // loopBtrfs mounts a fresh btrfs made in a sparse file and returns its
@@ -16,9 +18,7 @@ import (
 // but it imports this package.)
 func loopBtrfs(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a btrfs")
-	}
+	testutil.RequireRoot(t, "needs root to mount a btrfs")
 	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
 		t.Skip("no mkfs.btrfs (btrfs-progs)")
 	}

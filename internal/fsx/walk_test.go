@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
 // deepLevels is deeper than the descriptor limit the child runs under and
@@ -139,9 +141,7 @@ func deepChild(t *testing.T, dir string) {
 // TestRemoveRefusesMount refuses to descend into a directory on another
 // device and leaves the mount's content alone.
 func TestRemoveRefusesMount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a tmpfs")
-	}
+	testutil.RequireRoot(t, "needs root to mount a tmpfs")
 	dir := t.TempDir()
 	mnt := dir + "/a/b/mnt"
 	if err := os.MkdirAll(mnt, 0o755); err != nil {

@@ -10,11 +10,11 @@ package hook
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -31,26 +31,11 @@ import (
 // a few hundred bytes plus annotations.
 const maxStateSize = 1 << 20
 
-// copyUpOptions are the flags of `nri-volumes hook copyup`.
+// copyUpOptions is what one copyup run works with: its command line and
+// the copy limits that the command line and the container's spec make.
 type copyUpOptions struct {
-	root     string
-	limits   copyup.Options
-	volumes  []volumes.CopyUpSpec
-	logLevel string
-	// pod and podMaxBytes bound what the copy-ups of one pod sandbox write
-	// in all (limits.copyUpMaxSizePerPod); without a pod, nothing does.
-	pod         string
-	podMaxBytes int64
-	// keepOwner holds NS/NAME of the volumes that keep their owner and
-	// mode when the image's directory is empty.
-	keepOwner map[volumes.VolumeRef]bool
-	// chown are the volumes whose root goes to the container's user.
-	chown []volumes.VolumeRef
-	// sync are the volumes to make durable before the container starts.
-	sync []volumes.VolumeRef
-	// imageHex is the hex of the image's config digest, if known: the
-	// targets where the image has nothing to copy are recorded under it.
-	imageHex string
+	CopyUpArgs
+	limits copyup.Options
 }
 
 // maxSpecSize bounds the OCI spec (config.json) the hook reads.
@@ -68,7 +53,7 @@ func Run(args []string, stdin io.Reader) error {
 	}
 	switch args[0] {
 	case "copyup":
-		return copyUp(args[1:], stdin)
+		return copyUp(args, stdin)
 	default:
 		return fmt.Errorf("hook: unknown hook %q (known: copyup)", args[0])
 	}
@@ -78,11 +63,16 @@ func Run(args []string, stdin io.Reader) error {
 // volume, if the volume is still empty: the createRuntime hook behind
 // Docker-style copy-up.
 func copyUp(args []string, stdin io.Reader) error {
-	opts, err := parseCopyUpFlags(args)
+	a, err := ParseCopyUpArgs(args)
 	if err != nil {
 		return fmt.Errorf("hook copyup: %w", err)
 	}
-	level, err := logrus.ParseLevel(opts.logLevel)
+	opts := copyUpOptions{CopyUpArgs: a, limits: copyup.Options{
+		MaxBytes: a.MaxBytes, MaxFiles: a.MaxFiles, MaxLinkBytes: copyup.DefaultMaxLinkBytes}}
+	if opts.LogLevel == "" {
+		opts.LogLevel = "info"
+	}
+	level, err := logrus.ParseLevel(opts.LogLevel)
 	if err != nil {
 		return fmt.Errorf("hook copyup: --log-level: %w", err)
 	}
@@ -115,33 +105,33 @@ func copyUp(args []string, stdin io.Reader) error {
 		// would fool: an image directory owned by the range's first id
 		// would pass for root's. Record nothing for the image from here;
 		// containers without a user namespace do.
-		opts.imageHex = ""
+		opts.ImageHex = ""
 	}
 	opts.limits.Log = log
 
-	store, err := volumes.OpenForCopyUp(opts.root)
+	store, err := volumes.Open(opts.Root, volumes.WithoutSweep())
 	if err != nil {
 		return fmt.Errorf("hook copyup: %w", err)
 	}
 	defer store.Close()
 	// First, while the plugin's own sync of a new volume has most likely
 	// left nothing to write: the copy-up below dirties the volume again.
-	for _, v := range opts.sync {
+	for _, v := range opts.Syncs {
 		if err := store.Sync(v.Namespace, v.Name); err != nil {
 			return fmt.Errorf("hook copyup: --sync %s: %w", v, err)
 		}
 	}
 
 	c := &hookCopier{opts: opts, store: store, rootfs: rootfs, log: log}
-	if opts.pod == "" {
+	if opts.Pod == "" {
 		_, err = c.copyAll(0)
 	} else {
-		err = store.ChargePodCopyUp(opts.pod, c.copyAll)
+		err = store.ChargePodCopyUp(opts.Pod, c.copyAll)
 	}
 	if err != nil {
 		return fmt.Errorf("hook copyup: %w", err)
 	}
-	return chownVolumes(store, spec, opts.chown, log)
+	return chownVolumes(store, spec, opts.Chowns, log)
 }
 
 // chownVolumes gives the root of each volume to the container's user, as
@@ -204,8 +194,8 @@ type hookCopier struct {
 func (c *hookCopier) copyAll(used int64) (int64, error) {
 	var written int64
 	copied := map[copyup.SourceID]string{}
-	for i := len(c.opts.volumes) - 1; i >= 0; i-- {
-		v := c.opts.volumes[i]
+	for i := len(c.opts.CopyUps) - 1; i >= 0; i-- {
+		v := c.opts.CopyUps[i]
 		vlog := c.log.WithFields(logrus.Fields{"volume": v.VolumeRef.String(), "target": v.Target})
 		start := time.Now()
 		stats, ran, reason, err := c.copyOne(v, used+written, copied, vlog)
@@ -263,7 +253,7 @@ func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup
 		}
 		// A bare mount point gives _data root:root 0755, unless the
 		// volume keeps the owner it was made with.
-		rootDefault := src.Dir && !c.opts.keepOwner[v.VolumeRef]
+		rootDefault := src.Dir && !slices.Contains(c.opts.KeepOwners, v.VolumeRef)
 		marked, copyNeeded, err := c.store.MarkCopyUpEmpty(v.Namespace, v.Name, rootDefault)
 		if err != nil {
 			return stats, false, volumes.CopyUpOther, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
@@ -273,7 +263,7 @@ func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup
 			return stats, ok && marked, "", nil
 		}
 	}
-	limits.KeepEmptyRoot = c.opts.keepOwner[v.VolumeRef]
+	limits.KeepEmptyRoot = slices.Contains(c.opts.KeepOwners, v.VolumeRef)
 	ran := false
 	err = c.store.CopyUp(v.Namespace, v.Name, func(dir string) error {
 		ran = true
@@ -301,16 +291,14 @@ func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup
 // target, so that the plugin adds no hook for it to later containers of the
 // image. A failure only costs those containers a hook run.
 func (c *hookCopier) recordEmpty(target string, vlog *logrus.Entry) {
-	if c.opts.imageHex == "" {
+	if c.opts.ImageHex == "" {
 		return
 	}
-	if err := c.store.RecordImageTargetEmpty(c.opts.imageHex, target); err != nil {
+	if err := c.store.RecordImageTargetEmpty(c.opts.ImageHex, target); err != nil {
 		vlog.WithError(err).Warn("copy-up: the image's empty target is not recorded; later containers of the image run the hook")
 	}
 }
 
-// limits are the bounds of the next copy, given that the pod's copy-ups
-// wrote used bytes; budget says the pod's budget is the tighter bound.
 // copyError is the failure of a copy into v that wrote stats, with which
 // of volumes' CopyUp reasons it is; budget says the pod's budget, of which
 // used bytes were used before, bounded it.
@@ -320,7 +308,7 @@ func (c *hookCopier) copyError(v volumes.CopyUpSpec, stats copyup.Stats, budget 
 		return volumes.CopyUpNoSpace, tooSmallError(c.store, v, stats, err)
 	case budget && errors.Is(err, copyup.ErrLimit):
 		return volumes.CopyUpPodBudget, fmt.Errorf("volume %s at %s: %w: the copy-ups of a pod may write %d bytes in all (limits.copyUpMaxSizePerPod), and this pod's wrote %d",
-			v.VolumeRef, v.Target, err, c.opts.podMaxBytes, used)
+			v.VolumeRef, v.Target, err, c.opts.PodMaxBytes, used)
 	case errors.Is(err, copyup.ErrLimit):
 		return volumes.CopyUpLimit, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
 	default:
@@ -328,74 +316,13 @@ func (c *hookCopier) copyError(v volumes.CopyUpSpec, stats copyup.Stats, budget 
 	}
 }
 
+// limits are the bounds of the next copy, given that the pod's copy-ups
+// wrote used bytes; budget says the pod's budget is the tighter bound.
 func (c *hookCopier) limits(used int64) (copyup.Options, bool) {
 	limits := c.opts.limits
 	var byPod bool
-	limits.MaxBytes, byPod = volumes.PodCopyUpMaxBytes(limits.MaxBytes, c.opts.podMaxBytes, used)
+	limits.MaxBytes, byPod = volumes.PodCopyUpMaxBytes(limits.MaxBytes, c.opts.PodMaxBytes, used)
 	return limits, byPod
-}
-
-func parseCopyUpFlags(args []string) (copyUpOptions, error) {
-	opts := copyUpOptions{keepOwner: map[volumes.VolumeRef]bool{}}
-	fs := flag.NewFlagSet("hook copyup", flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // the error is returned and printed once by main
-	fs.StringVar(&opts.root, "root", "", "volume store root (required)")
-	fs.Int64Var(&opts.limits.MaxBytes, "max-bytes", 0, "most bytes to copy into one volume (0: no limit)")
-	fs.Int64Var(&opts.limits.MaxFiles, "max-files", 0, "most entries to copy into one volume (0: no limit)")
-	fs.StringVar(&opts.pod, "pod", "", "pod sandbox ID whose copy-ups --pod-max-bytes bounds")
-	fs.Int64Var(&opts.podMaxBytes, "pod-max-bytes", 0, "most bytes the copy-ups of the pod write in all (0: no limit)")
-	fs.StringVar(&opts.logLevel, "log-level", "info", "log level (debug shows a summary per volume)")
-	fs.Func("image", "config digest (sha256:HEX) of the container's image, under which targets with nothing to copy are recorded", func(s string) error {
-		h, err := volumes.ParseImageDigest(s)
-		opts.imageHex = h
-		return err
-	})
-	fs.Func("volume", "NAMESPACE/NAME=/target to fill (repeatable)", func(s string) error {
-		v, err := volumes.ParseCopyUpSpec(s)
-		if err != nil {
-			return err
-		}
-		opts.volumes = append(opts.volumes, v)
-		return nil
-	})
-	fs.Func("keep-owner", "NAMESPACE/NAME of a --volume that keeps its owner and mode if the image's directory is empty (repeatable)", refFlag(func(v volumes.VolumeRef) { opts.keepOwner[v] = true }))
-	fs.Func("chown", "NAMESPACE/NAME whose root goes to the container's user, once (repeatable)", refFlag(func(v volumes.VolumeRef) { opts.chown = append(opts.chown, v) }))
-	fs.Func("sync", "NAMESPACE/NAME to make durable (fsync its metadata and directories) before the container starts (repeatable)", refFlag(func(v volumes.VolumeRef) { opts.sync = append(opts.sync, v) }))
-	if err := fs.Parse(args); err != nil {
-		return opts, err
-	}
-	opts.limits.MaxLinkBytes = copyup.DefaultMaxLinkBytes
-	switch {
-	case fs.NArg() > 0:
-		return opts, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	case opts.root == "":
-		return opts, errors.New("--root is required")
-	case !filepath.IsAbs(opts.root):
-		return opts, fmt.Errorf("--root %q: not an absolute path", opts.root)
-	case opts.limits.MaxBytes < 0:
-		return opts, fmt.Errorf("--max-bytes %d: must not be negative", opts.limits.MaxBytes)
-	case opts.limits.MaxFiles < 0:
-		return opts, fmt.Errorf("--max-files %d: must not be negative", opts.limits.MaxFiles)
-	case opts.podMaxBytes < 0:
-		return opts, fmt.Errorf("--pod-max-bytes %d: must not be negative", opts.podMaxBytes)
-	case opts.podMaxBytes > 0 && opts.pod == "":
-		return opts, errors.New("--pod-max-bytes needs --pod")
-	case len(opts.volumes) == 0 && len(opts.chown) == 0:
-		return opts, errors.New("no --volume or --chown given")
-	}
-	return opts, nil
-}
-
-// refFlag is a flag.Func parser that hands each NAMESPACE/NAME to add.
-func refFlag(add func(volumes.VolumeRef)) func(string) error {
-	return func(s string) error {
-		v, err := volumes.ParseVolumeRef(s)
-		if err != nil {
-			return err
-		}
-		add(v)
-		return nil
-	}
 }
 
 // readHookState reads the OCI state document a runtime gives its hooks.

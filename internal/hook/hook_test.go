@@ -15,6 +15,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 	"github.com/nri-volumes/nri-volumes/volumes"
 	"github.com/nri-volumes/nri-volumes/volumes/copyup"
 )
@@ -438,9 +439,7 @@ func TestHookCopiesOneDirectoryOnce(t *testing.T) {
 // with a message naming the volume, its size and what it copied, and leaves
 // the volume empty.
 func TestHookCopyUpTooBig(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}
@@ -630,7 +629,7 @@ func TestHookRecordsImageEmptyTargets(t *testing.T) {
 		t.Errorf("the image's /data was not copied: %v, %s", got, owner(t, data))
 	}
 	for _, name := range []string{"missing", "bare"} {
-		if need, err := e.store.NeedsCopyUp("default", name); err != nil || need {
+		if need, err := needsCopyUp(e.store.CopyUpStatus("default", name)); err != nil || need {
 			t.Errorf("volume %s needs copy-up: %t, %v; want it done", name, need, err)
 		}
 	}
@@ -699,9 +698,7 @@ func TestHookBareMountPointOverOwnedVolume(t *testing.T) {
 // image there: a later container of the image, without that mount, must
 // still get its copy.
 func TestHookRecordsNoTargetOnAnotherMount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount")
-	}
+	testutil.RequireRoot(t, "needs root to mount")
 	e := newHookEnv(t)
 	target := filepath.Join(e.bundle, "rootfs/mnt/covered")
 	if err := os.MkdirAll(target, 0o755); err != nil {
@@ -737,7 +734,11 @@ func TestHookRecordsNothingUnderUserNamespace(t *testing.T) {
 	if got, err := e.store.ImageTargetEmpty(strings.TrimPrefix(testImage, "sha256:"), "/no/such/dir"); err != nil || got {
 		t.Errorf("recorded from a container with a user namespace: %t, %v", got, err)
 	}
-	if need, err := e.store.NeedsCopyUp("default", "missing"); err != nil || need {
+	if need, err := needsCopyUp(e.store.CopyUpStatus("default", "missing")); err != nil || need {
 		t.Errorf("volume needs copy-up: %t, %v; want it done", need, err)
 	}
 }
+
+// needsCopyUp reports whether a container that mounts the volume needs the
+// copy-up hook, for tests that ask only that of CopyUpStatus.
+func needsCopyUp(st volumes.CopyUpStatus, err error) (bool, error) { return st.Needed, err }

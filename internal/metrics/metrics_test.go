@@ -212,7 +212,7 @@ func TestMetricsAndHealth(t *testing.T) {
 // own on the same root, and checks that the next scrape counts each once.
 func checkCopyUpMetrics(t *testing.T, h http.Handler, root string) {
 	t.Helper()
-	hook, err := volumes.OpenForCopyUp(root)
+	hook, err := volumes.Open(root, volumes.WithoutSweep())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
 // sparseFile makes a 64 MiB file with 1 MiB of data at 0 and at 40 MiB,
@@ -83,9 +85,7 @@ func TestCloneFileKeepsHoles(t *testing.T) {
 
 // TestThawNotFrozen: thawing a file system that is not frozen says so.
 func TestThawNotFrozen(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("FITHAW needs CAP_SYS_ADMIN")
-	}
+	testutil.RequireRoot(t, "FITHAW needs CAP_SYS_ADMIN")
 	fd, err := unix.Open(t.TempDir(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -141,12 +141,11 @@ func (e *benchEnv) sizedLs() *section {
 // fillStore makes n volumes of files files each below root; a sized volume
 // is acquired (mounted) to be filled and released (unmounted) after.
 func (e *benchEnv) fillStore(root string, n, files int, sized bool) {
-	s, err := volumes.Open(root)
+	s, err := volumes.Open(root, volumes.WithSizePolicy(volumes.SizePolicy{Backend: volumes.BackendImage}))
 	if err != nil {
 		e.r.Fatalf("%v", err)
 	}
 	defer s.Close()
-	s.SetSizePolicy(volumes.SizePolicy{Backend: volumes.BackendImage})
 	content := []byte(strings.Repeat("x", 100))
 	for i := 0; i < n; i++ {
 		name := fmt.Sprintf("vol-%05d", i)

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
 // shift65536 maps host ids 65536-131071 to 0-65535, as a pod's user
@@ -70,9 +72,7 @@ func TestMapXattr(t *testing.T) {
 // TestCopyUserNamespace copies a tree whose owners, ACL and capability show
 // a pod's shifted ids, and gets the ids the pod sees.
 func TestCopyUserNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequireRoot(t, "needs root")
 	l := newLayout(t)
 	b := tree{t, l.rootfs}
 	b.dir("data", 0o750)

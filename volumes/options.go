@@ -1,0 +1,55 @@
+package volumes
+
+import (
+	"context"
+	"time"
+)
+
+// Option configures a Store at Open.
+type Option func(*openOptions)
+
+type openOptions struct {
+	ctx          context.Context
+	sweep        bool
+	lockTimeout  time.Duration
+	formatBudget time.Duration
+	policy       SizePolicy
+}
+
+// WithContext bounds Open's wait for the store's lock: it gives up when ctx
+// is done, with ErrBusy. The plugin opens a new root inside an NRI request
+// (Configure) and must answer within containerd's request timeout.
+func WithContext(ctx context.Context) Option {
+	return func(o *openOptions) { o.ctx = ctx }
+}
+
+// WithoutSweep leaves what killed processes left in the store (temporary
+// entries, abandoned freezes and formats, stale pins) to the next Open that
+// sweeps: for a short-lived process that only copies up (the OCI hook, on
+// the path of a container's start), to which a walk of every namespace
+// would add latency.
+func WithoutSweep() Option {
+	return func(o *openOptions) { o.sweep = false }
+}
+
+// WithLockTimeout bounds every wait for the store's lock of Acquire,
+// Release, RemovePodVolumes and SetReferences: after d they fail with
+// ErrBusy and a message that names what they waited for. The plugin sets it
+// below containerd's NRI request timeout, which would otherwise drop the
+// plugin. Zero, the default (the CLI's), waits as long as it takes.
+func WithLockTimeout(d time.Duration) Option {
+	return func(o *openOptions) { o.lockTimeout = d }
+}
+
+// WithFormatBudget bounds how long Acquire waits for the images of its new
+// sized volumes to be formatted (see format.go); 0, the default, waits as
+// long as it takes. The plugin keeps it well inside containerd's request
+// timeout.
+func WithFormatBudget(d time.Duration) Option {
+	return func(o *openOptions) { o.formatBudget = d }
+}
+
+// WithSizePolicy sets how the store makes sized volumes.
+func WithSizePolicy(p SizePolicy) Option {
+	return func(o *openOptions) { o.policy = p }
+}
