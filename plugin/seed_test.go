@@ -32,6 +32,7 @@ import (
 	"github.com/nri-volumes/nri-volumes/config"
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/internal/ociartifact"
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 	"github.com/nri-volumes/nri-volumes/plugin"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
@@ -353,9 +354,7 @@ func TestSeedResumedAndBounded(t *testing.T) {
 // A sized volume is seeded too: its image is made outside the request,
 // filled, and mounted for the container at its size.
 func TestSeedSizedVolume(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}

@@ -24,7 +24,6 @@ import (
 // marked done as one copy-up, never half done, bounded by the copy-up
 // limits and charged to the pod's copy-up budget as any copy-up is. The
 // marker goes once the copy is done; a copy cut short is redone.
-const clonePending = "clone-pending"
 
 // createPendingCloneLocked makes v, still absent, under the store's
 // exclusive lock, as the empty clone of the plain volume sv, whose

@@ -106,6 +106,22 @@ const (
 	// _data on the same file system, or inside _data when _data is a mount
 	// of its own. Each copy-up removes what an earlier one left there first.
 	copyUpStaging = ".nri-volumes-copyup"
+
+	// blobsDir is ROOT/blobs, the node's cache of the blobs that seeding pulls
+	// read, by digest (internal/ociartifact.BlobCache): the store names it, the
+	// plugin fills it.
+	blobsDir = "blobs"
+
+	// clonePending, in VOL, names the source (NAME or NAME@SNAP) of a
+	// clone still to be filled by the copy-up hook; it goes once the copy is
+	// done (see clone_pending.go).
+	clonePending = "clone-pending"
+
+	// exportMount, in a temporary entry of VOL/snapshots, is where export
+	// mounts the snapshot it reads a volume in use from; the next operation
+	// that takes the volume's flock removes one a dead process left (see
+	// snapshot_export.go).
+	exportMount = "mnt"
 )
 
 // isStoreEntry reports whether name, an entry of VOLS, is one of the

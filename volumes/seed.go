@@ -17,11 +17,6 @@ import (
 // volume that no container takes as complete; the next seeding pull starts
 // it over, and volume check and volume rm show it and remove it.
 
-// blobsDir is ROOT/blobs, the node's cache of the blobs that seeding pulls
-// read, by digest (internal/ociartifact.BlobCache): the store names it, the
-// plugin fills it.
-const blobsDir = "blobs"
-
 // BlobCacheDir is the directory of the node's blob cache.
 func (s *Store) BlobCacheDir() string { return filepath.Join(s.root, blobsDir) }
 

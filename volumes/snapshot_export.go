@@ -21,7 +21,6 @@ import (
 // until the export ends, so no other operation removes the entry beneath
 // it; a process that dies meanwhile leaves it to the next operation that
 // takes the flock (see openSnapshots).
-const exportMount = "mnt"
 
 // CanSnapshot reports whether the store can take a crash-consistent
 // snapshot of v while containers write to it: a sized volume of the image

@@ -228,9 +228,7 @@ func TestParseCreateOptsInodes(t *testing.T) {
 // TestVolumeCreateInodesCLI: -o inodes=N shows in inspect; without a size
 // it is refused, naming inodes, and nothing is made.
 func TestVolumeCreateInodesCLI(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}

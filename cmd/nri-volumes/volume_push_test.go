@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
@@ -44,9 +45,7 @@ func TestVolumePushRefusesInUse(t *testing.T) {
 // A sized volume that a container uses is pushed without --live: it is
 // read from a temporary snapshot, so push goes on to the registry.
 func TestVolumePushSizedInUseReadsSnapshot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/nri-volumes/nri-volumes/internal/metrics"
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 	"github.com/nri-volumes/nri-volumes/volumes"
 	"github.com/nri-volumes/nri-volumes/volumes/copyup"
 )
@@ -97,9 +98,7 @@ func TestSnapshotAndCloneMetrics(t *testing.T) {
 		t.Errorf("freezes of plain volumes: %v, want none", got)
 	}
 
-	if os.Geteuid() != 0 {
-		t.Skip("sized volumes need root")
-	}
+	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}
