@@ -49,6 +49,7 @@ type options struct {
 	// regBytes, regFiles and regReps shape the registry scenario.
 	regBytes          int64
 	regFiles, regReps int
+	regLayerSize      string
 	baseline          string // an nri-volumes binary of an earlier commit to run beside this one
 	only              string // comma list of scenarios to run; empty: all
 	out               string // markdown report
@@ -86,6 +87,7 @@ func main() {
 	flag.Int64Var(&o.regBytes, "reg-bytes", 1<<30, "registry: bytes in the volume pushed and pulled")
 	flag.IntVar(&o.regFiles, "reg-files", 20000, "registry: files the bytes are spread over")
 	flag.IntVar(&o.regReps, "reg-reps", 3, "registry: rounds of push, pull and cp -a")
+	flag.StringVar(&o.regLayerSize, "reg-layer-size", "16Mi", "registry: volume push --layer-size (shrink it with -reg-bytes to keep the number of layers)")
 	flag.StringVar(&o.baseline, "baseline", "", "an nri-volumes binary built from an earlier commit: imagevolume and volumes also run it, interleaved, for a before/after on the same noise")
 	flag.StringVar(&o.only, "only", "", "comma list of scenarios to run (default all but "+strings.Join(optionalScenarios, ",")+"): "+strings.Join(append(scenarios, optionalScenarios...), ","))
 	flag.StringVar(&o.out, "out", "bin/bench-results.md", "write the markdown report here too")

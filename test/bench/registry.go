@@ -133,6 +133,9 @@ func (e *benchEnv) registryScenario() *section {
 		if args[1] == "push" || args[1] == "pull" {
 			args = append(args, "--auth-file", reg.AuthFile, "--ca-file", reg.CAFile)
 		}
+		if args[1] == "push" {
+			args = append(args, "--layer-size", e.o.regLayerSize)
+		}
 		return run(e.bins.NRIVolumes, args...)
 	}
 	blobs := func() map[string]int64 {
@@ -227,6 +230,12 @@ func (e *benchEnv) registryScenario() *section {
 	craneAgainTime := time.Since(start)
 	craneAgainBlobs, craneAgainStored := newBlobs(before, blobs())
 
+	// The issue's target is for 1 GiB and the default layer size; a
+	// smaller volume with the default layers has too few of them for it.
+	goal, met := "< 5%", verdict(again.sent*20 < first.sent)
+	if e.o.regBytes < 1<<30 || e.o.regLayerSize != "16Mi" {
+		goal, met = "< 5% at 1 GiB, --layer-size 16Mi", "- (shrunk run)"
+	}
 	pct := func(a, b int64) string {
 		if b == 0 {
 			return "-"
@@ -238,35 +247,36 @@ func (e *benchEnv) registryScenario() *section {
 	}
 	rows := [][]string{
 		row("`volume push`", pushNV, fmt.Sprintf("%d layers; %s sent, registry stored %s new", first.layers, volumes.FormatBytes(first.sent), volumes.FormatBytes(firstStored))),
-		row("`tar | crane append`", pushCrane, fmt.Sprintf("one layer; registry stored %s new", volumes.FormatBytes(craneStored))),
+		row("`tar \\| crane append`", pushCrane, fmt.Sprintf("one layer; registry stored %s new", volumes.FormatBytes(craneStored))),
 		row("`cp -a` (the limit)", copies, "same file system"),
 		row("`volume pull` (new volume)", pullNV, "digests verified, limits counted"),
-		row("`crane export | tar x`", pullCrane, ""),
+		row("`crane export \\| tar x`", pullCrane, ""),
 		{"second `volume push`, one file changed", "1", ms(againTime), "", fmt.Sprintf("%.2fx", ratio(againTime, copies.median())),
 			fmt.Sprintf("%d blobs, %s sent (%s of the first); registry received %d new blobs, %s", again.blobs, volumes.FormatBytes(again.sent),
 				pct(again.sent, first.sent), againBlobs, volumes.FormatBytes(againStored))},
-		{"second `tar | crane append`, one file changed", "1", ms(craneAgainTime), "", fmt.Sprintf("%.2fx", ratio(craneAgainTime, copies.median())),
+		{"second `tar \\| crane append`, one file changed", "1", ms(craneAgainTime), "", fmt.Sprintf("%.2fx", ratio(craneAgainTime, copies.median())),
 			fmt.Sprintf("registry received %d new blobs, %s (%s of the first)", craneAgainBlobs, volumes.FormatBytes(craneAgainStored), pct(craneAgainStored, craneStored))},
 	}
 	return &section{
 		id:    "registry",
 		title: "Volume push and pull through a registry",
-		method: fmt.Sprintf("A volume holding %s in %d files (random, incompressible) is pushed with `volume push` (default layer size) to the CNCF "+
+		method: fmt.Sprintf("A volume holding %s in %d files (random, incompressible) is pushed with `volume push --layer-size %s` to the CNCF "+
 			"distribution registry that the end-to-end tests use (localhost, TLS, htpasswd), each round to a repository of its own so that every "+
 			"round uploads everything; against `tar -cf - . | crane append -f - -t REF` (crane %s, one gzip layer) and `cp -a` of the tree on the "+
 			"same file system (the limit). Pull: `volume pull` into a new volume, against `crane export REF - | tar -x`. %d rounds, the "+
 			"operations one after the other in each. Then one file is changed and each is pushed once more to its first repository; "+
-			"\"registry received\" counts the blobs new in the registry's storage.",
-			volumes.FormatBytes(e.o.regBytes), e.o.regFiles, craneVersion(), e.o.regReps),
+			"\"registry received\" counts the blobs new in the registry's storage (a manifest is one too). "+
+			"crane compresses at gzip's BestSpeed (go-containerregistry's default for a tarball layer), `volume push` at gzip's default level.",
+			volumes.FormatBytes(e.o.regBytes), e.o.regFiles, e.o.regLayerSize, craneVersion(), e.o.regReps),
 		header: []string{"operation", "n", "median", "p90", "against cp -a", "notes"},
 		rows:   rows,
 		notes: []string{"50 pods seeded at once from one artifact with `from:` is measured in process by `BenchmarkSeed50Pods` " +
 			"(plugin/seed_bench_test.go, in the Go benchmarks of `make bench`): the layer blobs the registry served, once each."},
 		sums: []summary{
 			{"second push after one change (bytes sent)", volumes.FormatBytes(again.sent), volumes.FormatBytes(first.sent) + " (first push)",
-				pct(again.sent, first.sent), "< 5%", verdict(again.sent*20 < first.sent)},
-			{"volume push", ms(pushNV.median()), ms(pushCrane.median()) + " (tar | crane append)", fmt.Sprintf("%.2fx", ratio(pushNV.median(), pushCrane.median())), "-", "-"},
-			{"volume pull", ms(pullNV.median()), ms(pullCrane.median()) + " (crane export | tar x)", fmt.Sprintf("%.2fx", ratio(pullNV.median(), pullCrane.median())), "-", "-"},
+				pct(again.sent, first.sent), goal, met},
+			{"volume push", ms(pushNV.median()), ms(pushCrane.median()) + " (tar \\| crane append)", fmt.Sprintf("%.2fx", ratio(pushNV.median(), pushCrane.median())), "-", "-"},
+			{"volume pull", ms(pullNV.median()), ms(pullCrane.median()) + " (crane export \\| tar x)", fmt.Sprintf("%.2fx", ratio(pullNV.median(), pullCrane.median())), "-", "-"},
 		},
 	}
 }
