@@ -50,13 +50,17 @@ type options struct {
 	regBytes          int64
 	regFiles, regReps int
 	regLayerSize      string
-	baseline          string // an nri-volumes binary of an earlier commit to run beside this one
-	only              string // comma list of scenarios to run; empty: all
-	out               string // markdown report
-	goBench           string // `go test -bench` output to append to the report
-	goBenchCmd        string // the command that produced it, for the report
-	keepGoing         bool
-	scenarioList      []string
+	// regPods pods are seeded at once from an artifact of regSeedBytes
+	// in regSeedFiles files.
+	regPods, regSeedFiles int
+	regSeedBytes          int64
+	baseline              string // an nri-volumes binary of an earlier commit to run beside this one
+	only                  string // comma list of scenarios to run; empty: all
+	out                   string // markdown report
+	goBench               string // `go test -bench` output to append to the report
+	goBenchCmd            string // the command that produced it, for the report
+	keepGoing             bool
+	scenarioList          []string
 }
 
 var scenarios = []string{"imagevolume", "imagevolumepod", "volumes", "memory", "pods", "ls", "copyup", "hook", "sized", "sizedls", "snapshot", "cloneof"}
@@ -87,6 +91,9 @@ func main() {
 	flag.Int64Var(&o.regBytes, "reg-bytes", 1<<30, "registry: bytes in the volume pushed and pulled")
 	flag.IntVar(&o.regFiles, "reg-files", 20000, "registry: files the bytes are spread over")
 	flag.IntVar(&o.regReps, "reg-reps", 3, "registry: rounds of push, pull and cp -a")
+	flag.IntVar(&o.regPods, "reg-pods", 50, "registry: pods seeded at once from one artifact with from:")
+	flag.Int64Var(&o.regSeedBytes, "reg-seed-bytes", 64<<20, "registry: bytes in the artifact the pods are seeded from")
+	flag.IntVar(&o.regSeedFiles, "reg-seed-files", 200, "registry: files in the artifact the pods are seeded from")
 	flag.StringVar(&o.regLayerSize, "reg-layer-size", "16Mi", "registry: volume push --layer-size (shrink it with -reg-bytes to keep the number of layers)")
 	flag.StringVar(&o.baseline, "baseline", "", "an nri-volumes binary built from an earlier commit: imagevolume and volumes also run it, interleaved, for a before/after on the same noise")
 	flag.StringVar(&o.only, "only", "", "comma list of scenarios to run (default all but "+strings.Join(optionalScenarios, ",")+"): "+strings.Join(append(scenarios, optionalScenarios...), ","))
