@@ -46,16 +46,28 @@ type options struct {
 	// scenarios.
 	snapBytes           int64
 	snapFiles, snapReps int
-	baseline            string // an nri-volumes binary of an earlier commit to run beside this one
-	only                string // comma list of scenarios to run; empty: all
-	out                 string // markdown report
-	goBench             string // `go test -bench` output to append to the report
-	goBenchCmd          string // the command that produced it, for the report
-	keepGoing           bool
-	scenarioList        []string
+	// regBytes, regFiles and regReps shape the registry scenario.
+	regBytes          int64
+	regFiles, regReps int
+	regLayerSize      string
+	// regPods pods are seeded at once from an artifact of regSeedBytes
+	// in regSeedFiles files.
+	regPods, regSeedFiles int
+	regSeedBytes          int64
+	baseline              string // an nri-volumes binary of an earlier commit to run beside this one
+	only                  string // comma list of scenarios to run; empty: all
+	out                   string // markdown report
+	goBench               string // `go test -bench` output to append to the report
+	goBenchCmd            string // the command that produced it, for the report
+	keepGoing             bool
+	scenarioList          []string
 }
 
 var scenarios = []string{"imagevolume", "imagevolumepod", "volumes", "memory", "pods", "ls", "copyup", "hook", "sized", "sizedls", "snapshot", "cloneof"}
+
+// optionalScenarios run only when -only names them: at their default size
+// they take long (registry: gzip and upload 1 GiB several times).
+var optionalScenarios = []string{"registry"}
 
 func main() {
 	var o options
@@ -76,8 +88,15 @@ func main() {
 	flag.Int64Var(&o.snapBytes, "snap-bytes", 1<<30, "snapshot, cloneof: bytes in the volume")
 	flag.IntVar(&o.snapFiles, "snap-files", 20000, "snapshot, cloneof: files the bytes are spread over")
 	flag.IntVar(&o.snapReps, "snap-reps", 10, "snapshot: snapshots, clones and cp -a per file system")
+	flag.Int64Var(&o.regBytes, "reg-bytes", 1<<30, "registry: bytes in the volume pushed and pulled")
+	flag.IntVar(&o.regFiles, "reg-files", 20000, "registry: files the bytes are spread over")
+	flag.IntVar(&o.regReps, "reg-reps", 3, "registry: rounds of push, pull and cp -a")
+	flag.IntVar(&o.regPods, "reg-pods", 50, "registry: pods seeded at once from one artifact with from:")
+	flag.Int64Var(&o.regSeedBytes, "reg-seed-bytes", 64<<20, "registry: bytes in the artifact the pods are seeded from")
+	flag.IntVar(&o.regSeedFiles, "reg-seed-files", 200, "registry: files in the artifact the pods are seeded from")
+	flag.StringVar(&o.regLayerSize, "reg-layer-size", "16Mi", "registry: volume push --layer-size (shrink it with -reg-bytes to keep the number of layers)")
 	flag.StringVar(&o.baseline, "baseline", "", "an nri-volumes binary built from an earlier commit: imagevolume and volumes also run it, interleaved, for a before/after on the same noise")
-	flag.StringVar(&o.only, "only", "", "comma list of scenarios to run (default all): "+strings.Join(scenarios, ","))
+	flag.StringVar(&o.only, "only", "", "comma list of scenarios to run (default all but "+strings.Join(optionalScenarios, ",")+"): "+strings.Join(append(scenarios, optionalScenarios...), ","))
 	flag.StringVar(&o.out, "out", "bin/bench-results.md", "write the markdown report here too")
 	flag.StringVar(&o.goBench, "gobench", "", "output of `go test -bench` to put in the report")
 	flag.StringVar(&o.goBenchCmd, "gobench-cmd", "", "the command that produced -gobench")
@@ -90,8 +109,8 @@ func main() {
 	if o.only != "" {
 		o.scenarioList = strings.Split(o.only, ",")
 		for _, s := range o.scenarioList {
-			if !contains(scenarios, s) {
-				fmt.Fprintf(os.Stderr, "bench: -only: unknown scenario %q (known: %s)\n", s, strings.Join(scenarios, ","))
+			if !contains(scenarios, s) && !contains(optionalScenarios, s) {
+				fmt.Fprintf(os.Stderr, "bench: -only: unknown scenario %q (known: %s)\n", s, strings.Join(append(scenarios, optionalScenarios...), ","))
 				os.Exit(2)
 			}
 		}
@@ -174,6 +193,8 @@ func run(r *runner, o *options, rep *report) (failed bool) {
 				rep.add(env.snapshot())
 			case "cloneof":
 				rep.add(env.cloneOfStart())
+			case "registry":
+				rep.add(env.registryScenario())
 			}
 		})
 		if err != nil {

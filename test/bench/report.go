@@ -108,9 +108,9 @@ func (r *report) markdown(o *options) string {
 		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], kv[1])
 	}
 	fmt.Fprintf(&b, "| run took | %s |\n", time.Since(r.started).Round(time.Second))
-	fmt.Fprintf(&b, "| settings | `-n %d -mem-cycles %d -pods %d -pod-rounds %d -ls-counts %s -ls-reps %d -copy-rounds %d -large-bytes %d -hook-reps %d -hook-store %d -sized-ls-volumes %d -sized-ls-files %d -sized-ls-unsized=%t -snap-bytes %d -snap-files %d -snap-reps %d` |\n",
+	fmt.Fprintf(&b, "| settings | `-n %d -mem-cycles %d -pods %d -pod-rounds %d -ls-counts %s -ls-reps %d -copy-rounds %d -large-bytes %d -hook-reps %d -hook-store %d -sized-ls-volumes %d -sized-ls-files %d -sized-ls-unsized=%t -snap-bytes %d -snap-files %d -snap-reps %d -reg-bytes %d -reg-files %d -reg-reps %d -reg-layer-size %s -reg-pods %d -reg-seed-bytes %d -reg-seed-files %d` |\n",
 		o.n, o.memCycles, o.pods, o.podRounds, o.lsCounts, o.lsReps, o.copyRounds, o.largeBytes, o.hookReps, o.hookStore,
-		o.sizedLsVolumes, o.sizedLsFiles, o.sizedLsUnsized, o.snapBytes, o.snapFiles, o.snapReps)
+		o.sizedLsVolumes, o.sizedLsFiles, o.sizedLsUnsized, o.snapBytes, o.snapFiles, o.snapReps, o.regBytes, o.regFiles, o.regReps, o.regLayerSize, o.regPods, o.regSeedBytes, o.regSeedFiles)
 	if o.baseline != "" {
 		fmt.Fprintf(&b, "| baseline | `-baseline %s` |\n", o.baseline)
 	}
