@@ -204,7 +204,10 @@ func (b *builder) newLayer() (*Layer, error) {
 	}
 	l := &Layer{Path: f.Name(), file: f, compSum: sha256.New(), rawSum: sha256.New()}
 	// Level and header fixed, no name and no time: same data, same bytes.
-	gz, err := gzip.NewWriterLevel(io.MultiWriter(f, l.compSum, &l.compCount), gzip.DefaultCompression)
+	// BestSpeed, as go-containerregistry compresses a layer: the default
+	// level made push 5.5x slower than tar | crane append for a few percent
+	// fewer bytes, and every push compresses the whole volume again.
+	gz, err := gzip.NewWriterLevel(io.MultiWriter(f, l.compSum, &l.compCount), gzip.BestSpeed)
 	if err != nil {
 		f.Close()
 		return nil, err

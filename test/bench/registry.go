@@ -270,7 +270,7 @@ func (e *benchEnv) registryScenario() *section {
 			"same file system (the limit). Pull: `volume pull` into a new volume, against `crane export REF - | tar -x`. %d rounds, the "+
 			"operations one after the other in each. Then one file is changed and each is pushed once more to its first repository; "+
 			"\"registry received\" counts the blobs new in the registry's storage (a manifest is one too). "+
-			"crane compresses at gzip's BestSpeed (go-containerregistry's default for a tarball layer), `volume push` at gzip's default level.",
+			"Both compress at gzip's BestSpeed (go-containerregistry's default for a tarball layer).",
 			volumes.FormatBytes(e.o.regBytes), e.o.regFiles, e.o.regLayerSize, craneVersion(), e.o.regReps),
 		header: []string{"operation", "n", "median", "p90", "against cp -a", "notes"},
 		rows:   rows,
