@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // ListOptions selects the volumes List returns.
@@ -125,8 +126,8 @@ func (o CreateOptions) validate() error {
 	if o.Size < 0 {
 		return fmt.Errorf("%w: negative size %d", ErrInvalid, o.Size)
 	}
-	if o.Inodes < 0 || o.Inodes > maxInodes {
-		return fmt.Errorf("%w: inodes %d is not from 1 to %d", ErrInvalid, o.Inodes, int64(maxInodes))
+	if o.Inodes < 0 || o.Inodes > sizer.MaxInodes {
+		return fmt.Errorf("%w: inodes %d is not from 1 to %d", ErrInvalid, o.Inodes, int64(sizer.MaxInodes))
 	}
 	if o.Inodes > 0 && o.Size == 0 {
 		return fmt.Errorf("%w: inodes %d: only a sized volume (size=...) has a file system of its own with an inode count", ErrInvalid, o.Inodes)
@@ -251,7 +252,7 @@ func (s *Store) createLocked(v *Volume, active bool) error {
 		if formatted {
 			s.deactivateTmp(nsFd, tmp)
 		}
-		destroySubvolume(nsFd, tmp)
+		sizer.DestroySubvolume(nsFd, tmp)
 		removeAllAt(nsFd, tmp, s.dev)
 		return volumeError(ns, name, err)
 	}
@@ -312,13 +313,13 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool, kind fill
 			return err
 		}
 		if v.Inodes > 0 {
-			z = imageSizer{inodes: v.Inodes}
+			z = sizer.Image{Inodes: v.Inodes}
 		}
-		if err := z.prepare(fd, v.Limit); err != nil {
+		if err := z.Prepare(fd, v.Limit); err != nil {
 			return fmt.Errorf("making a %s volume of %s: %w", v.Backend, FormatBytes(v.Limit), err)
 		}
 	default:
-		if err := mkdirData(fd); err != nil {
+		if err := sizer.MkdirData(fd); err != nil {
 			return err
 		}
 	}
@@ -719,7 +720,7 @@ func (s *Store) checkSizedLocked() []Problem {
 			probs = append(probs, Problem{Namespace: ns, Name: name, Reason: "mount at " + mp + " that no sized volume accounts for"})
 		}
 	}
-	for dev, backing := range sysfsLoop() {
+	for dev, backing := range sizer.BoundLoops() {
 		if !strings.HasPrefix(backing, s.dir+"/") || s.inFormats(backing) {
 			continue
 		}
