@@ -182,7 +182,7 @@ func (s *Store) fillClone(nsFd int, tmp string, imgDir int, v *Volume, durable b
 	if err := touchAt(fd, copyUpDone); err != nil {
 		return err
 	}
-	if v.Unsynced {
+	if v.PersistLater {
 		if err := s.markSyncPendingLocked(fd); err != nil {
 			return err
 		}

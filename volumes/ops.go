@@ -176,10 +176,10 @@ func setRootAttrs(volFd int, v *Volume) error {
 // made durably (fsync of its metadata and directories). An anonymous one is
 // not: it lives as long as its pod sandbox, and a crash of the node ends every
 // sandbox, so the next Synchronize removes it anyway; its creation is on the
-// path of every new pod's containers. Nor is one marked Unsynced, whose
-// caller calls Sync.
+// path of every new pod's containers. Nor is one marked PersistLater, whose
+// caller calls Persist.
 func (s *Store) createLocked(v *Volume, active bool) error {
-	durable := !v.Anonymous && !v.Unsynced
+	durable := !v.Anonymous && !v.PersistLater
 	ns, name := v.Namespace, v.Name
 	err := unix.Mkdirat(s.dirFd, ns, 0o700)
 	switch {
@@ -328,7 +328,7 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool, kind fill
 	if err := setRootAttrs(fd, v); err != nil {
 		return err
 	}
-	if v.Unsynced {
+	if v.PersistLater {
 		if err := s.markSyncPendingLocked(fd); err != nil {
 			return err
 		}

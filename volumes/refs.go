@@ -153,7 +153,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 				Err: fmt.Errorf("%w: it is external (external: true) and does not exist on this node", ErrNotFound)})
 		case isAbsent(err):
 			v = newVolume(r.Namespace, r.Name, r.CreateOptions, r.Owner)
-			v.Unsynced = r.SyncLater && r.Owner == nil
+			v.PersistLater = r.PersistLater && r.Owner == nil
 			if r.Owner != nil {
 				// The pod's list names the volume before it appears, so
 				// RemovePodVolumes finds it whenever the process dies.
