@@ -654,7 +654,7 @@ func imageTargetEmpty(store *volumes.Store, imageHex, target string, log *logrus
 }
 
 // request gathers what the plan needs from the pod, the container and the image.
-func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodSandbox, ctr *api.Container) (*Request, error) {
+func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodSandbox, ctr *api.Container) (*CreateRequest, error) {
 	ns := pod.GetNamespace()
 	if ns == "" {
 		ns = "default"
@@ -662,7 +662,7 @@ func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodS
 	if err := volumes.ValidateNamespace(ns); err != nil {
 		return nil, fmt.Errorf("pod namespace %q: %w", ns, err)
 	}
-	req := &Request{
+	req := &CreateRequest{
 		Namespace: ns, PodName: pod.GetName(), PodSandboxID: pod.GetId(),
 		ContainerID: ctr.GetId(), ContainerName: ctr.GetName(),
 		ImageMode: cfg.ImageVolumes.Mode, Image: ctr.GetImage().GetName(), Mounts: ctr.GetMounts(),
