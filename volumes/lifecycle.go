@@ -1,3 +1,8 @@
+// The lifecycle of a volume as people and the CLI see it: create, get,
+// list, measure, remove, prune, and the report of what is wrong (Check).
+// What containers do to volumes (acquire, release, references) is in
+// acquire.go.
+
 package volumes
 
 import (

@@ -1,3 +1,7 @@
+// What containers do to volumes: acquire them (making what is missing) and
+// release them, and the references that record which container uses which
+// volume, kept in step with the runtime (SetReferences, RemoveOrphans).
+
 package volumes
 
 import (
