@@ -46,7 +46,7 @@ type adopter struct {
 // newAdopter finds containerd's copies among the container's mounts. Only
 // a source that is exactly containerd's directory for this container is
 // taken: a CRI mount that names another container's copy is not one.
-func newAdopter(cfg *config.Config, store *volumes.Store, req *Request, log *logrus.Entry) *adopter {
+func newAdopter(cfg *config.Config, store *volumes.Store, req *CreateRequest, log *logrus.Entry) *adopter {
 	a := &adopter{cfg: cfg, store: store, podID: req.PodSandboxID, ctrID: req.ContainerID, log: log, parent: -1}
 	if req.UserNS || !volumes.IsHex64(req.ContainerID) {
 		// With a user namespace, the hook maps the image's ids back to

@@ -13,8 +13,11 @@ import (
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
-// Request is what the plan needs to know about one container being created.
-type Request struct {
+// CreateRequest is what the plan needs to know about one container being
+// created: NRI's CreateContainer, read once. It is not a volumes.Request,
+// which is one volume a container wants; a plan turns one of these into
+// many of those.
+type CreateRequest struct {
 	Namespace     string
 	PodName       string
 	PodSandboxID  string
@@ -73,7 +76,7 @@ type PlannedMount struct {
 
 // MakePlan turns a request into a plan. It touches no file: bind sources
 // and subpaths are checked when they are opened and pinned.
-func MakePlan(cfg *config.Config, req *Request) (*Plan, error) {
+func MakePlan(cfg *config.Config, req *CreateRequest) (*Plan, error) {
 	p := &Plan{}
 	runtimeTargets := map[string]bool{}
 	for _, m := range req.Mounts {
@@ -199,7 +202,7 @@ func (p *Plan) subpaths() []volumes.Subpath {
 	return subs
 }
 
-func (req *Request) owner(target string) *volumes.Owner {
+func (req *CreateRequest) owner(target string) *volumes.Owner {
 	return &volumes.Owner{PodSandboxID: req.PodSandboxID, PodName: req.PodName, Container: req.ContainerName, Target: target}
 }
 

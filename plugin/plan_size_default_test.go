@@ -18,7 +18,7 @@ func TestPlanBoundsVolumeSizeByDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := Request{Items: items, Namespace: "shop", PodName: "web", PodSandboxID: "pod1",
+	req := CreateRequest{Items: items, Namespace: "shop", PodName: "web", PodSandboxID: "pod1",
 		ContainerID: "c1", ContainerName: "app", ItemsKey: VolumesKey}
 	if _, err := MakePlan(cfg, &req); err == nil {
 		t.Fatal("MakePlan accepted a 1PiB sized volume with the default configuration")

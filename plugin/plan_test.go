@@ -41,14 +41,14 @@ func TestMakePlan(t *testing.T) {
 	tests := []struct {
 		name       string
 		cfg        *config.Config
-		req        Request
+		req        CreateRequest
 		wantVols   []volumes.Request
 		wantMounts []string // "kind target source-or-volume-index options copyup"
 		wantRemove []string
 		wantErr    string
 	}{
-		{name: "nothing", cfg: cfg, req: Request{ImageMode: config.ImageVolumeAnonymous}},
-		{name: "named and anonymous and tmpfs", cfg: cfg, req: Request{
+		{name: "nothing", cfg: cfg, req: CreateRequest{ImageMode: config.ImageVolumeAnonymous}},
+		{name: "named and anonymous and tmpfs", cfg: cfg, req: CreateRequest{
 			ImageMode: config.ImageVolumeAnonymous,
 			Items:     items("- redis-data:/data\n- /cache:nocopy\n- {type: tmpfs, target: /run/secrets, size: 16Mi, mode: '700'}\n- redis-data:/backup:ro"),
 		}, wantVols: []volumes.Request{
@@ -60,33 +60,33 @@ func TestMakePlan(t *testing.T) {
 			"volume /backup 0 rbind,rprivate,nosuid,nodev,ro,rro true",
 			"tmpfs /run/secrets  nosuid,nodev,mode=700,size=16777216,nr_inodes=4096,rw false",
 		}},
-		{name: "image volume replaces containerd's own", cfg: cfg, req: Request{
+		{name: "image volume replaces containerd's own", cfg: cfg, req: CreateRequest{
 			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/data"}, Mounts: []*api.Mount{criVolume},
 		}, wantVols: []volumes.Request{{Namespace: "shop", Owner: owner("/data")}},
 			wantMounts: []string{"volume /data 0 rbind,rprivate,nosuid,nodev,rw true"},
 			wantRemove: []string{"/data"}},
-		{name: "image volume as tmpfs", cfg: cfg, req: Request{
+		{name: "image volume as tmpfs", cfg: cfg, req: CreateRequest{
 			ImageMode: config.ImageVolumeTmpfs, ImageVolumes: []string{"/data/"},
 		}, wantMounts: []string{"tmpfs /data  nosuid,nodev,mode=1777,size=67108864,nr_inodes=16384,rw,tmpcopyup false"}},
-		{name: "image volume ignored still drops containerd's", cfg: cfg, req: Request{
+		{name: "image volume ignored still drops containerd's", cfg: cfg, req: CreateRequest{
 			ImageMode: config.ImageVolumeIgnore, ImageVolumes: []string{"/data"}, Mounts: []*api.Mount{criVolume},
 		}, wantRemove: []string{"/data"}},
-		{name: "annotation wins over image volume", cfg: cfg, req: Request{
+		{name: "annotation wins over image volume", cfg: cfg, req: CreateRequest{
 			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/data"}, Items: items("- db:/data:nocopy"),
 		}, wantVols: []volumes.Request{{Namespace: "shop", Name: "db"}},
 			wantMounts: []string{"volume /data 0 rbind,rprivate,nosuid,nodev,rw false"}},
-		{name: "kubernetes mount wins over image volume", cfg: cfg, req: Request{
+		{name: "kubernetes mount wins over image volume", cfg: cfg, req: CreateRequest{
 			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/config"}, Mounts: []*api.Mount{k8sMount},
 		}},
-		{name: "parents mounted first", cfg: cfg, req: Request{
+		{name: "parents mounted first", cfg: cfg, req: CreateRequest{
 			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/data"}, Items: items("- /data/cache/x:nocopy"),
 		}, wantVols: []volumes.Request{{Namespace: "shop", Owner: owner("/data/cache/x")}, {Namespace: "shop", Owner: owner("/data")}},
 			wantMounts: []string{"volume /data 1 rbind,rprivate,nosuid,nodev,rw true", "volume /data/cache/x 0 rbind,rprivate,nosuid,nodev,rw false"}},
-		{name: "bind read-only by default", cfg: cfg, req: Request{Items: items("- " + allowed + "/conf:/etc/app")},
+		{name: "bind read-only by default", cfg: cfg, req: CreateRequest{Items: items("- " + allowed + "/conf:/etc/app")},
 			wantMounts: []string{"bind /etc/app " + allowed + "/conf rbind,rprivate,nosuid,nodev,rnosuid,rnodev,ro,rro false"}},
-		{name: "bind writable when configured", cfg: &rwBinds, req: Request{Items: items("- " + allowed + "/conf:/etc/app")},
+		{name: "bind writable when configured", cfg: &rwBinds, req: CreateRequest{Items: items("- " + allowed + "/conf:/etc/app")},
 			wantMounts: []string{"bind /etc/app " + allowed + "/conf rbind,rprivate,nosuid,nodev,rnosuid,rnodev,rw false"}},
-		{name: "user namespace idmaps volumes and binds, not tmpfs", cfg: cfg, req: Request{
+		{name: "user namespace idmaps volumes and binds, not tmpfs", cfg: cfg, req: CreateRequest{
 			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/var/lib/db"}, UserNS: true,
 			Items: items("- shared:/shared\n- " + allowed + "/conf:/etc/app\n- {type: tmpfs, target: /run/secrets}"),
 		}, wantVols: []volumes.Request{{Namespace: "shop", Name: "shared"}, {Namespace: "shop", Owner: owner("/var/lib/db")}},
@@ -96,7 +96,7 @@ func TestMakePlan(t *testing.T) {
 				"tmpfs /run/secrets  nosuid,nodev,mode=1777,size=67108864,nr_inodes=16384,rw false",
 				"volume /var/lib/db 1 rbind,rprivate,nosuid,nodev,rw,ridmap true",
 			}},
-		{name: "noexec on every kind", cfg: cfg, req: Request{Items: items("- v:/v:noexec\n- /a:ro,noexec,nocopy\n- " + allowed +
+		{name: "noexec on every kind", cfg: cfg, req: CreateRequest{Items: items("- v:/v:noexec\n- /a:ro,noexec,nocopy\n- " + allowed +
 			"/conf:/etc/app:noexec\n- {type: tmpfs, target: /t, noExec: true}\n- {source: w, target: /w, noExec: true}\n- x:/x:exec")},
 			wantVols: []volumes.Request{{Namespace: "shop", Name: "v"}, {Namespace: "shop", Owner: owner("/a")}, {Namespace: "shop", Name: "w"}, {Namespace: "shop", Name: "x"}},
 			wantMounts: []string{
@@ -107,7 +107,7 @@ func TestMakePlan(t *testing.T) {
 				"volume /x 3 rbind,rprivate,nosuid,nodev,rw true",
 				"bind /etc/app " + allowed + "/conf rbind,rprivate,nosuid,nodev,rnosuid,rnodev,ro,rro,noexec false",
 			}},
-		{name: "ownership of volumes made on first use", cfg: cfg, req: Request{
+		{name: "ownership of volumes made on first use", cfg: cfg, req: CreateRequest{
 			Items: items("- {source: logs, target: /logs, uid: 1000, gid: 2000, mode: '0770', chown: true}\n- /cache:U"),
 		}, wantVols: []volumes.Request{
 			{Namespace: "shop", Name: "logs", CreateOptions: volumes.CreateOptions{UID: intp(1000), GID: intp(2000), Mode: modep(0o770)}},
@@ -116,13 +116,13 @@ func TestMakePlan(t *testing.T) {
 			"volume /logs 0 rbind,rprivate,nosuid,nodev,rw true chown",
 			"volume /cache 1 rbind,rprivate,nosuid,nodev,rw true chown",
 		}},
-		{name: "subpath of a named volume", cfg: cfg, req: Request{
+		{name: "subpath of a named volume", cfg: cfg, req: CreateRequest{
 			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/logs"},
 			Items: items("- {source: data, target: /logs, subpath: logs/app/}\n- data:/data"),
 		}, wantVols: []volumes.Request{{Namespace: "shop", Name: "data"}},
 			wantMounts: []string{"volume /logs 0 rbind,rprivate,nosuid,nodev,rw false logs/app", "volume /data 0 rbind,rprivate,nosuid,nodev,rw true"}},
 
-		{name: "sized volumes", cfg: &sized, req: Request{
+		{name: "sized volumes", cfg: &sized, req: CreateRequest{
 			ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/img"},
 			Items: items("- {source: db, target: /data, size: 10Gi}\n- /cache\n- {target: /big, size: 8Gi}\n- unsized:/u"),
 		}, wantVols: []volumes.Request{
@@ -138,18 +138,18 @@ func TestMakePlan(t *testing.T) {
 			"volume /u 3 rbind,rprivate,nosuid,nodev,rw true",
 			"volume /img 4 rbind,rprivate,nosuid,nodev,rw true",
 		}},
-		{name: "size above sizes.maxSize", cfg: &sized, req: Request{Items: items("- {source: db, target: /data, size: 20Gi}")},
+		{name: "size above sizes.maxSize", cfg: &sized, req: CreateRequest{Items: items("- {source: db, target: /data, size: 20Gi}")},
 			wantErr: `item 1 (target "/data"): size 20Gi is above sizes.maxSize 16Gi`},
 
-		{name: "annotation target a runtime mount has", cfg: cfg, req: Request{Items: items("- v:/config"), Mounts: []*api.Mount{k8sMount}},
+		{name: "annotation target a runtime mount has", cfg: cfg, req: CreateRequest{Items: items("- v:/config"), Mounts: []*api.Mount{k8sMount}},
 			wantErr: `target "/config" is already mounted`},
-		{name: "bind with empty allowlist", cfg: noBinds, req: Request{Items: items("- /srv:/x")},
+		{name: "bind with empty allowlist", cfg: noBinds, req: CreateRequest{Items: items("- /srv:/x")},
 			wantErr: "bind mounts are not allowed"},
-		{name: "image volume under proc", cfg: cfg, req: Request{ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/proc/x"}, Image: "evil"},
+		{name: "image volume under proc", cfg: cfg, req: CreateRequest{ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"/proc/x"}, Image: "evil"},
 			wantErr: `image "evil" declares VOLUME "/proc/x"`},
-		{name: "relative image volume", cfg: cfg, req: Request{ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"data"}, Image: "evil"},
+		{name: "relative image volume", cfg: cfg, req: CreateRequest{ImageMode: config.ImageVolumeAnonymous, ImageVolumes: []string{"data"}, Image: "evil"},
 			wantErr: "not an absolute path"},
-		{name: "too many volumes", cfg: cfg, req: Request{ImageMode: config.ImageVolumeAnonymous, ImageVolumes: manyTargets(65)},
+		{name: "too many volumes", cfg: cfg, req: CreateRequest{ImageMode: config.ImageVolumeAnonymous, ImageVolumes: manyTargets(65)},
 			wantErr: "more than the 64 allowed"},
 	}
 	for _, tt := range tests {

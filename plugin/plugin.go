@@ -341,7 +341,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 // container's start until they are durable.
 func syncLater(plan *Plan) {
 	for i := range plan.Volumes {
-		plan.Volumes[i].SyncLater = true
+		plan.Volumes[i].PersistLater = true
 	}
 }
 
@@ -363,7 +363,7 @@ func knownEmptyTargets(store *volumes.Store, imageHex string, plan *Plan, log *l
 }
 
 // syncNew starts the fsyncs of the named volumes this request made, which
-// it made without them (Request.SyncLater), in the background, while
+// it made without them (volumes.Request.PersistLater), in the background, while
 // containerd goes on creating the container. StartContainer, which
 // containerd calls before the container's process runs, waits for them
 // (and syncs any other volume the container mounts that still waits for
@@ -371,12 +371,12 @@ func knownEmptyTargets(store *volumes.Store, imageHex string, plan *Plan, log *l
 // where there is one.
 func syncNew(store *volumes.Store, vols []*volumes.Volume, log *logrus.Entry) {
 	for _, v := range vols {
-		if v.Anonymous || !v.Created || !v.Unsynced {
+		if v.Anonymous || !v.Created || !v.PersistLater {
 			continue
 		}
 		ns, name := v.Namespace, v.Name
 		go func() {
-			if err := store.Sync(ns, name); err != nil {
+			if err := store.Persist(ns, name); err != nil {
 				log.WithError(err).WithField("volume", ns+"/"+name).Warn("syncing a new volume in the background; the container's start syncs it")
 			}
 		}()
@@ -387,7 +387,7 @@ func syncNew(store *volumes.Store, vols []*volumes.Volume, log *logrus.Entry) {
 // are durable (see syncNew). containerd calls it after the container and its
 // hooks are set up and before its process runs, and does not start the
 // container when it fails. The background syncs are mostly done by then,
-// and Sync is one lookup per volume.
+// and Persist is one lookup per volume.
 //
 // The wait is bounded by lockTimeout, below containerd's request timeout: a
 // plugin that answers late is dropped by containerd, which then starts the
@@ -411,7 +411,7 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 		for _, r := range refs {
 			// A path shaped like a volume's that names none (a CRI mount
 			// of the host path, say) has nothing to sync.
-			if err := store.Sync(r.Namespace, r.Name); err != nil && !errors.Is(err, volumes.ErrNotFound) {
+			if err := store.Persist(r.Namespace, r.Name); err != nil && !errors.Is(err, volumes.ErrNotFound) {
 				errs = append(errs, err)
 			}
 		}
@@ -654,7 +654,7 @@ func imageTargetEmpty(store *volumes.Store, imageHex, target string, log *logrus
 }
 
 // request gathers what the plan needs from the pod, the container and the image.
-func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodSandbox, ctr *api.Container) (*Request, error) {
+func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodSandbox, ctr *api.Container) (*CreateRequest, error) {
 	ns := pod.GetNamespace()
 	if ns == "" {
 		ns = "default"
@@ -662,7 +662,7 @@ func (p *Plugin) request(cfg *config.Config, images *ImageVolumes, pod *api.PodS
 	if err := volumes.ValidateNamespace(ns); err != nil {
 		return nil, fmt.Errorf("pod namespace %q: %w", ns, err)
 	}
-	req := &Request{
+	req := &CreateRequest{
 		Namespace: ns, PodName: pod.GetName(), PodSandboxID: pod.GetId(),
 		ContainerID: ctr.GetId(), ContainerName: ctr.GetName(),
 		ImageMode: cfg.ImageVolumes.Mode, Image: ctr.GetImage().GetName(), Mounts: ctr.GetMounts(),

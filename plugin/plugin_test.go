@@ -835,8 +835,8 @@ func TestStartContainerMakesVolumesDurable(t *testing.T) {
 	rt.connect()
 	store := rt.store()
 	if _, err := store.Acquire("earlier", []volumes.Request{
-		{Namespace: "default", Name: "pending", SyncLater: true},
-		{Namespace: "default", Name: "unreadable", SyncLater: true},
+		{Namespace: "default", Name: "pending", PersistLater: true},
+		{Namespace: "default", Name: "unreadable", PersistLater: true},
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,7 @@ func parseFrom(it Item, l longItem) (*Seed, error) {
 
 // checkPullPolicy refuses a seed that registries.allow does not admit for
 // the namespace, before anything reaches the network.
-func checkPullPolicy(cfg *config.Config, req *Request, it Item) error {
+func checkPullPolicy(cfg *config.Config, req *CreateRequest, it Item) error {
 	if it.From == nil || cfg.Registries.AllowsPull(req.Namespace, it.From.Ref) {
 		return nil
 	}
@@ -142,7 +142,7 @@ type seedJob struct {
 
 // wait seeds the plan's volumes that have a from: and are not seeded yet,
 // waiting at most budget. The error names the item and the reference.
-func (s *seeder) wait(cfg *config.Config, store *volumes.Store, req *Request, plan *Plan, log *logrus.Entry) error {
+func (s *seeder) wait(cfg *config.Config, store *volumes.Store, req *CreateRequest, plan *Plan, log *logrus.Entry) error {
 	var jobs []seedJob
 	for _, m := range plan.Mounts {
 		if m.Kind != KindVolume {

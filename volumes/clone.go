@@ -12,6 +12,7 @@ import (
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/internal/snapfs"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // Clones and restores. A clone is a new, independent, writable volume made
@@ -88,7 +89,7 @@ func (s *Store) Clone(ns, src, snap, dst string, opts CloneOptions) (*CloneResul
 	nv.Limit, nv.Backend, nv.Inodes = v.Limit, v.Backend, v.Inodes
 	nv.Mountpoint = s.mountpoint(ns, dst)
 	if opts.Size > v.Limit {
-		if err := (imageSizer{}).grow(st.fd, "", opts.Size); err != nil {
+		if err := (sizer.Image{}).Grow(st.fd, "", opts.Size); err != nil {
 			return nil, volumeError(ns, dst, fmt.Errorf("growing the clone to %s: %w", FormatBytes(opts.Size), err))
 		}
 		nv.Limit = opts.Size
@@ -195,7 +196,7 @@ func (st *staged) fill(s *Store, v *Volume, snap string, srcDir int) error {
 	path := filepath.Join(s.dir, v.Namespace, v.Name, snapshotsDir, name)
 	switch {
 	case v.Limit > 0 && snap == "":
-		if err := mkdirData(fd); err != nil {
+		if err := sizer.MkdirData(fd); err != nil {
 			return err
 		}
 		h := &heldVolume{v: v, volFd: st.volFd, dataFd: -1}
@@ -205,7 +206,7 @@ func (st *staged) fill(s *Store, v *Volume, snap string, srcDir int) error {
 		defer unix.Close(h.dataFd)
 		st.copy, _, err = s.cloneLiveImage(h, fd)
 	case v.Limit > 0:
-		if err := mkdirData(fd); err != nil {
+		if err := sizer.MkdirData(fd); err != nil {
 			return err
 		}
 		st.copy, err = cloneImageAt(srcDir, fd)
@@ -300,7 +301,7 @@ func (s *Store) Restore(ns, name, snap string) error {
 	defer st.close()
 	if v.Limit > 0 {
 		// The volume may have grown since; it keeps its size.
-		if err := (imageSizer{}).grow(st.fd, "", v.Limit); err != nil {
+		if err := (sizer.Image{}).Grow(st.fd, "", v.Limit); err != nil {
 			return snapshotError(ns, name, snap, fmt.Errorf("growing it to the volume's %s: %w", FormatBytes(v.Limit), err))
 		}
 	}
@@ -365,13 +366,13 @@ func (s *Store) markRestored(volFd int) error {
 // disk.img renamed over it while it lingers would have the next activation
 // take the old device, and the old data.
 func waitLoopGone(volFd int) error {
-	img, err := openImage(volFd)
+	img, err := sizer.OpenImage(volFd)
 	if err != nil {
 		return err
 	}
 	defer img.Close()
 	for end := time.Now().Add(2 * time.Second); ; {
-		if _, bound := boundLoop(img); !bound {
+		if _, bound := sizer.BoundLoop(img); !bound {
 			return nil
 		}
 		if time.Now().After(end) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/internal/snapfs"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // CloneSource names what a new volume is cloned from: volume Volume of the
@@ -129,18 +130,18 @@ func cloneSourceDir(srcVol int, src CloneSource) (int, error) {
 		}
 		return fd, err
 	}
-	img, err := openImage(srcVol)
+	img, err := sizer.OpenImage(srcVol)
 	if err != nil {
 		return -1, err
 	}
-	mounted := isDataMounted(srcVol)
-	_, bound := boundLoop(img)
+	mounted := sizer.IsDataMounted(srcVol)
+	_, bound := sizer.BoundLoop(img)
 	// Just released, the volume's file system is unmounted lazily and its
 	// loop device detached once written back: wait a little for that, so
 	// a clone right after the last container goes is not refused.
 	for try := 0; !mounted && bound && try < cloneSettleTries; try++ {
 		time.Sleep(cloneSettleStep)
-		_, bound = boundLoop(img)
+		_, bound = sizer.BoundLoop(img)
 	}
 	img.Close()
 	if mounted || bound {
@@ -158,7 +159,7 @@ func (s *Store) fillClone(nsFd int, tmp string, imgDir int, v *Volume, durable b
 		return err
 	}
 	defer unix.Close(fd)
-	if err := mkdirData(fd); err != nil {
+	if err := sizer.MkdirData(fd); err != nil {
 		return err
 	}
 	src, err := unix.Openat(imgDir, imageFile, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -181,7 +182,7 @@ func (s *Store) fillClone(nsFd int, tmp string, imgDir int, v *Volume, durable b
 	if err := touchAt(fd, copyUpDone); err != nil {
 		return err
 	}
-	if v.Unsynced {
+	if v.PersistLater {
 		if err := s.markSyncPendingLocked(fd); err != nil {
 			return err
 		}

@@ -54,11 +54,11 @@ func crashChild(root string) int {
 		}
 		// The named volume as the plugin makes it: synced after the
 		// Acquire, as the plugin does before the container starts.
-		if _, err := s.Acquire(ctr, []Request{{Namespace: "crash", Name: named, SyncLater: true}, {Namespace: "crash", Owner: owner}}); err != nil {
+		if _, err := s.Acquire(ctr, []Request{{Namespace: "crash", Name: named, PersistLater: true}, {Namespace: "crash", Owner: owner}}); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		if err := s.Sync("crash", named); err != nil {
+		if err := s.Persist("crash", named); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

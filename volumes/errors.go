@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // Errors returned by the store are wrapped around one of these classes, so
@@ -38,7 +40,7 @@ var ErrArchive = errors.New("refused archive")
 
 // errBroken marks a volume entry that exists on disk but cannot be used: a
 // symlink, a missing or unreadable volume.json, a missing _data.
-var errBroken = errors.New("broken volume")
+var errBroken = sizer.ErrBroken
 
 // errBadList marks a list file that cannot be trusted.
 var errBadList = errors.New("unreadable reference list")

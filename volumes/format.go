@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // Formatting sized volumes outside the store's lock and outside the NRI
@@ -331,11 +332,11 @@ func (s *Store) formatEntry(k formatKey) (formatEntry, error) {
 	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
 		return fail(err)
 	}
-	if err := (imageSizer{}).prepare(fd, k.size); err != nil {
+	if err := (sizer.Image{}).Prepare(fd, k.size); err != nil {
 		return fail(err)
 	}
 	if k.active {
-		if err := (imageSizer{}).activate(fd, filepath.Join(s.dir, formatsDir, name)); err != nil {
+		if err := (sizer.Image{}).Activate(fd, filepath.Join(s.dir, formatsDir, name)); err != nil {
 			return fail(err)
 		}
 	}
@@ -345,7 +346,7 @@ func (s *Store) formatEntry(k formatKey) (formatEntry, error) {
 // dropFormatEntry takes an entry down, removes it and closes its
 // descriptors; f.mu is held or the entry is no one else's.
 func (s *Store) dropFormatEntry(e formatEntry) {
-	_ = imageSizer{}.deactivate(e.fd, filepath.Join(s.dir, formatsDir, e.name))
+	_ = (sizer.Image{}).Deactivate(e.fd, filepath.Join(s.dir, formatsDir, e.name))
 	unix.Close(e.fd)
 	_ = removeAllAt(e.dir, e.name, s.dev)
 	unix.Close(e.dir)
@@ -410,7 +411,7 @@ func (s *Store) removeDeadFormatsLocked() {
 			unix.Close(fd) // a live process's
 			continue
 		}
-		_ = imageSizer{}.deactivate(fd, filepath.Join(s.dir, formatsDir, n))
+		_ = (sizer.Image{}).Deactivate(fd, filepath.Join(s.dir, formatsDir, n))
 		unix.Close(fd)
 		s.moveToTrashLocked(dir, n)
 	}
@@ -430,5 +431,5 @@ func (s *Store) deactivateTmp(nsFd int, tmp string) {
 		return
 	}
 	defer unix.Close(fd)
-	_ = imageSizer{}.deactivate(fd, "/proc/self/fd/"+strconv.Itoa(fd))
+	_ = (sizer.Image{}).Deactivate(fd, "/proc/self/fd/"+strconv.Itoa(fd))
 }

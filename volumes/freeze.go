@@ -13,6 +13,7 @@ import (
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/internal/snapfs"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // A snapshot of a sized image volume freezes the volume's file system for
@@ -163,7 +164,7 @@ func (s *Store) thawAbandonedLocked() {
 				return -1, nil, err
 			}
 			defer unix.Close(volFd)
-			if isDataMounted(volFd) {
+			if sizer.IsDataMounted(volFd) {
 				fd, err := fsx.OpenDir(volFd, dataDir)
 				return fd, func() { unix.Close(fd) }, err
 			}
@@ -181,11 +182,11 @@ func (s *Store) thawAbandonedLocked() {
 // same file system, to thaw. It returns -1 when no loop device holds the
 // image.
 func mountFrozenLoop(fdir, volFd int) (int, func(), error) {
-	img, err := openImage(volFd)
+	img, err := sizer.OpenImage(volFd)
 	if err != nil {
 		return -1, nil, nil
 	}
-	dev, bound := boundLoop(img)
+	dev, bound := sizer.BoundLoop(img)
 	img.Close()
 	if !bound {
 		return -1, nil, nil
@@ -195,12 +196,12 @@ func mountFrozenLoop(fdir, volFd int) (int, func(), error) {
 		return -1, nil, &os.PathError{Op: "mkdirat", Path: tmp, Err: err}
 	}
 	target := fsx.ProcPath(fdir) + "/" + tmp
-	if err := unix.Mount(dev, target, "ext4", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	if err := sizer.MountLoop(dev, target); err != nil {
 		unix.Unlinkat(fdir, tmp, unix.AT_REMOVEDIR)
 		return -1, nil, fmt.Errorf("mount %s to thaw it: %w", dev, err)
 	}
 	done := func() {
-		_ = unix.Unmount(target, unix.MNT_DETACH)
+		sizer.Detach(target)
 		unix.Unlinkat(fdir, tmp, unix.AT_REMOVEDIR)
 	}
 	fd, err := fsx.OpenDir(fdir, tmp)

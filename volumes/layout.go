@@ -1,5 +1,7 @@
 package volumes
 
+import "github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
+
 // The store's layout on disk: every name the store gives a directory, file,
 // marker or temporary entry of its own, what lives there and who clears it
 // away. ROOT is the store's root, VOLS is ROOT/volumes, and VOL is one
@@ -76,7 +78,7 @@ const (
 
 	// imageFile, in VOL, is the ext4 disk image of a volume of the image
 	// backend, mounted at _data. It goes with its volume.
-	imageFile = "disk.img"
+	imageFile = sizer.ImageFile
 
 	// snapshotsDir, in VOL, holds the volume's snapshots, each a directory
 	// with its snapshotMeta. Temporary entries there are removed by the next
@@ -94,7 +96,7 @@ const (
 	// metaFile, in VOL, is the volume's metadata.
 	metaFile = "volume.json"
 	// dataDir, in VOL, is the volume's data, the directory containers mount.
-	dataDir = "_data"
+	dataDir = sizer.DataDir
 
 	// copyUpStarted, copyUpSwitching and copyUpDone, in VOL, record how far
 	// the volume's copy-up went; the next copy-up of the volume finishes one

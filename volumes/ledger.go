@@ -23,7 +23,7 @@ import (
 // new size), a refund after it left its name. A process that dies between
 // the two steps leaves a charge too many, never one too few: a budget errs
 // on the side of refusing. A charge for a volume made durably is durable
-// with it; the charge of a volume made Unsynced is made durable by its Sync,
+// with it; the charge of a volume made PersistLater is made durable by its Persist,
 // before any container runs on it. A store without the file (made before it
 // existed) gets it at Open, by the one scan of every volume.json.
 // It is ledgerFile.
@@ -227,7 +227,7 @@ func (s *Store) refundLocked(ns string, size int64) {
 	}
 }
 
-// syncLedger makes the ledger durable; Sync calls it for a sized volume made
+// syncLedger makes the ledger durable; Persist calls it for a sized volume made
 // without its fsyncs.
 func (s *Store) syncLedger() error {
 	fd, err := unix.Openat(s.dirFd, ledgerFile, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/pin"
 )
 
 // Pins. runc resolves a mount's source path again when it mounts, following
@@ -33,12 +34,11 @@ import (
 // goes or its creation fails, RemoveStalePins those of containers the runtime
 // no longer has, and Open those that are no longer mounted (after a reboot).
 // Removal unmounts and then removes only an empty directory or the empty file
-// a pin was mounted on: it never deletes what a pin showed.
+// a pin was mounted on: it never deletes what a pin showed. The mount and
+// removal mechanics are volumes/internal/pin's; this file keeps the pins'
+// names, their directories and who may make or remove them.
 const (
 	pinSep = "@"
-	// maxPinUnmounts bounds the unmounts of one pin entry: one is the pin,
-	// anything more was stacked on it.
-	maxPinUnmounts = 16
 	// maxSubpathLen bounds a subpath, as the kernel bounds a path.
 	maxSubpathLen = 4096
 )
@@ -243,67 +243,19 @@ func (s *Store) pinSubpathLocked(id string, sub Subpath, v *Volume) (string, err
 // pinLocked makes entry below the pins of container id a private, recursive
 // bind mount of the object open at src and returns its path.
 func (s *Store) pinLocked(id, entry string, src int) (string, error) {
-	st, err := fsx.Fstat(src)
-	if err != nil {
+	// Checked before the container's pin directory is made, so a refusal
+	// leaves nothing behind.
+	if err := pin.Pinnable(src); errors.Is(err, pin.ErrKind) {
+		return "", fmt.Errorf("%w: %w", ErrInvalid, err)
+	} else if err != nil {
 		return "", err
-	}
-	kind := st.Mode & unix.S_IFMT
-	if kind != unix.S_IFDIR && kind != unix.S_IFREG {
-		return "", fmt.Errorf("%w: only a directory or a regular file can be pinned", ErrInvalid)
 	}
 	ctrFd, err := s.openPinDir(id)
 	if err != nil {
 		return "", err
 	}
 	defer unix.Close(ctrFd)
-	dir := filepath.Join(s.pins, id)
-	// A pin left by an earlier try of the same container goes first.
-	if err := removePinEntry(ctrFd, dir, entry, true); err != nil {
-		return "", err
-	}
-	if kind == unix.S_IFDIR {
-		err = unix.Mkdirat(ctrFd, entry, 0o700)
-	} else {
-		var fd int
-		fd, err = unix.Openat(ctrFd, entry, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err == nil {
-			unix.Close(fd)
-		}
-	}
-	if err != nil {
-		return "", &os.PathError{Op: "create pin", Path: filepath.Join(dir, entry), Err: err}
-	}
-	if err := bindPrivate(src, ctrFd, entry); err != nil {
-		removePinEntry(ctrFd, dir, entry, false)
-		return "", &os.PathError{Op: "pin", Path: filepath.Join(dir, entry), Err: err}
-	}
-	return filepath.Join(dir, entry), nil
-}
-
-// bindPrivate mounts a private copy of the mount tree at src, submounts
-// included, on entry below dirFd. The copy is made private before it is
-// attached, so it never joins the peer group of its source; attached below a
-// shared mount (the store of a DaemonSet with Bidirectional propagation) it
-// propagates to the host like any new mount. It needs Linux 5.12.
-func bindPrivate(src, dirFd int, entry string) error {
-	tree, err := unix.OpenTree(src, "", unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC|unix.AT_EMPTY_PATH|unix.AT_RECURSIVE)
-	if err != nil {
-		return fmt.Errorf("open_tree: %w", err)
-	}
-	defer unix.Close(tree)
-	attr := unix.MountAttr{Propagation: unix.MS_PRIVATE}
-	if err := unix.MountSetattr(tree, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, &attr); err != nil {
-		return fmt.Errorf("mount_setattr: %w", err)
-	}
-	target, err := unix.Openat(dirFd, entry, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(target)
-	if err := unix.MoveMount(tree, "", target, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH); err != nil {
-		return fmt.Errorf("move_mount: %w", err)
-	}
-	return nil
+	return pin.Make(ctrFd, filepath.Join(s.pins, id), entry, src)
 }
 
 // openPins opens ROOT/pins, making it first when create is set.
@@ -352,7 +304,7 @@ func (s *Store) unpinLocked(id string) error {
 	if err == nil {
 		dir := filepath.Join(s.pins, id)
 		for _, e := range entries {
-			if err = removePinEntry(ctrFd, dir, e, true); err != nil {
+			if err = pin.Remove(ctrFd, dir, e, true); err != nil {
 				break
 			}
 		}
@@ -363,47 +315,6 @@ func (s *Store) unpinLocked(id string) error {
 	}
 	if err := unix.Unlinkat(pinsFd, id, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("pins of container %q: %w", id, &os.PathError{Op: "rmdir", Path: filepath.Join(s.pins, id), Err: err})
-	}
-	return nil
-}
-
-// removePinEntry removes entry of the pin directory dir, open at dirFd:
-// with unmount set it first unmounts whatever is mounted there, then it
-// removes the empty directory or file the pin was mounted on. It never
-// removes anything else, so what a pin showed is never deleted: a directory
-// with content stays, and so does anything still mounted.
-func removePinEntry(dirFd int, dir, entry string, unmount bool) error {
-	p := filepath.Join(dir, entry)
-	for i := 0; unmount; i++ {
-		err := unix.Unmount(p, unix.MNT_DETACH|unix.UMOUNT_NOFOLLOW)
-		if errors.Is(err, unix.EINVAL) {
-			break // not a mount point (any more)
-		}
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if err != nil {
-			return &os.PathError{Op: "unmount", Path: p, Err: err}
-		}
-		if i == maxPinUnmounts {
-			return &os.PathError{Op: "unmount", Path: p, Err: errors.New("still mounted after many unmounts")}
-		}
-	}
-	st, err := fsx.Lstat(dirFd, entry)
-	if errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	flags := 0
-	if fsx.IsDir(&st) {
-		flags = unix.AT_REMOVEDIR
-	} else if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size != 0 {
-		return &os.PathError{Op: "remove", Path: p, Err: errors.New("not an empty pin")}
-	}
-	if err := unix.Unlinkat(dirFd, entry, flags); err != nil && !errors.Is(err, unix.ENOENT) {
-		return &os.PathError{Op: "remove", Path: p, Err: err}
 	}
 	return nil
 }
@@ -434,7 +345,7 @@ func (s *Store) removeUnmountedPins(all []string) {
 		entries, _ := fsx.ReadDirNames(ctrFd)
 		for _, e := range entries {
 			if !mounted[filepath.Join(s.pins, id, e)] {
-				removePinEntry(ctrFd, filepath.Join(s.pins, id), e, false)
+				pin.Remove(ctrFd, filepath.Join(s.pins, id), e, false)
 			}
 		}
 		unix.Close(ctrFd)

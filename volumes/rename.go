@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // Rename gives volume old of namespace ns the name new, with its data,
@@ -85,7 +86,7 @@ func (s *Store) Rename(ns, old, new string) (*Volume, error) {
 // _data, as something left it up, and waits for its loop device to go: the
 // device names the image by its path, which is about to change.
 func (s *Store) quiesceLocked(v *Volume, volFd int) error {
-	if v.Limit == 0 || !isDataMounted(volFd) {
+	if v.Limit == 0 || !sizer.IsDataMounted(volFd) {
 		return nil
 	}
 	if err := s.deactivateLocked(v); err != nil {

@@ -2,16 +2,17 @@ package volumes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nri-volumes/nri-volumes/internal/bytesize"
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // Sized volumes. A volume created with a size has it enforced by the kernel
@@ -70,29 +71,15 @@ func (s *Store) SetSizePolicy(p SizePolicy) {
 	s.policy = p
 }
 
-// sizer enforces the size of a volume. Its methods get the volume's
-// directory open at volFd and its path (for mount calls and messages); they
-// run under the store's exclusive lock, except usage and release.
-type sizer interface {
-	// prepare sets up a new volume, still under a temporary name, whose
-	// directory is open at volFd: it makes _data.
-	prepare(volFd int, size int64) error
-	// activate makes _data the sized file system; it is idempotent.
-	activate(volFd int, volPath string) error
-	// deactivate undoes activate; an inactive volume is no error.
-	deactivate(volFd int, volPath string) error
-	// usage returns the bytes used in the volume without walking it.
-	usage(volFd int) (int64, error)
-	// grow raises the size of an active volume to size.
-	grow(volFd int, volPath string, size int64) error
-}
-
-func sizerFor(b Backend) (sizer, error) {
+// sizerFor returns the backend that enforces the size of a volume of
+// backend b. Its methods run under the store's exclusive lock, except
+// Usage.
+func sizerFor(b Backend) (sizer.Sizer, error) {
 	switch b {
 	case BackendImage:
-		return imageSizer{}, nil
+		return sizer.Image{}, nil
 	case BackendBtrfs:
-		return btrfsSizer{}, nil
+		return sizer.Btrfs{}, nil
 	}
 	return nil, fmt.Errorf("%w: unknown size backend %q", errBroken, b)
 }
@@ -105,15 +92,10 @@ func (s *Store) pickBackend() (Backend, error) {
 	if b == "" || b == BackendAuto {
 		return BackendImage, nil
 	}
-	if b == BackendBtrfs && !onBtrfs(s.dirFd) {
+	if b == BackendBtrfs && !sizer.OnBtrfs(s.dirFd) {
 		return "", fmt.Errorf("%w: sizes.backend is btrfs, but the store %s is not on btrfs", ErrInvalid, s.dir)
 	}
 	return b, nil
-}
-
-func onBtrfs(fd int) bool {
-	var st unix.Statfs_t
-	return unix.Fstatfs(fd, &st) == nil && st.Type == unix.BTRFS_SUPER_MAGIC
 }
 
 // checkBudgetLocked refuses size more bytes of sized volumes in namespace
@@ -200,8 +182,8 @@ func (s *Store) activateLocked(v *Volume) error {
 	if v.Limit == 0 {
 		return nil
 	}
-	return s.withVolumeDir(v, func(z sizer, volFd int, volPath string) error {
-		if err := z.activate(volFd, volPath); err != nil {
+	return s.withVolumeDir(v, func(z sizer.Sizer, volFd int, volPath string) error {
+		if err := z.Activate(volFd, volPath); err != nil {
 			return err
 		}
 		return freshRootAttrs(volFd, v)
@@ -269,12 +251,12 @@ func (s *Store) deactivateLocked(v *Volume) error {
 	if v.Limit == 0 {
 		return nil
 	}
-	return s.withVolumeDir(v, func(z sizer, volFd int, volPath string) error {
-		return z.deactivate(volFd, volPath)
+	return s.withVolumeDir(v, func(z sizer.Sizer, volFd int, volPath string) error {
+		return z.Deactivate(volFd, volPath)
 	})
 }
 
-func (s *Store) withVolumeDir(v *Volume, fn func(z sizer, volFd int, volPath string) error) error {
+func (s *Store) withVolumeDir(v *Volume, fn func(z sizer.Sizer, volFd int, volPath string) error) error {
 	z, err := sizerFor(v.Backend)
 	if err != nil {
 		return volumeError(v.Namespace, v.Name, err)
@@ -285,9 +267,19 @@ func (s *Store) withVolumeDir(v *Volume, fn func(z sizer, volFd int, volPath str
 	}
 	defer unix.Close(volFd)
 	if err := fn(z, volFd, filepath.Join(s.dir, v.Namespace, v.Name)); err != nil {
-		return volumeError(v.Namespace, v.Name, err)
+		return volumeError(v.Namespace, v.Name, sizerError(err))
 	}
 	return nil
+}
+
+// sizerError classifies a backend's error: a file system that something
+// holds mounted is ErrInUse.
+func sizerError(err error) error {
+	var busy *sizer.BusyError
+	if errors.As(err, &busy) {
+		return fmt.Errorf("%w: %w", ErrInUse, err)
+	}
+	return err
 }
 
 // settleLocked deactivates the sized volumes among keys that no container
@@ -316,18 +308,7 @@ func (s *Store) isMountedLocked(ns, name string) bool {
 		return false
 	}
 	defer unix.Close(volFd)
-	return isDataMounted(volFd)
-}
-
-// isDataMounted reports whether the _data of the volume directory open at
-// volFd is a mount point: a sized volume's own file system is mounted there.
-func isDataMounted(volFd int) bool {
-	parent, err := fsx.Fstat(volFd)
-	if err != nil {
-		return false
-	}
-	st, err := fsx.Lstat(volFd, dataDir)
-	return err == nil && fsx.IsDir(&st) && st.Dev != parent.Dev
+	return sizer.IsDataMounted(volFd)
 }
 
 // settleMountsLocked deactivates the sized volumes that are mounted but used
@@ -360,40 +341,7 @@ func (s *Store) dataMountKey(mp string) (string, bool) {
 }
 
 // FormatBytes formats n in binary units for messages: 10MiB, 1.5GiB, 512B.
-func FormatBytes(n int64) string {
-	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	if n < 1024 && n > -1024 {
-		return strconv.FormatInt(n, 10) + "B"
-	}
-	f := float64(n) / 1024
-	i := 0
-	for (f >= 1024 || f <= -1024) && i < len(units)-1 {
-		f /= 1024
-		i++
-	}
-	s := strconv.FormatFloat(f, 'f', 1, 64)
-	return strings.TrimSuffix(s, ".0") + units[i]
-}
-
-// sysfsLoop lists the bound loop devices: device path -> backing file path.
-func sysfsLoop() map[string]string {
-	out := map[string]string{}
-	entries, err := os.ReadDir("/sys/block")
-	if err != nil {
-		return out
-	}
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), "loop") {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "loop", "backing_file"))
-		if err != nil {
-			continue
-		}
-		out["/dev/"+e.Name()] = strings.TrimSuffix(strings.TrimSpace(string(b)), " (deleted)")
-	}
-	return out
-}
+func FormatBytes(n int64) string { return bytesize.Format(n) }
 
 // sizedUsage measures a sized volume through its backend.
 func sizedUsage(nsFd int, v *Volume) (int64, error) {
@@ -406,7 +354,7 @@ func sizedUsage(nsFd int, v *Volume) (int64, error) {
 		return 0, publicError(v.Namespace, v.Name, err)
 	}
 	defer unix.Close(volFd)
-	used, err := z.usage(volFd)
+	used, err := z.Usage(volFd)
 	if err != nil {
 		return 0, volumeError(v.Namespace, v.Name, err)
 	}
@@ -473,17 +421,17 @@ func (s *Store) Grow(ns, name string, size int64) (*Volume, error) {
 // a repeat of the command finishes the job.
 func (s *Store) growLocked(nsFd int, v *Volume, size int64) error {
 	inUse := len(s.idx.users[v.key()]) > 0
-	err := s.withVolumeDir(v, func(z sizer, volFd int, volPath string) error {
+	err := s.withVolumeDir(v, func(z sizer.Sizer, volFd int, volPath string) error {
 		var err error
 		if inUse {
-			err = z.activate(volFd, volPath)
+			err = z.Activate(volFd, volPath)
 		} else {
-			err = z.deactivate(volFd, volPath)
+			err = z.Deactivate(volFd, volPath)
 		}
 		if err != nil {
 			return err
 		}
-		return z.grow(volFd, volPath, size)
+		return z.Grow(volFd, volPath, size)
 	})
 	if err != nil {
 		return err

@@ -14,13 +14,14 @@ import (
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/internal/testutil"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // requireLoop skips a test that needs root, loop devices and mkfs.ext4.
 func requireLoop(t *testing.T) {
 	t.Helper()
 	testutil.RequireRoot(t, "sized volumes need root")
-	if _, err := os.Stat(loopControl); err != nil {
+	if _, err := os.Stat(sizer.LoopControl); err != nil {
 		t.Skipf("no loop devices: %v", err)
 	}
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
@@ -47,7 +48,7 @@ func openSized(t *testing.T) (*Store, string) {
 // loopsOf returns the loop devices whose backing file is below dir.
 func loopsOf(dir string) []string {
 	var out []string
-	for dev, backing := range sysfsLoop() {
+	for dev, backing := range sizer.BoundLoops() {
 		if strings.HasPrefix(backing, dir+"/") {
 			out = append(out, dev+"="+backing)
 		}
@@ -391,7 +392,7 @@ func hasCapSysResource() bool {
 // nothing.
 func TestSizedBackendBtrfsOffBtrfs(t *testing.T) {
 	s, _ := openSized(t)
-	if onBtrfs(s.dirFd) {
+	if sizer.OnBtrfs(s.dirFd) {
 		t.Skip("the temporary directory is on btrfs")
 	}
 	s.SetSizePolicy(SizePolicy{Backend: BackendBtrfs})

@@ -16,6 +16,7 @@ import (
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/internal/snapfs"
 	"github.com/nri-volumes/nri-volumes/volumes/copyup"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // Snapshots. A snapshot is a point-in-time copy of a volume's data, kept in
@@ -123,7 +124,7 @@ func (s *Store) holdVolume(ns, name string, how int) (*heldVolume, error) {
 		h := &heldVolume{v: v, volFd: volFd, dataFd: dataFd, done: done}
 		// The last container's release may take the file system down
 		// between activeData and the open: then again.
-		if v.Limit == 0 || isDataMounted(volFd) {
+		if v.Limit == 0 || sizer.IsDataMounted(volFd) {
 			return h, nil
 		}
 		h.release()
@@ -155,7 +156,7 @@ func openSnapshots(volFd int) (int, error) {
 	for _, n := range names {
 		if strings.HasPrefix(n, tmpPrefix) {
 			// An export's snapshot may still be mounted there.
-			unmountTemp(fsx.ProcPath(fd) + "/" + n + "/" + exportMount)
+			sizer.Unmount(fsx.ProcPath(fd) + "/" + n + "/" + exportMount)
 			_ = removeAllAt(fd, n, st.Dev)
 		}
 	}
@@ -364,7 +365,7 @@ func cloneImageAt(srcDir, dstDir int) (snapfs.Method, error) {
 // reflinked where the file system can. It returns how, and the disk usage
 // of the copy.
 func copyTree(srcFd, dstDir int, dstPath string) (snapfs.Method, int64, error) {
-	if err := mkdirData(dstDir); err != nil {
+	if err := sizer.MkdirData(dstDir); err != nil {
 		return "", 0, err
 	}
 	// The source is named through its descriptor: the very directory held.

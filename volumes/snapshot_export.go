@@ -1,13 +1,12 @@
 package volumes
 
 import (
-	"errors"
-	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // Reading a volume in use at one instant. Export (and so push, which
@@ -108,36 +107,16 @@ func (s *Store) mountTempSnapshot(h *heldVolume, snapsFd int, tmp string) (int, 
 	if err := unix.Mkdirat(dir, exportMount, 0o700); err != nil {
 		return -1, nil, &os.PathError{Op: "mkdirat", Path: exportMount, Err: err}
 	}
-	img, err := openImage(dir)
-	if err != nil {
-		return -1, nil, err
-	}
-	defer img.Close()
-	dev, loopFd, err := loopFor(img)
-	if err != nil {
-		return -1, nil, err
-	}
-	// Autoclear: the device goes with the last unmount, or now if the
-	// mount fails.
-	defer unix.Close(loopFd)
 	target := fsx.ProcPath(dir) + "/" + exportMount
-	if err := unix.Mount(dev, target, "ext4", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return -1, nil, fmt.Errorf("mount the snapshot's %s (%s): %w", imageFile, dev, err)
+	if err := sizer.MountImage(dir, target); err != nil {
+		return -1, nil, err
 	}
 	mnt, err := unix.Open(target, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		_ = unix.Unmount(target, unix.MNT_DETACH)
+		sizer.Detach(target)
 		return -1, nil, &os.PathError{Op: "open", Path: exportMount, Err: err}
 	}
 	// The path through snapsFd stays valid after dir is closed.
 	path := fsx.ProcPath(snapsFd) + "/" + tmp + "/" + exportMount
-	return mnt, func() { unmountTemp(path) }, nil
-}
-
-// unmountTemp unmounts a temporary mount: at once when nothing holds it,
-// else detached, to go once the last reader lets go.
-func unmountTemp(path string) {
-	if err := unix.Unmount(path, unix.UMOUNT_NOFOLLOW); err != nil && !errors.Is(err, unix.EINVAL) {
-		_ = unix.Unmount(path, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
-	}
+	return mnt, func() { sizer.Unmount(path) }, nil
 }

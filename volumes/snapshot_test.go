@@ -17,6 +17,7 @@ import (
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/internal/snapfs"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // recordSize is the size of one record of the test writer: a sequence
@@ -176,7 +177,7 @@ func thawAllUnder(dir string) {
 
 func e2fsck(t *testing.T, img string) {
 	t.Helper()
-	path, err := lookTool("e2fsck")
+	path, err := sizer.LookTool("e2fsck")
 	if err != nil {
 		t.Skip(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // Spares are inodes made before the request that needs them. On some disks
@@ -187,7 +188,7 @@ func makeVolumeSpare(fd int, name string, dev uint64) error {
 			return err
 		}
 		defer unix.Close(volFd)
-		if err := mkdirData(volFd); err != nil {
+		if err := sizer.MkdirData(volFd); err != nil {
 			return err
 		}
 		if err := createFileAt(volFd, metaFile, nil, false); err != nil {

@@ -264,7 +264,7 @@ func TestNewVolumeOnAFullDisk(t *testing.T) {
 		t.Fatalf("filling the disk: %v, want ENOSPC", err)
 	}
 
-	_, err = s.Acquire("c1", []Request{{Namespace: "default", Name: "data", SyncLater: true}})
+	_, err = s.Acquire("c1", []Request{{Namespace: "default", Name: "data", PersistLater: true}})
 	if !errors.Is(err, unix.ENOSPC) {
 		t.Errorf("Acquire of a new volume on a full disk = %v, want ENOSPC", err)
 	}

@@ -86,9 +86,9 @@ type Volume struct {
 	// (mkfs.ext4 -N; about that many, rounded to whole inode tables); 0: mkfs.ext4's
 	// default, one per 16 KiB.
 	Inodes int64 `json:"Inodes,omitempty"`
-	// Unsynced says this Acquire made the volume for a Request with
-	// SyncLater: it is not durable until Sync.
-	Unsynced bool `json:"-"`
+	// PersistLater says this Acquire made the volume for a Request with
+	// PersistLater: it is not durable until Persist.
+	PersistLater bool `json:"-"`
 	// Created says this Acquire made the volume: it is empty and was never
 	// copied up into.
 	Created bool `json:"-"`
@@ -178,10 +178,10 @@ type Request struct {
 	Name      string
 	Owner     *Owner
 	CreateOptions
-	// SyncLater makes a new named volume without the fsyncs that make it
-	// durable: it comes back with Unsynced set, and the caller calls Sync
+	// PersistLater makes a new named volume without the fsyncs that make it
+	// durable: it comes back with PersistLater set, and the caller calls Persist
 	// before a container uses it (the plugin has the copy-up hook do it).
-	SyncLater bool
+	PersistLater bool
 	// MustExist makes a missing named volume an error (ErrNotFound) instead
 	// of a new one: an external volume, which only a person or a pull
 	// makes.

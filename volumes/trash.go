@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // The data of a removed volume goes in two steps. Under the store's lock the
@@ -93,7 +94,7 @@ func (d *detacher) detach(ns, name string) (string, error) {
 		limit = v.Limit
 		z, err := sizerFor(v.Backend)
 		if err == nil {
-			err = z.deactivate(volFd, filepath.Join(s.dir, ns, name))
+			err = sizerError(z.Deactivate(volFd, filepath.Join(s.dir, ns, name)))
 		}
 		if err != nil {
 			return "", volumeError(ns, name, err)
@@ -229,7 +230,7 @@ func reapEntry(trashFd int, name string, dev uint64, wait, measure bool) (int64,
 	}
 	// A btrfs backend's _data is a subvolume, which removal does not
 	// cross into, as it would not into a mount.
-	if err := destroySubvolume(trashFd, name); err != nil {
+	if err := sizer.DestroySubvolume(trashFd, name); err != nil {
 		return size, err
 	}
 	if err := removeContentsAt(fd, dev); err != nil {

@@ -117,7 +117,7 @@ func copyUp(args []string, stdin io.Reader) error {
 	// First, while the plugin's own sync of a new volume has most likely
 	// left nothing to write: the copy-up below dirties the volume again.
 	for _, v := range opts.Syncs {
-		if err := store.Sync(v.Namespace, v.Name); err != nil {
+		if err := store.Persist(v.Namespace, v.Name); err != nil {
 			return fmt.Errorf("hook copyup: --sync %s: %w", v, err)
 		}
 	}

@@ -481,8 +481,8 @@ func TestHookCopyUpTooBig(t *testing.T) {
 // the container's start, with its name.
 func TestHookSync(t *testing.T) {
 	e := newHookEnv(t)
-	vols, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "data", SyncLater: true}})
-	if err != nil || !vols[0].Unsynced {
+	vols, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "data", PersistLater: true}})
+	if err != nil || !vols[0].PersistLater {
 		t.Fatalf("Acquire = %+v, %v; want an unsynced volume", vols, err)
 	}
 	if err := e.run(t, "--volume", "default/data=/data", "--sync", "default/data"); err != nil {

@@ -1,4 +1,4 @@
-package volumes
+package sizer
 
 import (
 	"bytes"
@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nri-volumes/nri-volumes/internal/bytesize"
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
@@ -22,44 +23,43 @@ import (
 // device (loop-control and LOOP_CONFIGURE, with autoclear, so unmounting
 // detaches it) and mounted at _data. Writes past the size get ENOSPC, and df
 // in a container shows the size.
-// The image is imageFile.
 const (
 	// mkfsTimeout bounds mkfs.ext4 and resize2fs; lazy initialisation
 	// makes them take about 0.1 s for 10 GiB.
 	mkfsTimeout = 30 * time.Second
-	loopControl = "/dev/loop-control"
 )
 
-type imageSizer struct {
-	// inodes is about the inode count of the file system prepare makes;
+// Image is the image backend.
+type Image struct {
+	// Inodes is about the inode count of the file system Prepare makes;
 	// 0: mkfs.ext4's default.
-	inodes int64
+	Inodes int64
 }
 
-// maxInodes is the most inodes ext4 holds.
-const maxInodes = 1<<32 - 1
+// MaxInodes is the most inodes ext4 holds.
+const MaxInodes = 1<<32 - 1
 
-// prepare makes _data and disk.img. mkfs.ext4 reserves no blocks for root
+// Prepare makes _data and disk.img. mkfs.ext4 reserves no blocks for root
 // and puts off zeroing inode tables and the journal to the kernel. The file
 // system is made larger than size by its own overhead (journal, inode
 // tables), so that df shows exactly size, rounded up to a whole block: the
 // size is what data can use. The overhead grows with the file system, so
 // its block count is found in a few tries.
-func (z imageSizer) prepare(volFd int, size int64) error {
-	if err := mkdirData(volFd); err != nil {
+func (z Image) Prepare(volFd int, size int64) error {
+	if err := MkdirData(volFd); err != nil {
 		return err
 	}
-	fd, err := unix.Openat(volFd, imageFile, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	fd, err := unix.Openat(volFd, ImageFile, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return &os.PathError{Op: "openat", Path: imageFile, Err: err}
+		return &os.PathError{Op: "openat", Path: ImageFile, Err: err}
 	}
-	f := os.NewFile(uintptr(fd), imageFile)
+	f := os.NewFile(uintptr(fd), ImageFile)
 	defer f.Close()
 	// The first try picks the block size for size, which the others keep.
 	if err := f.Truncate(size); err != nil {
-		return fmt.Errorf("size %s: %w", imageFile, err)
+		return fmt.Errorf("size %s: %w", ImageFile, err)
 	}
-	if err := mkfsExt4(f, 0, 0, z.inodes); err != nil {
+	if err := mkfsExt4(f, 0, 0, z.Inodes); err != nil {
 		return err
 	}
 	sb, err := readExt4Super(f)
@@ -71,7 +71,7 @@ func (z imageSizer) prepare(volFd int, size int64) error {
 	best := int64(0) // the fewest blocks seen that leave at least want
 	blocks := want + sb.overhead
 	for try := 0; try < 8; try++ {
-		sb, err = formatBlocks(f, bs, blocks, z.inodes)
+		sb, err = formatBlocks(f, bs, blocks, z.Inodes)
 		if err != nil {
 			return err
 		}
@@ -85,11 +85,11 @@ func (z imageSizer) prepare(volFd int, size int64) error {
 		blocks += want - usable
 	}
 	if best == 0 {
-		return fmt.Errorf("mkfs.ext4 leaves less than %s usable", FormatBytes(size))
+		return fmt.Errorf("mkfs.ext4 leaves less than %s usable", bytesize.Format(size))
 	}
 	// No count gave exactly size (a group boundary between two tries):
 	// the nearest above it.
-	_, err = formatBlocks(f, bs, best, z.inodes)
+	_, err = formatBlocks(f, bs, best, z.Inodes)
 	return err
 }
 
@@ -97,7 +97,7 @@ func (z imageSizer) prepare(volFd int, size int64) error {
 // about inodes inodes when that is not 0.
 func formatBlocks(f *os.File, bs, blocks, inodes int64) (ext4Super, error) {
 	if err := f.Truncate(blocks * bs); err != nil {
-		return ext4Super{}, fmt.Errorf("size %s: %w", imageFile, err)
+		return ext4Super{}, fmt.Errorf("size %s: %w", ImageFile, err)
 	}
 	if err := mkfsExt4(f, bs, blocks, inodes); err != nil {
 		return ext4Super{}, err
@@ -105,17 +105,10 @@ func formatBlocks(f *os.File, bs, blocks, inodes int64) (ext4Super, error) {
 	return readExt4Super(f)
 }
 
-func mkdirData(volFd int) error {
-	if err := unix.Mkdirat(volFd, dataDir, 0o755); err != nil {
-		return &os.PathError{Op: "mkdirat", Path: dataDir, Err: err}
-	}
-	return unix.Fchmodat(volFd, dataDir, 0o755, 0)
-}
-
 // mkfsExt4 formats the file f through its descriptor, so no path is looked
 // up again: all of it, or, with a block size, blocks blocks of it; with
 // inodes, about that many inodes (-N), whose tables count in the
-// overhead that prepare's search makes up for.
+// overhead that Prepare's search makes up for.
 func mkfsExt4(f *os.File, bs, blocks, inodes int64) error {
 	args := []string{"-q", "-F", "-m", "0", "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard"}
 	if inodes > 0 {
@@ -131,7 +124,7 @@ func mkfsExt4(f *os.File, bs, blocks, inodes int64) error {
 
 // runTool runs an e2fsprogs tool, with f (if any) as its descriptor 3.
 func runTool(f *os.File, name string, args ...string) error {
-	path, err := lookTool(name)
+	path, err := LookTool(name)
 	if err != nil {
 		return err
 	}
@@ -161,9 +154,9 @@ func runTool(f *os.File, name string, args ...string) error {
 	return nil
 }
 
-// lookTool finds an e2fsprogs program on PATH or in the sbin directories,
+// LookTool finds an e2fsprogs program on PATH or in the sbin directories,
 // which a container's or a service's PATH may lack.
-func lookTool(name string) (string, error) {
+func LookTool(name string) (string, error) {
 	if path, err := exec.LookPath(name); err == nil {
 		return path, nil
 	}
@@ -193,7 +186,7 @@ func readExt4Super(f *os.File) (ext4Super, error) {
 	}
 	le := binary.LittleEndian
 	if le.Uint16(b[0x38:]) != 0xEF53 {
-		return ext4Super{}, errors.New("no ext4 file system in " + imageFile)
+		return ext4Super{}, errors.New("no ext4 file system in " + ImageFile)
 	}
 	logBS := le.Uint32(b[0x18:])
 	if logBS > 6 {
@@ -214,35 +207,35 @@ func readExt4Super(f *os.File) (ext4Super, error) {
 	return sb, nil
 }
 
-// activate attaches disk.img to a loop device, unless one holds it already
+// Activate attaches disk.img to a loop device, unless one holds it already
 // (a mount of it survives elsewhere), and mounts it at _data nosuid,nodev.
 // The mount target is named through a descriptor, so no symlink is followed.
-func (imageSizer) activate(volFd int, volPath string) error {
-	if isDataMounted(volFd) {
+func (Image) Activate(volFd int, volPath string) error {
+	if IsDataMounted(volFd) {
 		return nil
 	}
-	img, err := openImage(volFd)
+	img, err := OpenImage(volFd)
 	if err != nil {
 		return err
 	}
 	defer img.Close()
-	dev, loopFd, err := loopFor(img)
+	dev, loopFd, err := LoopFor(img)
 	if err != nil {
 		return err
 	}
 	// With autoclear, closing the last descriptor of an unmounted device
 	// detaches it: a failed mount, or a crash before it, leaves nothing.
 	defer unix.Close(loopFd)
-	target, err := fsx.OpenBeneath(volFd, dataDir, unix.O_PATH|unix.O_DIRECTORY)
+	target, err := fsx.OpenBeneath(volFd, DataDir, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(target)
 	if err := unix.Mount(dev, "/proc/self/fd/"+strconv.Itoa(target), "ext4", unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return fmt.Errorf("mount %s (%s) at %s: %w", dev, imageFile, filepath.Join(volPath, dataDir), err)
+		return fmt.Errorf("mount %s (%s) at %s: %w", dev, ImageFile, filepath.Join(volPath, DataDir), err)
 	}
 	if err := removeFreshLostFound(volFd); err != nil {
-		return errors.Join(err, imageSizer{}.deactivate(volFd, volPath))
+		return errors.Join(err, Image{}.Deactivate(volFd, volPath))
 	}
 	return nil
 }
@@ -251,7 +244,7 @@ func (imageSizer) activate(volFd int, volPath string) error {
 // is the only entry and empty: a new volume must look empty, for copy-up.
 // e2fsck makes it again when it needs one.
 func removeFreshLostFound(volFd int) error {
-	fd, err := fsx.OpenDir(volFd, dataDir)
+	fd, err := fsx.OpenDir(volFd, DataDir)
 	if err != nil {
 		return err
 	}
@@ -266,12 +259,14 @@ func removeFreshLostFound(volFd int) error {
 	return nil
 }
 
-func openImage(volFd int) (*os.File, error) {
-	fd, err := unix.Openat(volFd, imageFile, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+// OpenImage opens the disk image of the volume directory open at volFd, read
+// and write, after checking it is a regular file.
+func OpenImage(volFd int) (*os.File, error) {
+	fd, err := unix.Openat(volFd, ImageFile, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errBroken, &os.PathError{Op: "openat", Path: imageFile, Err: err})
+		return nil, fmt.Errorf("%w: %w", ErrBroken, &os.PathError{Op: "openat", Path: ImageFile, Err: err})
 	}
-	f := os.NewFile(uintptr(fd), imageFile)
+	f := os.NewFile(uintptr(fd), ImageFile)
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -279,88 +274,16 @@ func openImage(volFd int) (*os.File, error) {
 	}
 	if !st.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("%w: %s is not a regular file", errBroken, imageFile)
+		return nil, fmt.Errorf("%w: %s is not a regular file", ErrBroken, ImageFile)
 	}
 	return f, nil
 }
 
-// loopFor returns a loop device, open, that holds img: the one bound to it
-// already, or a free one bound now. Two mounts of one ext4 on two devices
-// would corrupt it, so an existing binding always wins.
-func loopFor(img *os.File) (string, int, error) {
-	if dev, ok := boundLoop(img); ok {
-		fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if err == nil {
-			return dev, fd, nil
-		}
-	}
-	ctl, err := unix.Open(loopControl, unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "", -1, fmt.Errorf("sized volumes need loop devices: %w", &os.PathError{Op: "open", Path: loopControl, Err: err})
-	}
-	defer unix.Close(ctl)
-	var lastErr error
-	for try := 0; try < 32; try++ {
-		n, err := unix.IoctlRetInt(ctl, unix.LOOP_CTL_GET_FREE)
-		if err != nil {
-			return "", -1, fmt.Errorf("LOOP_CTL_GET_FREE: %w", err)
-		}
-		dev := "/dev/loop" + strconv.Itoa(n)
-		fd, err := openLoopDevice(dev)
-		if err != nil {
-			return "", -1, err
-		}
-		cfg := unix.LoopConfig{Fd: uint32(img.Fd()), Info: unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR}}
-		copy(cfg.Info.File_name[:len(cfg.Info.File_name)-1], img.Name())
-		err = unix.IoctlLoopConfigure(fd, &cfg)
-		if err == nil {
-			return dev, fd, nil
-		}
-		unix.Close(fd)
-		// Another process took the device between GET_FREE and CONFIGURE.
-		if !errors.Is(err, unix.EBUSY) {
-			return "", -1, fmt.Errorf("LOOP_CONFIGURE %s: %w", dev, err)
-		}
-		lastErr = err
-	}
-	return "", -1, fmt.Errorf("no free loop device: %w", lastErr)
-}
-
-// openLoopDevice opens a loop device that loop-control just made; udev or
-// devtmpfs may take a moment to show its node.
-func openLoopDevice(dev string) (int, error) {
-	for try := 0; ; try++ {
-		fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
-		if err == nil {
-			return fd, nil
-		}
-		if !errors.Is(err, unix.ENOENT) || try >= 50 {
-			return -1, &os.PathError{Op: "open", Path: dev, Err: err}
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// boundLoop finds a loop device whose backing file is img.
-func boundLoop(img *os.File) (string, bool) {
-	var want unix.Stat_t
-	if err := unix.Fstat(int(img.Fd()), &want); err != nil {
-		return "", false
-	}
-	for dev, backing := range sysfsLoop() {
-		var st unix.Stat_t
-		if unix.Stat(backing, &st) == nil && st.Dev == want.Dev && st.Ino == want.Ino {
-			return dev, true
-		}
-	}
-	return "", false
-}
-
-// deactivate unmounts _data, lazily; the loop device's autoclear detaches
+// Deactivate unmounts _data, lazily; the loop device's autoclear detaches
 // it once no mount holds it.
-func (imageSizer) deactivate(volFd int, volPath string) error {
-	for try := 0; try < 8 && isDataMounted(volFd); try++ {
-		target := filepath.Join(volPath, dataDir)
+func (Image) Deactivate(volFd int, volPath string) error {
+	for try := 0; try < 8 && IsDataMounted(volFd); try++ {
+		target := filepath.Join(volPath, DataDir)
 		// Detached, not waited for: a plain unmount writes back every
 		// dirty page first, seconds after a big write, and this runs
 		// inside NRI requests (Release, RemovePodSandbox) under the
@@ -368,7 +291,7 @@ func (imageSizer) deactivate(volFd int, volPath string) error {
 		// file system is written back and nothing holds it.
 		err := unix.Unmount(target, unix.UMOUNT_NOFOLLOW|unix.MNT_DETACH)
 		if errors.Is(err, unix.EBUSY) {
-			return fmt.Errorf("%w: its file system at %s is busy", ErrInUse, target)
+			return &BusyError{Target: target}
 		}
 		if err != nil && !errors.Is(err, unix.EINVAL) {
 			return fmt.Errorf("unmount %s: %w", target, err)
@@ -377,13 +300,13 @@ func (imageSizer) deactivate(volFd int, volPath string) error {
 	return nil
 }
 
-// usage is statfs of the mounted file system, or, when it is not mounted,
+// Usage is statfs of the mounted file system, or, when it is not mounted,
 // the counts its superblock keeps: O(1) either way.
-func (imageSizer) usage(volFd int) (int64, error) {
-	if isDataMounted(volFd) {
+func (Image) Usage(volFd int) (int64, error) {
+	if IsDataMounted(volFd) {
 		return statfsUsage(volFd)
 	}
-	img, err := openImage(volFd)
+	img, err := OpenImage(volFd)
 	if err != nil {
 		return 0, err
 	}
@@ -403,18 +326,18 @@ func statfsUsage(volFd int) (int64, error) {
 	return int64(st.Blocks-st.Bfree) * st.Bsize, nil
 }
 
-// grow extends disk.img and the file system in it until the file system
-// shows size, as prepare does. A mounted file system grows online: the loop
+// Grow extends disk.img and the file system in it until the file system
+// shows size, as Prepare does. A mounted file system grows online: the loop
 // device takes the new size (LOOP_SET_CAPACITY) and resize2fs asks the
 // kernel, which needs CAP_SYS_RESOURCE. An unmounted one is grown by
 // resize2fs in the file.
-func (imageSizer) grow(volFd int, volPath string, size int64) error {
-	img, err := openImage(volFd)
+func (Image) Grow(volFd int, volPath string, size int64) error {
+	img, err := OpenImage(volFd)
 	if err != nil {
 		return err
 	}
 	defer img.Close()
-	online := isDataMounted(volFd)
+	online := IsDataMounted(volFd)
 	for try := 0; try < 4; try++ {
 		shown, bs, err := shownSize(volFd, img, online)
 		if err != nil {
@@ -430,7 +353,7 @@ func (imageSizer) grow(volFd int, volPath string, size int64) error {
 		short := size - shown
 		newSize := (fi.Size() + short + short/32 + bs - 1) / bs * bs
 		if err := img.Truncate(newSize); err != nil {
-			return fmt.Errorf("extend %s: %w", imageFile, err)
+			return fmt.Errorf("extend %s: %w", ImageFile, err)
 		}
 		if online {
 			err = growOnline(img)
@@ -441,7 +364,7 @@ func (imageSizer) grow(volFd int, volPath string, size int64) error {
 			return err
 		}
 	}
-	return fmt.Errorf("resize2fs leaves less than %s usable", FormatBytes(size))
+	return fmt.Errorf("resize2fs leaves less than %s usable", bytesize.Format(size))
 }
 
 // shownSize is the size the file system shows (df's), and its block size.
@@ -470,7 +393,7 @@ func growOffline(img *os.File) error {
 		return err
 	}
 	if !sb.clean {
-		return fmt.Errorf("the file system in %s was not unmounted cleanly; run e2fsck -f on it first", imageFile)
+		return fmt.Errorf("the file system in %s was not unmounted cleanly; run e2fsck -f on it first", ImageFile)
 	}
 	return runTool(img, "resize2fs", "-f", "/dev/fd/3")
 }
@@ -478,7 +401,7 @@ func growOffline(img *os.File) error {
 // growOnline has the loop device that holds img take the file's new size and
 // grows the mounted file system on it.
 func growOnline(img *os.File) error {
-	dev, loopFd, err := loopFor(img)
+	dev, loopFd, err := LoopFor(img)
 	if err != nil {
 		return err
 	}
@@ -491,13 +414,4 @@ func growOnline(img *os.File) error {
 		return fmt.Errorf("growing the mounted file system (the kernel wants CAP_SYS_RESOURCE): %w", err)
 	}
 	return nil
-}
-
-func statfsData(volFd int, st *unix.Statfs_t) error {
-	fd, err := fsx.OpenDir(volFd, dataDir)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	return unix.Fstatfs(fd, st)
 }

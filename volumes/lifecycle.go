@@ -1,7 +1,11 @@
+// The lifecycle of a volume as people and the CLI see it: create, get,
+// list, measure, remove, prune. What containers do to volumes (acquire,
+// release, references) is in acquire.go; the report of what is wrong, in
+// check.go.
+
 package volumes
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,12 +13,12 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // ListOptions selects the volumes List returns.
@@ -40,14 +44,6 @@ type PruneOptions struct {
 	All bool
 	// Filter, when set, must accept a volume for it to be pruned.
 	Filter func(*Volume) bool
-}
-
-// Problem is an entry of the store that is not a usable volume. List skips
-// such entries and nothing deletes them; Check reports them so a person can.
-type Problem struct {
-	Namespace string
-	Name      string
-	Reason    string
 }
 
 // Create creates the named volume name in namespace ns with opts. It fails
@@ -125,8 +121,8 @@ func (o CreateOptions) validate() error {
 	if o.Size < 0 {
 		return fmt.Errorf("%w: negative size %d", ErrInvalid, o.Size)
 	}
-	if o.Inodes < 0 || o.Inodes > maxInodes {
-		return fmt.Errorf("%w: inodes %d is not from 1 to %d", ErrInvalid, o.Inodes, int64(maxInodes))
+	if o.Inodes < 0 || o.Inodes > sizer.MaxInodes {
+		return fmt.Errorf("%w: inodes %d is not from 1 to %d", ErrInvalid, o.Inodes, int64(sizer.MaxInodes))
 	}
 	if o.Inodes > 0 && o.Size == 0 {
 		return fmt.Errorf("%w: inodes %d: only a sized volume (size=...) has a file system of its own with an inode count", ErrInvalid, o.Inodes)
@@ -175,10 +171,10 @@ func setRootAttrs(volFd int, v *Volume) error {
 // made durably (fsync of its metadata and directories). An anonymous one is
 // not: it lives as long as its pod sandbox, and a crash of the node ends every
 // sandbox, so the next Synchronize removes it anyway; its creation is on the
-// path of every new pod's containers. Nor is one marked Unsynced, whose
-// caller calls Sync.
+// path of every new pod's containers. Nor is one marked PersistLater, whose
+// caller calls Persist.
 func (s *Store) createLocked(v *Volume, active bool) error {
-	durable := !v.Anonymous && !v.Unsynced
+	durable := !v.Anonymous && !v.PersistLater
 	ns, name := v.Namespace, v.Name
 	err := unix.Mkdirat(s.dirFd, ns, 0o700)
 	switch {
@@ -251,7 +247,7 @@ func (s *Store) createLocked(v *Volume, active bool) error {
 		if formatted {
 			s.deactivateTmp(nsFd, tmp)
 		}
-		destroySubvolume(nsFd, tmp)
+		sizer.DestroySubvolume(nsFd, tmp)
 		removeAllAt(nsFd, tmp, s.dev)
 		return volumeError(ns, name, err)
 	}
@@ -312,13 +308,13 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool, kind fill
 			return err
 		}
 		if v.Inodes > 0 {
-			z = imageSizer{inodes: v.Inodes}
+			z = sizer.Image{Inodes: v.Inodes}
 		}
-		if err := z.prepare(fd, v.Limit); err != nil {
+		if err := z.Prepare(fd, v.Limit); err != nil {
 			return fmt.Errorf("making a %s volume of %s: %w", v.Backend, FormatBytes(v.Limit), err)
 		}
 	default:
-		if err := mkdirData(fd); err != nil {
+		if err := sizer.MkdirData(fd); err != nil {
 			return err
 		}
 	}
@@ -327,7 +323,7 @@ func (s *Store) fillNew(nsFd int, tmp string, v *Volume, durable bool, kind fill
 	if err := setRootAttrs(fd, v); err != nil {
 		return err
 	}
-	if v.Unsynced {
+	if v.PersistLater {
 		if err := s.markSyncPendingLocked(fd); err != nil {
 			return err
 		}
@@ -622,111 +618,4 @@ func (s *Store) Size(v *Volume) (int64, error) {
 		return 0, volumeError(v.Namespace, v.Name, err)
 	}
 	return size, nil
-}
-
-// Check reports every entry of the store that is not a usable volume:
-// directories without a readable volume.json, symlinks, entries with invalid
-// names and leftovers of interrupted writes that Open could not delete; and
-// mounts below the store and loop devices backed by its files that no sized
-// volume accounts for. The store's own files (.lock, .refs, .pods, .trash,
-// .copyup-bytes, .copyup-stats, .image-empty, .spare, .frozen) are no problem, but
-// each entry in .trash is: data of a removed volume left undeleted (Name
-// .trash/ENTRY, Namespace empty). Below ROOT/pins it reports stray pins,
-// entries where nothing is mounted, and anything that is not a pin; their
-// Namespace is empty and their Name the path below ROOT.
-func (s *Store) Check() ([]Problem, error) {
-	var probs []Problem
-	err := s.locked(context.Background(), "", unix.LOCK_SH, false, func() error {
-		defer func() { probs = append(probs, s.checkSizedLocked()...) }()
-		nss, err := fsx.ReadDirNames(s.dirFd)
-		if err != nil {
-			return fmt.Errorf("read volume store: %w", err)
-		}
-		sort.Strings(nss)
-		for _, ns := range nss {
-			switch {
-			case isStoreEntry(ns):
-				continue
-			case strings.HasPrefix(ns, tmpPrefix):
-				probs = append(probs, Problem{Namespace: ns, Reason: "leftover temporary entry"})
-				continue
-			case ValidateNamespace(ns) != nil:
-				probs = append(probs, Problem{Namespace: ns, Reason: "not a valid namespace name"})
-				continue
-			}
-			nsFd, err := fsx.OpenDir(s.dirFd, ns)
-			if err != nil {
-				probs = append(probs, Problem{Namespace: ns, Reason: "namespace is not a directory (or a symlink)"})
-				continue
-			}
-			names, err := fsx.ReadDirNames(nsFd)
-			if err != nil {
-				unix.Close(nsFd)
-				return fmt.Errorf("namespace %q: %w", ns, err)
-			}
-			sort.Strings(names)
-			for _, name := range names {
-				switch {
-				case strings.HasPrefix(name, tmpPrefix):
-					probs = append(probs, Problem{Namespace: ns, Name: name, Reason: "leftover temporary entry"})
-				case ValidateName(name) != nil:
-					probs = append(probs, Problem{Namespace: ns, Name: name, Reason: "not a valid volume name"})
-				default:
-					if _, err := s.readVolume(nsFd, ns, name); err != nil {
-						probs = append(probs, Problem{Namespace: ns, Name: name, Reason: err.Error()})
-					} else if state, _ := s.importState(ns, name); state == importCutShort {
-						probs = append(probs, Problem{Namespace: ns, Name: name, Reason: errImportCutShort})
-					}
-				}
-			}
-			unix.Close(nsFd)
-		}
-		trashProbs, err := s.checkTrashLocked()
-		probs = append(probs, trashProbs...)
-		if err != nil {
-			return err
-		}
-		probs = append(probs, s.checkLedger()...)
-		pinProbs, err := s.checkPins()
-		probs = append(probs, pinProbs...)
-		return err
-	})
-	return probs, err
-}
-
-// checkSizedLocked reports the mounts below the store other than the _data
-// of a sized image volume, and the loop devices backed by a file of the
-// store other than the disk.img of one.
-func (s *Store) checkSizedLocked() []Problem {
-	var probs []Problem
-	sized := func(path, leaf string) (string, string, bool) {
-		ns, name, ok := splitVolumePath(s.dir, path, leaf)
-		if !ok {
-			return ns, name, false
-		}
-		v, err := s.getLocked(ns, name)
-		return ns, name, err == nil && v.Backend == BackendImage
-	}
-	mounts, err := fsx.MountsUnder(s.dir)
-	if err != nil {
-		probs = append(probs, Problem{Reason: fmt.Sprintf("cannot read the mount table: %v", err)})
-	}
-	for _, mp := range mounts {
-		if s.inFormats(mp) {
-			continue // an image being formatted by a live process
-		}
-		if ns, name, ok := sized(mp, dataDir); !ok {
-			probs = append(probs, Problem{Namespace: ns, Name: name, Reason: "mount at " + mp + " that no sized volume accounts for"})
-		}
-	}
-	for dev, backing := range sysfsLoop() {
-		if !strings.HasPrefix(backing, s.dir+"/") || s.inFormats(backing) {
-			continue
-		}
-		if ns, name, ok := sized(backing, imageFile); !ok {
-			probs = append(probs, Problem{Namespace: ns, Name: name, Reason: "loop device " + dev + " holds " + backing + ", which no sized volume accounts for"})
-		}
-	}
-	sort.Slice(probs, func(i, j int) bool { return probs[i].Reason < probs[j].Reason })
-	return probs
 }

@@ -7,34 +7,34 @@ import (
 	"testing"
 )
 
-// TestSyncLater: a named volume that Acquire makes for a Request with
-// SyncLater says so (Unsynced) and is whole at once; Sync then makes it
+// TestPersistLater: a named volume that Acquire makes for a Request with
+// PersistLater says so (PersistLater) and is whole at once; Persist then makes it
 // durable. An existing volume and an anonymous one never come back
-// Unsynced: the caller has nothing to sync.
-func TestSyncLater(t *testing.T) {
+// PersistLater: the caller has nothing to sync.
+func TestPersistLater(t *testing.T) {
 	s, err := Open(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	owner := &Owner{PodSandboxID: "pod1", Container: "app", Target: "/anon"}
-	vols, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "fresh", SyncLater: true}, {Namespace: "default", Owner: owner, SyncLater: true}})
+	vols, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "fresh", PersistLater: true}, {Namespace: "default", Owner: owner, PersistLater: true}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !vols[0].Unsynced || vols[1].Unsynced {
-		t.Fatalf("Unsynced = %v (named), %v (anonymous); want true, false", vols[0].Unsynced, vols[1].Unsynced)
+	if !vols[0].PersistLater || vols[1].PersistLater {
+		t.Fatalf("PersistLater = %v (named), %v (anonymous); want true, false", vols[0].PersistLater, vols[1].PersistLater)
 	}
 	pending := filepath.Join(s.Root(), volumesDir, "default", "fresh", syncPending)
 	if _, err := os.Stat(pending); err != nil {
 		t.Fatalf("an unsynced volume has no %s: %v", syncPending, err)
 	}
-	for i := 0; i < 2; i++ { // the plugin's Sync, then the hook's
-		if err := s.Sync("default", "fresh"); err != nil {
+	for i := 0; i < 2; i++ { // the plugin's Persist, then the hook's
+		if err := s.Persist("default", "fresh"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(pending); !os.IsNotExist(err) {
-			t.Fatalf("after Sync: %s is still there (%v)", syncPending, err)
+			t.Fatalf("after Persist: %s is still there (%v)", syncPending, err)
 		}
 	}
 	// Whole at once, to this process and to a new one.
@@ -50,19 +50,19 @@ func TestSyncLater(t *testing.T) {
 		t.Fatalf("Check() = %+v, %v", problems, err)
 	}
 
-	vols, err = s.Acquire("ctr2", []Request{{Namespace: "default", Name: "fresh", SyncLater: true}})
-	if err != nil || vols[0].Unsynced {
-		t.Fatalf("an existing volume: Unsynced = %v, %v; want false", vols[0].Unsynced, err)
+	vols, err = s.Acquire("ctr2", []Request{{Namespace: "default", Name: "fresh", PersistLater: true}})
+	if err != nil || vols[0].PersistLater {
+		t.Fatalf("an existing volume: PersistLater = %v, %v; want false", vols[0].PersistLater, err)
 	}
-	if err := s.Sync("default", "gone"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Sync of a missing volume = %v, want ErrNotFound", err)
+	if err := s.Persist("default", "gone"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Persist of a missing volume = %v, want ErrNotFound", err)
 	}
-	if err := s.Sync("default", "../x"); !errors.Is(err, ErrInvalid) {
-		t.Errorf("Sync of a bad name = %v, want ErrInvalid", err)
+	if err := s.Persist("default", "../x"); !errors.Is(err, ErrInvalid) {
+		t.Errorf("Persist of a bad name = %v, want ErrInvalid", err)
 	}
 }
 
-// A node that crashed between making a named volume and its Sync can leave
+// A node that crashed between making a named volume and its Persist can leave
 // it with its sync-pending marker and a volume.json cut to nothing. No
 // container ran on it, so the next request, or volume create, of that name
 // makes it afresh instead of failing on a broken volume; one whose _data
@@ -72,7 +72,7 @@ func TestUnfinishedVolumeIsMadeAgain(t *testing.T) {
 	ns := filepath.Join(root, volumesDir, "default")
 	unfinished := func(name string) {
 		t.Helper()
-		if _, err := s.Acquire("c-"+name, []Request{{Namespace: "default", Name: name, SyncLater: true}}); err != nil {
+		if _, err := s.Acquire("c-"+name, []Request{{Namespace: "default", Name: name, PersistLater: true}}); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Release("c-" + name); err != nil {

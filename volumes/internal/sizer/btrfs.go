@@ -1,4 +1,4 @@
-package volumes
+package sizer
 
 import (
 	"encoding/binary"
@@ -72,17 +72,20 @@ func btrfsIoctl(fd int, req uintptr, arg unsafe.Pointer) error {
 	return nil
 }
 
-type btrfsSizer struct{}
+// Btrfs is the legacy btrfs backend: a subvolume under a qgroup limit,
+// which a pod can step out of (see the store's sized.go); kept to serve the
+// volumes an earlier release made.
+type Btrfs struct{}
 
-// prepare makes _data a subvolume, turns quotas on for the file system (a
+// Prepare makes _data a subvolume, turns quotas on for the file system (a
 // no-op once on) and limits the subvolume's qgroup to size.
-func (btrfsSizer) prepare(volFd int, size int64) error {
+func (Btrfs) Prepare(volFd int, size int64) error {
 	var args btrfsVolArgs
-	copy(args.Name[:], dataDir)
+	copy(args.Name[:], DataDir)
 	if err := btrfsIoctl(volFd, btrfsIocSubvolCreate, unsafe.Pointer(&args)); err != nil {
-		return fmt.Errorf("create btrfs subvolume %s: %w", dataDir, err)
+		return fmt.Errorf("create btrfs subvolume %s: %w", DataDir, err)
 	}
-	if err := unix.Fchmodat(volFd, dataDir, 0o755, 0); err != nil {
+	if err := unix.Fchmodat(volFd, DataDir, 0o755, 0); err != nil {
 		return err
 	}
 	ctl := btrfsQuotaCtlArgs{Cmd: btrfsQuotaCtlEnable}
@@ -95,29 +98,33 @@ func (btrfsSizer) prepare(volFd int, size int64) error {
 // btrfsLimit sets the referenced-bytes limit of _data's qgroup; qgroup ID 0
 // names the subvolume of the descriptor.
 func btrfsLimit(volFd int, size int64) error {
-	fd, err := fsx.OpenDir(volFd, dataDir)
+	fd, err := fsx.OpenDir(volFd, DataDir)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
 	lim := btrfsQgroupLimitArgs{Flags: btrfsQgroupLimitMaxRfer, MaxRfer: uint64(size)}
 	if err := btrfsIoctl(fd, btrfsIocQgroupLimit, unsafe.Pointer(&lim)); err != nil {
-		return fmt.Errorf("limit the btrfs qgroup of %s: %w", dataDir, err)
+		return fmt.Errorf("limit the btrfs qgroup of %s: %w", DataDir, err)
 	}
 	return nil
 }
 
-func (btrfsSizer) activate(int, string) error   { return nil }
-func (btrfsSizer) deactivate(int, string) error { return nil }
+// Activate does nothing: a subvolume needs no mounting.
+func (Btrfs) Activate(int, string) error { return nil }
 
-func (btrfsSizer) grow(volFd int, _ string, size int64) error { return btrfsLimit(volFd, size) }
+// Deactivate does nothing, as Activate.
+func (Btrfs) Deactivate(int, string) error { return nil }
 
-// usage adds up the referenced bytes of the qgroups of _data and of every
+// Grow raises the qgroup's limit to size.
+func (Btrfs) Grow(volFd int, _ string, size int64) error { return btrfsLimit(volFd, size) }
+
+// Usage adds up the referenced bytes of the qgroups of _data and of every
 // subvolume nested in it (a pod may make them; their bytes are in no qgroup
 // of _data's), after committing the transaction that holds the latest
 // writes. It reads the quota and root trees, never walks the data.
-func (btrfsSizer) usage(volFd int) (int64, error) {
-	fd, err := fsx.OpenDir(volFd, dataDir)
+func (Btrfs) Usage(volFd int) (int64, error) {
+	fd, err := fsx.OpenDir(volFd, DataDir)
 	if err != nil {
 		return 0, err
 	}
@@ -127,7 +134,7 @@ func (btrfsSizer) usage(volFd int) (int64, error) {
 	}
 	lookup := btrfsInoLookupArgs{ObjectID: btrfsFirstFreeObjectID}
 	if err := btrfsIoctl(fd, btrfsIocInoLookup, unsafe.Pointer(&lookup)); err != nil {
-		return 0, fmt.Errorf("btrfs subvolume ID of %s: %w", dataDir, err)
+		return 0, fmt.Errorf("btrfs subvolume ID of %s: %w", DataDir, err)
 	}
 	var total int64
 	for todo := []uint64{lookup.TreeID}; len(todo) > 0; {
@@ -142,7 +149,7 @@ func (btrfsSizer) usage(volFd int) (int64, error) {
 			todo = append(todo, offset) // a ROOT_REF's offset is the child's ID
 		})
 		if err != nil {
-			return 0, fmt.Errorf("list the btrfs subvolumes in %s: %w", dataDir, err)
+			return 0, fmt.Errorf("list the btrfs subvolumes in %s: %w", DataDir, err)
 		}
 	}
 	return total, nil
@@ -210,12 +217,12 @@ func btrfsSearch(fd int, tree, objectid uint64, typ uint32, lo, hi uint64, fn fu
 	}
 }
 
-// destroySubvolume deletes the btrfs subvolume _data of the volume
+// DestroySubvolume deletes the btrfs subvolume _data of the volume
 // directory name below parent, with its content, if it is one: one ioctl
 // instead of a walk. A subvolume with subvolumes inside (a pod may make
 // them: the ioctl needs no capability) is left to the caller's walk, which
 // deletes nested subvolumes depth first; btrfs refuses to delete it whole.
-func destroySubvolume(parent int, name string) error {
+func DestroySubvolume(parent int, name string) error {
 	volFd, err := fsx.OpenDir(parent, name)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -224,7 +231,7 @@ func destroySubvolume(parent int, name string) error {
 		return err
 	}
 	defer unix.Close(volFd)
-	dfd, err := fsx.OpenDir(volFd, dataDir)
+	dfd, err := fsx.OpenDir(volFd, DataDir)
 	if err != nil {
 		return nil
 	}
@@ -235,10 +242,10 @@ func destroySubvolume(parent int, name string) error {
 		return nil
 	}
 	var args btrfsVolArgs
-	copy(args.Name[:], dataDir)
+	copy(args.Name[:], DataDir)
 	err = btrfsIoctl(volFd, btrfsIocSnapDestroy, unsafe.Pointer(&args))
 	if err != nil && !errors.Is(err, unix.ENOTEMPTY) {
-		return fmt.Errorf("delete btrfs subvolume %s: %w", dataDir, err)
+		return fmt.Errorf("delete btrfs subvolume %s: %w", DataDir, err)
 	}
 	return nil
 }

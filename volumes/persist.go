@@ -11,11 +11,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// syncPending, an empty file in the directory of a volume made Unsynced,
-// says the volume is not known to be durable yet. Sync removes it after its
-// fsyncs, so a later Sync (the hook's, after the plugin's) costs a lookup
+// syncPending, an empty file in the directory of a volume made PersistLater,
+// says the volume is not known to be durable yet. Persist removes it after its
+// fsyncs, so a later Persist (the hook's, after the plugin's) costs a lookup
 // instead of fsyncs that would each flush the disk's cache. After a crash,
-// a marker that survived only makes the next Sync redo its fsyncs.
+// a marker that survived only makes the next Persist redo its fsyncs.
 const syncPending = "sync-pending"
 
 // markSyncPending creates syncPending in the volume directory open at fd,
@@ -28,16 +28,16 @@ func markSyncPending(fd int) error {
 	return unix.Close(f)
 }
 
-// Sync makes the named volume ns/name durable, as Create makes it: its
+// Persist makes the named volume ns/name durable, as Create makes it: its
 // volume.json, the entries of its directory and its name in the namespace.
-// Acquire with Request.SyncLater leaves that to the caller, who calls Sync
+// Acquire with Request.PersistLater leaves that to the caller, who calls Persist
 // before a container uses the volume; the plugin calls it in the
 // background and the copy-up hook, which runs before the container's
 // process, calls it again, and finds nothing to do when the background call
 // is done. A volume made durable by Create, or synced before, is left
 // alone. It takes no lock: it writes only its marker, and a volume removed
 // meanwhile fails it with ErrNotFound.
-func (s *Store) Sync(ns, name string) error {
+func (s *Store) Persist(ns, name string) error {
 	nsFd, volFd, err := s.openVolume(ns, name)
 	if err != nil {
 		return err
@@ -68,7 +68,7 @@ func (s *Store) Sync(ns, name string) error {
 			return volumeError(ns, name, err)
 		}
 	}
-	// Only now: a marker gone says the fsyncs are done. Two Syncs at once
+	// Only now: a marker gone says the fsyncs are done. Two Persists at once
 	// both fsync, and one of them removes it.
 	if err := unix.Unlinkat(volFd, syncPending, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return volumeError(ns, name, &os.PathError{Op: "unlinkat", Path: syncPending, Err: err})
@@ -78,7 +78,7 @@ func (s *Store) Sync(ns, name string) error {
 
 // removeUnfinishedLocked moves ns/name, an entry of the namespace open at
 // nsFd, into the trash when it is a named volume whose making never
-// finished: a node that crashed before the volume's Sync can leave its
+// finished: a node that crashed before the volume's Persist can leave its
 // sync-pending marker beside a volume.json that is empty, cut short or
 // missing, and an empty _data. No container ran on it, since containers
 // start only after the sync, so nothing is lost and the name is free again

@@ -1,3 +1,7 @@
+// What containers do to volumes: acquire them (making what is missing) and
+// release them, and the references that record which container uses which
+// volume, kept in step with the runtime (SetReferences, RemoveOrphans).
+
 package volumes
 
 import (
@@ -153,7 +157,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 				Err: fmt.Errorf("%w: it is external (external: true) and does not exist on this node", ErrNotFound)})
 		case isAbsent(err):
 			v = newVolume(r.Namespace, r.Name, r.CreateOptions, r.Owner)
-			v.Unsynced = r.SyncLater && r.Owner == nil
+			v.PersistLater = r.PersistLater && r.Owner == nil
 			if r.Owner != nil {
 				// The pod's list names the volume before it appears, so
 				// RemovePodVolumes finds it whenever the process dies.
