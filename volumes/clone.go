@@ -109,7 +109,12 @@ type staged struct {
 	fd             int // the staged directory
 	copy           snapfs.Method
 	live           bool // copied from a plain volume in use
-	release        func()
+	// dataFd is the held live volume's _data (-1 for a snapshot): the
+	// copy reads it, never a second open of the path, which another
+	// process's settle may have unmounted meanwhile (a freeze through it
+	// would then freeze the store's own file system).
+	dataFd  int
+	release func()
 }
 
 // close removes what is still staged and lets the volume go.
@@ -151,7 +156,7 @@ func (s *Store) stageClone(v *Volume, snap string, live bool) (*staged, error) {
 			h.release()
 			return nil, volumeError(ns, name, err)
 		}
-		st = &staged{volFd: h.volFd, snapsFd: snapsFd, fd: -1, live: taken, release: h.release}
+		st = &staged{volFd: h.volFd, snapsFd: snapsFd, fd: -1, live: taken, dataFd: h.dataFd, release: h.release}
 	} else {
 		sn, volFd, snapsFd, err := s.openSnapshot(ns, name, snap, unix.LOCK_EX)
 		if err != nil {
@@ -168,7 +173,7 @@ func (s *Store) stageClone(v *Volume, snap string, live bool) (*staged, error) {
 			return nil, snapshotError(ns, name, snap, err)
 		}
 		defer unix.Close(srcDir)
-		st = &staged{volFd: volFd, snapsFd: snapsFd, fd: -1, release: func() { unix.Close(volFd) }}
+		st = &staged{volFd: volFd, snapsFd: snapsFd, fd: -1, dataFd: -1, release: func() { unix.Close(volFd) }}
 	}
 	if err := st.fill(s, v, snap, srcDir); err != nil {
 		st.close()
@@ -199,11 +204,7 @@ func (st *staged) fill(s *Store, v *Volume, snap string, srcDir int) error {
 		if err := sizer.MkdirData(fd); err != nil {
 			return err
 		}
-		h := &heldVolume{v: v, volFd: st.volFd, dataFd: -1}
-		if h.dataFd, err = fsx.OpenDir(st.volFd, dataDir); err != nil {
-			return err
-		}
-		defer unix.Close(h.dataFd)
+		h := &heldVolume{v: v, volFd: st.volFd, dataFd: st.dataFd}
 		st.copy, _, err = s.cloneLiveImage(h, fd)
 	case v.Limit > 0:
 		if err := sizer.MkdirData(fd); err != nil {
@@ -211,12 +212,7 @@ func (st *staged) fill(s *Store, v *Volume, snap string, srcDir int) error {
 		}
 		st.copy, err = cloneImageAt(srcDir, fd)
 	case snap == "":
-		var data int
-		if data, err = fsx.OpenDir(st.volFd, dataDir); err != nil {
-			return err
-		}
-		defer unix.Close(data)
-		st.copy, _, err = copyTree(data, fd, path)
+		st.copy, _, err = copyTree(st.dataFd, fd, path)
 	default:
 		var data int
 		if data, err = fsx.OpenDir(srcDir, dataDir); err != nil {

@@ -42,6 +42,11 @@ func frozenMarker(ns, name string) string { return ns + "," + name }
 // the caller defers that at once. The caller holds the volume's flock, so
 // there is one freeze of a volume at a time.
 func (s *Store) freezeData(ns, name string, dataFd int) (thaw func() error, err error) {
+	// Only the volume's own ext4, never the store's file system: a freeze
+	// of that would hang every writer of the node, this process included.
+	if err := checkVolumeFileSystem(dataFd, s.dev); err != nil {
+		return nil, volumeError(ns, name, err)
+	}
 	dirFd, err := s.openStoreDir()
 	if err != nil {
 		return nil, err
@@ -252,4 +257,22 @@ func (s *Store) freezesRecorded() (pending, closed bool) {
 	defer unix.Close(fd)
 	first, err := fsx.FirstEntry(fd)
 	return err == nil && first != "", false
+}
+
+// checkVolumeFileSystem refuses a descriptor that is not on a sized
+// volume's own ext4: on the device of the store (storeDev), or on any file
+// system but ext4.
+func checkVolumeFileSystem(dataFd int, storeDev uint64) error {
+	st, err := fsx.Fstat(dataFd)
+	if err != nil {
+		return err
+	}
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(dataFd, &fs); err != nil {
+		return &os.PathError{Op: "fstatfs", Path: dataDir, Err: err}
+	}
+	if st.Dev == storeDev || fs.Type != unix.EXT4_SUPER_MAGIC {
+		return fmt.Errorf("%w: its file system is not up (unmounted meanwhile?); try again", ErrBusy)
+	}
+	return nil
 }

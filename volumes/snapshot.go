@@ -124,7 +124,7 @@ func (s *Store) holdVolume(ns, name string, how int) (*heldVolume, error) {
 		h := &heldVolume{v: v, volFd: volFd, dataFd: dataFd, done: done}
 		// The last container's release may take the file system down
 		// between activeData and the open: then again.
-		if v.Limit == 0 || sizer.IsDataMounted(volFd) {
+		if v.Limit == 0 || dataIsMount(volFd, dataFd) {
 			return h, nil
 		}
 		h.release()
@@ -654,4 +654,16 @@ func (s *Store) snapshotEstimate(h *heldVolume) (int64, error) {
 		return 0, err
 	}
 	return fsx.DiskUsage(h.dataFd, st.Dev)
+}
+
+// dataIsMount reports whether dataFd, _data opened below the volume
+// directory volFd, is a file system of its own: checked on the descriptor
+// held, not on the path, which an unmount may have changed since the open.
+func dataIsMount(volFd, dataFd int) bool {
+	v, err := fsx.Fstat(volFd)
+	if err != nil {
+		return false
+	}
+	d, err := fsx.Fstat(dataFd)
+	return err == nil && d.Dev != v.Dev
 }
