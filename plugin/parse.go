@@ -335,7 +335,7 @@ func parseCloneOf(l longItem) (*volumes.CloneSource, error) {
 		return nil, fmt.Errorf("cloneOf %q: a clone has its source's size, uid, gid and mode; give none", l.CloneOf)
 	}
 	name, snap, hasSnap := strings.Cut(l.CloneOf, "@")
-	if err := volumes.ValidateName(name); err != nil {
+	if err := volumes.ValidateNamedVolume(name); err != nil {
 		return nil, fmt.Errorf("cloneOf %q: want NAME or NAME@SNAP, a volume of the pod's namespace: %w", l.CloneOf, err)
 	}
 	if hasSnap {

@@ -127,6 +127,7 @@ func TestParseVolumes(t *testing.T) {
 		{name: "cloneOf on a tmpfs", value: "- {type: tmpfs, target: /x, cloneOf: golden}", wantErr: "cloneOf"},
 		{name: "cloneOf on a bind", value: "- {type: bind, source: /srv, target: /x, cloneOf: golden}", wantErr: `cloneOf "golden": cloneOf is only for volumes`},
 		{name: "cloneOf of another namespace", value: "- {target: /x, cloneOf: shop/golden}", wantErr: `cloneOf "shop/golden": want NAME or NAME@SNAP, a volume of the pod's namespace`},
+		{name: "cloneOf of an anonymous volume's name", value: "- {target: /x, cloneOf: " + strings.Repeat("ab", 32) + "}", wantErr: "shape of anonymous volume names"},
 		{name: "cloneOf with a bad snapshot", value: "- {target: /x, cloneOf: 'golden@'}", wantErr: `cloneOf "golden@": snapshot name ""`},
 		{name: "cloneOf with a size", value: "- {target: /x, cloneOf: golden, size: 1Gi}", wantErr: "a clone has its source's size"},
 		{name: "cloneOf of itself", value: "- {source: golden, target: /x, cloneOf: golden}", wantErr: "a clone of itself"},

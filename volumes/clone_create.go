@@ -49,6 +49,11 @@ func (s *Store) createCloneLocked(nsFd int, v *Volume, durable bool) error {
 		}
 		return fail(err)
 	}
+	if sv.Anonymous {
+		// An anonymous volume belongs to its container: another pod of
+		// the namespace must not read it by its name.
+		return fail(fmt.Errorf("%w: no named volume %q in namespace %q", ErrNotFound, src.Volume, ns))
+	}
 	if sv.Backend == BackendBtrfs {
 		return fail(fmt.Errorf("%w: %q is a %s volume, whose clone is a copy, which cannot run while the container is created; "+
 			"clone it with \"nri-volumes volume clone\" first, or make the source a sized volume on the image backend", ErrInvalid, src.Volume, backendName(sv.Backend)))

@@ -77,6 +77,16 @@ func TestCloneOfOnCreate(t *testing.T) {
 		t.Errorf("the anonymous clone outlived its pod: %v", err)
 	}
 
+	// An anonymous volume of another pod of the namespace is no source.
+	anonVols, err := s.Acquire("ctr9", []Request{{Namespace: "default", Owner: &Owner{PodSandboxID: "pod9", Container: "app", Target: "/x"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	anon := anonVols[0].Name
+	if err := s.Release("ctr9"); err != nil {
+		t.Fatal(err)
+	}
+
 	// Refusals name the source and leave nothing.
 	for _, tc := range []struct {
 		src   CloneSource
@@ -84,6 +94,7 @@ func TestCloneOfOnCreate(t *testing.T) {
 		words string
 	}{
 		{CloneSource{Volume: "nope"}, ErrNotFound, `no volume "nope"`},
+		{CloneSource{Volume: anon}, ErrNotFound, `no named volume "` + anon + `"`},
 		{CloneSource{Volume: "golden", Snapshot: "v9"}, ErrNotFound, `snapshot "v9"`},
 	} {
 		_, err := s.Acquire("bad", []Request{{Namespace: "default", Name: "bad", CreateOptions: CreateOptions{CloneOf: &tc.src}}})
