@@ -130,3 +130,31 @@ func TestBlobCacheKeepsRunningDownloads(t *testing.T) {
 		t.Errorf("a dead download's file is still there: %v", err)
 	}
 }
+
+// A download under way takes room in the cache's bound: the blobs a pull
+// finishes meanwhile are not kept past it.
+func TestBlobCacheCountsRunningDownloads(t *testing.T) {
+	host, o, _ := countingRegistry(t)
+	a := build(t, newTree(20, 1000))
+	if _, err := a.Push(context.Background(), host+"/v/data:1", o); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "blobs")
+	c, err := NewBlobCache(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running, err := os.CreateTemp(dir, blobTmpPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer running.Close()
+	if err := running.Truncate(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	o.Cache = c
+	pullAll(t, host+"/v/data:1", o)
+	if names, _ := os.ReadDir(dir); len(names) != 1 {
+		t.Errorf("the cache holds %d files beside a running download that fills its bound; want only that one", len(names)-1)
+	}
+}
