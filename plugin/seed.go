@@ -288,6 +288,7 @@ func pullSeed(ctx context.Context, cfg *config.Config, store *volumes.Store, cac
 	r := j.req
 	var write func(w io.Writer) error
 	if j.seed.Path == "" {
+		ro.MaxPullBytes = limits.MaxBytes // no layer downloaded past what may be kept
 		art, err := ociartifact.Fetch(ctx, j.seed.Ref, ro)
 		if err != nil {
 			return err

@@ -66,6 +66,7 @@ func volumePull(ctx context.Context, g *globalOptions, o pullOptions, ref, name 
 	if err != nil {
 		return err
 	}
+	ro.MaxPullBytes = limits.MaxBytes // no layer downloaded past what may be kept
 	art, err := ociartifact.Fetch(ctx, ref, ro)
 	if err != nil {
 		return err

@@ -16,12 +16,14 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
 )
 
 // BlobCache keeps the compressed blobs that pulls read, by digest, in one
 // directory, so that the pulls of many volumes from one artifact or image
 // download each blob once. A blob is downloaded whole into a temporary file,
-// its digest checked, and renamed into place under its digest; the pulls
+// its digest checked, and renamed into place under its digest (a download
+// stops at the size the manifest declares, which Fetch bounds); the pulls
 // that want it meanwhile wait for that one download (one lock per digest,
 // never held while a caller reads), then read the file. A hit is checked
 // again before it is read: a file that does not match its name is removed
@@ -44,7 +46,9 @@ type BlobCache struct {
 const blobTmpPrefix = ".tmp-"
 
 // NewBlobCache opens the cache in dir, making it if needed, and removes the
-// temporary files a process that died left. maxBytes bounds what it keeps;
+// temporary files a process that died left: those no download holds a
+// lock on, so that a cache opened again (a reload that changes the bound)
+// leaves the downloads still running alone. maxBytes bounds what it keeps;
 // 0 keeps nothing once read, and only concurrent pulls share a download.
 func NewBlobCache(dir string, maxBytes int64) (*BlobCache, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -56,7 +60,7 @@ func NewBlobCache(dir string, maxBytes int64) (*BlobCache, error) {
 	}
 	for _, n := range names {
 		if strings.HasPrefix(n.Name(), blobTmpPrefix) {
-			_ = os.Remove(filepath.Join(dir, n.Name()))
+			removeIfUnlocked(filepath.Join(dir, n.Name()))
 		}
 	}
 	return &BlobCache{dir: dir, max: maxBytes, flights: map[string]*sync.Mutex{}}, nil
@@ -79,8 +83,9 @@ func (c *BlobCache) flight(name string) *sync.Mutex {
 	return m
 }
 
-// open returns a reader of blob d, from the cache or fetched into it.
-func (c *BlobCache) open(d v1.Hash, fetch func() (io.ReadCloser, error)) (io.ReadCloser, error) {
+// open returns a reader of blob d, from the cache or fetched into it; a
+// download stops past size bytes, the size its manifest declares.
+func (c *BlobCache) open(d v1.Hash, size int64, fetch func() (io.ReadCloser, error)) (io.ReadCloser, error) {
 	if d.Algorithm != "sha256" || len(d.Hex) != 64 || strings.Trim(d.Hex, "0123456789abcdef") != "" {
 		return nil, fmt.Errorf("%w: blob digest %q", ErrArtifact, d)
 	}
@@ -95,7 +100,11 @@ func (c *BlobCache) open(d v1.Hash, fetch func() (io.ReadCloser, error)) (io.Rea
 		c.Hits.Add(1)
 		return f, nil
 	}
-	if err := c.download(d, path, fetch); err != nil {
+	if size < 0 {
+		return nil, fmt.Errorf("%w: blob %s of %d bytes", ErrArtifact, d, size)
+	}
+	c.collect(size) // room for it, as far as the bound goes
+	if err := c.download(d, size, path, fetch); err != nil {
 		return nil, err
 	}
 	c.Downloads.Add(1)
@@ -103,24 +112,24 @@ func (c *BlobCache) open(d v1.Hash, fetch func() (io.ReadCloser, error)) (io.Rea
 	if err != nil {
 		return nil, fmt.Errorf("blob cache: %w", err)
 	}
-	c.collect()
+	c.collect(0)
 	return f, nil
 }
 
-func (c *BlobCache) download(d v1.Hash, path string, fetch func() (io.ReadCloser, error)) error {
+func (c *BlobCache) download(d v1.Hash, size int64, path string, fetch func() (io.ReadCloser, error)) error {
 	rc, err := fetch()
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	tmp, err := os.CreateTemp(c.dir, blobTmpPrefix)
+	tmp, err := lockedTemp(c.dir)
 	if err != nil {
 		return fmt.Errorf("blob cache: %w", err)
 	}
 	sum := sha256.New()
-	_, err = io.Copy(io.MultiWriter(tmp, sum), rc)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
+	n, err := io.Copy(io.MultiWriter(tmp, sum), io.LimitReader(rc, size+1))
+	if err == nil && n != size {
+		err = fmt.Errorf("%w: blob %s is not of the %d bytes its manifest declares", ErrArtifact, d, size)
 	}
 	if err == nil && hex.EncodeToString(sum.Sum(nil)) != d.Hex {
 		err = fmt.Errorf("%w: blob %s does not match its digest", ErrArtifact, d)
@@ -130,13 +139,58 @@ func (c *BlobCache) download(d v1.Hash, path string, fetch func() (io.ReadCloser
 	}
 	if err != nil {
 		_ = os.Remove(tmp.Name())
-		return err
 	}
-	return nil
+	// Closing drops the lock, once the file has its name or is gone.
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
-// collect removes the least recently used blobs until the cache fits.
-func (c *BlobCache) collect() {
+// lockedTemp creates a temporary file in dir and holds an exclusive flock
+// on it while it is written: NewBlobCache removes only the temporary files
+// nobody holds. One that a sweep removed between its creation and its lock
+// is made again.
+func lockedTemp(dir string) (*os.File, error) {
+	for {
+		f, err := os.CreateTemp(dir, blobTmpPrefix)
+		if err != nil {
+			return nil, err
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+			f.Close()
+			_ = os.Remove(f.Name())
+			return nil, err
+		}
+		fi, ferr := f.Stat()
+		pi, perr := os.Stat(f.Name())
+		if ferr == nil && perr == nil && os.SameFile(fi, pi) {
+			return f, nil
+		}
+		f.Close()
+		if ferr != nil {
+			return nil, ferr
+		}
+	}
+}
+
+// removeIfUnlocked removes the temporary file at path unless a download
+// holds its lock.
+func removeIfUnlocked(path string) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+		_ = os.Remove(path)
+	}
+}
+
+// collect removes the least recently used blobs until the cache fits with
+// reserve bytes more. The downloads under way count: they are on the disk
+// too, and they are not removed.
+func (c *BlobCache) collect(reserve int64) {
 	entries, err := os.ReadDir(c.dir)
 	if err != nil {
 		return
@@ -147,13 +201,14 @@ func (c *BlobCache) collect() {
 		used time.Time
 	}
 	var blobs []blob
-	var total int64
+	total := reserve
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), blobTmpPrefix) {
-			continue
-		}
 		info, err := e.Info()
 		if err != nil || !info.Mode().IsRegular() {
+			continue
+		}
+		if strings.HasPrefix(e.Name(), blobTmpPrefix) {
+			total += info.Size()
 			continue
 		}
 		blobs = append(blobs, blob{e.Name(), info.Size(), info.ModTime()})
@@ -248,5 +303,9 @@ func (b cachedBlob) Compressed() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return b.c.open(d, b.l.Compressed)
+	size, err := b.l.Size()
+	if err != nil {
+		return nil, err
+	}
+	return b.c.open(d, size, b.l.Compressed)
 }

@@ -102,3 +102,20 @@ func TestWriteImagePath(t *testing.T) {
 		t.Errorf("an image past the read bound: %v", err)
 	}
 }
+
+// The reviewer's case: a 64 MiB file of a lower layer, whited out by the
+// upper one, costs its reading; a bound of 1 MiB refuses it.
+func TestWriteImagePathCountsWhatItDiscards(t *testing.T) {
+	img := imageOf(t,
+		[]*tar.Header{reg("srv/data/a", 1), reg("srv/data/hidden", 64<<20)},
+		[]*tar.Header{reg("srv/data/.wh.hidden", 0)})
+	if err := WriteImagePath(img, "/srv/data", 1<<20, io.Discard); !errors.Is(err, ErrArtifact) || !strings.Contains(err.Error(), "expand past") {
+		t.Errorf("an image hiding 64 MiB, read with a bound of 1 MiB: %v", err)
+	}
+	shadowed := imageOf(t,
+		[]*tar.Header{reg("srv/data/a", 64<<20)},
+		[]*tar.Header{reg("srv/data/a", 1)})
+	if err := WriteImagePath(shadowed, "/srv/data", 1<<20, io.Discard); !errors.Is(err, ErrArtifact) {
+		t.Errorf("an image shadowing 64 MiB, read with a bound of 1 MiB: %v", err)
+	}
+}

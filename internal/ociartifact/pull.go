@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -88,7 +89,7 @@ func Fetch(ctx context.Context, ref string, o RemoteOptions) (*Remote, error) {
 	if len(conf.Layers) != len(m.Layers) || len(m.Layers) == 0 {
 		return nil, bad("config describes %d layers, manifest has %d", len(conf.Layers), len(m.Layers))
 	}
-	var bytes, entries int64
+	var bytes, entries, compressed int64
 	for i, l := range m.Layers {
 		info := conf.Layers[i]
 		if l.MediaType != LayerMediaType {
@@ -97,8 +98,18 @@ func Fetch(ctx context.Context, ref string, o RemoteOptions) (*Remote, error) {
 		if !digestRE.MatchString(info.DiffID) || info.TarSize < 0 || info.Bytes < 0 || info.Entries < 0 || info.Bytes > info.TarSize {
 			return nil, bad("layer %d: bad description in the config", i)
 		}
+		// A blob is downloaded whole, to the size the manifest declares,
+		// before its content is checked: a size that no gzip of the
+		// layer's tar can have would fill the disk for nothing.
+		if l.Size < 0 || l.Size > gzipBound(info.TarSize) {
+			return nil, bad("layer %d: %d compressed bytes declared, more than a gzip of its %d-byte tar takes", i, l.Size, info.TarSize)
+		}
 		bytes += info.Bytes
 		entries += info.Entries
+		compressed += l.Size
+	}
+	if o.MaxPullBytes > 0 && compressed > gzipBound(o.MaxPullBytes) {
+		return nil, bad("layers of %d compressed bytes, more than the %d bytes the pull may read", compressed, o.MaxPullBytes)
 	}
 	if bytes != conf.Bytes || entries != conf.Entries || bytes < 0 || entries < 0 {
 		return nil, bad("config totals (%d bytes, %d entries) do not add up", conf.Bytes, conf.Entries)
@@ -178,6 +189,16 @@ func (r *Remote) copyLayer(tw *tar.Writer, i int, desc v1.Descriptor) error {
 		return fail(fmt.Errorf("%w: %w", ErrArtifact, err))
 	}
 	return nil
+}
+
+// gzipBound is the most bytes a gzip of n bytes takes: a compressor
+// stores what it cannot shrink, at some bytes per block, plus a header
+// and a trailer. Generous, so that no honest compressor is refused.
+func gzipBound(n int64) int64 {
+	if n > math.MaxInt64/2 {
+		return math.MaxInt64
+	}
+	return n + n/64 + 4<<10
 }
 
 // boundedReader hashes what it reads and fails past left bytes.

@@ -34,6 +34,11 @@ type RemoteOptions struct {
 	UserAgent string
 	// Cache, when set, keeps the blobs pulls read, by digest.
 	Cache *BlobCache
+	// MaxPullBytes bounds what Fetch accepts of an artifact (0: no
+	// bound): layers that the manifest declares larger in all than a gzip
+	// of that many bytes can be are refused before any is downloaded, as
+	// a download is as large as the registry declares.
+	MaxPullBytes int64
 }
 
 // Counter counts what a transport sent in blob uploads.
