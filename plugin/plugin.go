@@ -276,13 +276,15 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	if err := p.claimPodVolumes(cfg, pod, plan.Volumes); err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
-	if err := p.seeds.wait(cfg, store, req, plan, log); err != nil {
+	release, err := p.seeds.wait(cfg, store, req, plan, log)
+	if err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
 	imageHex := imageDigestHex(ctr)
 	knownEmpty := knownEmptyTargets(store, imageHex, plan, log)
 	syncLater(plan)
 	sources, err := acquire(store, ctr.GetId(), req.ItemsKey, plan, srcs)
+	release() // the volumes without from: are made now, or not at all
 	if err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}

@@ -100,6 +100,12 @@ type seeder struct {
 	// pulls are the pulls running, and those that failed until a request
 	// reports the failure, by namespace/name.
 	pulls map[string]*seedPull
+	// plain counts, by namespace/name, the creations of containers that
+	// name the volume without from:, from their check that no pull runs
+	// until their Acquire ends. No pull starts meanwhile: the container
+	// would make the volume empty under it, and the pull would take that
+	// for a volume seeded already.
+	plain map[string]int
 	// cache is the blob cache of the store whose directory it is in.
 	cache *ociartifact.BlobCache
 }
@@ -112,7 +118,7 @@ type seedPull struct {
 
 func newSeeder() *seeder {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &seeder{ctx: ctx, cancel: cancel, pulls: map[string]*seedPull{}}
+	return &seeder{ctx: ctx, cancel: cancel, pulls: map[string]*seedPull{}, plain: map[string]int{}}
 }
 
 func (s *seeder) close() { s.cancel() }
@@ -141,32 +147,52 @@ type seedJob struct {
 }
 
 // wait seeds the plan's volumes that have a from: and are not seeded yet,
-// waiting at most budget. The error names the item and the reference.
-func (s *seeder) wait(cfg *config.Config, store *volumes.Store, req *CreateRequest, plan *Plan, log *logrus.Entry) error {
+// waiting at most budget. The error names the item and the reference. The
+// plan's volumes without from: are the container's until release is
+// called, once its Acquire has ended (see plain); wait releases them itself
+// when it fails.
+func (s *seeder) wait(cfg *config.Config, store *volumes.Store, req *CreateRequest, plan *Plan, log *logrus.Entry) (release func(), err error) {
 	var jobs []seedJob
+	seeded := map[string]bool{}
+	for _, m := range plan.Mounts {
+		if m.Kind != KindVolume {
+			continue
+		}
+		if seed, ok := plan.Seeds[m.Volume]; ok {
+			r := plan.Volumes[m.Volume]
+			n := volumeName(r)
+			seeded[r.Namespace+"/"+n] = true
+			jobs = append(jobs, seedJob{req: r, name: n, seed: *seed, item: m.Item})
+		}
+	}
+	var held []string
+	done := func() { s.release(held) }
+	defer func() {
+		if err != nil {
+			done()
+		}
+	}()
 	for _, m := range plan.Mounts {
 		if m.Kind != KindVolume {
 			continue
 		}
 		r := plan.Volumes[m.Volume]
-		n := r.Name
-		if n == "" {
-			n = volumes.AnonymousName(*r.Owner)
-		}
-		seed, ok := plan.Seeds[m.Volume]
-		if !ok {
-			// The name is the pull's until it ends: a container that
-			// asks for it without from: would make it empty first.
-			if ref, pulling := s.pulling(r.Namespace + "/" + n); pulling {
-				return fmt.Errorf("%s: item %s: %w: volume %q is being pulled from %q; a retry once the pull ends finds it",
-					req.ItemsKey, plan.itemOf(r.Namespace, n), volumes.ErrBusy, n, ref)
-			}
+		n := volumeName(r)
+		key := r.Namespace + "/" + n
+		if seeded[key] {
 			continue
 		}
-		jobs = append(jobs, seedJob{req: r, name: n, seed: *seed, item: m.Item})
+		// The name is the pull's until it ends: a container that asks
+		// for it without from: would make it empty first.
+		ref, ok := s.hold(key)
+		if !ok {
+			return nil, fmt.Errorf("%s: item %s: %w: volume %q is being pulled from %q; a retry once the pull ends finds it",
+				req.ItemsKey, plan.itemOf(r.Namespace, n), volumes.ErrBusy, n, ref)
+		}
+		held = append(held, key)
 	}
 	if len(jobs) == 0 {
-		return nil
+		return done, nil
 	}
 	budget := time.Duration(cfg.LockTimeout) / pullWaitShare
 	deadline := time.NewTimer(budget)
@@ -177,7 +203,7 @@ func (s *seeder) wait(cfg *config.Config, store *volumes.Store, req *CreateReque
 		}
 		pull, err := s.start(cfg, store, req.PodSandboxID, j, log)
 		if err != nil {
-			return fail(err)
+			return nil, fail(err)
 		}
 		if pull == nil {
 			continue // seeded already
@@ -185,15 +211,52 @@ func (s *seeder) wait(cfg *config.Config, store *volumes.Store, req *CreateReque
 		select {
 		case <-pull.done:
 		case <-deadline.C:
-			return fail(fmt.Errorf("%w: still pulling into volume %q after %s (a quarter of lockTimeout); the pull goes on outside the request, and a retry of the container's creation finds it done",
+			return nil, fail(fmt.Errorf("%w: still pulling into volume %q after %s (a quarter of lockTimeout); the pull goes on outside the request, and a retry of the container's creation finds it done",
 				volumes.ErrBusy, j.name, budget))
 		}
 		if pull.err != nil {
 			s.forget(j.req.Namespace+"/"+j.name, pull)
-			return fail(pull.err)
+			return nil, fail(pull.err)
 		}
 	}
-	return nil
+	return done, nil
+}
+
+// volumeName is the name of the volume r asks for, anonymous or named.
+func volumeName(r volumes.Request) string {
+	if r.Name == "" {
+		return volumes.AnonymousName(*r.Owner)
+	}
+	return r.Name
+}
+
+// hold counts a creation of a container that names the volume key without
+// from: (see plain), unless a pull into it runs: then it returns the pull's
+// reference and false. The check and the count are one step under s.mu, as
+// start's check of the count and its pull's registration are.
+func (s *seeder) hold(key string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.pulls[key]; ok {
+		select {
+		case <-p.done: // failed: nothing is left of it
+		default:
+			return p.ref, false
+		}
+	}
+	s.plain[key]++
+	return "", true
+}
+
+// release ends the holds of hold on keys.
+func (s *seeder) release(keys []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		if s.plain[k]--; s.plain[k] <= 0 {
+			delete(s.plain, k)
+		}
+	}
 }
 
 // start returns the pull of job's volume, starting one unless the volume is
@@ -227,6 +290,11 @@ func (s *seeder) start(cfg *config.Config, store *volumes.Store, podID string, j
 	if p, ok := s.pulls[key]; ok {
 		return p, nil // another request started it meanwhile
 	}
+	if s.plain[key] > 0 {
+		// Its Acquire may make the volume, empty, at any moment.
+		return nil, fmt.Errorf("%w: volume %q is being made by a container that names it without from:; a retry finds it and uses it as it is",
+			volumes.ErrBusy, j.name)
+	}
 	p = &seedPull{ref: j.seed.Ref, done: make(chan struct{})}
 	s.pulls[key] = p
 	cache := s.blobCache(cfg, store, log)
@@ -247,22 +315,6 @@ func (s *seeder) start(cfg *config.Config, store *volumes.Store, podID string, j
 		close(p.done)
 	}()
 	return p, nil
-}
-
-// pulling reports whether a pull into the volume key runs, and from where.
-func (s *seeder) pulling(key string) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.pulls[key]
-	if !ok {
-		return "", false
-	}
-	select {
-	case <-p.done:
-		return "", false // failed: nothing is left of it
-	default:
-		return p.ref, true
-	}
 }
 
 func (s *seeder) forget(key string, p *seedPull) {
@@ -336,8 +388,10 @@ func pullSeed(ctx context.Context, cfg *config.Config, store *volumes.Store, cac
 	if !exists {
 		err := createSeeding(ctx, store, r)
 		if errors.Is(err, volumes.ErrExists) {
-			// Another pull made it since this one was started: done,
-			// unless it is still being filled, which a retry finds.
+			// Made since this pull was started, outside the plugin
+			// (volume create or pull): used as it is, unless it is
+			// still being filled, which a retry finds. (No container
+			// of this plugin makes it meanwhile: see seeder.plain.)
 			if st, serr := store.ImportStateOf(r.Namespace, j.name); serr == nil && st == volumes.ImportNone {
 				return nil
 			}

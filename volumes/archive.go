@@ -353,7 +353,9 @@ func (zeroReader) Read(p []byte) (int, error) {
 // beyond limits is refused with ErrArchive and a message that names it. Every
 // write goes through descriptors beneath _data that refuse symlinks, so
 // nothing outside the volume is touched; on any failure _data is emptied
-// again and its owner, mode and times restored. Runs of zeros in a file, the
+// again and its owner, mode and times restored, and a volume that was cut
+// short when the import began (CreateSeeding makes it so) stays cut short,
+// held out of containers until an import ends well. Runs of zeros in a file, the
 // holes of a sparse entry among them, are written as holes.
 func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (stats ArchiveStats, err error) {
 	volFd, dataFd, release, err := s.openArchiveData(ns, name, unix.LOCK_EX)
@@ -377,7 +379,16 @@ func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (stat
 	emptied := true // whether _data is as the import found it, or empty
 	defer func() {
 		if !emptied {
-			return // the marker stays and keeps containers out
+			unix.Close(hold.fd) // the marker stays, unlocked: cut short
+			return
+		}
+		if err != nil && hold.cutShort {
+			// It was cut short (a seeding pull's volume is made so) and
+			// stays so, empty: its owner may not get to remove it (a
+			// CLI export holds it, the process dies), and an empty
+			// volume without the marker would be taken for complete.
+			unix.Close(hold.fd)
+			return
 		}
 		if rerr := s.withLock(unix.LOCK_SH, hold.release); rerr != nil {
 			err = errors.Join(err, volumeError(ns, name, rerr))

@@ -13,9 +13,12 @@ import (
 // unlocked, the state an import cut short leaves, so that Acquire refuses it
 // from the moment it has its name. Import then fills it (it takes that state
 // for one whose partial data it throws away) and removes the marker when it
-// is done. A process that dies part-way leaves the marker, and with it a
-// volume that no container takes as complete; the next seeding pull starts
-// it over, and volume check and volume rm show it and remove it.
+// ends well; a failed Import empties the volume and leaves the marker, so
+// that the volume stays held if the seeder cannot remove it (a CLI export
+// holds it) or dies first. A process that dies part-way leaves the marker,
+// and with it a volume that no container takes as complete; the next
+// seeding pull starts it over, and volume check and volume rm show it and
+// remove it.
 
 // BlobCacheDir is the directory of the node's blob cache.
 func (s *Store) BlobCacheDir() string { return filepath.Join(s.root, blobsDir) }

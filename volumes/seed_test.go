@@ -58,3 +58,53 @@ func TestCreateSeedingHoldsContainersOut(t *testing.T) {
 		}
 	}
 }
+
+// A seeding pull that fails leaves its volume empty and still refused to
+// containers, so that when removing it fails too (a CLI export holds it, a
+// sized volume does not deactivate) or the plugin dies before the removal,
+// no container starts on an empty volume taken for seeded: the next
+// seeding pull starts it over.
+func TestFailedSeedingImportKeepsVolumeHeld(t *testing.T) {
+	s, root := newStore(t)
+	r := Request{Namespace: "shop", Name: "pg"}
+	if _, err := s.CreateSeeding(r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Import("shop", "pg", bytes.NewReader(tarOf(t, file("ok", "x"), file("../escape", "x"))), ArchiveLimits{}); !errors.Is(err, ErrArchive) {
+		t.Fatalf("Import of a hostile tar: %v", err)
+	}
+	if names, err := os.ReadDir(filepath.Join(root, "volumes", "shop", "pg", "_data")); err != nil || len(names) != 0 {
+		t.Fatalf("after the failed import _data holds %v (%v), want nothing", names, err)
+	}
+	if st, err := s.ImportStateOf("shop", "pg"); err != nil || st != ImportCutShort {
+		t.Fatalf("ImportStateOf after a failed seeding import = %v, %v; want cut short", st, err)
+	}
+	if _, err := s.Acquire("ctr1", []Request{r}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
+		t.Fatalf("Acquire after a failed seeding import: %v", err)
+	}
+	// The next pull starts it over and, ending well, frees it.
+	if _, err := s.Import("shop", "pg", bytes.NewReader(tarOf(t, file("db", "rows"))), ArchiveLimits{}); err != nil {
+		t.Fatalf("Import again: %v", err)
+	}
+	if _, err := s.Acquire("ctr1", []Request{r}); err != nil {
+		t.Fatalf("Acquire once seeded: %v", err)
+	}
+}
+
+// A failed import into a volume that no import had held (volume import by
+// hand) leaves it empty and usable, as it found it.
+func TestFailedPlainImportLeavesVolumeUsable(t *testing.T) {
+	s, _ := newStore(t)
+	if _, err := s.Create("shop", "pg", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Import("shop", "pg", bytes.NewReader(tarOf(t, file("../escape", "x"))), ArchiveLimits{}); !errors.Is(err, ErrArchive) {
+		t.Fatalf("Import of a hostile tar: %v", err)
+	}
+	if st, err := s.ImportStateOf("shop", "pg"); err != nil || st != ImportNone {
+		t.Fatalf("ImportStateOf = %v, %v; want none", st, err)
+	}
+	if _, err := s.Acquire("ctr1", []Request{{Namespace: "shop", Name: "pg"}}); err != nil {
+		t.Fatalf("Acquire: %v", err)
+	}
+}
