@@ -70,7 +70,7 @@ func openBindSource(cfg *config.Config, denied *denySet, src string) (*os.File, 
 		f.Close()
 		return nil, fmt.Errorf("bind source %q: reading the mount table: %w", src, err)
 	}
-	if err := checkMountsBelow(f, denied, denied.mounts, src, real, false); err != nil {
+	if err := checkMountsBelow(f, denied, denied.mounts, src, real, real, false); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -151,14 +151,14 @@ func checkIdentity(f *os.File, denied *denySet, src, at string, last bool) (fsx.
 var afterBindWalk func(real string)
 
 // checkMountsBelow refuses the source open at f (src) when a mount below
-// it, in mounts (a mount table where the tree open at f is at path at),
-// shows a denied object: the bind is recursive, so the pod would get that
+// it, in mounts (a mount table where the tree open at f is at path at, which
+// errors call shown), shows a denied object: the bind is recursive, so the pod would get that
 // mount too. Mounts at at are skipped, except, with stacked set, those
 // after the first, the tree's own: for a pin, what was stacked on the
 // object since the walk, which the pin carried along. Each mount point is
 // reached from f without following a symlink, so what is checked is what
 // the bind carries.
-func checkMountsBelow(f *os.File, denied *denySet, mounts []fsx.Mount, src, at string, stacked bool) error {
+func checkMountsBelow(f *os.File, denied *denySet, mounts []fsx.Mount, src, at, shown string, stacked bool) error {
 	own := false
 	for _, mnt := range mounts {
 		mp := mnt.Point
@@ -166,15 +166,16 @@ func checkMountsBelow(f *os.File, denied *denySet, mounts []fsx.Mount, src, at s
 			own = own || mp == at
 			continue
 		}
+		rel, _ := filepath.Rel(at, mp)
+		where := filepath.Join(shown, rel)
 		for _, p := range denied.inside {
 			if mnt.Dev == p.dev && within(mnt.Root, p.path) {
-				return fmt.Errorf("bind source %q has a mount at %q that shows %s or a part of it, which is never allowed", src, mp, p.name)
+				return fmt.Errorf("bind source %q has a mount at %q that shows %s or a part of it, which is never allowed", src, where, p.name)
 			}
 		}
-		rel, _ := filepath.Rel(at, mp)
 		m, err := volumes.OpenPathBeneath(f, rel)
 		if err != nil {
-			return fmt.Errorf("bind source %q has a mount at %q that cannot be checked: %w", src, mp, err)
+			return fmt.Errorf("bind source %q has a mount at %q that cannot be checked: %w", src, where, err)
 		}
 		id, _, err := fsx.Identity(int(m.Fd()))
 		m.Close()
@@ -186,7 +187,7 @@ func checkMountsBelow(f *os.File, denied *denySet, mounts []fsx.Mount, src, at s
 			d, ok = denied.holds[id]
 		}
 		if ok {
-			return fmt.Errorf("bind source %q has a mount at %q that shows %s, which is never allowed", src, mp, d)
+			return fmt.Errorf("bind source %q has a mount at %q that shows %s, which is never allowed", src, where, d)
 		}
 	}
 	return nil
@@ -431,5 +432,6 @@ func checkPin(denied *denySet, mounts []fsx.Mount, src, pin string) error {
 	if _, _, err := checkIdentity(f, denied, src, at, true); err != nil {
 		return err
 	}
-	return checkMountsBelow(f, denied, mounts, src, at, true)
+	// Errors name the mount below the source the pod asked for, not the pin.
+	return checkMountsBelow(f, denied, mounts, src, at, src, true)
 }

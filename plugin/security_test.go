@@ -550,7 +550,7 @@ func TestBindMountsBelowRenamedSource(t *testing.T) {
 	if err == nil {
 		t.Fatalf("CreateContainer with a bind of %s renamed under the check succeeded with mounts %+v", chroot, adj.GetMounts())
 	}
-	for _, want := range []string{key, "item 1", chroot, "never allowed"} {
+	for _, want := range []string{key, "item 1", filepath.Join(chroot, "bin"), "never allowed"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not name %q", err, want)
 		}
