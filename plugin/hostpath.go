@@ -33,7 +33,8 @@ var deniedHostPaths = []string{
 // path; and, whatever path reached them, no component may be a denied
 // object, the object may hold none, and no component may be on another
 // mount than the entry unless it is an entry itself (see walkBindSource),
-// and no mount below the object may show a denied object (checkMountsBelow).
+// and no mount below the object may show a denied object (checkMountsBelow;
+// checkPins checks that again on the pin, which a rename cannot fool).
 // The object must be a directory or a regular file. The caller pins the
 // object: runc never resolves src itself, so swapping a component for a
 // symlink after this check changes nothing.
@@ -59,7 +60,17 @@ func openBindSource(cfg *config.Config, denied *denySet, src string) (*os.File, 
 	if err != nil {
 		return nil, err
 	}
-	if err := checkMountsBelow(f, denied, src, real); err != nil {
+	if afterBindWalk != nil {
+		afterBindWalk(real)
+	}
+	// A first look, by the object's path, refuses a plain case before the
+	// request claims or makes anything; the path may name another object
+	// by now, so checkPins checks the pinned tree again.
+	if err := denied.readMounts(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("bind source %q: reading the mount table: %w", src, err)
+	}
+	if err := checkMountsBelow(f, denied, denied.mounts, src, real, real, false); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -134,28 +145,37 @@ func checkIdentity(f *os.File, denied *denySet, src, at string, last bool) (fsx.
 	return id, mnt, nil
 }
 
-// checkMountsBelow refuses the source open at f (src, at real) when a mount
-// below it shows a denied object: the bind is recursive, so the pod would
-// get that mount too. Each mount point is reached from f without following
-// a symlink, so what is checked is what the bind carries.
-func checkMountsBelow(f *os.File, denied *denySet, src, real string) error {
-	if err := denied.readMounts(); err != nil {
-		return fmt.Errorf("bind source %q: reading the mount table: %w", src, err)
-	}
-	for _, mnt := range denied.mounts {
+// afterBindWalk, when set (by tests), runs between the walk to a bind
+// source and the look at the mounts below it, with the source's path: the
+// moment a rename of the source lands in the race checkPins closes.
+var afterBindWalk func(real string)
+
+// checkMountsBelow refuses the source open at f (src) when a mount below
+// it, in mounts (a mount table where the tree open at f is at path at, which
+// errors call shown), shows a denied object: the bind is recursive, so the pod would get that
+// mount too. Mounts at at are skipped, except, with stacked set, those
+// after the first, the tree's own: for a pin, what was stacked on the
+// object since the walk, which the pin carried along. Each mount point is
+// reached from f without following a symlink, so what is checked is what
+// the bind carries.
+func checkMountsBelow(f *os.File, denied *denySet, mounts []fsx.Mount, src, at, shown string, stacked bool) error {
+	own := false
+	for _, mnt := range mounts {
 		mp := mnt.Point
-		if mp == real || !within(mp, real) {
+		if !within(mp, at) || mp == at && (!stacked || !own) {
+			own = own || mp == at
 			continue
 		}
+		rel, _ := filepath.Rel(at, mp)
+		where := filepath.Join(shown, rel)
 		for _, p := range denied.inside {
 			if mnt.Dev == p.dev && within(mnt.Root, p.path) {
-				return fmt.Errorf("bind source %q has a mount at %q that shows %s or a part of it, which is never allowed", src, mp, p.name)
+				return fmt.Errorf("bind source %q has a mount at %q that shows %s or a part of it, which is never allowed", src, where, p.name)
 			}
 		}
-		rel, _ := filepath.Rel(real, mp)
 		m, err := volumes.OpenPathBeneath(f, rel)
 		if err != nil {
-			return fmt.Errorf("bind source %q has a mount at %q that cannot be checked: %w", src, mp, err)
+			return fmt.Errorf("bind source %q has a mount at %q that cannot be checked: %w", src, where, err)
 		}
 		id, _, err := fsx.Identity(int(m.Fd()))
 		m.Close()
@@ -167,7 +187,7 @@ func checkMountsBelow(f *os.File, denied *denySet, src, real string) error {
 			d, ok = denied.holds[id]
 		}
 		if ok {
-			return fmt.Errorf("bind source %q has a mount at %q that shows %s, which is never allowed", src, mp, d)
+			return fmt.Errorf("bind source %q has a mount at %q that shows %s, which is never allowed", src, where, d)
 		}
 	}
 	return nil
@@ -321,9 +341,10 @@ func within(p, dir string) bool {
 
 // openBindSources opens and checks the source of every bind mount of the
 // plan (see openBindSource), by mount index; the denied paths are resolved
-// once for them all. On error nothing stays open; otherwise the caller
-// closes them with closeAll.
-func openBindSources(cfg *config.Config, key string, plan *Plan) (map[int]*os.File, error) {
+// once for them all and returned for checkPins (nil without bind mounts).
+// On error nothing stays open; otherwise the caller closes them with
+// closeAll.
+func openBindSources(cfg *config.Config, key string, plan *Plan) (map[int]*os.File, *denySet, error) {
 	srcs := map[int]*os.File{}
 	var denied *denySet
 	for i, m := range plan.Mounts {
@@ -336,11 +357,11 @@ func openBindSources(cfg *config.Config, key string, plan *Plan) (map[int]*os.Fi
 		f, err := openBindSource(cfg, denied, m.Source)
 		if err != nil {
 			closeAll(srcs)
-			return nil, fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, m.Item, err)
+			return nil, nil, fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, m.Item, err)
 		}
 		srcs[i] = f
 	}
-	return srcs, nil
+	return srcs, denied, nil
 }
 
 func closeAll(files map[int]*os.File) {
@@ -350,8 +371,9 @@ func closeAll(files map[int]*os.File) {
 }
 
 // pinHostPaths pins the opened bind sources srcs of the plan's mounts for
-// container id, and returns the pins' paths by mount index.
-func pinHostPaths(store *volumes.Store, id string, plan *Plan, srcs map[int]*os.File) (map[int]string, error) {
+// container id, checks the pinned trees (checkPins), and returns the pins'
+// paths by mount index. On error the caller removes the pins.
+func pinHostPaths(store *volumes.Store, id, key string, plan *Plan, srcs map[int]*os.File, denied *denySet) (map[int]string, error) {
 	pins := map[int]string{}
 	for i, f := range srcs {
 		m := plan.Mounts[i]
@@ -361,5 +383,55 @@ func pinHostPaths(store *volumes.Store, id string, plan *Plan, srcs map[int]*os.
 		}
 		pins[i] = pin
 	}
+	if len(pins) == 0 {
+		return pins, nil
+	}
+	if err := checkPins(denied, key, plan, pins); err != nil {
+		return nil, err
+	}
 	return pins, nil
+}
+
+// checkPins checks the mounts below each pin of a bind source as
+// checkMountsBelow does. openBindSource looked below the source by its
+// path, and mountinfo shows a mount where its mount point is now: a pod
+// that can rename the source's directory may move it away between the walk
+// and that look and leave an empty decoy at its name, and the pin, a
+// recursive clone of the object the walk opened, would then carry mounts
+// that were never checked. A pin is private and in the store, where no pod
+// renames anything, so what is below it now is what runc will mount.
+func checkPins(denied *denySet, key string, plan *Plan, pins map[int]string) error {
+	mounts, err := fsx.Mounts()
+	if err != nil {
+		return fmt.Errorf("reading the mount table: %w", err)
+	}
+	for i, pin := range pins {
+		m := plan.Mounts[i]
+		if err := checkPin(denied, mounts, m.Source, pin); err != nil {
+			return fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, m.Item, err)
+		}
+	}
+	return nil
+}
+
+// checkPin checks the pin at pin of bind source src: the object on top of
+// it, and the mounts below it in mounts.
+func checkPin(denied *denySet, mounts []fsx.Mount, src, pin string) error {
+	// The store's path is the administrator's; mountinfo shows it without
+	// symlinks.
+	at, err := filepath.EvalSymlinks(pin)
+	if err != nil {
+		return fmt.Errorf("bind source %q: its pin: %w", src, err)
+	}
+	fd, err := unix.Open(at, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("bind source %q: its pin: %w", src, err)
+	}
+	f := os.NewFile(uintptr(fd), at)
+	defer f.Close()
+	if _, _, err := checkIdentity(f, denied, src, at, true); err != nil {
+		return err
+	}
+	// Errors name the mount below the source the pod asked for, not the pin.
+	return checkMountsBelow(f, denied, mounts, src, at, src, true)
 }

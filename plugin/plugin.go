@@ -263,7 +263,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		log.Debug("no volumes")
 		return nil, nil, nil
 	}
-	srcs, err := openBindSources(cfg, req.ItemsKey, plan)
+	srcs, denied, err := openBindSources(cfg, req.ItemsKey, plan)
 	if err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 	}
@@ -283,7 +283,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	imageHex := imageDigestHex(ctr)
 	knownEmpty := knownEmptyTargets(store, imageHex, plan, log)
 	syncLater(plan)
-	sources, err := acquire(store, ctr.GetId(), req.ItemsKey, plan, srcs)
+	sources, err := acquire(store, ctr.GetId(), req.ItemsKey, plan, srcs, denied)
 	release() // the volumes without from: are made now, or not at all
 	if err != nil {
 		return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
@@ -491,17 +491,17 @@ type mountSources struct {
 	pins map[int]string
 }
 
-// acquire pins the plan's bind sources, then acquires its volumes and pins
-// its subpaths. On failure, nothing it made stays: no pin, no reference.
+// acquire pins the plan's bind sources and checks the pinned trees against
+// denied (see checkPins), then acquires its volumes and pins its subpaths. On failure, nothing it made stays: no pin, no reference.
 // Pins of an earlier try of the same container are replaced.
-func acquire(store *volumes.Store, id, key string, plan *Plan, srcs map[int]*os.File) (*mountSources, error) {
+func acquire(store *volumes.Store, id, key string, plan *Plan, srcs map[int]*os.File, denied *denySet) (*mountSources, error) {
 	fail := func(err error) (*mountSources, error) {
 		if uerr := store.Unpin(id); uerr != nil {
 			err = errors.Join(err, uerr)
 		}
 		return nil, err
 	}
-	pins, err := pinHostPaths(store, id, plan, srcs)
+	pins, err := pinHostPaths(store, id, key, plan, srcs, denied)
 	if err != nil {
 		return fail(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fstree"
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/nri-volumes/nri-volumes/config"
@@ -492,5 +493,73 @@ func TestBindDenyByIdentity(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBindMountsBelowRenamedSource checks that the mounts below a bind
+// source are checked on what is pinned, not on what its path names: a pod
+// with a writable bind above the source can rename the source away right
+// after the walk opened it and leave an empty decoy at its name, so that
+// nothing is listed below the path, while the pin, a recursive clone of the
+// object the walk opened, would carry the denied mount below it.
+func TestBindMountsBelowRenamedSource(t *testing.T) {
+	dir := t.TempDir()
+	srv, hookDir := filepath.Join(dir, "srv"), filepath.Join(dir, "bin")
+	chroot, moved := filepath.Join(srv, "chroot"), filepath.Join(srv, "x")
+	for _, d := range []string{hookDir, filepath.Join(chroot, "bin")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hook := filepath.Join(hookDir, "nri-volumes-hook")
+	if err := os.WriteFile(hook, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rt := newRuntime(t, func(c *config.Config) {
+		c.HookPath = hook
+		c.BindMounts.ReadWrite = true
+		c.BindMounts.AllowedHostPaths = []string{srv}
+	})
+	rt.connect()
+	if err := unix.Mount(hookDir, filepath.Join(chroot, "bin"), "", unix.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := fsx.UnmountUnder(dir); err != nil {
+			t.Error(err)
+		}
+	})
+	// Without the rename, the look by path refuses the source.
+	key := plugin.VolumesKey + "/pod"
+	pod := newPod("p1", "default", map[string]string{key: "- " + chroot + ":/x"})
+	if _, err := rt.create(pod, newContainer("c0", "p1", "app")); err == nil || !strings.Contains(err.Error(), "never allowed") {
+		t.Fatalf("CreateContainer with a bind of %s = %v; want it refused", chroot, err)
+	}
+	defer plugin.SetAfterBindWalk(func(real string) {
+		if real != chroot {
+			return
+		}
+		if err := os.Rename(chroot, moved); err != nil {
+			t.Error(err)
+		}
+		if err := os.Mkdir(chroot, 0o755); err != nil {
+			t.Error(err)
+		}
+	})()
+	adj, err := rt.create(pod, newContainer("c1", "p1", "app"))
+	if err == nil {
+		t.Fatalf("CreateContainer with a bind of %s renamed under the check succeeded with mounts %+v", chroot, adj.GetMounts())
+	}
+	for _, want := range []string{key, "item 1", filepath.Join(chroot, "bin"), "never allowed"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %q", err, want)
+		}
+	}
+	pins, err := fsx.MountsUnder(filepath.Join(rt.cfg.Root, "pins"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pins) != 0 {
+		t.Errorf("mounts left in the store's pins after the refusal: %q", pins)
 	}
 }
