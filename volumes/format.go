@@ -424,7 +424,8 @@ func (s *Store) inFormats(path string) bool {
 
 // deactivateTmp takes down the file system of a formatted entry that was
 // taken to tmp, in the namespace open at nsFd, and failed to become a
-// volume, so that it can be removed.
+// volume (or whose process died before it did), so that it can be removed;
+// an entry whose _data is no mount is left as it is.
 func (s *Store) deactivateTmp(nsFd int, tmp string) {
 	fd, err := fsx.OpenDir(nsFd, tmp)
 	if err != nil {

@@ -561,6 +561,12 @@ func (s *Store) removeLeftovers() {
 		if err == nil {
 			for _, n := range names {
 				if strings.HasPrefix(n, tmpPrefix) {
+					// A formatted image taken for a container is
+					// mounted before it gets its name: taken down
+					// first, or the mount, its loop device and
+					// disk.img would outlive the entry, and the
+					// reaper could never remove it.
+					s.deactivateTmp(nsFd, n)
 					s.moveToTrashLocked(nsFd, n)
 				}
 			}
