@@ -320,6 +320,8 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 			fd:      -1,
 			ready:   map[formatKey][]formatEntry{},
 			pending: map[formatKey]int{},
+			owned:   map[string]int{},
+			idle:    formatIdle,
 			lastErr: map[formatKey]error{},
 			changed: make(chan struct{}),
 		},
