@@ -109,6 +109,9 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
+	for _, r := range store.Repairs() {
+		p.log.Warn("opening the volume store: " + r)
+	}
 	store.StartReaper(func(err error) {
 		p.log.WithError(err).Warn("deleting the data of removed volumes")
 	})

@@ -42,8 +42,21 @@ import (
 // The entries live in formatsDir.
 //
 // maxFormats bounds the entries ready or being formatted, so that requests
-// cannot have the node format without end.
-const maxFormats = 512
+// cannot have the node format without end; maxNamespaceFormats bounds those
+// a namespace's requests started, so that one namespace cannot fill the
+// node's share and refuse every other's sized volumes.
+//
+// An entry is ready until a request takes it, and a request that fails
+// after its images were formatted (beside an external volume that does not
+// exist, or a pod deleted after a FormattingError) takes none: an entry
+// nobody took within formatIdle is unmounted and removed, so that it holds
+// a loop device and a mount, charged to no budget, for no longer. The idle
+// time outlasts the kubelet's retries of a failed container creation.
+const (
+	maxFormats          = 512
+	maxNamespaceFormats = 64
+	formatIdle          = 10 * time.Minute
+)
 
 // formatKey says what an entry is for.
 type formatKey struct {
@@ -60,6 +73,10 @@ type formatEntry struct {
 	// dir is the formats directory, a descriptor of the entry's own, which
 	// a Close meanwhile cannot pull from under it.
 	dir int
+	// ns is the namespace whose request started it; since, when it was
+	// ready.
+	ns    string
+	since time.Time
 }
 
 // formatter is a Store's pool of ready entries; its own mutex guards it, so
@@ -69,12 +86,20 @@ type formatter struct {
 	fd      int // ROOT/volumes/.formats (a descriptor of its own); -1 until first used
 	ready   map[formatKey][]formatEntry
 	pending map[formatKey]int
+	// owned counts, per namespace, the entries its requests started that
+	// are ready or being formatted.
+	owned map[string]int
 	// changed is closed, and replaced, whenever an entry is ready or a
 	// formatting failed, to wake the waiting requests.
 	changed chan struct{}
 	// lastErr is the last formatting failure, by key, until one succeeds.
 	lastErr map[formatKey]error
 	closed  bool
+	// idle is how long a ready entry waits to be taken (formatIdle);
+	// expiring counts the expired entries being dropped, which Close
+	// waits for.
+	idle     time.Duration
+	expiring sync.WaitGroup
 	// One image is formatted at a time, the node's cores serving
 	// containers, and the smallest waiting goes first: a pod's small
 	// volume does not wait behind another pod's dozens of large ones.
@@ -172,24 +197,37 @@ func (s *Store) prepareFormats(what string, wants []Request, active bool) error 
 // entry is ready for each, or ctx is done.
 func (s *Store) waitFormats(ctx context.Context, need []formatWant) error {
 	f := &s.formats
-	start := time.Now()
-	counts := map[formatKey]int{}
-	for _, w := range need {
-		counts[w.key]++
-	}
+	began := time.Now()
 	f.mu.Lock()
 	if err := s.openFormatsLocked(); err != nil {
 		f.mu.Unlock()
 		return err
 	}
-	for k, n := range counts {
-		for have := len(f.ready[k]) + f.pending[k]; have < n; have++ {
-			if f.total() >= maxFormats {
-				break
-			}
-			f.pending[k]++
-			go s.format(k)
+	// The wants past what is ready or under way are formatted, each
+	// charged to its namespace: the whole request is refused, before
+	// anything starts, when a namespace would pass its bound.
+	have := map[formatKey]int{}
+	var start []formatWant
+	for _, w := range need {
+		if have[w.key] < len(f.ready[w.key])+f.pending[w.key] {
+			have[w.key]++
+			continue
 		}
+		start = append(start, w)
+	}
+	more := map[string]int{}
+	for _, w := range start {
+		more[w.ns]++
+		if f.owned[w.ns]+more[w.ns] > maxNamespaceFormats {
+			f.mu.Unlock()
+			return namespaceFormatsError(w)
+		}
+	}
+	for _, w := range start {
+		if f.total() >= maxFormats {
+			break
+		}
+		f.startLocked(s, w)
 	}
 	for {
 		i := f.firstMissing(need)
@@ -211,19 +249,44 @@ func (s *Store) waitFormats(ctx context.Context, need []formatWant) error {
 				f.mu.Unlock()
 				return fe
 			}
-			f.pending[w.key]++
-			go s.format(w.key)
+			if f.owned[w.ns] >= maxNamespaceFormats {
+				f.mu.Unlock()
+				return namespaceFormatsError(w)
+			}
+			f.startLocked(s, w)
 		}
 		changed := f.changed
 		f.mu.Unlock()
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			fe.Budget = time.Since(start).Round(time.Millisecond)
+			fe.Budget = time.Since(began).Round(time.Millisecond)
 			return fe
 		}
 		f.mu.Lock()
 	}
+}
+
+// startLocked starts the formatting of an entry for w, charged to its
+// namespace; f.mu is held.
+func (f *formatter) startLocked(s *Store, w formatWant) {
+	f.pending[w.key]++
+	f.owned[w.ns]++
+	go s.format(w.key, w.ns)
+}
+
+// disownLocked gives back an entry's charge to namespace ns; f.mu is held.
+func (f *formatter) disownLocked(ns string) {
+	if f.owned[ns]--; f.owned[ns] <= 0 {
+		delete(f.owned, ns)
+	}
+}
+
+// namespaceFormatsError refuses w: its namespace has as many images being
+// formatted or waiting to be taken as it may.
+func namespaceFormatsError(w formatWant) error {
+	return fmt.Errorf("%w: volume %q: namespace %q may have at most %d images being formatted or waiting to be taken, and has them; "+
+		"its requests take them, or they are removed after %s unused", ErrBusy, w.name, w.ns, maxNamespaceFormats, formatIdle)
 }
 
 // firstMissing hands the ready entries to need in order and returns the
@@ -270,8 +333,9 @@ func (s *Store) openFormatsLocked() error {
 	return nil
 }
 
-// format makes one entry for k, then wakes the waiting requests.
-func (s *Store) format(k formatKey) {
+// format makes one entry for k, charged to namespace ns, then wakes the
+// waiting requests.
+func (s *Store) format(k formatKey, ns string) {
 	f := &s.formats
 	f.mu.Lock()
 	f.waiting = append(f.waiting, k.size)
@@ -290,11 +354,14 @@ func (s *Store) format(k formatKey) {
 	switch {
 	case err != nil:
 		f.lastErr[k] = err
+		f.disownLocked(ns)
 	case f.closed:
 		s.dropFormatEntry(e)
 	default:
 		delete(f.lastErr, k)
+		e.ns, e.since = ns, time.Now()
 		f.ready[k] = append(f.ready[k], e)
+		time.AfterFunc(f.idle, s.expireFormats)
 	}
 	close(f.changed)
 	f.changed = make(chan struct{})
@@ -364,6 +431,7 @@ func (s *Store) takeFormatLocked(k formatKey, nsFd int, tmp string) (bool, error
 	}
 	e := list[len(list)-1]
 	f.ready[k] = list[:len(list)-1]
+	f.disownLocked(e.ns)
 	if err := renameNoReplace(e.dir, e.name, nsFd, tmp); err != nil {
 		s.dropFormatEntry(e)
 		return false, fmt.Errorf("take a formatted image: %w", err)
@@ -373,12 +441,42 @@ func (s *Store) takeFormatLocked(k formatKey, nsFd int, tmp string) (bool, error
 	return true, nil
 }
 
-// closeFormats drops the ready entries; formattings under way drop theirs
-// when they end.
+// expireFormats removes the ready entries that nobody took within the idle
+// time. Each is unmounted and removed after f.mu is left, so that neither
+// the formatter's requests nor the store's wait for it.
+func (s *Store) expireFormats() {
+	f := &s.formats
+	f.mu.Lock()
+	var old []formatEntry
+	for k, list := range f.ready {
+		keep := list[:0]
+		for _, e := range list {
+			if time.Since(e.since) < f.idle {
+				keep = append(keep, e)
+				continue
+			}
+			old = append(old, e)
+			f.disownLocked(e.ns)
+		}
+		if len(keep) == 0 {
+			delete(f.ready, k)
+		} else {
+			f.ready[k] = keep
+		}
+	}
+	f.expiring.Add(len(old))
+	f.mu.Unlock()
+	for _, e := range old {
+		s.dropFormatEntry(e) // no one else's: out of f.ready
+		f.expiring.Done()
+	}
+}
+
+// closeFormats drops the ready entries, and waits for the expired ones
+// being dropped; formattings under way drop theirs when they end.
 func (s *Store) closeFormats() {
 	f := &s.formats
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.closed = true
 	for _, list := range f.ready {
 		for _, e := range list {
@@ -386,6 +484,9 @@ func (s *Store) closeFormats() {
 		}
 	}
 	f.ready = map[formatKey][]formatEntry{}
+	f.owned = map[string]int{}
+	f.mu.Unlock()
+	f.expiring.Wait()
 }
 
 // removeDeadFormatsLocked moves into the trash the entries of processes that
@@ -424,7 +525,8 @@ func (s *Store) inFormats(path string) bool {
 
 // deactivateTmp takes down the file system of a formatted entry that was
 // taken to tmp, in the namespace open at nsFd, and failed to become a
-// volume, so that it can be removed.
+// volume (or whose process died before it did), so that it can be removed;
+// an entry whose _data is no mount is left as it is.
 func (s *Store) deactivateTmp(nsFd int, tmp string) {
 	fd, err := fsx.OpenDir(nsFd, tmp)
 	if err != nil {

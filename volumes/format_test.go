@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // TestFormatBudget asks for more new sized volumes than can be formatted
@@ -87,5 +89,84 @@ func TestOpenRemovesDeadFormats(t *testing.T) {
 	names, _ := os.ReadDir(dir)
 	if len(names) != 1 || names[0].Name() != "f-1-live" {
 		t.Errorf("after Open the formats directory holds %v, want only the live entry", names)
+	}
+}
+
+// formatMounts returns the mounts in the formats directory of s.
+func formatMounts(s *Store) []string {
+	m, _ := fsx.MountsUnder(filepath.Join(s.dir, formatsDir))
+	return m
+}
+
+// TestUntakenFormatsExpire: requests that fail after their images were
+// formatted (here beside an external volume that does not exist) leave
+// ready entries nobody takes; once they have waited the idle time they are
+// unmounted and removed, and count against no bound.
+func TestUntakenFormatsExpire(t *testing.T) {
+	requireLoop(t)
+	s, _ := openSized(t)
+	s.formats.mu.Lock()
+	s.formats.idle = time.Second
+	s.formats.mu.Unlock()
+	for i := range 3 {
+		_, err := s.Acquire("ctr", []Request{
+			{Namespace: "default", Name: "missing", MustExist: true},
+			{Namespace: "default", Name: fmt.Sprintf("new-%d", i), CreateOptions: CreateOptions{Size: int64(64+i) << 20}},
+		})
+		if !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Acquire beside a missing external volume: %v, want ErrNotFound", err)
+		}
+	}
+	if m := formatMounts(s); len(m) == 0 {
+		t.Fatalf("no image left ready by the failed requests: the test shows nothing")
+	}
+	// Waited for, not timed: the entries go after their idle time.
+	left := func() int {
+		names, _ := os.ReadDir(filepath.Join(s.dir, formatsDir))
+		return len(names) + len(formatMounts(s))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for left() > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if m := formatMounts(s); len(m) != 0 {
+		t.Errorf("images nobody took are still mounted: %v", m)
+	}
+	s.formats.mu.Lock()
+	n := s.formats.total()
+	s.formats.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d images still count as ready or being formatted", n)
+	}
+	if names, _ := os.ReadDir(filepath.Join(s.dir, formatsDir)); len(names) != 0 {
+		t.Errorf("entries left in %s: %v", formatsDir, names)
+	}
+}
+
+// TestFormatsPerNamespace: one namespace cannot fill the node's pool of
+// images being formatted or waiting to be taken: a request past its share is
+// refused with an error that names the namespace and the bound, and another
+// namespace still gets its sized volume.
+func TestFormatsPerNamespace(t *testing.T) {
+	requireLoop(t)
+	s, _ := openSized(t)
+	var reqs []Request
+	for i := range maxFormats {
+		reqs = append(reqs, Request{Namespace: "greedy", Name: fmt.Sprintf("v%d", i), CreateOptions: CreateOptions{Size: 16 << 20}})
+	}
+	s.SetFormatBudget(time.Millisecond)
+	_, err := s.Acquire("ctr", reqs)
+	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), `namespace "greedy"`) || !strings.Contains(err.Error(), "at most") {
+		t.Fatalf("Acquire of %d new sized volumes in one namespace: %v, want a refusal naming the namespace and its bound", maxFormats, err)
+	}
+	s.formats.mu.Lock()
+	n := s.formats.total()
+	s.formats.mu.Unlock()
+	if n != 0 {
+		t.Errorf("the refused request left %d images being formatted", n)
+	}
+	s.SetFormatBudget(time.Minute)
+	if _, err := s.Acquire("other", []Request{{Namespace: "polite", Name: "v", CreateOptions: CreateOptions{Size: 16 << 20}}}); err != nil {
+		t.Errorf("another namespace's sized volume: %v", err)
 	}
 }

@@ -94,13 +94,24 @@ type ledgerDoc struct {
 	SnapshotCounts map[string]int64 `json:"snapshotCounts,omitempty"`
 }
 
-// loadLedger reads the ledger; a store without one (Open writes it, so
-// only one opened for copy-up) gets one built by a scan.
+// loadLedger reads the ledger; a store without one, or with one that does
+// not parse (Open rewrites both, so only one opened for copy-up), gets one
+// built by a scan.
 func (s *Store) loadLedger() (*ledger, error) {
+	l, err := s.readLedger()
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errBroken) {
+		return s.scanLedger()
+	}
+	return l, err
+}
+
+// readLedger reads the ledger as it is: a missing file matches
+// fs.ErrNotExist, one that does not parse errBroken.
+func (s *Store) readLedger() (*ledger, error) {
 	l := newLedger()
 	data, err := fsx.ReadFile(s.dirFd, ledgerFile, maxLedgerSize)
 	if errors.Is(err, fs.ErrNotExist) {
-		return s.scanLedger()
+		return nil, err
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the ledger of sizes %s: %w", ledgerFile, err)
@@ -176,18 +187,27 @@ func writeLedger(dirFd int, l *ledger, durable bool) error {
 	return nil
 }
 
-// ensureLedgerLocked writes the ledger of a store that has none, from the
-// one scan of every volume.json it takes, at Open: not inside a request,
-// and once.
-func (s *Store) ensureLedgerLocked() error {
-	if _, err := fsx.Lstat(s.dirFd, ledgerFile); !errors.Is(err, fs.ErrNotExist) {
-		return err
+// ensureLedgerLocked writes the ledger of a store that has none, or whose
+// ledger does not parse, from the one scan of every volume.json it takes, at
+// Open: not inside a request, and once. A ledger is written without fsync
+// when a volume is made PersistLater or refunded, so a power loss can leave
+// it empty or cut short; rebuilt, it errs on no side, and its rebuild is
+// the warning returned (with a nil error) for the caller to log.
+func (s *Store) ensureLedgerLocked() (warning string, err error) {
+	_, err = s.readLedger()
+	switch {
+	case err == nil:
+		return "", nil
+	case errors.Is(err, errBroken):
+		warning = fmt.Sprintf("%v; rebuilt from the volumes' metadata", err)
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", err
 	}
 	l, err := s.scanLedger()
 	if err != nil {
-		return err
+		return "", err
 	}
-	return writeLedger(s.dirFd, l, true)
+	return warning, writeLedger(s.dirFd, l, true)
 }
 
 // chargeSnapshotsLocked adds bytes held by count snapshots to namespace
@@ -252,7 +272,10 @@ func (s *Store) syncLedger() error {
 func (s *Store) checkLedger() []Problem {
 	var probs []Problem
 	fix := "remove ROOT/volumes/" + ledgerFile + " to have the next open rebuild it"
-	have, err := s.loadLedger()
+	have, err := s.readLedger()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // the next Open writes it
+	}
 	if err != nil {
 		return []Problem{{Reason: fmt.Sprintf("%v; %s", err, fix)}}
 	}

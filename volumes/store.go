@@ -31,6 +31,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -232,6 +233,9 @@ type Store struct {
 	// formatBudget bounds a request's wait for them; see format.go.
 	formats      formatter
 	formatBudget atomic.Int64
+	// repairs are what Open repaired; set before Open returns, then
+	// read-only.
+	repairs []string
 }
 
 // Open opens the store below root, creating ROOT/volumes (mode 0700) if it is
@@ -316,6 +320,8 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 			fd:      -1,
 			ready:   map[formatKey][]formatEntry{},
 			pending: map[formatKey]int{},
+			owned:   map[string]int{},
+			idle:    formatIdle,
 			lastErr: map[formatKey]error{},
 			changed: make(chan struct{}),
 		},
@@ -339,8 +345,12 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 			// First: a frozen file system hangs whatever touches it.
 			s.thawAbandonedLocked()
 			s.removeLeftovers()
-			if err := s.ensureLedgerLocked(); err != nil {
+			warning, err := s.ensureLedgerLocked()
+			if err != nil {
 				return err
+			}
+			if warning != "" {
+				s.repairs = append(s.repairs, warning)
 			}
 			// One read of the mount table serves both.
 			if all, err := fsx.MountPoints(); err == nil {
@@ -356,6 +366,10 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 	}
 	return s, nil
 }
+
+// Repairs says what Open found broken and repaired (a ledger of sizes cut
+// short by a power loss, rebuilt), for the caller to log as a warning.
+func (s *Store) Repairs() []string { return slices.Clone(s.repairs) }
 
 // Root returns the root directory the store was opened with.
 func (s *Store) Root() string { return s.root }
@@ -561,6 +575,12 @@ func (s *Store) removeLeftovers() {
 		if err == nil {
 			for _, n := range names {
 				if strings.HasPrefix(n, tmpPrefix) {
+					// A formatted image taken for a container is
+					// mounted before it gets its name: taken down
+					// first, or the mount, its loop device and
+					// disk.img would outlive the entry, and the
+					// reaper could never remove it.
+					s.deactivateTmp(nsFd, n)
 					s.moveToTrashLocked(nsFd, n)
 				}
 			}
