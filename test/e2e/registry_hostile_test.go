@@ -94,8 +94,16 @@ func TestVolumePullRefusesHostileArtifacts(t *testing.T) {
 		{name: "bomb-undeclared", entries: []tarEntry{dir("./"), {hdr: tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(zeros))}, data: zeros}},
 			edit: func(a *ociartifact.Artifact) {
 				l := &a.Config.Layers[len(a.Config.Layers)-1]
-				l.Bytes, l.TarSize, a.Config.Bytes = 10, 4096, 10
+				// A tar size its gzip fits in, far below what it expands
+				// to: refused while it streams. (Declared smaller than its
+				// gzip, it is refused before the download.)
+				l.Bytes, l.TarSize, a.Config.Bytes = 10, 1<<20, 10
 			}, want: "expands past"},
+		{name: "bomb-lying-tar-size", entries: []tarEntry{dir("./"), {hdr: tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(zeros))}, data: zeros}},
+			edit: func(a *ociartifact.Artifact) {
+				l := &a.Config.Layers[len(a.Config.Layers)-1]
+				l.Bytes, l.TarSize, a.Config.Bytes = 10, 4096, 10
+			}, want: "more than a gzip of its 4096-byte tar takes"},
 		{name: "bomb-undeclared-limit", entries: []tarEntry{dir("./"), {hdr: tar.Header{Name: "zeros", Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(zeros))}, data: zeros}},
 			edit: func(a *ociartifact.Artifact) {
 				a.Config.Layers[len(a.Config.Layers)-1].Bytes, a.Config.Bytes = 10, 10
