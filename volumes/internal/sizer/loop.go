@@ -20,7 +20,13 @@ const LoopControl = "/dev/loop-control"
 // already, or a free one bound now. Two mounts of one ext4 on two devices
 // would corrupt it, so an existing binding always wins.
 func LoopFor(img *os.File) (string, int, error) {
-	if dev, ok := BoundLoop(img); ok {
+	return loopFor(img, 0)
+}
+
+// loopFor is LoopFor with flags added to the new device's (a read-only
+// one reuses no device bound already).
+func loopFor(img *os.File, flags uint32) (string, int, error) {
+	if dev, ok := BoundLoop(img); ok && flags == 0 {
 		fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err == nil {
 			return dev, fd, nil
@@ -42,7 +48,7 @@ func LoopFor(img *os.File) (string, int, error) {
 		if err != nil {
 			return "", -1, err
 		}
-		cfg := unix.LoopConfig{Fd: uint32(img.Fd()), Info: unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR}}
+		cfg := unix.LoopConfig{Fd: uint32(img.Fd()), Info: unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR | flags}}
 		copy(cfg.Info.File_name[:len(cfg.Info.File_name)-1], img.Name())
 		err = unix.IoctlLoopConfigure(fd, &cfg)
 		if err == nil {
