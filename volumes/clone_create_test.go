@@ -203,6 +203,20 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	if _, err := s.RemovePodVolumes("pod1"); err != nil {
 		t.Fatal(err)
 	}
+	// The golden volume itself, at rest, copies too.
+	rest, err := s.Acquire("ctr3", []Request{{Namespace: "default", Name: "copy2", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}})
+	if err != nil {
+		t.Fatalf("cloneOf a sized volume at rest: %v", err)
+	}
+	if _, _, err := s.CopyUpClone("default", "copy2", copyup.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(rest[0].Mountpoint, "fixture")); err != nil || string(b) != "golden after s1" {
+		t.Errorf("clone of golden at rest holds %q, %v", b, err)
+	}
+	if err := s.Release("ctr3"); err != nil {
+		t.Fatal(err)
+	}
 	// What the released volumes left in the trash is the reaper's.
 	if err := s.ReapTrash(); err != nil {
 		t.Fatal(err)

@@ -136,6 +136,12 @@ func (s *Store) CopyUpClone(ns, name string, limits copyup.Options) (stats copyu
 		}
 		defer done()
 		stats, err = copyup.Copy(fsx.ProcPath(srcFd), "/", dir, limits)
+		if err == nil && src.Snapshot == "" && s.sourceMounted(ns, src.Volume) {
+			// A sized source at rest that a container took up
+			// meanwhile changed under the copy: it is thrown away.
+			err = fmt.Errorf("cloneOf %q: %w: a container started using it during the copy; "+
+				"take a snapshot of it and name that (cloneOf: %s@SNAP)", src, ErrInUse, src.Volume)
+		}
 		return err
 	})
 	if err != nil {

@@ -160,3 +160,16 @@ func (s *Store) mountCloneSource(volFd int, src CloneSource) (int, func(), error
 		cleanup()
 	}, nil
 }
+
+// sourceMounted reports whether the file system of sized volume name of
+// namespace ns is up: a container uses it.
+func (s *Store) sourceMounted(ns, name string) bool {
+	nsFd, volFd, err := s.openVolume(ns, name)
+	if err != nil {
+		return false
+	}
+	unix.Close(nsFd)
+	defer unix.Close(volFd)
+	v, err := s.Get(ns, name)
+	return err == nil && v.Backend == BackendImage && sizer.IsDataMounted(volFd)
+}

@@ -26,7 +26,9 @@ func LoopFor(img *os.File) (string, int, error) {
 // loopFor is LoopFor with flags added to the new device's (a read-only
 // one reuses no device bound already).
 func loopFor(img *os.File, flags uint32) (string, int, error) {
-	if dev, ok := BoundLoop(img); ok && flags == 0 {
+	// A read-only device is a clone's copy reading the image at rest (see
+	// MountImageReadOnly), never one to mount the volume from.
+	if dev, ok := BoundLoop(img); ok && flags == 0 && !loopReadOnly(dev) {
 		fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err == nil {
 			return dev, fd, nil
@@ -92,6 +94,12 @@ func BoundLoop(img *os.File) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// loopReadOnly reports whether the loop device dev is read-only.
+func loopReadOnly(dev string) bool {
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "ro"))
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
 // BoundLoops lists the bound loop devices: device path -> backing file path.
