@@ -129,7 +129,7 @@ func TestCloneOfSizedInPod(t *testing.T) {
 	if got := e.cr.Exec(cid, "cat", "/fixture/dir/fixture", "/s1/dir/fixture"); got != "v1\nv1\n" {
 		t.Errorf("the pod's clones hold %q, want v1 twice", got)
 	}
-	if got := trim(e.volume("inspect", "--format", "{{.ClonePending}} {{.Limit}}", "ci-s1")); got != " 33554432" {
+	if got := trim(e.volume("inspect", "--format", "{{.ClonePending}}/{{.Limit}}", "ci-s1")); got != "/33554432" {
 		t.Errorf("ci-s1 after its container started: ClonePending and size %q, want none and 32 MiB", got)
 	}
 	e.cr.Sh(cid, "echo scribble > /fixture/dir/fixture && echo scribble > /s1/dir/fixture && sync")
