@@ -2,12 +2,10 @@ package plugin_test
 
 import (
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/containerd/nri/pkg/adaptation"
@@ -134,10 +132,12 @@ func TestCloneOfThroughNRI(t *testing.T) {
 	}
 }
 
-// TestCloneOfRefusedWithoutReflinks: on a store without reflinks, cloneOf
-// fails the container with the key, the item and what to do instead, and
-// leaves nothing.
-func TestCloneOfRefusedWithoutReflinks(t *testing.T) {
+// TestCloneOfSizedWithoutReflinksThroughNRI: on a store without reflinks,
+// cloneOf a sized volume's snapshot makes, inside CreateContainer, a new
+// sized volume of the source's size still to copy, and gives the container
+// the copy-up hook that fills it outside the request. (Until now this test
+// asserted a refusal.)
+func TestCloneOfSizedWithoutReflinksThroughNRI(t *testing.T) {
 	testutil.RequireRoot(t, "sized volumes need root")
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skipf("no loop devices: %v", err)
@@ -147,12 +147,16 @@ func TestCloneOfRefusedWithoutReflinks(t *testing.T) {
 	goldenVolume(t, rt.store())
 	rt.connect()
 	pod := newPod("p1", "ci", map[string]string{plugin.VolumesKey: "- {source: ci-db, target: /db, cloneOf: golden@v1}"})
-	_, err := rt.create(pod, newContainer("c1", "p1", "app"))
-	if err == nil || !strings.Contains(err.Error(), `cloneOf "golden@v1"`) || !strings.Contains(err.Error(), "reflinks") {
-		t.Fatalf("CreateContainer = %v; want a refusal naming cloneOf and reflinks", err)
+	adj, err := rt.create(pod, newContainer("c1", "p1", "app"))
+	if err != nil {
+		t.Fatalf("CreateContainer: %v", err)
 	}
-	if _, err := rt.store().Get("ci", "ci-db"); !errors.Is(err, volumes.ErrNotFound) {
-		t.Errorf("the refused clone was left: %v", err)
+	if args := hookArgs(t, adj); !slices.Contains(args, "ci/ci-db=/db") {
+		t.Errorf("hook args %v: want the clone's copy-up", args)
+	}
+	v, err := rt.store().Get("ci", "ci-db")
+	if err != nil || v.ClonePending != "golden@v1" || v.Limit != 16<<20 {
+		t.Errorf("ci-db after CreateContainer: %+v, %v; want a 16 MiB clone of golden@v1 still to copy", v, err)
 	}
 }
 

@@ -34,12 +34,12 @@ func (c CloneSource) String() string {
 // O(1), a reflink of an image volume's disk.img (a store on xfs with
 // reflink=1 or on btrfs). A plain source is copied later, outside the
 // request, by the copy-up hook (see clone_pending.go). An image without
-// reflinks is refused with ErrInvalid and a
-// message that says what to do instead; a source in use with ErrInUse, as
+// reflinks is made as a new sized volume that the copy-up hook fills (see
+// clone_sized.go); a source in use with ErrInUse, as
 // its image changes under a live file system (a snapshot of it clones). The
 // clone takes the source's size, backend, owner and mode, counts against the
 // namespace's budget, and is never copied up into.
-func (s *Store) createCloneLocked(nsFd int, v *Volume, durable bool) error {
+func (s *Store) createCloneLocked(nsFd int, v *Volume, active, durable bool) error {
 	ns, name, src := v.Namespace, v.Name, *v.cloneOf
 	fail := func(err error) error { return volumeError(ns, name, fmt.Errorf("cloneOf %q: %w", src, err)) }
 	sv, err := s.readVolume(nsFd, ns, src.Volume)
@@ -78,6 +78,9 @@ func (s *Store) createCloneLocked(nsFd int, v *Volume, durable bool) error {
 	}
 	if sv.Backend == BackendNone {
 		return s.createPendingCloneLocked(nsFd, srcVol, v, sv, durable)
+	}
+	if !s.canReflink() {
+		return s.createPendingSizedCloneLocked(nsFd, srcVol, v, sv, active, durable)
 	}
 	imgDir, err := cloneSourceDir(srcVol, src)
 	if err != nil {

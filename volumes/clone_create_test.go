@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/nri-volumes/nri-volumes/volumes/copyup"
 )
 
 // TestCloneOfOnCreate: a volume made on first use with CloneOf is a reflink
@@ -114,22 +117,107 @@ func TestCloneOfOnCreate(t *testing.T) {
 	}
 }
 
-// TestCloneOfNeedsReflinks: on a host file system without reflinks (ext4),
-// cloneOf is refused inside the request, with what to do instead.
-func TestCloneOfNeedsReflinks(t *testing.T) {
+// TestCloneOfSizedWithoutReflinksCopies: on a host file system without
+// reflinks (ext4), cloneOf a sized volume (or its snapshot) is no longer
+// refused: the request makes a new sized volume of the source's size,
+// marked clone-pending, and CopyUpClone, the hook's step, fills it with
+// the source's tree, all or nothing within the copy-up limits. The golden
+// volume is unchanged. (Until now this test asserted the refusal.)
+func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	requireLoop(t)
 	s := openSizedAt(t, t.TempDir())
 	if _, err := s.Create("default", "golden", CreateOptions{Size: 8 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "copy", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}})
-	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "reflinks") || !strings.Contains(err.Error(), "volume clone") {
-		t.Fatalf("cloneOf without reflinks: %v", err)
+	// Written through a container's use of it, then snapshotted in use.
+	g, err := s.Acquire("writer", []Request{{Namespace: "default", Name: "golden"}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := s.Get("default", "copy"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("the refused clone was left: %v", err)
+	writeFile(t, filepath.Join(g[0].Mountpoint, "fixture"), "golden data")
+	if err := os.MkdirAll(filepath.Join(g[0].Mountpoint, "dir"), 0o750); err != nil {
+		t.Fatal(err)
 	}
-	// What the released clones left in the trash is the reaper's.
+	writeFile(t, filepath.Join(g[0].Mountpoint, "dir", "deep"), strings.Repeat("d", 10000))
+	if _, err := s.CreateSnapshot("default", "golden", "s1", SnapshotOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(g[0].Mountpoint, "fixture"), "golden after s1")
+
+	got, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "copy", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "s1"}}}})
+	if err != nil {
+		t.Fatalf("cloneOf a sized snapshot without reflinks: %v", err)
+	}
+	v := got[0]
+	if v.ClonePending != "golden@s1" || v.Limit != 8<<20 || v.Backend != BackendImage {
+		t.Fatalf("clone: ClonePending %q, size %d, backend %q; want golden@s1, 8 MiB, image", v.ClonePending, v.Limit, v.Backend)
+	}
+	if st, err := s.CopyUpStatus("default", "copy"); err != nil || !st.Needed {
+		t.Errorf("clone before its copy: needs copy-up %v, %v", st.Needed, err)
+	}
+	if _, pending, err := s.CopyUpClone("default", "copy", copyup.Options{MaxBytes: 100}); !pending || !errors.Is(err, copyup.ErrLimit) {
+		t.Errorf("clone over the copy-up limit: pending %v, %v; want ErrLimit", pending, err)
+	}
+	if names, _ := os.ReadDir(v.Mountpoint); len(names) != 0 {
+		t.Errorf("clone holds %d entries after a failed copy", len(names))
+	}
+	if v2, err := s.Get("default", "copy"); err != nil || v2.ClonePending != "golden@s1" {
+		t.Errorf("clone after a failed copy: ClonePending %q, %v", v2.ClonePending, err)
+	}
+	stats, pending, err := s.CopyUpClone("default", "copy", copyup.Options{})
+	if !pending || err != nil || stats.Bytes < 10000 {
+		t.Fatalf("CopyUpClone: pending %v, %+v, %v", pending, stats, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(v.Mountpoint, "fixture")); err != nil || string(b) != "golden data" {
+		t.Errorf("clone holds %q, %v; want the snapshot's data", b, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(v.Mountpoint, "dir", "deep")); err != nil || len(b) != 10000 {
+		t.Errorf("clone: deep file %d bytes, %v", len(b), err)
+	}
+	writeFile(t, filepath.Join(v.Mountpoint, "fixture"), "changed by the clone")
+	if v2, err := s.Get("default", "copy"); err != nil || v2.ClonePending != "" {
+		t.Errorf("clone after its copy: ClonePending %q, %v", v2.ClonePending, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(g[0].Mountpoint, "fixture")); string(b) != "golden after s1" {
+		t.Errorf("the clone changed golden: %q", b)
+	}
+	// With a format budget, as the plugin sets one, the clone's image is
+	// formatted ahead, outside the lock, as any new sized volume's is.
+	s.SetFormatBudget(time.Minute)
+	owner := &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}
+	anon, err := s.Acquire("ctr2", []Request{{Namespace: "default", Owner: owner, CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "s1"}}}})
+	if err != nil {
+		t.Fatalf("anonymous cloneOf with a format budget: %v", err)
+	}
+	if _, _, err := s.CopyUpClone("default", anon[0].Name, copyup.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(anon[0].Mountpoint, "fixture")); err != nil || string(b) != "golden data" {
+		t.Errorf("anonymous clone holds %q, %v; want the snapshot's data", b, err)
+	}
+	for _, id := range []string{"ctr", "ctr2", "writer"} {
+		if err := s.Release(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.RemovePodVolumes("pod1"); err != nil {
+		t.Fatal(err)
+	}
+	// The golden volume itself, at rest, copies too.
+	rest, err := s.Acquire("ctr3", []Request{{Namespace: "default", Name: "copy2", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}})
+	if err != nil {
+		t.Fatalf("cloneOf a sized volume at rest: %v", err)
+	}
+	if _, _, err := s.CopyUpClone("default", "copy2", copyup.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(rest[0].Mountpoint, "fixture")); err != nil || string(b) != "golden after s1" {
+		t.Errorf("clone of golden at rest holds %q, %v", b, err)
+	}
+	if err := s.Release("ctr3"); err != nil {
+		t.Fatal(err)
+	}
+	// What the released volumes left in the trash is the reaper's.
 	if err := s.ReapTrash(); err != nil {
 		t.Fatal(err)
 	}

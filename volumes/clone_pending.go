@@ -136,6 +136,12 @@ func (s *Store) CopyUpClone(ns, name string, limits copyup.Options) (stats copyu
 		}
 		defer done()
 		stats, err = copyup.Copy(fsx.ProcPath(srcFd), "/", dir, limits)
+		if err == nil && src.Snapshot == "" && s.sourceMounted(ns, src.Volume) {
+			// A sized source at rest that a container took up
+			// meanwhile changed under the copy: it is thrown away.
+			err = fmt.Errorf("cloneOf %q: %w: a container started using it during the copy; "+
+				"take a snapshot of it and name that (cloneOf: %s@SNAP)", src, ErrInUse, src.Volume)
+		}
 		return err
 	})
 	if err != nil {
@@ -161,9 +167,26 @@ func (s *Store) CopyUpClone(ns, name string, limits copyup.Options) (stats copyu
 // ns, under the source volume's shared lock, so that no restore or
 // snapshot removal changes it meanwhile; done lets it go.
 func (s *Store) openCloneSource(ns string, src CloneSource) (int, func(), error) {
-	volFd, err := s.lockVolume(ns, src.Volume, unix.LOCK_SH)
+	sv, err := s.Get(ns, src.Volume)
 	if err != nil {
 		return -1, nil, fmt.Errorf("cloneOf %q: %w", src, err)
+	}
+	how := unix.LOCK_SH
+	if sv.Backend == BackendImage {
+		// Its image is mounted read-write to be read: by one at a time.
+		how = unix.LOCK_EX
+	}
+	volFd, err := s.lockVolume(ns, src.Volume, how)
+	if err != nil {
+		return -1, nil, fmt.Errorf("cloneOf %q: %w", src, err)
+	}
+	if sv.Backend == BackendImage {
+		fd, done, err := s.mountCloneSource(volFd, src)
+		if err != nil {
+			unix.Close(volFd)
+			return -1, nil, fmt.Errorf("cloneOf %q: %w", src, err)
+		}
+		return fd, func() { done(); unix.Close(volFd) }, nil
 	}
 	dir := dataDir
 	if src.Snapshot != "" {

@@ -159,7 +159,7 @@ type formatWant struct {
 // budget; active says they are for a container. It checks the budgets
 // first, so that a request they refuse formats nothing.
 func (s *Store) prepareFormats(what string, wants []Request, active bool) error {
-	if !slices.ContainsFunc(wants, func(r Request) bool { return r.Size > 0 }) {
+	if !slices.ContainsFunc(wants, func(r Request) bool { return r.Size > 0 || r.CloneOf != nil }) {
 		return nil // the common case costs nothing
 	}
 	var need []formatWant
@@ -170,6 +170,10 @@ func (s *Store) prepareFormats(what string, wants []Request, active bool) error 
 		}
 		sums := map[string]int64{}
 		for _, r := range wants {
+			if r.CloneOf != nil && r.Size == 0 && !s.existsLocked(r.Namespace, r.Name) {
+				// A clone that copies is a new sized volume too.
+				r.Size = s.cloneFormatSize(r.Namespace, *r.CloneOf)
+			}
 			if r.Size <= 0 || s.existsLocked(r.Namespace, r.Name) {
 				continue
 			}

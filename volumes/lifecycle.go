@@ -198,7 +198,7 @@ func (s *Store) createLocked(v *Volume, active bool) error {
 		return volumeError(ns, name, err)
 	}
 	if v.cloneOf != nil {
-		return s.createCloneLocked(nsFd, v, durable)
+		return s.createCloneLocked(nsFd, v, active, durable)
 	}
 	if v.Limit > 0 {
 		if err := s.checkBudgetLocked(ns, v.Limit); err != nil {
@@ -211,6 +211,16 @@ func (s *Store) createLocked(v *Volume, active bool) error {
 			return volumeError(ns, name, fmt.Errorf("%w: inodes: the %s backend has no inode count to set; only the image backend (ext4) has", ErrInvalid, v.Backend))
 		}
 	}
+	return s.createNewLocked(nsFd, v, active, durable, nil)
+}
+
+// createNewLocked makes v, absent and not a reflink clone, in the namespace
+// open at nsFd: from a spare, from an image formatted ahead, or afresh.
+// mark, when set, adds to the complete volume's directory, open at its
+// argument, before it is named.
+func (s *Store) createNewLocked(nsFd int, v *Volume, active, durable bool, mark func(volFd int) error) error {
+	ns, name := v.Namespace, v.Name
+	var err error
 	v.Mountpoint = s.mountpoint(ns, name)
 	tmp := tmpPrefix + name + "-" + randomSuffix()
 	formatted := false
@@ -239,6 +249,13 @@ func (s *Store) createLocked(v *Volume, active bool) error {
 			return volumeError(ns, name, err)
 		}
 		err = s.fillNew(nsFd, tmp, v, durable, fillEmpty)
+	}
+	if err == nil && mark != nil {
+		var fd int
+		if fd, err = fsx.OpenDir(nsFd, tmp); err == nil {
+			err = mark(fd)
+			unix.Close(fd)
+		}
 	}
 	if err == nil {
 		err = s.nameLocked(nsFd, tmp, v, durable)

@@ -233,6 +233,9 @@ type Store struct {
 	// formatBudget bounds a request's wait for them; see format.go.
 	formats      formatter
 	formatBudget atomic.Int64
+	// reflinks caches whether the store's file system can clone a file
+	// in O(1); see canReflink.
+	reflinks reflinkProbe
 	// repairs are what Open repaired; set before Open returns, then
 	// read-only.
 	repairs []string
@@ -725,11 +728,10 @@ func (s *Store) loadVolumeAt(volFd int, ns, name string) (*Volume, error) {
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
 	}
-	if rec.Backend == BackendNone {
-		// Only a plain volume can be a clone still to be copied.
-		if v.ClonePending, err = readClonePending(volFd); err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", errBroken, clonePending, err)
-		}
+	// A plain volume, or a sized one on a store without reflinks, may be
+	// a clone still to be copied.
+	if v.ClonePending, err = readClonePending(volFd); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", errBroken, clonePending, err)
 	}
 	return v, nil
 }

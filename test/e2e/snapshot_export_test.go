@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -107,5 +108,40 @@ func TestCloneOfPlainInPod(t *testing.T) {
 	}
 	if !strings.Contains(e.volume("snapshot", "ls", "golden"), "v1") {
 		t.Error("golden's snapshot v1 is gone")
+	}
+}
+
+// TestCloneOfSizedInPod: on the host's store (ext4 here, no reflinks), a
+// pod's volume cloneOf a snapshot of a sized volume is made as a new sized
+// volume of the golden's size and filled by the copy-up hook before the
+// container starts: the pod sees the snapshot's data, its writes leave
+// golden as it is, and its anonymous clone goes with it.
+func TestCloneOfSizedInPod(t *testing.T) {
+	e := newEnv(t, harness.ContainerdOptions{}, harness.PluginConfig{})
+	pod := e.cr.RunPod("db", "default", "uid-db", map[string]string{podKey: "- {source: golden, target: /data, size: 32Mi}"})
+	id := e.cr.RunContainer(pod, "app", appImage, nil, nil)
+	e.cr.Sh(id, "mkdir -p /data/dir && echo v1 > /data/dir/fixture && sync")
+	e.volume("snapshot", "create", "golden", "s1")
+	e.cr.Sh(id, "echo now > /data/dir/fixture && sync")
+
+	ci := e.cr.RunPod("ci", "default", "uid-ci", map[string]string{podKey: "- {target: /fixture, cloneOf: golden@s1}\n- {source: ci-s1, target: /s1, cloneOf: golden@s1}"})
+	cid := e.cr.RunContainer(ci, "app", appImage, nil, nil)
+	if got := e.cr.Exec(cid, "cat", "/fixture/dir/fixture", "/s1/dir/fixture"); got != "v1\nv1\n" {
+		t.Errorf("the pod's clones hold %q, want v1 twice", got)
+	}
+	if got := trim(e.volume("inspect", "--format", "{{.ClonePending}}/{{.Limit}}", "ci-s1")); got != "/33554432" {
+		t.Errorf("ci-s1 after its container started: ClonePending and size %q, want none and 32 MiB", got)
+	}
+	e.cr.Sh(cid, "echo scribble > /fixture/dir/fixture && echo scribble > /s1/dir/fixture && sync")
+	e.cr.RmPod(ci)
+	if !eventually(func() bool { return len(e.anonymousVolumes("default")) == 0 }) {
+		t.Errorf("the anonymous clone outlived its pod: %v", e.anonymousVolumes("default"))
+	}
+	if got := e.cr.Exec(id, "cat", "/data/dir/fixture"); got != "now\n" {
+		t.Errorf("the clones' writes changed golden: %q", got)
+	}
+	out, err := exec.Command("debugfs", "-R", "cat /dir/fixture", filepath.Join(e.plugin.Root, "volumes", "default", "golden", "snapshots", "s1", "disk.img")).Output()
+	if err != nil || string(out) != "v1\n" {
+		t.Errorf("golden's snapshot s1 holds %q, %v; want v1", out, err)
 	}
 }

@@ -20,7 +20,15 @@ const LoopControl = "/dev/loop-control"
 // already, or a free one bound now. Two mounts of one ext4 on two devices
 // would corrupt it, so an existing binding always wins.
 func LoopFor(img *os.File) (string, int, error) {
-	if dev, ok := BoundLoop(img); ok {
+	return loopFor(img, 0)
+}
+
+// loopFor is LoopFor with flags added to the new device's (a read-only
+// one reuses no device bound already).
+func loopFor(img *os.File, flags uint32) (string, int, error) {
+	// A read-only device is a clone's copy reading the image at rest (see
+	// MountImageReadOnly), never one to mount the volume from.
+	if dev, ok := BoundLoop(img); ok && flags == 0 && !loopReadOnly(dev) {
 		fd, err := unix.Open(dev, unix.O_RDWR|unix.O_CLOEXEC, 0)
 		if err == nil {
 			return dev, fd, nil
@@ -42,7 +50,7 @@ func LoopFor(img *os.File) (string, int, error) {
 		if err != nil {
 			return "", -1, err
 		}
-		cfg := unix.LoopConfig{Fd: uint32(img.Fd()), Info: unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR}}
+		cfg := unix.LoopConfig{Fd: uint32(img.Fd()), Info: unix.LoopInfo64{Flags: unix.LO_FLAGS_AUTOCLEAR | flags}}
 		copy(cfg.Info.File_name[:len(cfg.Info.File_name)-1], img.Name())
 		err = unix.IoctlLoopConfigure(fd, &cfg)
 		if err == nil {
@@ -86,6 +94,12 @@ func BoundLoop(img *os.File) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// loopReadOnly reports whether the loop device dev is read-only.
+func loopReadOnly(dev string) bool {
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "ro"))
+	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
 
 // BoundLoops lists the bound loop devices: device path -> backing file path.
