@@ -13,6 +13,20 @@ const filtersHelp = `Filters: name=NAME|GLOB, label=KEY, label=KEY=VALUE, dangli
 anonymous=true|false. Several values of one key match if any does (label:
 if all do); different keys must all match.`
 
+// groupRunE is the RunE of a command group (name, as errors call it): a
+// parent command without RunE would print its help and succeed on a
+// mistyped subcommand; this one prints the usage, says what is wrong and
+// exits 2.
+func groupRunE(name string, s streams) func(*cobra.Command, []string) error {
+	return func(c *cobra.Command, args []string) error {
+		fmt.Fprint(s.err, c.UsageString())
+		if len(args) == 0 {
+			return fmt.Errorf("%w: %s needs a command", errUsage, name)
+		}
+		return fmt.Errorf("%w: unknown %s command %q", errUsage, name, args[0])
+	}
+}
+
 func newVolumeCommand(g *globalOptions, s streams) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     "volume COMMAND",
@@ -23,15 +37,7 @@ plugin may act on the same store at the same time.`,
 		Example: `  nri-volumes volume ls
   nri-volumes -n k8s.io volume ls -A
   nri-volumes volume --root /var/lib/nri-volumes rm redis-data`,
-		// A parent command without RunE would print its help and succeed on a
-		// mistyped subcommand; this one says what is wrong and exits 2.
-		RunE: func(c *cobra.Command, args []string) error {
-			fmt.Fprint(s.err, c.UsageString())
-			if len(args) == 0 {
-				return fmt.Errorf("%w: volume needs a command", errUsage)
-			}
-			return fmt.Errorf("%w: unknown volume command %q", errUsage, args[0])
-		},
+		RunE: groupRunE("volume", s),
 	}
 	cmd.AddCommand(
 		newVolumeCreateCommand(g, s),

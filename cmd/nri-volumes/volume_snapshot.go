@@ -29,13 +29,7 @@ cannot be frozen: its snapshot is refused while a container uses it, unless
 		Example: `  nri-volumes volume snapshot create pg-data before-migration
   nri-volumes volume snapshot ls pg-data
   nri-volumes volume snapshot rm pg-data before-migration`,
-		RunE: func(c *cobra.Command, args []string) error {
-			fmt.Fprint(s.err, c.UsageString())
-			if len(args) == 0 {
-				return fmt.Errorf("%w: volume snapshot needs a command", errUsage)
-			}
-			return fmt.Errorf("%w: unknown volume snapshot command %q", errUsage, args[0])
-		},
+		RunE: groupRunE("volume snapshot", s),
 	}
 	cmd.AddCommand(
 		newSnapshotCreateCommand(g, s),
