@@ -115,26 +115,19 @@ func TestWalksCrossNestedSubvolumes(t *testing.T) {
 	}
 	defer unix.Unmount(bind, unix.MNT_DETACH)
 
-	fd, err := unix.Open(mnt, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fd, dev := openDirDev(t, mnt)
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		t.Fatal(err)
-	}
 	treeFd, err := OpenDir(fd, "tree")
 	if err != nil {
 		t.Fatal(err)
 	}
-	used, err := DiskUsage(treeFd, st.Dev)
+	used, err := DiskUsage(treeFd, dev)
 	unix.Close(treeFd)
 	if err != nil || used < 1<<20 {
 		t.Errorf("DiskUsage of a tree with 1 MiB in a nested subvolume = %d, %v", used, err)
 	}
 
-	if err := RemoveAll(fd, "tree", st.Dev); !errors.Is(err, ErrOtherFS) {
+	if err := RemoveAll(fd, "tree", dev); !errors.Is(err, ErrOtherFS) {
 		t.Errorf("RemoveAll across a bind mount of a subvolume: %v, want ErrOtherFS", err)
 	}
 	if b, err := os.ReadFile(filepath.Join(other, "keep")); err != nil || string(b) != "keep" {
@@ -143,7 +136,7 @@ func TestWalksCrossNestedSubvolumes(t *testing.T) {
 	if err := unix.Unmount(bind, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := RemoveAll(fd, "tree", st.Dev); err != nil {
+	if err := RemoveAll(fd, "tree", dev); err != nil {
 		t.Fatalf("RemoveAll of a tree with nested subvolumes: %v", err)
 	}
 	if _, err := os.Lstat(tree); !errors.Is(err, os.ErrNotExist) {
@@ -156,7 +149,7 @@ func TestWalksCrossNestedSubvolumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	setReadOnly(t, ro)
-	if err := RemoveAll(fd, "ro", st.Dev); err != nil {
+	if err := RemoveAll(fd, "ro", dev); err != nil {
 		t.Fatalf("RemoveAll of a read-only subvolume: %v", err)
 	}
 	if _, err := os.Lstat(ro); !errors.Is(err, os.ErrNotExist) {

@@ -22,6 +22,22 @@ const (
 	childLimit = 64
 )
 
+// openDirDev opens directory dir for the walks and returns its descriptor,
+// which the caller closes, and the device the walks must stay on.
+func openDirDev(t *testing.T, dir string) (int, uint64) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	return fd, st.Dev
+}
+
 // buildDeep makes, below dir, a chain of deepLevels directories. Each level
 // also holds files, a symlink to "/", a hard link to a file of the level
 // above and a leaf directory listed after the chain, so a walk must resume a
@@ -112,16 +128,9 @@ func deepChild(t *testing.T, dir string) {
 	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
 		t.Fatal(err)
 	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fd, dev := openDirDev(t, dir)
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		t.Fatal(err)
-	}
-	got, err := DiskUsage(fd, st.Dev)
+	got, err := DiskUsage(fd, dev)
 	if err != nil {
 		t.Fatalf("DiskUsage: %v", err)
 	}
@@ -130,10 +139,10 @@ func deepChild(t *testing.T, dir string) {
 	}
 	// The chain's first directory goes through RemoveAll, the rest of the
 	// level through RemoveContents.
-	if err := RemoveAll(fd, strings.Repeat("d", 16), st.Dev); err != nil {
+	if err := RemoveAll(fd, strings.Repeat("d", 16), dev); err != nil {
 		t.Fatalf("RemoveAll: %v", err)
 	}
-	if err := RemoveContents(fd, st.Dev); err != nil {
+	if err := RemoveContents(fd, dev); err != nil {
 		t.Fatalf("RemoveContents: %v", err)
 	}
 }
@@ -154,14 +163,9 @@ func TestRemoveRefusesMount(t *testing.T) {
 	if err := os.WriteFile(mnt+"/keep", []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fd, dev := openDirDev(t, dir)
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	unix.Fstat(fd, &st)
-	err = RemoveAll(fd, "a", st.Dev)
+	err := RemoveAll(fd, "a", dev)
 	if !errors.Is(err, ErrOtherFS) || !strings.Contains(err.Error(), "b/mnt") {
 		t.Fatalf("RemoveAll across a mount: %v, want ErrOtherFS naming b/mnt", err)
 	}
@@ -190,16 +194,9 @@ func TestCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	count := func(max int64) (Tally, error) {
-		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		fd, dev := openDirDev(t, dir)
 		defer unix.Close(fd)
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			t.Fatal(err)
-		}
-		return Count(fd, st.Dev, max)
+		return Count(fd, dev, max)
 	}
 	// a, sub, sub/b, sub/deeper, sub/deeper/c, sub/a-link, sub/passwd
 	want := Tally{Entries: 7, Files: 3, Bytes: 8}

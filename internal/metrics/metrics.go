@@ -345,23 +345,23 @@ func newCopyUpCollector(store func() *volumes.Store) *copyUpCollector {
 	return c
 }
 
+// parts lists the metrics the log feeds, so Describe and Collect cannot
+// disagree on them.
+func (c *copyUpCollector) parts() []prometheus.Collector {
+	return []prometheus.Collector{c.total, c.failures, c.bytes, c.seconds, c.clones, c.freeze}
+}
+
 func (c *copyUpCollector) Describe(ch chan<- *prometheus.Desc) {
-	c.total.Describe(ch)
-	c.failures.Describe(ch)
-	c.bytes.Describe(ch)
-	c.seconds.Describe(ch)
-	c.clones.Describe(ch)
-	c.freeze.Describe(ch)
+	for _, p := range c.parts() {
+		p.Describe(ch)
+	}
 }
 
 func (c *copyUpCollector) Collect(ch chan<- prometheus.Metric) {
 	c.catchUp()
-	c.total.Collect(ch)
-	c.failures.Collect(ch)
-	c.bytes.Collect(ch)
-	c.seconds.Collect(ch)
-	c.clones.Collect(ch)
-	c.freeze.Collect(ch)
+	for _, p := range c.parts() {
+		p.Collect(ch)
+	}
 }
 
 // catchUp counts the copy-ups recorded since it last ran. A store the
