@@ -61,9 +61,14 @@ func (s *Store) Create(ns, name string, opts CreateOptions) (*Volume, error) {
 		return nil, volumeError(ns, name, err)
 	}
 	v := newVolume(ns, name, opts, nil)
-	// The image, if any, is formatted before the lock is taken.
-	what := fmt.Sprintf("creating volume %q of namespace %q", name, ns)
-	if err := s.prepareFormats(what, []Request{{Namespace: ns, Name: name, CreateOptions: opts}}, false); err != nil {
+	return s.createOne(v, opts, fmt.Sprintf("creating volume %q of namespace %q", name, ns))
+}
+
+// createOne makes v, made by newVolume from opts, outside any request:
+// its image, if any, is formatted before the lock is taken; what says what
+// for a wait on the formatting.
+func (s *Store) createOne(v *Volume, opts CreateOptions, what string) (*Volume, error) {
+	if err := s.prepareFormats(what, []Request{{Namespace: v.Namespace, Name: v.Name, CreateOptions: opts}}, false); err != nil {
 		return nil, err
 	}
 	err := s.withLock(unix.LOCK_EX, func() error {
