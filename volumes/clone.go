@@ -250,17 +250,7 @@ func (s *Store) placeClone(st *staged, nv *Volume) error {
 		if err := s.checkBudgetLocked(ns, nv.Limit); err != nil {
 			return err
 		}
-		// Charged before the volume has its name: see ledger.go.
-		if nv.Limit > 0 {
-			if err := s.chargeLocked(ns, nv.Limit, 1, true); err != nil {
-				return volumeError(ns, name, err)
-			}
-		}
-		if err := renameNoReplace(st.snapsFd, st.name, nsFd, name); err != nil {
-			s.refundLocked(ns, nv.Limit)
-			if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
-				err = ErrExists
-			}
+		if err := s.nameLocked(st.snapsFd, st.name, nsFd, nv, true); err != nil {
 			return volumeError(ns, name, err)
 		}
 		st.name = ""

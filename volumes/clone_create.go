@@ -96,7 +96,7 @@ func (s *Store) createCloneLocked(nsFd int, v *Volume, active, durable bool) err
 	}
 	err = s.fillClone(nsFd, tmp, imgDir, v, durable)
 	if err == nil {
-		err = s.nameLocked(nsFd, tmp, v, durable)
+		err = s.nameLocked(nsFd, tmp, nsFd, v, durable)
 	}
 	if err != nil {
 		removeAllAt(nsFd, tmp, s.dev)

@@ -58,7 +58,7 @@ func (s *Store) createPendingCloneLocked(nsFd, srcVol int, v, sv *Volume, durabl
 		err = markClonePending(nsFd, tmp, src, durable)
 	}
 	if err == nil {
-		err = renameNoReplace(nsFd, tmp, nsFd, name)
+		err = s.nameLocked(nsFd, tmp, nsFd, v, durable)
 	}
 	if err != nil {
 		removeAllAt(nsFd, tmp, s.dev)

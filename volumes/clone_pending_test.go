@@ -111,3 +111,27 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 		t.Errorf("Check: %v, %v", probs, err)
 	}
 }
+
+// TestCloneOfPlainIsCounted: the pending clone of a plain volume is in the
+// namespace counts the metrics read, like any volume made in the store.
+func TestCloneOfPlainIsCounted(t *testing.T) {
+	s, _ := newStore(t)
+	if _, err := s.Create("default", "golden", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.NamespaceCounts(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire("ctr1", []Request{
+		{Namespace: "default", Name: "mine", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.NamespaceCounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c["default"].Named != 2 {
+		t.Errorf("Named = %d after a pending clone, want 2", c["default"].Named)
+	}
+}

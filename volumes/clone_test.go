@@ -349,3 +349,25 @@ func TestSnapshotsCountAgainstTheBudget(t *testing.T) {
 		t.Fatalf("the budget after the volume and its snapshots went: %v", err)
 	}
 }
+
+// TestCloneIsCounted: a clone is in the namespace counts the metrics read,
+// like any volume made in the store.
+func TestCloneIsCounted(t *testing.T) {
+	s, _ := newStore(t)
+	if _, err := s.Create("default", "web", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.NamespaceCounts(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Clone("default", "web", "", "web2", CloneOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.NamespaceCounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c["default"].Named != 2 {
+		t.Errorf("Named = %d after a clone, want 2", c["default"].Named)
+	}
+}

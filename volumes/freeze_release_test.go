@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +16,16 @@ import (
 // at root and kills it with SIGKILL while it holds the volume frozen.
 func freezeAndKill(t *testing.T, s *Store, root string) {
 	t.Helper()
+	_, kill := startFrozenChild(t, s, root)
+	kill()
+}
+
+// startFrozenChild runs a child process that snapshots default/db of the
+// store at root, and returns once it holds the volume frozen: the path of
+// its freeze marker, and kill, which kills it with SIGKILL and waits for it.
+// kill may be called more than once; the test's cleanup calls it too.
+func startFrozenChild(t *testing.T, s *Store, root string) (marker string, kill func()) {
+	t.Helper()
 	child := exec.Command(os.Args[0], "-test.run=^TestSnapshotChild$", "-test.v")
 	child.Env = append(os.Environ(), snapshotChildEnv+"="+root, holdFrozenEnv+"=1h")
 	var out strings.Builder
@@ -22,14 +33,18 @@ func freezeAndKill(t *testing.T, s *Store, root string) {
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() {
-		_ = child.Process.Signal(unix.SIGKILL)
-		_ = child.Wait()
-	}()
-	marker := filepath.Join(s.dir, frozenDir, frozenMarker("default", "db"))
+	var once sync.Once
+	kill = func() {
+		once.Do(func() {
+			_ = child.Process.Signal(unix.SIGKILL)
+			_ = child.Wait()
+		})
+	}
+	t.Cleanup(kill)
+	marker = filepath.Join(s.dir, frozenDir, frozenMarker("default", "db"))
 	for end := time.Now().Add(30 * time.Second); ; {
 		if _, err := os.Stat(marker); err == nil {
-			return
+			return marker, kill
 		}
 		if time.Now().After(end) {
 			t.Fatalf("no freeze marker after 30s; child said:\n%s", out.String())

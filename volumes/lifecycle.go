@@ -61,9 +61,14 @@ func (s *Store) Create(ns, name string, opts CreateOptions) (*Volume, error) {
 		return nil, volumeError(ns, name, err)
 	}
 	v := newVolume(ns, name, opts, nil)
-	// The image, if any, is formatted before the lock is taken.
-	what := fmt.Sprintf("creating volume %q of namespace %q", name, ns)
-	if err := s.prepareFormats(what, []Request{{Namespace: ns, Name: name, CreateOptions: opts}}, false); err != nil {
+	return s.createOne(v, opts, fmt.Sprintf("creating volume %q of namespace %q", name, ns))
+}
+
+// createOne makes v, made by newVolume from opts, outside any request:
+// its image, if any, is formatted before the lock is taken; what says what
+// for a wait on the formatting.
+func (s *Store) createOne(v *Volume, opts CreateOptions, what string) (*Volume, error) {
+	if err := s.prepareFormats(what, []Request{{Namespace: v.Namespace, Name: v.Name, CreateOptions: opts}}, false); err != nil {
 		return nil, err
 	}
 	err := s.withLock(unix.LOCK_EX, func() error {
@@ -258,7 +263,7 @@ func (s *Store) createNewLocked(nsFd int, v *Volume, active, durable bool, mark 
 		}
 	}
 	if err == nil {
-		err = s.nameLocked(nsFd, tmp, v, durable)
+		err = s.nameLocked(nsFd, tmp, nsFd, v, durable)
 	}
 	if err != nil {
 		if formatted {
@@ -286,17 +291,18 @@ const (
 	fillFormatted                 // an image formatted ahead (see format.go): _data and disk.img
 )
 
-// nameLocked gives the volume v, made complete in nsFd's entry tmp, its
-// name: a sized volume is charged to the ledger first and refunded if the
+// nameLocked gives the volume v, made complete in fromFd's entry tmp, its
+// name in the namespace open at nsFd (fromFd is nsFd but for a clone, staged
+// beside its source's snapshots): a sized volume is charged to the ledger first and refunded if the
 // rename fails (see ledger.go), and the in-memory counts follow. A name
 // taken meanwhile gives ErrExists; tmp is the caller's to remove on error.
-func (s *Store) nameLocked(nsFd int, tmp string, v *Volume, durable bool) error {
+func (s *Store) nameLocked(fromFd int, tmp string, nsFd int, v *Volume, durable bool) error {
 	if v.Limit > 0 {
 		if err := s.chargeLocked(v.Namespace, v.Limit, 1, durable); err != nil {
 			return err
 		}
 	}
-	if err := renameNoReplace(nsFd, tmp, nsFd, v.Name); err != nil {
+	if err := renameNoReplace(fromFd, tmp, nsFd, v.Name); err != nil {
 		s.refundLocked(v.Namespace, v.Limit)
 		if errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY) {
 			err = ErrExists

@@ -10,7 +10,7 @@ import (
 type NamespaceCount struct {
 	// Named and Anonymous count the namespace's volumes of each kind.
 	Named, Anonymous int
-	// LimitBytes sums the sizes of its sized volumes.
+	// LimitBytes sums the sizes of its sized volumes (of Sized).
 	LimitBytes int64
 	// Sized are its sized volumes, by name, with their sizes and backends,
 	// so that their usage can be measured without reading their metadata.
@@ -57,7 +57,6 @@ func (c *nsCounts) add(v *Volume) {
 		n.Named++
 	}
 	if v.Limit > 0 {
-		n.LimitBytes += v.Limit
 		n.Sized[v.Name] = Volume{Namespace: v.Namespace, Name: v.Name, Anonymous: v.Anonymous, Limit: v.Limit, Backend: v.Backend}
 	}
 }
@@ -78,10 +77,7 @@ func (c *nsCounts) drop(ns, name string) {
 	} else {
 		n.Named--
 	}
-	if old, ok := n.Sized[name]; ok {
-		n.LimitBytes -= old.Limit
-		delete(n.Sized, name)
-	}
+	delete(n.Sized, name)
 	if len(n.names) == 0 {
 		delete(c.ns, ns)
 	}
@@ -167,6 +163,9 @@ func (c *nsCounts) copy() map[string]NamespaceCount {
 	for ns, n := range c.ns {
 		cp := n.NamespaceCount
 		cp.Sized = maps.Clone(n.Sized)
+		for _, v := range cp.Sized {
+			cp.LimitBytes += v.Limit
+		}
 		out[ns] = cp
 	}
 	return out

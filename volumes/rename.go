@@ -70,6 +70,7 @@ func (s *Store) Rename(ns, old, new string) (*Volume, error) {
 			return volumeError(ns, old, err)
 		}
 		v.Name, v.Mountpoint = new, s.mountpoint(ns, new)
+		s.counted(func(c *nsCounts) { c.drop(ns, old); c.add(v) })
 		// The directory's name is the volume's; volume.json follows it.
 		if err := errors.Join(patchVolumeJSON(volFd, "Name", new), unix.Fsync(nsFd)); err != nil {
 			return volumeError(ns, new, err)

@@ -131,3 +131,28 @@ func TestUpdateLabels(t *testing.T) {
 		t.Errorf("update of a missing volume: %v", err)
 	}
 }
+
+// TestRenameIsCounted: the namespace counts the metrics read follow a
+// rename, so removing the volume by its new name uncounts it.
+func TestRenameIsCounted(t *testing.T) {
+	s, _ := newStore(t)
+	if _, err := s.Create("default", "web", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.NamespaceCounts(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rename("default", "web", "web2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Remove("default", "web2"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := s.NamespaceCounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, ok := c["default"]; ok {
+		t.Errorf("counts after the renamed volume's removal: %+v, want none", n)
+	}
+}

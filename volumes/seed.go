@@ -3,8 +3,6 @@ package volumes
 import (
 	"fmt"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // Seeding a volume from a registry (the plugin's from: items). The pull
@@ -63,20 +61,7 @@ func (s *Store) CreateSeeding(r Request) (*Volume, error) {
 	}
 	v := newVolume(r.Namespace, name, r.CreateOptions, owner)
 	v.seeding = true
-	what := fmt.Sprintf("seeding volume %q of namespace %q", name, r.Namespace)
-	if err := s.prepareFormats(what, []Request{{Namespace: r.Namespace, Name: name, CreateOptions: r.CreateOptions}}, false); err != nil {
-		return nil, err
-	}
-	err := s.withLock(unix.LOCK_EX, func() error {
-		if err := s.createLocked(v, false); err != nil {
-			return err
-		}
-		return s.bump(true)
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v, nil
+	return s.createOne(v, r.CreateOptions, fmt.Sprintf("seeding volume %q of namespace %q", name, r.Namespace))
 }
 
 // ImportStateOf reads the import marker of volume name in namespace ns.

@@ -69,7 +69,7 @@ func TestExportImageInUseIsPointInTime(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(mp, "a.mid"), bytes.Repeat([]byte("x"), 16<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w := startPairWriter(t, filepath.Join(mp, "a.log"), filepath.Join(mp, "b.log"))
+	w := startWriter(t, filepath.Join(mp, "a.log"), filepath.Join(mp, "b.log"))
 	defer w.finish(t)
 	for i := 0; i < 4; i++ {
 		w.waitProgress(t, w.synced.Load())
@@ -101,43 +101,4 @@ func TestExportImageInUseIsPointInTime(t *testing.T) {
 	if probs, err := s.Check(); err != nil || len(probs) != 0 {
 		t.Errorf("Check: %v, %v", probs, err)
 	}
-}
-
-// startPairWriter appends record n to a, fsyncs, then to b, fsyncs;
-// synced counts the records in both.
-func startPairWriter(t *testing.T, a, b string) *writer {
-	t.Helper()
-	var files [2]*os.File
-	for i, p := range []string{a, b} {
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[i] = f
-	}
-	w := &writer{stop: make(chan struct{}), done: make(chan error, 1)}
-	go func() {
-		defer files[0].Close()
-		defer files[1].Close()
-		for seq := uint64(0); ; seq++ {
-			select {
-			case <-w.stop:
-				w.done <- nil
-				return
-			default:
-			}
-			for _, f := range files {
-				if _, err := f.Write(testRecord(seq)); err != nil {
-					w.done <- err
-					return
-				}
-				if err := f.Sync(); err != nil {
-					w.done <- err
-					return
-				}
-			}
-			w.synced.Store(seq + 1)
-		}
-	}()
-	return w
 }

@@ -7,8 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,23 +52,36 @@ func checkRecords(t *testing.T, log string) uint64 {
 	return uint64(len(data) / recordSize)
 }
 
-// writer appends fsynced records to path until stopped; synced counts the
-// records durable so far.
+// writer appends fsynced records to its files until stopped; synced counts
+// the records durable so far.
 type writer struct {
 	synced atomic.Uint64
 	stop   chan struct{}
 	done   chan error
 }
 
-func startWriter(t *testing.T, path string) *writer {
+// startWriter appends record n to each of paths in turn, fsyncing each;
+// synced counts the records in all of them.
+func startWriter(t *testing.T, paths ...string) *writer {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatal(err)
+	files := make([]*os.File, 0, len(paths))
+	for _, p := range paths {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			t.Fatal(err)
+		}
+		files = append(files, f)
 	}
 	w := &writer{stop: make(chan struct{}), done: make(chan error, 1)}
 	go func() {
-		defer f.Close()
+		defer func() {
+			for _, f := range files {
+				f.Close()
+			}
+		}()
 		for seq := uint64(0); ; seq++ {
 			select {
 			case <-w.stop:
@@ -78,13 +89,15 @@ func startWriter(t *testing.T, path string) *writer {
 				return
 			default:
 			}
-			if _, err := f.Write(testRecord(seq)); err != nil {
-				w.done <- err
-				return
-			}
-			if err := f.Sync(); err != nil {
-				w.done <- err
-				return
+			for _, f := range files {
+				if _, err := f.Write(testRecord(seq)); err != nil {
+					w.done <- err
+					return
+				}
+				if err := f.Sync(); err != nil {
+					w.done <- err
+					return
+				}
 			}
 			w.synced.Store(seq + 1)
 		}
@@ -302,31 +315,7 @@ func TestSnapshotKilledWhileFrozen(t *testing.T) {
 	w := startWriter(t, filepath.Join(vols[0].Mountpoint, "log"))
 	w.waitProgress(t, 10)
 
-	child := exec.Command(os.Args[0], "-test.run=^TestSnapshotChild$", "-test.v")
-	child.Env = append(os.Environ(), snapshotChildEnv+"="+root, holdFrozenEnv+"=1h")
-	var out strings.Builder
-	child.Stdout, child.Stderr = &out, &out
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var once sync.Once
-	kill := func() {
-		once.Do(func() {
-			_ = child.Process.Signal(unix.SIGKILL)
-			_ = child.Wait()
-		})
-	}
-	t.Cleanup(kill)
-	marker := filepath.Join(s.dir, frozenDir, frozenMarker("default", "db"))
-	for end := time.Now().Add(30 * time.Second); ; {
-		if _, err := os.Stat(marker); err == nil {
-			break
-		}
-		if time.Now().After(end) {
-			t.Fatalf("no freeze marker after 30s; child said:\n%s", out.String())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	marker, kill := startFrozenChild(t, s, root)
 	// An Open while the snapshot lives leaves its freeze alone.
 	s2, err := Open(root)
 	if err != nil {
