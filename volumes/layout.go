@@ -1,6 +1,9 @@
 package volumes
 
-import "github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
+import (
+	"github.com/nri-volumes/nri-volumes/volumes/internal/copyuplog"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
+)
 
 // The store's layout on disk: every name the store gives a directory, file,
 // marker or temporary entry of its own, what lives there and who clears it
@@ -62,9 +65,10 @@ const (
 	copyUpBytesDir = ".copyup-bytes"
 
 	// copyUpStatsFile, in VOLS, is the log of copy-ups for the plugin's
-	// metrics; its writer rotates it to copyUpStatsOld past copyUpStatsMax.
-	copyUpStatsFile = ".copyup-stats"
-	copyUpStatsOld  = ".copyup-stats.1"
+	// metrics (CopyUpStats); its writer rotates it to copyUpStatsOld once
+	// full.
+	copyUpStatsFile = copyuplog.File
+	copyUpStatsOld  = copyuplog.OldFile
 
 	// imageEmptyDir, in VOLS, records the image targets that have nothing
 	// to copy up. The plugin removes the records of images gone

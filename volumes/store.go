@@ -41,6 +41,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/copyuplog"
 )
 
 // maxMetaSize bounds what the store reads of one volume.json.
@@ -236,6 +237,9 @@ type Store struct {
 	// reflinks caches whether the store's file system can clone a file
 	// in O(1); see canReflink.
 	reflinks reflinkProbe
+	// copyUps is the log of copy-ups for the metrics, with a lock and a
+	// descriptor of its own; see CopyUpStats.
+	copyUps *copyuplog.Log
 	// repairs are what Open repaired; set before Open returns, then
 	// read-only.
 	repairs []string
@@ -331,6 +335,10 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		lock: os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
 	}
 	s.formats.turn = sync.NewCond(&s.formats.mu)
+	if s.copyUps, err = copyuplog.Open(dirFd); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open volume store: %w", err)
+	}
 	// The index is built when first needed, so a process that only copies
 	// up (the OCI hook) never reads the reference lists.
 	err = s.locked(ctx, "opening the volume store", unix.LOCK_EX, false, func() error {
@@ -437,6 +445,11 @@ func (s *Store) Close() error {
 	defer s.leave()
 	s.closeFormats()
 	err := s.lock.Close()
+	if s.copyUps != nil {
+		if cerr := s.copyUps.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}
 	for _, fd := range []int{s.refsFd, s.podsFd, s.trashFd, s.spare.fd, s.formats.fd, s.dirFd, s.rootFd} {
 		if fd < 0 {
 			continue
