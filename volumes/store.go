@@ -353,21 +353,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 			return err
 		}
 		if clean {
-			// First: a frozen file system hangs whatever touches it.
-			s.thawAbandonedLocked()
-			s.removeLeftovers()
-			warning, err := s.ensureLedgerLocked()
-			if err != nil {
-				return err
-			}
-			if warning != "" {
-				s.repairs = append(s.repairs, warning)
-			}
-			// One read of the mount table serves both.
-			if all, err := fsx.MountPoints(); err == nil {
-				s.removeUnmountedPins(all)
-				s.settleMountsLocked(all)
-			}
+			return s.recoverLocked()
 		}
 		return nil
 	})
@@ -562,59 +548,6 @@ func (s *Store) bump(indexed bool) error {
 		s.gen = gen
 	}
 	return nil
-}
-
-// removeLeftovers clears away the temporary entries of interrupted writes
-// and removals. It runs under the exclusive lock, when no write is in
-// progress, and moves each into the trash rather than deleting it there: an
-// interrupted removal can leave a large tree, and deleting it is the
-// reaper's work, outside the lock. What it cannot move stays, and Check
-// reports it.
-func (s *Store) removeLeftovers() {
-	nss, err := fsx.ReadDirNames(s.dirFd)
-	if err != nil {
-		return
-	}
-	for _, ns := range nss {
-		if strings.HasPrefix(ns, tmpPrefix) {
-			s.moveToTrashLocked(s.dirFd, ns)
-			continue
-		}
-		if ValidateNamespace(ns) != nil {
-			continue
-		}
-		nsFd, err := fsx.OpenDir(s.dirFd, ns)
-		if err != nil {
-			continue
-		}
-		names, err := fsx.ReadDirNames(nsFd)
-		if err == nil {
-			for _, n := range names {
-				if strings.HasPrefix(n, tmpPrefix) {
-					// A formatted image taken for a container is
-					// mounted before it gets its name: taken down
-					// first, or the mount, its loop device and
-					// disk.img would outlive the entry, and the
-					// reaper could never remove it.
-					s.deactivateTmp(nsFd, n)
-					s.moveToTrashLocked(nsFd, n)
-				}
-			}
-		}
-		unix.Close(nsFd)
-	}
-	s.removeDeadFormatsLocked()
-	for _, fd := range []int{s.refsFd, s.podsFd} {
-		names, err := fsx.ReadDirNames(fd)
-		if err != nil {
-			continue
-		}
-		for _, n := range names {
-			if strings.HasPrefix(n, tmpPrefix) {
-				removeAllAt(fd, n, s.dev)
-			}
-		}
-	}
 }
 
 // scanAt calls fn for every entry with a valid volume name in namespace ns,
