@@ -106,7 +106,7 @@ func (s *Store) createCloneLocked(nsFd int, v *Volume, active, durable bool) err
 		}
 		return fail(err)
 	}
-	s.recordCloneLocked(snapfs.Reflink)
+	s.recordClone(snapfs.Reflink)
 	if durable {
 		return unix.Fsync(nsFd)
 	}

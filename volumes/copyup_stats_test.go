@@ -1,7 +1,6 @@
 package volumes
 
 import (
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -25,10 +24,10 @@ func readCopyUps(t *testing.T, r *CopyUpReader) []CopyUpResult {
 func TestCopyUpRecords(t *testing.T) {
 	plugin, root := newStore(t)
 	hook := openStore(t, root)
-	if err := hook.RecordCopyUp(CopyUpResult{Bytes: 1}); err != nil {
+	if err := hook.CopyUpStats().Record(CopyUpResult{Bytes: 1}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := plugin.NewCopyUpReader()
+	r, err := plugin.CopyUpStats().NewReader()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +40,7 @@ func TestCopyUpRecords(t *testing.T) {
 		{Reason: CopyUpNoSpace},
 	}
 	for _, res := range want {
-		if err := hook.RecordCopyUp(res); err != nil {
+		if err := hook.CopyUpStats().Record(res); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -60,7 +59,7 @@ func TestCopyUpRecords(t *testing.T) {
 		t.Errorf("read a half-written line: %+v", got)
 	}
 	appendFile(t, path, `les":2,"ns":5}`+"\n"+`{"bytes":`+"\n")
-	if err := hook.RecordCopyUp(CopyUpResult{Reason: CopyUpLimit, Files: 9}); err != nil {
+	if err := hook.CopyUpStats().Record(CopyUpResult{Reason: CopyUpLimit, Files: 9}); err != nil {
 		t.Fatal(err)
 	}
 	want = []CopyUpResult{{Bytes: 7, Files: 2, Duration: 5}, {Reason: CopyUpLimit, Files: 9}}
@@ -69,56 +68,6 @@ func TestCopyUpRecords(t *testing.T) {
 	}
 	if probs, err := plugin.Check(); err != nil || len(probs) != 0 {
 		t.Errorf("Check with a copy-up log: %+v, %v", probs, err)
-	}
-}
-
-// TestCopyUpRecordsRotate checks that the log stays bounded, and that a
-// reader loses nothing across one rotation between two reads.
-func TestCopyUpRecordsRotate(t *testing.T) {
-	s, root := newStore(t)
-	r, err := s.NewCopyUpReader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := CopyUpResult{Bytes: 1 << 40, Files: 1 << 20, Duration: time.Hour}
-	b, err := json.Marshal(res)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line := len(b) + 1
-	n := copyUpStatsMax/line + 10 // just past one rotation
-	for range n {
-		if err := s.RecordCopyUp(res); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dir := filepath.Join(root, volumesDir)
-	if _, err := os.Stat(filepath.Join(dir, copyUpStatsOld)); err != nil {
-		t.Fatalf("the log was not rotated: %v", err)
-	}
-	if got := len(readCopyUps(t, r)); got != n {
-		t.Errorf("read %d copy-ups across a rotation, want %d", got, n)
-	}
-	// Two more rotations: the log never holds more than the two files.
-	for range 2 * n {
-		if err := s.RecordCopyUp(res); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cur, err := os.Stat(filepath.Join(dir, copyUpStatsFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	old, err := os.Stat(filepath.Join(dir, copyUpStatsOld))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cur.Size() > copyUpStatsMax+int64(line) || old.Size() > copyUpStatsMax+int64(line) {
-		t.Errorf("the log grew past its bound: %d and %d bytes", cur.Size(), old.Size())
-	}
-	// What went with the oldest file is lost, the rest is read.
-	if got := len(readCopyUps(t, r)); got == 0 || got > 2*n {
-		t.Errorf("read %d copy-ups after two rotations, want at most %d", got, 2*n)
 	}
 }
 
@@ -131,13 +80,13 @@ func TestCopyUpRecordsNoSymlink(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(root, volumesDir, copyUpStatsFile)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.RecordCopyUp(CopyUpResult{}); err == nil {
+	if err := s.CopyUpStats().Record(CopyUpResult{}); err == nil {
 		t.Error("recorded a copy-up through a symlink")
 	}
 	if b, _ := os.ReadFile(outside); len(b) != 0 {
 		t.Errorf("wrote through the symlink: %q", b)
 	}
-	if _, err := s.NewCopyUpReader(); err == nil {
+	if _, err := s.CopyUpStats().NewReader(); err == nil {
 		t.Error("opened the copy-up log through a symlink")
 	}
 }

@@ -493,35 +493,6 @@ func (s *Store) closeFormats() {
 	f.expiring.Wait()
 }
 
-// removeDeadFormatsLocked moves into the trash the entries of processes that
-// died: those whose flock nobody holds. It runs under the store's lock, at
-// Open.
-func (s *Store) removeDeadFormatsLocked() {
-	dir, err := fsx.OpenDir(s.dirFd, formatsDir)
-	if err != nil {
-		return
-	}
-	defer unix.Close(dir)
-	names, err := fsx.ReadDirNames(dir)
-	if err != nil {
-		return
-	}
-	for _, n := range names {
-		fd, err := fsx.OpenDir(dir, n)
-		if err != nil {
-			s.moveToTrashLocked(dir, n)
-			continue
-		}
-		if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
-			unix.Close(fd) // a live process's
-			continue
-		}
-		_ = (sizer.Image{}).Deactivate(fd, filepath.Join(s.dir, formatsDir, n))
-		unix.Close(fd)
-		s.moveToTrashLocked(dir, n)
-	}
-}
-
 // inFormats reports whether path is in the formats directory.
 func (s *Store) inFormats(path string) bool {
 	return strings.HasPrefix(path, filepath.Join(s.dir, formatsDir)+"/")

@@ -1,6 +1,9 @@
 package volumes
 
-import "github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
+import (
+	"github.com/nri-volumes/nri-volumes/volumes/internal/copyuplog"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
+)
 
 // The store's layout on disk: every name the store gives a directory, file,
 // marker or temporary entry of its own, what lives there and who clears it
@@ -17,10 +20,11 @@ const (
 
 	// tmpPrefix starts every temporary entry of the store. A valid name
 	// starts with a letter or digit, so no volume can be mistaken for one.
-	// Open moves those in VOLS and its namespaces into the trash and removes
-	// those in refsDir and podsDir (removeLeftovers); those in a volume's
-	// snapshotsDir go with the next operation that takes the volume's flock;
-	// those in frozenDir with the next thaw of the abandoned.
+	// Open's recovery pass (recover.go) moves those in VOLS and its
+	// namespaces into the trash and removes those in refsDir and podsDir;
+	// those in a volume's snapshotsDir go with the next operation that takes
+	// the volume's flock; those in frozenDir with the next thaw of the
+	// abandoned.
 	tmpPrefix = ".tmp-"
 
 	// trashDir, in VOLS, holds removed volumes and leftovers until their
@@ -30,14 +34,14 @@ const (
 
 	// spareDir, in VOLS, holds volume directories and list files built ahead
 	// of requests (spareVolumePrefix, spareFilePrefix). StartSpares moves
-	// what an earlier process left there into the trash.
+	// what an earlier process left there into the trash (sweepSparesLocked).
 	spareDir          = ".spare"
 	spareVolumePrefix = "v-"
 	spareFilePrefix   = "f-"
 
 	// formatsDir, in VOLS, holds ext4 images formatted ahead of requests,
-	// each flocked by its maker. Open moves the entries of dead processes
-	// into the trash (removeDeadFormatsLocked).
+	// each flocked by its maker. Open's recovery pass moves the entries of
+	// dead processes into the trash (removeDeadFormatsLocked).
 	formatsDir = ".formats"
 
 	// frozenDir, in VOLS, holds a marker per volume a snapshot froze,
@@ -62,9 +66,10 @@ const (
 	copyUpBytesDir = ".copyup-bytes"
 
 	// copyUpStatsFile, in VOLS, is the log of copy-ups for the plugin's
-	// metrics; its writer rotates it to copyUpStatsOld past copyUpStatsMax.
-	copyUpStatsFile = ".copyup-stats"
-	copyUpStatsOld  = ".copyup-stats.1"
+	// metrics (CopyUpStats); its writer rotates it to copyUpStatsOld once
+	// full.
+	copyUpStatsFile = copyuplog.File
+	copyUpStatsOld  = copyuplog.OldFile
 
 	// imageEmptyDir, in VOLS, records the image targets that have nothing
 	// to copy up. The plugin removes the records of images gone

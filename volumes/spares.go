@@ -69,16 +69,7 @@ func (s *Store) StartSpares(onErr func(error)) {
 		if err != nil {
 			return err
 		}
-		// Spares of an earlier process: whole or not, filled or not, they
-		// are of a state this one does not know.
-		if names, err := fsx.ReadDirNames(fd); err == nil {
-			for _, n := range names {
-				s.moveToTrashLocked(fd, n)
-			}
-			if len(names) > 0 {
-				s.kickReaper()
-			}
-		}
+		s.sweepSparesLocked(fd)
 		// The refiller's own descriptor, which Close cannot pull from under
 		// it.
 		if own, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {

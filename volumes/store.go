@@ -41,6 +41,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/copyuplog"
 )
 
 // maxMetaSize bounds what the store reads of one volume.json.
@@ -236,6 +237,9 @@ type Store struct {
 	// reflinks caches whether the store's file system can clone a file
 	// in O(1); see canReflink.
 	reflinks reflinkProbe
+	// copyUps is the log of copy-ups for the metrics, with a lock and a
+	// descriptor of its own; see CopyUpStats.
+	copyUps *copyuplog.Log
 	// repairs are what Open repaired; set before Open returns, then
 	// read-only.
 	repairs []string
@@ -331,6 +335,10 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		lock: os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
 	}
 	s.formats.turn = sync.NewCond(&s.formats.mu)
+	if s.copyUps, err = copyuplog.Open(dirFd); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open volume store: %w", err)
+	}
 	// The index is built when first needed, so a process that only copies
 	// up (the OCI hook) never reads the reference lists.
 	err = s.locked(ctx, "opening the volume store", unix.LOCK_EX, false, func() error {
@@ -345,21 +353,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 			return err
 		}
 		if clean {
-			// First: a frozen file system hangs whatever touches it.
-			s.thawAbandonedLocked()
-			s.removeLeftovers()
-			warning, err := s.ensureLedgerLocked()
-			if err != nil {
-				return err
-			}
-			if warning != "" {
-				s.repairs = append(s.repairs, warning)
-			}
-			// One read of the mount table serves both.
-			if all, err := fsx.MountPoints(); err == nil {
-				s.removeUnmountedPins(all)
-				s.settleMountsLocked(all)
-			}
+			return s.recoverLocked()
 		}
 		return nil
 	})
@@ -437,6 +431,11 @@ func (s *Store) Close() error {
 	defer s.leave()
 	s.closeFormats()
 	err := s.lock.Close()
+	if s.copyUps != nil {
+		if cerr := s.copyUps.Close(); err == nil && cerr != nil {
+			err = cerr
+		}
+	}
 	for _, fd := range []int{s.refsFd, s.podsFd, s.trashFd, s.spare.fd, s.formats.fd, s.dirFd, s.rootFd} {
 		if fd < 0 {
 			continue
@@ -549,59 +548,6 @@ func (s *Store) bump(indexed bool) error {
 		s.gen = gen
 	}
 	return nil
-}
-
-// removeLeftovers clears away the temporary entries of interrupted writes
-// and removals. It runs under the exclusive lock, when no write is in
-// progress, and moves each into the trash rather than deleting it there: an
-// interrupted removal can leave a large tree, and deleting it is the
-// reaper's work, outside the lock. What it cannot move stays, and Check
-// reports it.
-func (s *Store) removeLeftovers() {
-	nss, err := fsx.ReadDirNames(s.dirFd)
-	if err != nil {
-		return
-	}
-	for _, ns := range nss {
-		if strings.HasPrefix(ns, tmpPrefix) {
-			s.moveToTrashLocked(s.dirFd, ns)
-			continue
-		}
-		if ValidateNamespace(ns) != nil {
-			continue
-		}
-		nsFd, err := fsx.OpenDir(s.dirFd, ns)
-		if err != nil {
-			continue
-		}
-		names, err := fsx.ReadDirNames(nsFd)
-		if err == nil {
-			for _, n := range names {
-				if strings.HasPrefix(n, tmpPrefix) {
-					// A formatted image taken for a container is
-					// mounted before it gets its name: taken down
-					// first, or the mount, its loop device and
-					// disk.img would outlive the entry, and the
-					// reaper could never remove it.
-					s.deactivateTmp(nsFd, n)
-					s.moveToTrashLocked(nsFd, n)
-				}
-			}
-		}
-		unix.Close(nsFd)
-	}
-	s.removeDeadFormatsLocked()
-	for _, fd := range []int{s.refsFd, s.podsFd} {
-		names, err := fsx.ReadDirNames(fd)
-		if err != nil {
-			continue
-		}
-		for _, n := range names {
-			if strings.HasPrefix(n, tmpPrefix) {
-				removeAllAt(fd, n, s.dev)
-			}
-		}
-	}
 }
 
 // scanAt calls fn for every entry with a valid volume name in namespace ns,

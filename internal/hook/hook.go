@@ -201,7 +201,7 @@ func (c *hookCopier) copyAll(used int64) (int64, error) {
 		stats, ran, reason, err := c.copyOne(v, used+written, copied, vlog)
 		if ran || err != nil {
 			res := volumes.CopyUpResult{Reason: reason, Bytes: stats.Bytes, Files: stats.Files, Duration: time.Since(start)}
-			if rerr := c.store.RecordCopyUp(res); rerr != nil {
+			if rerr := c.store.CopyUpStats().Record(res); rerr != nil {
 				vlog.WithError(rerr).Warn("copy-up: not recorded for the plugin's metrics")
 			}
 		}
