@@ -342,28 +342,6 @@ func (s *Store) Close() error {
 	return err
 }
 
-// ensureDirAt opens the store's own directory name below parent, making it
-// if missing. Anything else found under that name (a symlink, a file) is
-// unlinked, never followed: dot-names are reserved to the store.
-func ensureDirAt(parent int, name string) (int, error) {
-	for try := 0; ; try++ {
-		err := unix.Mkdirat(parent, name, 0o700)
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return -1, &os.PathError{Op: "mkdirat", Path: name, Err: err}
-		}
-		fd, err := fsx.OpenDir(parent, name)
-		if err == nil {
-			return fd, nil
-		}
-		if try > 0 || !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) {
-			return -1, err
-		}
-		if err := unix.Unlinkat(parent, name, 0); err != nil {
-			return -1, &os.PathError{Op: "unlinkat", Path: name, Err: err}
-		}
-	}
-}
-
 // withLock runs fn holding the in-process lock and a flock of kind how
 // (LOCK_SH or LOCK_EX), waiting for them as long as it takes. It first
 // (re)builds the index if this Store has none yet or another process changed

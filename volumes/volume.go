@@ -139,3 +139,9 @@ const (
 	BackendImage Backend = "image"
 	BackendBtrfs Backend = "btrfs"
 )
+
+// SizeSum is the sum of the sizes of a set of sized volumes and their count.
+type SizeSum struct {
+	Bytes int64 `json:"bytes"`
+	Count int64 `json:"count"`
+}
