@@ -77,117 +77,142 @@ type PlannedMount struct {
 // MakePlan turns a request into a plan. It touches no file: bind sources
 // and subpaths are checked when they are opened and pinned.
 func MakePlan(cfg *config.Config, req *CreateRequest) (*Plan, error) {
-	p := &Plan{}
-	runtimeTargets := map[string]bool{}
+	pl := planner{cfg: cfg, req: req, p: &Plan{}, named: map[string]int{}, taken: map[string]bool{}, runtime: map[string]bool{}}
 	for _, m := range req.Mounts {
-		dst := filepath.Clean(m.Destination)
 		if isRuntimeImageVolume(m, req.ContainerID) {
-			p.Remove = append(p.Remove, m.Destination)
+			pl.p.Remove = append(pl.p.Remove, m.Destination)
 			continue
 		}
-		runtimeTargets[dst] = true
+		pl.runtime[filepath.Clean(m.Destination)] = true
 	}
 	if n := len(req.Items) + len(req.ImageVolumes); n > cfg.Limits.VolumesPerContainer {
 		return nil, fmt.Errorf("%w %s: %d volumes for container %q, more than the %d allowed (limits.volumesPerContainer)",
 			ErrInvalid, req.ItemsKey, n, req.ContainerName, cfg.Limits.VolumesPerContainer)
 	}
-
-	named := map[string]int{}
-	addVolume := func(r volumes.Request) int {
-		if r.Name != "" {
-			if i, ok := named[r.Name]; ok {
-				return i
-			}
-			named[r.Name] = len(p.Volumes)
-		}
-		p.Volumes = append(p.Volumes, r)
-		return len(p.Volumes) - 1
-	}
-
-	taken := map[string]bool{}
 	for _, it := range req.Items {
-		if runtimeTargets[it.Target] {
-			return nil, fmt.Errorf("%w %s: item %s: target %q is already mounted by the container's runtime configuration",
-				ErrInvalid, req.ItemsKey, it.Desc, it.Target)
+		m, err := pl.item(it)
+		if err != nil {
+			return nil, err
 		}
-		taken[it.Target] = true
-		m := PlannedMount{Kind: it.Kind, Target: it.Target, Item: it.Desc}
-		switch it.Kind {
-		case KindVolume:
-			if err := checkPullPolicy(cfg, req, it); err != nil {
-				return nil, err
-			}
-			r := volumes.Request{Namespace: req.Namespace, Name: it.Source, CreateOptions: volumes.CreateOptions{
-				Labels: it.Labels, Size: int64(it.Size), UID: it.UID, GID: it.GID, Mode: it.DataMode,
-				CloneOf: it.CloneOf,
-			}, MustExist: it.External && it.From == nil}
-			if it.Source == "" {
-				r.Owner = req.owner(it.Target)
-				if r.Size == 0 && it.CloneOf == nil {
-					r.Size = int64(cfg.Sizes.DefaultSize)
-				}
-			}
-			if max := cfg.Sizes.MaxSize; max > 0 && it.Size > max {
-				return nil, fmt.Errorf("%w %s: item %s: size %s is above sizes.maxSize %s",
-					ErrInvalid, req.ItemsKey, it.Desc, it.Size, max)
-			}
-			m.Volume = addVolume(r)
-			m.Options = volumeOptions(it.ReadOnly, it.NoExec, req.UserNS)
-			// A subpath of a volume is a directory that is already there;
-			// copy-up fills a whole new volume only.
-			m.Subpath = it.Subpath
-			// A clone holds its source's data, never the image's.
-			m.CopyUp = !it.NoCopy && it.Subpath == "" && it.CloneOf == nil && it.From == nil
-			m.Chown = it.Chown
-			if it.From != nil {
-				if p.Seeds == nil {
-					p.Seeds = map[int]*Seed{}
-				}
-				if _, ok := p.Seeds[m.Volume]; !ok {
-					p.Seeds[m.Volume] = it.From
-				}
-			}
-		case KindBind:
-			if len(cfg.BindMounts.AllowedHostPaths) == 0 {
-				return nil, fmt.Errorf("%w %s: item %s: bind mounts are not allowed (bindMounts.allowedHostPaths is empty)",
-					ErrInvalid, req.ItemsKey, it.Desc)
-			}
-			m.Source = it.Source
-			m.Options = bindOptions(it.ReadOnly || !cfg.BindMounts.ReadWrite, it.NoExec, req.UserNS)
-		case KindTmpfs:
-			m.Options = tmpfsOptions(it.Size, it.Mode, it.ReadOnly, it.NoExec)
-		}
-		p.Mounts = append(p.Mounts, m)
+		pl.p.Mounts = append(pl.p.Mounts, m)
 	}
-
 	if req.ImageMode != config.ImageVolumeIgnore {
 		for _, v := range req.ImageVolumes {
 			target, err := cleanTarget(v)
 			if err != nil {
 				return nil, fmt.Errorf("%w: image %q declares VOLUME %q: %w", ErrInvalid, req.Image, v, err)
 			}
-			if taken[target] || runtimeTargets[target] {
+			// The annotation's items and the runtime's own mounts win.
+			if pl.taken[target] || pl.runtime[target] {
 				continue
 			}
-			taken[target] = true
-			m := PlannedMount{Target: target}
-			if req.ImageMode == config.ImageVolumeTmpfs {
-				m.Kind = KindTmpfs
-				m.Options = append(tmpfsOptions(cfg.Tmpfs.DefaultSize, 0o1777, false, false), "tmpcopyup")
-			} else {
-				m.Kind = KindVolume
-				m.Volume = addVolume(volumes.Request{Namespace: req.Namespace, Owner: req.owner(target),
-					CreateOptions: volumes.CreateOptions{Size: int64(cfg.Sizes.DefaultSize)}})
-				m.Options = volumeOptions(false, false, req.UserNS)
-				m.CopyUp = true
-			}
-			p.Mounts = append(p.Mounts, m)
+			pl.taken[target] = true
+			pl.p.Mounts = append(pl.p.Mounts, pl.imageVolume(target))
 		}
 	}
-	sort.SliceStable(p.Mounts, func(i, j int) bool {
-		return strings.Count(p.Mounts[i].Target, "/") < strings.Count(p.Mounts[j].Target, "/")
+	sort.SliceStable(pl.p.Mounts, func(i, j int) bool {
+		return strings.Count(pl.p.Mounts[i].Target, "/") < strings.Count(pl.p.Mounts[j].Target, "/")
 	})
-	return p, nil
+	return pl.p, nil
+}
+
+// planner is MakePlan's state while it goes through one request.
+type planner struct {
+	cfg *config.Config
+	req *CreateRequest
+	p   *Plan
+	// named maps a named volume to its index in p.Volumes: two items of
+	// one name share one volume.
+	named map[string]int
+	// taken holds the targets of the annotation's items; runtime those of
+	// the runtime's own mounts.
+	taken, runtime map[string]bool
+}
+
+// addVolume adds r to the plan's volumes, once per name, and returns its index.
+func (pl *planner) addVolume(r volumes.Request) int {
+	if r.Name != "" {
+		if i, ok := pl.named[r.Name]; ok {
+			return i
+		}
+		pl.named[r.Name] = len(pl.p.Volumes)
+	}
+	pl.p.Volumes = append(pl.p.Volumes, r)
+	return len(pl.p.Volumes) - 1
+}
+
+// item plans the mount of one annotation item.
+func (pl *planner) item(it Item) (PlannedMount, error) {
+	cfg, req := pl.cfg, pl.req
+	if pl.runtime[it.Target] {
+		return PlannedMount{}, fmt.Errorf("%w %s: item %s: target %q is already mounted by the container's runtime configuration",
+			ErrInvalid, req.ItemsKey, it.Desc, it.Target)
+	}
+	pl.taken[it.Target] = true
+	m := PlannedMount{Kind: it.Kind, Target: it.Target, Item: it.Desc}
+	switch it.Kind {
+	case KindVolume:
+		if err := checkPullPolicy(cfg, req, it); err != nil {
+			return PlannedMount{}, err
+		}
+		r := volumes.Request{Namespace: req.Namespace, Name: it.Source, CreateOptions: volumes.CreateOptions{
+			Labels: it.Labels, Size: int64(it.Size), UID: it.UID, GID: it.GID, Mode: it.DataMode,
+			CloneOf: it.CloneOf,
+		}, MustExist: it.External && it.From == nil}
+		if it.Source == "" {
+			r.Owner = req.owner(it.Target)
+			if r.Size == 0 && it.CloneOf == nil {
+				r.Size = int64(cfg.Sizes.DefaultSize)
+			}
+		}
+		if max := cfg.Sizes.MaxSize; max > 0 && it.Size > max {
+			return PlannedMount{}, fmt.Errorf("%w %s: item %s: size %s is above sizes.maxSize %s",
+				ErrInvalid, req.ItemsKey, it.Desc, it.Size, max)
+		}
+		m.Volume = pl.addVolume(r)
+		m.Options = volumeOptions(it.ReadOnly, it.NoExec, req.UserNS)
+		// A subpath of a volume is a directory that is already there;
+		// copy-up fills a whole new volume only.
+		m.Subpath = it.Subpath
+		// A clone holds its source's data, never the image's.
+		m.CopyUp = !it.NoCopy && it.Subpath == "" && it.CloneOf == nil && it.From == nil
+		m.Chown = it.Chown
+		if it.From != nil {
+			if pl.p.Seeds == nil {
+				pl.p.Seeds = map[int]*Seed{}
+			}
+			if _, ok := pl.p.Seeds[m.Volume]; !ok {
+				pl.p.Seeds[m.Volume] = it.From
+			}
+		}
+	case KindBind:
+		if len(cfg.BindMounts.AllowedHostPaths) == 0 {
+			return PlannedMount{}, fmt.Errorf("%w %s: item %s: bind mounts are not allowed (bindMounts.allowedHostPaths is empty)",
+				ErrInvalid, req.ItemsKey, it.Desc)
+		}
+		m.Source = it.Source
+		m.Options = bindOptions(it.ReadOnly || !cfg.BindMounts.ReadWrite, it.NoExec, req.UserNS)
+	case KindTmpfs:
+		m.Options = tmpfsOptions(it.Size, it.Mode, it.ReadOnly, it.NoExec)
+	}
+	return m, nil
+}
+
+// imageVolume plans the mount of a VOLUME the image declares at target:
+// an anonymous volume copied up from the image, or a tmpfs.
+func (pl *planner) imageVolume(target string) PlannedMount {
+	m := PlannedMount{Target: target}
+	if pl.req.ImageMode == config.ImageVolumeTmpfs {
+		m.Kind = KindTmpfs
+		m.Options = append(tmpfsOptions(pl.cfg.Tmpfs.DefaultSize, 0o1777, false, false), "tmpcopyup")
+		return m
+	}
+	m.Kind = KindVolume
+	m.Volume = pl.addVolume(volumes.Request{Namespace: pl.req.Namespace, Owner: pl.req.owner(target),
+		CreateOptions: volumes.CreateOptions{Size: int64(pl.cfg.Sizes.DefaultSize)}})
+	m.Options = volumeOptions(false, false, pl.req.UserNS)
+	m.CopyUp = true
+	return m
 }
 
 // subpaths lists the subpath mounts of the plan for the store to pin.

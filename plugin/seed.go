@@ -338,49 +338,9 @@ func pullSeed(ctx context.Context, cfg *config.Config, store *volumes.Store, cac
 	}
 	lower(int64(cfg.Registries.MaxPullBytes))
 	r := j.req
-	var write func(w io.Writer) error
-	if j.seed.Path == "" {
-		ro.MaxPullBytes = limits.MaxBytes // no layer downloaded past what may be kept
-		art, err := ociartifact.Fetch(ctx, j.seed.Ref, ro)
-		if err != nil {
-			return err
-		}
-		if r.Size == 0 {
-			r.Size = art.Config.Limit
-		}
-		if r.Name != "" && len(art.Config.Labels) > 0 {
-			labels := make(map[string]string, len(art.Config.Labels)+len(r.Labels))
-			for k, v := range art.Config.Labels {
-				labels[k] = v
-			}
-			for k, v := range r.Labels {
-				labels[k] = v
-			}
-			r.Labels = labels
-		}
-		lower(r.Size)
-		if limits.MaxBytes > 0 && art.Config.Bytes > limits.MaxBytes {
-			return fmt.Errorf("%w: it holds %d bytes, more than the %d allowed (the volume's size, limits.copyUpMaxSize, registries.maxPullBytes)",
-				ociartifact.ErrArtifact, art.Config.Bytes, limits.MaxBytes)
-		}
-		if limits.MaxFiles > 0 && art.Config.Entries > limits.MaxFiles {
-			return fmt.Errorf("%w: it holds %d entries, more than the %d allowed (limits.copyUpMaxFiles)",
-				ociartifact.ErrArtifact, art.Config.Entries, limits.MaxFiles)
-		}
-		write = art.WriteTar
-	} else {
-		img, err := ociartifact.FetchImage(ctx, j.seed.Ref, ro)
-		if err != nil {
-			return err
-		}
-		lower(r.Size)
-		// What is thrown away is read too: bounded, as a multiple of
-		// what may be kept.
-		maxRead := int64(0)
-		if limits.MaxBytes > 0 {
-			maxRead = 4*limits.MaxBytes + 64<<20
-		}
-		write = func(w io.Writer) error { return ociartifact.WriteImagePath(img, j.seed.Path, maxRead, w) }
+	write, err := seedSource(ctx, j, ro, &r, &limits, lower)
+	if err != nil {
+		return err
 	}
 	if max := int64(cfg.Sizes.MaxSize); max > 0 && r.Size > max {
 		return fmt.Errorf("%w: a volume of %s is above sizes.maxSize %s", volumes.ErrInvalid, volumes.FormatBytes(r.Size), cfg.Sizes.MaxSize)
@@ -400,13 +360,63 @@ func pullSeed(ctx context.Context, cfg *config.Config, store *volumes.Store, cac
 			return err
 		}
 	}
-	err := chargeSeed(store, cfg, podID, &limits, func() (int64, error) { return importSeed(store, r.Namespace, j.name, write, limits) })
+	err = chargeSeed(store, cfg, podID, &limits, func() (int64, error) { return importSeed(store, r.Namespace, j.name, write, limits) })
 	if err != nil {
 		if rerr := store.Remove(r.Namespace, j.name); rerr != nil && !errors.Is(rerr, volumes.ErrNotFound) {
 			return errors.Join(err, fmt.Errorf("removing the volume again: %w", rerr))
 		}
 	}
 	return err
+}
+
+// seedSource reads the manifest and config of what j seeds from, an
+// artifact or (j.seed.Path set) an ordinary image, and returns what writes
+// its content as one tar. It fills in r's size and labels from an artifact's
+// config, lowers limits to the volume's size, and refuses an artifact whose
+// config declares more than the limits allow, before any layer is read.
+func seedSource(ctx context.Context, j seedJob, ro ociartifact.RemoteOptions, r *volumes.Request, limits *volumes.ArchiveLimits, lower func(int64)) (func(w io.Writer) error, error) {
+	if j.seed.Path == "" {
+		ro.MaxPullBytes = limits.MaxBytes // no layer downloaded past what may be kept
+		art, err := ociartifact.Fetch(ctx, j.seed.Ref, ro)
+		if err != nil {
+			return nil, err
+		}
+		if r.Size == 0 {
+			r.Size = art.Config.Limit
+		}
+		if r.Name != "" && len(art.Config.Labels) > 0 {
+			labels := make(map[string]string, len(art.Config.Labels)+len(r.Labels))
+			for k, v := range art.Config.Labels {
+				labels[k] = v
+			}
+			for k, v := range r.Labels {
+				labels[k] = v
+			}
+			r.Labels = labels
+		}
+		lower(r.Size)
+		if limits.MaxBytes > 0 && art.Config.Bytes > limits.MaxBytes {
+			return nil, fmt.Errorf("%w: it holds %d bytes, more than the %d allowed (the volume's size, limits.copyUpMaxSize, registries.maxPullBytes)",
+				ociartifact.ErrArtifact, art.Config.Bytes, limits.MaxBytes)
+		}
+		if limits.MaxFiles > 0 && art.Config.Entries > limits.MaxFiles {
+			return nil, fmt.Errorf("%w: it holds %d entries, more than the %d allowed (limits.copyUpMaxFiles)",
+				ociartifact.ErrArtifact, art.Config.Entries, limits.MaxFiles)
+		}
+		return art.WriteTar, nil
+	}
+	img, err := ociartifact.FetchImage(ctx, j.seed.Ref, ro)
+	if err != nil {
+		return nil, err
+	}
+	lower(r.Size)
+	// What is thrown away is read too: bounded, as a multiple of
+	// what may be kept.
+	maxRead := int64(0)
+	if limits.MaxBytes > 0 {
+		maxRead = 4*limits.MaxBytes + 64<<20
+	}
+	return func(w io.Writer) error { return ociartifact.WriteImagePath(img, j.seed.Path, maxRead, w) }, nil
 }
 
 // createSeeding makes the volume, waiting for its image to be formatted

@@ -373,21 +373,6 @@ func ownedBy(v *Volume, pod string) bool {
 	return v.Anonymous && v.Owner != nil && v.Owner.PodSandboxID == pod
 }
 
-// isAnonymousName reports whether name has the form AnonymousName gives:
-// 64 lowercase hex digits. It spares reading the metadata of named volumes.
-func isAnonymousName(name string) bool {
-	if len(name) != 64 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 // SetReferences makes the users of every volume exactly refs (volume key
 // "NS/NAME" to container IDs; a volume missing from refs has none), so that
 // .refs holds a list for exactly the containers in refs that use an existing

@@ -12,14 +12,6 @@ import (
 	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
-// Problem is an entry of the store that is not a usable volume. List skips
-// such entries and nothing deletes them; Check reports them so a person can.
-type Problem struct {
-	Namespace string
-	Name      string
-	Reason    string
-}
-
 // Check reports every entry of the store that is not a usable volume:
 // directories without a readable volume.json, symlinks, entries with invalid
 // names and leftovers of interrupted writes that Open could not delete; and

@@ -66,25 +66,3 @@ func (s *Store) ChownRoot(ns, name string, uid, gid int) (bool, error) {
 	}
 	return true, nil
 }
-
-// keepChowned gives _data, open at dataFd, back to the user that ChownRoot
-// recorded in the volume.json of the volume open at volFd, if any, keeping
-// mode: a copy-up into a volume an earlier container chowned (U with
-// nocopy) must not hand its root to the image directory's owner.
-func keepChowned(volFd, dataFd int, mode uint32) error {
-	raw, err := fsx.ReadFile(volFd, metaFile, maxMetaSize)
-	if err != nil {
-		return fmt.Errorf("%w: no readable %s: %w", errBroken, metaFile, err)
-	}
-	var rec struct{ Chowned *IDs }
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		return fmt.Errorf("%w: bad %s: %w", errBroken, metaFile, err)
-	}
-	if rec.Chowned == nil {
-		return nil
-	}
-	if err := unix.Fchown(dataFd, rec.Chowned.UID, rec.Chowned.GID); err != nil {
-		return fmt.Errorf("chown %s: %w", dataDir, err)
-	}
-	return unix.Fchmod(dataFd, mode&0o7777)
-}

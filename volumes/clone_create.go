@@ -14,21 +14,6 @@ import (
 	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
-// CloneSource names what a new volume is cloned from: volume Volume of the
-// new volume's namespace, or its snapshot Snapshot when that is set.
-type CloneSource struct {
-	Volume   string
-	Snapshot string
-}
-
-// String is NAME or NAME@SNAP, as the cloneOf annotation writes it.
-func (c CloneSource) String() string {
-	if c.Snapshot == "" {
-		return c.Volume
-	}
-	return c.Volume + "@" + c.Snapshot
-}
-
 // createCloneLocked makes v, still absent, as a clone of v.cloneOf, under
 // the store's exclusive lock, on the path of an NRI request: so only in
 // O(1), a reflink of an image volume's disk.img (a store on xfs with

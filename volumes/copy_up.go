@@ -300,34 +300,6 @@ func (c *copyUp) moveEntries(fd int) error {
 	}
 }
 
-// renameNoReplace renames without replacing an existing target. On a
-// filesystem without RENAME_NOREPLACE it checks first; the volume's lock
-// keeps other copy-ups out, and a container racing that check loses its
-// entry to the copy's, as it would have without staging.
-func renameNoReplace(oldDir int, oldName string, newDir int, newName string) error {
-	err := unix.Renameat2(oldDir, oldName, newDir, newName, unix.RENAME_NOREPLACE)
-	if !errors.Is(err, unix.EINVAL) {
-		return err
-	}
-	exists, err := existsAt(newDir, newName)
-	if err != nil {
-		return err
-	}
-	if exists {
-		return unix.EEXIST
-	}
-	return unix.Renameat(oldDir, oldName, newDir, newName)
-}
-
-// existsAt reports whether name exists in the directory open at dir.
-func existsAt(dir int, name string) (bool, error) {
-	_, err := fsx.Lstat(dir, name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
 // copyUpState returns the copy-up marker in the volume's directory open at
 // volFd, or "" when it has none. The markers are renamed one into the next
 // under the volume's lock, so a volume has at most one.
@@ -339,23 +311,4 @@ func copyUpState(volFd int) (string, error) {
 		}
 	}
 	return "", nil
-}
-
-// touchAt creates the empty file name in the directory open at dir, without
-// a sync.
-func touchAt(dir int, name string) error {
-	fd, err := unix.Openat(dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return &os.PathError{Op: "openat", Path: name, Err: err}
-	}
-	return unix.Close(fd)
-}
-
-// createEmptyAt creates the empty file name in the directory open at dir,
-// durably.
-func createEmptyAt(dir int, name string) error {
-	if err := touchAt(dir, name); err != nil {
-		return err
-	}
-	return unix.Fsync(dir)
 }

@@ -3,6 +3,7 @@ package volumes
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 
 	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
@@ -115,4 +116,10 @@ func publicError(ns, name string, err error) error {
 		return volumeError(ns, name, ErrNotFound)
 	}
 	return volumeError(ns, name, err)
+}
+
+// isAbsent reports whether a read error means the volume does not exist, as
+// opposed to exists but is broken (a broken one may wrap ENOENT as its cause).
+func isAbsent(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) && !errors.Is(err, errBroken)
 }

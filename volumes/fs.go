@@ -3,8 +3,10 @@ package volumes
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -155,4 +157,95 @@ func randomSuffix() string {
 		panic(err) // crypto/rand never fails on Linux
 	}
 	return hex.EncodeToString(b[:])
+}
+
+// keepChowned gives _data, open at dataFd, back to the user that ChownRoot
+// recorded in the volume.json of the volume open at volFd, if any, keeping
+// mode: a copy-up into a volume an earlier container chowned (U with
+// nocopy) must not hand its root to the image directory's owner.
+func keepChowned(volFd, dataFd int, mode uint32) error {
+	raw, err := fsx.ReadFile(volFd, metaFile, maxMetaSize)
+	if err != nil {
+		return fmt.Errorf("%w: no readable %s: %w", errBroken, metaFile, err)
+	}
+	var rec struct{ Chowned *IDs }
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return fmt.Errorf("%w: bad %s: %w", errBroken, metaFile, err)
+	}
+	if rec.Chowned == nil {
+		return nil
+	}
+	if err := unix.Fchown(dataFd, rec.Chowned.UID, rec.Chowned.GID); err != nil {
+		return fmt.Errorf("chown %s: %w", dataDir, err)
+	}
+	return unix.Fchmod(dataFd, mode&0o7777)
+}
+
+// renameNoReplace renames without replacing an existing target. On a
+// filesystem without RENAME_NOREPLACE it checks first; the volume's lock
+// keeps other copy-ups out, and a container racing that check loses its
+// entry to the copy's, as it would have without staging.
+func renameNoReplace(oldDir int, oldName string, newDir int, newName string) error {
+	err := unix.Renameat2(oldDir, oldName, newDir, newName, unix.RENAME_NOREPLACE)
+	if !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	exists, err := existsAt(newDir, newName)
+	if err != nil {
+		return err
+	}
+	if exists {
+		return unix.EEXIST
+	}
+	return unix.Renameat(oldDir, oldName, newDir, newName)
+}
+
+// existsAt reports whether name exists in the directory open at dir.
+func existsAt(dir int, name string) (bool, error) {
+	_, err := fsx.Lstat(dir, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// touchAt creates the empty file name in the directory open at dir, without
+// a sync.
+func touchAt(dir int, name string) error {
+	fd, err := unix.Openat(dir, name, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "openat", Path: name, Err: err}
+	}
+	return unix.Close(fd)
+}
+
+// createEmptyAt creates the empty file name in the directory open at dir,
+// durably.
+func createEmptyAt(dir int, name string) error {
+	if err := touchAt(dir, name); err != nil {
+		return err
+	}
+	return unix.Fsync(dir)
+}
+
+// ensureDirAt opens the store's own directory name below parent, making it
+// if missing. Anything else found under that name (a symlink, a file) is
+// unlinked, never followed: dot-names are reserved to the store.
+func ensureDirAt(parent int, name string) (int, error) {
+	for try := 0; ; try++ {
+		err := unix.Mkdirat(parent, name, 0o700)
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return -1, &os.PathError{Op: "mkdirat", Path: name, Err: err}
+		}
+		fd, err := fsx.OpenDir(parent, name)
+		if err == nil {
+			return fd, nil
+		}
+		if try > 0 || !errors.Is(err, unix.ELOOP) && !errors.Is(err, unix.ENOTDIR) {
+			return -1, err
+		}
+		if err := unix.Unlinkat(parent, name, 0); err != nil {
+			return -1, &os.PathError{Op: "unlinkat", Path: name, Err: err}
+		}
+	}
 }

@@ -3,35 +3,11 @@ package volumes
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
-
-// lockWaitObserver, when set, is told how long each store operation waited
-// for the store's mutex and flock. It is process-wide so that it survives the
-// plugin reopening its store on a new configuration.
-var lockWaitObserver atomic.Pointer[func(time.Duration)]
-
-// ObserveLockWait makes every Store in this process report how long each
-// operation waited for the store lock to fn (nil stops it). fn must be quick
-// and safe for concurrent use; metrics use it.
-func ObserveLockWait(fn func(time.Duration)) {
-	if fn == nil {
-		lockWaitObserver.Store(nil)
-		return
-	}
-	lockWaitObserver.Store(&fn)
-}
-
-func observeLockWait(start time.Time) {
-	if fn := lockWaitObserver.Load(); fn != nil {
-		(*fn)(time.Since(start))
-	}
-}
 
 // Ping checks that the store is usable: open, its lock can be taken, and its
 // directory is still the one it opened. It reads nothing else, so a health

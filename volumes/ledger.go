@@ -32,12 +32,6 @@ import (
 // every namespace a node has.
 const maxLedgerSize = 16 << 20
 
-// SizeSum is the sum of the sizes of a set of sized volumes and their count.
-type SizeSum struct {
-	Bytes int64 `json:"bytes"`
-	Count int64 `json:"count"`
-}
-
 // ledger is the in-memory copy of the file, part of the index. snaps holds,
 // per namespace, the bytes its volumes' snapshots hold (see snapshotsAt),
 // which count against limits.namespaceBytes but not against the node's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -193,4 +194,26 @@ func (s *Store) openData(ns, name string, how int) (volFd, dataFd int, err error
 		return -1, -1, publicError(ns, name, fmt.Errorf("%w: %w", errBroken, err))
 	}
 	return volFd, dataFd, nil
+}
+
+// lockWaitObserver, when set, is told how long each store operation waited
+// for the store's mutex and flock. It is process-wide so that it survives the
+// plugin reopening its store on a new configuration.
+var lockWaitObserver atomic.Pointer[func(time.Duration)]
+
+// ObserveLockWait makes every Store in this process report how long each
+// operation waited for the store lock to fn (nil stops it). fn must be quick
+// and safe for concurrent use; metrics use it.
+func ObserveLockWait(fn func(time.Duration)) {
+	if fn == nil {
+		lockWaitObserver.Store(nil)
+		return
+	}
+	lockWaitObserver.Store(&fn)
+}
+
+func observeLockWait(start time.Time) {
+	if fn := lockWaitObserver.Load(); fn != nil {
+		(*fn)(time.Since(start))
+	}
 }

@@ -35,19 +35,6 @@ import (
 // volume (so after a reboot the next use brings it back), deactivating when
 // its last user goes and before removal.
 
-// Backend names how a volume's size is enforced.
-type Backend string
-
-// The backends. BackendNone is an unbounded directory on ROOT's file system;
-// BackendAuto is only a policy: image, on any file system, ROOT on btrfs
-// included (see BackendBtrfs above for why).
-const (
-	BackendNone  Backend = ""
-	BackendAuto  Backend = "auto"
-	BackendImage Backend = "image"
-	BackendBtrfs Backend = "btrfs"
-)
-
 // SizePolicy is how the store makes sized volumes.
 type SizePolicy struct {
 	// Backend for new sized volumes; "" or BackendAuto picks one by ROOT's

@@ -85,3 +85,18 @@ func AnonymousName(o Owner) string {
 	sum := sha256.Sum256([]byte(o.PodSandboxID + "\x00" + o.Container + "\x00" + o.Target))
 	return hex.EncodeToString(sum[:])
 }
+
+// isAnonymousName reports whether name has the form AnonymousName gives:
+// 64 lowercase hex digits. It spares reading the metadata of named volumes.
+func isAnonymousName(name string) bool {
+	if len(name) != 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

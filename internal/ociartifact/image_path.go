@@ -46,6 +46,10 @@ func FetchImage(ctx context.Context, ref string, o RemoteOptions) (v1.Image, err
 // the node expand without end what it then mostly throws away; layers
 // declared larger than that are refused before any download. The tar is
 // untrusted: the store's Import applies its rules to it.
+//
+// It stays one function around one loop over the flattened tar: the files
+// written so far and the hard links waiting for their targets are state the
+// loop and the end share, and the loop's steps are short.
 func WriteImagePath(img v1.Image, dir string, maxRead int64, w io.Writer) error {
 	if maxRead > 0 {
 		// Counted at the source: what the flattening reads and throws

@@ -74,51 +74,63 @@ func Fetch(ctx context.Context, ref string, o RemoteOptions) (*Remote, error) {
 	if got := descriptor(ConfigMediaType, raw).Digest; got != m.Config.Digest {
 		return nil, bad("config digest %s, manifest says %s", got, m.Config.Digest)
 	}
-	var conf Config
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&conf); err != nil {
-		return nil, bad("config: %v", err)
-	}
-	if err := labels.Validate(conf.Labels); err != nil {
-		return nil, bad("config: %v", err)
-	}
-	if conf.Limit < 0 {
-		return nil, bad("config: negative limit %d", conf.Limit)
-	}
-	if len(conf.Layers) != len(m.Layers) || len(m.Layers) == 0 {
-		return nil, bad("config describes %d layers, manifest has %d", len(conf.Layers), len(m.Layers))
-	}
-	var bytes, entries, compressed int64
-	for i, l := range m.Layers {
-		info := conf.Layers[i]
-		if l.MediaType != LayerMediaType {
-			return nil, bad("layer %d: type %q, not %q", i, l.MediaType, LayerMediaType)
-		}
-		if !digestRE.MatchString(info.DiffID) || info.TarSize < 0 || info.Bytes < 0 || info.Entries < 0 || info.Bytes > info.TarSize {
-			return nil, bad("layer %d: bad description in the config", i)
-		}
-		// A blob is downloaded whole, to the size the manifest declares,
-		// before its content is checked: a size that no gzip of the
-		// layer's tar can have would fill the disk for nothing.
-		if l.Size < 0 || l.Size > gzipBound(info.TarSize) {
-			return nil, bad("layer %d: %d compressed bytes declared, more than a gzip of its %d-byte tar takes", i, l.Size, info.TarSize)
-		}
-		bytes += info.Bytes
-		entries += info.Entries
-		compressed += l.Size
-	}
-	if o.MaxPullBytes > 0 && compressed > gzipBound(o.MaxPullBytes) {
-		return nil, bad("layers of %d compressed bytes, more than the %d bytes the pull may read", compressed, o.MaxPullBytes)
-	}
-	if bytes != conf.Bytes || entries != conf.Entries || bytes < 0 || entries < 0 {
-		return nil, bad("config totals (%d bytes, %d entries) do not add up", conf.Bytes, conf.Entries)
+	conf, err := checkConfig(m, raw, o.MaxPullBytes, bad)
+	if err != nil {
+		return nil, err
 	}
 	d, err := img.Digest()
 	if err != nil {
 		return nil, err
 	}
 	return &Remote{Ref: ref, Digest: d.String(), Config: conf, Annotations: m.Annotations, layers: m.Layers, img: o.Cache.wrap(img)}, nil
+}
+
+// checkConfig decodes the artifact's config, raw, and checks it against the
+// manifest m before any layer is read: one description per layer, sizes a
+// gzip of each layer's tar can have, totals that add up, and no more
+// compressed bytes than maxPull allows (0: no bound).
+func checkConfig(m *v1.Manifest, raw []byte, maxPull int64, bad func(format string, args ...any) error) (Config, error) {
+	var conf Config
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&conf); err != nil {
+		return Config{}, bad("config: %v", err)
+	}
+	if err := labels.Validate(conf.Labels); err != nil {
+		return Config{}, bad("config: %v", err)
+	}
+	if conf.Limit < 0 {
+		return Config{}, bad("config: negative limit %d", conf.Limit)
+	}
+	if len(conf.Layers) != len(m.Layers) || len(m.Layers) == 0 {
+		return Config{}, bad("config describes %d layers, manifest has %d", len(conf.Layers), len(m.Layers))
+	}
+	var bytes, entries, compressed int64
+	for i, l := range m.Layers {
+		info := conf.Layers[i]
+		if l.MediaType != LayerMediaType {
+			return Config{}, bad("layer %d: type %q, not %q", i, l.MediaType, LayerMediaType)
+		}
+		if !digestRE.MatchString(info.DiffID) || info.TarSize < 0 || info.Bytes < 0 || info.Entries < 0 || info.Bytes > info.TarSize {
+			return Config{}, bad("layer %d: bad description in the config", i)
+		}
+		// A blob is downloaded whole, to the size the manifest declares,
+		// before its content is checked: a size that no gzip of the
+		// layer's tar can have would fill the disk for nothing.
+		if l.Size < 0 || l.Size > gzipBound(info.TarSize) {
+			return Config{}, bad("layer %d: %d compressed bytes declared, more than a gzip of its %d-byte tar takes", i, l.Size, info.TarSize)
+		}
+		bytes += info.Bytes
+		entries += info.Entries
+		compressed += l.Size
+	}
+	if maxPull > 0 && compressed > gzipBound(maxPull) {
+		return Config{}, bad("layers of %d compressed bytes, more than the %d bytes the pull may read", compressed, maxPull)
+	}
+	if bytes != conf.Bytes || entries != conf.Entries || bytes < 0 || entries < 0 {
+		return Config{}, bad("config totals (%d bytes, %d entries) do not add up", conf.Bytes, conf.Entries)
+	}
+	return conf, nil
 }
 
 // WriteTar writes the artifact's layers to w as one tar, for the store's
