@@ -1,12 +1,14 @@
 package volumes
 
 import (
-	"github.com/nri-volumes/nri-volumes/internal/fsx"
-
+	"encoding/json"
 	"errors"
+	"io/fs"
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // syncPending, an empty file in the directory of a volume made PersistLater,
@@ -72,4 +74,52 @@ func (s *Store) Persist(ns, name string) error {
 		return volumeError(ns, name, &os.PathError{Op: "unlinkat", Path: syncPending, Err: err})
 	}
 	return nil
+}
+
+// removeUnfinishedLocked moves ns/name, an entry of the namespace open at
+// nsFd, into the trash when it is a named volume whose making never
+// finished: a node that crashed before the volume's Persist can leave its
+// sync-pending marker beside a volume.json that is empty, cut short or
+// missing, and an empty _data. No container ran on it, since containers
+// start only after the sync, so nothing is lost and the name is free again
+// for the request or the create that meets it. It reports whether it did.
+func (s *Store) removeUnfinishedLocked(nsFd int, ns, name string) bool {
+	volFd, err := fsx.OpenDir(nsFd, name)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(volFd)
+	if pending, err := existsAt(volFd, syncPending); err != nil || !pending {
+		return false
+	}
+	if meta, err := fsx.ReadFile(volFd, metaFile, maxMetaSize); err == nil && json.Valid(meta) {
+		return false
+	}
+	if dataFd, err := fsx.OpenDir(volFd, dataDir); err == nil {
+		names, err := fsx.ReadDirNames(dataFd)
+		unix.Close(dataFd)
+		if err != nil || len(names) > 0 {
+			return false
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false
+	}
+	if s.idx != nil && len(s.idx.usedBy(volumeKey(ns, name))) > 0 {
+		return false
+	}
+	if _, err := s.moveToTrashLocked(nsFd, name); err != nil {
+		return false
+	}
+	s.kickReaper()
+	return true
+}
+
+// removeUnfinished is removeUnfinishedLocked by namespace name.
+func (s *Store) removeUnfinished(ns, name string) bool {
+	nsFd, err := fsx.OpenDir(s.dirFd, ns)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(nsFd)
+	return s.removeUnfinishedLocked(nsFd, ns, name)
 }

@@ -1,9 +1,6 @@
 package volumes
 
 import (
-	"encoding/json"
-	"errors"
-	"io/fs"
 	"path/filepath"
 	"strings"
 
@@ -167,69 +164,4 @@ func (s *Store) removeDeadFormatsLocked() {
 		unix.Close(fd)
 		s.moveToTrashLocked(dir, n)
 	}
-}
-
-// sweepSparesLocked moves into the trash the spares in spareDir, open at
-// fd, that an earlier process left: whole or not, filled or not, they are
-// of a state this one does not know. StartSpares runs it, under the
-// exclusive lock, before its pool makes any.
-func (s *Store) sweepSparesLocked(fd int) {
-	names, err := fsx.ReadDirNames(fd)
-	if err != nil {
-		return
-	}
-	for _, n := range names {
-		s.moveToTrashLocked(fd, n)
-	}
-	if len(names) > 0 {
-		s.kickReaper()
-	}
-}
-
-// removeUnfinishedLocked moves ns/name, an entry of the namespace open at
-// nsFd, into the trash when it is a named volume whose making never
-// finished: a node that crashed before the volume's Persist can leave its
-// sync-pending marker beside a volume.json that is empty, cut short or
-// missing, and an empty _data. No container ran on it, since containers
-// start only after the sync, so nothing is lost and the name is free again
-// for the request or the create that meets it. It reports whether it did.
-func (s *Store) removeUnfinishedLocked(nsFd int, ns, name string) bool {
-	volFd, err := fsx.OpenDir(nsFd, name)
-	if err != nil {
-		return false
-	}
-	defer unix.Close(volFd)
-	if pending, err := existsAt(volFd, syncPending); err != nil || !pending {
-		return false
-	}
-	if meta, err := fsx.ReadFile(volFd, metaFile, maxMetaSize); err == nil && json.Valid(meta) {
-		return false
-	}
-	if dataFd, err := fsx.OpenDir(volFd, dataDir); err == nil {
-		names, err := fsx.ReadDirNames(dataFd)
-		unix.Close(dataFd)
-		if err != nil || len(names) > 0 {
-			return false
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return false
-	}
-	if s.idx != nil && len(s.idx.usedBy(volumeKey(ns, name))) > 0 {
-		return false
-	}
-	if _, err := s.moveToTrashLocked(nsFd, name); err != nil {
-		return false
-	}
-	s.kickReaper()
-	return true
-}
-
-// removeUnfinished is removeUnfinishedLocked by namespace name.
-func (s *Store) removeUnfinished(ns, name string) bool {
-	nsFd, err := fsx.OpenDir(s.dirFd, ns)
-	if err != nil {
-		return false
-	}
-	defer unix.Close(nsFd)
-	return s.removeUnfinishedLocked(nsFd, ns, name)
 }

@@ -283,3 +283,20 @@ func (s *Store) writeListLocked(dir int, name string, keys []string) error {
 	}
 	return nil
 }
+
+// sweepSparesLocked moves into the trash the spares in spareDir, open at
+// fd, that an earlier process left: whole or not, filled or not, they are
+// of a state this one does not know. StartSpares runs it, under the
+// exclusive lock, before its pool makes any.
+func (s *Store) sweepSparesLocked(fd int) {
+	names, err := fsx.ReadDirNames(fd)
+	if err != nil {
+		return
+	}
+	for _, n := range names {
+		s.moveToTrashLocked(fd, n)
+	}
+	if len(names) > 0 {
+		s.kickReaper()
+	}
+}
