@@ -20,7 +20,7 @@ import (
 )
 
 // openDir opens dir for a test, closed when the test ends.
-func openDir(t *testing.T, dir string) int {
+func openDir(t testing.TB, dir string) int {
 	t.Helper()
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
@@ -31,7 +31,7 @@ func openDir(t *testing.T, dir string) int {
 }
 
 // writeTar writes the tree below dir as a tar to w.
-func writeTar(t *testing.T, dir string, w io.Writer) (archive.Stats, error) {
+func writeTar(t testing.TB, dir string, w io.Writer) (archive.Stats, error) {
 	t.Helper()
 	fd := openDir(t, dir)
 	var root unix.Stat_t
@@ -42,7 +42,7 @@ func writeTar(t *testing.T, dir string, w io.Writer) (archive.Stats, error) {
 }
 
 // readTar fills dir from the tar r.
-func readTar(t *testing.T, dir string, r io.Reader, limits archive.Limits) (archive.Stats, error) {
+func readTar(t testing.TB, dir string, r io.Reader, limits archive.Limits) (archive.Stats, error) {
 	t.Helper()
 	return archive.Read(openDir(t, dir), r, limits)
 }
