@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"strings"
 
+	"github.com/nri-volumes/nri-volumes/volumes/internal/archive"
 	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
@@ -37,7 +38,7 @@ var ErrNotAdopted = errors.New("not adopted")
 
 // ErrArchive marks a tar that Import refuses: a hostile or unsupported entry,
 // or one beyond the limits. The message names the entry.
-var ErrArchive = errors.New("refused archive")
+var ErrArchive = archive.ErrRefused
 
 // errBroken marks a volume entry that exists on disk but cannot be used: a
 // symlink, a missing or unreadable volume.json, a missing _data.
