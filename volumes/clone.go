@@ -97,7 +97,7 @@ func (s *Store) Clone(ns, src, snap, dst string, opts CloneOptions) (*CloneResul
 	if err := s.placeClone(st, nv); err != nil {
 		return nil, err
 	}
-	s.recordClone(st.copy)
+	recordClone(s.copyUps, st.copy)
 	return &CloneResult{Volume: nv, Copy: st.copy, Live: st.live}, nil
 }
 

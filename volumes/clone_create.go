@@ -91,7 +91,7 @@ func (s *Store) createCloneLocked(nsFd int, v *Volume, active, durable bool) err
 		}
 		return fail(err)
 	}
-	s.recordClone(snapfs.Reflink)
+	recordClone(s.copyUps, snapfs.Reflink)
 	if durable {
 		return unix.Fsync(nsFd)
 	}

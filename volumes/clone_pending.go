@@ -148,7 +148,7 @@ func (s *Store) CopyUpClone(ns, name string, limits copyup.Options) (stats copyu
 		return stats, true, err
 	}
 	if copied {
-		s.recordClone(snapfs.SparseCopy)
+		recordClone(s.copyUps, snapfs.SparseCopy)
 	}
 	// Done, or done before: the marker has no more to say.
 	nsFd, volFd, err = s.openVolume(ns, name)

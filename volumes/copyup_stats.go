@@ -40,19 +40,14 @@ const (
 	EventClone = copyuplog.EventClone
 )
 
-// CopyUpStats returns the store's copy-up log: the hook and the plugin
-// record copy-ups there, and the plugin's metrics read it. It is closed with
-// the store.
-func (s *Store) CopyUpStats() *CopyUpLog { return s.copyUps }
-
 // recordFreeze records a freeze that blocked writers for d. Recording is
 // best effort: a metric never fails an operation.
-func (s *Store) recordFreeze(d time.Duration) {
-	_ = s.copyUps.Record(CopyUpResult{Event: EventFreeze, Frozen: d})
+func recordFreeze(l *CopyUpLog, d time.Duration) {
+	_ = l.Record(CopyUpResult{Event: EventFreeze, Frozen: d})
 }
 
 // recordClone records a clone whose data was copied by m. The log has a
 // lock of its own, so a caller may hold the store's.
-func (s *Store) recordClone(m snapfs.Method) {
-	_ = s.copyUps.Record(CopyUpResult{Event: EventClone, Copy: string(m)})
+func recordClone(l *CopyUpLog, m snapfs.Method) {
+	_ = l.Record(CopyUpResult{Event: EventClone, Copy: string(m)})
 }

@@ -260,7 +260,7 @@ func (s *Store) cloneLiveImage(h *heldVolume, dstDir int) (snapfs.Method, time.D
 	if terr := thaw(); terr != nil {
 		err = errors.Join(err, terr)
 	}
-	s.recordFreeze(frozen)
+	recordFreeze(s.copyUps, frozen)
 	if err != nil {
 		return "", 0, err
 	}

@@ -486,3 +486,8 @@ func rewriteVolume(volFd int, v *Volume) error {
 	}
 	return replaceFileAt(volFd, metaFile, data, true)
 }
+
+// CopyUpStats returns the store's copy-up log: the hook and the plugin
+// record copy-ups there, and the plugin's metrics read it. It is closed with
+// the store.
+func (s *Store) CopyUpStats() *CopyUpLog { return s.copyUps }
