@@ -186,7 +186,7 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 		case r.Owner != nil && !v.Anonymous:
 			return nil, nil, rollback(&OpError{Namespace: r.Namespace, Name: r.Name, Anonymous: true, Err: fmt.Errorf("%w: a named volume has that name", ErrExists)})
 		default:
-			if err := s.importRunning(r.Namespace, r.Name); err != nil {
+			if err := importRunning(s.dirFd, r.Namespace, r.Name); err != nil {
 				return nil, nil, rollback(err)
 			}
 		}

@@ -62,7 +62,7 @@ func (s *Store) Check() ([]Problem, error) {
 				default:
 					if _, err := s.readVolume(nsFd, ns, name); err != nil {
 						probs = append(probs, Problem{Namespace: ns, Name: name, Reason: err.Error()})
-					} else if state, _ := s.importState(ns, name); state == importCutShort {
+					} else if state, _ := importState(s.dirFd, ns, name); state == importCutShort {
 						probs = append(probs, Problem{Namespace: ns, Name: name, Reason: errImportCutShort})
 					}
 				}

@@ -66,7 +66,7 @@ func (s *Store) CreateSeeding(r Request) (*Volume, error) {
 
 // ImportStateOf reads the import marker of volume name in namespace ns.
 func (s *Store) ImportStateOf(ns, name string) (ImportState, error) {
-	state, err := s.importState(ns, name)
+	state, err := importState(s.dirFd, ns, name)
 	if err != nil {
 		return ImportNone, volumeError(ns, name, err)
 	}
