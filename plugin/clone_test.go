@@ -57,7 +57,7 @@ func goldenVolume(t *testing.T, s *volumes.Store) {
 	if _, err := s.Create("ci", "golden", volumes.CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("seed", []volumes.Request{{Namespace: "ci", Name: "golden"}})
+	vols, _, err := s.Acquire("seed", []volumes.Request{{Namespace: "ci", Name: "golden"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestCloneOfThroughNRI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Acquire("reader", []volumes.Request{{Namespace: "ci", Name: res.Volume.Name}})
+	got, _, err := s.Acquire("reader", []volumes.Request{{Namespace: "ci", Name: res.Volume.Name}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -106,7 +106,7 @@ func TestSynchronizePins(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeTestFile(t, filepath.Join(v.Mountpoint, "logs", "f"), "log")
-	_, subPins, err := store.AcquireSubpaths("alive", []volumes.Request{{Namespace: "default", Name: "data"}},
+	_, subPins, err := store.Acquire("alive", []volumes.Request{{Namespace: "default", Name: "data"}},
 		[]volumes.Subpath{{Namespace: "default", Name: "data", Path: "logs", Pin: 1}})
 	if err != nil {
 		t.Fatal(err)

@@ -509,7 +509,7 @@ func acquire(store *volumes.Store, id, key string, plan *Plan, srcs map[int]*os.
 		return fail(err)
 	}
 	subs := plan.subpaths()
-	vols, subPins, err := store.AcquireSubpaths(id, plan.Volumes, subs)
+	vols, subPins, err := store.Acquire(id, plan.Volumes, subs)
 	if se := (*volumes.SubpathError)(nil); errors.As(err, &se) {
 		return fail(fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, plan.Mounts[se.Subpath.Pin].Item, err))
 	}

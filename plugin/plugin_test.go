@@ -421,11 +421,11 @@ func TestBadAnnotationLeavesNothing(t *testing.T) {
 func TestSynchronizeRebuildsReferences(t *testing.T) {
 	rt := newRuntime(t, nil)
 	store := rt.store()
-	if _, err := store.Acquire("gone", []volumes.Request{{Namespace: "default", Name: "shared"}}); err != nil {
+	if _, _, err := store.Acquire("gone", []volumes.Request{{Namespace: "default", Name: "shared"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	dead := &volumes.Owner{PodSandboxID: "dead-pod", Container: "app", Target: "/data"}
-	if _, err := store.Acquire("dead-ctr", []volumes.Request{{Namespace: "default", Owner: dead}}); err != nil {
+	if _, _, err := store.Acquire("dead-ctr", []volumes.Request{{Namespace: "default", Owner: dead}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.Release("dead-ctr"); err != nil {
@@ -834,10 +834,10 @@ func TestStartContainerMakesVolumesDurable(t *testing.T) {
 	rt := newRuntime(t, nil)
 	rt.connect()
 	store := rt.store()
-	if _, err := store.Acquire("earlier", []volumes.Request{
+	if _, _, err := store.Acquire("earlier", []volumes.Request{
 		{Namespace: "default", Name: "pending", PersistLater: true},
 		{Namespace: "default", Name: "unreadable", PersistLater: true},
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	dir := func(name string) string { return filepath.Join(rt.cfg.Root, "volumes", "default", name) }

@@ -47,7 +47,7 @@ func runtimeCopy(t *testing.T) (int, string, string) {
 
 func newAnonymous(t *testing.T, s *Store) *Volume {
 	t.Helper()
-	vols, err := s.Acquire("ctr1", []Request{{Namespace: "default", Owner: &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}}})
+	vols, _, err := s.Acquire("ctr1", []Request{{Namespace: "default", Owner: &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,11 +155,11 @@ func TestAdoptCopyUpDeclines(t *testing.T) {
 func TestAcquireSaysCreated(t *testing.T) {
 	s, _ := newStore(t)
 	req := []Request{{Namespace: "default", Name: "data"}}
-	first, err := s.Acquire("ctr1", req)
+	first, _, err := s.Acquire("ctr1", req, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := s.Acquire("ctr2", req)
+	second, _, err := s.Acquire("ctr2", req, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

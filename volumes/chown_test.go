@@ -51,7 +51,7 @@ func TestCreateOwnership(t *testing.T) {
 		t.Errorf("_data is %d:%d %v, want 7:0 0755", uid, gid, mode)
 	}
 	// A volume made on first use takes the request's options.
-	vols, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "first-use", CreateOptions: CreateOptions{GID: intp(5), Mode: modep(0o700)}}})
+	vols, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "first-use", CreateOptions: CreateOptions{GID: intp(5), Mode: modep(0o700)}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestCreateOwnership(t *testing.T) {
 		if _, err := s.Create("default", "bad", bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Create with %+v: %v, want ErrInvalid", bad, err)
 		}
-		if _, err := s.Acquire("c2", []Request{{Namespace: "default", Name: "bad", CreateOptions: bad}}); !errors.Is(err, ErrInvalid) {
+		if _, _, err := s.Acquire("c2", []Request{{Namespace: "default", Name: "bad", CreateOptions: bad}}, nil); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Acquire with %+v: %v, want ErrInvalid", bad, err)
 		}
 	}

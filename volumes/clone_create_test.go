@@ -22,7 +22,7 @@ func TestCloneOfOnCreate(t *testing.T) {
 	if _, err := s.Create("default", "golden", CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("seed", []Request{{Namespace: "default", Name: "golden"}})
+	vols, _, err := s.Acquire("seed", []Request{{Namespace: "default", Name: "golden"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,18 +30,18 @@ func TestCloneOfOnCreate(t *testing.T) {
 	if _, err := s.CreateSnapshot("default", "golden", "v1", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("ctr0", []Request{{Namespace: "default", Name: "busy",
-		CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "golden@SNAP") {
+	if _, _, err := s.Acquire("ctr0", []Request{{Namespace: "default", Name: "busy",
+		CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}}, nil); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "golden@SNAP") {
 		t.Errorf("cloneOf a golden volume in use: %v; want ErrInUse suggesting a snapshot", err)
 	}
 	if err := s.Release("seed"); err != nil {
 		t.Fatal(err)
 	}
 	owner := &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}
-	got, err := s.Acquire("ctr1", []Request{
+	got, _, err := s.Acquire("ctr1", []Request{
 		{Namespace: "default", Name: "mine", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "v1"}}},
 		{Namespace: "default", Owner: owner, CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}},
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestCloneOfOnCreate(t *testing.T) {
 	if need, err := needsCopyUp(s.CopyUpStatus("default", "mine")); err != nil || need {
 		t.Errorf("a clone needs copy-up: %v, %v", need, err)
 	}
-	vols, err = s.Acquire("check", []Request{{Namespace: "default", Name: "golden"}})
+	vols, _, err = s.Acquire("check", []Request{{Namespace: "default", Name: "golden"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestCloneOfOnCreate(t *testing.T) {
 	}
 
 	// An anonymous volume of another pod of the namespace is no source.
-	anonVols, err := s.Acquire("ctr9", []Request{{Namespace: "default", Owner: &Owner{PodSandboxID: "pod9", Container: "app", Target: "/x"}}})
+	anonVols, _, err := s.Acquire("ctr9", []Request{{Namespace: "default", Owner: &Owner{PodSandboxID: "pod9", Container: "app", Target: "/x"}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestCloneOfOnCreate(t *testing.T) {
 		{CloneSource{Volume: anon}, ErrNotFound, `no named volume "` + anon + `"`},
 		{CloneSource{Volume: "golden", Snapshot: "v9"}, ErrNotFound, `snapshot "v9"`},
 	} {
-		_, err := s.Acquire("bad", []Request{{Namespace: "default", Name: "bad", CreateOptions: CreateOptions{CloneOf: &tc.src}}})
+		_, _, err := s.Acquire("bad", []Request{{Namespace: "default", Name: "bad", CreateOptions: CreateOptions{CloneOf: &tc.src}}}, nil)
 		if !errors.Is(err, tc.class) || !strings.Contains(err.Error(), tc.words) || !strings.Contains(err.Error(), `cloneOf "`+tc.src.String()+`"`) {
 			t.Errorf("cloneOf %s: %v; want %v naming it and %q", tc.src, err, tc.class, tc.words)
 		}
@@ -130,7 +130,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Written through a container's use of it, then snapshotted in use.
-	g, err := s.Acquire("writer", []Request{{Namespace: "default", Name: "golden"}})
+	g, _, err := s.Acquire("writer", []Request{{Namespace: "default", Name: "golden"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	}
 	writeFile(t, filepath.Join(g[0].Mountpoint, "fixture"), "golden after s1")
 
-	got, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "copy", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "s1"}}}})
+	got, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "copy", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "s1"}}}}, nil)
 	if err != nil {
 		t.Fatalf("cloneOf a sized snapshot without reflinks: %v", err)
 	}
@@ -185,7 +185,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	// formatted ahead, outside the lock, as any new sized volume's is.
 	s.SetFormatBudget(time.Minute)
 	owner := &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}
-	anon, err := s.Acquire("ctr2", []Request{{Namespace: "default", Owner: owner, CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "s1"}}}})
+	anon, _, err := s.Acquire("ctr2", []Request{{Namespace: "default", Owner: owner, CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "s1"}}}}, nil)
 	if err != nil {
 		t.Fatalf("anonymous cloneOf with a format budget: %v", err)
 	}
@@ -204,7 +204,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The golden volume itself, at rest, copies too.
-	rest, err := s.Acquire("ctr3", []Request{{Namespace: "default", Name: "copy2", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}})
+	rest, _, err := s.Acquire("ctr3", []Request{{Namespace: "default", Name: "copy2", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}}, nil)
 	if err != nil {
 		t.Fatalf("cloneOf a sized volume at rest: %v", err)
 	}

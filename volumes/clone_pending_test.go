@@ -32,10 +32,10 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 	writeFile(t, filepath.Join(golden.Mountpoint, "fixture"), "golden after v1")
 
 	owner := &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}
-	got, err := s.Acquire("ctr1", []Request{
+	got, _, err := s.Acquire("ctr1", []Request{
 		{Namespace: "default", Name: "mine", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "v1"}}},
 		{Namespace: "default", Owner: owner, CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}},
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,10 +85,10 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 	}
 
 	// A plain source in use copies only from a snapshot.
-	if _, err := s.Acquire("user", []Request{{Namespace: "default", Name: "golden"}}); err != nil {
+	if _, _, err := s.Acquire("user", []Request{{Namespace: "default", Name: "golden"}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Acquire("ctr2", []Request{{Namespace: "default", Name: "bad", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}})
+	_, _, err = s.Acquire("ctr2", []Request{{Namespace: "default", Name: "bad", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}}, nil)
 	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), `cloneOf "golden"`) || !strings.Contains(err.Error(), "golden@SNAP") {
 		t.Errorf("cloneOf a plain volume in use: %v; want ErrInUse suggesting a snapshot", err)
 	}
@@ -122,9 +122,9 @@ func TestCloneOfPlainIsCounted(t *testing.T) {
 	if _, err := s.NamespaceCounts(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("ctr1", []Request{
+	if _, _, err := s.Acquire("ctr1", []Request{
 		{Namespace: "default", Name: "mine", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}},
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	c, err := s.NamespaceCounts()

@@ -78,7 +78,7 @@ func TestSnapshotPlainVolume(t *testing.T) {
 	if len(sn.Name) != len("20261206T205800Z") || sn.Live || sn.Size <= 0 {
 		t.Errorf("snapshot %+v: want a UTC time stamp name, not live, a size", sn)
 	}
-	if _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "web"}}); err != nil {
+	if _, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "web"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.CreateSnapshot("default", "web", "busy", SnapshotOptions{})
@@ -205,7 +205,7 @@ func TestSnapshotsGoWithTheirVolume(t *testing.T) {
 			}
 		}
 	}
-	if _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "kept"}}); err != nil {
+	if _, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "kept"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := s.SnapshotCount("default", "gone"); err != nil || n != 2 {
@@ -241,7 +241,7 @@ func TestSnapshotImageRestoreAndGrow(t *testing.T) {
 	if _, err := s.Create("default", "db", CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestSnapshotImageRestoreAndGrow(t *testing.T) {
 	}
 	for name, want := range map[string]string{"db": "1", "big": "2"} {
 		ctr := "reader-" + name
-		vols, err := s.Acquire(ctr, []Request{{Namespace: "default", Name: name}})
+		vols, _, err := s.Acquire(ctr, []Request{{Namespace: "default", Name: name}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

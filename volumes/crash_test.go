@@ -54,7 +54,7 @@ func crashChild(root string) int {
 		}
 		// The named volume as the plugin makes it: synced after the
 		// Acquire, as the plugin does before the container starts.
-		if _, err := s.Acquire(ctr, []Request{{Namespace: "crash", Name: named, PersistLater: true}, {Namespace: "crash", Owner: owner}}); err != nil {
+		if _, _, err := s.Acquire(ctr, []Request{{Namespace: "crash", Name: named, PersistLater: true}, {Namespace: "crash", Owner: owner}}, nil); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

@@ -114,7 +114,7 @@ func TestLedgerFollowsChanges(t *testing.T) {
 	}
 	want("after a removal", 24<<20, 1)
 	anon := Request{Namespace: "shop", Owner: &Owner{PodSandboxID: "pod", Container: "c", Target: "/d"}, CreateOptions: CreateOptions{Size: 8 << 20}}
-	if _, err := s.Acquire("ctr", []Request{anon}); err != nil {
+	if _, _, err := s.Acquire("ctr", []Request{anon}, nil); err != nil {
 		t.Fatal(err)
 	}
 	want("with an anonymous one", 32<<20, 2)

@@ -43,7 +43,7 @@ func holdStoreLock(t *testing.T, root string) func() {
 // once the lock is free they work again.
 func TestLockTimeout(t *testing.T) {
 	s, root := newStore(t)
-	if _, err := s.Acquire("c1", []Request{anon("pod1", "app", "/a")}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{anon("pod1", "app", "/a")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Release("c1"); err != nil {
@@ -57,7 +57,7 @@ func TestLockTimeout(t *testing.T) {
 		want string
 	}{
 		{"Acquire", func() error {
-			_, err := s.Acquire("c2", []Request{{Namespace: "shop", Name: "redis-data"}})
+			_, _, err := s.Acquire("c2", []Request{{Namespace: "shop", Name: "redis-data"}}, nil)
 			return err
 		}, `acquiring volume(s) shop/redis-data for container "c2"`},
 		{"Release", func() error { return s.Release("c1") }, `releasing the volumes of container "c1"`},
@@ -90,7 +90,7 @@ func TestLockTimeout(t *testing.T) {
 	if _, err := s.Get("shop", "redis-data"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a timed-out Acquire left a volume: %v", err)
 	}
-	if _, err := s.Acquire("c2", []Request{{Namespace: "shop", Name: "redis-data"}}); err != nil {
+	if _, _, err := s.Acquire("c2", []Request{{Namespace: "shop", Name: "redis-data"}}, nil); err != nil {
 		t.Fatalf("Acquire once the lock is free: %v", err)
 	}
 	if removed, err := s.RemovePodVolumes("pod1"); err != nil || len(removed) != 1 {
@@ -200,7 +200,7 @@ func waitForGoroutineIn(t *testing.T, fn string) {
 func TestReaperDeletesTrash(t *testing.T) {
 	s, root := newStore(t)
 	a := anon("pod1", "app", "/a")
-	vols, err := s.Acquire("c1", []Request{a})
+	vols, _, err := s.Acquire("c1", []Request{a}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func TestNamespaceCountsFollowTheStore(t *testing.T) {
 		}
 	}
 	check("created a and b")
-	if _, err := s.Acquire("c1", []Request{{Namespace: "shop", Name: "c"}, anon("pod1", "app", "/x")}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "shop", Name: "c"}, anon("pod1", "app", "/x")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	check("acquired c and an anonymous volume")

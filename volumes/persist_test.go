@@ -18,7 +18,7 @@ func TestPersistLater(t *testing.T) {
 	}
 	defer s.Close()
 	owner := &Owner{PodSandboxID: "pod1", Container: "app", Target: "/anon"}
-	vols, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "fresh", PersistLater: true}, {Namespace: "default", Owner: owner, PersistLater: true}})
+	vols, _, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "fresh", PersistLater: true}, {Namespace: "default", Owner: owner, PersistLater: true}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestPersistLater(t *testing.T) {
 		t.Fatalf("Check() = %+v, %v", problems, err)
 	}
 
-	vols, err = s.Acquire("ctr2", []Request{{Namespace: "default", Name: "fresh", PersistLater: true}})
+	vols, _, err = s.Acquire("ctr2", []Request{{Namespace: "default", Name: "fresh", PersistLater: true}}, nil)
 	if err != nil || vols[0].PersistLater {
 		t.Fatalf("an existing volume: PersistLater = %v, %v; want false", vols[0].PersistLater, err)
 	}
@@ -72,7 +72,7 @@ func TestUnfinishedVolumeIsMadeAgain(t *testing.T) {
 	ns := filepath.Join(root, volumesDir, "default")
 	unfinished := func(name string) {
 		t.Helper()
-		if _, err := s.Acquire("c-"+name, []Request{{Namespace: "default", Name: name, PersistLater: true}}); err != nil {
+		if _, _, err := s.Acquire("c-"+name, []Request{{Namespace: "default", Name: name, PersistLater: true}}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Release("c-" + name); err != nil {
@@ -90,7 +90,7 @@ func TestUnfinishedVolumeIsMadeAgain(t *testing.T) {
 	writeFile(t, filepath.Join(ns, "with-data", dataDir, "f"), "x")
 
 	s = openStore(t, root) // as after the reboot
-	vols, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "for-acquire", CreateOptions: CreateOptions{Labels: map[string]string{"k": "v"}}}})
+	vols, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "for-acquire", CreateOptions: CreateOptions{Labels: map[string]string{"k": "v"}}}}, nil)
 	if err != nil {
 		t.Fatalf("Acquire of an unfinished volume: %v", err)
 	}
@@ -100,7 +100,7 @@ func TestUnfinishedVolumeIsMadeAgain(t *testing.T) {
 	if _, err := s.Create("default", "for-create", CreateOptions{}); err != nil {
 		t.Fatalf("Create over an unfinished volume: %v", err)
 	}
-	if _, err := s.Acquire("c2", []Request{{Namespace: "default", Name: "with-data"}}); err == nil {
+	if _, _, err := s.Acquire("c2", []Request{{Namespace: "default", Name: "with-data"}}, nil); err == nil {
 		t.Error("a broken volume whose _data holds a file was made afresh")
 	}
 	if b, err := os.ReadFile(filepath.Join(ns, "with-data", dataDir, "f")); err != nil || string(b) != "x" {

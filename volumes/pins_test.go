@@ -307,10 +307,10 @@ func TestValidateSubpath(t *testing.T) {
 	}
 }
 
-// TestAcquireSubpaths checks that a subpath is pinned with its volume, that
+// TestAcquire checks that a subpath is pinned with its volume, that
 // a missing one, a file and one through a symlink are refused with nothing
 // left behind, and that the store maps the pin back to its volume.
-func TestAcquireSubpaths(t *testing.T) {
+func TestAcquire(t *testing.T) {
 	s, root := newPinStore(t)
 	v, err := s.Create("default", "data", CreateOptions{})
 	if err != nil {
@@ -326,12 +326,12 @@ func TestAcquireSubpaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	reqs := []Request{{Namespace: "default", Name: "data"}, {Namespace: "default", Name: "fresh"}}
-	vols, pins, err := s.AcquireSubpaths("ctr1", reqs, []Subpath{{Namespace: "default", Name: "data", Path: "logs/app", Pin: 3}})
+	vols, pins, err := s.Acquire("ctr1", reqs, []Subpath{{Namespace: "default", Name: "data", Path: "logs/app", Pin: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(vols) != 2 || len(pins) != 1 || !sameFile(t, pins[0], filepath.Join(v.Mountpoint, "logs", "app")) {
-		t.Fatalf("AcquireSubpaths = %v, %v; want two volumes and a pin of logs/app", names(vols), pins)
+		t.Fatalf("Acquire = %v, %v; want two volumes and a pin of logs/app", names(vols), pins)
 	}
 	if ns, name, ok := s.PinnedVolume(pins[0]); !ok || ns != "default" || name != "data" {
 		t.Errorf("PinnedVolume(%s) = %s, %s, %v", pins[0], ns, name, ok)
@@ -355,10 +355,10 @@ func TestAcquireSubpaths(t *testing.T) {
 	} {
 		t.Run(tc.path+" of "+tc.volume, func(t *testing.T) {
 			reqs := []Request{{Namespace: "default", Name: tc.volume}, {Namespace: "default", Owner: &Owner{PodSandboxID: "pod", Container: "c", Target: "/t"}}}
-			_, _, err := s.AcquireSubpaths("ctr2", reqs, []Subpath{{Namespace: "default", Name: tc.volume, Path: tc.path, Pin: 0}})
+			_, _, err := s.Acquire("ctr2", reqs, []Subpath{{Namespace: "default", Name: tc.volume, Path: tc.path, Pin: 0}})
 			var se *SubpathError
 			if !errors.As(err, &se) || !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.path) {
-				t.Fatalf("AcquireSubpaths = %v, want a SubpathError naming %q and wrapping %v", err, tc.path, tc.wantErr)
+				t.Fatalf("Acquire = %v, want a SubpathError naming %q and wrapping %v", err, tc.path, tc.wantErr)
 			}
 			vols, err := s.List(ListOptions{Namespace: "default"})
 			if err != nil {
@@ -414,10 +414,10 @@ func TestSubpathSwapRace(t *testing.T) {
 	pinned := 0
 	for i := 0; i < 200; i++ {
 		id := "ctr" + strings.Repeat("x", i%3) + string(rune('a'+i%26))
-		_, pins, err := s.AcquireSubpaths(id, []Request{{Namespace: "default", Name: "data"}}, []Subpath{{Namespace: "default", Name: "data", Path: "logs", Pin: 0}})
+		_, pins, err := s.Acquire(id, []Request{{Namespace: "default", Name: "data"}}, []Subpath{{Namespace: "default", Name: "data", Path: "logs", Pin: 0}})
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
-				t.Errorf("AcquireSubpaths = %v, want a refusal of the symlink", err)
+				t.Errorf("Acquire = %v, want a refusal of the symlink", err)
 			}
 			continue
 		}

@@ -86,7 +86,7 @@ func TestReaperYieldsToStarts(t *testing.T) {
 	}
 
 	a := anon("pod1", "app", "/a")
-	vols, err := s.Acquire("c1", []Request{a})
+	vols, _, err := s.Acquire("c1", []Request{a}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestRename(t *testing.T) {
 	if _, err := s.Rename("default", "old", "taken"); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), `"taken"`) {
 		t.Errorf("rename onto a taken name: %v", err)
 	}
-	if _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "old"}}); err != nil {
+	if _, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "old"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Rename("default", "old", "new"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "ctr") {
@@ -36,7 +36,7 @@ func TestRename(t *testing.T) {
 		t.Fatal(err)
 	}
 	owner := &Owner{PodSandboxID: "pod", Container: "c", Target: "/d"}
-	anon, err := s.Acquire("ctr2", []Request{{Namespace: "default", Owner: owner}})
+	anon, _, err := s.Acquire("ctr2", []Request{{Namespace: "default", Owner: owner}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestRenameSized(t *testing.T) {
 	if _, err := s.Create("default", "db", CreateOptions{Size: 8 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestRenameSized(t *testing.T) {
 	if _, err := s.Rename("default", "db", "db2"); err != nil {
 		t.Fatal(err)
 	}
-	vols, err = s.Acquire("ctr", []Request{{Namespace: "default", Name: "db2"}})
+	vols, _, err = s.Acquire("ctr", []Request{{Namespace: "default", Name: "db2"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func TestUntrustedNames(t *testing.T) {
 			})
 		},
 		"Acquire": func(s *Store, ns, name string) error {
-			_, err := s.Acquire("c1", []Request{{Namespace: ns, Name: name}})
+			_, _, err := s.Acquire("c1", []Request{{Namespace: ns, Name: name}}, nil)
 			return err
 		},
 	}
@@ -110,7 +110,7 @@ func TestUntrustedNames(t *testing.T) {
 		parent := t.TempDir()
 		s := openStore(t, filepath.Join(parent, "store"))
 		before := fstree.Snapshot(t, parent, lockFile)
-		_, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "good"}, {Namespace: "default", Name: "../../etc"}})
+		_, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "good"}, {Namespace: "default", Name: "../../etc"}}, nil)
 		if !errors.Is(err, ErrInvalid) {
 			t.Fatalf("Acquire = %v, want ErrInvalid", err)
 		}
@@ -237,7 +237,7 @@ func TestPlantedSymlinksNeverFollowed(t *testing.T) {
 		for _, op := range ops {
 			t.Run(p.name+"/"+op.name, func(t *testing.T) {
 				s, root := newStore(t)
-				vols, err := s.Acquire("c1", []Request{{Namespace: "default", Owner: &owner}})
+				vols, _, err := s.Acquire("c1", []Request{{Namespace: "default", Owner: &owner}}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -384,7 +384,7 @@ func TestMountInsideVolumeRefused(t *testing.T) {
 	} {
 		t.Run(op.name, func(t *testing.T) {
 			s, _ := newStore(t)
-			vols, err := s.Acquire("c1", []Request{{Namespace: "default", Owner: &owner}})
+			vols, _, err := s.Acquire("c1", []Request{{Namespace: "default", Owner: &owner}}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

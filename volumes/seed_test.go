@@ -24,7 +24,7 @@ func TestCreateSeedingHoldsContainersOut(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := Request{Namespace: "shop", Name: r.Name, Owner: r.Owner}
-		if _, err := s.Acquire("ctr1", []Request{want}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
+		if _, _, err := s.Acquire("ctr1", []Request{want}, nil); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
 			t.Fatalf("Acquire of a volume being seeded: %v", err)
 		}
 		if st, err := s.ImportStateOf("shop", v.Name); err != nil || st != ImportCutShort {
@@ -39,7 +39,7 @@ func TestCreateSeedingHoldsContainersOut(t *testing.T) {
 		}
 		s.Close()
 		s = openStore(t, root)
-		if _, err := s.Acquire("ctr1", []Request{want}); !errors.Is(err, ErrInUse) {
+		if _, _, err := s.Acquire("ctr1", []Request{want}, nil); !errors.Is(err, ErrInUse) {
 			t.Fatalf("Acquire after a reopen: %v", err)
 		}
 		if _, err := s.Import("shop", v.Name, bytes.NewReader(tarOf(t, file("db", "rows"))), ArchiveLimits{}); err != nil {
@@ -48,7 +48,7 @@ func TestCreateSeedingHoldsContainersOut(t *testing.T) {
 		if st, err := s.ImportStateOf("shop", v.Name); err != nil || st != ImportNone {
 			t.Fatalf("ImportStateOf after the import = %v, %v", st, err)
 		}
-		got, err := s.Acquire("ctr1", []Request{want})
+		got, _, err := s.Acquire("ctr1", []Request{want}, nil)
 		if err != nil {
 			t.Fatalf("Acquire once seeded: %v", err)
 		}
@@ -79,14 +79,14 @@ func TestFailedSeedingImportKeepsVolumeHeld(t *testing.T) {
 	if st, err := s.ImportStateOf("shop", "pg"); err != nil || st != ImportCutShort {
 		t.Fatalf("ImportStateOf after a failed seeding import = %v, %v; want cut short", st, err)
 	}
-	if _, err := s.Acquire("ctr1", []Request{r}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
+	if _, _, err := s.Acquire("ctr1", []Request{r}, nil); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
 		t.Fatalf("Acquire after a failed seeding import: %v", err)
 	}
 	// The next pull starts it over and, ending well, frees it.
 	if _, err := s.Import("shop", "pg", bytes.NewReader(tarOf(t, file("db", "rows"))), ArchiveLimits{}); err != nil {
 		t.Fatalf("Import again: %v", err)
 	}
-	if _, err := s.Acquire("ctr1", []Request{r}); err != nil {
+	if _, _, err := s.Acquire("ctr1", []Request{r}, nil); err != nil {
 		t.Fatalf("Acquire once seeded: %v", err)
 	}
 }
@@ -104,7 +104,7 @@ func TestFailedPlainImportLeavesVolumeUsable(t *testing.T) {
 	if st, err := s.ImportStateOf("shop", "pg"); err != nil || st != ImportNone {
 		t.Fatalf("ImportStateOf = %v, %v; want none", st, err)
 	}
-	if _, err := s.Acquire("ctr1", []Request{{Namespace: "shop", Name: "pg"}}); err != nil {
+	if _, _, err := s.Acquire("ctr1", []Request{{Namespace: "shop", Name: "pg"}}, nil); err != nil {
 		t.Fatalf("Acquire: %v", err)
 	}
 }

@@ -29,7 +29,7 @@ func BenchmarkSnapshotImage(b *testing.B) {
 			if _, err := s.Create("default", "db", CreateOptions{Size: 1 << 30}); err != nil {
 				b.Fatal(err)
 			}
-			vols, err := s.Acquire("w", []Request{{Namespace: "default", Name: "db"}})
+			vols, _, err := s.Acquire("w", []Request{{Namespace: "default", Name: "db"}}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}

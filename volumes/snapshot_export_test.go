@@ -61,7 +61,7 @@ func TestExportImageInUseIsPointInTime(t *testing.T) {
 	if _, err := s.Create("default", "db", CreateOptions{Size: 64 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -219,7 +219,7 @@ func TestSnapshotImageWhileWriting(t *testing.T) {
 			if _, err := s.Create("default", "db", CreateOptions{Size: 64 << 20}); err != nil {
 				t.Fatal(err)
 			}
-			vols, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}})
+			vols, _, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -258,7 +258,7 @@ func TestSnapshotImageWhileWriting(t *testing.T) {
 					t.Errorf("clone of %s copied by %q, want %q", sn.snap, res.Copy, tc.want)
 				}
 				ctr := "reader-" + sn.snap
-				cv, err := s.Acquire(ctr, []Request{{Namespace: "default", Name: clone}})
+				cv, _, err := s.Acquire(ctr, []Request{{Namespace: "default", Name: clone}}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -308,7 +308,7 @@ func TestSnapshotKilledWhileFrozen(t *testing.T) {
 	if _, err := s.Create("default", "db", CreateOptions{Size: 32 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

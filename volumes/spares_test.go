@@ -88,7 +88,7 @@ func TestSparesMakeNewVolumes(t *testing.T) {
 		{Namespace: "default", Name: "data", CreateOptions: CreateOptions{Labels: map[string]string{"k": "v"}, UID: &uid, GID: &gid, Mode: &mode}},
 		anon("pod1", "app", "/cache"),
 	}
-	got, err := s.Acquire("c1", reqs)
+	got, _, err := s.Acquire("c1", reqs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestSpareNotAsMadeIsNotUsed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "data"}, anon("pod1", "app", "/cache")}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "data"}, anon("pod1", "app", "/cache")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(outside); err != nil || string(b) != "keep" {
@@ -264,7 +264,7 @@ func TestNewVolumeOnAFullDisk(t *testing.T) {
 		t.Fatalf("filling the disk: %v, want ENOSPC", err)
 	}
 
-	_, err = s.Acquire("c1", []Request{{Namespace: "default", Name: "data", PersistLater: true}})
+	_, _, err = s.Acquire("c1", []Request{{Namespace: "default", Name: "data", PersistLater: true}}, nil)
 	if !errors.Is(err, unix.ENOSPC) {
 		t.Errorf("Acquire of a new volume on a full disk = %v, want ENOSPC", err)
 	}

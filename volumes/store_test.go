@@ -115,14 +115,14 @@ func TestNamedVolumeNotAnonymousShape(t *testing.T) {
 	s, _ := newStore(t)
 	owner := Owner{PodSandboxID: "pod", Container: "app", Target: "/data"}
 	anon := AnonymousName(owner)
-	if _, err := s.Acquire("owner", []Request{{Namespace: "default", Owner: &owner}}); err != nil {
+	if _, _, err := s.Acquire("owner", []Request{{Namespace: "default", Owner: &owner}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{anon, strings.ToUpper(anon), strings.Repeat("9", 64)} {
 		if _, err := s.Create("default", name, CreateOptions{}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "anonymous") {
 			t.Errorf("Create(%s) = %v, want ErrInvalid saying why", name, err)
 		}
-		if _, err := s.Acquire("thief", []Request{{Namespace: "default", Name: name}}); !errors.Is(err, ErrInvalid) {
+		if _, _, err := s.Acquire("thief", []Request{{Namespace: "default", Name: name}}, nil); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Acquire of named %s = %v, want ErrInvalid", name, err)
 		}
 	}
@@ -234,21 +234,21 @@ func TestAcquireRelease(t *testing.T) {
 		anon("pod1", "app", "/cache"),
 		{Namespace: "default", Name: "data"}, // a repeat counts once
 	}
-	vols, err := s.Acquire("c1", reqs)
+	vols, _, err := s.Acquire("c1", reqs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(vols) != 2 || vols[0].Labels["k"] != "v" || !vols[1].Anonymous || vols[1].Name != AnonymousName(*reqs[1].Owner) {
 		t.Fatalf("Acquire = %+v", vols)
 	}
-	again, err := s.Acquire("c1", reqs)
+	again, _, err := s.Acquire("c1", reqs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(names(again), names(vols)) {
 		t.Errorf("repeated Acquire = %v, want %v", names(again), names(vols))
 	}
-	if _, err := s.Acquire("c2", reqs[:1]); err != nil {
+	if _, _, err := s.Acquire("c2", reqs[:1], nil); err != nil {
 		t.Fatal(err)
 	}
 	v, _ := s.Get("default", "data")
@@ -340,7 +340,7 @@ func TestAcquireRollback(t *testing.T) {
 				tt.setup(t, s, root)
 			}
 			before, _ := s.List(ListOptions{Namespace: "default"})
-			if _, err := s.Acquire("c1", tt.reqs); !errors.Is(err, tt.want) {
+			if _, _, err := s.Acquire("c1", tt.reqs, nil); !errors.Is(err, tt.want) {
 				t.Fatalf("Acquire = %v, want %v", err, tt.want)
 			}
 			after, _ := s.List(ListOptions{Namespace: "default"})
@@ -361,13 +361,13 @@ func TestAcquireRollback(t *testing.T) {
 
 func TestRemovePodVolumes(t *testing.T) {
 	s, _ := newStore(t)
-	if _, err := s.Acquire("c1", []Request{anon("pod1", "app", "/a"), {Namespace: "default", Name: "named"}}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{anon("pod1", "app", "/a"), {Namespace: "default", Name: "named"}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("c2", []Request{anon("pod1", "app", "/b")}); err != nil {
+	if _, _, err := s.Acquire("c2", []Request{anon("pod1", "app", "/b")}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("c3", []Request{anon("pod2", "app", "/a")}); err != nil {
+	if _, _, err := s.Acquire("c3", []Request{anon("pod2", "app", "/a")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"c1", "c3"} {
@@ -394,7 +394,7 @@ func TestReconcile(t *testing.T) {
 	dead := anon("dead", "app", "/a")
 	deadInUse := anon("dead", "app", "/b")
 	for id, r := range map[string]Request{"c1": live, "c2": dead, "c3": deadInUse, "c4": {Namespace: "default", Name: "named"}} {
-		if _, err := s.Acquire(id, []Request{r}); err != nil {
+		if _, _, err := s.Acquire(id, []Request{r}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -460,7 +460,7 @@ func reconcile(s *Store, refs map[string][]string, livePods map[string]bool, kee
 
 func TestReopenRebuildsState(t *testing.T) {
 	s, root := newStore(t)
-	if _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "v1"}, anon("p", "c", "/x")}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "v1"}, anon("p", "c", "/x")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -488,7 +488,7 @@ func TestTwoStoresSeeEachOther(t *testing.T) {
 	if err := a.Release("c1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Acquire("c1", []Request{{Namespace: "default", Name: "v"}}); err != nil {
+	if _, _, err := b.Acquire("c1", []Request{{Namespace: "default", Name: "v"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// a's index predates b's Acquire; the generation makes a reload it.
@@ -875,10 +875,10 @@ func TestPrune(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s, _ := newStore(t)
 			free := anon("p", "c", "/free")
-			if _, err := s.Acquire("c1", []Request{anon("p", "c", "/busy"), {Namespace: "default", Name: "named-busy"}}); err != nil {
+			if _, _, err := s.Acquire("c1", []Request{anon("p", "c", "/busy"), {Namespace: "default", Name: "named-busy"}}, nil); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Acquire("c2", []Request{free}); err != nil {
+			if _, _, err := s.Acquire("c2", []Request{free}, nil); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Release("c2"); err != nil {
@@ -1007,7 +1007,7 @@ func TestConcurrentAcquireRelease(t *testing.T) {
 			defer wg.Done()
 			reqs := []Request{{Namespace: "default", Name: "shared"}, anon("pod", id, "/x")}
 			for j := 0; j < 5; j++ {
-				if _, err := s.Acquire(id, reqs); err != nil {
+				if _, _, err := s.Acquire(id, reqs, nil); err != nil {
 					t.Error(err)
 					return
 				}
@@ -1038,7 +1038,7 @@ func TestWithoutOpenat2(t *testing.T) {
 	t.Run("copy-up", TestCopyUpOnce)
 	t.Run("lists", TestPlantedSymlinksInLists)
 	t.Run("open path beneath", TestOpenPathBeneath)
-	t.Run("subpaths", TestAcquireSubpaths)
+	t.Run("subpaths", TestAcquire)
 }
 
 // TestListFilter lists only what the filter accepts, measured with Size.

@@ -457,7 +457,7 @@ func TestHookCopyUpTooBig(t *testing.T) {
 	if _, err := e.store.Create("default", "small", volumes.CreateOptions{Size: 8 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "small"}})
+	vols, _, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "small"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,7 +481,7 @@ func TestHookCopyUpTooBig(t *testing.T) {
 // the container's start, with its name.
 func TestHookSync(t *testing.T) {
 	e := newHookEnv(t)
-	vols, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "data", PersistLater: true}})
+	vols, _, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "data", PersistLater: true}}, nil)
 	if err != nil || !vols[0].PersistLater {
 		t.Fatalf("Acquire = %+v, %v; want an unsynced volume", vols, err)
 	}

@@ -70,8 +70,8 @@ func TestSnapshotAndCloneMetrics(t *testing.T) {
 	if _, err := cli.Clone("default", "a", "s1", "a2", volumes.CloneOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Acquire("ctr", []volumes.Request{{Namespace: "default", Name: "a3",
-		CreateOptions: volumes.CreateOptions{CloneOf: &volumes.CloneSource{Volume: "b"}}}}); err != nil {
+	if _, _, err := cli.Acquire("ctr", []volumes.Request{{Namespace: "default", Name: "a3",
+		CreateOptions: volumes.CreateOptions{CloneOf: &volumes.CloneSource{Volume: "b"}}}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := cli.CopyUpClone("default", "a3", copyup.Options{}); err != nil {
@@ -105,7 +105,7 @@ func TestSnapshotAndCloneMetrics(t *testing.T) {
 	if _, err := cli.Create("default", "sized", volumes.CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Acquire("writer", []volumes.Request{{Namespace: "default", Name: "sized"}}); err != nil {
+	if _, _, err := cli.Acquire("writer", []volumes.Request{{Namespace: "default", Name: "sized"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Release("writer")

@@ -157,7 +157,7 @@ func (e *benchEnv) snapshotOn(hostName, dir string) ([][]string, summary) {
 	if _, err := s.Create("default", "db", volumes.CreateOptions{Size: size}); err != nil {
 		e.r.Fatalf("%v", err)
 	}
-	vols, err := s.Acquire("bench-writer", []volumes.Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s.Acquire("bench-writer", []volumes.Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		e.r.Fatalf("%v", err)
 	}
@@ -264,7 +264,7 @@ func (e *benchEnv) cloneOfStart() *section {
 		if _, err := s.Create("default", "golden", volumes.CreateOptions{Size: size}); err != nil {
 			e.r.Fatalf("%v", err)
 		}
-		vols, err := s.Acquire("filler", []volumes.Request{{Namespace: "default", Name: "golden"}})
+		vols, _, err := s.Acquire("filler", []volumes.Request{{Namespace: "default", Name: "golden"}}, nil)
 		if err != nil {
 			e.r.Fatalf("%v", err)
 		}
