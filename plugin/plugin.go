@@ -97,35 +97,42 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	if p.store != nil && p.cfg.Root == cfg.Root {
 		p.cfg = cfg
 		p.images = NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
-		p.store.SetLockTimeout(time.Duration(cfg.LockTimeout))
-		p.store.SetFormatBudget(formatBudget(cfg))
-		p.store.SetSizePolicy(SizePolicy(cfg))
+		p.store.Reconfigure(reloadable(cfg)...)
 		return nil
 	}
-	store, err := volumes.Open(cfg.Root, volumes.WithContext(ctx),
-		volumes.WithLockTimeout(time.Duration(cfg.LockTimeout)),
-		volumes.WithFormatBudget(formatBudget(cfg)),
-		volumes.WithSizePolicy(SizePolicy(cfg)))
+	store, err := volumes.Open(cfg.Root, append(reloadable(cfg), volumes.WithContext(ctx))...)
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
 	for _, r := range store.Repairs() {
 		p.log.Warn("opening the volume store: " + r)
 	}
-	store.StartReaper(func(err error) {
-		p.log.WithError(err).Warn("deleting the data of removed volumes")
-	})
-	store.StartSpares(func(err error) {
-		p.log.WithError(err).Warn("making spares for new volumes; new volumes are made without them meanwhile")
-	})
-	// A CLI killed while it held a volume frozen for a snapshot is undone
-	// within seconds, not at the next start.
-	store.StartThawer(5 * time.Second)
+	store.Start(
+		volumes.Reaper(func(err error) {
+			p.log.WithError(err).Warn("deleting the data of removed volumes")
+		}),
+		volumes.Spares(func(err error) {
+			p.log.WithError(err).Warn("making spares for new volumes; new volumes are made without them meanwhile")
+		}),
+		// A CLI killed while it held a volume frozen for a snapshot is
+		// undone within seconds, not at the next start.
+		volumes.Thawer(5*time.Second),
+	)
 	if p.store != nil {
 		p.store.Close()
 	}
 	p.cfg, p.store, p.images = cfg, store, NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 	return nil
+}
+
+// reloadable are the store's options that cfg sets and that a reload of
+// the configuration changes on the open store.
+func reloadable(cfg *config.Config) []volumes.Option {
+	return []volumes.Option{
+		volumes.WithLockTimeout(time.Duration(cfg.LockTimeout)),
+		volumes.WithFormatBudget(formatBudget(cfg)),
+		volumes.WithSizePolicy(SizePolicy(cfg)),
+	}
 }
 
 // formatBudget is how long a CreateContainer waits for the images of its

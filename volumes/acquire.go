@@ -302,7 +302,7 @@ func (s *Store) Release(containerID string) error {
 // them in the pod's list in .pods, which Acquire writes before it makes an
 // anonymous volume; volumes whose list a crash lost are RemoveOrphans' work.
 // It only moves the volumes into the trash, which the reaper empties (see
-// StartReaper), and its wait for the lock is bounded by WithLockTimeout: it
+// Reaper), and its wait for the lock is bounded by WithLockTimeout: it
 // runs inside an NRI request.
 func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err error) {
 	if err := validateID("pod sandbox ID", podSandboxID); err != nil {

@@ -153,7 +153,7 @@ func TestBtrfsNestedSubvolumesRemoved(t *testing.T) {
 	if _, err := s.Create("default", "plain", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	s.SetSizePolicy(SizePolicy{Backend: BackendBtrfs})
+	s.Reconfigure(WithSizePolicy(SizePolicy{Backend: BackendBtrfs}))
 	if _, err := s.Create("default", "qgroup", CreateOptions{Size: 64 << 20}); err != nil {
 		t.Fatal(err)
 	}

@@ -183,7 +183,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	}
 	// With a format budget, as the plugin sets one, the clone's image is
 	// formatted ahead, outside the lock, as any new sized volume's is.
-	s.SetFormatBudget(time.Minute)
+	s.Reconfigure(WithFormatBudget(time.Minute))
 	owner := &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}
 	anon, _, err := s.Acquire("ctr2", []Request{{Namespace: "default", Owner: owner, CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "s1"}}}}, nil)
 	if err != nil {

@@ -306,7 +306,7 @@ func TestSnapshotImageRestoreAndGrow(t *testing.T) {
 // removing a snapshot gives it back.
 func TestSnapshotsCountAgainstTheBudget(t *testing.T) {
 	s, _ := newStore(t)
-	s.SetSizePolicy(SizePolicy{NamespaceBytes: 25 << 20})
+	s.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 25 << 20}))
 	v, err := s.Create("default", "data", CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -334,7 +334,7 @@ func TestSnapshotsCountAgainstTheBudget(t *testing.T) {
 	// The ledger keeps what the snapshots hold across a reopen, without a
 	// scan, and agrees with them.
 	s2 := openStore(t, s.Root())
-	s2.SetSizePolicy(SizePolicy{NamespaceBytes: 25 << 20})
+	s2.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 25 << 20}))
 	if _, err := s2.CreateSnapshot("default", "data", "s4", SnapshotOptions{}); !errors.Is(err, ErrLimit) {
 		t.Fatalf("a third snapshot after a reopen: %v", err)
 	}

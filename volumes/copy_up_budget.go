@@ -88,7 +88,7 @@ func (s *Store) ForgetPodCopyUps(keep func(podID string) bool) error {
 }
 
 // PreparePodCopyUp makes the copy-up record of pod sandbox podID, unless it
-// has one, from a file spare (see StartSpares): the copy-up hook of a new
+// has one, from a file spare (see Spares): the copy-up hook of a new
 // pod's first container then opens a record instead of making an inode on
 // the container's start path, which costs 0.1 to 1 ms of kernel time on a
 // slow disk (issue 19). Without a spare it leaves the record to the hook.

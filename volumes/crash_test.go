@@ -39,7 +39,7 @@ func crashChild(root string) int {
 	}
 	// As in the plugin, new volumes and lists come from spares, made
 	// meanwhile in the background.
-	s.StartSpares(func(err error) { fmt.Fprintln(os.Stderr, err) })
+	s.Start(Spares(func(err error) { fmt.Fprintln(os.Stderr, err) }))
 	// Names carry the pid: a child of a later round meets the volumes of
 	// earlier ones.
 	pid := strconv.Itoa(os.Getpid())

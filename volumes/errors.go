@@ -50,7 +50,7 @@ var errBadList = errors.New("unreadable reference list")
 var errSemTimeout = errors.New("in-process lock not taken")
 
 // errSparesRunning: the store is closed or keeps spares already, so
-// StartSpares has nothing to start.
+// Spares has nothing to start.
 var errSparesRunning = errors.New("spares already kept")
 
 // OpError is the error of an operation on one volume: which volume, the

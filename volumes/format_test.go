@@ -22,7 +22,7 @@ import (
 func TestFormatBudget(t *testing.T) {
 	requireLoop(t)
 	s, root := openSized(t)
-	s.SetFormatBudget(time.Millisecond)
+	s.Reconfigure(WithFormatBudget(time.Millisecond))
 	var reqs []Request
 	for i := range 6 {
 		reqs = append(reqs, Request{Namespace: "default", Name: fmt.Sprintf("big-%d", i), CreateOptions: CreateOptions{Size: 1 << 40}})
@@ -154,7 +154,7 @@ func TestFormatsPerNamespace(t *testing.T) {
 	for i := range maxFormats {
 		reqs = append(reqs, Request{Namespace: "greedy", Name: fmt.Sprintf("v%d", i), CreateOptions: CreateOptions{Size: 16 << 20}})
 	}
-	s.SetFormatBudget(time.Millisecond)
+	s.Reconfigure(WithFormatBudget(time.Millisecond))
 	_, _, err := s.Acquire("ctr", reqs, nil)
 	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), `namespace "greedy"`) || !strings.Contains(err.Error(), "at most") {
 		t.Fatalf("Acquire of %d new sized volumes in one namespace: %v, want a refusal naming the namespace and its bound", maxFormats, err)
@@ -165,7 +165,7 @@ func TestFormatsPerNamespace(t *testing.T) {
 	if n != 0 {
 		t.Errorf("the refused request left %d images being formatted", n)
 	}
-	s.SetFormatBudget(time.Minute)
+	s.Reconfigure(WithFormatBudget(time.Minute))
 	if _, _, err := s.Acquire("other", []Request{{Namespace: "polite", Name: "v", CreateOptions: CreateOptions{Size: 16 << 20}}}, nil); err != nil {
 		t.Errorf("another namespace's sized volume: %v", err)
 	}

@@ -113,7 +113,7 @@ func TestThawerInALongRunningStore(t *testing.T) {
 	requireLoop(t)
 	root := t.TempDir()
 	s := openSizedAt(t, root)
-	s.StartThawer(20 * time.Millisecond)
+	s.Start(Thawer(20 * time.Millisecond))
 	if _, err := s.Create("default", "db", CreateOptions{Size: 32 << 20}); err != nil {
 		t.Fatal(err)
 	}

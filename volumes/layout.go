@@ -24,12 +24,12 @@ const (
 	tmpPrefix = ".tmp-"
 
 	// trashDir, in VOLS, holds removed volumes and leftovers until their
-	// data is deleted, outside the lock: by the reaper (StartReaper) or the
+	// data is deleted, outside the lock: by the reaper (Reaper) or the
 	// CLI's rm and prune (ReapTrash). Check reports what stays.
 	trashDir = ".trash"
 
 	// spareDir, in VOLS, holds volume directories and list files built ahead
-	// of requests (spareVolumePrefix, spareFilePrefix). StartSpares moves
+	// of requests (spareVolumePrefix, spareFilePrefix). The Spares worker moves
 	// what an earlier process left there into the trash.
 	spareDir          = ".spare"
 	spareVolumePrefix = "v-"
@@ -41,7 +41,7 @@ const (
 	formatsDir = ".formats"
 
 	// frozenDir, in VOLS, holds a marker per volume a snapshot froze,
-	// flocked while it is frozen. Open and the thawer (StartThawer) thaw and
+	// flocked while it is frozen. Open and the thawer (Thawer) thaw and
 	// remove those that a dead process left (thawAbandonedLocked).
 	frozenDir = ".frozen"
 

@@ -19,7 +19,7 @@ import (
 func TestBudgetReadsNoVolumeJSON(t *testing.T) {
 	requireLoop(t)
 	s, root := openSized(t)
-	s.SetSizePolicy(SizePolicy{NamespaceBytes: 1 << 30})
+	s.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 1 << 30}))
 	const n = 50
 	for i := range n {
 		if _, err := s.Create("shop", fmt.Sprintf("v%02d", i), CreateOptions{}); err != nil {
@@ -81,7 +81,7 @@ func watchOpens(t *testing.T, nsDir string, n int) func() int {
 func TestLedgerFollowsChanges(t *testing.T) {
 	requireLoop(t)
 	s, root := openSized(t)
-	s.SetSizePolicy(SizePolicy{NamespaceBytes: 40 << 20})
+	s.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 40 << 20}))
 	want := func(what string, bytes, count int64) {
 		t.Helper()
 		per, total, err := s.sizeSums()
@@ -143,7 +143,7 @@ func TestLedgerFollowsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s3.Close()
-	s3.SetSizePolicy(SizePolicy{NamespaceBytes: 40 << 20})
+	s3.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 40 << 20}))
 	if _, err := s3.Create("shop", "d", CreateOptions{Size: 24 << 20}); !errors.Is(err, ErrLimit) {
 		t.Errorf("a store without its ledger lets the budget through: %v", err)
 	}
@@ -163,7 +163,7 @@ func TestOvercommit(t *testing.T) {
 	}
 	fsSize := int64(st.Blocks) * st.Bsize
 	// A bound of 24 MiB on this file system.
-	s.SetSizePolicy(SizePolicy{Overcommit: float64(24<<20) / float64(fsSize)})
+	s.Reconfigure(WithSizePolicy(SizePolicy{Overcommit: float64(24<<20) / float64(fsSize)}))
 	if _, err := s.Create("shop", "a", CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}

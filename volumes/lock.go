@@ -19,14 +19,6 @@ const (
 	pollMax = time.Millisecond
 )
 
-// SetLockTimeout changes the bound that WithLockTimeout set, on a store
-// that stays open: the plugin's Configure with a new configuration for the
-// same root keeps its store, whose reaper, spares and formatted images a
-// reopen would throw away.
-func (s *Store) SetLockTimeout(d time.Duration) {
-	s.lockTimeout.Store(int64(d))
-}
-
 // requestContext returns the context a bounded operation waits with, and
 // its cancel function.
 func (s *Store) requestContext() (context.Context, context.CancelFunc) {
@@ -106,7 +98,7 @@ func (s *Store) lockBoth(ctx context.Context, how int) error {
 }
 
 // enterOpen takes the in-process lock for a short use of the store's
-// descriptors, waiting no longer than SetLockTimeout allows, and fails if
+// descriptors, waiting no longer than WithLockTimeout allows, and fails if
 // the store is closed. what says, for the error, what the wait was for.
 func (s *Store) enterOpen(what string) error {
 	ctx, cancel := s.requestContext()

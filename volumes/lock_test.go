@@ -49,7 +49,7 @@ func TestLockTimeout(t *testing.T) {
 	if err := s.Release("c1"); err != nil {
 		t.Fatal(err)
 	}
-	s.SetLockTimeout(100 * time.Millisecond)
+	s.Reconfigure(WithLockTimeout(100 * time.Millisecond))
 	release := holdStoreLock(t, root)
 	for _, tc := range []struct {
 		name string
@@ -109,7 +109,7 @@ func TestRequestsAnswerWhileHealthCheckWaits(t *testing.T) {
 	if _, err := s.Create("default", "v", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	s.SetLockTimeout(100 * time.Millisecond)
+	s.Reconfigure(WithLockTimeout(100 * time.Millisecond))
 	release := holdStoreLock(t, root)
 	pinged := make(chan error, 1)
 	go func() { pinged <- s.Ping(context.Background()) }()
@@ -225,7 +225,7 @@ func TestReaperDeletesTrash(t *testing.T) {
 	writeFile(t, filepath.Join(root, volumesDir, "default", ".tmp-rm-0123456789abcdef", "_data", "f"), "x")
 	s = openStore(t, root)
 	reaped := make(chan error, 8)
-	s.StartReaper(func(err error) { reaped <- err })
+	s.Start(Reaper(func(err error) { reaped <- err }))
 	for deadline := time.Now().Add(10 * time.Second); len(dirNames(t, trash)) > 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("trash still holds %v", dirNames(t, trash))

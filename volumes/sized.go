@@ -1,7 +1,6 @@
 package volumes
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -61,14 +60,6 @@ type SizePolicy struct {
 	// bound. Sparse images and qgroups reserve nothing, so without it the
 	// sizes promise more than the disk holds.
 	Overcommit float64
-}
-
-// SetSizePolicy changes, from now on, the policy that WithSizePolicy set,
-// on a store that stays open (see SetLockTimeout for why).
-func (s *Store) SetSizePolicy(p SizePolicy) {
-	s.enter(context.Background())
-	defer s.leave()
-	s.policy = p
 }
 
 // sizerFor returns the backend that enforces the size of a volume of

@@ -274,7 +274,7 @@ func hasMountsUnder(p string) bool {
 func TestSizedNamespaceBudget(t *testing.T) {
 	requireLoop(t)
 	s, _ := openSized(t)
-	s.SetSizePolicy(SizePolicy{NamespaceBytes: 24 << 20})
+	s.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 24 << 20}))
 	if _, err := s.Create("shop", "a", CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
@@ -395,7 +395,7 @@ func TestSizedBackendBtrfsOffBtrfs(t *testing.T) {
 	if sizer.OnBtrfs(s.dirFd) {
 		t.Skip("the temporary directory is on btrfs")
 	}
-	s.SetSizePolicy(SizePolicy{Backend: BackendBtrfs})
+	s.Reconfigure(WithSizePolicy(SizePolicy{Backend: BackendBtrfs}))
 	_, err := s.Create("default", "v", CreateOptions{Size: 8 << 20})
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "sizes.backend is btrfs") {
 		t.Fatalf("Create: %v", err)

@@ -17,10 +17,10 @@ import (
 	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
-// startSpares runs StartSpares on s and waits until its pool is full.
+// startSpares starts the Spares worker of s and waits until its pool is full.
 func startSpares(t *testing.T, s *Store) {
 	t.Helper()
-	s.StartSpares(func(err error) { t.Errorf("spares: %v", err) })
+	s.Start(Spares(func(err error) { t.Errorf("spares: %v", err) }))
 	waitSparesFull(t, s)
 }
 
@@ -247,7 +247,7 @@ func smallStore(t *testing.T, opts string) string {
 func TestNewVolumeOnAFullDisk(t *testing.T) {
 	root := smallStore(t, "size=256k,mode=0755")
 	s := openStore(t, root)
-	s.StartSpares(func(err error) { t.Logf("spares: %v", err) })
+	s.Start(Spares(func(err error) { t.Logf("spares: %v", err) }))
 	waitSparesFull(t, s)
 	if _, err := s.Create("default", "before", CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -308,12 +308,12 @@ func TestSparesComeBackAfterAFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	failed := make(chan error, 1)
-	s.StartSpares(func(err error) {
+	s.Start(Spares(func(err error) {
 		select {
 		case failed <- err:
 		default:
 		}
-	})
+	}))
 	select {
 	case err := <-failed:
 		t.Logf("spares on a full disk: %v", err)

@@ -12,7 +12,7 @@
 // mutation holds the Store's in-process lock and an exclusive flock on
 // ROOT/volumes/.lock, reads hold a shared one, and an in-use check and the
 // removal it guards happen under the same lock. The operations on the path of
-// an NRI request wait for these locks no longer than SetLockTimeout allows;
+// an NRI request wait for these locks no longer than WithLockTimeout allows;
 // long operations (Prune, RemoveOrphans) take the lock in short batches, and
 // the data of removed volumes is deleted outside the lock (see trash.go).
 // Copy-up holds a lock on the one volume it fills, so it never blocks the
@@ -208,7 +208,7 @@ type Store struct {
 	trashFd int // ROOT/volumes/.trash
 	lock    *os.File
 	closed  bool
-	// reapKick wakes the reaper, once StartReaper has started one;
+	// reapKick wakes the reaper, once Reaper has started one;
 	// reapStop ends it.
 	reapKick chan struct{}
 	reapStop chan struct{}
@@ -223,11 +223,11 @@ type Store struct {
 	// nil until first asked for. See nscount.go.
 	counts *nsCounts
 	// lockTimeout bounds the lock waits of the operations of NRI requests;
-	// see SetLockTimeout.
+	// see WithLockTimeout.
 	lockTimeout atomic.Int64
 	// policy says how sized volumes are made.
 	policy SizePolicy
-	// spare holds inodes made ahead for requests; see StartSpares.
+	// spare holds inodes made ahead for requests; see Spares.
 	spare spares
 	// formats holds the images formatted outside the lock, and
 	// formatBudget bounds a request's wait for them; see format.go.
@@ -246,8 +246,9 @@ type Store struct {
 // the middle of a write. The index of references is built from disk when an
 // operation first needs it. Several processes may open the same root at once.
 // Options bound the wait for the lock (WithContext), skip the removal of
-// leftovers (WithoutSweep) and set what the setters of a configuration
-// reload change later (WithLockTimeout, WithFormatBudget, WithSizePolicy).
+// leftovers (WithoutSweep) and set what a configuration reload changes
+// later with Reconfigure (WithLockTimeout, WithFormatBudget,
+// WithSizePolicy).
 func Open(root string, opts ...Option) (*Store, error) {
 	o := openOptions{ctx: context.Background(), sweep: true}
 	for _, opt := range opts {
@@ -259,8 +260,23 @@ func Open(root string, opts ...Option) (*Store, error) {
 	}
 	s.lockTimeout.Store(int64(o.lockTimeout))
 	s.formatBudget.Store(int64(o.formatBudget))
-	s.policy = o.policy
+	if o.policy != nil {
+		s.policy = *o.policy
+	}
 	return s, nil
+}
+
+// Worker is a background worker of the store, for Start: Reaper, Spares,
+// Thawer.
+type Worker func(*Store)
+
+// Start starts workers, in the order given, each running until Close. A
+// long-running process (the plugin) starts them; a short-lived one (the
+// CLI, the hook) has nothing to gain from them.
+func (s *Store) Start(workers ...Worker) {
+	for _, w := range workers {
+		w(s)
+	}
 }
 
 // open is Open's work: it resolves root, opens the descriptors the Store
@@ -479,7 +495,7 @@ func (s *Store) withLock(how int, fn func() error) error {
 }
 
 // withRequestLock is withLock(LOCK_EX) for the operations of NRI requests:
-// the wait is bounded by SetLockTimeout, and what says, for the error, what
+// the wait is bounded by WithLockTimeout, and what says, for the error, what
 // the operation was for.
 func (s *Store) withRequestLock(what string, fn func() error) error {
 	ctx, cancel := s.requestContext()

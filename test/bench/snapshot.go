@@ -152,7 +152,7 @@ func (e *benchEnv) snapshotOn(hostName, dir string) ([][]string, summary) {
 		e.r.Fatalf("%v", err)
 	}
 	e.r.Cleanup(func() { s.Close(); unmountUnder(root) })
-	s.SetSizePolicy(volumes.SizePolicy{Backend: volumes.BackendImage})
+	s.Reconfigure(volumes.WithSizePolicy(volumes.SizePolicy{Backend: volumes.BackendImage}))
 	size := 2*e.o.snapBytes + (256 << 20)
 	if _, err := s.Create("default", "db", volumes.CreateOptions{Size: size}); err != nil {
 		e.r.Fatalf("%v", err)
