@@ -212,7 +212,7 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	}
 	// A pin that cannot go now only holds a mount: it must not keep the
 	// plugin out of NRI. volume check reports what stays.
-	if removed, err := store.RemoveStalePins(liveCtrs); err != nil {
+	if removed, err := store.Pins().RemoveStale(liveCtrs); err != nil {
 		p.log.WithError(err).Warn("removing the pins of containers that are gone")
 	} else if len(removed) > 0 {
 		p.log.WithField("containers", removed).Info("removed the pins of containers that are gone")
@@ -506,7 +506,7 @@ type mountSources struct {
 // Pins of an earlier try of the same container are replaced.
 func acquire(store *volumes.Store, id, key string, plan *Plan, srcs map[int]*os.File, denied *denySet) (*mountSources, error) {
 	fail := func(err error) (*mountSources, error) {
-		if uerr := store.Unpin(id); uerr != nil {
+		if uerr := store.Pins().Remove(id); uerr != nil {
 			err = errors.Join(err, uerr)
 		}
 		return nil, err
@@ -729,7 +729,7 @@ func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	_, store, _ := p.state()
 	name := containerName(pod, ctr)
 	return p.remove(removal{what: "container " + name, run: func() error {
-		if err := errors.Join(store.Unpin(ctr.GetId()), store.Release(ctr.GetId())); err != nil {
+		if err := errors.Join(store.Pins().Remove(ctr.GetId()), store.Release(ctr.GetId())); err != nil {
 			return fmt.Errorf("releasing the volumes of container %q: %w", ctr.GetName(), err)
 		}
 		p.log.WithField("container", name).Debug("released volumes")

@@ -101,7 +101,7 @@ func removePins(t testing.TB, root string) {
 		return
 	}
 	defer s.Close()
-	if _, err := s.RemoveStalePins(nil); err != nil {
+	if _, err := s.Pins().RemoveStale(nil); err != nil {
 		t.Errorf("removing pins: %v", err)
 	}
 }

@@ -206,12 +206,12 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 		if i < 0 {
 			return nil, nil, rollback(&SubpathError{Subpath: sub, Err: fmt.Errorf("%w: not a named volume of the request", ErrInvalid)})
 		}
-		p, err := s.pinSubpathLocked(id, sub, vols[i])
+		p, err := s.pins.pinSubpathLocked(id, sub, vols[i])
 		if err != nil {
 			return nil, nil, rollback(&SubpathError{Subpath: sub, Err: err})
 		}
 		if len(pins) == 0 {
-			undo.add(func() error { return s.unpinLocked(id) })
+			undo.add(func() error { return s.pins.unpinLocked(id) })
 		}
 		pins = append(pins, p)
 	}

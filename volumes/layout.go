@@ -71,8 +71,8 @@ const (
 	// (RemoveImageTargetsEmpty).
 	imageEmptyDir = ".image-empty"
 
-	// pinsDir, under ROOT, holds the pins of containers' mounts. Unpin
-	// removes a container's, RemoveStalePins those of containers gone, Open
+	// pinsDir, under ROOT, holds the pins of containers' mounts. Pins.Remove
+	// removes a container's, RemoveStale those of containers gone, Open
 	// those no longer mounted.
 	pinsDir = "pins"
 

@@ -24,7 +24,7 @@ func newPinStore(t *testing.T) (*Store, string) {
 	testutil.RequireRoot(t, "pinning mounts, which needs root")
 	s, root := newStore(t)
 	t.Cleanup(func() {
-		if _, err := s.RemoveStalePins(nil); err != nil {
+		if _, err := s.Pins().RemoveStale(nil); err != nil {
 			t.Errorf("removing pins: %v", err)
 		}
 	})
@@ -95,11 +95,11 @@ func TestPinHostPath(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(filepath.Join(host, "moved", "sub"), unix.MNT_DETACH) })
 	writeFile(t, filepath.Join(sub, "on-tmpfs"), "submount")
 
-	dirPin, err := s.PinHostPath("ctr1", 0, openPath(t, host, "d"))
+	dirPin, err := s.Pins().Host("ctr1", 0, openPath(t, host, "d"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	filePin, err := s.PinHostPath("ctr1", 1, openPath(t, host, "file"))
+	filePin, err := s.Pins().Host("ctr1", 1, openPath(t, host, "file"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,10 +128,10 @@ func TestPinHostPath(t *testing.T) {
 	}
 
 	// A second container's pins, and a pin made again replaces the first.
-	if _, err := s.PinHostPath("ctr2", 0, openPath(t, host, "moved")); err != nil {
+	if _, err := s.Pins().Host("ctr2", 0, openPath(t, host, "moved")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PinHostPath("ctr2", 0, openPath(t, host, "file")); err != nil {
+	if _, err := s.Pins().Host("ctr2", 0, openPath(t, host, "file")); err != nil {
 		t.Fatal(err)
 	}
 	if !sameFile(t, filepath.Join(resolvedRoot, "pins", "ctr2", "0"), filepath.Join(host, "file")) {
@@ -139,17 +139,17 @@ func TestPinHostPath(t *testing.T) {
 	}
 
 	before := fstree.Snapshot(t, host)
-	removed, err := s.RemoveStalePins(map[string]bool{"ctr1": true})
+	removed, err := s.Pins().RemoveStale(map[string]bool{"ctr1": true})
 	if err != nil || !slices.Equal(removed, []string{"ctr2"}) {
 		t.Fatalf("RemoveStalePins = %v, %v; want ctr2 removed", removed, err)
 	}
 	if isMountPoint(t, dirPin) == false {
 		t.Errorf("the pin of a live container went")
 	}
-	if err := s.Unpin("ctr1"); err != nil {
+	if err := s.Pins().Remove("ctr1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Unpin("ctr1"); err != nil {
+	if err := s.Pins().Remove("ctr1"); err != nil {
 		t.Errorf("Unpin again: %v", err)
 	}
 	if entries, err := os.ReadDir(filepath.Join(root, "pins")); err != nil || len(entries) != 0 {
@@ -181,11 +181,11 @@ func TestPinsAfterReboot(t *testing.T) {
 	s, root := newPinStore(t)
 	host := t.TempDir()
 	writeFile(t, filepath.Join(host, "d", "inside"), "inside")
-	pin, err := s.PinHostPath("ctr1", 0, openPath(t, host, "d"))
+	pin, err := s.Pins().Host("ctr1", 0, openPath(t, host, "d"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept, err := s.PinHostPath("ctr2", 0, openPath(t, host, "d"))
+	kept, err := s.Pins().Host("ctr2", 0, openPath(t, host, "d"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,10 +333,10 @@ func TestAcquire(t *testing.T) {
 	if len(vols) != 2 || len(pins) != 1 || !sameFile(t, pins[0], filepath.Join(v.Mountpoint, "logs", "app")) {
 		t.Fatalf("Acquire = %v, %v; want two volumes and a pin of logs/app", names(vols), pins)
 	}
-	if ns, name, ok := s.PinnedVolume(pins[0]); !ok || ns != "default" || name != "data" {
+	if ns, name, ok := s.Pins().Volume(pins[0]); !ok || ns != "default" || name != "data" {
 		t.Errorf("PinnedVolume(%s) = %s, %s, %v", pins[0], ns, name, ok)
 	}
-	if _, _, ok := s.PinnedVolume(filepath.Join(filepath.Dir(pins[0]), "3")); ok {
+	if _, _, ok := s.Pins().Volume(filepath.Join(filepath.Dir(pins[0]), "3")); ok {
 		t.Errorf("PinnedVolume of a host path pin found a volume")
 	}
 
@@ -425,7 +425,7 @@ func TestSubpathSwapRace(t *testing.T) {
 		if got, err := os.ReadFile(filepath.Join(pins[0], "inside")); err != nil || string(got) != "inside" {
 			t.Errorf("pin %d shows %v, not the subpath's directory (%v)", i, got, err)
 		}
-		if err := s.Unpin(id); err != nil {
+		if err := s.Pins().Remove(id); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Release(id); err != nil {

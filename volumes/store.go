@@ -193,7 +193,7 @@ type Request struct {
 type Store struct {
 	root string
 	dir  string // ROOT/volumes with symlinks resolved, as mountinfo shows it
-	pins string // ROOT/pins with ROOT's symlinks resolved; see pins.go
+	pins Pins   // see pins.go
 	// given is ROOT/volumes as the store was opened, symlinks unresolved.
 	given string
 	dev   uint64 // device of dir: removal never leaves it
@@ -326,7 +326,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		root:    root,
 		dir:     resolved,
 		given:   abs,
-		pins:    filepath.Join(resolvedRoot, pinsDir),
+		pins:    Pins{dir: filepath.Join(resolvedRoot, pinsDir)},
 		dev:     st.Dev,
 		sem:     make(chan struct{}, 1),
 		rootFd:  rootFd,
@@ -347,6 +347,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		lock: os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
 	}
 	s.formats.turn = sync.NewCond(&s.formats.mu)
+	s.pins.s = s
 	// The index is built when first needed, so a process that only copies
 	// up (the OCI hook) never reads the reference lists.
 	err = s.locked(ctx, "opening the volume store", unix.LOCK_EX, false, func() error {
@@ -373,7 +374,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 			}
 			// One read of the mount table serves both.
 			if all, err := fsx.MountPoints(); err == nil {
-				s.removeUnmountedPins(all)
+				s.pins.removeUnmountedPins(all)
 				s.settleMountsLocked(all)
 			}
 		}
@@ -410,7 +411,7 @@ func (s *Store) VolumeForMountSource(source string) (ns, name string, ok bool) {
 			return ns, name, true
 		}
 	}
-	return s.PinnedVolume(source)
+	return s.pins.Volume(source)
 }
 
 // splitVolumePath takes apart path, which should be dir/NS/NAME/leaf with
