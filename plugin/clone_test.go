@@ -64,7 +64,7 @@ func goldenVolume(t *testing.T, s *volumes.Store) {
 	if err := os.WriteFile(filepath.Join(vols[0].Mountpoint, "fixture"), []byte("golden"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateSnapshot("ci", "golden", "v1", volumes.SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("ci", "golden", "v1", volumes.SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Release("seed"); err != nil {
@@ -175,7 +175,7 @@ func TestCloneOfPlainThroughNRI(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(golden.Mountpoint, "fixture"), []byte("golden"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateSnapshot("ci", "golden", "v1", volumes.SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("ci", "golden", "v1", volumes.SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	rt.connect()

@@ -27,7 +27,7 @@ func TestCloneOfOnCreate(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(vols[0].Mountpoint, "fixture"), "golden data")
-	if _, err := s.CreateSnapshot("default", "golden", "v1", SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("default", "golden", "v1", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.Acquire("ctr0", []Request{{Namespace: "default", Name: "busy",
@@ -139,7 +139,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(g[0].Mountpoint, "dir", "deep"), strings.Repeat("d", 10000))
-	if _, err := s.CreateSnapshot("default", "golden", "s1", SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("default", "golden", "s1", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(g[0].Mountpoint, "fixture"), "golden after s1")

@@ -26,7 +26,7 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(golden.Mountpoint, "dir", "sub", "deep"), strings.Repeat("d", 10000))
-	if _, err := s.CreateSnapshot("default", "golden", "v1", SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("default", "golden", "v1", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(golden.Mountpoint, "fixture"), "golden after v1")

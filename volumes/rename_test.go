@@ -17,7 +17,7 @@ func TestRename(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(v.Mountpoint, "f"), "data")
-	if _, err := s.CreateSnapshot("default", "old", "s1", SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("default", "old", "s1", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Create("default", "taken", CreateOptions{}); err != nil {
@@ -59,7 +59,7 @@ func TestRename(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(got.Mountpoint, "f")); err != nil || string(b) != "data" {
 		t.Errorf("data after rename: %q, %v", b, err)
 	}
-	if list, err := s2.ListSnapshots("default", "new"); err != nil || len(list) != 1 || list[0].Volume != "new" {
+	if list, err := s2.Snapshots().List("default", "new"); err != nil || len(list) != 1 || list[0].Volume != "new" {
 		t.Errorf("snapshots after rename: %v, %v", list, err)
 	}
 	if _, err := s2.Get("default", "old"); !errors.Is(err, ErrNotFound) {

@@ -45,7 +45,7 @@ func BenchmarkSnapshotImage(b *testing.B) {
 			var frozen []time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				sn, err := s.CreateSnapshot("default", "db", "b"+strconv.Itoa(i), SnapshotOptions{})
+				sn, err := s.Snapshots().Create("default", "db", "b"+strconv.Itoa(i), SnapshotOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}

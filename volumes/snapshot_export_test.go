@@ -91,7 +91,7 @@ func TestExportImageInUseIsPointInTime(t *testing.T) {
 			t.Errorf("export %d: %d records, but %d were synced before it began", i, b, before)
 		}
 	}
-	snaps, err := s.ListSnapshots("default", "db")
+	snaps, err := s.Snapshots().List("default", "db")
 	if err != nil || len(snaps) != 0 {
 		t.Errorf("snapshots after the exports: %v, %v; want none", snaps, err)
 	}

@@ -254,7 +254,7 @@ func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	// From the ledger, which every snapshot's creation and removal
 	// updates: O(namespaces), never a look at a snapshot.
-	snaps, err := store.SnapshotSums()
+	snaps, err := store.Snapshots().Sums()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(snapshotsDesc, err)
 		return

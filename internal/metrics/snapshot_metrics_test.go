@@ -60,11 +60,11 @@ func TestSnapshotAndCloneMetrics(t *testing.T) {
 		}
 	}
 	for _, sn := range []struct{ ns, name, snap string }{{"default", "a", "s1"}, {"default", "a", "s2"}, {"default", "b", "s1"}, {"other", "c", "s1"}} {
-		if _, err := cli.CreateSnapshot(sn.ns, sn.name, sn.snap, volumes.SnapshotOptions{}); err != nil {
+		if _, err := cli.Snapshots().Create(sn.ns, sn.name, sn.snap, volumes.SnapshotOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := cli.RemoveSnapshot("default", "a", "s2"); err != nil {
+	if err := cli.Snapshots().Remove("default", "a", "s2"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cli.Clone("default", "a", "s1", "a2", volumes.CloneOptions{}); err != nil {
@@ -109,7 +109,7 @@ func TestSnapshotAndCloneMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Release("writer")
-	if _, err := cli.CreateSnapshot("default", "sized", "s1", volumes.SnapshotOptions{}); err != nil {
+	if _, err := cli.Snapshots().Create("default", "sized", "s1", volumes.SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cli.Export("default", "sized", io.Discard); err != nil {
