@@ -107,7 +107,7 @@ func (a *adopter) adopt(v *volumes.Volume, target string) bool {
 		}
 		lim.MaxBytes, _ = volumes.PodCopyUpMaxBytes(int64(a.cfg.Limits.CopyUpMaxSize), int64(a.cfg.Limits.CopyUpMaxSizePerPod), used)
 		var err error
-		t, err = a.store.AdoptCopyUp(v.Namespace, v.Name, a.parent, name, lim)
+		t, err = a.store.CopyUps().Adopt(v.Namespace, v.Name, a.parent, name, lim)
 		adopted = err == nil
 		return t.Bytes, err
 	}

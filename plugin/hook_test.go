@@ -53,7 +53,7 @@ func TestCopyUpHookOnlyWithWork(t *testing.T) {
 	}
 
 	// What the hook does when the image has nothing at /data.
-	if err := store.CopyUp("default", "fresh", func(string) error { return nil }); err != nil {
+	if err := store.CopyUps().Copy("default", "fresh", func(string) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	adj, err = rt.create(newPod("p2", "default", ann("- fresh:/data")), newContainer("c2", "p2", "app"))
@@ -153,7 +153,7 @@ func TestNoHookForKnownEmptyImageTargets(t *testing.T) {
 	}
 	// Left as any new volume: a container of an image with content there
 	// still fills it.
-	if need, err := needsCopyUp(store.CopyUpStatus("default", "second")); err != nil || !need {
+	if need, err := needsCopyUp(store.CopyUps().Status("default", "second")); err != nil || !need {
 		t.Errorf("the new named volume needs copy-up: %t, %v; want true", need, err)
 	}
 

@@ -388,7 +388,7 @@ func syncNew(store *volumes.Store, vols []*volumes.Volume, log *logrus.Entry) {
 		}
 		ns, name := v.Namespace, v.Name
 		go func() {
-			if err := store.Persist(ns, name); err != nil {
+			if err := store.CopyUps().Persist(ns, name); err != nil {
 				log.WithError(err).WithField("volume", ns+"/"+name).Warn("syncing a new volume in the background; the container's start syncs it")
 			}
 		}()
@@ -423,7 +423,7 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 		for _, r := range refs {
 			// A path shaped like a volume's that names none (a CRI mount
 			// of the host path, say) has nothing to sync.
-			if err := store.Persist(r.Namespace, r.Name); err != nil && !errors.Is(err, volumes.ErrNotFound) {
+			if err := store.CopyUps().Persist(r.Namespace, r.Name); err != nil && !errors.Is(err, volumes.ErrNotFound) {
 				errs = append(errs, err)
 			}
 		}
@@ -622,7 +622,7 @@ func hookCopiesUp(store *volumes.Store, v *volumes.Volume, target string, knownE
 	if v.Created {
 		return !knownEmpty && !adopter.adopt(v, target)
 	}
-	st, err := store.CopyUpStatus(v.Namespace, v.Name)
+	st, err := store.CopyUps().Status(v.Namespace, v.Name)
 	if err != nil {
 		log.WithError(err).WithField("volume", v.Namespace+"/"+v.Name).Warn("cannot tell whether copy-up is needed; adding the hook")
 		return true

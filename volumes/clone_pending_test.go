@@ -45,18 +45,18 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 		if v.ClonePending != src {
 			t.Errorf("clone %s: ClonePending %q, want %q", v.Name, v.ClonePending, src)
 		}
-		if st, err := s.CopyUpStatus("default", v.Name); err != nil || !st.Needed {
+		if st, err := s.CopyUps().Status("default", v.Name); err != nil || !st.Needed {
 			t.Errorf("clone %s before its copy: needs copy-up %v, %v", v.Name, st.Needed, err)
 		}
 		// A copy over the limits fails and leaves the clone empty, to be
 		// copied again.
-		if _, pending, err := s.CopyUpClone("default", v.Name, copyup.Options{MaxBytes: 100}); !pending || !errors.Is(err, copyup.ErrLimit) {
+		if _, pending, err := s.CopyUps().Clone("default", v.Name, copyup.Options{MaxBytes: 100}); !pending || !errors.Is(err, copyup.ErrLimit) {
 			t.Errorf("clone %s over the copy-up limit: pending %v, %v; want ErrLimit", v.Name, pending, err)
 		}
 		if names, _ := os.ReadDir(v.Mountpoint); len(names) != 0 {
 			t.Errorf("clone %s holds %d entries after a failed copy", v.Name, len(names))
 		}
-		stats, pending, err := s.CopyUpClone("default", v.Name, copyup.Options{})
+		stats, pending, err := s.CopyUps().Clone("default", v.Name, copyup.Options{})
 		if !pending || err != nil || stats.Bytes < 10000 {
 			t.Fatalf("clone %s: CopyUpClone: pending %v, %+v, %v", v.Name, pending, stats, err)
 		}
@@ -70,10 +70,10 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 			t.Errorf("clone %s: dir mode %v, %v", v.Name, st.Mode(), err)
 		}
 		writeFile(t, filepath.Join(v.Mountpoint, "fixture"), "changed by "+v.Name)
-		if _, pending, err := s.CopyUpClone("default", v.Name, copyup.Options{}); pending || err != nil {
+		if _, pending, err := s.CopyUps().Clone("default", v.Name, copyup.Options{}); pending || err != nil {
 			t.Errorf("clone %s copied twice: pending %v, %v", v.Name, pending, err)
 		}
-		if need, err := needsCopyUp(s.CopyUpStatus("default", v.Name)); err != nil || need {
+		if need, err := needsCopyUp(s.CopyUps().Status("default", v.Name)); err != nil || need {
 			t.Errorf("clone %s after its copy: needs copy-up %v, %v", v.Name, need, err)
 		}
 		if v2, err := s.Get("default", v.Name); err != nil || v2.ClonePending != "" {

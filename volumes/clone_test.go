@@ -116,7 +116,7 @@ func TestSnapshotPlainVolume(t *testing.T) {
 	if err != nil || got.Labels["from"] != "web" {
 		t.Errorf("clone: %+v, %v", got, err)
 	}
-	if need, err := needsCopyUp(s.CopyUpStatus("default", "web2")); err != nil || need {
+	if need, err := needsCopyUp(s.CopyUps().Status("default", "web2")); err != nil || need {
 		t.Errorf("a clone needs copy-up: %v, %v", need, err)
 	}
 

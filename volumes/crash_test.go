@@ -58,7 +58,7 @@ func crashChild(root string) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		if err := s.Persist("crash", named); err != nil {
+		if err := s.CopyUps().Persist("crash", named); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

@@ -30,7 +30,7 @@ var ErrBusy = errors.New("volume store busy")
 // budget of volume sizes.
 var ErrLimit = errors.New("over the limit")
 
-// ErrNotAdopted is wrapped by the error of AdoptCopyUp when it left
+// ErrNotAdopted is wrapped by the error of CopyUps.Adopt when it left
 // everything as it was, so that the caller copies up the usual way instead.
 var ErrNotAdopted = errors.New("not adopted")
 

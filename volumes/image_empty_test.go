@@ -107,7 +107,7 @@ func TestMarkCopyUpEmpty(t *testing.T) {
 		{"owned", false, true, false, true},
 		{"filled", false, false, false, false},
 	} {
-		marked, copyNeeded, err := s.MarkCopyUpEmpty("default", tc.name, tc.rootDefault)
+		marked, copyNeeded, err := s.CopyUps().MarkEmpty("default", tc.name, tc.rootDefault)
 		if err != nil || marked != tc.marked || copyNeeded != tc.copyNeeded {
 			t.Errorf("%s (rootDefault %t): marked %t, copyNeeded %t, %v; want %t, %t", tc.name, tc.rootDefault, marked, copyNeeded, err, tc.marked, tc.copyNeeded)
 		}
@@ -115,7 +115,7 @@ func TestMarkCopyUpEmpty(t *testing.T) {
 			t.Errorf("%s: done marker: %v, want it there: %t", tc.name, err, tc.doneAfter)
 		}
 	}
-	if _, _, err := s.MarkCopyUpEmpty("default", "gone", false); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.CopyUps().MarkEmpty("default", "gone", false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a volume that does not exist: %v, want ErrNotFound", err)
 	}
 }

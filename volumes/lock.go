@@ -123,8 +123,8 @@ func (s *Store) busyError(what, lock string, start time.Time) error {
 
 // lockVolume opens the directory of volume name in namespace ns and takes
 // its flock of kind how (LOCK_EX or LOCK_SH): the lock of that volume alone,
-// which CopyUp, ChownRoot and Import hold exclusively, Export shared, and
-// Remove tests. It makes sure the directory locked is still the volume, as
+// which CopyUps.Copy, CopyUps.ChownRoot and Import hold exclusively, Export
+// shared, and Remove tests. It makes sure the directory locked is still the volume, as
 // Remove renames a volume away under this lock. The lock goes with the
 // returned descriptor.
 func (s *Store) lockVolume(ns, name string, how int) (int, error) {

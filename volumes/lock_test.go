@@ -120,7 +120,7 @@ func TestRequestsAnswerWhileHealthCheckWaits(t *testing.T) {
 	}{
 		{"ForgetPodCopyUp (RemovePodSandbox)", func() error { return s.ForgetPodCopyUp("pod1") }},
 		{"ForgetPodCopyUps (Synchronize)", func() error { return s.ForgetPodCopyUps(func(string) bool { return true }) }},
-		{"CopyUpStatus (CreateContainer)", func() error { _, err := s.CopyUpStatus("default", "v"); return err }},
+		{"CopyUpStatus (CreateContainer)", func() error { _, err := s.CopyUps().Status("default", "v"); return err }},
 		{"Release (RemoveContainer)", func() error { return s.Release("c1") }},
 		{"Ping with a deadline", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

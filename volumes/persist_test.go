@@ -30,7 +30,7 @@ func TestPersistLater(t *testing.T) {
 		t.Fatalf("an unsynced volume has no %s: %v", syncPending, err)
 	}
 	for i := 0; i < 2; i++ { // the plugin's Persist, then the hook's
-		if err := s.Persist("default", "fresh"); err != nil {
+		if err := s.CopyUps().Persist("default", "fresh"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(pending); !os.IsNotExist(err) {
@@ -54,10 +54,10 @@ func TestPersistLater(t *testing.T) {
 	if err != nil || vols[0].PersistLater {
 		t.Fatalf("an existing volume: PersistLater = %v, %v; want false", vols[0].PersistLater, err)
 	}
-	if err := s.Persist("default", "gone"); !errors.Is(err, ErrNotFound) {
+	if err := s.CopyUps().Persist("default", "gone"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Persist of a missing volume = %v, want ErrNotFound", err)
 	}
-	if err := s.Persist("default", "../x"); !errors.Is(err, ErrInvalid) {
+	if err := s.CopyUps().Persist("default", "../x"); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Persist of a bad name = %v, want ErrInvalid", err)
 	}
 }

@@ -61,7 +61,7 @@ func TestUntrustedNames(t *testing.T) {
 			return err
 		},
 		"CopyUp": func(s *Store, ns, name string) error {
-			return s.CopyUp(ns, name, func(string) error {
+			return s.CopyUps().Copy(ns, name, func(string) error {
 				t.Error("CopyUp called copyFn for an invalid name")
 				return nil
 			})
@@ -195,7 +195,7 @@ func TestPlantedSymlinksNeverFollowed(t *testing.T) {
 			}
 		}},
 		{"CopyUp", func(t *testing.T, s *Store, p secPlant) {
-			err := s.CopyUp("default", name, func(dir string) error {
+			err := s.CopyUps().Copy("default", name, func(dir string) error {
 				t.Errorf("CopyUp called copyFn(%q) for a volume that has data or is broken", dir)
 				return nil
 			})

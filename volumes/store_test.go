@@ -572,7 +572,7 @@ func TestCopyUpOnce(t *testing.T) {
 		wg.Add(1)
 		go func(s *Store) {
 			defer wg.Done()
-			errs <- s.CopyUp("default", "v", func(dir string) error {
+			errs <- s.CopyUps().Copy("default", "v", func(dir string) error {
 				copies.Add(1)
 				for j := 0; j < 20; j++ {
 					if err := os.WriteFile(filepath.Join(dir, fmt.Sprint(j)), []byte("data"), 0o644); err != nil {
@@ -599,7 +599,7 @@ func TestCopyUpOnce(t *testing.T) {
 	for _, e := range entries {
 		os.Remove(filepath.Join(v.Mountpoint, e.Name()))
 	}
-	if err := stores[1].CopyUp("default", "v", func(string) error { copies.Add(1); return nil }); err != nil || copies.Load() != 1 {
+	if err := stores[1].CopyUps().Copy("default", "v", func(string) error { copies.Add(1); return nil }); err != nil || copies.Load() != 1 {
 		t.Errorf("copy-up redone: %v, copies=%d", err, copies.Load())
 	}
 }
@@ -609,7 +609,7 @@ func TestCopyUpSkipsVolumeWithData(t *testing.T) {
 	v, _ := s.Create("default", "v", CreateOptions{})
 	writeFile(t, filepath.Join(v.Mountpoint, "mine"), "x")
 	called := false
-	if err := s.CopyUp("default", "v", func(string) error { called = true; return nil }); err != nil || called {
+	if err := s.CopyUps().Copy("default", "v", func(string) error { called = true; return nil }); err != nil || called {
 		t.Errorf("CopyUp into a volume with data: err=%v called=%v", err, called)
 	}
 }
@@ -621,7 +621,7 @@ func TestCopyUpFailureEmptiesData(t *testing.T) {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	err = s.CopyUp("default", "v", func(dir string) error {
+	err = s.CopyUps().Copy("default", "v", func(dir string) error {
 		writeFile(t, filepath.Join(dir, "a", "b", "half"), "x")
 		os.Symlink("/etc", filepath.Join(dir, "link"))
 		return boom
@@ -638,7 +638,7 @@ func TestCopyUpFailureEmptiesData(t *testing.T) {
 	}
 	// A later call copies again.
 	called := false
-	if err := s.CopyUp("default", "v", func(string) error { called = true; return nil }); err != nil || !called {
+	if err := s.CopyUps().Copy("default", "v", func(string) error { called = true; return nil }); err != nil || !called {
 		t.Errorf("retry: err=%v called=%v", err, called)
 	}
 }
@@ -666,7 +666,7 @@ func TestCopyUpRedoesInterruptedCopy(t *testing.T) {
 				t.Fatal(err)
 			}
 			copied := false
-			err := s.CopyUp("default", "v", func(dir string) error {
+			err := s.CopyUps().Copy("default", "v", func(dir string) error {
 				copied = true
 				if names := dataNames(t, dir); len(names) != 0 {
 					return fmt.Errorf("staging not emptied: %v", names)
@@ -695,7 +695,7 @@ func TestCopyUpRedoesInterruptedCopy(t *testing.T) {
 			if st.Mode().Perm() != wantMode {
 				t.Errorf("_data mode %v, want the staging directory's %v", st.Mode().Perm(), wantMode)
 			}
-			if need, err := needsCopyUp(s.CopyUpStatus("default", "v")); need || err != nil {
+			if need, err := needsCopyUp(s.CopyUps().Status("default", "v")); need || err != nil {
 				t.Errorf("NeedsCopyUp after completion = %v, %v", need, err)
 			}
 		})
@@ -710,7 +710,7 @@ func TestCopyUpNothingToCopyKeepsData(t *testing.T) {
 	old := time.Unix(1_000_000, 0)
 	os.Chtimes(v.Mountpoint, old, old)
 	before, _ := os.Stat(v.Mountpoint)
-	if err := s.CopyUp("default", "v", func(string) error { return nil }); err != nil {
+	if err := s.CopyUps().Copy("default", "v", func(string) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	after, _ := os.Stat(v.Mountpoint)
@@ -725,7 +725,7 @@ func TestNeedsCopyUp(t *testing.T) {
 	volDir := filepath.Join(root, "volumes", "default", "v")
 	check := func(when string, want bool) {
 		t.Helper()
-		if got, err := needsCopyUp(s.CopyUpStatus("default", "v")); got != want || err != nil {
+		if got, err := needsCopyUp(s.CopyUps().Status("default", "v")); got != want || err != nil {
 			t.Errorf("%s: NeedsCopyUp = %v, %v; want %v", when, got, err, want)
 		}
 	}
@@ -739,7 +739,7 @@ func TestNeedsCopyUp(t *testing.T) {
 	os.Rename(filepath.Join(volDir, copyUpSwitching), filepath.Join(volDir, copyUpDone))
 	os.Remove(filepath.Join(v.Mountpoint, "f"))
 	check("done, emptied since", false)
-	if _, err := needsCopyUp(s.CopyUpStatus("default", "missing")); !errors.Is(err, ErrNotFound) {
+	if _, err := needsCopyUp(s.CopyUps().Status("default", "missing")); !errors.Is(err, ErrNotFound) {
 		t.Errorf("NeedsCopyUp of a missing volume: %v", err)
 	}
 }

@@ -629,7 +629,7 @@ func TestHookRecordsImageEmptyTargets(t *testing.T) {
 		t.Errorf("the image's /data was not copied: %v, %s", got, owner(t, data))
 	}
 	for _, name := range []string{"missing", "bare"} {
-		if need, err := needsCopyUp(e.store.CopyUpStatus("default", name)); err != nil || need {
+		if need, err := needsCopyUp(e.store.CopyUps().Status("default", name)); err != nil || need {
 			t.Errorf("volume %s needs copy-up: %t, %v; want it done", name, need, err)
 		}
 	}
@@ -734,7 +734,7 @@ func TestHookRecordsNothingUnderUserNamespace(t *testing.T) {
 	if got, err := e.store.ImageTargetEmpty(strings.TrimPrefix(testImage, "sha256:"), "/no/such/dir"); err != nil || got {
 		t.Errorf("recorded from a container with a user namespace: %t, %v", got, err)
 	}
-	if need, err := needsCopyUp(e.store.CopyUpStatus("default", "missing")); err != nil || need {
+	if need, err := needsCopyUp(e.store.CopyUps().Status("default", "missing")); err != nil || need {
 		t.Errorf("volume needs copy-up: %t, %v; want it done", need, err)
 	}
 }
