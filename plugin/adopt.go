@@ -113,7 +113,7 @@ func (a *adopter) adopt(v *volumes.Volume, target string) bool {
 	}
 	var err error
 	if a.cfg.Limits.CopyUpMaxSizePerPod > 0 && a.podID != "" {
-		err = a.store.TryChargePodCopyUp(a.podID, adopt)
+		err = a.store.PodBudgets().TryCharge(a.podID, adopt)
 	} else {
 		_, err = adopt(0)
 	}

@@ -130,7 +130,7 @@ func TestNoHookForKnownEmptyImageTargets(t *testing.T) {
 	// What the hook records when the image has nothing at either target.
 	digestHex := strings.TrimPrefix(digest, "sha256:")
 	for _, target := range []string{"/anon", "/named"} {
-		if err := store.RecordImageTargetEmpty(digestHex, target); err != nil {
+		if err := store.EmptyTargets().Record(digestHex, target); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -191,7 +191,7 @@ func TestGoneImagesLoseEmptyTargets(t *testing.T) {
 	gone := strings.TrimPrefix(rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{"User":"gone"}}`), "sha256:")
 	store := rt.store()
 	for _, h := range []string{kept, gone} {
-		if err := store.RecordImageTargetEmpty(h, "/data"); err != nil {
+		if err := store.EmptyTargets().Record(h, "/data"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -200,10 +200,10 @@ func TestGoneImagesLoseEmptyTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt.connect()
-	if !eventually(func() bool { empty, _ := store.ImageTargetEmpty(gone, "/data"); return !empty }) {
+	if !eventually(func() bool { empty, _ := store.EmptyTargets().Has(gone, "/data"); return !empty }) {
 		t.Fatal("the record of a removed image survived Synchronize")
 	}
-	if empty, err := store.ImageTargetEmpty(kept, "/data"); err != nil || !empty {
+	if empty, err := store.EmptyTargets().Has(kept, "/data"); err != nil || !empty {
 		t.Errorf("the record of an image still there: %t, %v; want kept", empty, err)
 	}
 }
@@ -217,7 +217,7 @@ func runtimeWithEmptyTarget(t *testing.T, target string) (*runtime, *volumes.Sto
 	rt.connect()
 	store := rt.store()
 	digest := rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{}}`)
-	if err := store.RecordImageTargetEmpty(strings.TrimPrefix(digest, "sha256:"), target); err != nil {
+	if err := store.EmptyTargets().Record(strings.TrimPrefix(digest, "sha256:"), target); err != nil {
 		t.Fatal(err)
 	}
 	return rt, store, digest

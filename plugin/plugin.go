@@ -223,7 +223,7 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	if err := store.SetReferences(refs); err != nil {
 		return nil, fmt.Errorf("synchronizing the volume store: %w", err)
 	}
-	if err := store.ForgetPodCopyUps(func(id string) bool { return livePods[id] }); err != nil {
+	if err := store.PodBudgets().ForgetAllBut(func(id string) bool { return livePods[id] }); err != nil {
 		p.log.WithError(err).Warn("cannot forget the copy-up bytes of removed pods")
 	}
 	p.log.WithFields(logrus.Fields{"pods": len(pods), "containers": len(ctrs), "volumesInUse": len(refs)}).Info("synchronized")
@@ -338,7 +338,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	if len(hookArgs.CopyUps) > 0 && cfg.Limits.CopyUpMaxSizePerPod > 0 && pod.GetId() != "" {
 		// The hook of the pod's first container opens the pod's record
 		// rather than making its inode.
-		if err := store.PreparePodCopyUp(pod.GetId()); err != nil {
+		if err := store.PodBudgets().Prepare(pod.GetId()); err != nil {
 			log.WithError(err).Debug("copy-up: the pod's copy-up record is left to the hook")
 		}
 	}
@@ -657,7 +657,7 @@ func imageTargetEmpty(store *volumes.Store, imageHex, target string, log *logrus
 	if imageHex == "" {
 		return false
 	}
-	empty, err := store.ImageTargetEmpty(imageHex, target)
+	empty, err := store.EmptyTargets().Has(imageHex, target)
 	if err != nil {
 		log.WithError(err).WithField("target", target).Warn("cannot tell whether the image has nothing to copy there; adding the hook")
 		return false
@@ -746,7 +746,7 @@ func (p *Plugin) RemovePodSandbox(_ context.Context, pod *api.PodSandbox) error 
 	delete(p.podVolumes, pod.GetId())
 	p.podMu.Unlock()
 	return p.remove(removal{what: "pod " + pod.GetNamespace() + "/" + pod.GetName(), run: func() error {
-		if err := store.ForgetPodCopyUp(pod.GetId()); err != nil {
+		if err := store.PodBudgets().Forget(pod.GetId()); err != nil {
 			if errors.Is(err, volumes.ErrBusy) {
 				return err
 			}

@@ -435,7 +435,7 @@ func chargeSeed(store *volumes.Store, cfg *config.Config, podID string, limits *
 		return err
 	}
 	var ferr error
-	err := store.ChargePodCopyUp(podID, func(used int64) (int64, error) {
+	err := store.PodBudgets().Charge(podID, func(used int64) (int64, error) {
 		n, byPod := volumes.PodCopyUpMaxBytes(limits.MaxBytes, podMax, used)
 		if n < 0 {
 			return 0, fmt.Errorf("%w: the pod's copy-ups and pulls used its %d bytes (limits.copyUpMaxSizePerPod)", volumes.ErrArchive, podMax)

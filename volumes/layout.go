@@ -58,7 +58,7 @@ const (
 
 	// copyUpBytesDir, in VOLS, holds per pod sandbox the bytes its
 	// copy-ups wrote (limits.copyUpMaxSizePerPod). Synchronize removes the
-	// records of pods gone (ForgetPodCopyUps).
+	// records of pods gone (PodBudgets.ForgetAllBut).
 	copyUpBytesDir = ".copyup-bytes"
 
 	// copyUpStatsFile, in VOLS, is the log of copy-ups for the plugin's
@@ -68,7 +68,7 @@ const (
 
 	// imageEmptyDir, in VOLS, records the image targets that have nothing
 	// to copy up. The plugin removes the records of images gone
-	// (RemoveImageTargetsEmpty).
+	// (EmptyTargets.RemoveAllBut).
 	imageEmptyDir = ".image-empty"
 
 	// pinsDir, under ROOT, holds the pins of containers' mounts. Pins.Remove

@@ -118,8 +118,8 @@ func TestRequestsAnswerWhileHealthCheckWaits(t *testing.T) {
 		name string
 		op   func() error
 	}{
-		{"ForgetPodCopyUp (RemovePodSandbox)", func() error { return s.ForgetPodCopyUp("pod1") }},
-		{"ForgetPodCopyUps (Synchronize)", func() error { return s.ForgetPodCopyUps(func(string) bool { return true }) }},
+		{"ForgetPodCopyUp (RemovePodSandbox)", func() error { return s.PodBudgets().Forget("pod1") }},
+		{"ForgetPodCopyUps (Synchronize)", func() error { return s.PodBudgets().ForgetAllBut(func(string) bool { return true }) }},
 		{"CopyUpStatus (CreateContainer)", func() error { _, err := s.CopyUps().Status("default", "v"); return err }},
 		{"Release (RemoveContainer)", func() error { return s.Release("c1") }},
 		{"Ping with a deadline", func() error {

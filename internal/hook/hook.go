@@ -126,7 +126,7 @@ func copyUp(args []string, stdin io.Reader) error {
 	if opts.Pod == "" {
 		_, err = c.copyAll(0)
 	} else {
-		err = store.ChargePodCopyUp(opts.Pod, c.copyAll)
+		err = store.PodBudgets().Charge(opts.Pod, c.copyAll)
 	}
 	if err != nil {
 		return fmt.Errorf("hook copyup: %w", err)
@@ -294,7 +294,7 @@ func (c *hookCopier) recordEmpty(target string, vlog *logrus.Entry) {
 	if c.opts.ImageHex == "" {
 		return
 	}
-	if err := c.store.RecordImageTargetEmpty(c.opts.ImageHex, target); err != nil {
+	if err := c.store.EmptyTargets().Record(c.opts.ImageHex, target); err != nil {
 		vlog.WithError(err).Warn("copy-up: the image's empty target is not recorded; later containers of the image run the hook")
 	}
 }
