@@ -762,8 +762,8 @@ func TestRemovePodSandboxAnswersWhileHealthCheckWaits(t *testing.T) {
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
-	go p.Store().Ping(context.Background()) // what /healthz does
-	time.Sleep(100 * time.Millisecond)      // set-up: let the probe wait first
+	go p.Store().Stats().Ping(context.Background()) // what /healthz does
+	time.Sleep(100 * time.Millisecond)              // set-up: let the probe wait first
 	done := make(chan error, 1)
 	go func() { done <- p.RemovePodSandbox(context.Background(), newPod("p1", "default", nil)) }()
 	select {

@@ -119,7 +119,7 @@ func TestCloneOfPlainIsCounted(t *testing.T) {
 	if _, err := s.Create("default", "golden", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.NamespaceCounts(); err != nil {
+	if _, err := s.Stats().Namespaces(); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := s.Acquire("ctr1", []Request{
@@ -127,7 +127,7 @@ func TestCloneOfPlainIsCounted(t *testing.T) {
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.NamespaceCounts()
+	c, err := s.Stats().Namespaces()
 	if err != nil {
 		t.Fatal(err)
 	}

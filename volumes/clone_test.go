@@ -357,13 +357,13 @@ func TestCloneIsCounted(t *testing.T) {
 	if _, err := s.Create("default", "web", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.NamespaceCounts(); err != nil {
+	if _, err := s.Stats().Namespaces(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Clone("default", "web", "", "web2", CloneOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.NamespaceCounts()
+	c, err := s.Stats().Namespaces()
 	if err != nil {
 		t.Fatal(err)
 	}

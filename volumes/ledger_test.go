@@ -176,7 +176,7 @@ func TestOvercommit(t *testing.T) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
 	}
-	tot, err := s.Totals()
+	tot, err := s.Stats().Totals()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +262,7 @@ func TestTruncatedLedger(t *testing.T) {
 			if err := s2.Remove("shop", "a"); err != nil {
 				t.Fatalf("Remove with a broken ledger: %v", err)
 			}
-			tot, err := s2.Totals()
+			tot, err := s2.Stats().Totals()
 			if err != nil {
 				t.Fatal(err)
 			}

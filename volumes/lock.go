@@ -53,7 +53,7 @@ const pollMaxUnbounded = 20 * time.Millisecond
 // caller holds both. It never holds the in-process lock while it waits for
 // the flock: it tries LOCK_NB and, if another process holds the flock,
 // leaves the in-process lock to the operations of this process before it
-// tries again. A wait without a deadline (Ping, List, a CLI command) thus
+// tries again. A wait without a deadline (Stats.Ping, List, a CLI command) thus
 // never makes a request of this process wait past its own deadline.
 func (s *Store) lockBoth(ctx context.Context, how int) error {
 	_, bounded := ctx.Deadline()

@@ -112,7 +112,7 @@ func TestRequestsAnswerWhileHealthCheckWaits(t *testing.T) {
 	s.Reconfigure(WithLockTimeout(100 * time.Millisecond))
 	release := holdStoreLock(t, root)
 	pinged := make(chan error, 1)
-	go func() { pinged <- s.Ping(context.Background()) }()
+	go func() { pinged <- s.Stats().Ping(context.Background()) }()
 	waitForGoroutineIn(t, "volumes.(*Store).Ping")
 	for _, tc := range []struct {
 		name string
@@ -125,7 +125,7 @@ func TestRequestsAnswerWhileHealthCheckWaits(t *testing.T) {
 		{"Ping with a deadline", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			defer cancel()
-			if err := s.Ping(ctx); !errors.Is(err, ErrBusy) {
+			if err := s.Stats().Ping(ctx); !errors.Is(err, ErrBusy) {
 				return fmt.Errorf("Ping = %v, want ErrBusy", err)
 			}
 			return nil
@@ -159,7 +159,7 @@ func TestCloseWhileHealthCheckWaits(t *testing.T) {
 	s, root := newStore(t)
 	holdStoreLock(t, root)
 	pinged := make(chan error, 1)
-	go func() { pinged <- s.Ping(context.Background()) }()
+	go func() { pinged <- s.Stats().Ping(context.Background()) }()
 	waitForGoroutineIn(t, "volumes.(*Store).Ping")
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()

@@ -14,11 +14,11 @@ func TestNamespaceCountsFollowTheStore(t *testing.T) {
 	other := openStore(t, root)
 	check := func(step string) {
 		t.Helper()
-		got, err := s.NamespaceCounts()
+		got, err := s.Stats().Namespaces()
 		if err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
-		want, err := openStore(t, root).NamespaceCounts()
+		want, err := openStore(t, root).Stats().Namespaces()
 		if err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
@@ -56,7 +56,7 @@ func TestNamespaceCountsFollowTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("pruned shop")
-	got, err := s.NamespaceCounts()
+	got, err := s.Stats().Namespaces()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -139,7 +139,7 @@ func TestRenameIsCounted(t *testing.T) {
 	if _, err := s.Create("default", "web", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.NamespaceCounts(); err != nil {
+	if _, err := s.Stats().Namespaces(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Rename("default", "web", "web2"); err != nil {
@@ -148,7 +148,7 @@ func TestRenameIsCounted(t *testing.T) {
 	if err := s.Remove("default", "web2"); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.NamespaceCounts()
+	c, err := s.Stats().Namespaces()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -155,7 +155,8 @@ type SizeTotals struct {
 
 // Totals returns the node's sums of sizes from the ledger, the store's
 // file-system size and the bound: O(1).
-func (s *Store) Totals() (SizeTotals, error) {
+func (o Stats) Totals() (SizeTotals, error) {
+	s := o.s
 	var t SizeTotals
 	err := s.withLock(unix.LOCK_SH, func() error {
 		fsSize, err := s.fileSystemSize()
