@@ -100,12 +100,10 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 		p.store.Reconfigure(reloadable(cfg)...)
 		return nil
 	}
-	store, err := volumes.Open(cfg.Root, append(reloadable(cfg), volumes.WithContext(ctx))...)
+	store, err := volumes.Open(cfg.Root, append(reloadable(cfg), volumes.WithContext(ctx),
+		volumes.WithRepairs(func(r string) { p.log.Warn("opening the volume store: " + r) }))...)
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
-	}
-	for _, r := range store.Repairs() {
-		p.log.Warn("opening the volume store: " + r)
 	}
 	store.Start(
 		volumes.Reaper(func(err error) {
@@ -203,7 +201,7 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	for _, c := range ctrs {
 		liveCtrs[c.GetId()] = true
 		for _, m := range c.GetMounts() {
-			if ns, name, ok := store.VolumeForMountSource(m.Source); ok {
+			if ns, name, ok := store.Paths().VolumeForMountSource(m.Source); ok {
 				key := ns + "/" + name
 				refs[key] = append(refs[key], c.GetId())
 				addPodVolume(podVolumes, c.GetPodSandboxId(), key)
@@ -279,7 +277,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	}
 	defer closeAll(srcs)
 	if userns, nsPath := userNamespace(ctr); userns {
-		if err := checkIDMap(log, plan, srcs, store.VolumesDir(), nsPath); err != nil {
+		if err := checkIDMap(log, plan, srcs, store.Paths().VolumesDir(), nsPath); err != nil {
 			return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 		}
 	}
@@ -343,7 +341,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		}
 	}
 	if len(hookArgs.CopyUps) > 0 || len(hookArgs.Chowns) > 0 {
-		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), pod.GetId(), hookArgs)}})
+		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, cfg.Root, pod.GetId(), hookArgs)}})
 	}
 	return adjust, nil, nil
 }
@@ -410,7 +408,7 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 	cfg, store, _ := p.state()
 	var refs []volumes.VolumeRef
 	for _, m := range ctr.GetMounts() {
-		if ns, name, ok := store.VolumeForMountSource(m.GetSource()); ok {
+		if ns, name, ok := store.Paths().VolumeForMountSource(m.GetSource()); ok {
 			refs = append(refs, volumes.VolumeRef{Namespace: ns, Name: name})
 		}
 	}

@@ -569,7 +569,7 @@ func TestVolumeForMountSource(t *testing.T) {
 		{link + "/volumes/shop/../../etc/_data", "", ""},
 		{"/elsewhere/volumes/shop/redis/_data", "", ""},
 	} {
-		ns, name, ok := s.VolumeForMountSource(tc.source)
+		ns, name, ok := s.Paths().VolumeForMountSource(tc.source)
 		if ns != tc.ns || name != tc.name || ok != (tc.name != "") {
 			t.Errorf("VolumeForMountSource(%q) = %q, %q, %v; want %q, %q", tc.source, ns, name, ok, tc.ns, tc.name)
 		}

@@ -584,7 +584,7 @@ func TestImportKeepsFileCapabilities(t *testing.T) {
 	if _, err := s.Import("default", "v", bytes.NewReader(tarOf(t, e)), ArchiveLimits{}); err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(s.Root(), "volumes", "default", "v", "_data", "ping")
+	p := filepath.Join(s.root, "volumes", "default", "v", "_data", "ping")
 	buf := make([]byte, 64)
 	n, err := unix.Getxattr(p, "security.capability", buf)
 	if err != nil {

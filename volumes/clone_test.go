@@ -129,7 +129,7 @@ func TestSnapshotPlainVolume(t *testing.T) {
 	}
 	noLeftovers(t, s, "default", "web")
 	// Reopened, the snapshots are all there.
-	s2 := openStore(t, s.Root())
+	s2 := openStore(t, s.root)
 	list, err := s2.Snapshots().List("default", "")
 	if err != nil || len(list) != 2 {
 		t.Fatalf("ListSnapshots: %v, %v; want 2", list, err)
@@ -333,7 +333,7 @@ func TestSnapshotsCountAgainstTheBudget(t *testing.T) {
 	}
 	// The ledger keeps what the snapshots hold across a reopen, without a
 	// scan, and agrees with them.
-	s2 := openStore(t, s.Root())
+	s2 := openStore(t, s.root)
 	s2.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 25 << 20}))
 	if _, err := s2.Snapshots().Create("default", "data", "s4", SnapshotOptions{}); !errors.Is(err, ErrLimit) {
 		t.Fatalf("a third snapshot after a reopen: %v", err)

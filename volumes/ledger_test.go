@@ -253,7 +253,7 @@ func TestTruncatedLedger(t *testing.T) {
 				t.Fatalf("Open with a broken ledger: %v", err)
 			}
 			t.Cleanup(func() { s2.Close() })
-			if r := s2.Repairs(); len(r) != 1 || !strings.Contains(r[0], ledgerFile) {
+			if r := s2.repairs; len(r) != 1 || !strings.Contains(r[0], ledgerFile) {
 				t.Errorf("Open's repairs are %q, want the ledger's rebuild", r)
 			}
 			if _, err := s2.Create("shop", "c", CreateOptions{Size: 8 << 20}); err != nil {

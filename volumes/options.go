@@ -14,6 +14,7 @@ type openOptions struct {
 	lockTimeout  time.Duration
 	formatBudget time.Duration
 	policy       *SizePolicy // nil: not given
+	repairs      func(string)
 }
 
 // WithContext bounds Open's wait for the store's lock: it gives up when ctx
@@ -47,6 +48,13 @@ func WithLockTimeout(d time.Duration) Option {
 // timeout.
 func WithFormatBudget(d time.Duration) Option {
 	return func(o *openOptions) { o.formatBudget = d }
+}
+
+// WithRepairs has Open tell fn, one by one, what it found broken and
+// repaired (a ledger of sizes cut short by a power loss, rebuilt), for the
+// caller to log as a warning.
+func WithRepairs(fn func(repair string)) Option {
+	return func(o *openOptions) { o.repairs = fn }
 }
 
 // WithSizePolicy sets how the store makes sized volumes.

@@ -25,7 +25,7 @@ func TestPersistLater(t *testing.T) {
 	if !vols[0].PersistLater || vols[1].PersistLater {
 		t.Fatalf("PersistLater = %v (named), %v (anonymous); want true, false", vols[0].PersistLater, vols[1].PersistLater)
 	}
-	pending := filepath.Join(s.Root(), volumesDir, "default", "fresh", syncPending)
+	pending := filepath.Join(s.root, volumesDir, "default", "fresh", syncPending)
 	if _, err := os.Stat(pending); err != nil {
 		t.Fatalf("an unsynced volume has no %s: %v", syncPending, err)
 	}
@@ -38,7 +38,7 @@ func TestPersistLater(t *testing.T) {
 		}
 	}
 	// Whole at once, to this process and to a new one.
-	reopened, err := Open(s.Root())
+	reopened, err := Open(s.root)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,7 +51,7 @@ func TestRename(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2 := openStore(t, s.Root())
+	s2 := openStore(t, s.root)
 	got, err := s2.Get("default", "new")
 	if err != nil || got.Labels["app"] != "db" || got.Mountpoint != nv.Mountpoint {
 		t.Fatalf("after rename: %+v, %v", got, err)
@@ -120,7 +120,7 @@ func TestUpdateLabels(t *testing.T) {
 	if _, err := s.UpdateLabels("default", "v", map[string]string{"a": "9", "c": "3"}, []string{"b", "nope"}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := openStore(t, s.Root()).Get("default", "v")
+	got, err := openStore(t, s.root).Get("default", "v")
 	if err != nil || len(got.Labels) != 2 || got.Labels["a"] != "9" || got.Labels["c"] != "3" {
 		t.Errorf("labels after update: %v, %v", got.Labels, err)
 	}

@@ -31,7 +31,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -101,7 +100,7 @@ type Volume struct {
 	// CreateOptions.CloneOf.
 	cloneOf *CloneSource
 	// seeding makes the volume with the import marker in place; see
-	// CreateSeeding.
+	// Seeds.Create.
 	seeding bool
 }
 
@@ -236,8 +235,8 @@ type Store struct {
 	// reflinks caches whether the store's file system can clone a file
 	// in O(1); see canReflink.
 	reflinks reflinkProbe
-	// repairs are what Open repaired; set before Open returns, then
-	// read-only.
+	// repairs are what Open repaired, told to WithRepairs; set before Open
+	// returns, then read-only.
 	repairs []string
 }
 
@@ -262,6 +261,11 @@ func Open(root string, opts ...Option) (*Store, error) {
 	s.formatBudget.Store(int64(o.formatBudget))
 	if o.policy != nil {
 		s.policy = *o.policy
+	}
+	if o.repairs != nil {
+		for _, r := range s.repairs {
+			o.repairs(r)
+		}
 	}
 	return s, nil
 }
@@ -387,24 +391,29 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 	return s, nil
 }
 
-// Repairs says what Open found broken and repaired (a ledger of sizes cut
-// short by a power loss, rebuilt), for the caller to log as a warning.
-func (s *Store) Repairs() []string { return slices.Clone(s.repairs) }
+// Paths are the store's answers about its places on disk, for the plugin:
+// which volume a mount source is, and the directories it checks or hands to
+// others. Only the store knows its layout; callers never build or take
+// apart these paths themselves. It is a view of the Store.
+type Paths struct{ s *Store }
 
-// Root returns the root directory the store was opened with.
-func (s *Store) Root() string { return s.root }
+// Paths returns the store's answers about its places on disk.
+func (s *Store) Paths() Paths { return Paths{s} }
 
 // VolumesDir is the directory below which the volumes' data lives, for
 // checks of its file system (can it be idmapped?); callers never build
 // paths in it.
-func (s *Store) VolumesDir() string { return s.dir }
+func (p Paths) VolumesDir() string { return p.s.dir }
+
+// BlobCacheDir is the directory of the node's blob cache.
+func (p Paths) BlobCacheDir() string { return filepath.Join(p.s.root, blobsDir) }
 
 // VolumeForMountSource returns the volume whose data a mount source names:
 // ROOT/volumes/NS/NAME/_data, with ROOT as the store was opened or with its
 // symlinks resolved (the form the store hands out, and so the one containerd
-// reports back). Only the store knows its layout; callers never build or
-// take apart these paths themselves.
-func (s *Store) VolumeForMountSource(source string) (ns, name string, ok bool) {
+// reports back), or a subpath's pin.
+func (p Paths) VolumeForMountSource(source string) (ns, name string, ok bool) {
+	s := p.s
 	source = filepath.Clean(source)
 	for _, dir := range []string{s.dir, s.given} {
 		if ns, name, ok := splitVolumePath(dir, source, dataDir); ok {
