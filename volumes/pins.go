@@ -28,7 +28,8 @@ import (
 // ENTRY is the index of the mount among the container's mounts: "3" for a
 // host path, and for a directory inside a volume the index, the volume's
 // namespace and its name joined by '@' ("3@shop@logs"), a character no name
-// has, so that a mount source tells which volume it uses (Pins.Volume).
+// has, so that a mount source tells which volume it uses
+// (Paths.VolumeForMountSource).
 //
 // A pin lives as long as its container: Pins.Remove removes them when the
 // container goes or its creation fails, RemoveStale those of containers the
@@ -189,9 +190,9 @@ func (p *Pins) RemoveStale(live map[string]bool) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-// Volume returns the volume whose directory the pin at source shows,
+// volume returns the volume whose directory the pin at source shows,
 // when source is the path of a subpath pin of this store.
-func (p *Pins) Volume(source string) (ns, name string, ok bool) {
+func (p *Pins) volume(source string) (ns, name string, ok bool) {
 	rest, ok := strings.CutPrefix(source, p.dir+"/")
 	if !ok {
 		return "", "", false

@@ -333,10 +333,10 @@ func TestAcquire(t *testing.T) {
 	if len(vols) != 2 || len(pins) != 1 || !sameFile(t, pins[0], filepath.Join(v.Mountpoint, "logs", "app")) {
 		t.Fatalf("Acquire = %v, %v; want two volumes and a pin of logs/app", names(vols), pins)
 	}
-	if ns, name, ok := s.Pins().Volume(pins[0]); !ok || ns != "default" || name != "data" {
+	if ns, name, ok := s.pins.volume(pins[0]); !ok || ns != "default" || name != "data" {
 		t.Errorf("PinnedVolume(%s) = %s, %s, %v", pins[0], ns, name, ok)
 	}
-	if _, _, ok := s.Pins().Volume(filepath.Join(filepath.Dir(pins[0]), "3")); ok {
+	if _, _, ok := s.pins.volume(filepath.Join(filepath.Dir(pins[0]), "3")); ok {
 		t.Errorf("PinnedVolume of a host path pin found a volume")
 	}
 

@@ -420,7 +420,7 @@ func (p Paths) VolumeForMountSource(source string) (ns, name string, ok bool) {
 			return ns, name, true
 		}
 	}
-	return s.pins.Volume(source)
+	return s.pins.volume(source)
 }
 
 // splitVolumePath takes apart path, which should be dir/NS/NAME/leaf with
