@@ -113,7 +113,7 @@ func TestRequestsAnswerWhileHealthCheckWaits(t *testing.T) {
 	release := holdStoreLock(t, root)
 	pinged := make(chan error, 1)
 	go func() { pinged <- s.Stats().Ping(context.Background()) }()
-	waitForGoroutineIn(t, "volumes.(*Store).Ping")
+	waitForGoroutineIn(t, "volumes.Stats.Ping")
 	for _, tc := range []struct {
 		name string
 		op   func() error
@@ -160,7 +160,7 @@ func TestCloseWhileHealthCheckWaits(t *testing.T) {
 	holdStoreLock(t, root)
 	pinged := make(chan error, 1)
 	go func() { pinged <- s.Stats().Ping(context.Background()) }()
-	waitForGoroutineIn(t, "volumes.(*Store).Ping")
+	waitForGoroutineIn(t, "volumes.Stats.Ping")
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	for _, c := range []struct {
