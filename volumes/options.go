@@ -65,10 +65,10 @@ func WithSizePolicy(p SizePolicy) Option {
 // Reconfigure applies, from now on, the options of a configuration reload
 // to a store that stays open: WithLockTimeout, WithFormatBudget and
 // WithSizePolicy; what it is not given stays as it was, and the options
-// that only Open uses (WithContext, WithoutSweep) do nothing here. The
-// plugin's Configure with a new configuration for the same root keeps its
-// store, whose reaper, spares and formatted images a reopen would throw
-// away.
+// that only Open uses (WithContext, WithoutSweep, WithRepairs) do nothing
+// here. The plugin's Configure with a new configuration for the same root
+// keeps its store, whose reaper, spares and formatted images a reopen would
+// throw away.
 func (s *Store) Reconfigure(opts ...Option) {
 	o := openOptions{
 		lockTimeout:  time.Duration(s.lockTimeout.Load()),
