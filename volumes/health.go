@@ -36,8 +36,8 @@ func observeLockWait(start time.Time) {
 // Stats are what the store tells about itself without a walk of its
 // volumes: the metrics read the counts and sums (Namespaces, Totals) at
 // every scrape, /healthz checks that the store is usable (Ping), and the
-// CLI's ls shows the totals. It is a view of the Store, answered from its
-// memory and ledger under its shared lock.
+// CLI's ls shows the totals. It is a view of the Store; each answer is
+// O(1) per namespace at most.
 type Stats struct{ s *Store }
 
 // Stats returns what the store tells about itself.
