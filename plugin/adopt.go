@@ -107,13 +107,13 @@ func (a *adopter) adopt(v *volumes.Volume, target string) bool {
 		}
 		lim.MaxBytes, _ = volumes.PodCopyUpMaxBytes(int64(a.cfg.Limits.CopyUpMaxSize), int64(a.cfg.Limits.CopyUpMaxSizePerPod), used)
 		var err error
-		t, err = a.store.AdoptCopyUp(v.Namespace, v.Name, a.parent, name, lim)
+		t, err = a.store.CopyUps().Adopt(v.Namespace, v.Name, a.parent, name, lim)
 		adopted = err == nil
 		return t.Bytes, err
 	}
 	var err error
 	if a.cfg.Limits.CopyUpMaxSizePerPod > 0 && a.podID != "" {
-		err = a.store.TryChargePodCopyUp(a.podID, adopt)
+		err = a.store.PodBudgets().TryCharge(a.podID, adopt)
 	} else {
 		_, err = adopt(0)
 	}

@@ -159,7 +159,7 @@ func benchNewVolumes(b *testing.B, knownEmpty bool) {
 		digest := rt.writeImageConfig(`{"config":{}}`)
 		image = &api.Image{Name: "localhost/app:bench", ConfigDigest: digest}
 		for _, target := range []string{"/named", "/anon"} {
-			if err := rt.store().RecordImageTargetEmpty(strings.TrimPrefix(digest, "sha256:"), target); err != nil {
+			if err := rt.store().EmptyTargets().Record(strings.TrimPrefix(digest, "sha256:"), target); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -57,14 +57,14 @@ func goldenVolume(t *testing.T, s *volumes.Store) {
 	if _, err := s.Create("ci", "golden", volumes.CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("seed", []volumes.Request{{Namespace: "ci", Name: "golden"}})
+	vols, _, err := s.Acquire("seed", []volumes.Request{{Namespace: "ci", Name: "golden"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(vols[0].Mountpoint, "fixture"), []byte("golden"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateSnapshot("ci", "golden", "v1", volumes.SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("ci", "golden", "v1", volumes.SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Release("seed"); err != nil {
@@ -120,7 +120,7 @@ func TestCloneOfThroughNRI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Acquire("reader", []volumes.Request{{Namespace: "ci", Name: res.Volume.Name}})
+	got, _, err := s.Acquire("reader", []volumes.Request{{Namespace: "ci", Name: res.Volume.Name}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestCloneOfPlainThroughNRI(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(golden.Mountpoint, "fixture"), []byte("golden"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateSnapshot("ci", "golden", "v1", volumes.SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("ci", "golden", "v1", volumes.SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	rt.connect()

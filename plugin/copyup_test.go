@@ -22,7 +22,7 @@ func TestMain(m *testing.M) {
 	if root := os.Getenv(copyUpChildEnv); root != "" {
 		s, err := volumes.Open(root)
 		if err == nil {
-			err = s.CopyUp("shop", "shared", func(dir string) error {
+			err = s.CopyUps().Copy("shop", "shared", func(dir string) error {
 				if err := os.WriteFile(filepath.Join(dir, "first"), []byte("image"), 0o644); err != nil {
 					return err
 				}

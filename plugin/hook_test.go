@@ -53,7 +53,7 @@ func TestCopyUpHookOnlyWithWork(t *testing.T) {
 	}
 
 	// What the hook does when the image has nothing at /data.
-	if err := store.CopyUp("default", "fresh", func(string) error { return nil }); err != nil {
+	if err := store.CopyUps().Copy("default", "fresh", func(string) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	adj, err = rt.create(newPod("p2", "default", ann("- fresh:/data")), newContainer("c2", "p2", "app"))
@@ -130,7 +130,7 @@ func TestNoHookForKnownEmptyImageTargets(t *testing.T) {
 	// What the hook records when the image has nothing at either target.
 	digestHex := strings.TrimPrefix(digest, "sha256:")
 	for _, target := range []string{"/anon", "/named"} {
-		if err := store.RecordImageTargetEmpty(digestHex, target); err != nil {
+		if err := store.EmptyTargets().Record(digestHex, target); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -153,7 +153,7 @@ func TestNoHookForKnownEmptyImageTargets(t *testing.T) {
 	}
 	// Left as any new volume: a container of an image with content there
 	// still fills it.
-	if need, err := needsCopyUp(store.CopyUpStatus("default", "second")); err != nil || !need {
+	if need, err := needsCopyUp(store.CopyUps().Status("default", "second")); err != nil || !need {
 		t.Errorf("the new named volume needs copy-up: %t, %v; want true", need, err)
 	}
 
@@ -191,7 +191,7 @@ func TestGoneImagesLoseEmptyTargets(t *testing.T) {
 	gone := strings.TrimPrefix(rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{"User":"gone"}}`), "sha256:")
 	store := rt.store()
 	for _, h := range []string{kept, gone} {
-		if err := store.RecordImageTargetEmpty(h, "/data"); err != nil {
+		if err := store.EmptyTargets().Record(h, "/data"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -200,10 +200,10 @@ func TestGoneImagesLoseEmptyTargets(t *testing.T) {
 		t.Fatal(err)
 	}
 	rt.connect()
-	if !eventually(func() bool { empty, _ := store.ImageTargetEmpty(gone, "/data"); return !empty }) {
+	if !eventually(func() bool { empty, _ := store.EmptyTargets().Has(gone, "/data"); return !empty }) {
 		t.Fatal("the record of a removed image survived Synchronize")
 	}
-	if empty, err := store.ImageTargetEmpty(kept, "/data"); err != nil || !empty {
+	if empty, err := store.EmptyTargets().Has(kept, "/data"); err != nil || !empty {
 		t.Errorf("the record of an image still there: %t, %v; want kept", empty, err)
 	}
 }
@@ -217,7 +217,7 @@ func runtimeWithEmptyTarget(t *testing.T, target string) (*runtime, *volumes.Sto
 	rt.connect()
 	store := rt.store()
 	digest := rt.writeImageConfig(`{"architecture":"amd64","os":"linux","config":{}}`)
-	if err := store.RecordImageTargetEmpty(strings.TrimPrefix(digest, "sha256:"), target); err != nil {
+	if err := store.EmptyTargets().Record(strings.TrimPrefix(digest, "sha256:"), target); err != nil {
 		t.Fatal(err)
 	}
 	return rt, store, digest

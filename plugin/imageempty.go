@@ -22,7 +22,7 @@ func removeGoneImageTargets(store *volumes.Store, images *ImageVolumes, log *log
 		log.WithError(err).Warn("not removing the empty image targets of removed images: cannot read containerd's content store (containerdRoot)")
 		return
 	}
-	removed, err := store.RemoveImageTargetsEmpty(images.hasConfig)
+	removed, err := store.EmptyTargets().RemoveAllBut(images.hasConfig)
 	if err != nil {
 		log.WithError(err).Warn("removing the empty image targets of removed images")
 	}

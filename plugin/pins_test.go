@@ -106,7 +106,7 @@ func TestSynchronizePins(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeTestFile(t, filepath.Join(v.Mountpoint, "logs", "f"), "log")
-	_, subPins, err := store.AcquireSubpaths("alive", []volumes.Request{{Namespace: "default", Name: "data"}},
+	_, subPins, err := store.Acquire("alive", []volumes.Request{{Namespace: "default", Name: "data"}},
 		[]volumes.Subpath{{Namespace: "default", Name: "data", Path: "logs", Pin: 1}})
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +121,7 @@ func TestSynchronizePins(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = store.PinHostPath(id, 0, f)
+		_, err = store.Pins().Host(id, 0, f)
 		f.Close()
 		if err != nil {
 			t.Fatal(err)

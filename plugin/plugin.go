@@ -97,35 +97,40 @@ func (p *Plugin) setConfig(ctx context.Context, cfg *config.Config) error {
 	if p.store != nil && p.cfg.Root == cfg.Root {
 		p.cfg = cfg
 		p.images = NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
-		p.store.SetLockTimeout(time.Duration(cfg.LockTimeout))
-		p.store.SetFormatBudget(formatBudget(cfg))
-		p.store.SetSizePolicy(SizePolicy(cfg))
+		p.store.Reconfigure(reloadable(cfg)...)
 		return nil
 	}
-	store, err := volumes.Open(cfg.Root, volumes.WithContext(ctx),
-		volumes.WithLockTimeout(time.Duration(cfg.LockTimeout)),
-		volumes.WithFormatBudget(formatBudget(cfg)),
-		volumes.WithSizePolicy(SizePolicy(cfg)))
+	store, err := volumes.Open(cfg.Root, append(reloadable(cfg), volumes.WithContext(ctx),
+		volumes.WithRepairs(func(r string) { p.log.Warn("opening the volume store: " + r) }))...)
 	if err != nil {
 		return fmt.Errorf("opening the volume store: %w", err)
 	}
-	for _, r := range store.Repairs() {
-		p.log.Warn("opening the volume store: " + r)
-	}
-	store.StartReaper(func(err error) {
-		p.log.WithError(err).Warn("deleting the data of removed volumes")
-	})
-	store.StartSpares(func(err error) {
-		p.log.WithError(err).Warn("making spares for new volumes; new volumes are made without them meanwhile")
-	})
-	// A CLI killed while it held a volume frozen for a snapshot is undone
-	// within seconds, not at the next start.
-	store.StartThawer(5 * time.Second)
+	store.Start(
+		volumes.Reaper(func(err error) {
+			p.log.WithError(err).Warn("deleting the data of removed volumes")
+		}),
+		volumes.Spares(func(err error) {
+			p.log.WithError(err).Warn("making spares for new volumes; new volumes are made without them meanwhile")
+		}),
+		// A CLI killed while it held a volume frozen for a snapshot is
+		// undone within seconds, not at the next start.
+		volumes.Thawer(5*time.Second),
+	)
 	if p.store != nil {
 		p.store.Close()
 	}
 	p.cfg, p.store, p.images = cfg, store, NewImageVolumes(cfg.ContainerdRoot, cfg.Limits.VolumesPerContainer)
 	return nil
+}
+
+// reloadable are the store's options that cfg sets and that a reload of
+// the configuration changes on the open store.
+func reloadable(cfg *config.Config) []volumes.Option {
+	return []volumes.Option{
+		volumes.WithLockTimeout(time.Duration(cfg.LockTimeout)),
+		volumes.WithFormatBudget(formatBudget(cfg)),
+		volumes.WithSizePolicy(SizePolicy(cfg)),
+	}
 }
 
 // formatBudget is how long a CreateContainer waits for the images of its
@@ -196,7 +201,7 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	for _, c := range ctrs {
 		liveCtrs[c.GetId()] = true
 		for _, m := range c.GetMounts() {
-			if ns, name, ok := store.VolumeForMountSource(m.Source); ok {
+			if ns, name, ok := store.Paths().VolumeForMountSource(m.Source); ok {
 				key := ns + "/" + name
 				refs[key] = append(refs[key], c.GetId())
 				addPodVolume(podVolumes, c.GetPodSandboxId(), key)
@@ -205,7 +210,7 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	}
 	// A pin that cannot go now only holds a mount: it must not keep the
 	// plugin out of NRI. volume check reports what stays.
-	if removed, err := store.RemoveStalePins(liveCtrs); err != nil {
+	if removed, err := store.Pins().RemoveStale(liveCtrs); err != nil {
 		p.log.WithError(err).Warn("removing the pins of containers that are gone")
 	} else if len(removed) > 0 {
 		p.log.WithField("containers", removed).Info("removed the pins of containers that are gone")
@@ -216,7 +221,7 @@ func (p *Plugin) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*
 	if err := store.SetReferences(refs); err != nil {
 		return nil, fmt.Errorf("synchronizing the volume store: %w", err)
 	}
-	if err := store.ForgetPodCopyUps(func(id string) bool { return livePods[id] }); err != nil {
+	if err := store.PodBudgets().ForgetAllBut(func(id string) bool { return livePods[id] }); err != nil {
 		p.log.WithError(err).Warn("cannot forget the copy-up bytes of removed pods")
 	}
 	p.log.WithFields(logrus.Fields{"pods": len(pods), "containers": len(ctrs), "volumesInUse": len(refs)}).Info("synchronized")
@@ -272,7 +277,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	}
 	defer closeAll(srcs)
 	if userns, nsPath := userNamespace(ctr); userns {
-		if err := checkIDMap(log, plan, srcs, store.VolumesDir(), nsPath); err != nil {
+		if err := checkIDMap(log, plan, srcs, store.Paths().VolumesDir(), nsPath); err != nil {
 			return nil, nil, fmt.Errorf("volumes for container %q: %w", ctr.GetName(), err)
 		}
 	}
@@ -331,12 +336,12 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	if len(hookArgs.CopyUps) > 0 && cfg.Limits.CopyUpMaxSizePerPod > 0 && pod.GetId() != "" {
 		// The hook of the pod's first container opens the pod's record
 		// rather than making its inode.
-		if err := store.PreparePodCopyUp(pod.GetId()); err != nil {
+		if err := store.PodBudgets().Prepare(pod.GetId()); err != nil {
 			log.WithError(err).Debug("copy-up: the pod's copy-up record is left to the hook")
 		}
 	}
 	if len(hookArgs.CopyUps) > 0 || len(hookArgs.Chowns) > 0 {
-		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, store.Root(), pod.GetId(), hookArgs)}})
+		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, cfg.Root, pod.GetId(), hookArgs)}})
 	}
 	return adjust, nil, nil
 }
@@ -381,7 +386,7 @@ func syncNew(store *volumes.Store, vols []*volumes.Volume, log *logrus.Entry) {
 		}
 		ns, name := v.Namespace, v.Name
 		go func() {
-			if err := store.Persist(ns, name); err != nil {
+			if err := store.CopyUps().Persist(ns, name); err != nil {
 				log.WithError(err).WithField("volume", ns+"/"+name).Warn("syncing a new volume in the background; the container's start syncs it")
 			}
 		}()
@@ -403,7 +408,7 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 	cfg, store, _ := p.state()
 	var refs []volumes.VolumeRef
 	for _, m := range ctr.GetMounts() {
-		if ns, name, ok := store.VolumeForMountSource(m.GetSource()); ok {
+		if ns, name, ok := store.Paths().VolumeForMountSource(m.GetSource()); ok {
 			refs = append(refs, volumes.VolumeRef{Namespace: ns, Name: name})
 		}
 	}
@@ -416,7 +421,7 @@ func (p *Plugin) StartContainer(_ context.Context, pod *api.PodSandbox, ctr *api
 		for _, r := range refs {
 			// A path shaped like a volume's that names none (a CRI mount
 			// of the host path, say) has nothing to sync.
-			if err := store.Persist(r.Namespace, r.Name); err != nil && !errors.Is(err, volumes.ErrNotFound) {
+			if err := store.CopyUps().Persist(r.Namespace, r.Name); err != nil && !errors.Is(err, volumes.ErrNotFound) {
 				errs = append(errs, err)
 			}
 		}
@@ -499,7 +504,7 @@ type mountSources struct {
 // Pins of an earlier try of the same container are replaced.
 func acquire(store *volumes.Store, id, key string, plan *Plan, srcs map[int]*os.File, denied *denySet) (*mountSources, error) {
 	fail := func(err error) (*mountSources, error) {
-		if uerr := store.Unpin(id); uerr != nil {
+		if uerr := store.Pins().Remove(id); uerr != nil {
 			err = errors.Join(err, uerr)
 		}
 		return nil, err
@@ -509,7 +514,7 @@ func acquire(store *volumes.Store, id, key string, plan *Plan, srcs map[int]*os.
 		return fail(err)
 	}
 	subs := plan.subpaths()
-	vols, subPins, err := store.AcquireSubpaths(id, plan.Volumes, subs)
+	vols, subPins, err := store.Acquire(id, plan.Volumes, subs)
 	if se := (*volumes.SubpathError)(nil); errors.As(err, &se) {
 		return fail(fmt.Errorf("%w %s: item %s: %w", ErrInvalid, key, plan.Mounts[se.Subpath.Pin].Item, err))
 	}
@@ -615,7 +620,7 @@ func hookCopiesUp(store *volumes.Store, v *volumes.Volume, target string, knownE
 	if v.Created {
 		return !knownEmpty && !adopter.adopt(v, target)
 	}
-	st, err := store.CopyUpStatus(v.Namespace, v.Name)
+	st, err := store.CopyUps().Status(v.Namespace, v.Name)
 	if err != nil {
 		log.WithError(err).WithField("volume", v.Namespace+"/"+v.Name).Warn("cannot tell whether copy-up is needed; adding the hook")
 		return true
@@ -650,7 +655,7 @@ func imageTargetEmpty(store *volumes.Store, imageHex, target string, log *logrus
 	if imageHex == "" {
 		return false
 	}
-	empty, err := store.ImageTargetEmpty(imageHex, target)
+	empty, err := store.EmptyTargets().Has(imageHex, target)
 	if err != nil {
 		log.WithError(err).WithField("target", target).Warn("cannot tell whether the image has nothing to copy there; adding the hook")
 		return false
@@ -722,7 +727,7 @@ func (p *Plugin) RemoveContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	_, store, _ := p.state()
 	name := containerName(pod, ctr)
 	return p.remove(removal{what: "container " + name, run: func() error {
-		if err := errors.Join(store.Unpin(ctr.GetId()), store.Release(ctr.GetId())); err != nil {
+		if err := errors.Join(store.Pins().Remove(ctr.GetId()), store.Release(ctr.GetId())); err != nil {
 			return fmt.Errorf("releasing the volumes of container %q: %w", ctr.GetName(), err)
 		}
 		p.log.WithField("container", name).Debug("released volumes")
@@ -739,7 +744,7 @@ func (p *Plugin) RemovePodSandbox(_ context.Context, pod *api.PodSandbox) error 
 	delete(p.podVolumes, pod.GetId())
 	p.podMu.Unlock()
 	return p.remove(removal{what: "pod " + pod.GetNamespace() + "/" + pod.GetName(), run: func() error {
-		if err := store.ForgetPodCopyUp(pod.GetId()); err != nil {
+		if err := store.PodBudgets().Forget(pod.GetId()); err != nil {
 			if errors.Is(err, volumes.ErrBusy) {
 				return err
 			}

@@ -101,7 +101,7 @@ func removePins(t testing.TB, root string) {
 		return
 	}
 	defer s.Close()
-	if _, err := s.RemoveStalePins(nil); err != nil {
+	if _, err := s.Pins().RemoveStale(nil); err != nil {
 		t.Errorf("removing pins: %v", err)
 	}
 }
@@ -421,11 +421,11 @@ func TestBadAnnotationLeavesNothing(t *testing.T) {
 func TestSynchronizeRebuildsReferences(t *testing.T) {
 	rt := newRuntime(t, nil)
 	store := rt.store()
-	if _, err := store.Acquire("gone", []volumes.Request{{Namespace: "default", Name: "shared"}}); err != nil {
+	if _, _, err := store.Acquire("gone", []volumes.Request{{Namespace: "default", Name: "shared"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	dead := &volumes.Owner{PodSandboxID: "dead-pod", Container: "app", Target: "/data"}
-	if _, err := store.Acquire("dead-ctr", []volumes.Request{{Namespace: "default", Owner: dead}}); err != nil {
+	if _, _, err := store.Acquire("dead-ctr", []volumes.Request{{Namespace: "default", Owner: dead}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := store.Release("dead-ctr"); err != nil {
@@ -762,8 +762,8 @@ func TestRemovePodSandboxAnswersWhileHealthCheckWaits(t *testing.T) {
 	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
-	go p.Store().Ping(context.Background()) // what /healthz does
-	time.Sleep(100 * time.Millisecond)      // set-up: let the probe wait first
+	go p.Store().Stats().Ping(context.Background()) // what /healthz does
+	time.Sleep(100 * time.Millisecond)              // set-up: let the probe wait first
 	done := make(chan error, 1)
 	go func() { done <- p.RemovePodSandbox(context.Background(), newPod("p1", "default", nil)) }()
 	select {
@@ -834,10 +834,10 @@ func TestStartContainerMakesVolumesDurable(t *testing.T) {
 	rt := newRuntime(t, nil)
 	rt.connect()
 	store := rt.store()
-	if _, err := store.Acquire("earlier", []volumes.Request{
+	if _, _, err := store.Acquire("earlier", []volumes.Request{
 		{Namespace: "default", Name: "pending", PersistLater: true},
 		{Namespace: "default", Name: "unreadable", PersistLater: true},
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	dir := func(name string) string { return filepath.Join(rt.cfg.Root, "volumes", "default", name) }

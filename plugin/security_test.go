@@ -387,7 +387,7 @@ func TestAnonymousShapedNames(t *testing.T) {
 	anon := volumes.AnonymousName(owner)
 	// The anonymous volume exists and holds data another container wrote.
 	store := rt.store()
-	vols, err := store.Acquire("writer", []volumes.Request{{Namespace: "default", Owner: &owner}})
+	vols, _, err := store.Acquire("writer", []volumes.Request{{Namespace: "default", Owner: &owner}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ import (
 // kubelet's retry of the creation finds the volume seeded, as it finds a
 // sized volume formatted (volumes/format.go). The volume exists from the
 // pull's start, held out of containers by the store's import marker
-// (volumes.Store.CreateSeeding), so a half pull is never taken for a whole
+// (volumes.Seeds.Create), so a half pull is never taken for a whole
 // one, by this plugin or by one that restarts; a failed pull removes it and
 // fails the next creation with a message that names the reference and the
 // reason.
@@ -126,7 +126,7 @@ func (s *seeder) close() { s.cancel() }
 // blobCache is the cache in the store's blob cache directory, opened once
 // per directory. The caller holds s.mu. Without it, pulls go on uncached.
 func (s *seeder) blobCache(cfg *config.Config, store *volumes.Store, log *logrus.Entry) *ociartifact.BlobCache {
-	dir := store.BlobCacheDir()
+	dir := store.Paths().BlobCacheDir()
 	if s.cache == nil || s.cache.Dir() != dir || s.cache.MaxBytes() != int64(cfg.Registries.BlobCacheBytes) {
 		c, err := ociartifact.NewBlobCache(dir, int64(cfg.Registries.BlobCacheBytes))
 		if err != nil {
@@ -272,7 +272,7 @@ func (s *seeder) start(cfg *config.Config, store *volumes.Store, podID string, j
 	// The store is read without s.mu: its lock may be waited for.
 	exists := false
 	if _, err := store.Get(j.req.Namespace, j.name); err == nil {
-		state, err := store.ImportStateOf(j.req.Namespace, j.name)
+		state, err := store.Seeds().ImportState(j.req.Namespace, j.name)
 		switch {
 		case err != nil:
 			return nil, err
@@ -352,7 +352,7 @@ func pullSeed(ctx context.Context, cfg *config.Config, store *volumes.Store, cac
 			// (volume create or pull): used as it is, unless it is
 			// still being filled, which a retry finds. (No container
 			// of this plugin makes it meanwhile: see seeder.plain.)
-			if st, serr := store.ImportStateOf(r.Namespace, j.name); serr == nil && st == volumes.ImportNone {
+			if st, serr := store.Seeds().ImportState(r.Namespace, j.name); serr == nil && st == volumes.ImportNone {
 				return nil
 			}
 		}
@@ -423,7 +423,7 @@ func seedSource(ctx context.Context, j seedJob, ro ociartifact.RemoteOptions, r 
 // when it is sized: the pull runs outside any request.
 func createSeeding(ctx context.Context, store *volumes.Store, r volumes.Request) error {
 	for {
-		_, err := store.CreateSeeding(r)
+		_, err := store.Seeds().Create(r)
 		var fe *volumes.FormattingError
 		if !errors.As(err, &fe) || fe.Err != nil {
 			return err
@@ -445,7 +445,7 @@ func chargeSeed(store *volumes.Store, cfg *config.Config, podID string, limits *
 		return err
 	}
 	var ferr error
-	err := store.ChargePodCopyUp(podID, func(used int64) (int64, error) {
+	err := store.PodBudgets().Charge(podID, func(used int64) (int64, error) {
 		n, byPod := volumes.PodCopyUpMaxBytes(limits.MaxBytes, podMax, used)
 		if n < 0 {
 			return 0, fmt.Errorf("%w: the pod's copy-ups and pulls used its %d bytes (limits.copyUpMaxSizePerPod)", volumes.ErrArchive, podMax)

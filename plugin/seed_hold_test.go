@@ -44,7 +44,7 @@ func TestSeedWaitsForContainerWithoutFrom(t *testing.T) {
 		t.Fatalf("the refused pull made the volume: %v", err)
 	}
 	// The other container's Acquire makes it, then its hold ends.
-	if _, err := store.Acquire("ctr1", []volumes.Request{{Namespace: "shop", Name: "pg"}}); err != nil {
+	if _, _, err := store.Acquire("ctr1", []volumes.Request{{Namespace: "shop", Name: "pg"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.release([]string{"shop/pg"})

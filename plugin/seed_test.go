@@ -313,7 +313,7 @@ func TestSeedResumedAndBounded(t *testing.T) {
 	}
 
 	// A pull of a plugin that died: the volume is there, held, part-filled.
-	left, err := rt.store().CreateSeeding(volumes.Request{Namespace: "shop", Name: "pg2"})
+	left, err := rt.store().Seeds().Create(volumes.Request{Namespace: "shop", Name: "pg2"})
 	if err != nil {
 		t.Fatal(err)
 	}

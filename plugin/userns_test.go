@@ -115,7 +115,7 @@ func TestChownAndOwnershipHookArgs(t *testing.T) {
 	if strings.Contains(args, "default/mine=") {
 		t.Errorf("hook copies up a nocopy volume: %q", args)
 	}
-	if _, err := rt.store().ChownRoot("default", "mine", 1, 1); err != nil {
+	if _, err := rt.store().CopyUps().ChownRoot("default", "mine", 1, 1); err != nil {
 		t.Fatal(err)
 	}
 	// Chowned already and no copy-up due: no hook at all.

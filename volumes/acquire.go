@@ -20,26 +20,22 @@ import (
 // Acquire provides the volumes container containerID asks for and records
 // that it uses them: missing volumes are created (named ones with the
 // request's Labels, anonymous ones with its Owner), and the volumes join the
-// list of containerID in .refs; a volume that exists is not written to. It is
-// all-or-nothing: on any error it removes the volumes it created and leaves
-// the container's references as they were. Acquiring again for the same
-// container adds to what it holds, so a repeat changes nothing and returns
-// the same volumes. The container ID must match [a-zA-Z0-9][a-zA-Z0-9_.-]*
-// (at most 128 characters), as containerd's do. Its wait for the lock is
-// bounded by WithLockTimeout.
-func (s *Store) Acquire(containerID string, reqs []Request) ([]*Volume, error) {
-	vols, _, err := s.AcquireSubpaths(containerID, reqs, nil)
-	return vols, err
-}
-
-// AcquireSubpaths is Acquire that also pins each of subs, a directory inside
-// one of the named volumes reqs asks for, under the same lock (see pins.go),
-// and returns the pins' paths in the order of subs. A subpath is opened below
-// the volume's data without following any symlink and must be a directory
-// that exists: it is never created. It is all-or-nothing too: a subpath that
-// cannot be pinned gives a *SubpathError, and nothing is left acquired or
+// list of containerID in .refs; a volume that exists is not written to.
+// Acquiring again for the same container adds to what it holds, so a repeat
+// changes nothing and returns the same volumes. The container ID must match
+// [a-zA-Z0-9][a-zA-Z0-9_.-]* (at most 128 characters), as containerd's do.
+// Its wait for the lock is bounded by WithLockTimeout.
+//
+// Under the same lock it pins each of subs, a directory inside one of the
+// named volumes reqs asks for (see pins.go), and returns the pins' paths in
+// the order of subs. A subpath is opened below the volume's data without
+// following any symlink and must be a directory that exists: it is never
+// created; one that cannot be pinned gives a *SubpathError.
+//
+// It is all-or-nothing: on any error it removes the volumes it created,
+// leaves the container's references as they were, and nothing is left
 // pinned.
-func (s *Store) AcquireSubpaths(containerID string, reqs []Request, subs []Subpath) ([]*Volume, []string, error) {
+func (s *Store) Acquire(containerID string, reqs []Request, subs []Subpath) ([]*Volume, []string, error) {
 	if err := validateID("container ID", containerID); err != nil {
 		return nil, nil, err
 	}
@@ -210,12 +206,12 @@ func (s *Store) acquireLocked(id string, wants []Request, subs []Subpath) ([]*Vo
 		if i < 0 {
 			return nil, nil, rollback(&SubpathError{Subpath: sub, Err: fmt.Errorf("%w: not a named volume of the request", ErrInvalid)})
 		}
-		p, err := s.pinSubpathLocked(id, sub, vols[i])
+		p, err := s.pins.pinSubpathLocked(id, sub, vols[i])
 		if err != nil {
 			return nil, nil, rollback(&SubpathError{Subpath: sub, Err: err})
 		}
 		if len(pins) == 0 {
-			undo.add(func() error { return s.unpinLocked(id) })
+			undo.add(func() error { return s.pins.unpinLocked(id) })
 		}
 		pins = append(pins, p)
 	}
@@ -306,7 +302,7 @@ func (s *Store) Release(containerID string) error {
 // them in the pod's list in .pods, which Acquire writes before it makes an
 // anonymous volume; volumes whose list a crash lost are RemoveOrphans' work.
 // It only moves the volumes into the trash, which the reaper empties (see
-// StartReaper), and its wait for the lock is bounded by WithLockTimeout: it
+// Reaper), and its wait for the lock is bounded by WithLockTimeout: it
 // runs inside an NRI request.
 func (s *Store) RemovePodVolumes(podSandboxID string) (removed []string, err error) {
 	if err := validateID("pod sandbox ID", podSandboxID); err != nil {

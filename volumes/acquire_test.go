@@ -69,7 +69,7 @@ func TestReferencesLiveOutsideVolumeJSON(t *testing.T) {
 			t.Errorf("volume.json holds %s:\n%s", field, before)
 		}
 	}
-	vols, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "data"}, anon("pod1", "app", "/a")})
+	vols, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "data"}, anon("pod1", "app", "/a")}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,14 +128,14 @@ func TestOldVolumeJSONWithUsedBy(t *testing.T) {
 // reopened one, see the references.
 func TestRefsSurviveReopen(t *testing.T) {
 	s, root := newStore(t)
-	if _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "v"}}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "v"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	other := openStore(t, root)
 	if got := usedBy(t, other, "v"); !slices.Equal(got, []string{"c1"}) {
 		t.Errorf("another Store sees UsedBy %v, want [c1]", got)
 	}
-	if _, err := other.Acquire("c2", []Request{{Namespace: "default", Name: "v"}}); err != nil {
+	if _, _, err := other.Acquire("c2", []Request{{Namespace: "default", Name: "v"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -155,7 +155,7 @@ func TestRefsSurviveReopen(t *testing.T) {
 // torn by a crash of the node counts for nothing.
 func TestRefsKilledMidWrite(t *testing.T) {
 	s, root := newStore(t)
-	if _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "v"}}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "v"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Create("default", "w", CreateOptions{}); err != nil {
@@ -197,7 +197,7 @@ func TestRefsKilledMidWrite(t *testing.T) {
 // holds nothing changes nothing on disk, not even the generation.
 func TestReleaseUnknownWritesNothing(t *testing.T) {
 	s, root := newStore(t)
-	if _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "v"}}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "v"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	gen, _ := s.readGen()
@@ -215,11 +215,11 @@ func TestReleaseUnknownWritesNothing(t *testing.T) {
 		if err := s.Release(bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Release(%q) = %v, want ErrInvalid", bad, err)
 		}
-		if _, err := s.Acquire(bad, []Request{{Namespace: "default", Name: "v"}}); !errors.Is(err, ErrInvalid) {
+		if _, _, err := s.Acquire(bad, []Request{{Namespace: "default", Name: "v"}}, nil); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Acquire(%q) = %v, want ErrInvalid", bad, err)
 		}
 	}
-	if _, err := s.Acquire("c9", []Request{{Namespace: "default", Owner: &Owner{PodSandboxID: "../p", Target: "/x"}}}); !errors.Is(err, ErrInvalid) {
+	if _, _, err := s.Acquire("c9", []Request{{Namespace: "default", Owner: &Owner{PodSandboxID: "../p", Target: "/x"}}}, nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Acquire with pod sandbox ID ../p = %v, want ErrInvalid", err)
 	}
 	if _, err := s.RemovePodVolumes("../p"); !errors.Is(err, ErrInvalid) {
@@ -233,10 +233,10 @@ func TestReleaseUnknownWritesNothing(t *testing.T) {
 func TestAcquireMergesAndRestoresRefs(t *testing.T) {
 	s, root := newStore(t)
 	list := filepath.Join(root, volumesDir, refsDir, "c1")
-	if _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "a"}}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "a"}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "b"}, {Namespace: "default", Name: "a"}}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "b"}, {Namespace: "default", Name: "a"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"default/a", "default/b"}
@@ -246,7 +246,7 @@ func TestAcquireMergesAndRestoresRefs(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(root, volumesDir, "default", "broken"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "new"}, anon("pod1", "app", "/x"), {Namespace: "default", Name: "broken"}})
+	_, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "new"}, anon("pod1", "app", "/x"), {Namespace: "default", Name: "broken"}}, nil)
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Acquire with a broken volume = %v, want ErrNotFound", err)
 	}
@@ -276,10 +276,10 @@ func TestRemovePodVolumesPodList(t *testing.T) {
 		t.Run(fmt.Sprintf("list=%v", withList), func(t *testing.T) {
 			s, root := newStore(t)
 			a, b, other := anon("pod1", "app", "/a"), anon("pod1", "app", "/b"), anon("pod2", "app", "/a")
-			if _, err := s.Acquire("c1", []Request{a, b, {Namespace: "default", Name: "named"}}); err != nil {
+			if _, _, err := s.Acquire("c1", []Request{a, b, {Namespace: "default", Name: "named"}}, nil); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Acquire("c2", []Request{b, other}); err != nil {
+			if _, _, err := s.Acquire("c2", []Request{b, other}, nil); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Release("c1"); err != nil {
@@ -347,7 +347,7 @@ func TestRemovePodVolumesPodList(t *testing.T) {
 func TestRemovePodVolumesChecksOwner(t *testing.T) {
 	s, root := newStore(t)
 	mine, theirs := anon("pod1", "app", "/a"), anon("pod2", "app", "/a")
-	if _, err := s.Acquire("c1", []Request{mine, theirs}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{mine, theirs}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Release("c1"); err != nil {
@@ -376,10 +376,10 @@ func TestRemovePodVolumesChecksOwner(t *testing.T) {
 func TestReconcileRewritesLists(t *testing.T) {
 	s, root := newStore(t)
 	live, dead := anon("live", "app", "/a"), anon("dead", "app", "/a")
-	if _, err := s.Acquire("c1", []Request{live, {Namespace: "default", Name: "named"}}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{live, {Namespace: "default", Name: "named"}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("c2", []Request{dead}); err != nil {
+	if _, _, err := s.Acquire("c2", []Request{dead}, nil); err != nil {
 		t.Fatal(err)
 	}
 	refs := filepath.Join(root, volumesDir, refsDir)
@@ -449,7 +449,7 @@ func TestPlantedSymlinksInLists(t *testing.T) {
 	if got := usedBy(t, s, "v"); len(got) != 0 {
 		t.Errorf("a symlinked list was read: v used by %v", got)
 	}
-	if _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "w"}, anon("pod1", "app", "/x")}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "w"}, anon("pod1", "app", "/x")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Release("c1"); err != nil {
@@ -479,7 +479,7 @@ func TestPlantedSymlinksInLists(t *testing.T) {
 		}
 	}
 	s = openStore(t, root)
-	if _, err := s.Acquire("c2", []Request{{Namespace: "default", Name: "v"}, anon("pod2", "app", "/x")}); err != nil {
+	if _, _, err := s.Acquire("c2", []Request{{Namespace: "default", Name: "v"}, anon("pod2", "app", "/x")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := dirNames(t, outside); !slices.Equal(got, []string{"precious"}) {
@@ -506,7 +506,7 @@ func TestConcurrentAcquireOneNewVolume(t *testing.T) {
 		go func(i int) {
 			defer wg.Done()
 			req := Request{Namespace: "default", Name: "shared", CreateOptions: CreateOptions{Labels: map[string]string{"by": fmt.Sprint(i)}}}
-			vols, err := stores[i%2].Acquire(fmt.Sprintf("ctr%02d", i), []Request{req})
+			vols, _, err := stores[i%2].Acquire(fmt.Sprintf("ctr%02d", i), []Request{req}, nil)
 			if err != nil {
 				t.Error(err)
 				return
@@ -569,7 +569,7 @@ func TestVolumeForMountSource(t *testing.T) {
 		{link + "/volumes/shop/../../etc/_data", "", ""},
 		{"/elsewhere/volumes/shop/redis/_data", "", ""},
 	} {
-		ns, name, ok := s.VolumeForMountSource(tc.source)
+		ns, name, ok := s.Paths().VolumeForMountSource(tc.source)
 		if ns != tc.ns || name != tc.name || ok != (tc.name != "") {
 			t.Errorf("VolumeForMountSource(%q) = %q, %q, %v; want %q, %q", tc.source, ns, name, ok, tc.ns, tc.name)
 		}

@@ -9,7 +9,7 @@ import (
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
-// AdoptLimits bound the tree AdoptCopyUp takes over.
+// AdoptLimits bound the tree CopyUps.Adopt takes over.
 type AdoptLimits struct {
 	// MaxEntries bounds the entries it counts (and the time the count
 	// takes); a larger tree is not adopted.
@@ -19,7 +19,7 @@ type AdoptLimits struct {
 	MaxBytes int64
 }
 
-// AdoptCopyUp fills the new volume ns/name with a copy of the image's
+// Adopt fills the new volume ns/name with a copy of the image's
 // content that the runtime made already: containerd copies each VOLUME of
 // an image into a directory of its own before NRI's CreateContainer, and
 // the plugin's mount then hides it. Rather than copy the image a second
@@ -35,7 +35,8 @@ type AdoptLimits struct {
 // Otherwise, and when the volume's lock is held elsewhere, it changes
 // nothing and returns an error wrapping ErrNotAdopted. It never waits. An
 // adopted volume is marked copied up, as the hook marks the volumes it fills.
-func (s *Store) AdoptCopyUp(ns, name string, parent int, dirName string, lim AdoptLimits) (fsx.Tally, error) {
+func (cu CopyUps) Adopt(ns, name string, parent int, dirName string, lim AdoptLimits) (fsx.Tally, error) {
+	s := cu.s
 	notAdopted := func(why string, args ...any) (fsx.Tally, error) {
 		return fsx.Tally{}, fmt.Errorf("volume %s/%s: %w: %s", ns, name, ErrNotAdopted, fmt.Sprintf(why, args...))
 	}

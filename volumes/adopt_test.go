@@ -47,7 +47,7 @@ func runtimeCopy(t *testing.T) (int, string, string) {
 
 func newAnonymous(t *testing.T, s *Store) *Volume {
 	t.Helper()
-	vols, err := s.Acquire("ctr1", []Request{{Namespace: "default", Owner: &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}}})
+	vols, _, err := s.Acquire("ctr1", []Request{{Namespace: "default", Owner: &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func TestAdoptCopyUp(t *testing.T) {
 	s, _ := newStore(t)
 	v := newAnonymous(t, s)
 	parentFd, parent, name := runtimeCopy(t)
-	got, err := s.AdoptCopyUp(v.Namespace, v.Name, parentFd, name, AdoptLimits{MaxEntries: 100})
+	got, err := s.CopyUps().Adopt(v.Namespace, v.Name, parentFd, name, AdoptLimits{MaxEntries: 100})
 	if err != nil {
 		t.Fatalf("AdoptCopyUp: %v", err)
 	}
@@ -82,7 +82,7 @@ func TestAdoptCopyUp(t *testing.T) {
 	if entries, err := os.ReadDir(filepath.Join(parent, name)); err != nil || len(entries) != 0 {
 		t.Errorf("the runtime's directory holds %v (%v), want the volume's empty _data", entries, err)
 	}
-	if need, err := needsCopyUp(s.CopyUpStatus(v.Namespace, v.Name)); err != nil || need {
+	if need, err := needsCopyUp(s.CopyUps().Status(v.Namespace, v.Name)); err != nil || need {
 		t.Errorf("NeedsCopyUp after adoption = %v, %v; want false", need, err)
 	}
 }
@@ -109,7 +109,7 @@ func TestAdoptCopyUpDeclines(t *testing.T) {
 			}
 		}},
 		"copy-up done before": {lim: AdoptLimits{MaxEntries: 100}, prepare: func(t *testing.T, s *Store, v *Volume, _ string) {
-			if err := s.CopyUp(v.Namespace, v.Name, func(string) error { return nil }); err != nil {
+			if err := s.CopyUps().Copy(v.Namespace, v.Name, func(string) error { return nil }); err != nil {
 				t.Fatal(err)
 			}
 		}},
@@ -135,7 +135,7 @@ func TestAdoptCopyUpDeclines(t *testing.T) {
 				tc.prepare(t, s, v, filepath.Join(parent, dir))
 			}
 			before, _ := os.ReadDir(v.Mountpoint)
-			_, err := s.AdoptCopyUp(v.Namespace, v.Name, parentFd, dir, tc.lim)
+			_, err := s.CopyUps().Adopt(v.Namespace, v.Name, parentFd, dir, tc.lim)
 			if !errors.Is(err, ErrNotAdopted) {
 				t.Fatalf("AdoptCopyUp = %v, want ErrNotAdopted", err)
 			}
@@ -155,11 +155,11 @@ func TestAdoptCopyUpDeclines(t *testing.T) {
 func TestAcquireSaysCreated(t *testing.T) {
 	s, _ := newStore(t)
 	req := []Request{{Namespace: "default", Name: "data"}}
-	first, err := s.Acquire("ctr1", req)
+	first, _, err := s.Acquire("ctr1", req, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := s.Acquire("ctr2", req)
+	second, _, err := s.Acquire("ctr2", req, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ func (s *Store) Export(ns, name string, w io.Writer) (ArchiveStats, error) {
 // write goes through descriptors beneath _data that refuse symlinks, so
 // nothing outside the volume is touched; on any failure _data is emptied
 // again and its owner, mode and times restored, and a volume that was cut
-// short when the import began (CreateSeeding makes it so) stays cut short,
+// short when the import began (Seeds.Create makes it so) stays cut short,
 // held out of containers until an import ends well. Runs of zeros in a file, the
 // holes of a sparse entry among them, are written as holes.
 func (s *Store) Import(ns, name string, r io.Reader, limits ArchiveLimits) (stats ArchiveStats, err error) {

@@ -64,7 +64,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 // once the container is gone it imports.
 func TestImportRefusesVolumeInUse(t *testing.T) {
 	s, _ := newStore(t)
-	vols, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "data"}})
+	vols, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "data"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func TestImportHoldsContainersOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := []Request{{Namespace: "default", Name: "data"}}
-	_, err = plugin.Acquire("c1", req)
+	_, _, err = plugin.Acquire("c1", req, nil)
 	wrote := err == nil
 	if wrote {
 		writeFile(t, filepath.Join(v.Mountpoint, "mine"), "the container's")
@@ -195,7 +195,7 @@ func TestImportHoldsContainersOut(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(v.Mountpoint, "mine")); wrote && err != nil {
 		t.Errorf("the failed import deleted what the container wrote: %v", err)
 	}
-	if _, err := plugin.Acquire("c2", req); err != nil {
+	if _, _, err := plugin.Acquire("c2", req, nil); err != nil {
 		t.Fatalf("acquire after the import: %v", err)
 	}
 	if names, err := os.ReadDir(v.Mountpoint); err != nil || len(names) > 1 {
@@ -217,7 +217,7 @@ func TestImportCutShort(t *testing.T) {
 	writeFile(t, filepath.Join(filepath.Dir(v.Mountpoint), importMarker), "")
 	writeFile(t, filepath.Join(v.Mountpoint, "half"), "partial")
 	req := []Request{{Namespace: "default", Name: "data"}}
-	if _, err := s.Acquire("c1", req); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
+	if _, _, err := s.Acquire("c1", req, nil); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
 		t.Fatalf("acquire after a cut-short import = %v, want ErrInUse saying the import was cut short", err)
 	}
 	if probs, err := s.Check(); err != nil || len(probs) != 1 || probs[0].Name != "data" || !strings.Contains(probs[0].Reason, "cut short") {
@@ -232,7 +232,7 @@ func TestImportCutShort(t *testing.T) {
 	if names, err := os.ReadDir(v.Mountpoint); err != nil || len(names) != 1 || names[0].Name() != "whole" {
 		t.Errorf("_data after the second import: %v %v", names, err)
 	}
-	if _, err := s.Acquire("c1", req); err != nil {
+	if _, _, err := s.Acquire("c1", req, nil); err != nil {
 		t.Errorf("acquire after the import: %v", err)
 	}
 }

@@ -58,7 +58,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	for _, n := range []int{10, 10000} {
 		// Filled once: a parent benchmark runs once, its sub-benchmark many times.
 		s := storeWith(b, n)
-		if _, err := s.Acquire(ctr, reqs); err != nil {
+		if _, _, err := s.Acquire(ctr, reqs, nil); err != nil {
 			b.Fatal(err)
 		}
 		if err := s.Release(ctr); err != nil {
@@ -70,7 +70,7 @@ func BenchmarkAcquireRelease(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				start := time.Now()
-				vols, err := s.Acquire(ctr, reqs)
+				vols, _, err := s.Acquire(ctr, reqs, nil)
 				acquire = append(acquire, time.Since(start))
 				if err != nil || len(vols) != 5 {
 					b.Fatal(len(vols), err)
@@ -100,7 +100,7 @@ func BenchmarkAcquireNew(b *testing.B) {
 			{Namespace: "default", Name: fmt.Sprintf("named-%d", i)},
 			{Namespace: "default", Owner: &Owner{PodSandboxID: pod, Container: "app", Target: "/anon"}},
 		}
-		if _, err := s.Acquire(ctr, reqs); err != nil {
+		if _, _, err := s.Acquire(ctr, reqs, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

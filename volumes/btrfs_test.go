@@ -45,7 +45,7 @@ func TestSizedBtrfsVolume(t *testing.T) {
 	if v.Backend != BackendBtrfs {
 		t.Fatalf("backend on btrfs = %q", v.Backend)
 	}
-	vols, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "b"}})
+	vols, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "b"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestBtrfsStoreSubvolumeCannotEscapeSize(t *testing.T) {
 	if _, err := s.Create("default", "small", CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "small"}})
+	vols, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "small"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestBtrfsNestedSubvolumesRemoved(t *testing.T) {
 	if _, err := s.Create("default", "plain", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	s.SetSizePolicy(SizePolicy{Backend: BackendBtrfs})
+	s.Reconfigure(WithSizePolicy(SizePolicy{Backend: BackendBtrfs}))
 	if _, err := s.Create("default", "qgroup", CreateOptions{Size: 64 << 20}); err != nil {
 		t.Fatal(err)
 	}

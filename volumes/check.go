@@ -75,7 +75,7 @@ func (s *Store) Check() ([]Problem, error) {
 			return err
 		}
 		probs = append(probs, s.checkLedger()...)
-		pinProbs, err := s.checkPins()
+		pinProbs, err := s.pins.checkPins()
 		probs = append(probs, pinProbs...)
 		return err
 	})

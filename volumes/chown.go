@@ -13,8 +13,9 @@ import (
 // uid:gid, the first time it is asked (the U option: the container's user
 // gets the volume it mounts), and records that in volume.json; later calls
 // change nothing and report false. It holds the lock of that volume alone,
-// as CopyUp does, so a copy-up of the same volume finishes first.
-func (s *Store) ChownRoot(ns, name string, uid, gid int) (bool, error) {
+// as Copy does, so a copy-up of the same volume finishes first.
+func (cu CopyUps) ChownRoot(ns, name string, uid, gid int) (bool, error) {
+	s := cu.s
 	if err := (CreateOptions{UID: &uid, GID: &gid}).validate(); err != nil {
 		return false, volumeError(ns, name, err)
 	}

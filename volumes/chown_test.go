@@ -51,7 +51,7 @@ func TestCreateOwnership(t *testing.T) {
 		t.Errorf("_data is %d:%d %v, want 7:0 0755", uid, gid, mode)
 	}
 	// A volume made on first use takes the request's options.
-	vols, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "first-use", CreateOptions: CreateOptions{GID: intp(5), Mode: modep(0o700)}}})
+	vols, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "first-use", CreateOptions: CreateOptions{GID: intp(5), Mode: modep(0o700)}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestCreateOwnership(t *testing.T) {
 		if _, err := s.Create("default", "bad", bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Create with %+v: %v, want ErrInvalid", bad, err)
 		}
-		if _, err := s.Acquire("c2", []Request{{Namespace: "default", Name: "bad", CreateOptions: bad}}); !errors.Is(err, ErrInvalid) {
+		if _, _, err := s.Acquire("c2", []Request{{Namespace: "default", Name: "bad", CreateOptions: bad}}, nil); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Acquire with %+v: %v, want ErrInvalid", bad, err)
 		}
 	}
@@ -85,7 +85,7 @@ func TestChownRoot(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			done, err := s.ChownRoot("default", "v", 100+i, 100+i)
+			done, err := s.CopyUps().ChownRoot("default", "v", 100+i, 100+i)
 			if err != nil {
 				t.Error(err)
 			}
@@ -122,10 +122,10 @@ func TestChownRoot(t *testing.T) {
 			t.Errorf("temporary file %s left in the volume", e.Name())
 		}
 	}
-	if _, err := s.ChownRoot("default", "missing", 1, 1); !errors.Is(err, ErrNotFound) {
+	if _, err := s.CopyUps().ChownRoot("default", "missing", 1, 1); !errors.Is(err, ErrNotFound) {
 		t.Errorf("ChownRoot of a missing volume: %v, want ErrNotFound", err)
 	}
-	if _, err := s.ChownRoot("default", "v", -1, 0); !errors.Is(err, ErrInvalid) {
+	if _, err := s.CopyUps().ChownRoot("default", "v", -1, 0); !errors.Is(err, ErrInvalid) {
 		t.Errorf("ChownRoot to uid -1: %v, want ErrInvalid", err)
 	}
 }
@@ -142,13 +142,13 @@ func TestChownSurvivesLaterCopyUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if done, err := s.ChownRoot("default", "data", 1000, 1000); err != nil || !done {
+	if done, err := s.CopyUps().ChownRoot("default", "data", 1000, 1000); err != nil || !done {
 		t.Fatalf("ChownRoot = %v, %v", done, err)
 	}
-	if need, err := needsCopyUp(s.CopyUpStatus("default", "data")); err != nil || !need {
+	if need, err := needsCopyUp(s.CopyUps().Status("default", "data")); err != nil || !need {
 		t.Fatalf("NeedsCopyUp after a chown alone = %v, %v, want true", need, err)
 	}
-	err = s.CopyUp("default", "data", func(dir string) error {
+	err = s.CopyUps().Copy("default", "data", func(dir string) error {
 		if err := os.WriteFile(filepath.Join(dir, "from-image"), []byte("x"), 0o644); err != nil {
 			return err
 		}

@@ -22,26 +22,26 @@ func TestCloneOfOnCreate(t *testing.T) {
 	if _, err := s.Create("default", "golden", CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("seed", []Request{{Namespace: "default", Name: "golden"}})
+	vols, _, err := s.Acquire("seed", []Request{{Namespace: "default", Name: "golden"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(vols[0].Mountpoint, "fixture"), "golden data")
-	if _, err := s.CreateSnapshot("default", "golden", "v1", SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("default", "golden", "v1", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("ctr0", []Request{{Namespace: "default", Name: "busy",
-		CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "golden@SNAP") {
+	if _, _, err := s.Acquire("ctr0", []Request{{Namespace: "default", Name: "busy",
+		CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}}, nil); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "golden@SNAP") {
 		t.Errorf("cloneOf a golden volume in use: %v; want ErrInUse suggesting a snapshot", err)
 	}
 	if err := s.Release("seed"); err != nil {
 		t.Fatal(err)
 	}
 	owner := &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}
-	got, err := s.Acquire("ctr1", []Request{
+	got, _, err := s.Acquire("ctr1", []Request{
 		{Namespace: "default", Name: "mine", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "v1"}}},
 		{Namespace: "default", Owner: owner, CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}},
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,10 +60,10 @@ func TestCloneOfOnCreate(t *testing.T) {
 	if err := s.Release("ctr1"); err != nil {
 		t.Fatal(err)
 	}
-	if need, err := needsCopyUp(s.CopyUpStatus("default", "mine")); err != nil || need {
+	if need, err := needsCopyUp(s.CopyUps().Status("default", "mine")); err != nil || need {
 		t.Errorf("a clone needs copy-up: %v, %v", need, err)
 	}
-	vols, err = s.Acquire("check", []Request{{Namespace: "default", Name: "golden"}})
+	vols, _, err = s.Acquire("check", []Request{{Namespace: "default", Name: "golden"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestCloneOfOnCreate(t *testing.T) {
 	}
 
 	// An anonymous volume of another pod of the namespace is no source.
-	anonVols, err := s.Acquire("ctr9", []Request{{Namespace: "default", Owner: &Owner{PodSandboxID: "pod9", Container: "app", Target: "/x"}}})
+	anonVols, _, err := s.Acquire("ctr9", []Request{{Namespace: "default", Owner: &Owner{PodSandboxID: "pod9", Container: "app", Target: "/x"}}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestCloneOfOnCreate(t *testing.T) {
 		{CloneSource{Volume: anon}, ErrNotFound, `no named volume "` + anon + `"`},
 		{CloneSource{Volume: "golden", Snapshot: "v9"}, ErrNotFound, `snapshot "v9"`},
 	} {
-		_, err := s.Acquire("bad", []Request{{Namespace: "default", Name: "bad", CreateOptions: CreateOptions{CloneOf: &tc.src}}})
+		_, _, err := s.Acquire("bad", []Request{{Namespace: "default", Name: "bad", CreateOptions: CreateOptions{CloneOf: &tc.src}}}, nil)
 		if !errors.Is(err, tc.class) || !strings.Contains(err.Error(), tc.words) || !strings.Contains(err.Error(), `cloneOf "`+tc.src.String()+`"`) {
 			t.Errorf("cloneOf %s: %v; want %v naming it and %q", tc.src, err, tc.class, tc.words)
 		}
@@ -130,7 +130,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Written through a container's use of it, then snapshotted in use.
-	g, err := s.Acquire("writer", []Request{{Namespace: "default", Name: "golden"}})
+	g, _, err := s.Acquire("writer", []Request{{Namespace: "default", Name: "golden"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,12 +139,12 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(g[0].Mountpoint, "dir", "deep"), strings.Repeat("d", 10000))
-	if _, err := s.CreateSnapshot("default", "golden", "s1", SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("default", "golden", "s1", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(g[0].Mountpoint, "fixture"), "golden after s1")
 
-	got, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "copy", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "s1"}}}})
+	got, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "copy", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "s1"}}}}, nil)
 	if err != nil {
 		t.Fatalf("cloneOf a sized snapshot without reflinks: %v", err)
 	}
@@ -152,10 +152,10 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	if v.ClonePending != "golden@s1" || v.Limit != 8<<20 || v.Backend != BackendImage {
 		t.Fatalf("clone: ClonePending %q, size %d, backend %q; want golden@s1, 8 MiB, image", v.ClonePending, v.Limit, v.Backend)
 	}
-	if st, err := s.CopyUpStatus("default", "copy"); err != nil || !st.Needed {
+	if st, err := s.CopyUps().Status("default", "copy"); err != nil || !st.Needed {
 		t.Errorf("clone before its copy: needs copy-up %v, %v", st.Needed, err)
 	}
-	if _, pending, err := s.CopyUpClone("default", "copy", copyup.Options{MaxBytes: 100}); !pending || !errors.Is(err, copyup.ErrLimit) {
+	if _, pending, err := s.CopyUps().Clone("default", "copy", copyup.Options{MaxBytes: 100}); !pending || !errors.Is(err, copyup.ErrLimit) {
 		t.Errorf("clone over the copy-up limit: pending %v, %v; want ErrLimit", pending, err)
 	}
 	if names, _ := os.ReadDir(v.Mountpoint); len(names) != 0 {
@@ -164,7 +164,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	if v2, err := s.Get("default", "copy"); err != nil || v2.ClonePending != "golden@s1" {
 		t.Errorf("clone after a failed copy: ClonePending %q, %v", v2.ClonePending, err)
 	}
-	stats, pending, err := s.CopyUpClone("default", "copy", copyup.Options{})
+	stats, pending, err := s.CopyUps().Clone("default", "copy", copyup.Options{})
 	if !pending || err != nil || stats.Bytes < 10000 {
 		t.Fatalf("CopyUpClone: pending %v, %+v, %v", pending, stats, err)
 	}
@@ -183,13 +183,13 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	}
 	// With a format budget, as the plugin sets one, the clone's image is
 	// formatted ahead, outside the lock, as any new sized volume's is.
-	s.SetFormatBudget(time.Minute)
+	s.Reconfigure(WithFormatBudget(time.Minute))
 	owner := &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}
-	anon, err := s.Acquire("ctr2", []Request{{Namespace: "default", Owner: owner, CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "s1"}}}})
+	anon, _, err := s.Acquire("ctr2", []Request{{Namespace: "default", Owner: owner, CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "s1"}}}}, nil)
 	if err != nil {
 		t.Fatalf("anonymous cloneOf with a format budget: %v", err)
 	}
-	if _, _, err := s.CopyUpClone("default", anon[0].Name, copyup.Options{}); err != nil {
+	if _, _, err := s.CopyUps().Clone("default", anon[0].Name, copyup.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(anon[0].Mountpoint, "fixture")); err != nil || string(b) != "golden data" {
@@ -204,11 +204,11 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The golden volume itself, at rest, copies too.
-	rest, err := s.Acquire("ctr3", []Request{{Namespace: "default", Name: "copy2", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}})
+	rest, _, err := s.Acquire("ctr3", []Request{{Namespace: "default", Name: "copy2", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}}, nil)
 	if err != nil {
 		t.Fatalf("cloneOf a sized volume at rest: %v", err)
 	}
-	if _, _, err := s.CopyUpClone("default", "copy2", copyup.Options{}); err != nil {
+	if _, _, err := s.CopyUps().Clone("default", "copy2", copyup.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(rest[0].Mountpoint, "fixture")); err != nil || string(b) != "golden after s1" {

@@ -19,7 +19,7 @@ import (
 // holds clonePending, naming the source (NAME or NAME@SNAP), and no
 // copy-up marker: it needs the copy-up hook, which runs before the
 // container's process starts (so the start waits for the copy), outside
-// the request. The hook copies through CopyUpClone, which is CopyUp with
+// the request. The hook copies through CopyUps.Clone, which is CopyUps.Copy with
 // the source's data in place of the image's: staged, moved into _data and
 // marked done as one copy-up, never half done, bounded by the copy-up
 // limits and charged to the pod's copy-up budget as any copy-up is. The
@@ -105,13 +105,14 @@ func parseCloneSource(s string) (CloneSource, error) {
 	return src, nil
 }
 
-// CopyUpClone fills volume name of namespace ns if it is a clone still to
-// be copied from its source: as CopyUp does, with the source's data (the
+// Clone fills volume name of namespace ns if it is a clone still to
+// be copied from its source: as Copy does, with the source's data (the
 // volume's _data or its snapshot's) copied within limits, owners as they
 // are. pending says it was such a clone; stats what the copy wrote, also
 // when it failed part-way. A volume that is no pending clone is left to
-// CopyUp.
-func (s *Store) CopyUpClone(ns, name string, limits copyup.Options) (stats copyup.Stats, pending bool, err error) {
+// Copy.
+func (cu CopyUps) Clone(ns, name string, limits copyup.Options) (stats copyup.Stats, pending bool, err error) {
+	s := cu.s
 	nsFd, volFd, err := s.openVolume(ns, name)
 	if err != nil {
 		return stats, false, err
@@ -128,7 +129,7 @@ func (s *Store) CopyUpClone(ns, name string, limits copyup.Options) (stats copyu
 	}
 	limits.Owners, limits.KeepEmptyRoot = nil, false
 	copied := false
-	err = s.CopyUp(ns, name, func(dir string) error {
+	err = cu.Copy(ns, name, func(dir string) error {
 		copied = true
 		srcFd, done, err := s.openCloneSource(ns, src)
 		if err != nil {

@@ -26,16 +26,16 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(golden.Mountpoint, "dir", "sub", "deep"), strings.Repeat("d", 10000))
-	if _, err := s.CreateSnapshot("default", "golden", "v1", SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("default", "golden", "v1", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(golden.Mountpoint, "fixture"), "golden after v1")
 
 	owner := &Owner{PodSandboxID: "pod1", Container: "app", Target: "/data"}
-	got, err := s.Acquire("ctr1", []Request{
+	got, _, err := s.Acquire("ctr1", []Request{
 		{Namespace: "default", Name: "mine", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden", Snapshot: "v1"}}},
 		{Namespace: "default", Owner: owner, CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}},
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,18 +45,18 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 		if v.ClonePending != src {
 			t.Errorf("clone %s: ClonePending %q, want %q", v.Name, v.ClonePending, src)
 		}
-		if st, err := s.CopyUpStatus("default", v.Name); err != nil || !st.Needed {
+		if st, err := s.CopyUps().Status("default", v.Name); err != nil || !st.Needed {
 			t.Errorf("clone %s before its copy: needs copy-up %v, %v", v.Name, st.Needed, err)
 		}
 		// A copy over the limits fails and leaves the clone empty, to be
 		// copied again.
-		if _, pending, err := s.CopyUpClone("default", v.Name, copyup.Options{MaxBytes: 100}); !pending || !errors.Is(err, copyup.ErrLimit) {
+		if _, pending, err := s.CopyUps().Clone("default", v.Name, copyup.Options{MaxBytes: 100}); !pending || !errors.Is(err, copyup.ErrLimit) {
 			t.Errorf("clone %s over the copy-up limit: pending %v, %v; want ErrLimit", v.Name, pending, err)
 		}
 		if names, _ := os.ReadDir(v.Mountpoint); len(names) != 0 {
 			t.Errorf("clone %s holds %d entries after a failed copy", v.Name, len(names))
 		}
-		stats, pending, err := s.CopyUpClone("default", v.Name, copyup.Options{})
+		stats, pending, err := s.CopyUps().Clone("default", v.Name, copyup.Options{})
 		if !pending || err != nil || stats.Bytes < 10000 {
 			t.Fatalf("clone %s: CopyUpClone: pending %v, %+v, %v", v.Name, pending, stats, err)
 		}
@@ -70,10 +70,10 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 			t.Errorf("clone %s: dir mode %v, %v", v.Name, st.Mode(), err)
 		}
 		writeFile(t, filepath.Join(v.Mountpoint, "fixture"), "changed by "+v.Name)
-		if _, pending, err := s.CopyUpClone("default", v.Name, copyup.Options{}); pending || err != nil {
+		if _, pending, err := s.CopyUps().Clone("default", v.Name, copyup.Options{}); pending || err != nil {
 			t.Errorf("clone %s copied twice: pending %v, %v", v.Name, pending, err)
 		}
-		if need, err := needsCopyUp(s.CopyUpStatus("default", v.Name)); err != nil || need {
+		if need, err := needsCopyUp(s.CopyUps().Status("default", v.Name)); err != nil || need {
 			t.Errorf("clone %s after its copy: needs copy-up %v, %v", v.Name, need, err)
 		}
 		if v2, err := s.Get("default", v.Name); err != nil || v2.ClonePending != "" {
@@ -85,10 +85,10 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 	}
 
 	// A plain source in use copies only from a snapshot.
-	if _, err := s.Acquire("user", []Request{{Namespace: "default", Name: "golden"}}); err != nil {
+	if _, _, err := s.Acquire("user", []Request{{Namespace: "default", Name: "golden"}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Acquire("ctr2", []Request{{Namespace: "default", Name: "bad", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}})
+	_, _, err = s.Acquire("ctr2", []Request{{Namespace: "default", Name: "bad", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}}}, nil)
 	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), `cloneOf "golden"`) || !strings.Contains(err.Error(), "golden@SNAP") {
 		t.Errorf("cloneOf a plain volume in use: %v; want ErrInUse suggesting a snapshot", err)
 	}
@@ -119,15 +119,15 @@ func TestCloneOfPlainIsCounted(t *testing.T) {
 	if _, err := s.Create("default", "golden", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.NamespaceCounts(); err != nil {
+	if _, err := s.Stats().Namespaces(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("ctr1", []Request{
+	if _, _, err := s.Acquire("ctr1", []Request{
 		{Namespace: "default", Name: "mine", CreateOptions: CreateOptions{CloneOf: &CloneSource{Volume: "golden"}}},
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.NamespaceCounts()
+	c, err := s.Stats().Namespaces()
 	if err != nil {
 		t.Fatal(err)
 	}

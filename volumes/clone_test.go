@@ -71,21 +71,21 @@ func TestSnapshotPlainVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	plainTree(t, v.Mountpoint)
-	sn, err := s.CreateSnapshot("default", "web", "", SnapshotOptions{})
+	sn, err := s.Snapshots().Create("default", "web", "", SnapshotOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(sn.Name) != len("20261206T205800Z") || sn.Live || sn.Size <= 0 {
 		t.Errorf("snapshot %+v: want a UTC time stamp name, not live, a size", sn)
 	}
-	if _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "web"}}); err != nil {
+	if _, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "web"}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.CreateSnapshot("default", "web", "busy", SnapshotOptions{})
+	_, err = s.Snapshots().Create("default", "web", "busy", SnapshotOptions{})
 	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "--live") || !strings.Contains(err.Error(), "ctr") {
 		t.Fatalf("snapshot of a plain volume in use: %v; want ErrInUse naming the container and --live", err)
 	}
-	live, err := s.CreateSnapshot("default", "web", "live", SnapshotOptions{Live: true})
+	live, err := s.Snapshots().Create("default", "web", "live", SnapshotOptions{Live: true})
 	if err != nil || !live.Live {
 		t.Fatalf("live snapshot: %+v, %v", live, err)
 	}
@@ -96,7 +96,7 @@ func TestSnapshotPlainVolume(t *testing.T) {
 		t.Fatalf("live clone: %+v, %v", res, err)
 	}
 	writeFile(t, filepath.Join(v.Mountpoint, "a.txt"), "changed")
-	if err := s.Restore("default", "web", sn.Name); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "ctr") {
+	if err := s.Snapshots().Restore("default", "web", sn.Name); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "ctr") {
 		t.Fatalf("restore in use: %v; want ErrInUse naming the container", err)
 	}
 	if err := s.Release("ctr"); err != nil {
@@ -116,11 +116,11 @@ func TestSnapshotPlainVolume(t *testing.T) {
 	if err != nil || got.Labels["from"] != "web" {
 		t.Errorf("clone: %+v, %v", got, err)
 	}
-	if need, err := needsCopyUp(s.CopyUpStatus("default", "web2")); err != nil || need {
+	if need, err := needsCopyUp(s.CopyUps().Status("default", "web2")); err != nil || need {
 		t.Errorf("a clone needs copy-up: %v, %v", need, err)
 	}
 
-	if err := s.Restore("default", "web", sn.Name); err != nil {
+	if err := s.Snapshots().Restore("default", "web", sn.Name); err != nil {
 		t.Fatal(err)
 	}
 	checkPlainTree(t, v.Mountpoint)
@@ -129,8 +129,8 @@ func TestSnapshotPlainVolume(t *testing.T) {
 	}
 	noLeftovers(t, s, "default", "web")
 	// Reopened, the snapshots are all there.
-	s2 := openStore(t, s.Root())
-	list, err := s2.ListSnapshots("default", "")
+	s2 := openStore(t, s.root)
+	list, err := s2.Snapshots().List("default", "")
 	if err != nil || len(list) != 2 {
 		t.Fatalf("ListSnapshots: %v, %v; want 2", list, err)
 	}
@@ -148,7 +148,7 @@ func TestSnapshotBadInput(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.CreateSnapshot("default", "src", "s1", SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("default", "src", "s1", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -157,17 +157,17 @@ func TestSnapshotBadInput(t *testing.T) {
 		class error
 		words []string
 	}{
-		{"duplicate snapshot", func() error { _, err := s.CreateSnapshot("default", "src", "s1", SnapshotOptions{}); return err }, ErrExists, []string{`"s1"`, `"src"`}},
-		{"bad snapshot name", func() error { _, err := s.CreateSnapshot("default", "src", "../x", SnapshotOptions{}); return err }, ErrInvalid, []string{`"../x"`}},
-		{"snapshot of a missing volume", func() error { _, err := s.CreateSnapshot("default", "nope", "s", SnapshotOptions{}); return err }, ErrNotFound, []string{`"nope"`}},
+		{"duplicate snapshot", func() error { _, err := s.Snapshots().Create("default", "src", "s1", SnapshotOptions{}); return err }, ErrExists, []string{`"s1"`, `"src"`}},
+		{"bad snapshot name", func() error { _, err := s.Snapshots().Create("default", "src", "../x", SnapshotOptions{}); return err }, ErrInvalid, []string{`"../x"`}},
+		{"snapshot of a missing volume", func() error { _, err := s.Snapshots().Create("default", "nope", "s", SnapshotOptions{}); return err }, ErrNotFound, []string{`"nope"`}},
 		{"clone of an unknown snapshot", func() error { _, err := s.Clone("default", "src", "s9", "new", CloneOptions{}); return err }, ErrNotFound, []string{`"s9"`, `"src"`}},
 		{"clone onto an existing name", func() error { _, err := s.Clone("default", "src", "s1", "taken", CloneOptions{}); return err }, ErrExists, []string{`"taken"`}},
 		{"clone with a size of a plain volume", func() error {
 			_, err := s.Clone("default", "src", "s1", "new", CloneOptions{Size: 1 << 20})
 			return err
 		}, ErrInvalid, []string{`"src"`}},
-		{"restore of an unknown snapshot", func() error { return s.Restore("default", "src", "s9") }, ErrNotFound, []string{`"s9"`}},
-		{"rm of an unknown snapshot", func() error { return s.RemoveSnapshot("default", "src", "s9") }, ErrNotFound, []string{`"s9"`}},
+		{"restore of an unknown snapshot", func() error { return s.Snapshots().Restore("default", "src", "s9") }, ErrNotFound, []string{`"s9"`}},
+		{"rm of an unknown snapshot", func() error { return s.Snapshots().Remove("default", "src", "s9") }, ErrNotFound, []string{`"s9"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.run()
@@ -185,7 +185,7 @@ func TestSnapshotBadInput(t *testing.T) {
 		t.Errorf("a failed clone left volume new: %v", err)
 	}
 	noLeftovers(t, s, "default", "src")
-	if list, err := s.ListSnapshots("default", ""); err != nil || len(list) != 1 {
+	if list, err := s.Snapshots().List("default", ""); err != nil || len(list) != 1 {
 		t.Errorf("snapshots: %v, %v; want only s1", list, err)
 	}
 }
@@ -200,15 +200,15 @@ func TestSnapshotsGoWithTheirVolume(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, snap := range []string{"a", "b"} {
-			if _, err := s.CreateSnapshot("default", n, snap, SnapshotOptions{}); err != nil {
+			if _, err := s.Snapshots().Create("default", n, snap, SnapshotOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	if _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "kept"}}); err != nil {
+	if _, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "kept"}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := s.SnapshotCount("default", "gone"); err != nil || n != 2 {
+	if n, err := s.Snapshots().Count("default", "gone"); err != nil || n != 2 {
 		t.Fatalf("SnapshotCount: %d, %v", n, err)
 	}
 	if err := s.Remove("default", "gone"); err != nil {
@@ -217,17 +217,17 @@ func TestSnapshotsGoWithTheirVolume(t *testing.T) {
 	if _, _, err := s.Prune(PruneOptions{Namespace: "default", All: true}); err != nil {
 		t.Fatal(err)
 	}
-	list, err := s.ListSnapshots("default", "")
+	list, err := s.Snapshots().List("default", "")
 	if err != nil || len(list) != 2 || list[0].Volume != "kept" {
 		t.Fatalf("after rm and prune: %v, %v; want kept's two", list, err)
 	}
-	if err := s.RemoveSnapshot("default", "kept", "a"); err != nil {
+	if err := s.Snapshots().Remove("default", "kept", "a"); err != nil {
 		t.Fatal(err)
 	}
-	if list, _ := s.ListSnapshots("default", "kept"); len(list) != 1 || list[0].Name != "b" {
+	if list, _ := s.Snapshots().List("default", "kept"); len(list) != 1 || list[0].Name != "b" {
 		t.Errorf("after snapshot rm a: %v", list)
 	}
-	if _, err := s.ListSnapshots("default", "gone"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.Snapshots().List("default", "gone"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("snapshots of a removed volume: %v, want ErrNotFound", err)
 	}
 }
@@ -241,17 +241,17 @@ func TestSnapshotImageRestoreAndGrow(t *testing.T) {
 	if _, err := s.Create("default", "db", CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data := vols[0].Mountpoint
 	writeFile(t, filepath.Join(data, "v"), "1")
-	if _, err := s.CreateSnapshot("default", "db", "one", SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("default", "db", "one", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(data, "v"), "2")
-	if err := s.Restore("default", "db", "one"); !errors.Is(err, ErrInUse) {
+	if err := s.Snapshots().Restore("default", "db", "one"); !errors.Is(err, ErrInUse) {
 		t.Fatalf("restore in use: %v", err)
 	}
 	if _, err := s.Clone("default", "db", "one", "small", CloneOptions{Size: 8 << 20}); !errors.Is(err, ErrInvalid) {
@@ -270,12 +270,12 @@ func TestSnapshotImageRestoreAndGrow(t *testing.T) {
 	if _, err := s.Grow("default", "db", 24<<20); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Restore("default", "db", "one"); err != nil {
+	if err := s.Snapshots().Restore("default", "db", "one"); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{"db": "1", "big": "2"} {
 		ctr := "reader-" + name
-		vols, err := s.Acquire(ctr, []Request{{Namespace: "default", Name: name}})
+		vols, _, err := s.Acquire(ctr, []Request{{Namespace: "default", Name: name}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -306,18 +306,18 @@ func TestSnapshotImageRestoreAndGrow(t *testing.T) {
 // removing a snapshot gives it back.
 func TestSnapshotsCountAgainstTheBudget(t *testing.T) {
 	s, _ := newStore(t)
-	s.SetSizePolicy(SizePolicy{NamespaceBytes: 25 << 20})
+	s.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 25 << 20}))
 	v, err := s.Create("default", "data", CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(v.Mountpoint, "big"), strings.Repeat("x", 10<<20))
 	for _, snap := range []string{"s1", "s2"} {
-		if _, err := s.CreateSnapshot("default", "data", snap, SnapshotOptions{}); err != nil {
+		if _, err := s.Snapshots().Create("default", "data", snap, SnapshotOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	_, err = s.CreateSnapshot("default", "data", "s3", SnapshotOptions{})
+	_, err = s.Snapshots().Create("default", "data", "s3", SnapshotOptions{})
 	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), `snapshot "s3"`) || !strings.Contains(err.Error(), "limits.namespaceBytes") {
 		t.Fatalf("a third snapshot over the budget: %v", err)
 	}
@@ -325,17 +325,17 @@ func TestSnapshotsCountAgainstTheBudget(t *testing.T) {
 	if _, err := s.Create("default", "sized", CreateOptions{Size: 8 << 20}); !errors.Is(err, ErrLimit) {
 		t.Fatalf("a sized volume over the budget the snapshots use: %v", err)
 	}
-	if err := s.RemoveSnapshot("default", "data", "s2"); err != nil {
+	if err := s.Snapshots().Remove("default", "data", "s2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateSnapshot("default", "data", "s3", SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("default", "data", "s3", SnapshotOptions{}); err != nil {
 		t.Fatalf("a snapshot within the budget again: %v", err)
 	}
 	// The ledger keeps what the snapshots hold across a reopen, without a
 	// scan, and agrees with them.
-	s2 := openStore(t, s.Root())
-	s2.SetSizePolicy(SizePolicy{NamespaceBytes: 25 << 20})
-	if _, err := s2.CreateSnapshot("default", "data", "s4", SnapshotOptions{}); !errors.Is(err, ErrLimit) {
+	s2 := openStore(t, s.root)
+	s2.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 25 << 20}))
+	if _, err := s2.Snapshots().Create("default", "data", "s4", SnapshotOptions{}); !errors.Is(err, ErrLimit) {
 		t.Fatalf("a third snapshot after a reopen: %v", err)
 	}
 	if probs, err := s2.Check(); err != nil || len(probs) != 0 {
@@ -357,13 +357,13 @@ func TestCloneIsCounted(t *testing.T) {
 	if _, err := s.Create("default", "web", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.NamespaceCounts(); err != nil {
+	if _, err := s.Stats().Namespaces(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Clone("default", "web", "", "web2", CloneOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.NamespaceCounts()
+	c, err := s.Stats().Namespaces()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,20 @@ import (
 // the moves, which the next start completes. The markers and the staging
 // directory are named in layout.go.
 
+// CopyUps is what readies the new volumes of a container between Acquire
+// and the start of its process: the plugin reads their copy-up status and
+// adopts the runtime's copy of the image (Status, Adopt); the OCI hook fills
+// them from the image, or marks them done when there is nothing to copy
+// (Copy, Clone, MarkEmpty), gives their root to the container's user
+// (ChownRoot) and makes them durable (Persist), which the plugin also does
+// in the background and at the container's start. It is a view of the
+// Store; each operation holds the lock of its one volume, never the
+// store's.
+type CopyUps struct{ s *Store }
+
+// CopyUps returns the copy-up operations of the store's volumes.
+func (s *Store) CopyUps() CopyUps { return CopyUps{s} }
+
 // CopyUpStatus is what a container that mounts a volume finds of its
 // copy-up, read in one look without a lock; the hook checks again under the
 // volume's lock.
@@ -37,9 +51,10 @@ type CopyUpStatus struct {
 	RootDefault bool
 }
 
-// CopyUpStatus reads the volume's copy-up state: its markers, and whether
+// Status reads the volume's copy-up state: its markers, and whether
 // _data is empty and how it is owned, through one open of the volume.
-func (s *Store) CopyUpStatus(ns, name string) (CopyUpStatus, error) {
+func (cu CopyUps) Status(ns, name string) (CopyUpStatus, error) {
+	s := cu.s
 	nsFd, volFd, err := s.openVolume(ns, name)
 	if err != nil {
 		return CopyUpStatus{}, err
@@ -70,7 +85,7 @@ func (s *Store) CopyUpStatus(ns, name string) (CopyUpStatus, error) {
 	return CopyUpStatus{Needed: empty, RootDefault: st.Uid == 0 && st.Gid == 0 && st.Mode&0o7777 == 0o755}, nil
 }
 
-// CopyUp fills a new volume once: while holding the lock of that volume
+// Copy fills a new volume once: while holding the lock of that volume
 // alone, it checks that no copy-up finished before and that the volume's
 // _data is empty, calls copyFn with an empty staging directory, moves what
 // copyFn put there into _data and records the completion. _data takes the
@@ -83,7 +98,8 @@ func (s *Store) CopyUpStatus(ns, name string) (CopyUpStatus, error) {
 // container wrote into a shared volume meanwhile stays. An entry such a
 // container made under a name the copy also made is kept, the copy's
 // dropped. A copy cut short by a kill or a crash is redone by the next call.
-func (s *Store) CopyUp(ns, name string, copyFn func(dir string) error) error {
+func (cu CopyUps) Copy(ns, name string, copyFn func(dir string) error) error {
+	s := cu.s
 	volFd, dataFd, err := s.openData(ns, name, unix.LOCK_EX)
 	if err != nil {
 		return err
@@ -97,17 +113,18 @@ func (s *Store) CopyUp(ns, name string, copyFn func(dir string) error) error {
 	return nil
 }
 
-// MarkCopyUpEmpty is CopyUp for an image that has nothing to copy into the
+// MarkEmpty is Copy for an image that has nothing to copy into the
 // volume: under the volume's lock, if no copy-up started or finished before
 // and _data is empty, it records the copy-up as done, without the staging
 // directory and without a sync (a marker lost in a crash costs a hook run).
 // With rootDefault, the image has a bare mount point there, whose owner
 // root:root and mode 0755 a copy would give _data: then it marks only a
 // _data that has them already. It reports whether it marked the volume, and
-// copyNeeded when it left the volume to CopyUp: a copy-up cut short, which
-// CopyUp throws away or finishes, or a _data whose owner or mode differ. A
+// copyNeeded when it left the volume to Copy: a copy-up cut short, which
+// Copy throws away or finishes, or a _data whose owner or mode differ. A
 // volume filled or copied up before is neither.
-func (s *Store) MarkCopyUpEmpty(ns, name string, rootDefault bool) (marked, copyNeeded bool, err error) {
+func (cu CopyUps) MarkEmpty(ns, name string, rootDefault bool) (marked, copyNeeded bool, err error) {
+	s := cu.s
 	volFd, dataFd, err := s.openData(ns, name, unix.LOCK_EX)
 	if err != nil {
 		return false, false, err
@@ -147,7 +164,7 @@ func markEmpty(volFd, dataFd int, rootDefault bool) (marked, copyNeeded bool, er
 	return true, false, nil
 }
 
-// copyUp is one CopyUp call, under the volume's lock.
+// copyUp is one CopyUps.Copy call, under the volume's lock.
 type copyUp struct {
 	s             *Store
 	ns, name      string

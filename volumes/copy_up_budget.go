@@ -11,20 +11,30 @@ import (
 	"github.com/nri-volumes/nri-volumes/volumes/internal/podbudget"
 )
 
-// ChargePodCopyUp runs fn with the bytes that copy-ups for pod sandbox podID
+// PodBudgets are the records of the bytes each pod sandbox's copy-ups
+// wrote (limits.copyUpMaxSizePerPod), in copyUpBytesDir, one file per pod,
+// each flocked by the copy-up that charges it (see package podbudget): the
+// hook and the plugin's seeding charge them, the plugin prepares and
+// forgets them. It is a view of the Store, which owns the directory.
+type PodBudgets struct{ s *Store }
+
+// PodBudgets returns the copy-up budgets of the store's pod sandboxes.
+func (s *Store) PodBudgets() PodBudgets { return PodBudgets{s} }
+
+// Charge runs fn with the bytes that copy-ups for pod sandbox podID
 // wrote so far, and adds the bytes fn reports it wrote. It holds a lock on
 // the pod's record throughout, so the copy-ups of one pod's containers take
 // turns and together stay within the budget fn enforces. fn reports what it
 // wrote even when it fails part-way.
-func (s *Store) ChargePodCopyUp(podID string, fn func(used int64) (written int64, err error)) error {
-	return s.chargePodCopyUp(podID, true, fn)
+func (b PodBudgets) Charge(podID string, fn func(used int64) (written int64, err error)) error {
+	return b.s.chargePodCopyUp(podID, true, fn)
 }
 
-// TryChargePodCopyUp is ChargePodCopyUp for a caller that must not wait:
+// TryCharge is Charge for a caller that must not wait:
 // while another process holds the pod's record (a copy-up hook copying for
 // the same pod), it returns an error wrapping ErrBusy without calling fn.
-func (s *Store) TryChargePodCopyUp(podID string, fn func(used int64) (written int64, err error)) error {
-	return s.chargePodCopyUp(podID, false, fn)
+func (b PodBudgets) TryCharge(podID string, fn func(used int64) (written int64, err error)) error {
+	return b.s.chargePodCopyUp(podID, false, fn)
 }
 
 // PodCopyUpMaxBytes bounds the bytes of a copy-up for a pod whose copy-ups
@@ -61,9 +71,10 @@ func (s *Store) chargePodCopyUp(podID string, wait bool, fn func(used int64) (wr
 	return err
 }
 
-// ForgetPodCopyUp removes the copy-up record of pod sandbox podID, once the
+// Forget removes the copy-up record of pod sandbox podID, once the
 // pod is gone.
-func (s *Store) ForgetPodCopyUp(podID string) error {
+func (b PodBudgets) Forget(podID string) error {
+	s := b.s
 	if err := validateID("pod sandbox ID", podID); err != nil {
 		return err
 	}
@@ -75,10 +86,11 @@ func (s *Store) ForgetPodCopyUp(podID string) error {
 	return podbudget.Forget(dirFd, podID)
 }
 
-// ForgetPodCopyUps removes the copy-up records of every pod sandbox that
+// ForgetAllBut removes the copy-up records of every pod sandbox that
 // keep does not accept: Synchronize forgets the pods that went while the
 // plugin was away.
-func (s *Store) ForgetPodCopyUps(keep func(podID string) bool) error {
+func (b PodBudgets) ForgetAllBut(keep func(podID string) bool) error {
+	s := b.s
 	dirFd, err := s.openCopyUpBytesDir("")
 	if err != nil {
 		return err
@@ -87,12 +99,13 @@ func (s *Store) ForgetPodCopyUps(keep func(podID string) bool) error {
 	return podbudget.ForgetAllBut(dirFd, keep)
 }
 
-// PreparePodCopyUp makes the copy-up record of pod sandbox podID, unless it
-// has one, from a file spare (see StartSpares): the copy-up hook of a new
+// Prepare makes the copy-up record of pod sandbox podID, unless it
+// has one, from a file spare (see Spares): the copy-up hook of a new
 // pod's first container then opens a record instead of making an inode on
 // the container's start path, which costs 0.1 to 1 ms of kernel time on a
 // slow disk (issue 19). Without a spare it leaves the record to the hook.
-func (s *Store) PreparePodCopyUp(podID string) error {
+func (b PodBudgets) Prepare(podID string) error {
+	s := b.s
 	if err := validateID("pod sandbox ID", podID); err != nil {
 		return err
 	}

@@ -43,7 +43,7 @@ func copyUpChild(root string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	err = s.CopyUp("default", "v", func(dir string) error {
+	err = s.CopyUps().Copy("default", "v", func(dir string) error {
 		return fillImage(dir, func() {
 			fmt.Println("half")
 			select {}
@@ -98,7 +98,7 @@ func TestCopyUpKilledMidCopyIsRedone(t *testing.T) {
 		t.Errorf("after the kill the volume holds %d entries of a half copy, want none: %v", len(names), names[:min(len(names), 5)])
 	}
 	calls := 0
-	if err := s.CopyUp("default", "v", func(dir string) error { calls++; return fillImage(dir, nil) }); err != nil {
+	if err := s.CopyUps().Copy("default", "v", func(dir string) error { calls++; return fillImage(dir, nil) }); err != nil {
 		t.Fatal(err)
 	}
 	if calls != 1 {
@@ -123,7 +123,7 @@ func TestCopyUpFailureKeepsOthersData(t *testing.T) {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	err = s.CopyUp("default", "shared", func(dir string) error {
+	err = s.CopyUps().Copy("default", "shared", func(dir string) error {
 		writeFile(t, filepath.Join(v.Mountpoint, "written-by-other"), "precious")
 		writeFile(t, filepath.Join(dir, "from-image", "half"), "x")
 		return boom
@@ -150,7 +150,7 @@ func TestCopyUpIntoMountedData(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Unmount(v.Mountpoint, unix.MNT_DETACH)
-	err = s.CopyUp("default", "sized", func(dir string) error {
+	err = s.CopyUps().Copy("default", "sized", func(dir string) error {
 		if filepath.Dir(dir) != v.Mountpoint {
 			return fmt.Errorf("staging %s is not inside the mounted _data", dir)
 		}

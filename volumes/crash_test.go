@@ -39,7 +39,7 @@ func crashChild(root string) int {
 	}
 	// As in the plugin, new volumes and lists come from spares, made
 	// meanwhile in the background.
-	s.StartSpares(func(err error) { fmt.Fprintln(os.Stderr, err) })
+	s.Start(Spares(func(err error) { fmt.Fprintln(os.Stderr, err) }))
 	// Names carry the pid: a child of a later round meets the volumes of
 	// earlier ones.
 	pid := strconv.Itoa(os.Getpid())
@@ -54,11 +54,11 @@ func crashChild(root string) int {
 		}
 		// The named volume as the plugin makes it: synced after the
 		// Acquire, as the plugin does before the container starts.
-		if _, err := s.Acquire(ctr, []Request{{Namespace: "crash", Name: named, PersistLater: true}, {Namespace: "crash", Owner: owner}}); err != nil {
+		if _, _, err := s.Acquire(ctr, []Request{{Namespace: "crash", Name: named, PersistLater: true}, {Namespace: "crash", Owner: owner}}, nil); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		if err := s.Persist("crash", named); err != nil {
+		if err := s.CopyUps().Persist("crash", named); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}

@@ -88,7 +88,7 @@ func deepChild(root string) int {
 	}
 	// A copy-up that made a deep tree and then failed is cleaned up whole.
 	boom := errors.New("boom")
-	err = s.CopyUp("default", "deepcopy", func(dir string) error {
+	err = s.CopyUps().Copy("default", "deepcopy", func(dir string) error {
 		if err := buildDeepTree(dir); err != nil {
 			return err
 		}

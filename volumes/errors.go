@@ -32,7 +32,7 @@ var ErrBusy = errors.New("volume store busy")
 // budget of volume sizes.
 var ErrLimit = errors.New("over the limit")
 
-// ErrNotAdopted is wrapped by the error of AdoptCopyUp when it left
+// ErrNotAdopted is wrapped by the error of CopyUps.Adopt when it left
 // everything as it was, so that the caller copies up the usual way instead.
 var ErrNotAdopted = errors.New("not adopted")
 
@@ -52,7 +52,7 @@ var errBadList = errors.New("unreadable reference list")
 var errSemTimeout = errors.New("in-process lock not taken")
 
 // errSparesRunning: the store is closed or keeps spares already, so
-// StartSpares has nothing to start.
+// Spares has nothing to start.
 var errSparesRunning = errors.New("spares already kept")
 
 // OpError is the error of an operation on one volume: which volume, the

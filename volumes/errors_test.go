@@ -14,10 +14,10 @@ func TestOpErrors(t *testing.T) {
 	if _, err := s.Create("shop", "data", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("c2", []Request{{Namespace: "shop", Name: "data"}}); err != nil {
+	if _, _, err := s.Acquire("c2", []Request{{Namespace: "shop", Name: "data"}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("c1", []Request{{Namespace: "shop", Name: "data"}}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "shop", Name: "data"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	_, createErr := s.Create("shop", "data", CreateOptions{})

@@ -30,7 +30,7 @@ import (
 // request that asked for it has returned. Then, under the lock, the volume is
 // made from such a ready entry by a rename, as a spare is taken (spares.go).
 //
-// A request waits for its images no longer than SetFormatBudget allows; past
+// A request waits for its images no longer than WithFormatBudget allows; past
 // it, Acquire fails with a *FormattingError (ErrBusy) that says how far the
 // formatting got, and a retry of the request (kubelet retries a failed
 // CreateContainer) finds the images ready. Ready entries are not tied to a
@@ -140,12 +140,6 @@ func (e *FormattingError) Unwrap() error {
 		return e.Err
 	}
 	return ErrBusy
-}
-
-// SetFormatBudget changes the bound that WithFormatBudget set, on a store
-// that stays open (see SetLockTimeout for why).
-func (s *Store) SetFormatBudget(d time.Duration) {
-	s.formatBudget.Store(int64(d))
 }
 
 // formatWant is a new sized volume a request waits for.

@@ -22,12 +22,12 @@ import (
 func TestFormatBudget(t *testing.T) {
 	requireLoop(t)
 	s, root := openSized(t)
-	s.SetFormatBudget(time.Millisecond)
+	s.Reconfigure(WithFormatBudget(time.Millisecond))
 	var reqs []Request
 	for i := range 6 {
 		reqs = append(reqs, Request{Namespace: "default", Name: fmt.Sprintf("big-%d", i), CreateOptions: CreateOptions{Size: 1 << 40}})
 	}
-	_, err := s.Acquire("ctr", reqs)
+	_, _, err := s.Acquire("ctr", reqs, nil)
 	var fe *FormattingError
 	if !errors.As(err, &fe) || !errors.Is(err, ErrBusy) {
 		t.Fatalf("Acquire of 6 new 1 TiB volumes within 1ms: %v, want a FormattingError", err)
@@ -38,12 +38,12 @@ func TestFormatBudget(t *testing.T) {
 	if vols, err := s.List(ListOptions{Namespace: "default"}); err != nil || len(vols) != 0 {
 		t.Errorf("a refused Acquire left %d volumes, %v", len(vols), err)
 	}
-	if _, err := s.Acquire("other", []Request{{Namespace: "default", Name: "plain"}}); err != nil {
+	if _, _, err := s.Acquire("other", []Request{{Namespace: "default", Name: "plain"}}, nil); err != nil {
 		t.Errorf("an unsized volume while images are formatted: %v", err)
 	}
 	var vols []*Volume
 	for deadline := time.Now().Add(2 * time.Minute); ; {
-		vols, err = s.Acquire("ctr", reqs)
+		vols, _, err = s.Acquire("ctr", reqs, nil)
 		if err == nil || !errors.Is(err, ErrBusy) || time.Now().After(deadline) {
 			break
 		}
@@ -109,10 +109,10 @@ func TestUntakenFormatsExpire(t *testing.T) {
 	s.formats.idle = time.Second
 	s.formats.mu.Unlock()
 	for i := range 3 {
-		_, err := s.Acquire("ctr", []Request{
+		_, _, err := s.Acquire("ctr", []Request{
 			{Namespace: "default", Name: "missing", MustExist: true},
 			{Namespace: "default", Name: fmt.Sprintf("new-%d", i), CreateOptions: CreateOptions{Size: int64(64+i) << 20}},
-		})
+		}, nil)
 		if !errors.Is(err, ErrNotFound) {
 			t.Fatalf("Acquire beside a missing external volume: %v, want ErrNotFound", err)
 		}
@@ -154,8 +154,8 @@ func TestFormatsPerNamespace(t *testing.T) {
 	for i := range maxFormats {
 		reqs = append(reqs, Request{Namespace: "greedy", Name: fmt.Sprintf("v%d", i), CreateOptions: CreateOptions{Size: 16 << 20}})
 	}
-	s.SetFormatBudget(time.Millisecond)
-	_, err := s.Acquire("ctr", reqs)
+	s.Reconfigure(WithFormatBudget(time.Millisecond))
+	_, _, err := s.Acquire("ctr", reqs, nil)
 	if !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), `namespace "greedy"`) || !strings.Contains(err.Error(), "at most") {
 		t.Fatalf("Acquire of %d new sized volumes in one namespace: %v, want a refusal naming the namespace and its bound", maxFormats, err)
 	}
@@ -165,8 +165,8 @@ func TestFormatsPerNamespace(t *testing.T) {
 	if n != 0 {
 		t.Errorf("the refused request left %d images being formatted", n)
 	}
-	s.SetFormatBudget(time.Minute)
-	if _, err := s.Acquire("other", []Request{{Namespace: "polite", Name: "v", CreateOptions: CreateOptions{Size: 16 << 20}}}); err != nil {
+	s.Reconfigure(WithFormatBudget(time.Minute))
+	if _, _, err := s.Acquire("other", []Request{{Namespace: "polite", Name: "v", CreateOptions: CreateOptions{Size: 16 << 20}}}, nil); err != nil {
 		t.Errorf("another namespace's sized volume: %v", err)
 	}
 }

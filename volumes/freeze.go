@@ -217,13 +217,17 @@ func mountFrozenLoop(fdir, volFd int) (int, func(), error) {
 	return fd, func() { unix.Close(fd); done() }, nil
 }
 
-// StartThawer has the store look for abandoned freezes every interval
-// (see thawAbandonedLocked) until it is closed: the plugin runs for weeks,
-// and a CLI killed while it held a volume frozen must not hang that
+// Thawer is the worker that has the store look for abandoned freezes every
+// interval (see thawAbandonedLocked) until it is closed: the plugin runs for
+// weeks, and a CLI killed while it held a volume frozen must not hang that
 // volume's writers until some other process opens the store. A look is one
 // readdir of an empty directory; the lock is taken only when a marker is
 // there.
-func (s *Store) StartThawer(interval time.Duration) {
+func Thawer(interval time.Duration) Worker {
+	return func(s *Store) { s.startThawer(interval) }
+}
+
+func (s *Store) startThawer(interval time.Duration) {
 	go func() {
 		tick := time.NewTicker(interval)
 		defer tick.Stop()

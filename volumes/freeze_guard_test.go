@@ -24,10 +24,10 @@ func TestFreezeOnlyTheVolume(t *testing.T) {
 	if _, err := s.Create("default", "db", CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}}); err != nil {
+	if _, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	volDir := filepath.Join(s.Root(), "volumes", "default", "db")
+	volDir := filepath.Join(s.root, "volumes", "default", "db")
 	volFd, err := unix.Open(volDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)

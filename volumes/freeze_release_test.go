@@ -81,7 +81,7 @@ func TestFrozenThenReleased(t *testing.T) {
 	if _, err := s.Create("default", "db", CreateOptions{Size: 32 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}}); err != nil {
+	if _, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	freezeAndKill(t, s, root)
@@ -93,7 +93,7 @@ func TestFrozenThenReleased(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	vols, err := s2.Acquire("next", []Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s2.Acquire("next", []Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,11 +113,11 @@ func TestThawerInALongRunningStore(t *testing.T) {
 	requireLoop(t)
 	root := t.TempDir()
 	s := openSizedAt(t, root)
-	s.StartThawer(20 * time.Millisecond)
+	s.Start(Thawer(20 * time.Millisecond))
 	if _, err := s.Create("default", "db", CreateOptions{Size: 32 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,11 +9,22 @@ import (
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
+// Stats are what the store tells about itself without a walk of its
+// volumes: the metrics read the counts and sums (Namespaces, Totals) at
+// every scrape, /healthz checks that the store is usable (Ping), and the
+// CLI's ls shows the totals. It is a view of the Store; each answer is
+// O(1) per namespace at most.
+type Stats struct{ s *Store }
+
+// Stats returns what the store tells about itself.
+func (s *Store) Stats() Stats { return Stats{s} }
+
 // Ping checks that the store is usable: open, its lock can be taken, and its
 // directory is still the one it opened. It reads nothing else, so a health
 // check can call it often. A wait for the lock longer than ctx allows fails
 // with ErrBusy.
-func (s *Store) Ping(ctx context.Context) error {
+func (o Stats) Ping(ctx context.Context) error {
+	s := o.s
 	return s.locked(ctx, "volume store health check", unix.LOCK_SH, false, func() error {
 		var st unix.Stat_t
 		if err := unix.Stat(s.dir, &st); err != nil {

@@ -12,8 +12,14 @@ import (
 	"github.com/nri-volumes/nri-volumes/volumes/internal/imageempty"
 )
 
-// The records of image targets with nothing to copy live in imageEmptyDir;
-// package imageempty keeps them.
+// EmptyTargets are the records of the image targets with nothing to copy
+// up, in imageEmptyDir, kept by package imageempty: the hook records them,
+// the plugin looks them up to skip the hook and removes those of images
+// gone. It is a view of the Store, which owns the directory.
+type EmptyTargets struct{ s *Store }
+
+// EmptyTargets returns the store's records of empty image targets.
+func (s *Store) EmptyTargets() EmptyTargets { return EmptyTargets{s} }
 
 // ParseImageDigest checks that digest is "sha256:" and 64 lowercase hex
 // digits, an image config digest as containerd sends it, and returns the hex
@@ -47,9 +53,10 @@ func imageEmptyName(digestHex, target string) (string, error) {
 // ever new targets cannot fill the store's file system with records.
 var maxImageEmptyDirBytes int64 = 4 << 20
 
-// RecordImageTargetEmpty records that the image with config digest digestHex
+// Record records that the image with config digest digestHex
 // has nothing to copy at target, unless the records are full.
-func (s *Store) RecordImageTargetEmpty(digestHex, target string) error {
+func (e EmptyTargets) Record(digestHex, target string) error {
+	s := e.s
 	name, err := imageEmptyName(digestHex, target)
 	if err != nil {
 		return err
@@ -69,9 +76,10 @@ func (s *Store) RecordImageTargetEmpty(digestHex, target string) error {
 	return nil
 }
 
-// ImageTargetEmpty reports whether RecordImageTargetEmpty recorded
+// Has reports whether Record recorded
 // (digestHex, target). It costs one fstatat.
-func (s *Store) ImageTargetEmpty(digestHex, target string) (bool, error) {
+func (e EmptyTargets) Has(digestHex, target string) (bool, error) {
+	s := e.s
 	name, err := imageEmptyName(digestHex, target)
 	if err != nil {
 		return false, err
@@ -83,10 +91,11 @@ func (s *Store) ImageTargetEmpty(digestHex, target string) (bool, error) {
 	return imageempty.Has(s.dirFd, imageEmptyDir+"/"+name)
 }
 
-// RemoveImageTargetsEmpty removes the records of the images whose config
+// RemoveAllBut removes the records of the images whose config
 // digest (hex) keep does not accept, once those images are gone, and returns
 // how many it removed. Entries that are no record are left alone.
-func (s *Store) RemoveImageTargetsEmpty(keep func(digestHex string) bool) (int, error) {
+func (e EmptyTargets) RemoveAllBut(keep func(digestHex string) bool) (int, error) {
+	s := e.s
 	if err := s.enterOpen("removing the empty targets of removed images"); err != nil {
 		return 0, err
 	}

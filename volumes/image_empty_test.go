@@ -15,18 +15,18 @@ func TestImageTargetsEmpty(t *testing.T) {
 	s, root := newStore(t)
 	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
 	for _, r := range []struct{ digest, target string }{{a, "/data"}, {a, "/var/lib/x"}, {b, "/data"}} {
-		if err := s.RecordImageTargetEmpty(r.digest, r.target); err != nil {
+		if err := s.EmptyTargets().Record(r.digest, r.target); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Recording again is no error.
-	if err := s.RecordImageTargetEmpty(a, "/data"); err != nil {
+	if err := s.EmptyTargets().Record(a, "/data"); err != nil {
 		t.Fatal(err)
 	}
 	s = openStore(t, root)
 	check := func(digest, target string, want bool) {
 		t.Helper()
-		if got, err := s.ImageTargetEmpty(digest, target); err != nil || got != want {
+		if got, err := s.EmptyTargets().Has(digest, target); err != nil || got != want {
 			t.Errorf("ImageTargetEmpty(%s, %s) = %t, %v; want %t", digest[:4], target, got, err, want)
 		}
 	}
@@ -41,7 +41,7 @@ func TestImageTargetsEmpty(t *testing.T) {
 	if err := os.WriteFile(stray, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n, err := s.RemoveImageTargetsEmpty(func(digestHex string) bool { return digestHex == b })
+	n, err := s.EmptyTargets().RemoveAllBut(func(digestHex string) bool { return digestHex == b })
 	if err != nil || n != 2 {
 		t.Fatalf("removed %d, %v; want the 2 records of image a", n, err)
 	}
@@ -56,10 +56,10 @@ func TestImageTargetsEmpty(t *testing.T) {
 	}
 
 	for _, bad := range []string{"", "sha256:" + a, strings.ToUpper(a), a[:63], "../" + a[3:]} {
-		if err := s.RecordImageTargetEmpty(bad, "/data"); !errors.Is(err, ErrInvalid) {
+		if err := s.EmptyTargets().Record(bad, "/data"); !errors.Is(err, ErrInvalid) {
 			t.Errorf("digest %q: %v, want ErrInvalid", bad, err)
 		}
-		if _, err := s.ImageTargetEmpty(bad, "/data"); !errors.Is(err, ErrInvalid) {
+		if _, err := s.EmptyTargets().Has(bad, "/data"); !errors.Is(err, ErrInvalid) {
 			t.Errorf("digest %q: %v, want ErrInvalid", bad, err)
 		}
 	}
@@ -107,7 +107,7 @@ func TestMarkCopyUpEmpty(t *testing.T) {
 		{"owned", false, true, false, true},
 		{"filled", false, false, false, false},
 	} {
-		marked, copyNeeded, err := s.MarkCopyUpEmpty("default", tc.name, tc.rootDefault)
+		marked, copyNeeded, err := s.CopyUps().MarkEmpty("default", tc.name, tc.rootDefault)
 		if err != nil || marked != tc.marked || copyNeeded != tc.copyNeeded {
 			t.Errorf("%s (rootDefault %t): marked %t, copyNeeded %t, %v; want %t, %t", tc.name, tc.rootDefault, marked, copyNeeded, err, tc.marked, tc.copyNeeded)
 		}
@@ -115,7 +115,7 @@ func TestMarkCopyUpEmpty(t *testing.T) {
 			t.Errorf("%s: done marker: %v, want it there: %t", tc.name, err, tc.doneAfter)
 		}
 	}
-	if _, _, err := s.MarkCopyUpEmpty("default", "gone", false); !errors.Is(err, ErrNotFound) {
+	if _, _, err := s.CopyUps().MarkEmpty("default", "gone", false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a volume that does not exist: %v, want ErrNotFound", err)
 	}
 }
@@ -126,19 +126,19 @@ func TestMarkCopyUpEmpty(t *testing.T) {
 func TestImageTargetsEmptyBounded(t *testing.T) {
 	s, _ := newStore(t)
 	a := strings.Repeat("a", 64)
-	if err := s.RecordImageTargetEmpty(a, "/first"); err != nil {
+	if err := s.EmptyTargets().Record(a, "/first"); err != nil {
 		t.Fatal(err)
 	}
 	defer func(old int64) { maxImageEmptyDirBytes = old }(maxImageEmptyDirBytes)
 	maxImageEmptyDirBytes = 1 // any directory is larger
-	err := s.RecordImageTargetEmpty(a, "/second")
+	err := s.EmptyTargets().Record(a, "/second")
 	if err == nil || !strings.Contains(err.Error(), "records are full") {
 		t.Fatalf("RecordImageTargetEmpty past the bound = %v, want an error saying the records are full", err)
 	}
-	if got, err := s.ImageTargetEmpty(a, "/second"); err != nil || got {
+	if got, err := s.EmptyTargets().Has(a, "/second"); err != nil || got {
 		t.Errorf("/second recorded past the bound: %t, %v", got, err)
 	}
-	if got, err := s.ImageTargetEmpty(a, "/first"); err != nil || !got {
+	if got, err := s.EmptyTargets().Has(a, "/first"); err != nil || !got {
 		t.Errorf("/first lost: %t, %v", got, err)
 	}
 }

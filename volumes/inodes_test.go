@@ -28,7 +28,7 @@ func TestSizedInodes(t *testing.T) {
 		if v.Inodes != tc.inodes {
 			t.Errorf("%s: Inodes %d, want %d", name, v.Inodes, tc.inodes)
 		}
-		vols, err := s.Acquire("ctr-"+name, []Request{{Namespace: "default", Name: name}})
+		vols, _, err := s.Acquire("ctr-"+name, []Request{{Namespace: "default", Name: name}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -28,12 +28,12 @@ const (
 	tmpPrefix = ".tmp-"
 
 	// trashDir, in VOLS, holds removed volumes and leftovers until their
-	// data is deleted, outside the lock: by the reaper (StartReaper) or the
+	// data is deleted, outside the lock: by the reaper (Reaper) or the
 	// CLI's rm and prune (ReapTrash). Check reports what stays.
 	trashDir = ".trash"
 
 	// spareDir, in VOLS, holds volume directories and list files built ahead
-	// of requests (spareVolumePrefix, spareFilePrefix). StartSpares moves
+	// of requests (spareVolumePrefix, spareFilePrefix). The Spares worker moves
 	// what an earlier process left there into the trash (sweepSparesLocked).
 	spareDir          = ".spare"
 	spareVolumePrefix = "v-"
@@ -45,7 +45,7 @@ const (
 	formatsDir = ".formats"
 
 	// frozenDir, in VOLS, holds a marker per volume a snapshot froze,
-	// flocked while it is frozen. Open and the thawer (StartThawer) thaw and
+	// flocked while it is frozen. Open and the thawer (Thawer) thaw and
 	// remove those that a dead process left (thawAbandonedLocked).
 	frozenDir = ".frozen"
 
@@ -62,7 +62,7 @@ const (
 
 	// copyUpBytesDir, in VOLS, holds per pod sandbox the bytes its
 	// copy-ups wrote (limits.copyUpMaxSizePerPod). Synchronize removes the
-	// records of pods gone (ForgetPodCopyUps).
+	// records of pods gone (PodBudgets.ForgetAllBut).
 	copyUpBytesDir = ".copyup-bytes"
 
 	// copyUpStatsFile, in VOLS, is the log of copy-ups for the plugin's
@@ -73,11 +73,11 @@ const (
 
 	// imageEmptyDir, in VOLS, records the image targets that have nothing
 	// to copy up. The plugin removes the records of images gone
-	// (RemoveImageTargetsEmpty).
+	// (EmptyTargets.RemoveAllBut).
 	imageEmptyDir = ".image-empty"
 
-	// pinsDir, under ROOT, holds the pins of containers' mounts. Unpin
-	// removes a container's, RemoveStalePins those of containers gone, Open
+	// pinsDir, under ROOT, holds the pins of containers' mounts. Pins.Remove
+	// removes a container's, RemoveStale those of containers gone, Open
 	// those no longer mounted.
 	pinsDir = "pins"
 

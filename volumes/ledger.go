@@ -218,21 +218,6 @@ func (s *Store) chargeSnapshotsLocked(ns string, bytes, count int64) error {
 	return nil
 }
 
-// SnapshotSums returns, per namespace, the bytes its snapshots hold and
-// their number, from the ledger: O(namespaces), without a look at any
-// snapshot.
-func (s *Store) SnapshotSums() (map[string]SizeSum, error) {
-	var per map[string]SizeSum
-	err := s.withLock(unix.LOCK_SH, func() error {
-		per = make(map[string]SizeSum, len(s.idx.sizes.snaps))
-		for ns, sum := range s.idx.sizes.snaps {
-			per[ns] = sum
-		}
-		return nil
-	})
-	return per, err
-}
-
 // refundLocked gives back the size of a sized volume that left its name.
 // The ledger is best effort here: a refund lost keeps a charge too many.
 func (s *Store) refundLocked(ns string, size int64) {

@@ -19,7 +19,7 @@ import (
 func TestBudgetReadsNoVolumeJSON(t *testing.T) {
 	requireLoop(t)
 	s, root := openSized(t)
-	s.SetSizePolicy(SizePolicy{NamespaceBytes: 1 << 30})
+	s.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 1 << 30}))
 	const n = 50
 	for i := range n {
 		if _, err := s.Create("shop", fmt.Sprintf("v%02d", i), CreateOptions{}); err != nil {
@@ -81,7 +81,7 @@ func watchOpens(t *testing.T, nsDir string, n int) func() int {
 func TestLedgerFollowsChanges(t *testing.T) {
 	requireLoop(t)
 	s, root := openSized(t)
-	s.SetSizePolicy(SizePolicy{NamespaceBytes: 40 << 20})
+	s.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 40 << 20}))
 	want := func(what string, bytes, count int64) {
 		t.Helper()
 		per, total, err := s.sizeSums()
@@ -114,7 +114,7 @@ func TestLedgerFollowsChanges(t *testing.T) {
 	}
 	want("after a removal", 24<<20, 1)
 	anon := Request{Namespace: "shop", Owner: &Owner{PodSandboxID: "pod", Container: "c", Target: "/d"}, CreateOptions: CreateOptions{Size: 8 << 20}}
-	if _, err := s.Acquire("ctr", []Request{anon}); err != nil {
+	if _, _, err := s.Acquire("ctr", []Request{anon}, nil); err != nil {
 		t.Fatal(err)
 	}
 	want("with an anonymous one", 32<<20, 2)
@@ -143,7 +143,7 @@ func TestLedgerFollowsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s3.Close()
-	s3.SetSizePolicy(SizePolicy{NamespaceBytes: 40 << 20})
+	s3.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 40 << 20}))
 	if _, err := s3.Create("shop", "d", CreateOptions{Size: 24 << 20}); !errors.Is(err, ErrLimit) {
 		t.Errorf("a store without its ledger lets the budget through: %v", err)
 	}
@@ -163,7 +163,7 @@ func TestOvercommit(t *testing.T) {
 	}
 	fsSize := int64(st.Blocks) * st.Bsize
 	// A bound of 24 MiB on this file system.
-	s.SetSizePolicy(SizePolicy{Overcommit: float64(24<<20) / float64(fsSize)})
+	s.Reconfigure(WithSizePolicy(SizePolicy{Overcommit: float64(24<<20) / float64(fsSize)}))
 	if _, err := s.Create("shop", "a", CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestOvercommit(t *testing.T) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
 	}
-	tot, err := s.Totals()
+	tot, err := s.Stats().Totals()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestTruncatedLedger(t *testing.T) {
 				t.Fatalf("Open with a broken ledger: %v", err)
 			}
 			t.Cleanup(func() { s2.Close() })
-			if r := s2.Repairs(); len(r) != 1 || !strings.Contains(r[0], ledgerFile) {
+			if r := s2.repairs; len(r) != 1 || !strings.Contains(r[0], ledgerFile) {
 				t.Errorf("Open's repairs are %q, want the ledger's rebuild", r)
 			}
 			if _, err := s2.Create("shop", "c", CreateOptions{Size: 8 << 20}); err != nil {
@@ -262,7 +262,7 @@ func TestTruncatedLedger(t *testing.T) {
 			if err := s2.Remove("shop", "a"); err != nil {
 				t.Fatalf("Remove with a broken ledger: %v", err)
 			}
-			tot, err := s2.Totals()
+			tot, err := s2.Stats().Totals()
 			if err != nil {
 				t.Fatal(err)
 			}

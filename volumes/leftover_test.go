@@ -18,7 +18,7 @@ import (
 func TestOpenDeactivatesMountedTmp(t *testing.T) {
 	requireLoop(t)
 	s, root := openSized(t)
-	if _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "big", CreateOptions: CreateOptions{Size: 64 << 20}}}); err != nil {
+	if _, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "big", CreateOptions: CreateOptions{Size: 64 << 20}}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	nsDir := filepath.Join(s.dir, "default")

@@ -20,14 +20,6 @@ const (
 	pollMax = time.Millisecond
 )
 
-// SetLockTimeout changes the bound that WithLockTimeout set, on a store
-// that stays open: the plugin's Configure with a new configuration for the
-// same root keeps its store, whose reaper, spares and formatted images a
-// reopen would throw away.
-func (s *Store) SetLockTimeout(d time.Duration) {
-	s.lockTimeout.Store(int64(d))
-}
-
 // requestContext returns the context a bounded operation waits with, and
 // its cancel function.
 func (s *Store) requestContext() (context.Context, context.CancelFunc) {
@@ -62,7 +54,7 @@ const pollMaxUnbounded = 20 * time.Millisecond
 // caller holds both. It never holds the in-process lock while it waits for
 // the flock: it tries LOCK_NB and, if another process holds the flock,
 // leaves the in-process lock to the operations of this process before it
-// tries again. A wait without a deadline (Ping, List, a CLI command) thus
+// tries again. A wait without a deadline (Stats.Ping, List, a CLI command) thus
 // never makes a request of this process wait past its own deadline.
 func (s *Store) lockBoth(ctx context.Context, how int) error {
 	_, bounded := ctx.Deadline()
@@ -107,7 +99,7 @@ func (s *Store) lockBoth(ctx context.Context, how int) error {
 }
 
 // enterOpen takes the in-process lock for a short use of the store's
-// descriptors, waiting no longer than SetLockTimeout allows, and fails if
+// descriptors, waiting no longer than WithLockTimeout allows, and fails if
 // the store is closed. what says, for the error, what the wait was for.
 func (s *Store) enterOpen(what string) error {
 	ctx, cancel := s.requestContext()
@@ -132,8 +124,8 @@ func (s *Store) busyError(what, lock string, start time.Time) error {
 
 // lockVolume opens the directory of volume name in namespace ns and takes
 // its flock of kind how (LOCK_EX or LOCK_SH): the lock of that volume alone,
-// which CopyUp, ChownRoot and Import hold exclusively, Export shared, and
-// Remove tests. It makes sure the directory locked is still the volume, as
+// which CopyUps.Copy, CopyUps.ChownRoot and Import hold exclusively, Export
+// shared, and Remove tests. It makes sure the directory locked is still the volume, as
 // Remove renames a volume away under this lock. The lock goes with the
 // returned descriptor.
 func (s *Store) lockVolume(ns, name string, how int) (int, error) {

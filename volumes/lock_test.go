@@ -43,13 +43,13 @@ func holdStoreLock(t *testing.T, root string) func() {
 // once the lock is free they work again.
 func TestLockTimeout(t *testing.T) {
 	s, root := newStore(t)
-	if _, err := s.Acquire("c1", []Request{anon("pod1", "app", "/a")}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{anon("pod1", "app", "/a")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Release("c1"); err != nil {
 		t.Fatal(err)
 	}
-	s.SetLockTimeout(100 * time.Millisecond)
+	s.Reconfigure(WithLockTimeout(100 * time.Millisecond))
 	release := holdStoreLock(t, root)
 	for _, tc := range []struct {
 		name string
@@ -57,7 +57,7 @@ func TestLockTimeout(t *testing.T) {
 		want string
 	}{
 		{"Acquire", func() error {
-			_, err := s.Acquire("c2", []Request{{Namespace: "shop", Name: "redis-data"}})
+			_, _, err := s.Acquire("c2", []Request{{Namespace: "shop", Name: "redis-data"}}, nil)
 			return err
 		}, `acquiring volume(s) shop/redis-data for container "c2"`},
 		{"Release", func() error { return s.Release("c1") }, `releasing the volumes of container "c1"`},
@@ -90,7 +90,7 @@ func TestLockTimeout(t *testing.T) {
 	if _, err := s.Get("shop", "redis-data"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("a timed-out Acquire left a volume: %v", err)
 	}
-	if _, err := s.Acquire("c2", []Request{{Namespace: "shop", Name: "redis-data"}}); err != nil {
+	if _, _, err := s.Acquire("c2", []Request{{Namespace: "shop", Name: "redis-data"}}, nil); err != nil {
 		t.Fatalf("Acquire once the lock is free: %v", err)
 	}
 	if removed, err := s.RemovePodVolumes("pod1"); err != nil || len(removed) != 1 {
@@ -109,23 +109,23 @@ func TestRequestsAnswerWhileHealthCheckWaits(t *testing.T) {
 	if _, err := s.Create("default", "v", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	s.SetLockTimeout(100 * time.Millisecond)
+	s.Reconfigure(WithLockTimeout(100 * time.Millisecond))
 	release := holdStoreLock(t, root)
 	pinged := make(chan error, 1)
-	go func() { pinged <- s.Ping(context.Background()) }()
-	waitForGoroutineIn(t, "volumes.(*Store).Ping")
+	go func() { pinged <- s.Stats().Ping(context.Background()) }()
+	waitForGoroutineIn(t, "volumes.Stats.Ping")
 	for _, tc := range []struct {
 		name string
 		op   func() error
 	}{
-		{"ForgetPodCopyUp (RemovePodSandbox)", func() error { return s.ForgetPodCopyUp("pod1") }},
-		{"ForgetPodCopyUps (Synchronize)", func() error { return s.ForgetPodCopyUps(func(string) bool { return true }) }},
-		{"CopyUpStatus (CreateContainer)", func() error { _, err := s.CopyUpStatus("default", "v"); return err }},
+		{"ForgetPodCopyUp (RemovePodSandbox)", func() error { return s.PodBudgets().Forget("pod1") }},
+		{"ForgetPodCopyUps (Synchronize)", func() error { return s.PodBudgets().ForgetAllBut(func(string) bool { return true }) }},
+		{"CopyUpStatus (CreateContainer)", func() error { _, err := s.CopyUps().Status("default", "v"); return err }},
 		{"Release (RemoveContainer)", func() error { return s.Release("c1") }},
 		{"Ping with a deadline", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 			defer cancel()
-			if err := s.Ping(ctx); !errors.Is(err, ErrBusy) {
+			if err := s.Stats().Ping(ctx); !errors.Is(err, ErrBusy) {
 				return fmt.Errorf("Ping = %v, want ErrBusy", err)
 			}
 			return nil
@@ -159,8 +159,8 @@ func TestCloseWhileHealthCheckWaits(t *testing.T) {
 	s, root := newStore(t)
 	holdStoreLock(t, root)
 	pinged := make(chan error, 1)
-	go func() { pinged <- s.Ping(context.Background()) }()
-	waitForGoroutineIn(t, "volumes.(*Store).Ping")
+	go func() { pinged <- s.Stats().Ping(context.Background()) }()
+	waitForGoroutineIn(t, "volumes.Stats.Ping")
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	for _, c := range []struct {
@@ -200,7 +200,7 @@ func waitForGoroutineIn(t *testing.T, fn string) {
 func TestReaperDeletesTrash(t *testing.T) {
 	s, root := newStore(t)
 	a := anon("pod1", "app", "/a")
-	vols, err := s.Acquire("c1", []Request{a})
+	vols, _, err := s.Acquire("c1", []Request{a}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestReaperDeletesTrash(t *testing.T) {
 	writeFile(t, filepath.Join(root, volumesDir, "default", ".tmp-rm-0123456789abcdef", "_data", "f"), "x")
 	s = openStore(t, root)
 	reaped := make(chan error, 8)
-	s.StartReaper(func(err error) { reaped <- err })
+	s.Start(Reaper(func(err error) { reaped <- err }))
 	for deadline := time.Now().Add(10 * time.Second); len(dirNames(t, trash)) > 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("trash still holds %v", dirNames(t, trash))

@@ -21,7 +21,7 @@ type NamespaceCount struct {
 // answers in O(1) per namespace instead of reading every volume.json. This
 // Store's own creations, removals and growths update it under the lock; it
 // is valid while the store's generation is gen, so a change by another
-// process (the CLI) makes the next NamespaceCounts read the store again.
+// process (the CLI) makes the next Stats.Namespaces read the store again.
 type nsCounts struct {
 	gen uint64
 	ns  map[string]*nsCount
@@ -100,11 +100,12 @@ func (s *Store) bumpCounts(from, to uint64) {
 	}
 }
 
-// NamespaceCounts returns the volumes of every namespace, counted, with the
+// Namespaces returns the volumes of every namespace, counted, with the
 // sum of their sizes. It answers from memory in O(1) per namespace; only
 // after another process changed the store does it read every volume's
 // metadata again, once, outside the lock. The result is the caller's.
-func (s *Store) NamespaceCounts() (map[string]NamespaceCount, error) {
+func (o Stats) Namespaces() (map[string]NamespaceCount, error) {
+	s := o.s
 	for range 3 {
 		var out map[string]NamespaceCount
 		var gen uint64

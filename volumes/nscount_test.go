@@ -14,11 +14,11 @@ func TestNamespaceCountsFollowTheStore(t *testing.T) {
 	other := openStore(t, root)
 	check := func(step string) {
 		t.Helper()
-		got, err := s.NamespaceCounts()
+		got, err := s.Stats().Namespaces()
 		if err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
-		want, err := openStore(t, root).NamespaceCounts()
+		want, err := openStore(t, root).Stats().Namespaces()
 		if err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
@@ -33,7 +33,7 @@ func TestNamespaceCountsFollowTheStore(t *testing.T) {
 		}
 	}
 	check("created a and b")
-	if _, err := s.Acquire("c1", []Request{{Namespace: "shop", Name: "c"}, anon("pod1", "app", "/x")}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "shop", Name: "c"}, anon("pod1", "app", "/x")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	check("acquired c and an anonymous volume")
@@ -56,7 +56,7 @@ func TestNamespaceCountsFollowTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("pruned shop")
-	got, err := s.NamespaceCounts()
+	got, err := s.Stats().Namespaces()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,9 @@ import (
 // the middle of a write. The index of references is built from disk when an
 // operation first needs it. Several processes may open the same root at once.
 // Options bound the wait for the lock (WithContext), skip the removal of
-// leftovers (WithoutSweep) and set what the setters of a configuration
-// reload change later (WithLockTimeout, WithFormatBudget, WithSizePolicy).
+// leftovers (WithoutSweep), tell what Open repaired (WithRepairs) and set
+// what a configuration reload changes later with Reconfigure
+// (WithLockTimeout, WithFormatBudget, WithSizePolicy).
 func Open(root string, opts ...Option) (*Store, error) {
 	o := openOptions{ctx: context.Background(), sweep: true}
 	for _, opt := range opts {
@@ -31,7 +32,14 @@ func Open(root string, opts ...Option) (*Store, error) {
 	}
 	s.lockTimeout.Store(int64(o.lockTimeout))
 	s.formatBudget.Store(int64(o.formatBudget))
-	s.policy = o.policy
+	if o.policy != nil {
+		s.policy = *o.policy
+	}
+	if o.repairs != nil {
+		for _, r := range s.repairs {
+			o.repairs(r)
+		}
+	}
 	return s, nil
 }
 
@@ -82,7 +90,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		root:    root,
 		dir:     resolved,
 		given:   abs,
-		pins:    filepath.Join(resolvedRoot, pinsDir),
+		pins:    Pins{dir: filepath.Join(resolvedRoot, pinsDir)},
 		dev:     st.Dev,
 		sem:     make(chan struct{}, 1),
 		rootFd:  rootFd,
@@ -103,6 +111,7 @@ func open(ctx context.Context, root string, clean bool) (*Store, error) {
 		lock: os.NewFile(uintptr(lfd), filepath.Join(resolved, lockFile)),
 	}
 	s.formats.turn = sync.NewCond(&s.formats.mu)
+	s.pins.s = s
 	if s.copyUps, err = copyuplog.Open(dirFd); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("open volume store: %w", err)

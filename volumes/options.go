@@ -13,7 +13,8 @@ type openOptions struct {
 	sweep        bool
 	lockTimeout  time.Duration
 	formatBudget time.Duration
-	policy       SizePolicy
+	policy       *SizePolicy // nil: not given
+	repairs      func(string)
 }
 
 // WithContext bounds Open's wait for the store's lock: it gives up when ctx
@@ -49,7 +50,40 @@ func WithFormatBudget(d time.Duration) Option {
 	return func(o *openOptions) { o.formatBudget = d }
 }
 
+// WithRepairs has Open tell fn, one by one, what it found broken and
+// repaired (a ledger of sizes cut short by a power loss, rebuilt), for the
+// caller to log as a warning.
+func WithRepairs(fn func(repair string)) Option {
+	return func(o *openOptions) { o.repairs = fn }
+}
+
 // WithSizePolicy sets how the store makes sized volumes.
 func WithSizePolicy(p SizePolicy) Option {
-	return func(o *openOptions) { o.policy = p }
+	return func(o *openOptions) { o.policy = &p }
+}
+
+// Reconfigure applies, from now on, the options of a configuration reload
+// to a store that stays open: WithLockTimeout, WithFormatBudget and
+// WithSizePolicy; what it is not given stays as it was, and the options
+// that only Open uses (WithContext, WithoutSweep, WithRepairs) do nothing
+// here. The plugin's Configure with a new configuration for the same root
+// keeps its store, whose reaper, spares and formatted images a reopen would
+// throw away.
+func (s *Store) Reconfigure(opts ...Option) {
+	o := openOptions{
+		lockTimeout:  time.Duration(s.lockTimeout.Load()),
+		formatBudget: time.Duration(s.formatBudget.Load()),
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	// The bounds are atomic so that a reload never waits for a running
+	// operation; the policy is read under the in-process lock.
+	s.lockTimeout.Store(int64(o.lockTimeout))
+	s.formatBudget.Store(int64(o.formatBudget))
+	if o.policy != nil {
+		s.enter(context.Background())
+		defer s.leave()
+		s.policy = *o.policy
+	}
 }

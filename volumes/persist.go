@@ -37,7 +37,8 @@ func markSyncPending(fd int) error {
 // is done. A volume made durable by Create, or synced before, is left
 // alone. It takes no lock: it writes only its marker, and a volume removed
 // meanwhile fails it with ErrNotFound.
-func (s *Store) Persist(ns, name string) error {
+func (cu CopyUps) Persist(ns, name string) error {
+	s := cu.s
 	nsFd, volFd, err := s.openVolume(ns, name)
 	if err != nil {
 		return err

@@ -18,19 +18,19 @@ func TestPersistLater(t *testing.T) {
 	}
 	defer s.Close()
 	owner := &Owner{PodSandboxID: "pod1", Container: "app", Target: "/anon"}
-	vols, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "fresh", PersistLater: true}, {Namespace: "default", Owner: owner, PersistLater: true}})
+	vols, _, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "fresh", PersistLater: true}, {Namespace: "default", Owner: owner, PersistLater: true}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !vols[0].PersistLater || vols[1].PersistLater {
 		t.Fatalf("PersistLater = %v (named), %v (anonymous); want true, false", vols[0].PersistLater, vols[1].PersistLater)
 	}
-	pending := filepath.Join(s.Root(), volumesDir, "default", "fresh", syncPending)
+	pending := filepath.Join(s.root, volumesDir, "default", "fresh", syncPending)
 	if _, err := os.Stat(pending); err != nil {
 		t.Fatalf("an unsynced volume has no %s: %v", syncPending, err)
 	}
 	for i := 0; i < 2; i++ { // the plugin's Persist, then the hook's
-		if err := s.Persist("default", "fresh"); err != nil {
+		if err := s.CopyUps().Persist("default", "fresh"); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := os.Stat(pending); !os.IsNotExist(err) {
@@ -38,7 +38,7 @@ func TestPersistLater(t *testing.T) {
 		}
 	}
 	// Whole at once, to this process and to a new one.
-	reopened, err := Open(s.Root())
+	reopened, err := Open(s.root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,14 +50,14 @@ func TestPersistLater(t *testing.T) {
 		t.Fatalf("Check() = %+v, %v", problems, err)
 	}
 
-	vols, err = s.Acquire("ctr2", []Request{{Namespace: "default", Name: "fresh", PersistLater: true}})
+	vols, _, err = s.Acquire("ctr2", []Request{{Namespace: "default", Name: "fresh", PersistLater: true}}, nil)
 	if err != nil || vols[0].PersistLater {
 		t.Fatalf("an existing volume: PersistLater = %v, %v; want false", vols[0].PersistLater, err)
 	}
-	if err := s.Persist("default", "gone"); !errors.Is(err, ErrNotFound) {
+	if err := s.CopyUps().Persist("default", "gone"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("Persist of a missing volume = %v, want ErrNotFound", err)
 	}
-	if err := s.Persist("default", "../x"); !errors.Is(err, ErrInvalid) {
+	if err := s.CopyUps().Persist("default", "../x"); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Persist of a bad name = %v, want ErrInvalid", err)
 	}
 }
@@ -72,7 +72,7 @@ func TestUnfinishedVolumeIsMadeAgain(t *testing.T) {
 	ns := filepath.Join(root, volumesDir, "default")
 	unfinished := func(name string) {
 		t.Helper()
-		if _, err := s.Acquire("c-"+name, []Request{{Namespace: "default", Name: name, PersistLater: true}}); err != nil {
+		if _, _, err := s.Acquire("c-"+name, []Request{{Namespace: "default", Name: name, PersistLater: true}}, nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Release("c-" + name); err != nil {
@@ -90,7 +90,7 @@ func TestUnfinishedVolumeIsMadeAgain(t *testing.T) {
 	writeFile(t, filepath.Join(ns, "with-data", dataDir, "f"), "x")
 
 	s = openStore(t, root) // as after the reboot
-	vols, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "for-acquire", CreateOptions: CreateOptions{Labels: map[string]string{"k": "v"}}}})
+	vols, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "for-acquire", CreateOptions: CreateOptions{Labels: map[string]string{"k": "v"}}}}, nil)
 	if err != nil {
 		t.Fatalf("Acquire of an unfinished volume: %v", err)
 	}
@@ -100,7 +100,7 @@ func TestUnfinishedVolumeIsMadeAgain(t *testing.T) {
 	if _, err := s.Create("default", "for-create", CreateOptions{}); err != nil {
 		t.Fatalf("Create over an unfinished volume: %v", err)
 	}
-	if _, err := s.Acquire("c2", []Request{{Namespace: "default", Name: "with-data"}}); err == nil {
+	if _, _, err := s.Acquire("c2", []Request{{Namespace: "default", Name: "with-data"}}, nil); err == nil {
 		t.Error("a broken volume whose _data holds a file was made afresh")
 	}
 	if b, err := os.ReadFile(filepath.Join(ns, "with-data", dataDir, "f")); err != nil || string(b) != "x" {

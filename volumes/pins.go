@@ -28,11 +28,12 @@ import (
 // ENTRY is the index of the mount among the container's mounts: "3" for a
 // host path, and for a directory inside a volume the index, the volume's
 // namespace and its name joined by '@' ("3@shop@logs"), a character no name
-// has, so that a mount source tells which volume it uses (PinnedVolume).
+// has, so that a mount source tells which volume it uses
+// (Paths.VolumeForMountSource).
 //
-// A pin lives as long as its container: Unpin removes them when the container
-// goes or its creation fails, RemoveStalePins those of containers the runtime
-// no longer has, and Open those that are no longer mounted (after a reboot).
+// A pin lives as long as its container: Pins.Remove removes them when the
+// container goes or its creation fails, RemoveStale those of containers the
+// runtime no longer has, and Open those that are no longer mounted (after a reboot).
 // Removal unmounts and then removes only an empty directory or the empty file
 // a pin was mounted on: it never deletes what a pin showed. The mount and
 // removal mechanics are volumes/internal/pin's; this file keeps the pins'
@@ -95,35 +96,48 @@ func ValidateSubpath(p string) (string, error) {
 	return c, nil
 }
 
-// PinHostPath pins the file or directory open at src (an O_PATH descriptor
+// Pins are the pins of a store's containers, below ROOT/pins: the plugin
+// makes them for bind sources (Host), Acquire for subpaths, and they go
+// with their container (Remove, RemoveStale). They are made and removed
+// under the store's lock, so that a pin and the references of its volume
+// change together.
+type Pins struct {
+	s   *Store
+	dir string // ROOT/pins with ROOT's symlinks resolved
+}
+
+// Pins returns the store's pins.
+func (s *Store) Pins() *Pins { return &s.pins }
+
+// Host pins the file or directory open at src (an O_PATH descriptor
 // is enough) for mount n of container containerID and returns the pin's
 // path, which is what the runtime should mount. A pin of the same mount made
 // before is replaced.
-func (s *Store) PinHostPath(containerID string, n int, src *os.File) (string, error) {
+func (p *Pins) Host(containerID string, n int, src *os.File) (string, error) {
 	if err := validateID("container ID", containerID); err != nil {
 		return "", err
 	}
-	var p string
-	err := s.withPinLock(fmt.Sprintf("pinning mount %d of container %q", n, containerID), func() error {
+	var pinPath string
+	err := p.withLock(fmt.Sprintf("pinning mount %d of container %q", n, containerID), func() error {
 		var err error
-		p, err = s.pinLocked(containerID, strconv.Itoa(n), int(src.Fd()))
+		pinPath, err = p.pinLocked(containerID, strconv.Itoa(n), int(src.Fd()))
 		return err
 	})
-	return p, err
+	return pinPath, err
 }
 
-// withPinLock runs fn under the store's exclusive lock without the reference
+// withLock runs fn under the store's exclusive lock without the reference
 // index: pins are made and removed inside NRI requests, so the wait is
 // bounded like every request's (WithLockTimeout).
-func (s *Store) withPinLock(what string, fn func() error) error {
-	ctx, cancel := s.requestContext()
+func (p *Pins) withLock(what string, fn func() error) error {
+	ctx, cancel := p.s.requestContext()
 	defer cancel()
-	return s.locked(ctx, what, unix.LOCK_EX, false, fn)
+	return p.s.locked(ctx, what, unix.LOCK_EX, false, fn)
 }
 
-// Unpin removes every pin of container containerID; a container without
+// Remove removes every pin of container containerID; a container without
 // pins is no error.
-func (s *Store) Unpin(containerID string) error {
+func (p *Pins) Remove(containerID string) error {
 	if err := validateID("container ID", containerID); err != nil {
 		return err
 	}
@@ -131,22 +145,22 @@ func (s *Store) Unpin(containerID string) error {
 	// one that is not there now will not be: most containers have no pins,
 	// and their removal need not wait for the store's lock.
 	var st unix.Stat_t
-	if err := unix.Fstatat(s.rootFd, pinsDir+"/"+containerID, &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(err, unix.ENOENT) {
+	if err := unix.Fstatat(p.s.rootFd, pinsDir+"/"+containerID, &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(err, unix.ENOENT) {
 		return nil
 	}
-	return s.withPinLock(fmt.Sprintf("unpinning the mounts of container %q", containerID), func() error {
-		return s.unpinLocked(containerID)
+	return p.withLock(fmt.Sprintf("unpinning the mounts of container %q", containerID), func() error {
+		return p.unpinLocked(containerID)
 	})
 }
 
-// RemoveStalePins removes the pins of every container not in live and
+// RemoveStale removes the pins of every container not in live and
 // returns those containers' IDs. Entries that are not a container's pins are
 // left for Check to report.
-func (s *Store) RemoveStalePins(live map[string]bool) ([]string, error) {
+func (p *Pins) RemoveStale(live map[string]bool) ([]string, error) {
 	var removed []string
 	var errs []error
-	err := s.withPinLock("removing the pins of containers that are gone", func() error {
-		pinsFd, err := s.openPins(false)
+	err := p.withLock("removing the pins of containers that are gone", func() error {
+		pinsFd, err := p.openPins(false)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
@@ -162,7 +176,7 @@ func (s *Store) RemoveStalePins(live map[string]bool) ([]string, error) {
 			if live[id] || validateID("", id) != nil {
 				continue
 			}
-			if err := s.unpinLocked(id); err != nil {
+			if err := p.unpinLocked(id); err != nil {
 				errs = append(errs, err)
 				continue
 			}
@@ -176,10 +190,10 @@ func (s *Store) RemoveStalePins(live map[string]bool) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
-// PinnedVolume returns the volume whose directory the pin at source shows,
+// volume returns the volume whose directory the pin at source shows,
 // when source is the path of a subpath pin of this store.
-func (s *Store) PinnedVolume(source string) (ns, name string, ok bool) {
-	rest, ok := strings.CutPrefix(source, s.pins+"/")
+func (p *Pins) volume(source string) (ns, name string, ok bool) {
+	rest, ok := strings.CutPrefix(source, p.dir+"/")
 	if !ok {
 		return "", "", false
 	}
@@ -216,8 +230,8 @@ func parsePinEntry(entry string) (ns, name string, ok bool) {
 
 // pinSubpathLocked opens sub.Path below the data of v without following any
 // symlink, checks that it is a directory and pins it.
-func (s *Store) pinSubpathLocked(id string, sub Subpath, v *Volume) (string, error) {
-	nsFd, err := fsx.OpenDir(s.dirFd, v.Namespace)
+func (p *Pins) pinSubpathLocked(id string, sub Subpath, v *Volume) (string, error) {
+	nsFd, err := fsx.OpenDir(p.s.dirFd, v.Namespace)
 	if err != nil {
 		return "", publicError(v.Namespace, v.Name, err)
 	}
@@ -237,12 +251,12 @@ func (s *Store) pinSubpathLocked(id string, sub Subpath, v *Volume) (string, err
 		return "", err
 	}
 	defer unix.Close(fd)
-	return s.pinLocked(id, strconv.Itoa(sub.Pin)+pinSep+v.Namespace+pinSep+v.Name, fd)
+	return p.pinLocked(id, strconv.Itoa(sub.Pin)+pinSep+v.Namespace+pinSep+v.Name, fd)
 }
 
 // pinLocked makes entry below the pins of container id a private, recursive
 // bind mount of the object open at src and returns its path.
-func (s *Store) pinLocked(id, entry string, src int) (string, error) {
+func (p *Pins) pinLocked(id, entry string, src int) (string, error) {
 	// Checked before the container's pin directory is made, so a refusal
 	// leaves nothing behind.
 	if err := pin.Pinnable(src); errors.Is(err, pin.ErrKind) {
@@ -250,29 +264,29 @@ func (s *Store) pinLocked(id, entry string, src int) (string, error) {
 	} else if err != nil {
 		return "", err
 	}
-	ctrFd, err := s.openPinDir(id)
+	ctrFd, err := p.openPinDir(id)
 	if err != nil {
 		return "", err
 	}
 	defer unix.Close(ctrFd)
-	return pin.Make(ctrFd, filepath.Join(s.pins, id), entry, src)
+	return pin.Make(ctrFd, filepath.Join(p.dir, id), entry, src)
 }
 
 // openPins opens ROOT/pins, making it first when create is set.
-func (s *Store) openPins(create bool) (int, error) {
+func (p *Pins) openPins(create bool) (int, error) {
 	if create {
-		fd, err := ensureDirAt(s.rootFd, pinsDir)
+		fd, err := ensureDirAt(p.s.rootFd, pinsDir)
 		if err != nil {
 			return -1, fmt.Errorf("pins: %w", err)
 		}
 		return fd, nil
 	}
-	return fsx.OpenDir(s.rootFd, pinsDir)
+	return fsx.OpenDir(p.s.rootFd, pinsDir)
 }
 
 // openPinDir opens, making it if needed, the pin directory of container id.
-func (s *Store) openPinDir(id string) (int, error) {
-	pinsFd, err := s.openPins(true)
+func (p *Pins) openPinDir(id string) (int, error) {
+	pinsFd, err := p.openPins(true)
 	if err != nil {
 		return -1, err
 	}
@@ -284,8 +298,8 @@ func (s *Store) openPinDir(id string) (int, error) {
 	return fd, nil
 }
 
-func (s *Store) unpinLocked(id string) error {
-	pinsFd, err := s.openPins(false)
+func (p *Pins) unpinLocked(id string) error {
+	pinsFd, err := p.openPins(false)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -302,7 +316,7 @@ func (s *Store) unpinLocked(id string) error {
 	}
 	entries, err := fsx.ReadDirNames(ctrFd)
 	if err == nil {
-		dir := filepath.Join(s.pins, id)
+		dir := filepath.Join(p.dir, id)
 		for _, e := range entries {
 			if err = pin.Remove(ctrFd, dir, e, true); err != nil {
 				break
@@ -314,7 +328,7 @@ func (s *Store) unpinLocked(id string) error {
 		return fmt.Errorf("pins of container %q: %w", id, err)
 	}
 	if err := unix.Unlinkat(pinsFd, id, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("pins of container %q: %w", id, &os.PathError{Op: "rmdir", Path: filepath.Join(s.pins, id), Err: err})
+		return fmt.Errorf("pins of container %q: %w", id, &os.PathError{Op: "rmdir", Path: filepath.Join(p.dir, id), Err: err})
 	}
 	return nil
 }
@@ -323,8 +337,8 @@ func (s *Store) unpinLocked(id string) error {
 // (after a reboot, or a crash between making an entry and mounting it), and
 // then the container directories left empty. It runs under the exclusive
 // lock, when no pin is being made. What it cannot remove, Check reports.
-func (s *Store) removeUnmountedPins(all []string) {
-	pinsFd, err := s.openPins(false)
+func (p *Pins) removeUnmountedPins(all []string) {
+	pinsFd, err := p.openPins(false)
 	if err != nil {
 		return
 	}
@@ -333,7 +347,7 @@ func (s *Store) removeUnmountedPins(all []string) {
 	if err != nil || len(ids) == 0 {
 		return
 	}
-	mounted := s.mountedPins(all)
+	mounted := p.mountedPins(all)
 	for _, id := range ids {
 		if validateID("", id) != nil {
 			continue
@@ -344,8 +358,8 @@ func (s *Store) removeUnmountedPins(all []string) {
 		}
 		entries, _ := fsx.ReadDirNames(ctrFd)
 		for _, e := range entries {
-			if !mounted[filepath.Join(s.pins, id, e)] {
-				pin.Remove(ctrFd, filepath.Join(s.pins, id), e, false)
+			if !mounted[filepath.Join(p.dir, id, e)] {
+				pin.Remove(ctrFd, filepath.Join(p.dir, id), e, false)
 			}
 		}
 		unix.Close(ctrFd)
@@ -355,8 +369,8 @@ func (s *Store) removeUnmountedPins(all []string) {
 
 // mountedPins returns the mount points below ROOT/pins among all, the
 // mount table.
-func (s *Store) mountedPins(all []string) map[string]bool {
-	mps := fsx.MountsBelow(all, s.pins)
+func (p *Pins) mountedPins(all []string) map[string]bool {
+	mps := fsx.MountsBelow(all, p.dir)
 	set := make(map[string]bool, len(mps))
 	for _, mp := range mps {
 		set[mp] = true
@@ -365,8 +379,8 @@ func (s *Store) mountedPins(all []string) map[string]bool {
 }
 
 // checkPins reports what ROOT/pins holds besides mounted pins of containers.
-func (s *Store) checkPins() ([]Problem, error) {
-	pinsFd, err := s.openPins(false)
+func (p *Pins) checkPins() ([]Problem, error) {
+	pinsFd, err := p.openPins(false)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -382,7 +396,7 @@ func (s *Store) checkPins() ([]Problem, error) {
 	if err != nil {
 		return nil, err
 	}
-	mounted := s.mountedPins(all)
+	mounted := p.mountedPins(all)
 	var probs []Problem
 	slices.Sort(ids)
 	for _, id := range ids {
@@ -406,7 +420,7 @@ func (s *Store) checkPins() ([]Problem, error) {
 			switch _, _, ok := parsePinEntry(e); {
 			case !ok:
 				probs = append(probs, Problem{Name: name + "/" + e, Reason: "not a pin (invalid name)"})
-			case !mounted[filepath.Join(s.pins, id, e)]:
+			case !mounted[filepath.Join(p.dir, id, e)]:
 				probs = append(probs, Problem{Name: name + "/" + e, Reason: "stray pin: nothing is mounted there"})
 			}
 		}

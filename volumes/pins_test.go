@@ -24,7 +24,7 @@ func newPinStore(t *testing.T) (*Store, string) {
 	testutil.RequireRoot(t, "pinning mounts, which needs root")
 	s, root := newStore(t)
 	t.Cleanup(func() {
-		if _, err := s.RemoveStalePins(nil); err != nil {
+		if _, err := s.Pins().RemoveStale(nil); err != nil {
 			t.Errorf("removing pins: %v", err)
 		}
 	})
@@ -95,11 +95,11 @@ func TestPinHostPath(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(filepath.Join(host, "moved", "sub"), unix.MNT_DETACH) })
 	writeFile(t, filepath.Join(sub, "on-tmpfs"), "submount")
 
-	dirPin, err := s.PinHostPath("ctr1", 0, openPath(t, host, "d"))
+	dirPin, err := s.Pins().Host("ctr1", 0, openPath(t, host, "d"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	filePin, err := s.PinHostPath("ctr1", 1, openPath(t, host, "file"))
+	filePin, err := s.Pins().Host("ctr1", 1, openPath(t, host, "file"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,10 +128,10 @@ func TestPinHostPath(t *testing.T) {
 	}
 
 	// A second container's pins, and a pin made again replaces the first.
-	if _, err := s.PinHostPath("ctr2", 0, openPath(t, host, "moved")); err != nil {
+	if _, err := s.Pins().Host("ctr2", 0, openPath(t, host, "moved")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.PinHostPath("ctr2", 0, openPath(t, host, "file")); err != nil {
+	if _, err := s.Pins().Host("ctr2", 0, openPath(t, host, "file")); err != nil {
 		t.Fatal(err)
 	}
 	if !sameFile(t, filepath.Join(resolvedRoot, "pins", "ctr2", "0"), filepath.Join(host, "file")) {
@@ -139,17 +139,17 @@ func TestPinHostPath(t *testing.T) {
 	}
 
 	before := fstree.Snapshot(t, host)
-	removed, err := s.RemoveStalePins(map[string]bool{"ctr1": true})
+	removed, err := s.Pins().RemoveStale(map[string]bool{"ctr1": true})
 	if err != nil || !slices.Equal(removed, []string{"ctr2"}) {
 		t.Fatalf("RemoveStalePins = %v, %v; want ctr2 removed", removed, err)
 	}
 	if isMountPoint(t, dirPin) == false {
 		t.Errorf("the pin of a live container went")
 	}
-	if err := s.Unpin("ctr1"); err != nil {
+	if err := s.Pins().Remove("ctr1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Unpin("ctr1"); err != nil {
+	if err := s.Pins().Remove("ctr1"); err != nil {
 		t.Errorf("Unpin again: %v", err)
 	}
 	if entries, err := os.ReadDir(filepath.Join(root, "pins")); err != nil || len(entries) != 0 {
@@ -181,11 +181,11 @@ func TestPinsAfterReboot(t *testing.T) {
 	s, root := newPinStore(t)
 	host := t.TempDir()
 	writeFile(t, filepath.Join(host, "d", "inside"), "inside")
-	pin, err := s.PinHostPath("ctr1", 0, openPath(t, host, "d"))
+	pin, err := s.Pins().Host("ctr1", 0, openPath(t, host, "d"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept, err := s.PinHostPath("ctr2", 0, openPath(t, host, "d"))
+	kept, err := s.Pins().Host("ctr2", 0, openPath(t, host, "d"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,10 +307,10 @@ func TestValidateSubpath(t *testing.T) {
 	}
 }
 
-// TestAcquireSubpaths checks that a subpath is pinned with its volume, that
+// TestAcquire checks that a subpath is pinned with its volume, that
 // a missing one, a file and one through a symlink are refused with nothing
 // left behind, and that the store maps the pin back to its volume.
-func TestAcquireSubpaths(t *testing.T) {
+func TestAcquire(t *testing.T) {
 	s, root := newPinStore(t)
 	v, err := s.Create("default", "data", CreateOptions{})
 	if err != nil {
@@ -326,17 +326,17 @@ func TestAcquireSubpaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	reqs := []Request{{Namespace: "default", Name: "data"}, {Namespace: "default", Name: "fresh"}}
-	vols, pins, err := s.AcquireSubpaths("ctr1", reqs, []Subpath{{Namespace: "default", Name: "data", Path: "logs/app", Pin: 3}})
+	vols, pins, err := s.Acquire("ctr1", reqs, []Subpath{{Namespace: "default", Name: "data", Path: "logs/app", Pin: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(vols) != 2 || len(pins) != 1 || !sameFile(t, pins[0], filepath.Join(v.Mountpoint, "logs", "app")) {
-		t.Fatalf("AcquireSubpaths = %v, %v; want two volumes and a pin of logs/app", names(vols), pins)
+		t.Fatalf("Acquire = %v, %v; want two volumes and a pin of logs/app", names(vols), pins)
 	}
-	if ns, name, ok := s.PinnedVolume(pins[0]); !ok || ns != "default" || name != "data" {
+	if ns, name, ok := s.pins.volume(pins[0]); !ok || ns != "default" || name != "data" {
 		t.Errorf("PinnedVolume(%s) = %s, %s, %v", pins[0], ns, name, ok)
 	}
-	if _, _, ok := s.PinnedVolume(filepath.Join(filepath.Dir(pins[0]), "3")); ok {
+	if _, _, ok := s.pins.volume(filepath.Join(filepath.Dir(pins[0]), "3")); ok {
 		t.Errorf("PinnedVolume of a host path pin found a volume")
 	}
 
@@ -355,10 +355,10 @@ func TestAcquireSubpaths(t *testing.T) {
 	} {
 		t.Run(tc.path+" of "+tc.volume, func(t *testing.T) {
 			reqs := []Request{{Namespace: "default", Name: tc.volume}, {Namespace: "default", Owner: &Owner{PodSandboxID: "pod", Container: "c", Target: "/t"}}}
-			_, _, err := s.AcquireSubpaths("ctr2", reqs, []Subpath{{Namespace: "default", Name: tc.volume, Path: tc.path, Pin: 0}})
+			_, _, err := s.Acquire("ctr2", reqs, []Subpath{{Namespace: "default", Name: tc.volume, Path: tc.path, Pin: 0}})
 			var se *SubpathError
 			if !errors.As(err, &se) || !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), tc.path) {
-				t.Fatalf("AcquireSubpaths = %v, want a SubpathError naming %q and wrapping %v", err, tc.path, tc.wantErr)
+				t.Fatalf("Acquire = %v, want a SubpathError naming %q and wrapping %v", err, tc.path, tc.wantErr)
 			}
 			vols, err := s.List(ListOptions{Namespace: "default"})
 			if err != nil {
@@ -414,10 +414,10 @@ func TestSubpathSwapRace(t *testing.T) {
 	pinned := 0
 	for i := 0; i < 200; i++ {
 		id := "ctr" + strings.Repeat("x", i%3) + string(rune('a'+i%26))
-		_, pins, err := s.AcquireSubpaths(id, []Request{{Namespace: "default", Name: "data"}}, []Subpath{{Namespace: "default", Name: "data", Path: "logs", Pin: 0}})
+		_, pins, err := s.Acquire(id, []Request{{Namespace: "default", Name: "data"}}, []Subpath{{Namespace: "default", Name: "data", Path: "logs", Pin: 0}})
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {
-				t.Errorf("AcquireSubpaths = %v, want a refusal of the symlink", err)
+				t.Errorf("Acquire = %v, want a refusal of the symlink", err)
 			}
 			continue
 		}
@@ -425,7 +425,7 @@ func TestSubpathSwapRace(t *testing.T) {
 		if got, err := os.ReadFile(filepath.Join(pins[0], "inside")); err != nil || string(got) != "inside" {
 			t.Errorf("pin %d shows %v, not the subpath's directory (%v)", i, got, err)
 		}
-		if err := s.Unpin(id); err != nil {
+		if err := s.Pins().Remove(id); err != nil {
 			t.Fatal(err)
 		}
 		if err := s.Release(id); err != nil {

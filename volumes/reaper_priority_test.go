@@ -60,7 +60,7 @@ func TestReaperYieldsToStarts(t *testing.T) {
 	low := lowThreads(t)
 	before := len(low)
 	beforeOthers := slices.DeleteFunc(low, func(tid int) bool { return tid == os.Getpid() })
-	s.StartReaper(func(err error) { t.Errorf("reaper: %v", err) })
+	s.Start(Reaper(func(err error) { t.Errorf("reaper: %v", err) }))
 
 	var tids []int
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
@@ -68,11 +68,11 @@ func TestReaperYieldsToStarts(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no thread at nice %d after StartReaper: the reaper runs at the priority of container starts", wantNice)
+			t.Fatalf("no thread at nice %d after Start(Reaper): the reaper runs at the priority of container starts", wantNice)
 		}
 	}
 	if len(tids) != before+1 {
-		t.Fatalf("%d threads at nice %d after StartReaper, want %d: the low priority spread beyond the reaper", len(tids), wantNice, before+1)
+		t.Fatalf("%d threads at nice %d after Start(Reaper), want %d: the low priority spread beyond the reaper", len(tids), wantNice, before+1)
 	}
 	found := false
 	for _, tid := range tids {
@@ -86,7 +86,7 @@ func TestReaperYieldsToStarts(t *testing.T) {
 	}
 
 	a := anon("pod1", "app", "/a")
-	vols, err := s.Acquire("c1", []Request{a})
+	vols, _, err := s.Acquire("c1", []Request{a}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

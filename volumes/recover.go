@@ -17,11 +17,11 @@ import (
 //
 // The areas that other locks guard, or whose owner only a later moment
 // knows, are cleared later, each for its reason:
-//   - spareDir, by StartSpares (sweepSparesLocked): the spares belong to the
+//   - spareDir, by the Spares worker (sweepSparesLocked): the spares belong to the
 //     one process that keeps a pool, and the CLI opens the store while the
 //     plugin's pool is in use.
 //   - frozenDir, again every few seconds by the plugin's thawer
-//     (StartThawer): the plugin runs for weeks, and a CLI killed while it
+//     (the Thawer worker): the plugin runs for weeks, and a CLI killed while it
 //     held a volume frozen must not hang its writers until the next Open.
 //   - a volume's snapshotsDir, by the next operation that takes the
 //     volume's flock (openSnapshots): snapshots and exports hold that flock,
@@ -35,7 +35,7 @@ import (
 //     (removeUnfinishedLocked): telling one needs a look into each volume's
 //     directory, and its removal the index of references (no container may
 //     list it), neither of which every Open of the CLI should pay for.
-//   - trashDir, by the reaper (StartReaper) or the CLI's rm and prune
+//   - trashDir, by the reaper (the Reaper worker) or the CLI's rm and prune
 //     (ReapTrash), outside the lock: deleting a large tree takes long, so
 //     every sweep only moves into the trash.
 //   - formatsDir's ready entries of the live process, by the formatter's
@@ -43,8 +43,8 @@ import (
 //     no request takes them within formatIdle.
 //   - the reference lists, pins, pod copy-up records and image-empty
 //     records of containers, pods and images gone, at the plugin's
-//     Synchronize (SetReferences, RemoveStalePins, ForgetPodCopyUps,
-//     RemoveImageTargetsEmpty): only the runtime knows which are gone.
+//     Synchronize (SetReferences, Pins.RemoveStale, PodBudgets.ForgetAllBut,
+//     EmptyTargets.RemoveAllBut): only the runtime knows which are gone.
 
 // recoverLocked is Open's recovery pass. The order matters:
 //  1. frozenDir first: a frozen file system hangs whatever touches it, and
@@ -76,7 +76,7 @@ func (s *Store) recoverLocked() error {
 		s.repairs = append(s.repairs, warning)
 	}
 	if all, err := fsx.MountPoints(); err == nil {
-		s.removeUnmountedPins(all)
+		s.pins.removeUnmountedPins(all)
 		s.settleMountsLocked(all)
 	}
 	return nil

@@ -17,7 +17,7 @@ func TestRename(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(v.Mountpoint, "f"), "data")
-	if _, err := s.CreateSnapshot("default", "old", "s1", SnapshotOptions{}); err != nil {
+	if _, err := s.Snapshots().Create("default", "old", "s1", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Create("default", "taken", CreateOptions{}); err != nil {
@@ -26,7 +26,7 @@ func TestRename(t *testing.T) {
 	if _, err := s.Rename("default", "old", "taken"); !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), `"taken"`) {
 		t.Errorf("rename onto a taken name: %v", err)
 	}
-	if _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "old"}}); err != nil {
+	if _, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "old"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Rename("default", "old", "new"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "ctr") {
@@ -36,7 +36,7 @@ func TestRename(t *testing.T) {
 		t.Fatal(err)
 	}
 	owner := &Owner{PodSandboxID: "pod", Container: "c", Target: "/d"}
-	anon, err := s.Acquire("ctr2", []Request{{Namespace: "default", Owner: owner}})
+	anon, _, err := s.Acquire("ctr2", []Request{{Namespace: "default", Owner: owner}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestRename(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s2 := openStore(t, s.Root())
+	s2 := openStore(t, s.root)
 	got, err := s2.Get("default", "new")
 	if err != nil || got.Labels["app"] != "db" || got.Mountpoint != nv.Mountpoint {
 		t.Fatalf("after rename: %+v, %v", got, err)
@@ -59,7 +59,7 @@ func TestRename(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(got.Mountpoint, "f")); err != nil || string(b) != "data" {
 		t.Errorf("data after rename: %q, %v", b, err)
 	}
-	if list, err := s2.ListSnapshots("default", "new"); err != nil || len(list) != 1 || list[0].Volume != "new" {
+	if list, err := s2.Snapshots().List("default", "new"); err != nil || len(list) != 1 || list[0].Volume != "new" {
 		t.Errorf("snapshots after rename: %v, %v", list, err)
 	}
 	if _, err := s2.Get("default", "old"); !errors.Is(err, ErrNotFound) {
@@ -75,7 +75,7 @@ func TestRenameSized(t *testing.T) {
 	if _, err := s.Create("default", "db", CreateOptions{Size: 8 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestRenameSized(t *testing.T) {
 	if _, err := s.Rename("default", "db", "db2"); err != nil {
 		t.Fatal(err)
 	}
-	vols, err = s.Acquire("ctr", []Request{{Namespace: "default", Name: "db2"}})
+	vols, _, err = s.Acquire("ctr", []Request{{Namespace: "default", Name: "db2"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestUpdateLabels(t *testing.T) {
 	if _, err := s.UpdateLabels("default", "v", map[string]string{"a": "9", "c": "3"}, []string{"b", "nope"}); err != nil {
 		t.Fatal(err)
 	}
-	got, err := openStore(t, s.Root()).Get("default", "v")
+	got, err := openStore(t, s.root).Get("default", "v")
 	if err != nil || len(got.Labels) != 2 || got.Labels["a"] != "9" || got.Labels["c"] != "3" {
 		t.Errorf("labels after update: %v, %v", got.Labels, err)
 	}
@@ -139,7 +139,7 @@ func TestRenameIsCounted(t *testing.T) {
 	if _, err := s.Create("default", "web", CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.NamespaceCounts(); err != nil {
+	if _, err := s.Stats().Namespaces(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Rename("default", "web", "web2"); err != nil {
@@ -148,7 +148,7 @@ func TestRenameIsCounted(t *testing.T) {
 	if err := s.Remove("default", "web2"); err != nil {
 		t.Fatal(err)
 	}
-	c, err := s.NamespaceCounts()
+	c, err := s.Stats().Namespaces()
 	if err != nil {
 		t.Fatal(err)
 	}

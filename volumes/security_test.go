@@ -61,13 +61,13 @@ func TestUntrustedNames(t *testing.T) {
 			return err
 		},
 		"CopyUp": func(s *Store, ns, name string) error {
-			return s.CopyUp(ns, name, func(string) error {
+			return s.CopyUps().Copy(ns, name, func(string) error {
 				t.Error("CopyUp called copyFn for an invalid name")
 				return nil
 			})
 		},
 		"Acquire": func(s *Store, ns, name string) error {
-			_, err := s.Acquire("c1", []Request{{Namespace: ns, Name: name}})
+			_, _, err := s.Acquire("c1", []Request{{Namespace: ns, Name: name}}, nil)
 			return err
 		},
 	}
@@ -110,7 +110,7 @@ func TestUntrustedNames(t *testing.T) {
 		parent := t.TempDir()
 		s := openStore(t, filepath.Join(parent, "store"))
 		before := fstree.Snapshot(t, parent, lockFile)
-		_, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "good"}, {Namespace: "default", Name: "../../etc"}})
+		_, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "good"}, {Namespace: "default", Name: "../../etc"}}, nil)
 		if !errors.Is(err, ErrInvalid) {
 			t.Fatalf("Acquire = %v, want ErrInvalid", err)
 		}
@@ -195,7 +195,7 @@ func TestPlantedSymlinksNeverFollowed(t *testing.T) {
 			}
 		}},
 		{"CopyUp", func(t *testing.T, s *Store, p secPlant) {
-			err := s.CopyUp("default", name, func(dir string) error {
+			err := s.CopyUps().Copy("default", name, func(dir string) error {
 				t.Errorf("CopyUp called copyFn(%q) for a volume that has data or is broken", dir)
 				return nil
 			})
@@ -237,7 +237,7 @@ func TestPlantedSymlinksNeverFollowed(t *testing.T) {
 		for _, op := range ops {
 			t.Run(p.name+"/"+op.name, func(t *testing.T) {
 				s, root := newStore(t)
-				vols, err := s.Acquire("c1", []Request{{Namespace: "default", Owner: &owner}})
+				vols, _, err := s.Acquire("c1", []Request{{Namespace: "default", Owner: &owner}}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -384,7 +384,7 @@ func TestMountInsideVolumeRefused(t *testing.T) {
 	} {
 		t.Run(op.name, func(t *testing.T) {
 			s, _ := newStore(t)
-			vols, err := s.Acquire("c1", []Request{{Namespace: "default", Owner: &owner}})
+			vols, _, err := s.Acquire("c1", []Request{{Namespace: "default", Owner: &owner}}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

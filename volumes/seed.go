@@ -2,12 +2,11 @@ package volumes
 
 import (
 	"fmt"
-	"path/filepath"
 )
 
 // Seeding a volume from a registry (the plugin's from: items). The pull
 // runs outside any NRI request, into a volume that exists from its start:
-// CreateSeeding makes it with the import marker already in place and
+// Seeds.Create makes it with the import marker already in place and
 // unlocked, the state an import cut short leaves, so that Acquire refuses it
 // from the moment it has its name. Import then fills it (it takes that state
 // for one whose partial data it throws away) and removes the marker when it
@@ -18,8 +17,13 @@ import (
 // seeding pull starts it over, and volume check and volume rm show it and
 // remove it.
 
-// BlobCacheDir is the directory of the node's blob cache.
-func (s *Store) BlobCacheDir() string { return filepath.Join(s.root, blobsDir) }
+// Seeds are the volumes filled by a seeding pull, which the plugin makes
+// held out of containers (Create) and reads the state of (ImportState),
+// until Import ends well. It is a view of the Store.
+type Seeds struct{ s *Store }
+
+// Seeds returns the store's seeding volumes.
+func (s *Store) Seeds() Seeds { return Seeds{s} }
 
 // ImportState is what the import marker of a volume says.
 type ImportState int
@@ -36,10 +40,11 @@ const (
 	ImportCutShort
 )
 
-// CreateSeeding makes the volume r asks for (named, or the anonymous one of
+// Create makes the volume r asks for (named, or the anonymous one of
 // r.Owner) to be filled by Import, held out of containers until Import ends
 // well. It fails with ErrExists if the volume is there.
-func (s *Store) CreateSeeding(r Request) (*Volume, error) {
+func (sd Seeds) Create(r Request) (*Volume, error) {
+	s := sd.s
 	if err := ValidateNamespace(r.Namespace); err != nil {
 		return nil, err
 	}
@@ -64,9 +69,9 @@ func (s *Store) CreateSeeding(r Request) (*Volume, error) {
 	return s.createOne(v, r.CreateOptions, fmt.Sprintf("seeding volume %q of namespace %q", name, r.Namespace))
 }
 
-// ImportStateOf reads the import marker of volume name in namespace ns.
-func (s *Store) ImportStateOf(ns, name string) (ImportState, error) {
-	state, err := importState(s.dirFd, ns, name)
+// ImportState reads the import marker of volume name in namespace ns.
+func (sd Seeds) ImportState(ns, name string) (ImportState, error) {
+	state, err := importState(sd.s.dirFd, ns, name)
 	if err != nil {
 		return ImportNone, volumeError(ns, name, err)
 	}

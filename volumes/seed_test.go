@@ -19,18 +19,18 @@ func TestCreateSeedingHoldsContainersOut(t *testing.T) {
 		{Namespace: "shop", Owner: &Owner{PodSandboxID: "pod1", PodName: "p", Container: "c", Target: "/data"}},
 	} {
 		s, root := newStore(t)
-		v, err := s.CreateSeeding(r)
+		v, err := s.Seeds().Create(r)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := Request{Namespace: "shop", Name: r.Name, Owner: r.Owner}
-		if _, err := s.Acquire("ctr1", []Request{want}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
+		if _, _, err := s.Acquire("ctr1", []Request{want}, nil); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
 			t.Fatalf("Acquire of a volume being seeded: %v", err)
 		}
-		if st, err := s.ImportStateOf("shop", v.Name); err != nil || st != ImportCutShort {
+		if st, err := s.Seeds().ImportState("shop", v.Name); err != nil || st != ImportCutShort {
 			t.Fatalf("ImportStateOf = %v, %v", st, err)
 		}
-		if _, err := s.CreateSeeding(r); !errors.Is(err, ErrExists) {
+		if _, err := s.Seeds().Create(r); !errors.Is(err, ErrExists) {
 			t.Fatalf("CreateSeeding again: %v", err)
 		}
 		// A pull that died part-way left a file; the store is reopened.
@@ -39,16 +39,16 @@ func TestCreateSeedingHoldsContainersOut(t *testing.T) {
 		}
 		s.Close()
 		s = openStore(t, root)
-		if _, err := s.Acquire("ctr1", []Request{want}); !errors.Is(err, ErrInUse) {
+		if _, _, err := s.Acquire("ctr1", []Request{want}, nil); !errors.Is(err, ErrInUse) {
 			t.Fatalf("Acquire after a reopen: %v", err)
 		}
 		if _, err := s.Import("shop", v.Name, bytes.NewReader(tarOf(t, file("db", "rows"))), ArchiveLimits{}); err != nil {
 			t.Fatalf("Import: %v", err)
 		}
-		if st, err := s.ImportStateOf("shop", v.Name); err != nil || st != ImportNone {
+		if st, err := s.Seeds().ImportState("shop", v.Name); err != nil || st != ImportNone {
 			t.Fatalf("ImportStateOf after the import = %v, %v", st, err)
 		}
-		got, err := s.Acquire("ctr1", []Request{want})
+		got, _, err := s.Acquire("ctr1", []Request{want}, nil)
 		if err != nil {
 			t.Fatalf("Acquire once seeded: %v", err)
 		}
@@ -67,7 +67,7 @@ func TestCreateSeedingHoldsContainersOut(t *testing.T) {
 func TestFailedSeedingImportKeepsVolumeHeld(t *testing.T) {
 	s, root := newStore(t)
 	r := Request{Namespace: "shop", Name: "pg"}
-	if _, err := s.CreateSeeding(r); err != nil {
+	if _, err := s.Seeds().Create(r); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Import("shop", "pg", bytes.NewReader(tarOf(t, file("ok", "x"), file("../escape", "x"))), ArchiveLimits{}); !errors.Is(err, ErrArchive) {
@@ -76,17 +76,17 @@ func TestFailedSeedingImportKeepsVolumeHeld(t *testing.T) {
 	if names, err := os.ReadDir(filepath.Join(root, "volumes", "shop", "pg", "_data")); err != nil || len(names) != 0 {
 		t.Fatalf("after the failed import _data holds %v (%v), want nothing", names, err)
 	}
-	if st, err := s.ImportStateOf("shop", "pg"); err != nil || st != ImportCutShort {
+	if st, err := s.Seeds().ImportState("shop", "pg"); err != nil || st != ImportCutShort {
 		t.Fatalf("ImportStateOf after a failed seeding import = %v, %v; want cut short", st, err)
 	}
-	if _, err := s.Acquire("ctr1", []Request{r}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
+	if _, _, err := s.Acquire("ctr1", []Request{r}, nil); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "cut short") {
 		t.Fatalf("Acquire after a failed seeding import: %v", err)
 	}
 	// The next pull starts it over and, ending well, frees it.
 	if _, err := s.Import("shop", "pg", bytes.NewReader(tarOf(t, file("db", "rows"))), ArchiveLimits{}); err != nil {
 		t.Fatalf("Import again: %v", err)
 	}
-	if _, err := s.Acquire("ctr1", []Request{r}); err != nil {
+	if _, _, err := s.Acquire("ctr1", []Request{r}, nil); err != nil {
 		t.Fatalf("Acquire once seeded: %v", err)
 	}
 }
@@ -101,10 +101,10 @@ func TestFailedPlainImportLeavesVolumeUsable(t *testing.T) {
 	if _, err := s.Import("shop", "pg", bytes.NewReader(tarOf(t, file("../escape", "x"))), ArchiveLimits{}); !errors.Is(err, ErrArchive) {
 		t.Fatalf("Import of a hostile tar: %v", err)
 	}
-	if st, err := s.ImportStateOf("shop", "pg"); err != nil || st != ImportNone {
+	if st, err := s.Seeds().ImportState("shop", "pg"); err != nil || st != ImportNone {
 		t.Fatalf("ImportStateOf = %v, %v; want none", st, err)
 	}
-	if _, err := s.Acquire("ctr1", []Request{{Namespace: "shop", Name: "pg"}}); err != nil {
+	if _, _, err := s.Acquire("ctr1", []Request{{Namespace: "shop", Name: "pg"}}, nil); err != nil {
 		t.Fatalf("Acquire: %v", err)
 	}
 }

@@ -1,7 +1,6 @@
 package volumes
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -48,14 +47,6 @@ type SizePolicy struct {
 	// bound. Sparse images and qgroups reserve nothing, so without it the
 	// sizes promise more than the disk holds.
 	Overcommit float64
-}
-
-// SetSizePolicy changes, from now on, the policy that WithSizePolicy set,
-// on a store that stays open (see SetLockTimeout for why).
-func (s *Store) SetSizePolicy(p SizePolicy) {
-	s.enter(context.Background())
-	defer s.leave()
-	s.policy = p
 }
 
 // sizerFor returns the backend that enforces the size of a volume of
@@ -151,7 +142,8 @@ type SizeTotals struct {
 
 // Totals returns the node's sums of sizes from the ledger, the store's
 // file-system size and the bound: O(1).
-func (s *Store) Totals() (SizeTotals, error) {
+func (o Stats) Totals() (SizeTotals, error) {
+	s := o.s
 	var t SizeTotals
 	err := s.withLock(unix.LOCK_SH, func() error {
 		fsSize, err := s.fileSystemSize()

@@ -34,7 +34,7 @@ func TestSizedImportWhileInactive(t *testing.T) {
 	if st, err := s.Export("default", "v", &out); err != nil || st.Bytes == 0 {
 		t.Errorf("Export of the inactive volume after import: %+v, %v; want the imported file", st, err)
 	}
-	vols, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "v"}})
+	vols, _, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "v"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestSizedExportWhileInactive(t *testing.T) {
 	if _, err := s.Create("default", "v", CreateOptions{Size: 8 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "v"}})
+	vols, _, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "v"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

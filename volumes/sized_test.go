@@ -108,7 +108,7 @@ func TestSizedImageVolume(t *testing.T) {
 		t.Fatal("a sized volume is mounted before any container uses it")
 	}
 
-	vols, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "small"}})
+	vols, _, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "small"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func TestSizedImageVolume(t *testing.T) {
 	if unmounted, err := s.Size(got); err != nil || unmounted < 3<<20 || unmounted > 4<<20 {
 		t.Errorf("Size of the unmounted volume = %d, %v, want about 3 MiB", unmounted, err)
 	}
-	if _, err := s.Acquire("ctr2", []Request{{Namespace: "default", Name: "small"}}); err != nil {
+	if _, _, err := s.Acquire("ctr2", []Request{{Namespace: "default", Name: "small"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if fi, err := os.Stat(filepath.Join(data, "keep")); err != nil || fi.Size() != 3<<20 {
@@ -180,7 +180,7 @@ func TestSizedVolumeAfterReboot(t *testing.T) {
 	if _, err := s.Create("default", "v", CreateOptions{Size: 8 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "v"}})
+	vols, _, err := s.Acquire("ctr1", []Request{{Namespace: "default", Name: "v"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestSizedVolumeAfterReboot(t *testing.T) {
 	if err := s2.SetReferences(nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s2.Acquire("ctr2", []Request{{Namespace: "default", Name: "v"}}); err != nil {
+	if _, _, err := s2.Acquire("ctr2", []Request{{Namespace: "default", Name: "v"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := os.ReadFile(filepath.Join(data, "f")); err != nil || string(got) != "survives" {
@@ -274,7 +274,7 @@ func hasMountsUnder(p string) bool {
 func TestSizedNamespaceBudget(t *testing.T) {
 	requireLoop(t)
 	s, _ := openSized(t)
-	s.SetSizePolicy(SizePolicy{NamespaceBytes: 24 << 20})
+	s.Reconfigure(WithSizePolicy(SizePolicy{NamespaceBytes: 24 << 20}))
 	if _, err := s.Create("shop", "a", CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestSizedNamespaceBudget(t *testing.T) {
 	if _, err := s.Create("default", "b", CreateOptions{Size: 16 << 20}); err != nil {
 		t.Errorf("another namespace's budget is its own: %v", err)
 	}
-	_, err = s.Acquire("ctr", []Request{{Namespace: "shop", Owner: &Owner{PodSandboxID: "pod", Container: "c", Target: "/d"}, CreateOptions: CreateOptions{Size: 16 << 20}}})
+	_, _, err = s.Acquire("ctr", []Request{{Namespace: "shop", Owner: &Owner{PodSandboxID: "pod", Container: "c", Target: "/d"}, CreateOptions: CreateOptions{Size: 16 << 20}}}, nil)
 	if !errors.Is(err, ErrLimit) {
 		t.Errorf("an anonymous volume over the budget: %v, want ErrLimit", err)
 	}
@@ -316,7 +316,7 @@ func TestSizedGrow(t *testing.T) {
 	if _, err := s.Create("default", "g", CreateOptions{Size: 8 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "g"}})
+	vols, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "g"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +343,7 @@ func TestSizedGrow(t *testing.T) {
 	if v.Limit != 32<<20 {
 		t.Errorf("Limit after Grow = %d", v.Limit)
 	}
-	if _, err := s.Acquire("ctr2", []Request{{Namespace: "default", Name: "g"}}); err != nil {
+	if _, _, err := s.Acquire("ctr2", []Request{{Namespace: "default", Name: "g"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	checkShows(t, data, 32<<20)
@@ -395,7 +395,7 @@ func TestSizedBackendBtrfsOffBtrfs(t *testing.T) {
 	if sizer.OnBtrfs(s.dirFd) {
 		t.Skip("the temporary directory is on btrfs")
 	}
-	s.SetSizePolicy(SizePolicy{Backend: BackendBtrfs})
+	s.Reconfigure(WithSizePolicy(SizePolicy{Backend: BackendBtrfs}))
 	_, err := s.Create("default", "v", CreateOptions{Size: 8 << 20})
 	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "sizes.backend is btrfs") {
 		t.Fatalf("Create: %v", err)
@@ -415,7 +415,7 @@ func TestSizedShowsExactSize(t *testing.T) {
 		if _, err := s.Create("default", name, CreateOptions{Size: size}); err != nil {
 			t.Fatal(err)
 		}
-		vols, err := s.Acquire("ctr-"+name, []Request{{Namespace: "default", Name: name}})
+		vols, _, err := s.Acquire("ctr-"+name, []Request{{Namespace: "default", Name: name}}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -48,7 +48,15 @@ const (
 	SnapshotTimeFormat = "20060102T150405Z"
 )
 
-// SnapshotOptions are the options of CreateSnapshot.
+// Snapshots are the snapshots of a store's volumes: the CLI takes, lists,
+// restores and removes them, and the metrics read their sums. It is a view
+// of the Store, whose locks its operations take.
+type Snapshots struct{ s *Store }
+
+// Snapshots returns the snapshots of the store's volumes.
+func (s *Store) Snapshots() Snapshots { return Snapshots{s} }
+
+// SnapshotOptions are the options of Snapshots.Create.
 type SnapshotOptions struct {
 	// Live allows a snapshot of a plain directory volume that containers
 	// use; without it such a snapshot is refused with ErrInUse.
@@ -100,11 +108,12 @@ func (s *Store) holdVolume(ns, name string, how int) (*heldVolume, error) {
 	}
 }
 
-// CreateSnapshot takes the snapshot snap (a UTC time stamp when empty) of
+// Create takes the snapshot snap (a UTC time stamp when empty) of
 // volume name in namespace ns. A plain directory volume that a container
 // uses is refused with ErrInUse unless opts.Live. A snapshot that exists
 // already gives ErrExists. Nothing is left behind by a failure.
-func (s *Store) CreateSnapshot(ns, name, snap string, opts SnapshotOptions) (*Snapshot, error) {
+func (ss Snapshots) Create(ns, name, snap string, opts SnapshotOptions) (*Snapshot, error) {
+	s := ss.s
 	if snap == "" {
 		snap = time.Now().UTC().Format(SnapshotTimeFormat)
 	}
@@ -329,11 +338,12 @@ func hasReflinks(fd int) bool {
 	return st.Type == unix.BTRFS_SUPER_MAGIC || st.Type == unix.XFS_SUPER_MAGIC
 }
 
-// ListSnapshots returns the snapshots of volume name of namespace ns, or of
+// List returns the snapshots of volume name of namespace ns, or of
 // every volume of ns when name is empty, sorted by volume, time and name. It
 // reads without the store's lock: a snapshot appears complete under its
 // name.
-func (s *Store) ListSnapshots(ns, name string) ([]*Snapshot, error) {
+func (ss Snapshots) List(ns, name string) ([]*Snapshot, error) {
+	s := ss.s
 	if err := ValidateNamespace(ns); err != nil {
 		return nil, err
 	}
@@ -398,9 +408,10 @@ func (s *Store) snapshotsOf(ns, name string) ([]*Snapshot, error) {
 	return out, nil
 }
 
-// RemoveSnapshot removes snapshot snap of volume name in namespace ns. It
+// Remove removes snapshot snap of volume name in namespace ns. It
 // waits for a snapshot, clone or restore of the volume that runs.
-func (s *Store) RemoveSnapshot(ns, name, snap string) error {
+func (ss Snapshots) Remove(ns, name, snap string) error {
+	s := ss.s
 	if err := ValidateSnapshotName(snap); err != nil {
 		return volumeError(ns, name, err)
 	}
@@ -522,4 +533,29 @@ func dataIsMount(volFd, dataFd int) bool {
 	}
 	d, err := fsx.Fstat(dataFd)
 	return err == nil && d.Dev != v.Dev
+}
+
+// Count is how many snapshots volume name of namespace ns has, for the
+// message of its removal.
+func (ss Snapshots) Count(ns, name string) (int, error) {
+	snaps, err := ss.s.snapshotsOf(ns, name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	return len(snaps), err
+}
+
+// Sums returns, per namespace, the bytes its snapshots hold and their
+// number, from the ledger: O(namespaces), without a look at any snapshot.
+func (ss Snapshots) Sums() (map[string]SizeSum, error) {
+	s := ss.s
+	var per map[string]SizeSum
+	err := s.withLock(unix.LOCK_SH, func() error {
+		per = make(map[string]SizeSum, len(s.idx.sizes.snaps))
+		for ns, sum := range s.idx.sizes.snaps {
+			per[ns] = sum
+		}
+		return nil
+	})
+	return per, err
 }

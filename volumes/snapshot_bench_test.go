@@ -29,7 +29,7 @@ func BenchmarkSnapshotImage(b *testing.B) {
 			if _, err := s.Create("default", "db", CreateOptions{Size: 1 << 30}); err != nil {
 				b.Fatal(err)
 			}
-			vols, err := s.Acquire("w", []Request{{Namespace: "default", Name: "db"}})
+			vols, _, err := s.Acquire("w", []Request{{Namespace: "default", Name: "db"}}, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -45,7 +45,7 @@ func BenchmarkSnapshotImage(b *testing.B) {
 			var frozen []time.Duration
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				sn, err := s.CreateSnapshot("default", "db", "b"+strconv.Itoa(i), SnapshotOptions{})
+				sn, err := s.Snapshots().Create("default", "db", "b"+strconv.Itoa(i), SnapshotOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -12,7 +12,7 @@ import (
 // Reading a volume in use at one instant. Export (and so push, which
 // exports) of a sized volume that containers use reads a temporary
 // snapshot instead of the live tree: the image is cloned under a freeze as
-// CreateSnapshot clones it, into a temporary entry of the volume's
+// Snapshots.Create clones it, into a temporary entry of the volume's
 // snapshots directory, and the clone is mounted on a loop device of its
 // own at mnt in that entry. The mount is read-write on purpose: the clone
 // is what a crash would have left, and mounting replays its journal, which

@@ -61,7 +61,7 @@ func TestExportImageInUseIsPointInTime(t *testing.T) {
 	if _, err := s.Create("default", "db", CreateOptions{Size: 64 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestExportImageInUseIsPointInTime(t *testing.T) {
 			t.Errorf("export %d: %d records, but %d were synced before it began", i, b, before)
 		}
 	}
-	snaps, err := s.ListSnapshots("default", "db")
+	snaps, err := s.Snapshots().List("default", "db")
 	if err != nil || len(snaps) != 0 {
 		t.Errorf("snapshots after the exports: %v, %v; want none", snaps, err)
 	}

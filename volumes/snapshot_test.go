@@ -219,7 +219,7 @@ func TestSnapshotImageWhileWriting(t *testing.T) {
 			if _, err := s.Create("default", "db", CreateOptions{Size: 64 << 20}); err != nil {
 				t.Fatal(err)
 			}
-			vols, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}})
+			vols, _, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -232,7 +232,7 @@ func TestSnapshotImageWhileWriting(t *testing.T) {
 			for i := 0; i < 5; i++ {
 				w.waitProgress(t, w.synced.Load())
 				before := w.synced.Load()
-				sn, err := s.CreateSnapshot("default", "db", "s"+string(rune('0'+i)), SnapshotOptions{})
+				sn, err := s.Snapshots().Create("default", "db", "s"+string(rune('0'+i)), SnapshotOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -243,7 +243,7 @@ func TestSnapshotImageWhileWriting(t *testing.T) {
 			}
 			w.waitProgress(t, w.synced.Load())
 			w.finish(t)
-			list, err := s.ListSnapshots("default", "db")
+			list, err := s.Snapshots().List("default", "db")
 			if err != nil || len(list) != len(snaps) {
 				t.Fatalf("ListSnapshots: %d snapshots, %v; want %d", len(list), err, len(snaps))
 			}
@@ -258,7 +258,7 @@ func TestSnapshotImageWhileWriting(t *testing.T) {
 					t.Errorf("clone of %s copied by %q, want %q", sn.snap, res.Copy, tc.want)
 				}
 				ctr := "reader-" + sn.snap
-				cv, err := s.Acquire(ctr, []Request{{Namespace: "default", Name: clone}})
+				cv, _, err := s.Acquire(ctr, []Request{{Namespace: "default", Name: clone}}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -294,7 +294,7 @@ func TestSnapshotChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.CreateSnapshot("default", "db", "killed", SnapshotOptions{})
+	_, err = s.Snapshots().Create("default", "db", "killed", SnapshotOptions{})
 	t.Fatalf("the snapshot returned (%v); it should hang frozen until killed", err)
 }
 
@@ -308,7 +308,7 @@ func TestSnapshotKilledWhileFrozen(t *testing.T) {
 	if _, err := s.Create("default", "db", CreateOptions{Size: 32 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s.Acquire("writer-ctr", []Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,10 +337,10 @@ func TestSnapshotKilledWhileFrozen(t *testing.T) {
 		t.Errorf("the freeze marker is still there after the thaw: %v", err)
 	}
 	// The killed snapshot left nothing, and the next one works.
-	if list, err := s3.ListSnapshots("default", "db"); err != nil || len(list) != 0 {
+	if list, err := s3.Snapshots().List("default", "db"); err != nil || len(list) != 0 {
 		t.Errorf("snapshots after the killed one: %v, %v", list, err)
 	}
-	if _, err := s3.CreateSnapshot("default", "db", "after", SnapshotOptions{}); err != nil {
+	if _, err := s3.Snapshots().Create("default", "db", "after", SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	w.finish(t)

@@ -18,7 +18,7 @@ import (
 // BENCHMARKS.md a mkdir or an O_CREAT takes 0.1 to 1 ms of kernel time, a
 // rename 0.03 ms. A container with a new named and a new anonymous volume
 // makes eight or nine: each volume's directory, _data and volume.json, the
-// named one's sync-pending marker, its pod's list and its own. A Store that runs StartSpares keeps some of each, made
+// named one's sync-pending marker, its pod's list and its own. A Store that runs Spares keeps some of each, made
 // ahead in ROOT/volumes/.spare, and a request takes one with a rename:
 //
 //   - v-<random>: a volume directory (0700) holding an empty _data (0755)
@@ -33,7 +33,7 @@ import (
 // changes: a process that dies while filling it leaves the temporary entry
 // that Open removes, as without spares. A file spare is written in place
 // and renamed to its list's name; its next taker truncates it. Only the
-// process that runs StartSpares uses them, and it starts by moving what an
+// process that runs Spares uses them, and it starts by moving what an
 // earlier process left there into the trash. See spareDir.
 const (
 	// How many of each are kept: enough for a pod of a few containers with
@@ -45,7 +45,7 @@ const (
 
 // spares is a Store's pool; the in-process lock guards it.
 type spares struct {
-	fd    int      // ROOT/volumes/.spare, -1 until StartSpares
+	fd    int      // ROOT/volumes/.spare, -1 until the Spares worker starts
 	vols  []string // whole volume spares, taken from the end
 	files []string // whole file spares, taken from the end
 	kick  chan struct{}
@@ -53,13 +53,17 @@ type spares struct {
 	done  chan struct{} // closed when the refiller has stopped
 }
 
-// StartSpares starts keeping spares, made in the background, for the new
-// volumes and reference lists of later requests. The plugin runs it; a
+// Spares is the worker that keeps spares, made in the background, for the
+// new volumes and reference lists of later requests. The plugin runs it; a
 // short-lived process (the CLI, the hook) gains nothing from it. Each
 // failure to make one goes to onErr, and the pool waits for the next
 // request that takes one, or finds none, before it tries again. Starting it
 // again does nothing; Close stops it.
-func (s *Store) StartSpares(onErr func(error)) {
+func Spares(onErr func(error)) Worker {
+	return func(s *Store) { s.startSpares(onErr) }
+}
+
+func (s *Store) startSpares(onErr func(error)) {
 	var own int
 	err := s.locked(context.Background(), "", unix.LOCK_EX, false, func() error {
 		if s.closed || s.spare.kick != nil {
@@ -229,7 +233,7 @@ func (s *Store) takeSpareVolumeLocked(nsFd int, tmp string) bool {
 		if err == nil {
 			return true
 		}
-		// Gone (the StartSpares of another process on this store moved it
+		// Gone (the Spares worker of another process on this store moved it
 		// to the trash): the next one, or none.
 	}
 	return false
@@ -286,7 +290,7 @@ func (s *Store) writeListLocked(dir int, name string, keys []string) error {
 
 // sweepSparesLocked moves into the trash the spares in spareDir, open at
 // fd, that an earlier process left: whole or not, filled or not, they are
-// of a state this one does not know. StartSpares runs it, under the
+// of a state this one does not know. The Spares worker runs it, under the
 // exclusive lock, before its pool makes any.
 func (s *Store) sweepSparesLocked(fd int) {
 	names, err := fsx.ReadDirNames(fd)

@@ -17,10 +17,10 @@ import (
 	"github.com/nri-volumes/nri-volumes/internal/testutil"
 )
 
-// startSpares runs StartSpares on s and waits until its pool is full.
+// startSpares starts the Spares worker of s and waits until its pool is full.
 func startSpares(t *testing.T, s *Store) {
 	t.Helper()
-	s.StartSpares(func(err error) { t.Errorf("spares: %v", err) })
+	s.Start(Spares(func(err error) { t.Errorf("spares: %v", err) }))
 	waitSparesFull(t, s)
 }
 
@@ -88,7 +88,7 @@ func TestSparesMakeNewVolumes(t *testing.T) {
 		{Namespace: "default", Name: "data", CreateOptions: CreateOptions{Labels: map[string]string{"k": "v"}, UID: &uid, GID: &gid, Mode: &mode}},
 		anon("pod1", "app", "/cache"),
 	}
-	got, err := s.Acquire("c1", reqs)
+	got, _, err := s.Acquire("c1", reqs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestSpareNotAsMadeIsNotUsed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "data"}, anon("pod1", "app", "/cache")}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "data"}, anon("pod1", "app", "/cache")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(outside); err != nil || string(b) != "keep" {
@@ -247,7 +247,7 @@ func smallStore(t *testing.T, opts string) string {
 func TestNewVolumeOnAFullDisk(t *testing.T) {
 	root := smallStore(t, "size=256k,mode=0755")
 	s := openStore(t, root)
-	s.StartSpares(func(err error) { t.Logf("spares: %v", err) })
+	s.Start(Spares(func(err error) { t.Logf("spares: %v", err) }))
 	waitSparesFull(t, s)
 	if _, err := s.Create("default", "before", CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -264,7 +264,7 @@ func TestNewVolumeOnAFullDisk(t *testing.T) {
 		t.Fatalf("filling the disk: %v, want ENOSPC", err)
 	}
 
-	_, err = s.Acquire("c1", []Request{{Namespace: "default", Name: "data", PersistLater: true}})
+	_, _, err = s.Acquire("c1", []Request{{Namespace: "default", Name: "data", PersistLater: true}}, nil)
 	if !errors.Is(err, unix.ENOSPC) {
 		t.Errorf("Acquire of a new volume on a full disk = %v, want ENOSPC", err)
 	}
@@ -308,12 +308,12 @@ func TestSparesComeBackAfterAFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	failed := make(chan error, 1)
-	s.StartSpares(func(err error) {
+	s.Start(Spares(func(err error) {
 		select {
 		case failed <- err:
 		default:
 		}
-	})
+	}))
 	select {
 	case err := <-failed:
 		t.Logf("spares on a full disk: %v", err)

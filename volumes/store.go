@@ -12,7 +12,7 @@
 // mutation holds the Store's in-process lock and an exclusive flock on
 // ROOT/volumes/.lock, reads hold a shared one, and an in-use check and the
 // removal it guards happen under the same lock. The operations on the path of
-// an NRI request wait for these locks no longer than SetLockTimeout allows;
+// an NRI request wait for these locks no longer than WithLockTimeout allows;
 // long operations (Prune, RemoveOrphans) take the lock in short batches, and
 // the data of removed volumes is deleted outside the lock (see trash.go).
 // Copy-up holds a lock on the one volume it fills, so it never blocks the
@@ -31,7 +31,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -87,7 +86,7 @@ type Request struct {
 type Store struct {
 	root string
 	dir  string // ROOT/volumes with symlinks resolved, as mountinfo shows it
-	pins string // ROOT/pins with ROOT's symlinks resolved; see pins.go
+	pins Pins   // see pins.go
 	// given is ROOT/volumes as the store was opened, symlinks unresolved.
 	given string
 	dev   uint64 // device of dir: removal never leaves it
@@ -102,7 +101,7 @@ type Store struct {
 	trashFd int // ROOT/volumes/.trash
 	lock    *os.File
 	closed  bool
-	// reapKick wakes the reaper, once StartReaper has started one;
+	// reapKick wakes the reaper, once Reaper has started one;
 	// reapStop ends it.
 	reapKick chan struct{}
 	reapStop chan struct{}
@@ -117,11 +116,11 @@ type Store struct {
 	// nil until first asked for. See nscount.go.
 	counts *nsCounts
 	// lockTimeout bounds the lock waits of the operations of NRI requests;
-	// see SetLockTimeout.
+	// see WithLockTimeout.
 	lockTimeout atomic.Int64
 	// policy says how sized volumes are made.
 	policy SizePolicy
-	// spare holds inodes made ahead for requests; see StartSpares.
+	// spare holds inodes made ahead for requests; see Spares.
 	spare spares
 	// formats holds the images formatted outside the lock, and
 	// formatBudget bounds a request's wait for them; see format.go.
@@ -133,36 +132,54 @@ type Store struct {
 	// copyUps is the log of copy-ups for the metrics, with a lock and a
 	// descriptor of its own; see CopyUpStats.
 	copyUps *copyuplog.Log
-	// repairs are what Open repaired; set before Open returns, then
-	// read-only.
+	// repairs are what Open repaired, told to WithRepairs; set before Open
+	// returns, then read-only.
 	repairs []string
 }
 
-// Repairs says what Open found broken and repaired (a ledger of sizes cut
-// short by a power loss, rebuilt), for the caller to log as a warning.
-func (s *Store) Repairs() []string { return slices.Clone(s.repairs) }
+// Worker is a background worker of the store, for Start: Reaper, Spares,
+// Thawer.
+type Worker func(*Store)
 
-// Root returns the root directory the store was opened with.
-func (s *Store) Root() string { return s.root }
+// Start starts workers, in the order given, each running until Close. A
+// long-running process (the plugin) starts them; a short-lived one (the
+// CLI, the hook) has nothing to gain from them.
+func (s *Store) Start(workers ...Worker) {
+	for _, w := range workers {
+		w(s)
+	}
+}
+
+// Paths are the store's answers about its places on disk, for the plugin:
+// which volume a mount source is, and the directories it checks or hands to
+// others. Only the store knows its layout; callers never build or take
+// apart these paths themselves. It is a view of the Store.
+type Paths struct{ s *Store }
+
+// Paths returns the store's answers about its places on disk.
+func (s *Store) Paths() Paths { return Paths{s} }
 
 // VolumesDir is the directory below which the volumes' data lives, for
 // checks of its file system (can it be idmapped?); callers never build
 // paths in it.
-func (s *Store) VolumesDir() string { return s.dir }
+func (p Paths) VolumesDir() string { return p.s.dir }
+
+// BlobCacheDir is the directory of the node's blob cache.
+func (p Paths) BlobCacheDir() string { return filepath.Join(p.s.root, blobsDir) }
 
 // VolumeForMountSource returns the volume whose data a mount source names:
 // ROOT/volumes/NS/NAME/_data, with ROOT as the store was opened or with its
 // symlinks resolved (the form the store hands out, and so the one containerd
-// reports back). Only the store knows its layout; callers never build or
-// take apart these paths themselves.
-func (s *Store) VolumeForMountSource(source string) (ns, name string, ok bool) {
+// reports back), or a subpath's pin.
+func (p Paths) VolumeForMountSource(source string) (ns, name string, ok bool) {
+	s := p.s
 	source = filepath.Clean(source)
 	for _, dir := range []string{s.dir, s.given} {
 		if ns, name, ok := splitVolumePath(dir, source, dataDir); ok {
 			return ns, name, true
 		}
 	}
-	return s.PinnedVolume(source)
+	return s.pins.volume(source)
 }
 
 // splitVolumePath takes apart path, which should be dir/NS/NAME/leaf with
@@ -230,7 +247,7 @@ func (s *Store) withLock(how int, fn func() error) error {
 }
 
 // withRequestLock is withLock(LOCK_EX) for the operations of NRI requests:
-// the wait is bounded by SetLockTimeout, and what says, for the error, what
+// the wait is bounded by WithLockTimeout, and what says, for the error, what
 // the operation was for.
 func (s *Store) withRequestLock(what string, fn func() error) error {
 	ctx, cancel := s.requestContext()

@@ -115,14 +115,14 @@ func TestNamedVolumeNotAnonymousShape(t *testing.T) {
 	s, _ := newStore(t)
 	owner := Owner{PodSandboxID: "pod", Container: "app", Target: "/data"}
 	anon := AnonymousName(owner)
-	if _, err := s.Acquire("owner", []Request{{Namespace: "default", Owner: &owner}}); err != nil {
+	if _, _, err := s.Acquire("owner", []Request{{Namespace: "default", Owner: &owner}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{anon, strings.ToUpper(anon), strings.Repeat("9", 64)} {
 		if _, err := s.Create("default", name, CreateOptions{}); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "anonymous") {
 			t.Errorf("Create(%s) = %v, want ErrInvalid saying why", name, err)
 		}
-		if _, err := s.Acquire("thief", []Request{{Namespace: "default", Name: name}}); !errors.Is(err, ErrInvalid) {
+		if _, _, err := s.Acquire("thief", []Request{{Namespace: "default", Name: name}}, nil); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Acquire of named %s = %v, want ErrInvalid", name, err)
 		}
 	}
@@ -234,21 +234,21 @@ func TestAcquireRelease(t *testing.T) {
 		anon("pod1", "app", "/cache"),
 		{Namespace: "default", Name: "data"}, // a repeat counts once
 	}
-	vols, err := s.Acquire("c1", reqs)
+	vols, _, err := s.Acquire("c1", reqs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(vols) != 2 || vols[0].Labels["k"] != "v" || !vols[1].Anonymous || vols[1].Name != AnonymousName(*reqs[1].Owner) {
 		t.Fatalf("Acquire = %+v", vols)
 	}
-	again, err := s.Acquire("c1", reqs)
+	again, _, err := s.Acquire("c1", reqs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(names(again), names(vols)) {
 		t.Errorf("repeated Acquire = %v, want %v", names(again), names(vols))
 	}
-	if _, err := s.Acquire("c2", reqs[:1]); err != nil {
+	if _, _, err := s.Acquire("c2", reqs[:1], nil); err != nil {
 		t.Fatal(err)
 	}
 	v, _ := s.Get("default", "data")
@@ -340,7 +340,7 @@ func TestAcquireRollback(t *testing.T) {
 				tt.setup(t, s, root)
 			}
 			before, _ := s.List(ListOptions{Namespace: "default"})
-			if _, err := s.Acquire("c1", tt.reqs); !errors.Is(err, tt.want) {
+			if _, _, err := s.Acquire("c1", tt.reqs, nil); !errors.Is(err, tt.want) {
 				t.Fatalf("Acquire = %v, want %v", err, tt.want)
 			}
 			after, _ := s.List(ListOptions{Namespace: "default"})
@@ -361,13 +361,13 @@ func TestAcquireRollback(t *testing.T) {
 
 func TestRemovePodVolumes(t *testing.T) {
 	s, _ := newStore(t)
-	if _, err := s.Acquire("c1", []Request{anon("pod1", "app", "/a"), {Namespace: "default", Name: "named"}}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{anon("pod1", "app", "/a"), {Namespace: "default", Name: "named"}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("c2", []Request{anon("pod1", "app", "/b")}); err != nil {
+	if _, _, err := s.Acquire("c2", []Request{anon("pod1", "app", "/b")}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("c3", []Request{anon("pod2", "app", "/a")}); err != nil {
+	if _, _, err := s.Acquire("c3", []Request{anon("pod2", "app", "/a")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"c1", "c3"} {
@@ -394,7 +394,7 @@ func TestReconcile(t *testing.T) {
 	dead := anon("dead", "app", "/a")
 	deadInUse := anon("dead", "app", "/b")
 	for id, r := range map[string]Request{"c1": live, "c2": dead, "c3": deadInUse, "c4": {Namespace: "default", Name: "named"}} {
-		if _, err := s.Acquire(id, []Request{r}); err != nil {
+		if _, _, err := s.Acquire(id, []Request{r}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -460,7 +460,7 @@ func reconcile(s *Store, refs map[string][]string, livePods map[string]bool, kee
 
 func TestReopenRebuildsState(t *testing.T) {
 	s, root := newStore(t)
-	if _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "v1"}, anon("p", "c", "/x")}); err != nil {
+	if _, _, err := s.Acquire("c1", []Request{{Namespace: "default", Name: "v1"}, anon("p", "c", "/x")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -488,7 +488,7 @@ func TestTwoStoresSeeEachOther(t *testing.T) {
 	if err := a.Release("c1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Acquire("c1", []Request{{Namespace: "default", Name: "v"}}); err != nil {
+	if _, _, err := b.Acquire("c1", []Request{{Namespace: "default", Name: "v"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	// a's index predates b's Acquire; the generation makes a reload it.
@@ -572,7 +572,7 @@ func TestCopyUpOnce(t *testing.T) {
 		wg.Add(1)
 		go func(s *Store) {
 			defer wg.Done()
-			errs <- s.CopyUp("default", "v", func(dir string) error {
+			errs <- s.CopyUps().Copy("default", "v", func(dir string) error {
 				copies.Add(1)
 				for j := 0; j < 20; j++ {
 					if err := os.WriteFile(filepath.Join(dir, fmt.Sprint(j)), []byte("data"), 0o644); err != nil {
@@ -599,7 +599,7 @@ func TestCopyUpOnce(t *testing.T) {
 	for _, e := range entries {
 		os.Remove(filepath.Join(v.Mountpoint, e.Name()))
 	}
-	if err := stores[1].CopyUp("default", "v", func(string) error { copies.Add(1); return nil }); err != nil || copies.Load() != 1 {
+	if err := stores[1].CopyUps().Copy("default", "v", func(string) error { copies.Add(1); return nil }); err != nil || copies.Load() != 1 {
 		t.Errorf("copy-up redone: %v, copies=%d", err, copies.Load())
 	}
 }
@@ -609,7 +609,7 @@ func TestCopyUpSkipsVolumeWithData(t *testing.T) {
 	v, _ := s.Create("default", "v", CreateOptions{})
 	writeFile(t, filepath.Join(v.Mountpoint, "mine"), "x")
 	called := false
-	if err := s.CopyUp("default", "v", func(string) error { called = true; return nil }); err != nil || called {
+	if err := s.CopyUps().Copy("default", "v", func(string) error { called = true; return nil }); err != nil || called {
 		t.Errorf("CopyUp into a volume with data: err=%v called=%v", err, called)
 	}
 }
@@ -621,7 +621,7 @@ func TestCopyUpFailureEmptiesData(t *testing.T) {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	err = s.CopyUp("default", "v", func(dir string) error {
+	err = s.CopyUps().Copy("default", "v", func(dir string) error {
 		writeFile(t, filepath.Join(dir, "a", "b", "half"), "x")
 		os.Symlink("/etc", filepath.Join(dir, "link"))
 		return boom
@@ -638,7 +638,7 @@ func TestCopyUpFailureEmptiesData(t *testing.T) {
 	}
 	// A later call copies again.
 	called := false
-	if err := s.CopyUp("default", "v", func(string) error { called = true; return nil }); err != nil || !called {
+	if err := s.CopyUps().Copy("default", "v", func(string) error { called = true; return nil }); err != nil || !called {
 		t.Errorf("retry: err=%v called=%v", err, called)
 	}
 }
@@ -666,7 +666,7 @@ func TestCopyUpRedoesInterruptedCopy(t *testing.T) {
 				t.Fatal(err)
 			}
 			copied := false
-			err := s.CopyUp("default", "v", func(dir string) error {
+			err := s.CopyUps().Copy("default", "v", func(dir string) error {
 				copied = true
 				if names := dataNames(t, dir); len(names) != 0 {
 					return fmt.Errorf("staging not emptied: %v", names)
@@ -695,7 +695,7 @@ func TestCopyUpRedoesInterruptedCopy(t *testing.T) {
 			if st.Mode().Perm() != wantMode {
 				t.Errorf("_data mode %v, want the staging directory's %v", st.Mode().Perm(), wantMode)
 			}
-			if need, err := needsCopyUp(s.CopyUpStatus("default", "v")); need || err != nil {
+			if need, err := needsCopyUp(s.CopyUps().Status("default", "v")); need || err != nil {
 				t.Errorf("NeedsCopyUp after completion = %v, %v", need, err)
 			}
 		})
@@ -710,7 +710,7 @@ func TestCopyUpNothingToCopyKeepsData(t *testing.T) {
 	old := time.Unix(1_000_000, 0)
 	os.Chtimes(v.Mountpoint, old, old)
 	before, _ := os.Stat(v.Mountpoint)
-	if err := s.CopyUp("default", "v", func(string) error { return nil }); err != nil {
+	if err := s.CopyUps().Copy("default", "v", func(string) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	after, _ := os.Stat(v.Mountpoint)
@@ -725,7 +725,7 @@ func TestNeedsCopyUp(t *testing.T) {
 	volDir := filepath.Join(root, "volumes", "default", "v")
 	check := func(when string, want bool) {
 		t.Helper()
-		if got, err := needsCopyUp(s.CopyUpStatus("default", "v")); got != want || err != nil {
+		if got, err := needsCopyUp(s.CopyUps().Status("default", "v")); got != want || err != nil {
 			t.Errorf("%s: NeedsCopyUp = %v, %v; want %v", when, got, err, want)
 		}
 	}
@@ -739,7 +739,7 @@ func TestNeedsCopyUp(t *testing.T) {
 	os.Rename(filepath.Join(volDir, copyUpSwitching), filepath.Join(volDir, copyUpDone))
 	os.Remove(filepath.Join(v.Mountpoint, "f"))
 	check("done, emptied since", false)
-	if _, err := needsCopyUp(s.CopyUpStatus("default", "missing")); !errors.Is(err, ErrNotFound) {
+	if _, err := needsCopyUp(s.CopyUps().Status("default", "missing")); !errors.Is(err, ErrNotFound) {
 		t.Errorf("NeedsCopyUp of a missing volume: %v", err)
 	}
 }
@@ -875,10 +875,10 @@ func TestPrune(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s, _ := newStore(t)
 			free := anon("p", "c", "/free")
-			if _, err := s.Acquire("c1", []Request{anon("p", "c", "/busy"), {Namespace: "default", Name: "named-busy"}}); err != nil {
+			if _, _, err := s.Acquire("c1", []Request{anon("p", "c", "/busy"), {Namespace: "default", Name: "named-busy"}}, nil); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := s.Acquire("c2", []Request{free}); err != nil {
+			if _, _, err := s.Acquire("c2", []Request{free}, nil); err != nil {
 				t.Fatal(err)
 			}
 			if err := s.Release("c2"); err != nil {
@@ -1007,7 +1007,7 @@ func TestConcurrentAcquireRelease(t *testing.T) {
 			defer wg.Done()
 			reqs := []Request{{Namespace: "default", Name: "shared"}, anon("pod", id, "/x")}
 			for j := 0; j < 5; j++ {
-				if _, err := s.Acquire(id, reqs); err != nil {
+				if _, _, err := s.Acquire(id, reqs, nil); err != nil {
 					t.Error(err)
 					return
 				}
@@ -1038,7 +1038,7 @@ func TestWithoutOpenat2(t *testing.T) {
 	t.Run("copy-up", TestCopyUpOnce)
 	t.Run("lists", TestPlantedSymlinksInLists)
 	t.Run("open path beneath", TestOpenPathBeneath)
-	t.Run("subpaths", TestAcquireSubpaths)
+	t.Run("subpaths", TestAcquire)
 }
 
 // TestListFilter lists only what the filter accepts, measured with Size.

@@ -21,7 +21,7 @@ import (
 // the name is free at once. Deleting the data takes as long as the data is
 // large and happens outside the lock: by the caller (the CLI's rm and prune,
 // which report the space reclaimed) or by the reaper (the plugin, whose NRI
-// requests must stay short; see StartReaper). Whoever deletes an entry of the
+// requests must stay short; see Reaper). Whoever deletes an entry of the
 // trash holds its flock, so two processes never delete one tree at once, and
 // what a process leaves there when it dies is deleted by the next reaper or
 // the next CLI rm or prune (ReapTrash); Check reports what is left. See
@@ -242,14 +242,18 @@ func reapEntry(trashFd int, name string, dev uint64, wait, measure bool) (int64,
 	return size, nil
 }
 
-// StartReaper starts deleting, in the background, the data of removed
+// Reaper is the worker that deletes, in the background, the data of removed
 // volumes: what the trash holds now (left by an earlier process that died)
 // and what later removals put there. The plugin runs it so that its NRI
 // requests only move volumes into the trash. Each failure goes to onErr; an
 // entry that cannot be deleted (something mounted inside it) is tried again
 // on the next removal. Close stops the reaper between two entries. Starting
 // it again does nothing.
-func (s *Store) StartReaper(onErr func(error)) {
+func Reaper(onErr func(error)) Worker {
+	return func(s *Store) { s.startReaper(onErr) }
+}
+
+func (s *Store) startReaper(onErr func(error)) {
 	if err := s.enter(context.Background()); err != nil {
 		return
 	}

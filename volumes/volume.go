@@ -63,7 +63,7 @@ type Volume struct {
 	// CreateOptions.CloneOf.
 	cloneOf *CloneSource
 	// seeding makes the volume with the import marker in place; see
-	// CreateSeeding.
+	// Seeds.Create.
 	seeding bool
 }
 

@@ -80,7 +80,7 @@ func volumeList(g *globalOptions, o listOptions, s streams) error {
 	if !o.size || o.quiet || o.format != "" && o.format != "table" {
 		return nil
 	}
-	totals, err := store.Totals()
+	totals, err := store.Stats().Totals()
 	if err != nil {
 		return err
 	}

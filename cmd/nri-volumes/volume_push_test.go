@@ -20,7 +20,7 @@ func TestVolumePushRefusesInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "busy"}}); err != nil {
+	if _, _, err := s.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "busy"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -56,7 +56,7 @@ func TestVolumePushSizedInUseReadsSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "sized"}}); err != nil {
+	if _, _, err := s.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "sized"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	defer func() {

@@ -28,7 +28,7 @@ size. The snapshot stays.`,
 				return err
 			}
 			defer store.Close()
-			if err := store.Restore(g.nsOrDefault(), args[0], args[1]); err != nil {
+			if err := store.Snapshots().Restore(g.nsOrDefault(), args[0], args[1]); err != nil {
 				return err
 			}
 			_, err = fmt.Fprintln(s.out, args[0])

@@ -45,7 +45,7 @@ func volumeRemove(g *globalOptions, o removeOptions, names []string, s streams) 
 	for _, n := range names {
 		// Counted first: a volume's snapshots go with it, and the person
 		// is told.
-		snaps, _ := store.SnapshotCount(g.nsOrDefault(), n)
+		snaps, _ := store.Snapshots().Count(g.nsOrDefault(), n)
 		err := store.Remove(g.nsOrDefault(), n)
 		switch {
 		case err == nil:

@@ -77,7 +77,7 @@ func snapshotCreate(g *globalOptions, o snapshotCreateOptions, name, snap string
 		return err
 	}
 	defer store.Close()
-	sn, err := store.CreateSnapshot(g.nsOrDefault(), name, snap, volumes.SnapshotOptions{Live: o.live})
+	sn, err := store.Snapshots().Create(g.nsOrDefault(), name, snap, volumes.SnapshotOptions{Live: o.live})
 	if err != nil {
 		return err
 	}
@@ -139,7 +139,7 @@ func snapshotList(g *globalOptions, o snapshotListOptions, name string, s stream
 		return err
 	}
 	defer store.Close()
-	snaps, err := store.ListSnapshots(g.nsOrDefault(), name)
+	snaps, err := store.Snapshots().List(g.nsOrDefault(), name)
 	if err != nil {
 		return err
 	}
@@ -223,7 +223,7 @@ func snapshotRemove(g *globalOptions, name string, snaps []string, s streams) er
 	defer store.Close()
 	failed := false
 	for _, snap := range snaps {
-		if err := store.RemoveSnapshot(g.nsOrDefault(), name, snap); err != nil {
+		if err := store.Snapshots().Remove(g.nsOrDefault(), name, snap); err != nil {
 			fmt.Fprintf(s.err, "nri-volumes: %v\n", err)
 			failed = true
 			continue
@@ -257,7 +257,7 @@ func (g *globalOptions) completeSnapshots(c *cobra.Command, args []string, toCom
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	defer store.Close()
-	snaps, _ := store.ListSnapshots(g.nsOrDefault(), args[0])
+	snaps, _ := store.Snapshots().List(g.nsOrDefault(), args[0])
 	names := make([]string, 0, len(snaps))
 	for _, sn := range snaps {
 		names = append(names, sn.Name)

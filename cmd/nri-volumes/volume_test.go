@@ -131,7 +131,7 @@ func TestVolumeFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "web"}}); err != nil {
+	if _, _, err := s.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "web"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
@@ -169,7 +169,7 @@ func TestVolumeRemoveInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Acquire("3f2a9c", []volumes.Request{{Namespace: "default", Name: "busy"}}); err != nil {
+	if _, _, err := s.Acquire("3f2a9c", []volumes.Request{{Namespace: "default", Name: "busy"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	r := runCLI(t, root, "", "rm", "busy", "free")
@@ -219,7 +219,7 @@ func TestVolumePrune(t *testing.T) {
 	}
 	defer s.Close()
 	owner := &volumes.Owner{PodSandboxID: "pod", Container: "app", Target: "/data"}
-	vols, err := s.Acquire("c1", []volumes.Request{{Namespace: "default", Owner: owner}})
+	vols, _, err := s.Acquire("c1", []volumes.Request{{Namespace: "default", Owner: owner}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func TestVolumeCreateRefusesAnonymousShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire("ctr", []volumes.Request{{Namespace: "default", Owner: &owner}}); err != nil {
+	if _, _, err := s.Acquire("ctr", []volumes.Request{{Namespace: "default", Owner: &owner}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Release("ctr"); err != nil {

@@ -20,10 +20,10 @@ func TestCopyUpFillsPendingClone(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(golden, "fixture"), []byte("golden data"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := e.store.Acquire("ctr1", []volumes.Request{
+	vols, _, err := e.store.Acquire("ctr1", []volumes.Request{
 		{Namespace: "default", Name: "mine", CreateOptions: volumes.CreateOptions{CloneOf: &volumes.CloneSource{Volume: "golden"}}},
 		{Namespace: "default", Name: "small", CreateOptions: volumes.CreateOptions{CloneOf: &volumes.CloneSource{Volume: "golden"}}},
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -117,7 +117,7 @@ func copyUp(args []string, stdin io.Reader) error {
 	// First, while the plugin's own sync of a new volume has most likely
 	// left nothing to write: the copy-up below dirties the volume again.
 	for _, v := range opts.Syncs {
-		if err := store.Persist(v.Namespace, v.Name); err != nil {
+		if err := store.CopyUps().Persist(v.Namespace, v.Name); err != nil {
 			return fmt.Errorf("hook copyup: --sync %s: %w", v, err)
 		}
 	}
@@ -126,7 +126,7 @@ func copyUp(args []string, stdin io.Reader) error {
 	if opts.Pod == "" {
 		_, err = c.copyAll(0)
 	} else {
-		err = store.ChargePodCopyUp(opts.Pod, c.copyAll)
+		err = store.PodBudgets().Charge(opts.Pod, c.copyAll)
 	}
 	if err != nil {
 		return fmt.Errorf("hook copyup: %w", err)
@@ -146,7 +146,7 @@ func chownVolumes(store *volumes.Store, spec *specs.Spec, vols []volumes.VolumeR
 	}
 	uid, gid := int(spec.Process.User.UID), int(spec.Process.User.GID)
 	for _, v := range vols {
-		done, err := store.ChownRoot(v.Namespace, v.Name, uid, gid)
+		done, err := store.CopyUps().ChownRoot(v.Namespace, v.Name, uid, gid)
 		if err != nil {
 			return fmt.Errorf("hook copyup: --chown %s: %w", v, err)
 		}
@@ -225,7 +225,7 @@ func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup
 	// A clone still to be copied is filled from its source, never from
 	// the image, within the same limits and budget.
 	limits, budget := c.limits(used)
-	stats, pending, err := c.store.CopyUpClone(v.Namespace, v.Name, limits)
+	stats, pending, err := c.store.CopyUps().Clone(v.Namespace, v.Name, limits)
 	if pending || err != nil {
 		if err != nil {
 			reason, err := c.copyError(v, stats, budget, used, err)
@@ -254,7 +254,7 @@ func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup
 		// A bare mount point gives _data root:root 0755, unless the
 		// volume keeps the owner it was made with.
 		rootDefault := src.Dir && !slices.Contains(c.opts.KeepOwners, v.VolumeRef)
-		marked, copyNeeded, err := c.store.MarkCopyUpEmpty(v.Namespace, v.Name, rootDefault)
+		marked, copyNeeded, err := c.store.CopyUps().MarkEmpty(v.Namespace, v.Name, rootDefault)
 		if err != nil {
 			return stats, false, volumes.CopyUpOther, fmt.Errorf("volume %s at %s: %w", v.VolumeRef, v.Target, err)
 		}
@@ -265,7 +265,7 @@ func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup
 	}
 	limits.KeepEmptyRoot = slices.Contains(c.opts.KeepOwners, v.VolumeRef)
 	ran := false
-	err = c.store.CopyUp(v.Namespace, v.Name, func(dir string) error {
+	err = c.store.CopyUps().Copy(v.Namespace, v.Name, func(dir string) error {
 		ran = true
 		if !ok {
 			return nil
@@ -294,7 +294,7 @@ func (c *hookCopier) recordEmpty(target string, vlog *logrus.Entry) {
 	if c.opts.ImageHex == "" {
 		return
 	}
-	if err := c.store.RecordImageTargetEmpty(c.opts.ImageHex, target); err != nil {
+	if err := c.store.EmptyTargets().Record(c.opts.ImageHex, target); err != nil {
 		vlog.WithError(err).Warn("copy-up: the image's empty target is not recorded; later containers of the image run the hook")
 	}
 }

@@ -402,7 +402,7 @@ func TestHookPodCopyUpBudget(t *testing.T) {
 		t.Errorf("first volume: %v", got)
 	}
 	// Once the pod is gone, its record goes too.
-	if err := e.store.ForgetPodCopyUp("pod1"); err != nil {
+	if err := e.store.PodBudgets().Forget("pod1"); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.run(t, append(budget, "--volume", "default/conf=/etc/app")...); err != nil {
@@ -457,7 +457,7 @@ func TestHookCopyUpTooBig(t *testing.T) {
 	if _, err := e.store.Create("default", "small", volumes.CreateOptions{Size: 8 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	vols, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "small"}})
+	vols, _, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "small"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,7 +481,7 @@ func TestHookCopyUpTooBig(t *testing.T) {
 // the container's start, with its name.
 func TestHookSync(t *testing.T) {
 	e := newHookEnv(t)
-	vols, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "data", PersistLater: true}})
+	vols, _, err := e.store.Acquire("ctr1", []volumes.Request{{Namespace: "default", Name: "data", PersistLater: true}}, nil)
 	if err != nil || !vols[0].PersistLater {
 		t.Fatalf("Acquire = %+v, %v; want an unsynced volume", vols, err)
 	}
@@ -602,7 +602,7 @@ func TestHookRecordsImageEmptyTargets(t *testing.T) {
 	}
 	digestHex := strings.TrimPrefix(testImage, "sha256:")
 	for target, want := range map[string]bool{"/no/such/dir": true, "/mnt/bare": true, "/data": false, "/baredup": false} {
-		got, err := e.store.ImageTargetEmpty(digestHex, target)
+		got, err := e.store.EmptyTargets().Has(digestHex, target)
 		if err != nil || got != want {
 			t.Errorf("image target %s recorded empty: %t, %v; want %t", target, got, err, want)
 		}
@@ -629,7 +629,7 @@ func TestHookRecordsImageEmptyTargets(t *testing.T) {
 		t.Errorf("the image's /data was not copied: %v, %s", got, owner(t, data))
 	}
 	for _, name := range []string{"missing", "bare"} {
-		if need, err := needsCopyUp(e.store.CopyUpStatus("default", name)); err != nil || need {
+		if need, err := needsCopyUp(e.store.CopyUps().Status("default", name)); err != nil || need {
 			t.Errorf("volume %s needs copy-up: %t, %v; want it done", name, need, err)
 		}
 	}
@@ -639,7 +639,7 @@ func TestHookRecordsImageEmptyTargets(t *testing.T) {
 	if err := e.run(t, "--volume", "default/plain=/also/missing"); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := e.store.ImageTargetEmpty(digestHex, "/also/missing"); err != nil || got {
+	if got, err := e.store.EmptyTargets().Has(digestHex, "/also/missing"); err != nil || got {
 		t.Errorf("recorded without --image: %t, %v", got, err)
 	}
 	if got, want := e.volumeEntries(t, "default", "plain"), []string{"_data", "copyup-done", "volume.json"}; !slices.Equal(got, want) {
@@ -715,7 +715,7 @@ func TestHookRecordsNoTargetOnAnotherMount(t *testing.T) {
 	if err := e.run(t, "--image", testImage, "--volume", "default/covered=/mnt/covered"); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := e.store.ImageTargetEmpty(strings.TrimPrefix(testImage, "sha256:"), "/mnt/covered"); err != nil || got {
+	if got, err := e.store.EmptyTargets().Has(strings.TrimPrefix(testImage, "sha256:"), "/mnt/covered"); err != nil || got {
 		t.Errorf("a target on another mount recorded empty for the image: %t, %v; want not recorded", got, err)
 	}
 }
@@ -731,10 +731,10 @@ func TestHookRecordsNothingUnderUserNamespace(t *testing.T) {
 	if err := e.run(t, "--image", testImage, "--volume", "default/missing=/no/such/dir"); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := e.store.ImageTargetEmpty(strings.TrimPrefix(testImage, "sha256:"), "/no/such/dir"); err != nil || got {
+	if got, err := e.store.EmptyTargets().Has(strings.TrimPrefix(testImage, "sha256:"), "/no/such/dir"); err != nil || got {
 		t.Errorf("recorded from a container with a user namespace: %t, %v", got, err)
 	}
-	if need, err := needsCopyUp(e.store.CopyUpStatus("default", "missing")); err != nil || need {
+	if need, err := needsCopyUp(e.store.CopyUps().Status("default", "missing")); err != nil || need {
 		t.Errorf("volume needs copy-up: %t, %v; want it done", need, err)
 	}
 }

@@ -136,7 +136,7 @@ func (m *Metrics) healthz(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), m.pingTimeout)
 	defer cancel()
-	if err := m.store().Ping(ctx); err != nil {
+	if err := m.store().Stats().Ping(ctx); err != nil {
 		msg := err.Error()
 		if errors.Is(err, volumes.ErrBusy) {
 			msg = "volume store lock not taken within " + m.pingTimeout.String()
@@ -187,7 +187,7 @@ func ListenAddress(addr string) string {
 
 // volumeCollector reports the volumes in the store at scrape time, by
 // namespace and kind, and the limits and usage of sized volumes. The counts
-// come from the store's memory (NamespaceCounts), O(1) per namespace, never
+// come from the store's memory (Stats.Namespaces), O(1) per namespace, never
 // from reading every volume.json; only sized volumes are measured, which is
 // O(1) each (statfs, the superblock or the qgroup), never a walk of a
 // volume's data.
@@ -227,7 +227,7 @@ func (c volumeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 	store := c.store()
-	counts, err := store.NamespaceCounts()
+	counts, err := store.Stats().Namespaces()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(volumesDesc, err)
 		return
@@ -254,7 +254,7 @@ func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	// From the ledger, which every snapshot's creation and removal
 	// updates: O(namespaces), never a look at a snapshot.
-	snaps, err := store.SnapshotSums()
+	snaps, err := store.Snapshots().Sums()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(snapshotsDesc, err)
 		return
@@ -263,7 +263,7 @@ func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(snapshotsDesc, prometheus.GaugeValue, float64(sum.Count), ns)
 		ch <- prometheus.MustNewConstMetric(snapshotBytesDesc, prometheus.GaugeValue, float64(sum.Bytes), ns)
 	}
-	totals, err := store.Totals()
+	totals, err := store.Stats().Totals()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(nodeSizedDesc, err)
 		return

@@ -60,21 +60,21 @@ func TestSnapshotAndCloneMetrics(t *testing.T) {
 		}
 	}
 	for _, sn := range []struct{ ns, name, snap string }{{"default", "a", "s1"}, {"default", "a", "s2"}, {"default", "b", "s1"}, {"other", "c", "s1"}} {
-		if _, err := cli.CreateSnapshot(sn.ns, sn.name, sn.snap, volumes.SnapshotOptions{}); err != nil {
+		if _, err := cli.Snapshots().Create(sn.ns, sn.name, sn.snap, volumes.SnapshotOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := cli.RemoveSnapshot("default", "a", "s2"); err != nil {
+	if err := cli.Snapshots().Remove("default", "a", "s2"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cli.Clone("default", "a", "s1", "a2", volumes.CloneOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Acquire("ctr", []volumes.Request{{Namespace: "default", Name: "a3",
-		CreateOptions: volumes.CreateOptions{CloneOf: &volumes.CloneSource{Volume: "b"}}}}); err != nil {
+	if _, _, err := cli.Acquire("ctr", []volumes.Request{{Namespace: "default", Name: "a3",
+		CreateOptions: volumes.CreateOptions{CloneOf: &volumes.CloneSource{Volume: "b"}}}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := cli.CopyUpClone("default", "a3", copyup.Options{}); err != nil {
+	if _, _, err := cli.CopyUps().Clone("default", "a3", copyup.Options{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -105,11 +105,11 @@ func TestSnapshotAndCloneMetrics(t *testing.T) {
 	if _, err := cli.Create("default", "sized", volumes.CreateOptions{Size: 16 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cli.Acquire("writer", []volumes.Request{{Namespace: "default", Name: "sized"}}); err != nil {
+	if _, _, err := cli.Acquire("writer", []volumes.Request{{Namespace: "default", Name: "sized"}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	defer cli.Release("writer")
-	if _, err := cli.CreateSnapshot("default", "sized", "s1", volumes.SnapshotOptions{}); err != nil {
+	if _, err := cli.Snapshots().Create("default", "sized", "s1", volumes.SnapshotOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := cli.Export("default", "sized", io.Discard); err != nil {

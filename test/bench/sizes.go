@@ -156,7 +156,7 @@ func (e *benchEnv) fillStore(root string, n, files int, sized bool) {
 		if _, err := s.Create("default", name, opts); err != nil {
 			e.r.Fatalf("%v", err)
 		}
-		vols, err := s.Acquire("filler", []volumes.Request{{Namespace: "default", Name: name}})
+		vols, _, err := s.Acquire("filler", []volumes.Request{{Namespace: "default", Name: name}}, nil)
 		if err != nil {
 			e.r.Fatalf("%v", err)
 		}

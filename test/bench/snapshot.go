@@ -152,12 +152,12 @@ func (e *benchEnv) snapshotOn(hostName, dir string) ([][]string, summary) {
 		e.r.Fatalf("%v", err)
 	}
 	e.r.Cleanup(func() { s.Close(); unmountUnder(root) })
-	s.SetSizePolicy(volumes.SizePolicy{Backend: volumes.BackendImage})
+	s.Reconfigure(volumes.WithSizePolicy(volumes.SizePolicy{Backend: volumes.BackendImage}))
 	size := 2*e.o.snapBytes + (256 << 20)
 	if _, err := s.Create("default", "db", volumes.CreateOptions{Size: size}); err != nil {
 		e.r.Fatalf("%v", err)
 	}
-	vols, err := s.Acquire("bench-writer", []volumes.Request{{Namespace: "default", Name: "db"}})
+	vols, _, err := s.Acquire("bench-writer", []volumes.Request{{Namespace: "default", Name: "db"}}, nil)
 	if err != nil {
 		e.r.Fatalf("%v", err)
 	}
@@ -175,7 +175,7 @@ func (e *benchEnv) snapshotOn(hostName, dir string) ([][]string, summary) {
 	for i := 0; i < e.o.snapReps; i++ {
 		snap := fmt.Sprintf("s%d", i)
 		start := time.Now()
-		sn, err := s.CreateSnapshot("default", "db", snap, volumes.SnapshotOptions{})
+		sn, err := s.Snapshots().Create("default", "db", snap, volumes.SnapshotOptions{})
 		if err != nil {
 			e.r.Fatalf("%s: snapshot: %v", hostName, err)
 		}
@@ -189,7 +189,7 @@ func (e *benchEnv) snapshotOn(hostName, dir string) ([][]string, summary) {
 		if err := s.Remove("default", "c"+snap); err != nil {
 			e.r.Fatalf("%v", err)
 		}
-		if err := s.RemoveSnapshot("default", "db", snap); err != nil {
+		if err := s.Snapshots().Remove("default", "db", snap); err != nil {
 			e.r.Fatalf("%v", err)
 		}
 		dst := filepath.Join(dir, "cp")
@@ -264,12 +264,12 @@ func (e *benchEnv) cloneOfStart() *section {
 		if _, err := s.Create("default", "golden", volumes.CreateOptions{Size: size}); err != nil {
 			e.r.Fatalf("%v", err)
 		}
-		vols, err := s.Acquire("filler", []volumes.Request{{Namespace: "default", Name: "golden"}})
+		vols, _, err := s.Acquire("filler", []volumes.Request{{Namespace: "default", Name: "golden"}}, nil)
 		if err != nil {
 			e.r.Fatalf("%v", err)
 		}
 		e.fillTree(filepath.Join(vols[0].Mountpoint, "tree"), e.o.snapBytes, e.o.snapFiles)
-		if _, err := s.CreateSnapshot("default", "golden", "g", volumes.SnapshotOptions{}); err != nil {
+		if _, err := s.Snapshots().Create("default", "golden", "g", volumes.SnapshotOptions{}); err != nil {
 			e.r.Fatalf("%v", err)
 		}
 		if err := s.Release("filler"); err != nil {
