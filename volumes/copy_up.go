@@ -21,20 +21,6 @@ import (
 // the moves, which the next start completes. The markers and the staging
 // directory are named in layout.go.
 
-// CopyUps is what readies the new volumes of a container between Acquire
-// and the start of its process: the plugin reads their copy-up status and
-// adopts the runtime's copy of the image (Status, Adopt); the OCI hook fills
-// them from the image, or marks them done when there is nothing to copy
-// (Copy, Clone, MarkEmpty), gives their root to the container's user
-// (ChownRoot) and makes them durable (Persist), which the plugin also does
-// in the background and at the container's start. It is a view of the
-// Store; each operation holds the lock of its one volume, never the
-// store's.
-type CopyUps struct{ s *Store }
-
-// CopyUps returns the copy-up operations of the store's volumes.
-func (s *Store) CopyUps() CopyUps { return CopyUps{s} }
-
 // CopyUpStatus is what a container that mounts a volume finds of its
 // copy-up, read in one look without a lock; the hook checks again under the
 // volume's lock.

@@ -11,16 +11,6 @@ import (
 	"github.com/nri-volumes/nri-volumes/volumes/internal/podbudget"
 )
 
-// PodBudgets are the records of the bytes each pod sandbox's copy-ups
-// wrote (limits.copyUpMaxSizePerPod), in copyUpBytesDir, one file per pod,
-// each flocked by the copy-up that charges it (see package podbudget): the
-// hook and the plugin's seeding charge them, the plugin prepares and
-// forgets them. It is a view of the Store, which owns the directory.
-type PodBudgets struct{ s *Store }
-
-// PodBudgets returns the copy-up budgets of the store's pod sandboxes.
-func (s *Store) PodBudgets() PodBudgets { return PodBudgets{s} }
-
 // Charge runs fn with the bytes that copy-ups for pod sandbox podID
 // wrote so far, and adds the bytes fn reports it wrote. It holds a lock on
 // the pod's record throughout, so the copy-ups of one pod's containers take

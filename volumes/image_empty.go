@@ -12,15 +12,6 @@ import (
 	"github.com/nri-volumes/nri-volumes/volumes/internal/imageempty"
 )
 
-// EmptyTargets are the records of the image targets with nothing to copy
-// up, in imageEmptyDir, kept by package imageempty: the hook records them,
-// the plugin looks them up to skip the hook and removes those of images
-// gone. It is a view of the Store, which owns the directory.
-type EmptyTargets struct{ s *Store }
-
-// EmptyTargets returns the store's records of empty image targets.
-func (s *Store) EmptyTargets() EmptyTargets { return EmptyTargets{s} }
-
 // ParseImageDigest checks that digest is "sha256:" and 64 lowercase hex
 // digits, an image config digest as containerd sends it, and returns the hex
 // part.

@@ -2,8 +2,6 @@ package volumes
 
 import (
 	"maps"
-
-	"golang.org/x/sys/unix"
 )
 
 // NamespaceCount is what a namespace holds, as the metrics report it.
@@ -81,82 +79,6 @@ func (c *nsCounts) drop(ns, name string) {
 	if len(n.names) == 0 {
 		delete(c.ns, ns)
 	}
-}
-
-// counted calls fn with the counts when they reflect the store as this
-// Store last saw it; it runs under the lock of a mutation, which then
-// bumps the generation (see bumpCounts).
-func (s *Store) counted(fn func(c *nsCounts)) {
-	if s.counts != nil && s.counts.gen == s.gen {
-		fn(s.counts)
-	}
-}
-
-// bumpCounts carries the counts from generation from to to, when they
-// were valid at from: the mutation between updated them.
-func (s *Store) bumpCounts(from, to uint64) {
-	if s.counts != nil && s.counts.gen == from {
-		s.counts.gen = to
-	}
-}
-
-// Namespaces returns the volumes of every namespace, counted, with the
-// sum of their sizes. It answers from memory in O(1) per namespace; only
-// after another process changed the store does it read every volume's
-// metadata again, once, outside the lock. The result is the caller's.
-func (o Stats) Namespaces() (map[string]NamespaceCount, error) {
-	s := o.s
-	for range 3 {
-		var out map[string]NamespaceCount
-		var gen uint64
-		err := s.withLock(unix.LOCK_SH, func() error {
-			gen = s.gen
-			if s.counts != nil && s.counts.gen == s.gen {
-				out = s.counts.copy()
-			}
-			return nil
-		})
-		if err != nil || out != nil {
-			return out, err
-		}
-		c, err := s.scanCounts()
-		if err != nil {
-			return nil, err
-		}
-		err = s.withLock(unix.LOCK_SH, func() error {
-			if s.gen == gen {
-				c.gen = gen
-				s.counts, out = c, c.copy()
-			}
-			return nil
-		})
-		if err != nil || out != nil {
-			return out, err
-		}
-		// The store changed during the scan: scan again.
-	}
-	c, err := s.scanCounts()
-	if err != nil {
-		return nil, err
-	}
-	return c.copy(), nil
-}
-
-// scanCounts counts the store's volumes from their metadata.
-func (s *Store) scanCounts() (*nsCounts, error) {
-	dirFd, err := s.openStoreDir()
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(dirFd)
-	c := &nsCounts{ns: map[string]*nsCount{}}
-	err = scanAt(dirFd, "", func(ns string, nsFd int, name string) error {
-		if v, err := s.loadVolume(nsFd, ns, name); err == nil {
-			c.add(v)
-		}
-		return nil
-	})
-	return c, err
 }
 
 func (c *nsCounts) copy() map[string]NamespaceCount {

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nri-volumes/nri-volumes/internal/fstree"
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestUntrustedNames feeds names and namespaces that try to leave the store

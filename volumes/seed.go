@@ -17,14 +17,6 @@ import (
 // seeding pull starts it over, and volume check and volume rm show it and
 // remove it.
 
-// Seeds are the volumes filled by a seeding pull, which the plugin makes
-// held out of containers (Create) and reads the state of (ImportState),
-// until Import ends well. It is a view of the Store.
-type Seeds struct{ s *Store }
-
-// Seeds returns the store's seeding volumes.
-func (s *Store) Seeds() Seeds { return Seeds{s} }
-
 // ImportState is what the import marker of a volume says.
 type ImportState int
 

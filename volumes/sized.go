@@ -130,32 +130,6 @@ func (s *Store) fileSystemSize() (int64, error) {
 	return int64(st.Blocks) * st.Bsize, nil
 }
 
-// SizeTotals is what the node's sized volumes add up to against its bound.
-type SizeTotals struct {
-	// Sized is the sum of the sizes of every sized volume and their count.
-	Sized SizeSum
-	// FileSystem is the size of the store's file system.
-	FileSystem int64
-	// Bound is limits.overcommit times FileSystem; 0: no bound.
-	Bound int64
-}
-
-// Totals returns the node's sums of sizes from the ledger, the store's
-// file-system size and the bound: O(1).
-func (o Stats) Totals() (SizeTotals, error) {
-	s := o.s
-	var t SizeTotals
-	err := s.withLock(unix.LOCK_SH, func() error {
-		fsSize, err := s.fileSystemSize()
-		if err != nil {
-			return err
-		}
-		t = SizeTotals{Sized: s.idx.sizes.total, FileSystem: fsSize, Bound: s.policy.nodeBytes(fsSize)}
-		return nil
-	})
-	return t, err
-}
-
 // activateLocked brings a sized volume's file system up at _data.
 func (s *Store) activateLocked(v *Volume) error {
 	if v.Limit == 0 {

@@ -48,14 +48,6 @@ const (
 	SnapshotTimeFormat = "20060102T150405Z"
 )
 
-// Snapshots are the snapshots of a store's volumes: the CLI takes, lists,
-// restores and removes them, and the metrics read their sums. It is a view
-// of the Store, whose locks its operations take.
-type Snapshots struct{ s *Store }
-
-// Snapshots returns the snapshots of the store's volumes.
-func (s *Store) Snapshots() Snapshots { return Snapshots{s} }
-
 // SnapshotOptions are the options of Snapshots.Create.
 type SnapshotOptions struct {
 	// Live allows a snapshot of a plain directory volume that containers

@@ -7,10 +7,11 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/internal/snapfs"
 	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
-	"golang.org/x/sys/unix"
 )
 
 // Snapshot is a snapshot as the store shows it, and what snapshot.json holds.

@@ -150,15 +150,6 @@ func (s *Store) Start(workers ...Worker) {
 	}
 }
 
-// Paths are the store's answers about its places on disk, for the plugin:
-// which volume a mount source is, and the directories it checks or hands to
-// others. Only the store knows its layout; callers never build or take
-// apart these paths themselves. It is a view of the Store.
-type Paths struct{ s *Store }
-
-// Paths returns the store's answers about its places on disk.
-func (s *Store) Paths() Paths { return Paths{s} }
-
 // VolumesDir is the directory below which the volumes' data lives, for
 // checks of its file system (can it be idmapped?); callers never build
 // paths in it.
@@ -508,3 +499,20 @@ func rewriteVolume(volFd int, v *Volume) error {
 // record copy-ups there, and the plugin's metrics read it. It is closed with
 // the store.
 func (s *Store) CopyUpStats() *CopyUpLog { return s.copyUps }
+
+// counted calls fn with the counts when they reflect the store as this
+// Store last saw it; it runs under the lock of a mutation, which then
+// bumps the generation (see bumpCounts).
+func (s *Store) counted(fn func(c *nsCounts)) {
+	if s.counts != nil && s.counts.gen == s.gen {
+		fn(s.counts)
+	}
+}
+
+// bumpCounts carries the counts from generation from to to, when they
+// were valid at from: the mutation between updated them.
+func (s *Store) bumpCounts(from, to uint64) {
+	if s.counts != nil && s.counts.gen == from {
+		s.counts.gen = to
+	}
+}
