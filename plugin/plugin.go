@@ -300,38 +300,13 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 	for _, dst := range plan.Remove {
 		adjust.RemoveMount(dst)
 	}
-	hookArgs := hook.CopyUpArgs{ImageHex: imageHex}
-	adopter := newAdopter(cfg, store, req, log)
-	defer adopter.close()
+	mk := mounter{store: store, sources: sources, knownEmpty: knownEmpty, adopter: newAdopter(cfg, store, req, log),
+		hookArgs: hook.CopyUpArgs{ImageHex: imageHex}, log: log}
+	defer mk.adopter.close()
 	for i, m := range plan.Mounts {
-		mount := &api.Mount{Destination: m.Target, Options: m.Options}
-		switch m.Kind {
-		case KindVolume:
-			v := sources.vols[m.Volume]
-			mount.Type, mount.Source = "bind", v.Mountpoint
-			if pin, ok := sources.pins[i]; ok {
-				mount.Source = pin
-			}
-			if (m.CopyUp || v.ClonePending != "") && hookCopiesUp(store, v, m.Target, knownEmpty[m.Target], adopter, log) {
-				addCopyUp(&hookArgs, v, m.Target)
-			}
-			if m.Chown && v.Chowned == nil {
-				hookArgs.Chowns = append(hookArgs.Chowns, volumes.VolumeRef{Namespace: v.Namespace, Name: v.Name})
-			}
-			fields := logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous, "limit": v.Limit}
-			if m.Subpath != "" {
-				fields["subpath"], fields["pin"] = m.Subpath, mount.Source
-			}
-			log.WithFields(fields).Info("mounting volume")
-		case KindBind:
-			mount.Type, mount.Source = "bind", sources.pins[i]
-			log.WithFields(logrus.Fields{"source": m.Source, "pin": mount.Source, "target": m.Target}).Info("mounting host path")
-		case KindTmpfs:
-			mount.Type, mount.Source = "tmpfs", "tmpfs"
-			log.WithFields(logrus.Fields{"target": m.Target, "options": strings.Join(m.Options, ",")}).Info("mounting tmpfs")
-		}
-		adjust.AddMount(mount)
+		adjust.AddMount(mk.mount(i, m))
 	}
+	hookArgs := mk.hookArgs
 	syncNew(store, sources.vols, log)
 	if len(hookArgs.CopyUps) > 0 && cfg.Limits.CopyUpMaxSizePerPod > 0 && pod.GetId() != "" {
 		// The hook of the pod's first container opens the pod's record
@@ -344,6 +319,48 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, cfg.Root, pod.GetId(), hookArgs)}})
 	}
 	return adjust, nil, nil
+}
+
+// mounter turns a container's planned mounts into NRI mounts, gathering
+// what the copy-up hook must do for them.
+type mounter struct {
+	store      *volumes.Store
+	sources    *mountSources
+	knownEmpty map[string]bool
+	adopter    *adopter
+	hookArgs   hook.CopyUpArgs
+	log        *logrus.Entry
+}
+
+// mount is the mount of the plan's i-th mount, m.
+func (mk *mounter) mount(i int, m PlannedMount) *api.Mount {
+	mount := &api.Mount{Destination: m.Target, Options: m.Options}
+	switch m.Kind {
+	case KindVolume:
+		v := mk.sources.vols[m.Volume]
+		mount.Type, mount.Source = "bind", v.Mountpoint
+		if pin, ok := mk.sources.pins[i]; ok {
+			mount.Source = pin
+		}
+		if (m.CopyUp || v.ClonePending != "") && hookCopiesUp(mk.store, v, m.Target, mk.knownEmpty[m.Target], mk.adopter, mk.log) {
+			addCopyUp(&mk.hookArgs, v, m.Target)
+		}
+		if m.Chown && v.Chowned == nil {
+			mk.hookArgs.Chowns = append(mk.hookArgs.Chowns, volumes.VolumeRef{Namespace: v.Namespace, Name: v.Name})
+		}
+		fields := logrus.Fields{"volume": v.Namespace + "/" + v.Name, "target": m.Target, "anonymous": v.Anonymous, "limit": v.Limit}
+		if m.Subpath != "" {
+			fields["subpath"], fields["pin"] = m.Subpath, mount.Source
+		}
+		mk.log.WithFields(fields).Info("mounting volume")
+	case KindBind:
+		mount.Type, mount.Source = "bind", mk.sources.pins[i]
+		mk.log.WithFields(logrus.Fields{"source": m.Source, "pin": mount.Source, "target": m.Target}).Info("mounting host path")
+	case KindTmpfs:
+		mount.Type, mount.Source = "tmpfs", "tmpfs"
+		mk.log.WithFields(logrus.Fields{"target": m.Target, "options": strings.Join(m.Options, ",")}).Info("mounting tmpfs")
+	}
+	return mount
 }
 
 // syncLater has the plan's new named volumes made without fsyncs: they are

@@ -432,21 +432,7 @@ func (s *Store) existsLocked(ns, name string) bool {
 // called then, and must not call the store), leaves the data to the reaper,
 // and waits for the lock as long as it takes.
 func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous bool) (removed []string, err error) {
-	dirFd, err := s.openStoreDir()
-	if err != nil {
-		return nil, err
-	}
-	var anon []*Volume
-	err = scanAt(dirFd, "", func(ns string, nsFd int, name string) error {
-		if !isAnonymousName(name) {
-			return nil
-		}
-		if v, err := s.loadVolume(nsFd, ns, name); err == nil && v.Anonymous && v.Owner != nil {
-			anon = append(anon, v)
-		}
-		return nil
-	})
-	unix.Close(dirFd)
+	anon, err := s.scanAnonymous()
 	if err != nil {
 		return nil, err
 	}
@@ -477,10 +463,39 @@ func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous
 	if err != nil {
 		return removed, err
 	}
+	return removed, s.rewritePods(pods, scanned)
+}
+
+// scanAnonymous reads, without the lock, the metadata of every anonymous
+// volume of the store that names its owner.
+func (s *Store) scanAnonymous() ([]*Volume, error) {
+	dirFd, err := s.openStoreDir()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(dirFd)
+	var anon []*Volume
+	err = scanAt(dirFd, "", func(ns string, nsFd int, name string) error {
+		if !isAnonymousName(name) {
+			return nil
+		}
+		if v, err := s.loadVolume(nsFd, ns, name); err == nil && v.Anonymous && v.Owner != nil {
+			anon = append(anon, v)
+		}
+		return nil
+	})
+	return anon, err
+}
+
+// rewritePods rewrites .pods, under the lock, to list pods: the anonymous
+// volumes RemoveOrphans kept of those it scanned, and what Acquire made
+// since the scan; and settles the mounts of sized volumes the removals left
+// unused.
+func (s *Store) rewritePods(pods map[string]map[string]struct{}, scanned map[string]bool) error {
 	var errs []error
 	// What Acquire made since the scan stays listed; entries for volumes
 	// that do not exist go.
-	err = s.withLock(unix.LOCK_EX, func() error {
+	err := s.withLock(unix.LOCK_EX, func() error {
 		for pod, keys := range s.idx.pods {
 			for k := range keys {
 				ns, name, _ := strings.Cut(k, "/")
@@ -511,7 +526,7 @@ func (s *Store) RemoveOrphans(live func(podSandboxID string) bool, keepAnonymous
 		}
 		return nil
 	})
-	return removed, errors.Join(append([]error{err}, errs...)...)
+	return errors.Join(append([]error{err}, errs...)...)
 }
 
 // openStoreDir opens ROOT/volumes for a reader that does not hold the lock.
