@@ -44,26 +44,8 @@ type reflinkProbe struct {
 // (FICLONE), probed once on two unnamed files of the store's directory.
 // The probe is O(1) itself: it may run inside a request.
 func (s *Store) canReflink() bool {
-	s.reflinks.once.Do(func() { s.reflinks.ok = probeReflink(s.dirFd) })
+	s.reflinks.once.Do(func() { s.reflinks.ok = snapfs.ProbeReflink(s.dirFd) })
 	return s.reflinks.ok
-}
-
-func probeReflink(dirFd int) bool {
-	src, err := unix.Openat(dirFd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		// Cannot tell: try the clone, which says why if it fails.
-		return true
-	}
-	defer unix.Close(src)
-	dst, err := unix.Openat(dirFd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return true
-	}
-	defer unix.Close(dst)
-	if _, err := unix.Pwrite(src, make([]byte, 4096), 0); err != nil {
-		return true
-	}
-	return !errors.Is(snapfs.ReflinkFile(dst, src), snapfs.ErrNoReflink)
 }
 
 // createPendingSizedCloneLocked makes v, still absent, under the store's

@@ -314,20 +314,10 @@ func syncTree(fd int) error {
 func treeMethod(srcFd, dstFd int) snapfs.Method {
 	a, errA := fsx.Fstat(srcFd)
 	b, errB := fsx.Fstat(dstFd)
-	if errA != nil || errB != nil || a.Dev != b.Dev || !hasReflinks(dstFd) {
+	if errA != nil || errB != nil || a.Dev != b.Dev || !snapfs.HasReflinks(dstFd) {
 		return snapfs.SparseCopy
 	}
 	return snapfs.Reflink
-}
-
-// hasReflinks reports whether the file system of fd shares extents: btrfs,
-// or xfs (made with reflink=1, the default of mkfs.xfs since 5.1).
-func hasReflinks(fd int) bool {
-	var st unix.Statfs_t
-	if unix.Fstatfs(fd, &st) != nil {
-		return false
-	}
-	return st.Type == unix.BTRFS_SUPER_MAGIC || st.Type == unix.XFS_SUPER_MAGIC
 }
 
 // List returns the snapshots of volume name of namespace ns, or of

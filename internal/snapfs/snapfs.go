@@ -203,3 +203,35 @@ func ReflinkFile(dst, src int) error {
 	}
 	return fmt.Errorf("FICLONE: %w", err)
 }
+
+// ProbeReflink reports whether files of the file system of the directory
+// open at dirFd can be cloned in O(1) (FICLONE), probed on two unnamed files
+// made there. The probe is O(1) itself. When it cannot tell, it says yes:
+// the clone that follows says why if it fails.
+func ProbeReflink(dirFd int) bool {
+	src, err := unix.Openat(dirFd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		// Cannot tell: try the clone, which says why if it fails.
+		return true
+	}
+	defer unix.Close(src)
+	dst, err := unix.Openat(dirFd, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return true
+	}
+	defer unix.Close(dst)
+	if _, err := unix.Pwrite(src, make([]byte, 4096), 0); err != nil {
+		return true
+	}
+	return !errors.Is(ReflinkFile(dst, src), ErrNoReflink)
+}
+
+// HasReflinks reports whether the file system of fd shares extents: btrfs,
+// or xfs (made with reflink=1, the default of mkfs.xfs since 5.1).
+func HasReflinks(fd int) bool {
+	var st unix.Statfs_t
+	if unix.Fstatfs(fd, &st) != nil {
+		return false
+	}
+	return st.Type == unix.BTRFS_SUPER_MAGIC || st.Type == unix.XFS_SUPER_MAGIC
+}
