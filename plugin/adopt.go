@@ -131,7 +131,7 @@ func (a *adopter) adopt(v *volumes.Volume, target string) bool {
 		return false
 	}
 	res := volumes.CopyUpResult{Bytes: t.Bytes, Files: t.Files, Duration: time.Since(start)}
-	if err := a.store.CopyUpStats().Record(res); err != nil {
+	if err := a.store.CopyUpLog().Record(res); err != nil {
 		log.WithError(err).Warn("copy-up: not recorded for the plugin's metrics")
 	}
 	log.WithFields(logrus.Fields{"files": t.Files, "bytes": t.Bytes}).Debug("copy-up: adopted containerd's copy of the image's content")

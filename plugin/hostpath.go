@@ -377,7 +377,7 @@ func pinHostPaths(store *volumes.Store, id, key string, plan *Plan, srcs map[int
 	pins := map[int]string{}
 	for i, f := range srcs {
 		m := plan.Mounts[i]
-		pin, err := store.Pins().Host(id, i, f)
+		pin, err := store.Pins().HostPath(id, i, f)
 		if err != nil {
 			return nil, fmt.Errorf("item %s: pinning bind source %q: %w", m.Item, m.Source, err)
 		}

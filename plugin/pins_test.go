@@ -121,7 +121,7 @@ func TestSynchronizePins(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = store.Pins().Host(id, 0, f)
+		_, err = store.Pins().HostPath(id, 0, f)
 		f.Close()
 		if err != nil {
 			t.Fatal(err)

@@ -622,7 +622,7 @@ func copyUpHook(cfg *config.Config, root, podID string, h hook.CopyUpArgs) *api.
 // it fills the volume.
 //
 // A volume this request made is empty and was never filled, so it needs no
-// look; one that existed is read once (Store.CopyUpStatus). When the store
+// look; one that existed is read once (CopyUps.Status). When the store
 // cannot tell, the hook is added: it decides again under the volume's lock.
 // An empty image leaves an existing volume as it is unless a copy-up into it
 // was cut short, which the hook finishes or throws away, or its root lacks

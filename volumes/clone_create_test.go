@@ -155,7 +155,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	if st, err := s.CopyUps().Status("default", "copy"); err != nil || !st.Needed {
 		t.Errorf("clone before its copy: needs copy-up %v, %v", st.Needed, err)
 	}
-	if _, pending, err := s.CopyUps().Clone("default", "copy", copyup.Options{MaxBytes: 100}); !pending || !errors.Is(err, copyup.ErrLimit) {
+	if _, pending, err := s.CopyUps().FillClone("default", "copy", copyup.Options{MaxBytes: 100}); !pending || !errors.Is(err, copyup.ErrLimit) {
 		t.Errorf("clone over the copy-up limit: pending %v, %v; want ErrLimit", pending, err)
 	}
 	if names, _ := os.ReadDir(v.Mountpoint); len(names) != 0 {
@@ -164,7 +164,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	if v2, err := s.Get("default", "copy"); err != nil || v2.ClonePending != "golden@s1" {
 		t.Errorf("clone after a failed copy: ClonePending %q, %v", v2.ClonePending, err)
 	}
-	stats, pending, err := s.CopyUps().Clone("default", "copy", copyup.Options{})
+	stats, pending, err := s.CopyUps().FillClone("default", "copy", copyup.Options{})
 	if !pending || err != nil || stats.Bytes < 10000 {
 		t.Fatalf("CopyUpClone: pending %v, %+v, %v", pending, stats, err)
 	}
@@ -189,7 +189,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("anonymous cloneOf with a format budget: %v", err)
 	}
-	if _, _, err := s.CopyUps().Clone("default", anon[0].Name, copyup.Options{}); err != nil {
+	if _, _, err := s.CopyUps().FillClone("default", anon[0].Name, copyup.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(anon[0].Mountpoint, "fixture")); err != nil || string(b) != "golden data" {
@@ -208,7 +208,7 @@ func TestCloneOfSizedWithoutReflinksCopies(t *testing.T) {
 	if err != nil {
 		t.Fatalf("cloneOf a sized volume at rest: %v", err)
 	}
-	if _, _, err := s.CopyUps().Clone("default", "copy2", copyup.Options{}); err != nil {
+	if _, _, err := s.CopyUps().FillClone("default", "copy2", copyup.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(filepath.Join(rest[0].Mountpoint, "fixture")); err != nil || string(b) != "golden after s1" {

@@ -19,7 +19,7 @@ import (
 // holds clonePending, naming the source (NAME or NAME@SNAP), and no
 // copy-up marker: it needs the copy-up hook, which runs before the
 // container's process starts (so the start waits for the copy), outside
-// the request. The hook copies through CopyUps.Clone, which is CopyUps.Copy with
+// the request. The hook copies through CopyUps.FillClone, which is CopyUps.Copy with
 // the source's data in place of the image's: staged, moved into _data and
 // marked done as one copy-up, never half done, bounded by the copy-up
 // limits and charged to the pod's copy-up budget as any copy-up is. The
@@ -105,13 +105,13 @@ func parseCloneSource(s string) (CloneSource, error) {
 	return src, nil
 }
 
-// Clone fills volume name of namespace ns if it is a clone still to
+// FillClone fills volume name of namespace ns if it is a clone still to
 // be copied from its source: as Copy does, with the source's data (the
 // volume's _data or its snapshot's) copied within limits, owners as they
 // are. pending says it was such a clone; stats what the copy wrote, also
 // when it failed part-way. A volume that is no pending clone is left to
 // Copy.
-func (cu CopyUps) Clone(ns, name string, limits copyup.Options) (stats copyup.Stats, pending bool, err error) {
+func (cu CopyUps) FillClone(ns, name string, limits copyup.Options) (stats copyup.Stats, pending bool, err error) {
 	s := cu.s
 	nsFd, volFd, err := s.openVolume(ns, name)
 	if err != nil {

@@ -50,13 +50,13 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 		}
 		// A copy over the limits fails and leaves the clone empty, to be
 		// copied again.
-		if _, pending, err := s.CopyUps().Clone("default", v.Name, copyup.Options{MaxBytes: 100}); !pending || !errors.Is(err, copyup.ErrLimit) {
+		if _, pending, err := s.CopyUps().FillClone("default", v.Name, copyup.Options{MaxBytes: 100}); !pending || !errors.Is(err, copyup.ErrLimit) {
 			t.Errorf("clone %s over the copy-up limit: pending %v, %v; want ErrLimit", v.Name, pending, err)
 		}
 		if names, _ := os.ReadDir(v.Mountpoint); len(names) != 0 {
 			t.Errorf("clone %s holds %d entries after a failed copy", v.Name, len(names))
 		}
-		stats, pending, err := s.CopyUps().Clone("default", v.Name, copyup.Options{})
+		stats, pending, err := s.CopyUps().FillClone("default", v.Name, copyup.Options{})
 		if !pending || err != nil || stats.Bytes < 10000 {
 			t.Fatalf("clone %s: CopyUpClone: pending %v, %+v, %v", v.Name, pending, stats, err)
 		}
@@ -70,7 +70,7 @@ func TestCloneOfPlainCopiesOutsideRequest(t *testing.T) {
 			t.Errorf("clone %s: dir mode %v, %v", v.Name, st.Mode(), err)
 		}
 		writeFile(t, filepath.Join(v.Mountpoint, "fixture"), "changed by "+v.Name)
-		if _, pending, err := s.CopyUps().Clone("default", v.Name, copyup.Options{}); pending || err != nil {
+		if _, pending, err := s.CopyUps().FillClone("default", v.Name, copyup.Options{}); pending || err != nil {
 			t.Errorf("clone %s copied twice: pending %v, %v", v.Name, pending, err)
 		}
 		if need, err := needsCopyUp(s.CopyUps().Status("default", v.Name)); err != nil || need {

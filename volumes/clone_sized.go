@@ -19,7 +19,7 @@ import (
 // the source's size is made (from an image formatted ahead, see format.go,
 // so no mkfs runs under the lock), marked clonePending as a clone of a
 // plain volume is (see clone_pending.go), and the copy-up hook copies the
-// source's tree into it through CopyUps.Clone: staged, all or nothing,
+// source's tree into it through CopyUps.FillClone: staged, all or nothing,
 // within the copy-up limits and charged to the pod's copy-up budget.
 //
 // The source's tree is read from its image mounted on a loop device of its

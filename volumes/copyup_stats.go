@@ -9,10 +9,18 @@ import (
 
 // The log of copy-ups, freezes and clones for the plugin's metrics is
 // copyUpStatsFile; package copyuplog keeps it. The names below let callers
-// outside the store, which cannot import it, use what CopyUpStats returns.
+// outside the store, which cannot import it, use what CopyUpLog returns.
 
-// CopyUpLog is the store's log of copy-ups, freezes and clones.
-type CopyUpLog = copyuplog.Log
+// CopyUpLog is the store's log of copy-ups, freezes and clones, as the
+// Store hands it out: to record and to read, never to close, which the
+// Store does.
+type CopyUpLog struct{ l *copyuplog.Log }
+
+// Record appends r to the log.
+func (c CopyUpLog) Record(r CopyUpResult) error { return c.l.Record(r) }
+
+// NewReader returns a reader of the records written from now on.
+func (c CopyUpLog) NewReader() (*CopyUpReader, error) { return c.l.NewReader() }
 
 // CopyUpReader reads the records of a CopyUpLog written since it last read.
 type CopyUpReader = copyuplog.Reader
@@ -42,12 +50,12 @@ const (
 
 // recordFreeze records a freeze that blocked writers for d. Recording is
 // best effort: a metric never fails an operation.
-func recordFreeze(l *CopyUpLog, d time.Duration) {
+func recordFreeze(l *copyuplog.Log, d time.Duration) {
 	_ = l.Record(CopyUpResult{Event: EventFreeze, Frozen: d})
 }
 
 // recordClone records a clone whose data was copied by m. The log has a
 // lock of its own, so a caller may hold the store's.
-func recordClone(l *CopyUpLog, m snapfs.Method) {
+func recordClone(l *copyuplog.Log, m snapfs.Method) {
 	_ = l.Record(CopyUpResult{Event: EventClone, Copy: string(m)})
 }

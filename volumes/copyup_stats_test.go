@@ -24,10 +24,10 @@ func readCopyUps(t *testing.T, r *CopyUpReader) []CopyUpResult {
 func TestCopyUpRecords(t *testing.T) {
 	plugin, root := newStore(t)
 	hook := openStore(t, root)
-	if err := hook.CopyUpStats().Record(CopyUpResult{Bytes: 1}); err != nil {
+	if err := hook.CopyUpLog().Record(CopyUpResult{Bytes: 1}); err != nil {
 		t.Fatal(err)
 	}
-	r, err := plugin.CopyUpStats().NewReader()
+	r, err := plugin.CopyUpLog().NewReader()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestCopyUpRecords(t *testing.T) {
 		{Reason: CopyUpNoSpace},
 	}
 	for _, res := range want {
-		if err := hook.CopyUpStats().Record(res); err != nil {
+		if err := hook.CopyUpLog().Record(res); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -59,7 +59,7 @@ func TestCopyUpRecords(t *testing.T) {
 		t.Errorf("read a half-written line: %+v", got)
 	}
 	appendFile(t, path, `les":2,"ns":5}`+"\n"+`{"bytes":`+"\n")
-	if err := hook.CopyUpStats().Record(CopyUpResult{Reason: CopyUpLimit, Files: 9}); err != nil {
+	if err := hook.CopyUpLog().Record(CopyUpResult{Reason: CopyUpLimit, Files: 9}); err != nil {
 		t.Fatal(err)
 	}
 	want = []CopyUpResult{{Bytes: 7, Files: 2, Duration: 5}, {Reason: CopyUpLimit, Files: 9}}
@@ -80,13 +80,13 @@ func TestCopyUpRecordsNoSymlink(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(root, volumesDir, copyUpStatsFile)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CopyUpStats().Record(CopyUpResult{}); err == nil {
+	if err := s.CopyUpLog().Record(CopyUpResult{}); err == nil {
 		t.Error("recorded a copy-up through a symlink")
 	}
 	if b, _ := os.ReadFile(outside); len(b) != 0 {
 		t.Errorf("wrote through the symlink: %q", b)
 	}
-	if _, err := s.CopyUpStats().NewReader(); err == nil {
+	if _, err := s.CopyUpLog().NewReader(); err == nil {
 		t.Error("opened the copy-up log through a symlink")
 	}
 }

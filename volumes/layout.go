@@ -66,7 +66,7 @@ const (
 	copyUpBytesDir = ".copyup-bytes"
 
 	// copyUpStatsFile, in VOLS, is the log of copy-ups for the plugin's
-	// metrics (CopyUpStats); its writer rotates it to copyUpStatsOld once
+	// metrics (CopyUpLog); its writer rotates it to copyUpStatsOld once
 	// full.
 	copyUpStatsFile = copyuplog.File
 	copyUpStatsOld  = copyuplog.OldFile

@@ -97,7 +97,7 @@ func ValidateSubpath(p string) (string, error) {
 }
 
 // Pins are the pins of a store's containers, below ROOT/pins: the plugin
-// makes them for bind sources (Host), Acquire for subpaths, and they go
+// makes them for bind sources (HostPath), Acquire for subpaths, and they go
 // with their container (Remove, RemoveStale). They are made and removed
 // under the store's lock, so that a pin and the references of its volume
 // change together.
@@ -109,11 +109,11 @@ type Pins struct {
 // Pins returns the store's pins.
 func (s *Store) Pins() *Pins { return &s.pins }
 
-// Host pins the file or directory open at src (an O_PATH descriptor
+// HostPath pins the file or directory open at src (an O_PATH descriptor
 // is enough) for mount n of container containerID and returns the pin's
 // path, which is what the runtime should mount. A pin of the same mount made
 // before is replaced.
-func (p *Pins) Host(containerID string, n int, src *os.File) (string, error) {
+func (p *Pins) HostPath(containerID string, n int, src *os.File) (string, error) {
 	if err := validateID("container ID", containerID); err != nil {
 		return "", err
 	}

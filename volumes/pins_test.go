@@ -95,11 +95,11 @@ func TestPinHostPath(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(filepath.Join(host, "moved", "sub"), unix.MNT_DETACH) })
 	writeFile(t, filepath.Join(sub, "on-tmpfs"), "submount")
 
-	dirPin, err := s.Pins().Host("ctr1", 0, openPath(t, host, "d"))
+	dirPin, err := s.Pins().HostPath("ctr1", 0, openPath(t, host, "d"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	filePin, err := s.Pins().Host("ctr1", 1, openPath(t, host, "file"))
+	filePin, err := s.Pins().HostPath("ctr1", 1, openPath(t, host, "file"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,10 +128,10 @@ func TestPinHostPath(t *testing.T) {
 	}
 
 	// A second container's pins, and a pin made again replaces the first.
-	if _, err := s.Pins().Host("ctr2", 0, openPath(t, host, "moved")); err != nil {
+	if _, err := s.Pins().HostPath("ctr2", 0, openPath(t, host, "moved")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Pins().Host("ctr2", 0, openPath(t, host, "file")); err != nil {
+	if _, err := s.Pins().HostPath("ctr2", 0, openPath(t, host, "file")); err != nil {
 		t.Fatal(err)
 	}
 	if !sameFile(t, filepath.Join(resolvedRoot, "pins", "ctr2", "0"), filepath.Join(host, "file")) {
@@ -181,11 +181,11 @@ func TestPinsAfterReboot(t *testing.T) {
 	s, root := newPinStore(t)
 	host := t.TempDir()
 	writeFile(t, filepath.Join(host, "d", "inside"), "inside")
-	pin, err := s.Pins().Host("ctr1", 0, openPath(t, host, "d"))
+	pin, err := s.Pins().HostPath("ctr1", 0, openPath(t, host, "d"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	kept, err := s.Pins().Host("ctr2", 0, openPath(t, host, "d"))
+	kept, err := s.Pins().HostPath("ctr2", 0, openPath(t, host, "d"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,7 +130,7 @@ type Store struct {
 	// in O(1); see canReflink.
 	reflinks reflinkProbe
 	// copyUps is the log of copy-ups for the metrics, with a lock and a
-	// descriptor of its own; see CopyUpStats.
+	// descriptor of its own; see CopyUpLog.
 	copyUps *copyuplog.Log
 	// repairs are what Open repaired, told to WithRepairs; set before Open
 	// returns, then read-only.
@@ -495,10 +495,10 @@ func rewriteVolume(volFd int, v *Volume) error {
 	return replaceFileAt(volFd, metaFile, data, true)
 }
 
-// CopyUpStats returns the store's copy-up log: the hook and the plugin
+// CopyUpLog returns the store's log of copy-ups: the hook and the plugin
 // record copy-ups there, and the plugin's metrics read it. It is closed with
 // the store.
-func (s *Store) CopyUpStats() *CopyUpLog { return s.copyUps }
+func (s *Store) CopyUpLog() CopyUpLog { return CopyUpLog{s.copyUps} }
 
 // counted calls fn with the counts when they reflect the store as this
 // Store last saw it; it runs under the lock of a mutation, which then

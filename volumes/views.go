@@ -11,7 +11,7 @@ package volumes
 // and the start of its process: the plugin reads their copy-up status and
 // adopts the runtime's copy of the image (Status, Adopt); the OCI hook fills
 // them from the image, or marks them done when there is nothing to copy
-// (Copy, Clone, MarkEmpty), gives their root to the container's user
+// (Copy, FillClone, MarkEmpty), gives their root to the container's user
 // (ChownRoot) and makes them durable (Persist), which the plugin also does
 // in the background and at the container's start. It is a view of the
 // Store; each operation holds the lock of its one volume, never the
@@ -31,11 +31,11 @@ type PodBudgets struct{ s *Store }
 // PodBudgets returns the copy-up budgets of the store's pod sandboxes.
 func (s *Store) PodBudgets() PodBudgets { return PodBudgets{s} }
 
-// Stats are what the store tells about itself without a walk of its
-// volumes: the metrics read the counts and sums (Namespaces, Totals) at
+// Stats are what the store tells about itself, answered from memory (the
+// counts after one read of every volume when another process changed the
+// store): the metrics read the counts and sums (Namespaces, Totals) at
 // every scrape, /healthz checks that the store is usable (Ping), and the
-// CLI's ls shows the totals. It is a view of the Store; each answer is
-// O(1) per namespace at most.
+// CLI's ls shows the totals. It is a view of the Store.
 type Stats struct{ s *Store }
 
 // Stats returns what the store tells about itself.

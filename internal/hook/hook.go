@@ -201,7 +201,7 @@ func (c *hookCopier) copyAll(used int64) (int64, error) {
 		stats, ran, reason, err := c.copyOne(v, used+written, copied, vlog)
 		if ran || err != nil {
 			res := volumes.CopyUpResult{Reason: reason, Bytes: stats.Bytes, Files: stats.Files, Duration: time.Since(start)}
-			if rerr := c.store.CopyUpStats().Record(res); rerr != nil {
+			if rerr := c.store.CopyUpLog().Record(res); rerr != nil {
 				vlog.WithError(rerr).Warn("copy-up: not recorded for the plugin's metrics")
 			}
 		}
@@ -225,7 +225,7 @@ func (c *hookCopier) copyOne(v volumes.CopyUpSpec, used int64, copied map[copyup
 	// A clone still to be copied is filled from its source, never from
 	// the image, within the same limits and budget.
 	limits, budget := c.limits(used)
-	stats, pending, err := c.store.CopyUps().Clone(v.Namespace, v.Name, limits)
+	stats, pending, err := c.store.CopyUps().FillClone(v.Namespace, v.Name, limits)
 	if pending || err != nil {
 		if err != nil {
 			reason, err := c.copyError(v, stats, budget, used, err)

@@ -503,7 +503,7 @@ func TestHookSync(t *testing.T) {
 // does not fail the container's start.
 func TestHookRecordsCopyUps(t *testing.T) {
 	e := newHookEnv(t)
-	r, err := e.store.CopyUpStats().NewReader()
+	r, err := e.store.CopyUpLog().NewReader()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ func TestCopyUpLogNegativeBytes(t *testing.T) {
 	defer store.Close()
 	h := metrics.New(func() *volumes.Store { return store }).Handler()
 	get(t, h, "/metrics") // the collector starts reading the log
-	if err := store.CopyUpStats().Record(volumes.CopyUpResult{Bytes: -5}); err != nil {
+	if err := store.CopyUpLog().Record(volumes.CopyUpResult{Bytes: -5}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {

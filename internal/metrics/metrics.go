@@ -376,7 +376,7 @@ func (c *copyUpCollector) catchUp() {
 		return
 	}
 	if store != c.of {
-		r, err := store.CopyUpStats().NewReader()
+		r, err := store.CopyUpLog().NewReader()
 		if err != nil {
 			return
 		}

@@ -223,7 +223,7 @@ func checkCopyUpMetrics(t *testing.T, h http.Handler, root string) {
 		{Reason: volumes.CopyUpPodBudget, Bytes: 7, Duration: time.Millisecond},
 		{Reason: "made-up", Duration: time.Millisecond},
 	} {
-		if err := hook.CopyUpStats().Record(r); err != nil {
+		if err := hook.CopyUpLog().Record(r); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -74,7 +74,7 @@ func TestSnapshotAndCloneMetrics(t *testing.T) {
 		CreateOptions: volumes.CreateOptions{CloneOf: &volumes.CloneSource{Volume: "b"}}}}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := cli.CopyUps().Clone("default", "a3", copyup.Options{}); err != nil {
+	if _, _, err := cli.CopyUps().FillClone("default", "a3", copyup.Options{}); err != nil {
 		t.Fatal(err)
 	}
 
