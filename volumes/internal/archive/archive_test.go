@@ -67,17 +67,7 @@ func TestWriteReadRoundTrip(t *testing.T) {
 	if _, err := readTar(t, dst, bytes.NewReader(buf.Bytes()), archive.Limits{MaxFiles: 100, MaxBytes: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	got := archivetest.Describe(t, dst)
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s:\n got %s\nwant %s", k, got[k], v)
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			t.Errorf("%s appeared: %s", k, got[k])
-		}
-	}
+	archivetest.SameTree(t, archivetest.Describe(t, dst), want)
 }
 
 // TestReadRefusesHostileTars: each hostile tar is refused with ErrRefused
