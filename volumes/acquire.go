@@ -528,12 +528,3 @@ func (s *Store) rewritePods(pods map[string]map[string]struct{}, scanned map[str
 	})
 	return errors.Join(append([]error{err}, errs...)...)
 }
-
-// openStoreDir opens ROOT/volumes for a reader that does not hold the lock.
-func (s *Store) openStoreDir() (int, error) {
-	if err := s.enterOpen("opening the volume store"); err != nil {
-		return -1, err
-	}
-	defer s.leave()
-	return fsx.OpenDir(s.dirFd, ".")
-}

@@ -80,16 +80,6 @@ func markClonePending(nsFd int, tmp string, src CloneSource, durable bool) error
 	return createFileAt(fd, clonePending, []byte(src.String()), durable)
 }
 
-// readClonePending returns the source of the pending clone whose volume
-// directory is open at volFd, or "" when it is none.
-func readClonePending(volFd int) (string, error) {
-	data, err := fsx.ReadFile(volFd, clonePending, 2*maxNameLen+2)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", nil
-	}
-	return string(data), err
-}
-
 // parseCloneSource parses NAME or NAME@SNAP as clonePending holds it.
 func parseCloneSource(s string) (CloneSource, error) {
 	name, snap, _ := strings.Cut(s, "@")

@@ -3,8 +3,9 @@ package volumes
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
-	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -33,12 +34,6 @@ import (
 // journal replay. The copy holds the source volume's flock exclusively,
 // as openSnapshots needs to clear a dead process's temporary entries, and
 // no snapshot removal or restore changes the source meanwhile.
-
-// reflinkProbe caches whether the store's file system has reflinks.
-type reflinkProbe struct {
-	once sync.Once
-	ok   bool
-}
 
 // canReflink reports whether files of the store can be cloned in O(1)
 // (FICLONE), probed once on two unnamed files of the store's directory.
@@ -155,3 +150,42 @@ func (s *Store) sourceMounted(ns, name string) bool {
 	v, err := s.Get(ns, name)
 	return err == nil && v.Backend == BackendImage && sizer.IsDataMounted(volFd)
 }
+
+// cloneSourceDir opens the directory that holds the disk.img to clone: the
+// snapshot's, or the volume's own (open at srcVol) while no file system of
+// it is up, so the image is at rest.
+func cloneSourceDir(srcVol int, src CloneSource) (int, error) {
+	if src.Snapshot != "" {
+		fd, err := fsx.OpenDir(srcVol, snapshotsDir+"/"+src.Snapshot)
+		if errors.Is(err, fs.ErrNotExist) {
+			return -1, fmt.Errorf("snapshot %q: %w", src.Snapshot, ErrNotFound)
+		}
+		return fd, err
+	}
+	img, err := sizer.OpenImage(srcVol)
+	if err != nil {
+		return -1, err
+	}
+	mounted := sizer.IsDataMounted(srcVol)
+	_, bound := sizer.BoundLoop(img)
+	// Just released, the volume's file system is unmounted lazily and its
+	// loop device detached once written back: wait a little for that, so
+	// a clone right after the last container goes is not refused.
+	for try := 0; !mounted && bound && try < cloneSettleTries; try++ {
+		time.Sleep(cloneSettleStep)
+		_, bound = sizer.BoundLoop(img)
+	}
+	img.Close()
+	if mounted || bound {
+		return -1, fmt.Errorf("%w: %q is in use, and its image changes under its live file system; "+
+			"take a snapshot of it and name that (cloneOf: %s@SNAP)", ErrInUse, src.Volume, src.Volume)
+	}
+	return unix.Openat(srcVol, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+}
+
+// How long a cloneOf waits, inside the NRI request, for the loop device of
+// a source released a moment ago to detach: 100 ms at most.
+const (
+	cloneSettleTries = 20
+	cloneSettleStep  = 5 * time.Millisecond
+)

@@ -249,3 +249,19 @@ func ensureDirAt(parent int, name string) (int, error) {
 		}
 	}
 }
+
+// setRootAttrs gives the _data of the volume directory open at volFd the
+// owner and mode v asks for: after the chown, which clears setgid, and
+// always the mode, so the umask never decides what containers see.
+func setRootAttrs(volFd int, v *Volume) error {
+	uid, gid, mode := v.rootAttrs()
+	if uid != 0 || gid != 0 {
+		if err := unix.Fchownat(volFd, dataDir, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &os.PathError{Op: "fchownat", Path: dataDir, Err: err}
+		}
+	}
+	if err := unix.Fchmodat(volFd, dataDir, mode, 0); err != nil {
+		return &os.PathError{Op: "fchmodat", Path: dataDir, Err: err}
+	}
+	return nil
+}

@@ -31,17 +31,7 @@ const (
 	// maxListSize bounds what the store reads of one list: 1 MiB is several
 	// thousand keys, far more than a container mounts.
 	maxListSize = 1 << 20
-	maxIDLen    = 128
 )
-
-// validateID checks a container or pod sandbox ID, which names a list file:
-// ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$ (containerd's IDs are 64 hex digits).
-func validateID(what, id string) error {
-	if reason := checkName(id, maxIDLen); reason != "" {
-		return fmt.Errorf("%s %q: %w: %s", what, id, ErrInvalid, reason)
-	}
-	return nil
-}
 
 // index is the in-memory view of .refs and .pods. The Store keeps it as long
 // as the generation in the lock file says nobody changed the store since.
@@ -325,4 +315,27 @@ func (s *Store) forgetAnonLocked(keys []string) bool {
 		}
 	}
 	return ok
+}
+
+// writeListLocked is writeList through a file spare, when there is one: it
+// writes the spare and renames it over the list, which a reader sees
+// replaced whole, as writeList's own temporary file would be. A spare that
+// fails is dropped and writeList does the work.
+func (s *Store) writeListLocked(dir int, name string, keys []string) error {
+	if len(keys) == 0 {
+		return writeList(dir, name, keys)
+	}
+	spare, ok := s.takeSpareFileLocked()
+	if !ok {
+		return writeList(dir, name, keys)
+	}
+	err := fillFileAt(s.spare.fd, spare, listContent(keys), false)
+	if err == nil {
+		err = unix.Renameat(s.spare.fd, spare, dir, name)
+	}
+	if err != nil {
+		unix.Unlinkat(s.spare.fd, spare, 0)
+		return writeList(dir, name, keys)
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package volumes
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -208,4 +209,34 @@ func observeLockWait(start time.Time) {
 	if fn := lockWaitObserver.Load(); fn != nil {
 		(*fn)(time.Since(start))
 	}
+}
+
+// openNamespace opens a namespace directory outside the store lock.
+func (s *Store) openNamespace(ns string) (int, error) {
+	if err := s.enterOpen("opening namespace " + ns); err != nil {
+		return -1, err
+	}
+	defer s.leave()
+	return fsx.OpenDir(s.dirFd, ns)
+}
+
+// openStoreDir opens ROOT/volumes for a reader that does not hold the lock.
+func (s *Store) openStoreDir() (int, error) {
+	if err := s.enterOpen("opening the volume store"); err != nil {
+		return -1, err
+	}
+	defer s.leave()
+	return fsx.OpenDir(s.dirFd, ".")
+}
+
+func (s *Store) readGen() (uint64, error) {
+	var b [8]byte
+	n, err := unix.Pread(int(s.lock.Fd()), b[:], 0)
+	if err != nil {
+		return 0, fmt.Errorf("read store generation: %w", err)
+	}
+	if n < len(b) {
+		return 0, nil
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
 }

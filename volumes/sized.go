@@ -9,7 +9,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nri-volumes/nri-volumes/internal/bytesize"
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
@@ -47,19 +46,6 @@ type SizePolicy struct {
 	// bound. Sparse images and qgroups reserve nothing, so without it the
 	// sizes promise more than the disk holds.
 	Overcommit float64
-}
-
-// sizerFor returns the backend that enforces the size of a volume of
-// backend b. Its methods run under the store's exclusive lock, except
-// Usage.
-func sizerFor(b Backend) (sizer.Sizer, error) {
-	switch b {
-	case BackendImage:
-		return sizer.Image{}, nil
-	case BackendBtrfs:
-		return sizer.Btrfs{}, nil
-	}
-	return nil, fmt.Errorf("%w: unknown size backend %q", errBroken, b)
 }
 
 // pickBackend resolves the policy's backend for the store's file system.
@@ -292,9 +278,6 @@ func (s *Store) dataMountKey(mp string) (string, bool) {
 	ns, name, ok := splitVolumePath(s.dir, mp, dataDir)
 	return volumeKey(ns, name), ok
 }
-
-// FormatBytes formats n in binary units for messages: 10MiB, 1.5GiB, 512B.
-func FormatBytes(n int64) string { return bytesize.Format(n) }
 
 // sizedUsage measures a sized volume through its backend.
 func sizedUsage(nsFd int, v *Volume) (int64, error) {

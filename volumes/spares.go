@@ -265,29 +265,6 @@ func (s *Store) markSyncPendingLocked(fd int) error {
 	return markSyncPending(fd)
 }
 
-// writeListLocked is writeList through a file spare, when there is one: it
-// writes the spare and renames it over the list, which a reader sees
-// replaced whole, as writeList's own temporary file would be. A spare that
-// fails is dropped and writeList does the work.
-func (s *Store) writeListLocked(dir int, name string, keys []string) error {
-	if len(keys) == 0 {
-		return writeList(dir, name, keys)
-	}
-	spare, ok := s.takeSpareFileLocked()
-	if !ok {
-		return writeList(dir, name, keys)
-	}
-	err := fillFileAt(s.spare.fd, spare, listContent(keys), false)
-	if err == nil {
-		err = unix.Renameat(s.spare.fd, spare, dir, name)
-	}
-	if err != nil {
-		unix.Unlinkat(s.spare.fd, spare, 0)
-		return writeList(dir, name, keys)
-	}
-	return nil
-}
-
 // sweepSparesLocked moves into the trash the spares in spareDir, open at
 // fd, that an earlier process left: whole or not, filled or not, they are
 // of a state this one does not know. The Spares worker runs it, under the

@@ -25,20 +25,15 @@ package volumes
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
-	"sort"
-	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/volumes/internal/copyuplog"
 )
 
@@ -150,47 +145,6 @@ func (s *Store) Start(workers ...Worker) {
 	}
 }
 
-// VolumesDir is the directory below which the volumes' data lives, for
-// checks of its file system (can it be idmapped?); callers never build
-// paths in it.
-func (p Paths) VolumesDir() string { return p.s.dir }
-
-// BlobCacheDir is the directory of the node's blob cache.
-func (p Paths) BlobCacheDir() string { return filepath.Join(p.s.root, blobsDir) }
-
-// VolumeForMountSource returns the volume whose data a mount source names:
-// ROOT/volumes/NS/NAME/_data, with ROOT as the store was opened or with its
-// symlinks resolved (the form the store hands out, and so the one containerd
-// reports back), or a subpath's pin.
-func (p Paths) VolumeForMountSource(source string) (ns, name string, ok bool) {
-	s := p.s
-	source = filepath.Clean(source)
-	for _, dir := range []string{s.dir, s.given} {
-		if ns, name, ok := splitVolumePath(dir, source, dataDir); ok {
-			return ns, name, true
-		}
-	}
-	return s.pins.volume(source)
-}
-
-// splitVolumePath takes apart path, which should be dir/NS/NAME/leaf with
-// dir a form of ROOT/volumes. ok says it is, with a valid namespace and
-// name; otherwise ns and name are what path has in their places, if
-// anything, for messages.
-func splitVolumePath(dir, path, leaf string) (ns, name string, ok bool) {
-	rest, found := strings.CutPrefix(path, dir+"/")
-	if !found {
-		return "", "", false
-	}
-	parts := strings.SplitN(rest, "/", 4)
-	ns = parts[0]
-	if len(parts) > 1 {
-		name = parts[1]
-	}
-	ok = len(parts) == 3 && parts[2] == leaf && ValidateNamespace(ns) == nil && ValidateName(name) == nil
-	return ns, name, ok
-}
-
 // Close releases the store's descriptors. The store must not be used after.
 // It waits for the operation of this process that runs, never for the
 // store's lock.
@@ -275,18 +229,6 @@ func (s *Store) locked(ctx context.Context, what string, how int, index bool, fn
 	return fn()
 }
 
-func (s *Store) readGen() (uint64, error) {
-	var b [8]byte
-	n, err := unix.Pread(int(s.lock.Fd()), b[:], 0)
-	if err != nil {
-		return 0, fmt.Errorf("read store generation: %w", err)
-	}
-	if n < len(b) {
-		return 0, nil
-	}
-	return binary.LittleEndian.Uint64(b[:]), nil
-}
-
 // bump records a mutation. When the index matches the disk (indexed), this
 // Store keeps the new generation; otherwise it keeps the old one, so its next
 // exclusive operation rebuilds the index from disk.
@@ -310,59 +252,6 @@ func (s *Store) bump(indexed bool) error {
 	return nil
 }
 
-// scanAt calls fn for every entry with a valid volume name in namespace ns,
-// or in every namespace when ns is "", of the store directory open at dirFd:
-// a caller without the lock scans through a descriptor of its own. A
-// namespace that does not exist has no volumes.
-func scanAt(dirFd int, ns string, fn func(ns string, nsFd int, name string) error) error {
-	var nss []string
-	if ns != "" {
-		nss = []string{ns}
-	} else {
-		all, err := fsx.ReadDirNames(dirFd)
-		if err != nil {
-			return fmt.Errorf("read volume store: %w", err)
-		}
-		for _, n := range all {
-			if ValidateNamespace(n) == nil {
-				nss = append(nss, n)
-			}
-		}
-		sort.Strings(nss)
-	}
-	for _, ns := range nss {
-		if err := scanNamespace(dirFd, ns, fn); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func scanNamespace(dirFd int, ns string, fn func(ns string, nsFd int, name string) error) error {
-	nsFd, err := fsx.OpenDir(dirFd, ns)
-	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("namespace %q: %w", ns, err)
-	}
-	defer unix.Close(nsFd)
-	names, err := fsx.ReadDirNames(nsFd)
-	if err != nil {
-		return fmt.Errorf("namespace %q: %w", ns, err)
-	}
-	sort.Strings(names)
-	for _, name := range names {
-		if ValidateName(name) != nil {
-			continue
-		}
-		if err := fn(ns, nsFd, name); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // readVolume reads volume name of namespace ns, whose directory is open at
 // nsFd. A missing volume gives an error matching fs.ErrNotExist, an unusable
 // one an error matching errBroken.
@@ -375,124 +264,6 @@ func (s *Store) readVolume(nsFd int, ns, name string) (*Volume, error) {
 		v.UsedBy = s.idx.usedBy(v.key())
 	}
 	return v, nil
-}
-
-// loadVolume is readVolume without UsedBy, for callers that read the store
-// without holding its lock: a volume appears complete under its name and its
-// volume.json never changes, so that is safe.
-func (s *Store) loadVolume(nsFd int, ns, name string) (*Volume, error) {
-	volFd, err := fsx.OpenDir(nsFd, name)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, err
-		}
-		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-			return nil, fmt.Errorf("%w: not a directory (or a symlink)", errBroken)
-		}
-		return nil, fmt.Errorf("%w: %w", errBroken, err)
-	}
-	defer unix.Close(volFd)
-	return s.loadVolumeAt(volFd, ns, name)
-}
-
-func (s *Store) loadVolumeAt(volFd int, ns, name string) (*Volume, error) {
-	data, err := fsx.ReadFile(volFd, metaFile, maxMetaSize)
-	if err != nil {
-		return nil, fmt.Errorf("%w: no readable %s: %w", errBroken, metaFile, err)
-	}
-	var rec record
-	if err := json.Unmarshal(data, &rec); err != nil {
-		return nil, fmt.Errorf("%w: bad %s: %w", errBroken, metaFile, err)
-	}
-	st, err := fsx.Lstat(volFd, dataDir)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errBroken, err)
-	}
-	if !fsx.IsDir(&st) {
-		return nil, fmt.Errorf("%w: %s is not a directory (or a symlink)", errBroken, dataDir)
-	}
-	if rec.Limit < 0 || rec.Limit > 0 && rec.Backend != BackendImage && rec.Backend != BackendBtrfs {
-		return nil, fmt.Errorf("%w: %s: size %d with backend %q", errBroken, metaFile, rec.Limit, rec.Backend)
-	}
-	v := &Volume{
-		Name:       name,
-		Namespace:  ns,
-		Mountpoint: s.mountpoint(ns, name),
-		CreatedAt:  rec.CreatedAt,
-		Labels:     rec.Labels,
-		Anonymous:  rec.Anonymous,
-		Owner:      rec.Owner,
-		UID:        rec.UID,
-		GID:        rec.GID,
-		Mode:       rec.Mode,
-		Chowned:    rec.Chowned,
-		UsedBy:     []string{},
-		Limit:      rec.Limit,
-		Backend:    rec.Backend,
-		Inodes:     rec.Inodes,
-	}
-	if v.Labels == nil {
-		v.Labels = map[string]string{}
-	}
-	// A plain volume, or a sized one on a store without reflinks, may be
-	// a clone still to be copied.
-	if v.ClonePending, err = readClonePending(volFd); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", errBroken, clonePending, err)
-	}
-	return v, nil
-}
-
-func (s *Store) mountpoint(ns, name string) string {
-	return filepath.Join(s.dir, ns, name, dataDir)
-}
-
-// writeVolume writes the volume.json of a new volume into the directory open
-// at volFd, durably if asked; the volume is not yet under its name. A spare
-// holds an empty volume.json already.
-func writeVolume(volFd int, v *Volume, durable, spare bool) error {
-	data, err := volumeJSON(v)
-	if err != nil {
-		return err
-	}
-	if spare {
-		return fillFileAt(volFd, metaFile, data, durable)
-	}
-	return createFileAt(volFd, metaFile, data, durable)
-}
-
-// volumeJSON is the content of v's volume.json.
-func volumeJSON(v *Volume) ([]byte, error) {
-	rec := record{
-		Name:      v.Name,
-		Namespace: v.Namespace,
-		CreatedAt: v.CreatedAt,
-		Labels:    v.Labels,
-		Anonymous: v.Anonymous,
-		Owner:     v.Owner,
-		UID:       v.UID,
-		GID:       v.GID,
-		Mode:      v.Mode,
-		Chowned:   v.Chowned,
-		Limit:     v.Limit,
-		Backend:   v.Backend,
-		Inodes:    v.Inodes,
-	}
-	data, err := json.MarshalIndent(rec, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(data, '\n'), nil
-}
-
-// rewriteVolume replaces the volume.json of an existing volume, open at
-// volFd, atomically and durably: a temporary file, fsynced, renamed over it,
-// and the directory fsynced.
-func rewriteVolume(volFd int, v *Volume) error {
-	data, err := volumeJSON(v)
-	if err != nil {
-		return err
-	}
-	return replaceFileAt(volFd, metaFile, data, true)
 }
 
 // CopyUpLog returns the store's log of copy-ups: the hook and the plugin
@@ -515,4 +286,10 @@ func (s *Store) bumpCounts(from, to uint64) {
 	if s.counts != nil && s.counts.gen == from {
 		s.counts.gen = to
 	}
+}
+
+// reflinkProbe caches whether the store's file system has reflinks.
+type reflinkProbe struct {
+	once sync.Once
+	ok   bool
 }

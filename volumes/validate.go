@@ -100,3 +100,15 @@ func isAnonymousName(name string) bool {
 	}
 	return true
 }
+
+// maxIDLen bounds a container or pod sandbox ID, as containerd's are.
+const maxIDLen = 128
+
+// validateID checks a container or pod sandbox ID, which names a list file:
+// ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$ (containerd's IDs are 64 hex digits).
+func validateID(what, id string) error {
+	if reason := checkName(id, maxIDLen); reason != "" {
+		return fmt.Errorf("%s %q: %w: %s", what, id, ErrInvalid, reason)
+	}
+	return nil
+}

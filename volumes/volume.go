@@ -2,7 +2,12 @@ package volumes
 
 import (
 	"encoding/json"
+	"fmt"
+	"strconv"
 	"time"
+
+	"github.com/nri-volumes/nri-volumes/internal/bytesize"
+	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
 // maxMetaSize bounds what the store reads of one volume.json.
@@ -145,3 +150,35 @@ type SizeSum struct {
 	Bytes int64 `json:"bytes"`
 	Count int64 `json:"count"`
 }
+
+// rootAttrs are the owner and mode a new volume's _data gets.
+func (v *Volume) rootAttrs() (uid, gid int, mode uint32) {
+	uid, gid, mode = 0, 0, 0o755
+	if v.UID != nil {
+		uid = *v.UID
+	}
+	if v.GID != nil {
+		gid = *v.GID
+	}
+	if v.Mode != "" {
+		m, _ := strconv.ParseUint(v.Mode, 8, 32)
+		mode = uint32(m)
+	}
+	return uid, gid, mode
+}
+
+// sizerFor returns the backend that enforces the size of a volume of
+// backend b. Its methods run under the store's exclusive lock, except
+// Usage.
+func sizerFor(b Backend) (sizer.Sizer, error) {
+	switch b {
+	case BackendImage:
+		return sizer.Image{}, nil
+	case BackendBtrfs:
+		return sizer.Btrfs{}, nil
+	}
+	return nil, fmt.Errorf("%w: unknown size backend %q", errBroken, b)
+}
+
+// FormatBytes formats n in binary units for messages: 10MiB, 1.5GiB, 512B.
+func FormatBytes(n int64) string { return bytesize.Format(n) }
