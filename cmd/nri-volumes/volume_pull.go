@@ -33,12 +33,7 @@ absolute names, nothing beneath a symlink, no device nodes). On any failure
 nothing is left: a volume the pull made is removed, an existing one emptied.
 The limits default to the configuration's copyUpMaxFiles and copyUpMaxSize.`,
 		Example: `  nri-volumes volume pull registry.example:5000/backups/redis-data:monday redis-data`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return fmt.Errorf("%w: volume pull takes a REF and a NAME", errUsage)
-			}
-			return nil
-		},
+		Args:    argsBetween(2, 2, "volume pull takes a REF and a NAME"),
 		RunE: func(_ *cobra.Command, args []string) error {
 			ctx, stop := interruptible()
 			defer stop()
