@@ -467,20 +467,11 @@ func chargeSeed(store *volumes.Store, cfg *config.Config, podID string, limits *
 // importSeed streams write's tar into the store's Import, which refuses a
 // hostile tar and empties the volume on failure.
 func importSeed(store *volumes.Store, ns, name string, write func(io.Writer) error, limits volumes.ArchiveLimits) (int64, error) {
-	pr, pw := io.Pipe()
-	written := make(chan error, 1)
-	go func() {
-		err := write(pw)
-		pw.CloseWithError(err)
-		written <- err
-	}()
-	stats, err := store.Import(ns, name, pr, limits)
-	if err == nil {
-		_, err = io.Copy(io.Discard, pr)
-	}
-	pr.CloseWithError(io.ErrClosedPipe)
-	if werr := <-written; werr != nil && err == nil {
-		err = werr
-	}
-	return stats.Bytes, err
+	var n int64
+	err := ociartifact.Stream(write, func(r io.Reader) error {
+		stats, err := store.Import(ns, name, r, limits)
+		n = stats.Bytes
+		return err
+	})
+	return n, err
 }
