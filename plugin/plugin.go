@@ -560,11 +560,7 @@ func (p *Plugin) claimPodVolumes(cfg *config.Config, pod *api.PodSandbox, reqs [
 	added := 0
 	keys := make([]string, 0, len(reqs))
 	for _, r := range reqs {
-		name := r.Name
-		if name == "" {
-			name = volumes.AnonymousName(*r.Owner)
-		}
-		key := r.Namespace + "/" + name
+		key := r.Namespace + "/" + volumeName(r)
 		keys = append(keys, key)
 		if _, ok := have[key]; !ok {
 			added++

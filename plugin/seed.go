@@ -222,14 +222,6 @@ func (s *seeder) wait(cfg *config.Config, store *volumes.Store, req *CreateReque
 	return done, nil
 }
 
-// volumeName is the name of the volume r asks for, anonymous or named.
-func volumeName(r volumes.Request) string {
-	if r.Name == "" {
-		return volumes.AnonymousName(*r.Owner)
-	}
-	return r.Name
-}
-
 // hold counts a creation of a container that names the volume key without
 // from: (see plain), unless a pull into it runs: then it returns the pull's
 // reference and false. The check and the count are one step under s.mu, as
