@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nri-volumes/nri-volumes/internal/bytesize"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
@@ -177,7 +178,7 @@ func printSnapshotTable(out io.Writer, snaps []*volumes.Snapshot) error {
 	w := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
 	fmt.Fprintln(w, "NAME\tVOLUME\tCREATED\tSIZE")
 	for _, sn := range snaps {
-		fmt.Fprintln(w, strings.Join([]string{sn.Name, sn.Volume, sn.CreatedAt.UTC().Format(time.RFC3339), humanSize(sn.Size)}, "\t"))
+		fmt.Fprintln(w, strings.Join([]string{sn.Name, sn.Volume, sn.CreatedAt.UTC().Format(time.RFC3339), bytesize.FormatFixed(sn.Size)}, "\t"))
 	}
 	return w.Flush()
 }
