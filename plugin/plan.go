@@ -322,12 +322,7 @@ func (p *Plan) itemOf(ns, name string) string {
 		if m.Kind != KindVolume {
 			continue
 		}
-		r := p.Volumes[m.Volume]
-		n := r.Name
-		if n == "" && r.Owner != nil {
-			n = volumes.AnonymousName(*r.Owner)
-		}
-		if r.Namespace == ns && n == name {
+		if r := p.Volumes[m.Volume]; r.Namespace == ns && volumeName(r) == name {
 			if m.Item == "" {
 				return "image VOLUME " + m.Target
 			}
@@ -335,4 +330,12 @@ func (p *Plan) itemOf(ns, name string) string {
 		}
 	}
 	return name
+}
+
+// volumeName is the name of the volume r asks for, anonymous or named.
+func volumeName(r volumes.Request) string {
+	if r.Name == "" && r.Owner != nil {
+		return volumes.AnonymousName(*r.Owner)
+	}
+	return r.Name
 }

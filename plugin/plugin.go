@@ -316,7 +316,7 @@ func (p *Plugin) CreateContainer(_ context.Context, pod *api.PodSandbox, ctr *ap
 		}
 	}
 	if len(hookArgs.CopyUps) > 0 || len(hookArgs.Chowns) > 0 {
-		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, cfg.Root, pod.GetId(), hookArgs)}})
+		adjust.AddHooks(&api.Hooks{CreateRuntime: []*api.Hook{copyUpHook(cfg, pod.GetId(), hookArgs)}})
 	}
 	return adjust, nil, nil
 }
@@ -560,11 +560,7 @@ func (p *Plugin) claimPodVolumes(cfg *config.Config, pod *api.PodSandbox, reqs [
 	added := 0
 	keys := make([]string, 0, len(reqs))
 	for _, r := range reqs {
-		name := r.Name
-		if name == "" {
-			name = volumes.AnonymousName(*r.Owner)
-		}
-		key := r.Namespace + "/" + name
+		key := r.Namespace + "/" + volumeName(r)
 		keys = append(keys, key)
 		if _, ok := have[key]; !ok {
 			added++
@@ -606,8 +602,8 @@ func addCopyUp(h *hook.CopyUpArgs, v *volumes.Volume, target string) {
 // new volumes and chowns those mounted with U: it runs before the
 // container's process and outside NRI's request timeout, and it reads the
 // container's user and id mappings from the OCI spec.
-func copyUpHook(cfg *config.Config, root, podID string, h hook.CopyUpArgs) *api.Hook {
-	h.Root = root
+func copyUpHook(cfg *config.Config, podID string, h hook.CopyUpArgs) *api.Hook {
+	h.Root = cfg.Root
 	h.MaxBytes, h.MaxFiles = int64(cfg.Limits.CopyUpMaxSize), cfg.Limits.CopyUpMaxFiles
 	if cfg.Limits.CopyUpMaxSizePerPod > 0 && podID != "" {
 		h.Pod, h.PodMaxBytes = podID, int64(cfg.Limits.CopyUpMaxSizePerPod)

@@ -222,14 +222,6 @@ func (s *seeder) wait(cfg *config.Config, store *volumes.Store, req *CreateReque
 	return done, nil
 }
 
-// volumeName is the name of the volume r asks for, anonymous or named.
-func volumeName(r volumes.Request) string {
-	if r.Name == "" {
-		return volumes.AnonymousName(*r.Owner)
-	}
-	return r.Name
-}
-
 // hold counts a creation of a container that names the volume key without
 // from: (see plain), unless a pull into it runs: then it returns the pull's
 // reference and false. The check and the count are one step under s.mu, as
@@ -467,20 +459,11 @@ func chargeSeed(store *volumes.Store, cfg *config.Config, podID string, limits *
 // importSeed streams write's tar into the store's Import, which refuses a
 // hostile tar and empties the volume on failure.
 func importSeed(store *volumes.Store, ns, name string, write func(io.Writer) error, limits volumes.ArchiveLimits) (int64, error) {
-	pr, pw := io.Pipe()
-	written := make(chan error, 1)
-	go func() {
-		err := write(pw)
-		pw.CloseWithError(err)
-		written <- err
-	}()
-	stats, err := store.Import(ns, name, pr, limits)
-	if err == nil {
-		_, err = io.Copy(io.Discard, pr)
-	}
-	pr.CloseWithError(io.ErrClosedPipe)
-	if werr := <-written; werr != nil && err == nil {
-		err = werr
-	}
-	return stats.Bytes, err
+	var n int64
+	err := ociartifact.Stream(write, func(r io.Reader) error {
+		stats, err := store.Import(ns, name, r, limits)
+		n = stats.Bytes
+		return err
+	})
+	return n, err
 }

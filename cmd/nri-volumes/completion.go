@@ -17,12 +17,7 @@ asks nri-volumes for the names of volumes and namespaces in the store that
   nri-volumes completion zsh > "${fpath[1]}/_nri-volumes"
   nri-volumes completion fish > ~/.config/fish/completions/nri-volumes.fish`,
 		ValidArgs: []string{"bash", "zsh", "fish"},
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return fmt.Errorf("%w: completion takes one shell: bash, zsh or fish", errUsage)
-			}
-			return nil
-		},
+		Args:      argsBetween(1, 1, "completion takes one shell: bash, zsh or fish"),
 		RunE: func(c *cobra.Command, args []string) error {
 			root := c.Root()
 			switch args[0] {

@@ -123,6 +123,17 @@ func namesArgs(what string, one bool) cobra.PositionalArgs {
 	}
 }
 
+// argsBetween wants from least to most arguments (most < 0: no bound);
+// usage, the whole error text, says what the command takes.
+func argsBetween(least, most int, usage string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) < least || most >= 0 && len(args) > most {
+			return fmt.Errorf("%w: %s", errUsage, usage)
+		}
+		return nil
+	}
+}
+
 func (g *globalOptions) nsOrDefault() string {
 	if g.namespace == "" {
 		return "default"

@@ -28,12 +28,7 @@ a snapshot. -o size=SIZE makes the clone of a sized volume larger; never
 smaller. A plain directory volume in use is refused unless --live.`,
 		Example: `  nri-volumes volume clone pg-data@before-migration pg-test
   nri-volumes volume clone -o size=20Gi --label env=ci fixtures ci-1234`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return fmt.Errorf("%w: volume clone takes SRC[@SNAP] and DST", errUsage)
-			}
-			return nil
-		},
+		Args:              argsBetween(2, 2, "volume clone takes SRC[@SNAP] and DST"),
 		ValidArgsFunction: g.completeVolumes,
 		RunE: func(_ *cobra.Command, args []string) error {
 			return volumeClone(g, o, args[0], args[1], s)

@@ -101,12 +101,7 @@ the bytes count files at their full size and the archive's PAX records.`,
 		Example: `  nri-volumes volume create redis-data
   nri-volumes volume import redis-data redis-data.tar
   gunzip -c cart.tar.gz | nri-volumes -n shop volume import cart -`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return fmt.Errorf("%w: volume import takes a NAME and a FILE (or - for stdin)", errUsage)
-			}
-			return nil
-		},
+		Args: argsBetween(2, 2, "volume import takes a NAME and a FILE (or - for stdin)"),
 		ValidArgsFunction: func(c *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 			if len(args) == 0 {
 				return g.completeVolumes(c, args, toComplete)

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"text/template"
 
 	"github.com/spf13/cobra"
 
+	"github.com/nri-volumes/nri-volumes/internal/bytesize"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
@@ -98,10 +98,10 @@ func printTotals(out io.Writer, t volumes.SizeTotals) error {
 	ratio := float64(t.Sized.Bytes) / float64(max(t.FileSystem, 1))
 	bound := "no bound (limits.overcommit 0)"
 	if t.Bound > 0 {
-		bound = fmt.Sprintf("bound %s (limits.overcommit %g)", humanSize(t.Bound), float64(t.Bound)/float64(max(t.FileSystem, 1)))
+		bound = fmt.Sprintf("bound %s (limits.overcommit %g)", bytesize.FormatFixed(t.Bound), float64(t.Bound)/float64(max(t.FileSystem, 1)))
 	}
 	_, err := fmt.Fprintf(out, "Total sizes of the node's %d sized volume(s): %s on a %s file system, overcommit %.2fx, %s\n",
-		t.Sized.Count, humanSize(t.Sized.Bytes), humanSize(t.FileSystem), ratio, bound)
+		t.Sized.Count, bytesize.FormatFixed(t.Sized.Bytes), bytesize.FormatFixed(t.FileSystem), ratio, bound)
 	return err
 }
 
@@ -174,14 +174,14 @@ func printTable(out io.Writer, vols []*volumes.Volume, size, allNamespaces bool)
 		if size {
 			s := "-"
 			if v.Size != nil {
-				s = humanSize(*v.Size)
+				s = bytesize.FormatFixed(*v.Size)
 			}
 			cols = append(cols, s)
 		}
 		if limits {
 			limit := "-"
 			if v.Limit > 0 {
-				limit = humanSize(v.Limit)
+				limit = bytesize.FormatFixed(v.Limit)
 			}
 			cols = append(cols, limit)
 		}
@@ -209,19 +209,4 @@ func printTemplate(out io.Writer, tmpl *template.Template, vols []*volumes.Volum
 		fmt.Fprintln(w)
 	}
 	return w.Flush()
-}
-
-// humanSize formats bytes in binary units, like nerdctl: 512B, 4.0KiB, 1.5GiB.
-func humanSize(n int64) string {
-	if n < 1024 {
-		return strconv.FormatInt(n, 10) + "B"
-	}
-	units := []string{"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
-	f := float64(n) / 1024
-	i := 0
-	for f >= 1024 && i < len(units)-1 {
-		f /= 1024
-		i++
-	}
-	return strconv.FormatFloat(f, 'f', 1, 64) + units[i]
 }

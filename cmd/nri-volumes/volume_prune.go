@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nri-volumes/nri-volumes/internal/bytesize"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
@@ -70,6 +71,6 @@ func volumePrune(g *globalOptions, o pruneOptions, s streams) error {
 		}
 		fmt.Fprintln(s.out)
 	}
-	fmt.Fprintf(s.out, "Total reclaimed space: %s\n", humanSize(reclaimed))
+	fmt.Fprintf(s.out, "Total reclaimed space: %s\n", bytesize.FormatFixed(reclaimed))
 	return err
 }

@@ -33,12 +33,7 @@ absolute names, nothing beneath a symlink, no device nodes). On any failure
 nothing is left: a volume the pull made is removed, an existing one emptied.
 The limits default to the configuration's copyUpMaxFiles and copyUpMaxSize.`,
 		Example: `  nri-volumes volume pull registry.example:5000/backups/redis-data:monday redis-data`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return fmt.Errorf("%w: volume pull takes a REF and a NAME", errUsage)
-			}
-			return nil
-		},
+		Args:    argsBetween(2, 2, "volume pull takes a REF and a NAME"),
 		RunE: func(_ *cobra.Command, args []string) error {
 			ctx, stop := interruptible()
 			defer stop()
@@ -122,23 +117,10 @@ func fitsLimits(art *ociartifact.Remote, limits volumes.ArchiveLimits) error {
 // pullInto streams the artifact's layers, verified, into the store's
 // Import, which refuses a hostile tar and empties the volume on failure.
 func pullInto(store *volumes.Store, art *ociartifact.Remote, ns, name string, limits volumes.ArchiveLimits) error {
-	pr, pw := io.Pipe()
-	written := make(chan error, 1)
-	go func() {
-		err := art.WriteTar(pw)
-		pw.CloseWithError(err)
-		written <- err
-	}()
-	_, err := store.Import(ns, name, pr, limits)
-	if err == nil {
-		// The end of the tar comes only after every layer was verified;
-		// what follows it is padding.
-		_, err = io.Copy(io.Discard, pr)
-	}
-	pr.CloseWithError(io.ErrClosedPipe)
-	if werr := <-written; werr != nil && err == nil {
-		err = werr
-	}
+	err := ociartifact.Stream(art.WriteTar, func(r io.Reader) error {
+		_, err := store.Import(ns, name, r, limits)
+		return err
+	})
 	var opErr *volumes.OpError
 	if err != nil && !errors.As(err, &opErr) {
 		return &volumes.OpError{Op: "pull", Namespace: ns, Name: name, Err: err}

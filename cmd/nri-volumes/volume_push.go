@@ -70,12 +70,7 @@ verified; plain HTTP is used only for the configuration's
 registries.insecureHosts. Credentials come from a docker-style auth file.`,
 		Example: `  nri-volumes volume push redis-data registry.example:5000/backups/redis-data:monday
   nri-volumes -n shop volume push --live cart registry.example:5000/shop/cart:v1`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return fmt.Errorf("%w: volume push takes a NAME and a REF", errUsage)
-			}
-			return nil
-		},
+		Args:              argsBetween(2, 2, "volume push takes a NAME and a REF"),
 		ValidArgsFunction: g.completeVolumes,
 		RunE: func(_ *cobra.Command, args []string) error {
 			ctx, stop := interruptible()

@@ -14,13 +14,8 @@ func newVolumeRenameCommand(g *globalOptions, s streams) *cobra.Command {
 the new name. A volume that a container uses is refused, with a message that
 names the container, and so is an anonymous volume. Pods that name OLD in
 their annotations get a new, empty OLD on their next start.`,
-		Example: `  nri-volumes volume rename pg-data pg-data-old`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return fmt.Errorf("%w: volume rename takes OLD and NEW", errUsage)
-			}
-			return nil
-		},
+		Example:           `  nri-volumes volume rename pg-data pg-data-old`,
+		Args:              argsBetween(2, 2, "volume rename takes OLD and NEW"),
 		ValidArgsFunction: g.completeVolumes,
 		RunE: func(_ *cobra.Command, args []string) error {
 			store, err := g.open(args[0], args[1])

@@ -14,13 +14,8 @@ func newVolumeRestoreCommand(g *globalOptions, s streams) *cobra.Command {
 name. A volume that a container uses is refused, with a message that names
 the container, as import is. A volume grown since the snapshot keeps its
 size. The snapshot stays.`,
-		Example: `  nri-volumes volume restore pg-data before-migration`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 2 {
-				return fmt.Errorf("%w: volume restore takes NAME and SNAP", errUsage)
-			}
-			return nil
-		},
+		Example:           `  nri-volumes volume restore pg-data before-migration`,
+		Args:              argsBetween(2, 2, "volume restore takes NAME and SNAP"),
 		ValidArgsFunction: g.completeSnapshots,
 		RunE: func(_ *cobra.Command, args []string) error {
 			store, err := g.open(args[0])

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/nri-volumes/nri-volumes/internal/bytesize"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
 
@@ -52,12 +53,7 @@ func newSnapshotCreateCommand(g *globalOptions, s streams) *cobra.Command {
 UTC time, such as 20261206T205800Z.`,
 		Example: `  nri-volumes volume snapshot create pg-data before-migration
   nri-volumes volume snapshot create --live web-content`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) < 1 || len(args) > 2 {
-				return fmt.Errorf("%w: volume snapshot create takes NAME and an optional SNAP", errUsage)
-			}
-			return nil
-		},
+		Args:              argsBetween(1, 2, "volume snapshot create takes NAME and an optional SNAP"),
 		ValidArgsFunction: g.completeVolumes,
 		RunE: func(_ *cobra.Command, args []string) error {
 			snap := ""
@@ -105,12 +101,7 @@ the copy for a plain one. --format json prints one JSON object per line; any
 other format is a Go template run for each snapshot.`,
 		Example: `  nri-volumes volume snapshot ls
   nri-volumes volume snapshot ls pg-data --format '{{.Name}} {{.Copy}} {{.Frozen}}'`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) > 1 {
-				return fmt.Errorf("%w: volume snapshot ls takes at most one NAME", errUsage)
-			}
-			return nil
-		},
+		Args:              argsBetween(0, 1, "volume snapshot ls takes at most one NAME"),
 		ValidArgsFunction: g.completeVolumes,
 		RunE: func(_ *cobra.Command, args []string) error {
 			name := ""
@@ -187,7 +178,7 @@ func printSnapshotTable(out io.Writer, snaps []*volumes.Snapshot) error {
 	w := tabwriter.NewWriter(out, 0, 8, 3, ' ', 0)
 	fmt.Fprintln(w, "NAME\tVOLUME\tCREATED\tSIZE")
 	for _, sn := range snaps {
-		fmt.Fprintln(w, strings.Join([]string{sn.Name, sn.Volume, sn.CreatedAt.UTC().Format(time.RFC3339), humanSize(sn.Size)}, "\t"))
+		fmt.Fprintln(w, strings.Join([]string{sn.Name, sn.Volume, sn.CreatedAt.UTC().Format(time.RFC3339), bytesize.FormatFixed(sn.Size)}, "\t"))
 	}
 	return w.Flush()
 }
@@ -200,13 +191,8 @@ func newSnapshotRemoveCommand(g *globalOptions, s streams) *cobra.Command {
 		Long: `Remove the snapshots SNAP... of volume NAME, printing each one removed. A
 snapshot that is not found is reported, the others are still removed, and the
 command exits 1.`,
-		Example: `  nri-volumes volume snapshot rm pg-data before-migration`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) < 2 {
-				return fmt.Errorf("%w: volume snapshot rm takes NAME and at least one SNAP", errUsage)
-			}
-			return nil
-		},
+		Example:           `  nri-volumes volume snapshot rm pg-data before-migration`,
+		Args:              argsBetween(2, -1, "volume snapshot rm takes NAME and at least one SNAP"),
 		ValidArgsFunction: g.completeSnapshots,
 		RunE: func(_ *cobra.Command, args []string) error {
 			return snapshotRemove(g, args[0], args[1:], s)

@@ -279,14 +279,6 @@ func TestVolumeListSize(t *testing.T) {
 	}
 }
 
-func TestHumanSize(t *testing.T) {
-	for n, want := range map[int64]string{0: "0B", 512: "512B", 4096: "4.0KiB", 1536 << 20: "1.5GiB"} {
-		if got := humanSize(n); got != want {
-			t.Errorf("humanSize(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
-
 func TestFlagParsing(t *testing.T) {
 	root := t.TempDir()
 	mustCLI(t, root, "create", "-n", "shop", "a")

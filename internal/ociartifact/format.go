@@ -4,8 +4,10 @@
 // store needs to make the volume again. It builds the artifact from a tar
 // stream (such as the store's Export writes), splits it into layers so that a
 // small change re-uploads a small part, pushes it, and on pull hands back one
-// verified tar stream for the store's Import. It keeps no state; its values
-// are not safe for concurrent use.
+// verified tar stream for the store's Import (Stream); it also reads one
+// directory of an ordinary image (WriteImagePath). Its only state is the
+// BlobCache, a directory of pulled blobs that is safe for concurrent use;
+// its other values are not.
 package ociartifact
 
 import (

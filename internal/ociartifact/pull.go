@@ -151,6 +151,30 @@ func (r *Remote) WriteTar(w io.Writer) error {
 	return tw.Close()
 }
 
+// Stream runs write (WriteTar, or WriteImagePath for one image) into a
+// pipe that read, such as the store's Import, consumes, and returns the
+// first error of the two. What read leaves after the end of its tar is
+// drained: the end comes before write has checked the last layer's digest,
+// which must still fail the whole. A read that fails stops write.
+func Stream(write func(io.Writer) error, read func(io.Reader) error) error {
+	pr, pw := io.Pipe()
+	written := make(chan error, 1)
+	go func() {
+		err := write(pw)
+		pw.CloseWithError(err)
+		written <- err
+	}()
+	err := read(pr)
+	if err == nil {
+		_, err = io.Copy(io.Discard, pr)
+	}
+	pr.CloseWithError(io.ErrClosedPipe)
+	if werr := <-written; werr != nil && err == nil {
+		err = werr
+	}
+	return err
+}
+
 func (r *Remote) copyLayer(tw *tar.Writer, i int, desc v1.Descriptor) error {
 	info := r.Config.Layers[i]
 	fail := func(err error) error { return fmt.Errorf("layer %d (%s): %w", i, desc.Digest, err) }
