@@ -78,15 +78,12 @@ const (
 // extents (xfs with reflink=1, btrfs), otherwise a copy of src's data
 // extents, so a sparse file stays sparse. It does not sync dst.
 func CloneFile(dst, src int) (Method, error) {
-	err := unix.IoctlFileClone(dst, src)
+	err := ReflinkFile(dst, src)
 	if err == nil {
 		return Reflink, nil
 	}
-	switch {
-	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOTTY), errors.Is(err, unix.EXDEV),
-		errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS):
-	default:
-		return "", fmt.Errorf("FICLONE: %w", err)
+	if !errors.Is(err, ErrNoReflink) {
+		return "", err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(src, &st); err != nil {
