@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/test/harness"
 )
 
@@ -86,15 +85,7 @@ func TestSizedBtrfsVolume(t *testing.T) {
 func openBtrfs(t *testing.T) (*Store, string) {
 	t.Helper()
 	root := btrfsRoot(t)
-	s, err := Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Close()
-		fsx.UnmountUnder(s.dir)
-	})
-	return s, root
+	return openSizedAt(t, root), root
 }
 
 // makeSubvolume makes the btrfs subvolume name in dir with the ioctl a pod
