@@ -254,13 +254,10 @@ func (s *Store) discardLocked(v *Volume) error {
 		return publicError(ns, name, err)
 	}
 	defer unix.Close(nsFd)
-	snaps := snapshotsAt(nsFd, name)
-	trash, err := s.moveToTrashLocked(nsFd, name)
+	trash, err := s.unnameLocked(nsFd, ns, name, v.Limit)
 	if err != nil {
-		return volumeError(ns, name, err)
+		return err
 	}
-	s.refundLocked(ns, v.Limit)
-	_ = s.chargeSnapshotsLocked(ns, -snaps.Bytes, -snaps.Count) // best effort, as refundLocked
 	_, err = reapEntry(s.trashFd, trash, s.dev, true, false)
 	return err
 }

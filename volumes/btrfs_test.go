@@ -86,15 +86,7 @@ func TestSizedBtrfsVolume(t *testing.T) {
 func openBtrfs(t *testing.T) (*Store, string) {
 	t.Helper()
 	root := btrfsRoot(t)
-	s, err := Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Close()
-		fsx.UnmountUnder(s.dir)
-	})
-	return s, root
+	return openSizedAt(t, root), root
 }
 
 // makeSubvolume makes the btrfs subvolume name in dir with the ioctl a pod
@@ -107,7 +99,7 @@ func makeSubvolume(dir, name string) error {
 	defer unix.Close(fd)
 	var args btrfsVolArgs
 	copy(args.Name[:], name)
-	return btrfsIoctl(fd, btrfsIocSubvolCreate, unsafe.Pointer(&args))
+	return fsx.IoctlPtr(fd, btrfsIocSubvolCreate, unsafe.Pointer(&args))
 }
 
 // TestBtrfsStoreSubvolumeCannotEscapeSize is what a pod tries on a store on
@@ -186,8 +178,8 @@ func TestBtrfsNestedSubvolumesRemoved(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		flags := uint64(1 << 1)                                  // BTRFS_SUBVOL_RDONLY
-		err = btrfsIoctl(fd, 0x4008941a, unsafe.Pointer(&flags)) // BTRFS_IOC_SUBVOL_SETFLAGS
+		flags := uint64(1 << 1)                                    // BTRFS_SUBVOL_RDONLY
+		err = fsx.IoctlPtr(fd, 0x4008941a, unsafe.Pointer(&flags)) // BTRFS_IOC_SUBVOL_SETFLAGS
 		unix.Close(fd)
 		if err != nil {
 			t.Fatal(err)
@@ -221,11 +213,4 @@ const (
 type btrfsVolArgs struct {
 	Fd   int64
 	Name [4088]byte
-}
-
-func btrfsIoctl(fd int, req uintptr, arg unsafe.Pointer) error {
-	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg)); errno != 0 {
-		return errno
-	}
-	return nil
 }

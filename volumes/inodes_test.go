@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestSizedInodes makes image volumes with inodes=N: df -i in each shows
@@ -28,14 +26,7 @@ func TestSizedInodes(t *testing.T) {
 		if v.Inodes != tc.inodes {
 			t.Errorf("%s: Inodes %d, want %d", name, v.Inodes, tc.inodes)
 		}
-		vols, _, err := s.Acquire("ctr-"+name, []Request{{Namespace: "default", Name: name}}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var st unix.Statfs_t
-		if err := unix.Statfs(vols[0].Mountpoint, &st); err != nil {
-			t.Fatal(err)
-		}
+		st := statfsAcquired(t, s, name)
 		// mkfs.ext4 rounds to whole inode table blocks in each group.
 		if got := int64(st.Files); got < tc.inodes-tc.inodes/10-64 || got > tc.inodes+tc.inodes/10+256 {
 			t.Errorf("df -i in %s shows %d inodes, want about %d", name, got, tc.inodes)

@@ -74,7 +74,7 @@ func (s *Store) lockBoth(ctx context.Context, how int) error {
 		}
 		if s.closed {
 			s.leave()
-			return errors.New("volume store is closed")
+			return errStoreClosed
 		}
 		err := unix.Flock(int(s.lock.Fd()), how|unix.LOCK_NB)
 		if err == nil {
@@ -111,9 +111,27 @@ func (s *Store) enterOpen(what string) error {
 	}
 	if s.closed {
 		s.leave()
-		return errors.New("volume store is closed")
+		return errStoreClosed
 	}
 	return nil
+}
+
+// errStoreClosed is the error of an operation on a closed store.
+var errStoreClosed = errors.New("volume store is closed")
+
+// whileOpen runs fn, a short read through the store's descriptors that
+// does not take the in-process lock (an NRI request that must not wait for
+// this process's other operations), while those descriptors stay open: a
+// closed store fails it rather than fn reading a descriptor closed, or
+// reused by another open. It waits at most for Close's own close calls;
+// fn must not take the in-process lock, which Close holds meanwhile.
+func (s *Store) whileOpen(fn func() error) error {
+	s.fds.RLock()
+	defer s.fds.RUnlock()
+	if s.fdsClosed {
+		return errStoreClosed
+	}
+	return fn()
 }
 
 // busyError explains a wait that ran out of time: what the operation was

@@ -143,9 +143,13 @@ func (p *Pins) Remove(containerID string) error {
 	}
 	// Only a CreateContainer of this container makes its pin directory, so
 	// one that is not there now will not be: most containers have no pins,
-	// and their removal need not wait for the store's lock.
-	var st unix.Stat_t
-	if err := unix.Fstatat(p.s.rootFd, pinsDir+"/"+containerID, &st, unix.AT_SYMLINK_NOFOLLOW); errors.Is(err, unix.ENOENT) {
+	// and their removal need not wait for the store's lock. On a closed
+	// store the look fails, and then the lock.
+	err := p.s.whileOpen(func() error {
+		var st unix.Stat_t
+		return unix.Fstatat(p.s.rootFd, pinsDir+"/"+containerID, &st, unix.AT_SYMLINK_NOFOLLOW)
+	})
+	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
 	return p.withLock(fmt.Sprintf("unpinning the mounts of container %q", containerID), func() error {

@@ -63,7 +63,12 @@ func (sd Seeds) Create(r Request) (*Volume, error) {
 
 // ImportState reads the import marker of volume name in namespace ns.
 func (sd Seeds) ImportState(ns, name string) (ImportState, error) {
-	state, err := importState(sd.s.dirFd, ns, name)
+	var state int
+	err := sd.s.whileOpen(func() error {
+		var err error
+		state, err = importState(sd.s.dirFd, ns, name)
+		return err
+	})
 	if err != nil {
 		return ImportNone, volumeError(ns, name, err)
 	}

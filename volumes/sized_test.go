@@ -34,15 +34,22 @@ func requireLoop(t *testing.T) {
 func openSized(t *testing.T) (*Store, string) {
 	t.Helper()
 	root := t.TempDir()
-	s, err := Open(root)
+	return openSizedAt(t, root), root
+}
+
+// statfsAcquired acquires volume name of namespace default for container
+// ctr-NAME and returns what statfs says of its mount: what df shows in it.
+func statfsAcquired(t *testing.T, s *Store, name string) unix.Statfs_t {
+	t.Helper()
+	vols, _, err := s.Acquire("ctr-"+name, []Request{{Namespace: "default", Name: name}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s.Close()
-		fsx.UnmountUnder(s.dir)
-	})
-	return s, root
+	var st unix.Statfs_t
+	if err := unix.Statfs(vols[0].Mountpoint, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // loopsOf returns the loop devices whose backing file is below dir.
@@ -415,14 +422,7 @@ func TestSizedShowsExactSize(t *testing.T) {
 		if _, err := s.Create("default", name, CreateOptions{Size: size}); err != nil {
 			t.Fatal(err)
 		}
-		vols, _, err := s.Acquire("ctr-"+name, []Request{{Namespace: "default", Name: name}}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var st unix.Statfs_t
-		if err := unix.Statfs(vols[0].Mountpoint, &st); err != nil {
-			t.Fatal(err)
-		}
+		st := statfsAcquired(t, s, name)
 		if got := int64(st.Blocks) * st.Bsize; got != size {
 			t.Errorf("df in a volume of %s shows %d KiB, want %d", FormatBytes(size), got>>10, size>>10)
 		}

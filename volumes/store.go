@@ -96,6 +96,10 @@ type Store struct {
 	trashFd int // ROOT/volumes/.trash
 	lock    *os.File
 	closed  bool
+	// fds guards the descriptors above against Close for the reads that
+	// skip sem (see whileOpen); fdsClosed, under it, says Close took them.
+	fds       sync.RWMutex
+	fdsClosed bool
 	// reapKick wakes the reaper, once Reaper has started one;
 	// reapStop ends it.
 	reapKick chan struct{}
@@ -172,6 +176,9 @@ func (s *Store) Close() error {
 			err = cerr
 		}
 	}
+	s.fds.Lock()
+	defer s.fds.Unlock()
+	s.fdsClosed = true
 	for _, fd := range []int{s.refsFd, s.podsFd, s.trashFd, s.spare.fd, s.formats.fd, s.dirFd, s.rootFd} {
 		if fd < 0 {
 			continue

@@ -106,6 +106,20 @@ func (d *detacher) detach(ns, name string) (string, error) {
 	if err := d.checkNoMounts(volFd, ns, name); err != nil {
 		return "", err
 	}
+	trash, err := s.unnameLocked(nsFd, ns, name, limit)
+	if err != nil {
+		return "", err
+	}
+	s.counted(func(c *nsCounts) { c.drop(ns, name) })
+	d.touched[ns] = true
+	return trash, nil
+}
+
+// unnameLocked, the reverse of nameLocked, moves volume name of the
+// namespace open at nsFd to the trash and gives back to the ledger its size
+// limit (0: unsized) and what its snapshots hold. It returns the trash
+// entry, for the caller to reap.
+func (s *Store) unnameLocked(nsFd int, ns, name string, limit int64) (string, error) {
 	snaps := snapshotsAt(nsFd, name)
 	trash, err := s.moveToTrashLocked(nsFd, name)
 	if err != nil {
@@ -113,8 +127,6 @@ func (d *detacher) detach(ns, name string) (string, error) {
 	}
 	s.refundLocked(ns, limit)
 	_ = s.chargeSnapshotsLocked(ns, -snaps.Bytes, -snaps.Count) // best effort, as refundLocked
-	s.counted(func(c *nsCounts) { c.drop(ns, name) })
-	d.touched[ns] = true
 	return trash, nil
 }
 

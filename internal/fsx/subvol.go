@@ -60,17 +60,19 @@ func (w *walk) writableSubvolume() error {
 // could be removed then.
 func makeWritable(fd int) error {
 	var flags uint64
-	if err := ioctlPtr(fd, btrfsIocSubvolGetflags, unsafe.Pointer(&flags)); err != nil {
+	if err := IoctlPtr(fd, btrfsIocSubvolGetflags, unsafe.Pointer(&flags)); err != nil {
 		return err
 	}
 	if flags&btrfsSubvolRdonly == 0 {
 		return nil
 	}
 	flags &^= btrfsSubvolRdonly
-	return ioctlPtr(fd, btrfsIocSubvolSetflags, unsafe.Pointer(&flags))
+	return IoctlPtr(fd, btrfsIocSubvolSetflags, unsafe.Pointer(&flags))
 }
 
-func ioctlPtr(fd int, req uintptr, arg unsafe.Pointer) error {
+// IoctlPtr makes the ioctl req, whose argument is a pointer, on fd: for the
+// ioctls x/sys does not carry (btrfs's).
+func IoctlPtr(fd int, req uintptr, arg unsafe.Pointer) error {
 	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg)); errno != 0 {
 		return errno
 	}

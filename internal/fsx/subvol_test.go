@@ -73,7 +73,7 @@ func setReadOnly(t *testing.T, dir string) {
 	}
 	defer unix.Close(fd)
 	flags := uint64(btrfsSubvolRdonly)
-	if err := ioctlPtr(fd, btrfsIocSubvolSetflags, unsafe.Pointer(&flags)); err != nil {
+	if err := IoctlPtr(fd, btrfsIocSubvolSetflags, unsafe.Pointer(&flags)); err != nil {
 		t.Fatalf("make %s read-only: %v", dir, err)
 	}
 }

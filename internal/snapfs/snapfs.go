@@ -2,7 +2,8 @@
 // file system of a descriptor (FIFREEZE/FITHAW), and cloning a file, as a
 // reflink (FICLONE) where the file system shares extents, otherwise as a
 // sparse-aware copy (SEEK_DATA/SEEK_HOLE). It works only on descriptors it is
-// handed and holds no state; its functions are safe for concurrent use.
+// handed and holds no state but a Copier's; its functions are safe for
+// concurrent use.
 package snapfs
 
 import (
@@ -77,33 +78,55 @@ const (
 // extents (xfs with reflink=1, btrfs), otherwise a copy of src's data
 // extents, so a sparse file stays sparse. It does not sync dst.
 func CloneFile(dst, src int) (Method, error) {
-	err := unix.IoctlFileClone(dst, src)
+	err := ReflinkFile(dst, src)
 	if err == nil {
 		return Reflink, nil
 	}
-	switch {
-	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOTTY), errors.Is(err, unix.EXDEV),
-		errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS):
-	default:
-		return "", fmt.Errorf("FICLONE: %w", err)
+	if !errors.Is(err, ErrNoReflink) {
+		return "", err
 	}
-	if err := sparseCopy(dst, src); err != nil {
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return "", fmt.Errorf("fstat: %w", err)
+	}
+	var c Copier
+	if err := c.CopyData(dst, src, &st); err != nil {
 		return "", err
 	}
 	return SparseCopy, nil
 }
 
-// chunk bounds one copy_file_range call, so a huge extent is copied in steps.
-const chunk = 64 << 20
+// Copier copies the data of regular files, keeping their holes. It
+// remembers, for the files that follow, that copy_file_range cannot copy
+// between their two file systems, and reuses its buffer. The zero Copier is
+// ready for use; one Copier is not safe for concurrent use.
+type Copier struct {
+	// NoCopyFileRange makes it copy with pread/pwrite alone. It sets it
+	// itself once the kernel refuses copy_file_range.
+	NoCopyFileRange bool
+	buf             []byte
+}
 
-// sparseCopy copies the data extents of src to the same offsets of dst and
-// gives dst src's size.
-func sparseCopy(dst, src int) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(src, &st); err != nil {
-		return fmt.Errorf("fstat: %w", err)
-	}
+const (
+	// cfrChunk bounds one copy_file_range call, so a huge file is copied in
+	// steps that a signal can interrupt.
+	cfrChunk = 1 << 30
+	// rwBufSize is the buffer of the pread/pwrite fallback.
+	rwBufSize = 1 << 20
+)
+
+// CopyData copies the st.Size bytes of the regular file src, whose stat st
+// is, to the same offsets of the empty file dst. A file with fewer blocks
+// than its size suggests is copied one data extent at a time
+// (SEEK_DATA/SEEK_HOLE), so holes stay holes. It does not sync dst.
+func (c *Copier) CopyData(dst, src int, st *unix.Stat_t) error {
 	size := st.Size
+	if size == 0 {
+		return nil
+	}
+	if st.Blocks*512 >= size {
+		return c.copyRange(dst, src, 0, size)
+	}
 	for off := int64(0); off < size; {
 		data, err := unix.Seek(src, off, unix.SEEK_DATA)
 		if errors.Is(err, unix.ENXIO) {
@@ -124,43 +147,48 @@ func sparseCopy(dst, src int) error {
 			return fmt.Errorf("SEEK_HOLE: %w", err)
 		}
 		hole = min(hole, size)
-		if err := copyRange(dst, src, data, hole-data); err != nil {
+		if err := c.copyRange(dst, src, data, hole-data); err != nil {
 			return err
 		}
 		off = hole
 	}
+	// Extend the copy over a trailing hole.
 	if err := unix.Ftruncate(dst, size); err != nil {
 		return fmt.Errorf("ftruncate: %w", err)
 	}
 	return nil
 }
 
-// copyRange copies n bytes at off with copy_file_range, or pread/pwrite
-// where the kernel cannot.
-func copyRange(dst, src int, off, n int64) error {
+// copyRange copies n bytes at offset off of src to the same offset of dst,
+// with copy_file_range so that the kernel can share or offload the copy, or
+// with pread/pwrite where it cannot.
+func (c *Copier) copyRange(dst, src int, off, n int64) error {
 	roff, woff := off, off
-	for n > 0 {
-		w, err := unix.CopyFileRange(src, &roff, dst, &woff, int(min(n, chunk)), 0)
+	for n > 0 && !c.NoCopyFileRange {
+		w, err := unix.CopyFileRange(src, &roff, dst, &woff, int(min(n, cfrChunk)), 0)
 		switch {
 		case errors.Is(err, unix.EINTR):
 			continue
 		case errors.Is(err, unix.EXDEV), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL),
 			errors.Is(err, unix.EOPNOTSUPP):
-			return readWrite(dst, src, roff, n)
+			c.NoCopyFileRange = true
 		case err != nil:
 			return fmt.Errorf("copy_file_range: %w", err)
 		case w == 0:
+			// The source shrank.
 			return fmt.Errorf("copy_file_range: %w", io.ErrUnexpectedEOF)
+		default:
+			n -= int64(w)
 		}
-		n -= int64(w)
 	}
-	return nil
-}
-
-func readWrite(dst, src int, off, n int64) error {
-	buf := make([]byte, min(n, 1<<20))
+	if n == 0 {
+		return nil
+	}
+	if c.buf == nil {
+		c.buf = make([]byte, rwBufSize)
+	}
 	for n > 0 {
-		r, err := unix.Pread(src, buf[:min(n, int64(len(buf)))], off)
+		r, err := unix.Pread(src, c.buf[:min(n, int64(len(c.buf)))], roff)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -170,17 +198,24 @@ func readWrite(dst, src int, off, n int64) error {
 		if r == 0 {
 			return fmt.Errorf("pread: %w", io.ErrUnexpectedEOF)
 		}
-		for b, o := buf[:r], off; len(b) > 0; {
-			w, err := unix.Pwrite(dst, b, o)
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("pwrite: %w", err)
-			}
-			b, o = b[w:], o+int64(w)
+		if err := pwriteAll(dst, c.buf[:r], woff); err != nil {
+			return err
 		}
-		off, n = off+int64(r), n-int64(r)
+		roff, woff, n = roff+int64(r), woff+int64(r), n-int64(r)
+	}
+	return nil
+}
+
+func pwriteAll(fd int, b []byte, off int64) error {
+	for len(b) > 0 {
+		w, err := unix.Pwrite(fd, b, off)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("pwrite: %w", err)
+		}
+		b, off = b[w:], off+int64(w)
 	}
 	return nil
 }

@@ -748,8 +748,8 @@ func TestCopyDataReadWrite(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := newCopier("/", uint64(st.Dev), devIno{}, Options{})
-			c.noCFR = true
-			if err := c.copyData(src, dst, &st); err != nil {
+			c.data.NoCopyFileRange = true
+			if err := c.data.CopyData(dst, src, &st); err != nil {
 				t.Fatal(err)
 			}
 			got, err := os.ReadFile(filepath.Join(dir, "dst"))

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
+	"github.com/nri-volumes/nri-volumes/internal/snapfs"
 )
 
 // errChanged reports a source entry that is not what its directory listing
@@ -38,11 +39,10 @@ type copier struct {
 	links   map[devIno]string // first copy of each multiply-linked file
 	linkMem int64             // bytes links takes, for MaxLinkBytes
 	stack   []frame
-	dirBufs fsx.DirBufs // directory buffers of popped frames, for reuse
-	buf     []byte      // data buffer for read/write copies
-	xnames  []byte      // xattr name list buffer
-	xvalue  []byte      // xattr value buffer
-	noCFR   bool        // copy_file_range does not work between these trees
+	dirBufs fsx.DirBufs   // directory buffers of popped frames, for reuse
+	xnames  []byte        // xattr name list buffer
+	xvalue  []byte        // xattr value buffer
+	data    snapfs.Copier // copies file data; remembers whether copy_file_range works between these trees
 }
 
 func newCopier(target string, rootDev uint64, dst devIno, opts Options) *copier {
@@ -228,7 +228,7 @@ func (c *copier) file(parent *frame, name string, st *unix.Stat_t) error {
 	defer unix.Close(dst)
 	c.stats.Files++
 	c.stats.Bytes += st.Size
-	if err := c.copyData(src, dst, st); err != nil {
+	if err := c.data.CopyData(dst, src, st); err != nil {
 		return err
 	}
 	if err := c.setAttrs(src, dst, st); err != nil {

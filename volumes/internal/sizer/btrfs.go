@@ -65,13 +65,6 @@ type btrfsSearchArgs struct {
 	Buf [4096 - unsafe.Sizeof(btrfsSearchKey{})]byte
 }
 
-func btrfsIoctl(fd int, req uintptr, arg unsafe.Pointer) error {
-	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg)); errno != 0 {
-		return errno
-	}
-	return nil
-}
-
 // Btrfs is the legacy btrfs backend: a subvolume under a qgroup limit,
 // which a pod can step out of (see the store's sized.go); kept to serve the
 // volumes an earlier release made.
@@ -82,14 +75,14 @@ type Btrfs struct{}
 func (Btrfs) Prepare(volFd int, size int64) error {
 	var args btrfsVolArgs
 	copy(args.Name[:], DataDir)
-	if err := btrfsIoctl(volFd, btrfsIocSubvolCreate, unsafe.Pointer(&args)); err != nil {
+	if err := fsx.IoctlPtr(volFd, btrfsIocSubvolCreate, unsafe.Pointer(&args)); err != nil {
 		return fmt.Errorf("create btrfs subvolume %s: %w", DataDir, err)
 	}
 	if err := unix.Fchmodat(volFd, DataDir, 0o755, 0); err != nil {
 		return err
 	}
 	ctl := btrfsQuotaCtlArgs{Cmd: btrfsQuotaCtlEnable}
-	if err := btrfsIoctl(volFd, btrfsIocQuotaCtl, unsafe.Pointer(&ctl)); err != nil {
+	if err := fsx.IoctlPtr(volFd, btrfsIocQuotaCtl, unsafe.Pointer(&ctl)); err != nil {
 		return fmt.Errorf("enable btrfs quotas: %w", err)
 	}
 	return btrfsLimit(volFd, size)
@@ -104,7 +97,7 @@ func btrfsLimit(volFd int, size int64) error {
 	}
 	defer unix.Close(fd)
 	lim := btrfsQgroupLimitArgs{Flags: btrfsQgroupLimitMaxRfer, MaxRfer: uint64(size)}
-	if err := btrfsIoctl(fd, btrfsIocQgroupLimit, unsafe.Pointer(&lim)); err != nil {
+	if err := fsx.IoctlPtr(fd, btrfsIocQgroupLimit, unsafe.Pointer(&lim)); err != nil {
 		return fmt.Errorf("limit the btrfs qgroup of %s: %w", DataDir, err)
 	}
 	return nil
@@ -133,7 +126,7 @@ func (Btrfs) Usage(volFd int) (int64, error) {
 		return 0, err
 	}
 	lookup := btrfsInoLookupArgs{ObjectID: btrfsFirstFreeObjectID}
-	if err := btrfsIoctl(fd, btrfsIocInoLookup, unsafe.Pointer(&lookup)); err != nil {
+	if err := fsx.IoctlPtr(fd, btrfsIocInoLookup, unsafe.Pointer(&lookup)); err != nil {
 		return 0, fmt.Errorf("btrfs subvolume ID of %s: %w", DataDir, err)
 	}
 	var total int64
@@ -190,7 +183,7 @@ func btrfsSearch(fd int, tree, objectid uint64, typ uint32, lo, hi uint64, fn fu
 			MinType:    typ, MaxType: typ,
 			NrItems: 4096,
 		}
-		if err := btrfsIoctl(fd, btrfsIocTreeSearch, unsafe.Pointer(&sa)); err != nil {
+		if err := fsx.IoctlPtr(fd, btrfsIocTreeSearch, unsafe.Pointer(&sa)); err != nil {
 			return err
 		}
 		if sa.Key.NrItems == 0 {
@@ -243,7 +236,7 @@ func DestroySubvolume(parent int, name string) error {
 	}
 	var args btrfsVolArgs
 	copy(args.Name[:], DataDir)
-	err = btrfsIoctl(volFd, btrfsIocSnapDestroy, unsafe.Pointer(&args))
+	err = fsx.IoctlPtr(volFd, btrfsIocSnapDestroy, unsafe.Pointer(&args))
 	if err != nil && !errors.Is(err, unix.ENOTEMPTY) {
 		return fmt.Errorf("delete btrfs subvolume %s: %w", DataDir, err)
 	}
