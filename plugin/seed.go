@@ -147,7 +147,7 @@ type seedJob struct {
 }
 
 // wait seeds the plan's volumes that have a from: and are not seeded yet,
-// waiting at most budget. The error names the item and the reference. The
+// waiting at most a quarter of lockTimeout. The error names the item and the reference. The
 // plan's volumes without from: are the container's until release is
 // called, once its Acquire has ended (see plain); wait releases them itself
 // when it fails.
@@ -261,21 +261,19 @@ func (s *seeder) start(cfg *config.Config, store *volumes.Store, podID string, j
 	if ok {
 		return p, nil
 	}
-	// The store is read without s.mu: its lock may be waited for.
+	// Read without the store's lock, which another process may hold for
+	// longer than a request may wait.
 	exists := false
-	if _, err := store.Get(j.req.Namespace, j.name); err == nil {
-		state, err := store.Seeds().ImportState(j.req.Namespace, j.name)
-		switch {
-		case err != nil:
-			return nil, err
-		case state == volumes.ImportNone:
-			return nil, nil
-		case state == volumes.ImportFilling:
-			return nil, fmt.Errorf("%w: an import into volume %q is running; a retry finds it done", volumes.ErrBusy, j.name)
-		}
-		exists = true // a pull that was cut short: started over
-	} else if !errors.Is(err, volumes.ErrNotFound) {
+	switch state, err := store.Seeds().ImportState(j.req.Namespace, j.name); {
+	case errors.Is(err, volumes.ErrNotFound):
+	case err != nil:
 		return nil, err
+	case state == volumes.ImportNone:
+		return nil, nil
+	case state == volumes.ImportFilling:
+		return nil, fmt.Errorf("%w: an import into volume %q is running; a retry finds it done", volumes.ErrBusy, j.name)
+	default:
+		exists = true // a pull that was cut short: started over
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

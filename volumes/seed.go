@@ -2,6 +2,10 @@ package volumes
 
 import (
 	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nri-volumes/nri-volumes/internal/fsx"
 )
 
 // Seeding a volume from a registry (the plugin's from: items). The pull
@@ -61,16 +65,36 @@ func (sd Seeds) Create(r Request) (*Volume, error) {
 	return s.createOne(v, r.CreateOptions, fmt.Sprintf("seeding volume %q of namespace %q", name, r.Namespace))
 }
 
-// ImportState reads the import marker of volume name in namespace ns.
+// ImportState reads the import marker of volume name in namespace ns. A
+// volume that does not exist gives ErrNotFound, as Get does (a broken one
+// too, wrapped). It reads without the store's lock, so an NRI request may
+// call it while another process holds the lock: a volume appears complete
+// under its name and its volume.json never changes.
 func (sd Seeds) ImportState(ns, name string) (ImportState, error) {
+	if err := ValidateNamespace(ns); err != nil {
+		return ImportNone, err
+	}
+	if err := ValidateName(name); err != nil {
+		return ImportNone, err
+	}
+	s := sd.s
 	var state int
-	err := sd.s.whileOpen(func() error {
-		var err error
-		state, err = importState(sd.s.dirFd, ns, name)
-		return err
+	err := s.whileOpen(func() error {
+		nsFd, err := fsx.OpenDir(s.dirFd, ns)
+		if err != nil {
+			return publicError(ns, name, err)
+		}
+		defer unix.Close(nsFd)
+		if _, err := s.loadVolume(nsFd, ns, name); err != nil {
+			return publicError(ns, name, err)
+		}
+		if state, err = importState(s.dirFd, ns, name); err != nil {
+			return volumeError(ns, name, err)
+		}
+		return nil
 	})
 	if err != nil {
-		return ImportNone, volumeError(ns, name, err)
+		return ImportNone, err
 	}
 	switch state {
 	case importFilling:

@@ -108,3 +108,18 @@ func TestFailedPlainImportLeavesVolumeUsable(t *testing.T) {
 		t.Fatalf("Acquire: %v", err)
 	}
 }
+
+// ImportState tells a volume that does not exist from one without an
+// import, as the seeder needs, without the store's lock.
+func TestImportStateOfMissingVolume(t *testing.T) {
+	s := newTestStore(t)
+	if _, err := s.Seeds().ImportState("shop", "none"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("ImportState of a missing volume: %v; want ErrNotFound", err)
+	}
+	if _, err := s.Create("shop", "pg", CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.Seeds().ImportState("shop", "pg"); err != nil || st != ImportNone {
+		t.Fatalf("ImportState of a volume without an import: %v, %v; want ImportNone", st, err)
+	}
+}
