@@ -310,11 +310,12 @@ func syncTree(fd int) error {
 }
 
 // treeMethod says how copy_file_range copied between the file systems of
-// two directories: by sharing extents on one that has reflinks.
+// two directories: by sharing extents on one that can clone (probed: an xfs
+// made without reflink=1 cannot, whatever its type says).
 func treeMethod(srcFd, dstFd int) snapfs.Method {
 	a, errA := fsx.Fstat(srcFd)
 	b, errB := fsx.Fstat(dstFd)
-	if errA != nil || errB != nil || a.Dev != b.Dev || !snapfs.HasReflinks(dstFd) {
+	if errA != nil || errB != nil || a.Dev != b.Dev || !snapfs.ProbeReflink(dstFd) {
 		return snapfs.SparseCopy
 	}
 	return snapfs.Reflink

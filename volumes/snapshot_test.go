@@ -1,6 +1,7 @@
 package volumes
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/nri-volumes/nri-volumes/internal/fsx"
 	"github.com/nri-volumes/nri-volumes/internal/snapfs"
+	"github.com/nri-volumes/nri-volumes/internal/testutil"
 	"github.com/nri-volumes/nri-volumes/volumes/internal/sizer"
 )
 
@@ -128,6 +130,12 @@ func (w *writer) waitProgress(t *testing.T, n uint64) {
 // on it, unmounted when the test ends.
 func xfsRoot(t testing.TB) string {
 	t.Helper()
+	return xfsRootWith(t, true)
+}
+
+// xfsRootWith is xfsRoot on an xfs made with reflinks or without.
+func xfsRootWith(t testing.TB, reflink bool) string {
+	t.Helper()
 	if _, err := exec.LookPath("mkfs.xfs"); err != nil {
 		t.Skip("no mkfs.xfs (xfsprogs)")
 	}
@@ -142,7 +150,11 @@ func xfsRoot(t testing.TB) string {
 	if err := os.Truncate(img, 1<<30); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mkfs.xfs", "-q", "-m", "reflink=1", img).CombinedOutput(); err != nil {
+	opt := "reflink=0"
+	if reflink {
+		opt = "reflink=1"
+	}
+	if out, err := exec.Command("mkfs.xfs", "-q", "-m", opt, img).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs.xfs: %v: %s", err, out)
 	}
 	if out, err := exec.Command("mount", "-o", "loop", img, mnt).CombinedOutput(); err != nil {
@@ -349,5 +361,39 @@ func TestSnapshotKilledWhileFrozen(t *testing.T) {
 	}
 	if err := s3.Release("writer-ctr"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A snapshot of a plain volume says how its data was copied: on an xfs
+// made without reflinks, copy_file_range copies, so it says "copy", not
+// "reflink" (only the file system's type was asked before).
+func TestSnapshotPlainCopyMethod(t *testing.T) {
+	testutil.RequireRoot(t, "needs root to mount an xfs")
+	for _, reflink := range []bool{false, true} {
+		s := openSizedAt(t, xfsRootWith(t, reflink))
+		if _, err := s.Create("default", "v", CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		vols, _, err := s.Acquire("ctr", []Request{{Namespace: "default", Name: "v"}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(vols[0].Mountpoint, "f"), bytes.Repeat([]byte("x"), 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Release("ctr"); err != nil {
+			t.Fatal(err)
+		}
+		sn, err := s.Snapshots().Create("default", "v", "s1", SnapshotOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := snapfs.SparseCopy
+		if reflink {
+			want = snapfs.Reflink
+		}
+		if sn.Copy != want {
+			t.Errorf("xfs reflink=%v: snapshot copied by %q, want %q", reflink, sn.Copy, want)
+		}
 	}
 }

@@ -260,13 +260,3 @@ func ProbeReflink(dirFd int) bool {
 	}
 	return !errors.Is(ReflinkFile(dst, src), ErrNoReflink)
 }
-
-// HasReflinks reports whether the file system of fd shares extents: btrfs,
-// or xfs (made with reflink=1, the default of mkfs.xfs since 5.1).
-func HasReflinks(fd int) bool {
-	var st unix.Statfs_t
-	if unix.Fstatfs(fd, &st) != nil {
-		return false
-	}
-	return st.Type == unix.BTRFS_SUPER_MAGIC || st.Type == unix.XFS_SUPER_MAGIC
-}
