@@ -41,33 +41,6 @@ func parsePushLine(out string) (pushStats, error) {
 	return pushStats{digest: m[1], layers: n(m[2]), blobs: n(m[3]), sent: n(m[4])}, nil
 }
 
-// registryBlobs maps each blob in a distribution registry's filesystem
-// storage (below storage/docker/registry/v2/blobs) to its size. A registry
-// keeps a blob once whichever repositories link it, so the blobs new
-// between two listings are what it received and had not held before.
-func registryBlobs(storage string) (map[string]int64, error) {
-	blobs := map[string]int64{}
-	root := filepath.Join(storage, "docker", "registry", "v2", "blobs")
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if os.IsNotExist(err) {
-			return nil
-		}
-		if err != nil || d.IsDir() || d.Name() != "data" {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		// .../blobs/sha256/ab/abcd.../data
-		hex := filepath.Base(filepath.Dir(p))
-		alg := filepath.Base(filepath.Dir(filepath.Dir(filepath.Dir(p))))
-		blobs[alg+":"+hex] = info.Size()
-		return nil
-	})
-	return blobs, err
-}
-
 // newBlobs counts the blobs of after that before lacks, and their bytes.
 func newBlobs(before, after map[string]int64) (n int, bytes int64) {
 	for d, size := range after {
@@ -140,7 +113,7 @@ func (e *benchEnv) registryScenario() *section {
 		return run(e.bins.NRIVolumes, args...)
 	}
 	blobs := func() map[string]int64 {
-		b, err := registryBlobs(reg.Storage)
+		b, err := reg.Blobs()
 		if err != nil {
 			e.r.Fatalf("list the registry's blobs: %v", err)
 		}

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/nri-volumes/nri-volumes/test/harness"
 )
 
 // TestRegistryBlobsNewBytes: the blobs a registry received between two
@@ -11,6 +13,7 @@ import (
 // held already (a second repository linking it) counts nothing.
 func TestRegistryBlobsNewBytes(t *testing.T) {
 	storage := t.TempDir()
+	reg := &harness.Registry{Storage: storage}
 	put := func(hex string, size int) {
 		t.Helper()
 		dir := filepath.Join(storage, "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex)
@@ -21,13 +24,13 @@ func TestRegistryBlobsNewBytes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	empty, err := registryBlobs(storage)
+	empty, err := reg.Blobs()
 	if err != nil || len(empty) != 0 {
 		t.Fatalf("a registry that stored nothing yet: %v, %v", empty, err)
 	}
 	put("aa11", 100)
 	put("bb22", 50)
-	before, err := registryBlobs(storage)
+	before, err := reg.Blobs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +47,7 @@ func TestRegistryBlobsNewBytes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(link, "link"), []byte("sha256:aa11"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	after, err := registryBlobs(storage)
+	after, err := reg.Blobs()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -116,6 +116,22 @@ auth:
 // BlobBytes sums the sizes of the blobs the registry stores, and counts them.
 func (r *Registry) BlobBytes(t TB) (n int, bytes int64) {
 	t.Helper()
+	blobs, err := r.Blobs()
+	if err != nil {
+		t.Fatalf("walk registry storage: %v", err)
+	}
+	for _, size := range blobs {
+		bytes += size
+	}
+	return len(blobs), bytes
+}
+
+// Blobs maps each blob in the registry's storage (below
+// docker/registry/v2/blobs) to its size. A registry keeps a blob once
+// whichever repositories link it, so the blobs new between two listings are
+// what it received and had not held before.
+func (r *Registry) Blobs() (map[string]int64, error) {
+	blobs := map[string]int64{}
 	root := filepath.Join(r.Storage, "docker", "registry", "v2", "blobs")
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if os.IsNotExist(err) {
@@ -128,14 +144,13 @@ func (r *Registry) BlobBytes(t TB) (n int, bytes int64) {
 		if err != nil {
 			return err
 		}
-		n++
-		bytes += info.Size()
+		// .../blobs/sha256/ab/abcd.../data
+		hex := filepath.Base(filepath.Dir(p))
+		alg := filepath.Base(filepath.Dir(filepath.Dir(filepath.Dir(p))))
+		blobs[alg+":"+hex] = info.Size()
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("walk registry storage: %v", err)
-	}
-	return n, bytes
+	return blobs, err
 }
 
 // BlobPath is where the registry keeps the blob of digest "sha256:HEX".
