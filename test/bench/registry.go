@@ -68,20 +68,10 @@ func treeBytes(dir string) (int64, error) {
 	return total, err
 }
 
-// craneBinary builds crane into the runtime cache with hack/install-crane.sh
-// (a no-op when it is there already) and returns its path.
-func (e *benchEnv) craneBinary() string {
-	cache := harness.CacheDir()
-	if out, err := exec.Command("bash", "hack/install-crane.sh", cache).CombinedOutput(); err != nil {
-		e.r.Fatalf("install crane: %v: %s", err, out)
-	}
-	return filepath.Join(cache, "crane")
-}
-
 // registryScenario: see the file comment. -reg-bytes in -reg-files files,
 // -reg-reps rounds of each operation, round-robin.
 func (e *benchEnv) registryScenario() *section {
-	crane := e.craneBinary()
+	crane := harness.GoTool(e.r, "crane")
 	reg := harness.StartRegistry(e.r)
 	root := e.r.tempDir("reg-store")
 	home := e.r.tempDir("reg-home")

@@ -46,7 +46,7 @@ type Registry struct {
 // answers; a cleanup ends it by its PID.
 func StartRegistry(t TB) *Registry {
 	t.Helper()
-	bin := registryBinary(t)
+	bin := GoTool(t, "registry")
 	dir := tempDir(t, "registry")
 	r := &Registry{User: "pusher", Password: "s3cret-" + randomHex(t), Storage: filepath.Join(dir, "storage"), ConfigDir: filepath.Join(dir, "docker")}
 	r.Host = fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -157,20 +157,6 @@ func (r *Registry) Blobs() (map[string]int64, error) {
 func (r *Registry) BlobPath(digest string) string {
 	hex := digest[len("sha256:"):]
 	return filepath.Join(r.Storage, "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex, "data")
-}
-
-func registryBinary(t TB) string {
-	t.Helper()
-	root, err := RepoRoot()
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	cache := CacheDir()
-	cmd := exec.Command("bash", filepath.Join(root, "hack", "install-registry.sh"), cache)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("install the registry: %v: %s", err, out)
-	}
-	return filepath.Join(cache, "registry")
 }
 
 func randomHex(t TB) string {
