@@ -288,9 +288,8 @@ func (e *benchEnv) registrySeed(reg *harness.Registry, nv func(args ...string) s
 	ref = proxy.addr() + "/seed/data:1"
 
 	name := fmt.Sprintf("nri-volumes, %d pods from: one artifact", e.o.regPods)
-	v := e.newVariant(name, harness.ContainerdOptions{}, nriVolumes, harness.PluginConfig{Extra: fmt.Sprintf(
-		"registries:\n  authFile: %q\n  caFile: %q\n  allow:\n    - {namespaces: [default], refs: [%q]}\n",
-		authFile, reg.CAFile, proxy.addr()+"/seed/*")}, appImage)
+	v := e.newVariant(name, harness.ContainerdOptions{}, nriVolumes, harness.PluginConfig{
+		Extra: harness.RegistriesYAML(authFile, reg.CAFile, "default", proxy.addr()+"/seed/*")}, appImage)
 	// burst starts the pods at once with ann and tears them down after,
 	// untimed.
 	burst := func(label string, ann map[string]string) (wall time.Duration, tries, failed int, first string) {

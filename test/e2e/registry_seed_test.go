@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -27,8 +26,7 @@ import (
 // seedConfig lets namespace shop seed volumes from the registry's shop/
 // repositories, with the registry's credentials and CA.
 func seedConfig(reg *harness.Registry) harness.PluginConfig {
-	return harness.PluginConfig{Extra: fmt.Sprintf("registries:\n  authFile: %q\n  caFile: %q\n  allow:\n    - {namespaces: [shop], refs: [%q]}\n",
-		reg.AuthFile, reg.CAFile, reg.Host+"/shop/*")}
+	return harness.PluginConfig{Extra: harness.RegistriesYAML(reg.AuthFile, reg.CAFile, "shop", reg.Host+"/shop/*")}
 }
 
 // createSeeded creates a container as kubelet does: again while the plugin

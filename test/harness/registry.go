@@ -113,6 +113,14 @@ auth:
 	return r
 }
 
+// RegistriesYAML is the plugin's registries section: pods of namespace may
+// seed volumes from references matching refs, with the credentials of
+// authFile and the CA of caFile. It goes in PluginConfig.Extra.
+func RegistriesYAML(authFile, caFile, namespace, refs string) string {
+	return fmt.Sprintf("registries:\n  authFile: %q\n  caFile: %q\n  allow:\n    - {namespaces: [%s], refs: [%q]}\n",
+		authFile, caFile, namespace, refs)
+}
+
 // BlobBytes sums the sizes of the blobs the registry stores, and counts them.
 func (r *Registry) BlobBytes(t TB) (n int, bytes int64) {
 	t.Helper()
