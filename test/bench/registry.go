@@ -7,7 +7,6 @@ package main
 // second push after one file changed, with the bytes the registry received.
 
 import (
-	"encoding/base64"
 	"fmt"
 	"io/fs"
 	"os"
@@ -273,11 +272,7 @@ func (e *benchEnv) registrySeed(reg *harness.Registry, nv func(args ...string) s
 	}
 	e.r.Cleanup(proxy.close)
 	// The plugin's credentials for the proxy's host:port.
-	authFile := filepath.Join(e.r.tempDir("reg-seed-auth"), "config.json")
-	auth := base64.StdEncoding.EncodeToString([]byte(reg.User + ":" + reg.Password))
-	if err := os.WriteFile(authFile, []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, proxy.addr(), auth)), 0o600); err != nil {
-		e.r.Fatalf("%v", err)
-	}
+	authFile := reg.AuthFileFor(e.r, proxy.addr())
 	nv("create", "seed")
 	e.fillTree(filepath.Join(root, "volumes", "default", "seed", "_data"), e.o.regSeedBytes, e.o.regSeedFiles)
 	ref := reg.Host + "/seed/data:1"

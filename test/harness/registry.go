@@ -85,11 +85,8 @@ auth:
 	if err := os.MkdirAll(r.ConfigDir, 0o700); err != nil {
 		t.Fatalf("%v", err)
 	}
-	auth, _ := json.Marshal(map[string]any{"auths": map[string]any{
-		r.Host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(r.User + ":" + r.Password))},
-	}})
 	r.AuthFile = filepath.Join(r.ConfigDir, "config.json")
-	mustWrite(t, r.AuthFile, string(auth))
+	r.writeAuthFile(t, r.AuthFile, r.Host)
 
 	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
 	r.proc = startProcess(t, "registry", cmd, filepath.Join(dir, "registry.log"))
@@ -111,6 +108,24 @@ auth:
 		t.Fatalf("registry on %s not ready: %s", r.Host, log)
 	}
 	return r
+}
+
+// AuthFileFor writes a docker-style config.json with the registry's
+// credentials for host (a proxy's "127.0.0.1:PORT" in front of it) into a
+// new temporary directory and returns its path.
+func (r *Registry) AuthFileFor(t TB, host string) string {
+	t.Helper()
+	p := filepath.Join(tempDir(t, "auth"), "config.json")
+	r.writeAuthFile(t, p, host)
+	return p
+}
+
+func (r *Registry) writeAuthFile(t TB, path, host string) {
+	t.Helper()
+	auth, _ := json.Marshal(map[string]any{"auths": map[string]any{
+		host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(r.User + ":" + r.Password))},
+	}})
+	mustWrite(t, path, string(auth))
 }
 
 // RegistriesYAML is the plugin's registries section: pods of namespace may
