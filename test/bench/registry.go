@@ -12,33 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nri-volumes/nri-volumes/test/harness"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
-
-// pushLineRE is the line `volume push` prints.
-var pushLineRE = regexp.MustCompile(`^(sha256:[0-9a-f]{64}) (\d+) layers, uploaded (\d+) blobs, (\d+) bytes$`)
-
-// pushStats is what one `volume push` says it did.
-type pushStats struct {
-	digest              string
-	layers, blobs, sent int64
-}
-
-// parsePushLine reads the line `volume push` prints on success.
-func parsePushLine(out string) (pushStats, error) {
-	m := pushLineRE.FindStringSubmatch(strings.TrimSpace(out))
-	if m == nil {
-		return pushStats{}, fmt.Errorf("volume push printed %q, not its summary line", out)
-	}
-	n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
-	return pushStats{digest: m[1], layers: n(m[2]), blobs: n(m[3]), sent: n(m[4])}, nil
-}
 
 // newBlobs counts the blobs of after that before lacks, and their bytes.
 func newBlobs(before, after map[string]int64) (n int, bytes int64) {
@@ -120,7 +99,7 @@ func (e *benchEnv) registryScenario() *section {
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 	var pushNV, pushCrane, copies, pullNV, pullCrane samples
-	var first pushStats
+	var first harness.PushStats
 	var firstStored, craneStored int64
 	for i := 0; i < e.o.regReps; i++ {
 		// A repository of its own per round: the registry checks a
@@ -132,7 +111,7 @@ func (e *benchEnv) registryScenario() *section {
 		out := nv("push", "data", nvRef)
 		pushNV = append(pushNV, time.Since(start))
 		if i == 0 {
-			if first, err = parsePushLine(out); err != nil {
+			if first, err = harness.ParsePushLine(out); err != nil {
 				e.r.Fatalf("%v", err)
 			}
 			_, firstStored = newBlobs(before, blobs())
@@ -181,7 +160,7 @@ func (e *benchEnv) registryScenario() *section {
 	}
 	before := blobs()
 	start := time.Now()
-	again, err := parsePushLine(nv("push", "data", fmt.Sprintf("%s/bench/nv0:2", reg.Host)))
+	again, err := harness.ParsePushLine(nv("push", "data", fmt.Sprintf("%s/bench/nv0:2", reg.Host)))
 	if err != nil {
 		e.r.Fatalf("%v", err)
 	}
@@ -195,7 +174,7 @@ func (e *benchEnv) registryScenario() *section {
 
 	// The issue's target is for 1 GiB and the default layer size; a
 	// smaller volume with the default layers has too few of them for it.
-	goal, met := "< 5%", verdict(again.sent*20 < first.sent)
+	goal, met := "< 5%", verdict(again.Sent*20 < first.Sent)
 	if e.o.regBytes < 1<<30 || e.o.regLayerSize != "16Mi" {
 		goal, met = "< 5% at 1 GiB, --layer-size 16Mi", "- (shrunk run)"
 	}
@@ -211,14 +190,14 @@ func (e *benchEnv) registryScenario() *section {
 		return []string{op, fmt.Sprint(len(v)), ms(v.median()), ms(v.p90()), fmt.Sprintf("%.2fx", ratio(v.median(), copies.median())), how}
 	}
 	rows := [][]string{
-		row("`volume push`", pushNV, fmt.Sprintf("%d layers; %s sent, registry stored %s new", first.layers, volumes.FormatBytes(first.sent), volumes.FormatBytes(firstStored))),
+		row("`volume push`", pushNV, fmt.Sprintf("%d layers; %s sent, registry stored %s new", first.Layers, volumes.FormatBytes(first.Sent), volumes.FormatBytes(firstStored))),
 		row("`tar \\| crane append`", pushCrane, fmt.Sprintf("one layer; registry stored %s new", volumes.FormatBytes(craneStored))),
 		row("`cp -a` (the limit)", copies, "same file system"),
 		row("`volume pull` (new volume)", pullNV, "digests verified, limits counted"),
 		row("`crane export \\| tar x`", pullCrane, ""),
 		{"second `volume push`, one file changed", "1", ms(againTime), "", fmt.Sprintf("%.2fx", ratio(againTime, copies.median())),
-			fmt.Sprintf("%d blobs, %s sent (%s of the first); registry received %d new blobs, %s", again.blobs, volumes.FormatBytes(again.sent),
-				pct(again.sent, first.sent), againBlobs, volumes.FormatBytes(againStored))},
+			fmt.Sprintf("%d blobs, %s sent (%s of the first); registry received %d new blobs, %s", again.Blobs, volumes.FormatBytes(again.Sent),
+				pct(again.Sent, first.Sent), againBlobs, volumes.FormatBytes(againStored))},
 		{"second `tar \\| crane append`, one file changed", "1", ms(craneAgainTime), "", fmt.Sprintf("%.2fx", ratio(craneAgainTime, copies.median())),
 			fmt.Sprintf("registry received %d new blobs, %s (%s of the first)", craneAgainBlobs, volumes.FormatBytes(craneAgainStored), pct(craneAgainStored, craneStored))},
 	}
@@ -242,8 +221,8 @@ func (e *benchEnv) registryScenario() *section {
 			"container started. `BenchmarkSeed50Pods` (plugin/seed_bench_test.go) counts the layer GETs of the same in process.",
 			e.o.regPods, volumes.FormatBytes(e.o.regSeedBytes), e.o.regSeedFiles)},
 		sums: append([]summary{
-			{"second push after one change (bytes sent)", volumes.FormatBytes(again.sent), volumes.FormatBytes(first.sent) + " (first push)",
-				pct(again.sent, first.sent), goal, met},
+			{"second push after one change (bytes sent)", volumes.FormatBytes(again.Sent), volumes.FormatBytes(first.Sent) + " (first push)",
+				pct(again.Sent, first.Sent), goal, met},
 			{"volume push", ms(pushNV.median()), ms(pushCrane.median()) + " (tar \\| crane append)", fmt.Sprintf("%.2fx", ratio(pushNV.median(), pushCrane.median())), "-", "-"},
 			{"volume pull", ms(pullNV.median()), ms(pullCrane.median()) + " (crane export \\| tar x)", fmt.Sprintf("%.2fx", ratio(pullNV.median(), pullCrane.median())), "-", "-"},
 		}, seedSums...),
@@ -276,7 +255,7 @@ func (e *benchEnv) registrySeed(reg *harness.Registry, nv func(args ...string) s
 	nv("create", "seed")
 	e.fillTree(filepath.Join(root, "volumes", "default", "seed", "_data"), e.o.regSeedBytes, e.o.regSeedFiles)
 	ref := reg.Host + "/seed/data:1"
-	pushed, err := parsePushLine(nv("push", "seed", ref))
+	pushed, err := harness.ParsePushLine(nv("push", "seed", ref))
 	if err != nil {
 		e.r.Fatalf("%v", err)
 	}
@@ -333,9 +312,9 @@ func (e *benchEnv) registrySeed(reg *harness.Registry, nv func(args ...string) s
 	before := proxy.servedBytes()
 	wall, tries, failed, first := burst("seed", map[string]string{podKey: fmt.Sprintf("- {target: /data, from: %q}", ref)})
 	served := proxy.servedBytes() - before
-	downloads := float64(served) / float64(pushed.sent)
+	downloads := float64(served) / float64(pushed.Sent)
 	how := fmt.Sprintf("artifact %s in %d blobs; registry served %s = %.2fx the artifact; %d creates refused while pulling; %d failed",
-		volumes.FormatBytes(pushed.sent), pushed.blobs, volumes.FormatBytes(served), downloads, tries, failed)
+		volumes.FormatBytes(pushed.Sent), pushed.Blobs, volumes.FormatBytes(served), downloads, tries, failed)
 	if first != "" {
 		how += "; first failure: `" + first + "`"
 	}
@@ -351,7 +330,7 @@ func (e *benchEnv) registrySeed(reg *harness.Registry, nv func(args ...string) s
 	// pod's resolve: well under two artifacts' worth.
 	return rows, []summary{
 		{fmt.Sprintf("%d pods from: one artifact, bytes the registry served", e.o.regPods),
-			fmt.Sprintf("%.2fx the artifact", downloads), volumes.FormatBytes(pushed.sent) + " (the artifact)", fmt.Sprintf("%.2fx", downloads),
+			fmt.Sprintf("%.2fx the artifact", downloads), volumes.FormatBytes(pushed.Sent) + " (the artifact)", fmt.Sprintf("%.2fx", downloads),
 			"one download (< 2x)", verdict(failed == 0 && downloads < 2)},
 		{fmt.Sprintf("%d pods from: one artifact, time to all started", e.o.regPods), ms(wall), ms(emptyWall) + " (new empty volumes)",
 			fmt.Sprintf("%.2fx", ratio(wall, emptyWall)), "-", "-"},

@@ -58,14 +58,3 @@ func TestRegistryBlobsNewBytes(t *testing.T) {
 		t.Errorf("nothing pushed: %d blobs, %d bytes", n, bytes)
 	}
 }
-
-func TestParsePushLine(t *testing.T) {
-	d := "sha256:" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	got, err := parsePushLine(d + " 12 layers, uploaded 3 blobs, 4096 bytes\n")
-	if err != nil || got != (pushStats{digest: d, layers: 12, blobs: 3, sent: 4096}) {
-		t.Errorf("parsePushLine: %+v, %v", got, err)
-	}
-	if _, err := parsePushLine("pushed\n"); err == nil {
-		t.Error("parsePushLine took a line that is not push's summary")
-	}
-}

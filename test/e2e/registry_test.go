@@ -9,9 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -193,20 +191,15 @@ func fillVolume(t *testing.T, dir string, files, size int) {
 	must(unix.UtimesNano(filepath.Join(dir, "db"), ts))
 }
 
-var pushedRE = regexp.MustCompile(`^(sha256:[0-9a-f]{64}) (\d+) layers, uploaded (\d+) blobs, (\d+) bytes\n$`)
-
 // pushed parses push's line: the manifest digest, layers, blobs and bytes
 // uploaded.
 func pushed(t *testing.T, out string) (digest string, layers, blobs, bytes int64) {
 	t.Helper()
-	m := pushedRE.FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("push printed %q", out)
+	p, err := harness.ParsePushLine(out)
+	if err != nil {
+		t.Fatal(err)
 	}
-	layers, _ = strconv.ParseInt(m[2], 10, 64)
-	blobs, _ = strconv.ParseInt(m[3], 10, 64)
-	bytes, _ = strconv.ParseInt(m[4], 10, 64)
-	return m[1], layers, blobs, bytes
+	return p.Digest, p.Layers, p.Blobs, p.Sent
 }
 
 // TestVolumePushPullThroughRegistry moves a volume from one store to

@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -126,6 +128,27 @@ func (r *Registry) writeAuthFile(t TB, path, host string) {
 		host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(r.User + ":" + r.Password))},
 	}})
 	mustWrite(t, path, string(auth))
+}
+
+// PushStats is what one `volume push` says it did: the manifest's digest,
+// the layers of the artifact, and the blobs and bytes it uploaded.
+type PushStats struct {
+	Digest              string
+	Layers, Blobs, Sent int64
+}
+
+// pushLineRE is the one line `volume push` prints on success, and nothing
+// else.
+var pushLineRE = regexp.MustCompile(`^(sha256:[0-9a-f]{64}) (\d+) layers, uploaded (\d+) blobs, (\d+) bytes\n$`)
+
+// ParsePushLine reads the output of a `volume push` that succeeded.
+func ParsePushLine(out string) (PushStats, error) {
+	m := pushLineRE.FindStringSubmatch(out)
+	if m == nil {
+		return PushStats{}, fmt.Errorf("volume push printed %q, not its summary line", out)
+	}
+	n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
+	return PushStats{Digest: m[1], Layers: n(m[2]), Blobs: n(m[3]), Sent: n(m[4])}, nil
 }
 
 // RegistriesYAML is the plugin's registries section: pods of namespace may
