@@ -74,9 +74,9 @@ func TestSeedFromRegistry(t *testing.T) {
 	// one whites out, plus what it adds.
 	imgRef := reg.Host + "/shop/postgres:16"
 	pushImage(t, reg, imgRef,
-		layerOf(t, tdir("var/"), tdir("var/lib/"), tdir("var/lib/pg/"), tfile("var/lib/pg/PG_VERSION", "16"), tfile("var/lib/pg/stale", "x"),
-			tdir("var/lib/pg/base/"), tfile("var/lib/pg/base/1", "data"), tfile("etc/passwd", "root")),
-		layerOf(t, tfile("var/lib/pg/.wh.stale", ""), tfile("var/lib/pg/base/2", "more")))
+		layerOf(t, dir("var/"), dir("var/lib/"), dir("var/lib/pg/"), file("var/lib/pg/PG_VERSION", "16"), file("var/lib/pg/stale", "x"),
+			dir("var/lib/pg/base/"), file("var/lib/pg/base/1", "data"), file("etc/passwd", "root")),
+		layerOf(t, file("var/lib/pg/.wh.stale", ""), file("var/lib/pg/base/2", "more")))
 	ipod := e.cr.RunPod("pg", "shop", "uid-pg", map[string]string{podKey: "- {target: /var/lib/postgresql/data, from: \"" + imgRef + "\", fromPath: /var/lib/pg}"})
 	ictr, err := createSeeded(t, e, ipod, "pg")
 	if err != nil {
@@ -121,35 +121,16 @@ func TestSeedFromRegistry(t *testing.T) {
 	}
 }
 
-func tdir(name string) seedEntry { return seedEntry{name: name, typ: tar.TypeDir} }
-
-func tfile(name, body string) seedEntry { return seedEntry{name: name, body: body, typ: tar.TypeReg} }
-
-type seedEntry struct {
-	name, body string
-	typ        byte
-}
-
-func layerOf(t *testing.T, entries ...seedEntry) []byte {
+// layerOf is the tar of entries as an image layer, every entry dated
+// 2001-09-09.
+func layerOf(t *testing.T, entries ...tarEntry) []byte {
 	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, en := range entries {
-		hdr := &tar.Header{Name: en.name, Typeflag: en.typ, Mode: 0o644, Size: int64(len(en.body)), ModTime: time.Unix(1e9, 0)}
-		if en.typ == tar.TypeDir {
-			hdr.Mode, hdr.Size = 0o755, 0
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(en.body)); err != nil {
-			t.Fatal(err)
-		}
+	dated := make([]tarEntry, len(entries))
+	for i, e := range entries {
+		e.hdr.ModTime = time.Unix(1e9, 0)
+		dated[i] = e
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return tarOf(t, dated)
 }
 
 // pushImage pushes an image of the layers, lowest first, to ref in reg.
