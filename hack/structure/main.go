@@ -89,7 +89,8 @@ type measure struct {
 	why  bool
 }
 
-// edges maps a file to the files it depends on, each with one example of why.
+// edges maps a file to the files it depends on, each with one example of why
+// (the least in string order, so that -why prints the same every run).
 type edges map[string]map[string]string
 
 // add records that file a depends on file b, and both as files; "" (a test
@@ -104,7 +105,8 @@ func (e edges) add(a, b, why string) {
 	if b == "" || a == b {
 		return
 	}
-	if e[a][b] == "" {
+	// The least reason, not the first: the functions come from a map.
+	if cur, ok := e[a][b]; !ok || why < cur {
 		e[a][b] = why
 	}
 	if e[b] == nil {
