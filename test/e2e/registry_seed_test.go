@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/nri-volumes/nri-volumes/internal/fstree"
 	"github.com/nri-volumes/nri-volumes/internal/ociartifact"
 	"github.com/nri-volumes/nri-volumes/test/harness"
 )
@@ -65,7 +66,7 @@ func TestSeedFromRegistry(t *testing.T) {
 		t.Fatalf("container with from: %v", err)
 	}
 	e.cr.Start(ctr)
-	sameTree(t, "volume seeded on node B", fullTree(t, a.data("pgdata")), fullTree(t, e.plugin.VolumeDir("shop", "pgdata")))
+	fstree.Same(t, "volume seeded on node B", fullTree(t, a.data("pgdata")), fullTree(t, e.plugin.VolumeDir("shop", "pgdata")))
 	if got := trim(e.cr.Sh(ctr, "stat -c '%u:%g %a' /data/db/table; cat /data/hard")); got != "1000:1001 750\nrows" {
 		t.Errorf("seeded volume in the pod: %q", got)
 	}
