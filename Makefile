@@ -15,7 +15,7 @@ export NRI_VOLUMES_TEST_CACHE
 E2E_TIMEOUT ?= 30m
 UNIT_TIMEOUT ?= 10m
 
-.PHONY: all build test test-unit test-e2e runtime runtime-base demo bench lint fuzz structure clean
+.PHONY: all build test test-unit test-e2e deps runtime runtime-base demo bench lint fuzz structure clean
 
 all: build
 
@@ -24,7 +24,9 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/nri-volumes ./cmd/nri-volumes-hook
 
-test: test-unit test-e2e
+# deps first: without e2fsprogs, btrfs-progs, xfsprogs and busybox-static the
+# unit tests that need them skip, so on a fresh machine they would be lost.
+test: deps test-unit test-e2e
 
 test-unit:
 	$(GO) test -race -timeout $(UNIT_TIMEOUT) $$($(GO) list ./... | grep -v '^$(PKG)/test/e2e$$')
@@ -32,14 +34,17 @@ test-unit:
 # runtime is what the tests run: runtime-base (containerd, ctr, the shim,
 # runc, crictl), an older containerd and the kubelet, the longest build.
 # The demo and the bench need only runtime-base.
-runtime:
-	bash hack/install-deps.sh
+runtime: deps
 	bash hack/install-runtime.sh "$(NRI_VOLUMES_TEST_CACHE)"
 	bash hack/install-registry.sh "$(NRI_VOLUMES_TEST_CACHE)"
 
-runtime-base:
-	bash hack/install-deps.sh
+runtime-base: deps
 	bash hack/install-runtime.sh --base "$(NRI_VOLUMES_TEST_CACHE)"
+
+# The Debian packages the tests, the demo and the runtime's build need
+# (apt, only those missing).
+deps:
+	bash hack/install-deps.sh
 
 # One package at a time: every test runs its own containerd.
 test-e2e: runtime

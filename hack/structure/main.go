@@ -89,25 +89,38 @@ type measure struct {
 	why  bool
 }
 
-// edges maps a file to the files it depends on, each with one example of why.
+// edges maps a file to the files it depends on, each with one example of why
+// (the least in string order, so that -why prints the same every run).
 type edges map[string]map[string]string
 
+// add records that file a depends on file b, and both as files; "" (a test
+// file, another package) records nothing of it.
 func (e edges) add(a, b, why string) {
-	if a != "" && e[a] == nil {
-		e[a] = map[string]string{}
-	}
-	if a == "" || b == "" || a == b {
+	if a == "" {
 		return
 	}
 	if e[a] == nil {
 		e[a] = map[string]string{}
 	}
-	if e[a][b] == "" {
+	if b == "" || a == b {
+		return
+	}
+	// The least reason, not the first: the functions come from a map.
+	if cur, ok := e[a][b]; !ok || why < cur {
 		e[a][b] = why
 	}
 	if e[b] == nil {
 		e[b] = map[string]string{}
 	}
+}
+
+// sourceFile is the base name of the file at p, or "" for a test file.
+func sourceFile(fset *token.FileSet, p token.Pos) string {
+	name := fset.Position(p).Filename
+	if strings.HasSuffix(name, "_test.go") {
+		return ""
+	}
+	return filepath.Base(name)
 }
 
 // fileOf is the base name of the non-test file of the measured package that
@@ -122,11 +135,7 @@ func (m *measure) fileOf(f *ssa.Function) string {
 	if !f.Pos().IsValid() {
 		return ""
 	}
-	name := m.prog.Fset.Position(f.Pos()).Filename
-	if strings.HasSuffix(name, "_test.go") {
-		return ""
-	}
-	return filepath.Base(name)
+	return sourceFile(m.prog.Fset, f.Pos())
 }
 
 // callees are the functions f calls statically and the closures it makes.
@@ -162,16 +171,13 @@ func funcName(f *ssa.Function) string {
 func (m *measure) callEdges() edges {
 	e := edges{}
 	for _, f := range m.pkg.Syntax {
-		if name := m.prog.Fset.Position(f.Pos()).Filename; !strings.HasSuffix(name, "_test.go") {
-			e.add(filepath.Base(name), filepath.Base(name), "")
-		}
+		e.add(sourceFile(m.prog.Fset, f.Pos()), "", "")
 	}
 	for f := range ssautil.AllFunctions(m.prog) {
 		a := m.fileOf(f)
 		if a == "" {
 			continue
 		}
-		e.add(a, a, "")
 		for _, g := range callees(f) {
 			e.add(a, m.fileOf(g), funcName(f)+" -> "+funcName(g))
 		}
@@ -182,13 +188,7 @@ func (m *measure) callEdges() edges {
 func (m *measure) refEdges() edges {
 	e := edges{}
 	fset, info, scope := m.pkg.Fset, m.pkg.TypesInfo, m.pkg.Types.Scope()
-	file := func(p token.Pos) string {
-		name := fset.Position(p).Filename
-		if strings.HasSuffix(name, "_test.go") {
-			return ""
-		}
-		return filepath.Base(name)
-	}
+	file := func(p token.Pos) string { return sourceFile(fset, p) }
 	ref := func(at token.Pos, obj types.Object) {
 		if obj == nil || obj.Pkg() != m.pkg.Types || !obj.Pos().IsValid() {
 			return
@@ -199,7 +199,7 @@ func (m *measure) refEdges() edges {
 		e.add(file(at), file(obj.Pos()), obj.Name())
 	}
 	for _, f := range m.pkg.Syntax {
-		e.add(file(f.Pos()), file(f.Pos()), "")
+		e.add(file(f.Pos()), "", "")
 	}
 	for id, obj := range info.Uses {
 		ref(id.Pos(), obj)

@@ -7,66 +7,17 @@ package main
 // second push after one file changed, with the bytes the registry received.
 
 import (
-	"encoding/base64"
 	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/nri-volumes/nri-volumes/test/harness"
 	"github.com/nri-volumes/nri-volumes/volumes"
 )
-
-// pushLineRE is the line `volume push` prints.
-var pushLineRE = regexp.MustCompile(`^(sha256:[0-9a-f]{64}) (\d+) layers, uploaded (\d+) blobs, (\d+) bytes$`)
-
-// pushStats is what one `volume push` says it did.
-type pushStats struct {
-	digest              string
-	layers, blobs, sent int64
-}
-
-// parsePushLine reads the line `volume push` prints on success.
-func parsePushLine(out string) (pushStats, error) {
-	m := pushLineRE.FindStringSubmatch(strings.TrimSpace(out))
-	if m == nil {
-		return pushStats{}, fmt.Errorf("volume push printed %q, not its summary line", out)
-	}
-	n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
-	return pushStats{digest: m[1], layers: n(m[2]), blobs: n(m[3]), sent: n(m[4])}, nil
-}
-
-// registryBlobs maps each blob in a distribution registry's filesystem
-// storage (below storage/docker/registry/v2/blobs) to its size. A registry
-// keeps a blob once whichever repositories link it, so the blobs new
-// between two listings are what it received and had not held before.
-func registryBlobs(storage string) (map[string]int64, error) {
-	blobs := map[string]int64{}
-	root := filepath.Join(storage, "docker", "registry", "v2", "blobs")
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if os.IsNotExist(err) {
-			return nil
-		}
-		if err != nil || d.IsDir() || d.Name() != "data" {
-			return err
-		}
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		// .../blobs/sha256/ab/abcd.../data
-		hex := filepath.Base(filepath.Dir(p))
-		alg := filepath.Base(filepath.Dir(filepath.Dir(filepath.Dir(p))))
-		blobs[alg+":"+hex] = info.Size()
-		return nil
-	})
-	return blobs, err
-}
 
 // newBlobs counts the blobs of after that before lacks, and their bytes.
 func newBlobs(before, after map[string]int64) (n int, bytes int64) {
@@ -95,20 +46,10 @@ func treeBytes(dir string) (int64, error) {
 	return total, err
 }
 
-// craneBinary builds crane into the runtime cache with hack/install-crane.sh
-// (a no-op when it is there already) and returns its path.
-func (e *benchEnv) craneBinary() string {
-	cache := harness.CacheDir()
-	if out, err := exec.Command("bash", "hack/install-crane.sh", cache).CombinedOutput(); err != nil {
-		e.r.Fatalf("install crane: %v: %s", err, out)
-	}
-	return filepath.Join(cache, "crane")
-}
-
 // registryScenario: see the file comment. -reg-bytes in -reg-files files,
 // -reg-reps rounds of each operation, round-robin.
 func (e *benchEnv) registryScenario() *section {
-	crane := e.craneBinary()
+	crane := harness.GoTool(e.r, "crane")
 	reg := harness.StartRegistry(e.r)
 	root := e.r.tempDir("reg-store")
 	home := e.r.tempDir("reg-home")
@@ -140,7 +81,7 @@ func (e *benchEnv) registryScenario() *section {
 		return run(e.bins.NRIVolumes, args...)
 	}
 	blobs := func() map[string]int64 {
-		b, err := registryBlobs(reg.Storage)
+		b, err := reg.Blobs()
 		if err != nil {
 			e.r.Fatalf("list the registry's blobs: %v", err)
 		}
@@ -158,7 +99,7 @@ func (e *benchEnv) registryScenario() *section {
 	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 	var pushNV, pushCrane, copies, pullNV, pullCrane samples
-	var first pushStats
+	var first harness.PushStats
 	var firstStored, craneStored int64
 	for i := 0; i < e.o.regReps; i++ {
 		// A repository of its own per round: the registry checks a
@@ -170,7 +111,7 @@ func (e *benchEnv) registryScenario() *section {
 		out := nv("push", "data", nvRef)
 		pushNV = append(pushNV, time.Since(start))
 		if i == 0 {
-			if first, err = parsePushLine(out); err != nil {
+			if first, err = harness.ParsePushLine(out); err != nil {
 				e.r.Fatalf("%v", err)
 			}
 			_, firstStored = newBlobs(before, blobs())
@@ -219,7 +160,7 @@ func (e *benchEnv) registryScenario() *section {
 	}
 	before := blobs()
 	start := time.Now()
-	again, err := parsePushLine(nv("push", "data", fmt.Sprintf("%s/bench/nv0:2", reg.Host)))
+	again, err := harness.ParsePushLine(nv("push", "data", fmt.Sprintf("%s/bench/nv0:2", reg.Host)))
 	if err != nil {
 		e.r.Fatalf("%v", err)
 	}
@@ -233,7 +174,7 @@ func (e *benchEnv) registryScenario() *section {
 
 	// The issue's target is for 1 GiB and the default layer size; a
 	// smaller volume with the default layers has too few of them for it.
-	goal, met := "< 5%", verdict(again.sent*20 < first.sent)
+	goal, met := "< 5%", verdict(again.Sent*20 < first.Sent)
 	if e.o.regBytes < 1<<30 || e.o.regLayerSize != "16Mi" {
 		goal, met = "< 5% at 1 GiB, --layer-size 16Mi", "- (shrunk run)"
 	}
@@ -249,14 +190,14 @@ func (e *benchEnv) registryScenario() *section {
 		return []string{op, fmt.Sprint(len(v)), ms(v.median()), ms(v.p90()), fmt.Sprintf("%.2fx", ratio(v.median(), copies.median())), how}
 	}
 	rows := [][]string{
-		row("`volume push`", pushNV, fmt.Sprintf("%d layers; %s sent, registry stored %s new", first.layers, volumes.FormatBytes(first.sent), volumes.FormatBytes(firstStored))),
+		row("`volume push`", pushNV, fmt.Sprintf("%d layers; %s sent, registry stored %s new", first.Layers, volumes.FormatBytes(first.Sent), volumes.FormatBytes(firstStored))),
 		row("`tar \\| crane append`", pushCrane, fmt.Sprintf("one layer; registry stored %s new", volumes.FormatBytes(craneStored))),
 		row("`cp -a` (the limit)", copies, "same file system"),
 		row("`volume pull` (new volume)", pullNV, "digests verified, limits counted"),
 		row("`crane export \\| tar x`", pullCrane, ""),
 		{"second `volume push`, one file changed", "1", ms(againTime), "", fmt.Sprintf("%.2fx", ratio(againTime, copies.median())),
-			fmt.Sprintf("%d blobs, %s sent (%s of the first); registry received %d new blobs, %s", again.blobs, volumes.FormatBytes(again.sent),
-				pct(again.sent, first.sent), againBlobs, volumes.FormatBytes(againStored))},
+			fmt.Sprintf("%d blobs, %s sent (%s of the first); registry received %d new blobs, %s", again.Blobs, volumes.FormatBytes(again.Sent),
+				pct(again.Sent, first.Sent), againBlobs, volumes.FormatBytes(againStored))},
 		{"second `tar \\| crane append`, one file changed", "1", ms(craneAgainTime), "", fmt.Sprintf("%.2fx", ratio(craneAgainTime, copies.median())),
 			fmt.Sprintf("registry received %d new blobs, %s (%s of the first)", craneAgainBlobs, volumes.FormatBytes(craneAgainStored), pct(craneAgainStored, craneStored))},
 	}
@@ -280,8 +221,8 @@ func (e *benchEnv) registryScenario() *section {
 			"container started. `BenchmarkSeed50Pods` (plugin/seed_bench_test.go) counts the layer GETs of the same in process.",
 			e.o.regPods, volumes.FormatBytes(e.o.regSeedBytes), e.o.regSeedFiles)},
 		sums: append([]summary{
-			{"second push after one change (bytes sent)", volumes.FormatBytes(again.sent), volumes.FormatBytes(first.sent) + " (first push)",
-				pct(again.sent, first.sent), goal, met},
+			{"second push after one change (bytes sent)", volumes.FormatBytes(again.Sent), volumes.FormatBytes(first.Sent) + " (first push)",
+				pct(again.Sent, first.Sent), goal, met},
 			{"volume push", ms(pushNV.median()), ms(pushCrane.median()) + " (tar \\| crane append)", fmt.Sprintf("%.2fx", ratio(pushNV.median(), pushCrane.median())), "-", "-"},
 			{"volume pull", ms(pullNV.median()), ms(pullCrane.median()) + " (crane export \\| tar x)", fmt.Sprintf("%.2fx", ratio(pullNV.median(), pullCrane.median())), "-", "-"},
 		}, seedSums...),
@@ -310,24 +251,19 @@ func (e *benchEnv) registrySeed(reg *harness.Registry, nv func(args ...string) s
 	}
 	e.r.Cleanup(proxy.close)
 	// The plugin's credentials for the proxy's host:port.
-	authFile := filepath.Join(e.r.tempDir("reg-seed-auth"), "config.json")
-	auth := base64.StdEncoding.EncodeToString([]byte(reg.User + ":" + reg.Password))
-	if err := os.WriteFile(authFile, []byte(fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, proxy.addr(), auth)), 0o600); err != nil {
-		e.r.Fatalf("%v", err)
-	}
+	authFile := reg.AuthFileFor(e.r, proxy.addr())
 	nv("create", "seed")
 	e.fillTree(filepath.Join(root, "volumes", "default", "seed", "_data"), e.o.regSeedBytes, e.o.regSeedFiles)
 	ref := reg.Host + "/seed/data:1"
-	pushed, err := parsePushLine(nv("push", "seed", ref))
+	pushed, err := harness.ParsePushLine(nv("push", "seed", ref))
 	if err != nil {
 		e.r.Fatalf("%v", err)
 	}
 	ref = proxy.addr() + "/seed/data:1"
 
 	name := fmt.Sprintf("nri-volumes, %d pods from: one artifact", e.o.regPods)
-	v := e.newVariant(name, harness.ContainerdOptions{}, nriVolumes, harness.PluginConfig{Extra: fmt.Sprintf(
-		"registries:\n  authFile: %q\n  caFile: %q\n  allow:\n    - {namespaces: [default], refs: [%q]}\n",
-		authFile, reg.CAFile, proxy.addr()+"/seed/*")}, appImage)
+	v := e.newVariant(name, harness.ContainerdOptions{}, nriVolumes, harness.PluginConfig{
+		Extra: harness.RegistriesYAML(authFile, reg.CAFile, "default", proxy.addr()+"/seed/*")}, appImage)
 	// burst starts the pods at once with ann and tears them down after,
 	// untimed.
 	burst := func(label string, ann map[string]string) (wall time.Duration, tries, failed int, first string) {
@@ -376,9 +312,9 @@ func (e *benchEnv) registrySeed(reg *harness.Registry, nv func(args ...string) s
 	before := proxy.servedBytes()
 	wall, tries, failed, first := burst("seed", map[string]string{podKey: fmt.Sprintf("- {target: /data, from: %q}", ref)})
 	served := proxy.servedBytes() - before
-	downloads := float64(served) / float64(pushed.sent)
+	downloads := float64(served) / float64(pushed.Sent)
 	how := fmt.Sprintf("artifact %s in %d blobs; registry served %s = %.2fx the artifact; %d creates refused while pulling; %d failed",
-		volumes.FormatBytes(pushed.sent), pushed.blobs, volumes.FormatBytes(served), downloads, tries, failed)
+		volumes.FormatBytes(pushed.Sent), pushed.Blobs, volumes.FormatBytes(served), downloads, tries, failed)
 	if first != "" {
 		how += "; first failure: `" + first + "`"
 	}
@@ -394,7 +330,7 @@ func (e *benchEnv) registrySeed(reg *harness.Registry, nv func(args ...string) s
 	// pod's resolve: well under two artifacts' worth.
 	return rows, []summary{
 		{fmt.Sprintf("%d pods from: one artifact, bytes the registry served", e.o.regPods),
-			fmt.Sprintf("%.2fx the artifact", downloads), volumes.FormatBytes(pushed.sent) + " (the artifact)", fmt.Sprintf("%.2fx", downloads),
+			fmt.Sprintf("%.2fx the artifact", downloads), volumes.FormatBytes(pushed.Sent) + " (the artifact)", fmt.Sprintf("%.2fx", downloads),
 			"one download (< 2x)", verdict(failed == 0 && downloads < 2)},
 		{fmt.Sprintf("%d pods from: one artifact, time to all started", e.o.regPods), ms(wall), ms(emptyWall) + " (new empty volumes)",
 			fmt.Sprintf("%.2fx", ratio(wall, emptyWall)), "-", "-"},

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/nri-volumes/nri-volumes/test/harness"
 )
 
 // TestRegistryBlobsNewBytes: the blobs a registry received between two
@@ -11,6 +13,7 @@ import (
 // held already (a second repository linking it) counts nothing.
 func TestRegistryBlobsNewBytes(t *testing.T) {
 	storage := t.TempDir()
+	reg := &harness.Registry{Storage: storage}
 	put := func(hex string, size int) {
 		t.Helper()
 		dir := filepath.Join(storage, "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex)
@@ -21,13 +24,13 @@ func TestRegistryBlobsNewBytes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	empty, err := registryBlobs(storage)
+	empty, err := reg.Blobs()
 	if err != nil || len(empty) != 0 {
 		t.Fatalf("a registry that stored nothing yet: %v, %v", empty, err)
 	}
 	put("aa11", 100)
 	put("bb22", 50)
-	before, err := registryBlobs(storage)
+	before, err := reg.Blobs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +47,7 @@ func TestRegistryBlobsNewBytes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(link, "link"), []byte("sha256:aa11"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	after, err := registryBlobs(storage)
+	after, err := reg.Blobs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,16 +56,5 @@ func TestRegistryBlobsNewBytes(t *testing.T) {
 	}
 	if n, bytes := newBlobs(after, after); n != 0 || bytes != 0 {
 		t.Errorf("nothing pushed: %d blobs, %d bytes", n, bytes)
-	}
-}
-
-func TestParsePushLine(t *testing.T) {
-	d := "sha256:" + "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	got, err := parsePushLine(d + " 12 layers, uploaded 3 blobs, 4096 bytes\n")
-	if err != nil || got != (pushStats{digest: d, layers: 12, blobs: 3, sent: 4096}) {
-		t.Errorf("parsePushLine: %+v, %v", got, err)
-	}
-	if _, err := parsePushLine("pushed\n"); err == nil {
-		t.Error("parsePushLine took a line that is not push's summary")
 	}
 }

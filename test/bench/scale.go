@@ -22,7 +22,7 @@ import (
 // created and removed, read from /proc/PID/status.
 func (e *benchEnv) memory() *section {
 	v := e.newVariant("nri-volumes", harness.ContainerdOptions{}, nriVolumes, harness.PluginConfig{}, appImage)
-	rss0, _, err := procStatus(v.pluginPID)
+	rss0, _, err := harness.ProcStatus(v.pluginPID)
 	if err != nil {
 		e.r.Fatalf("plugin status: %v", err)
 	}
@@ -55,7 +55,7 @@ func (e *benchEnv) memory() *section {
 			e.r.Fatalf("remove pod: %v", err)
 		}
 		done += chunk
-		rss, hwm, err := procStatus(v.pluginPID)
+		rss, hwm, err := harness.ProcStatus(v.pluginPID)
 		if err != nil {
 			e.r.Fatalf("plugin status: %v", err)
 		}

@@ -147,12 +147,11 @@ func (e *benchEnv) snapshotOn(hostName, dir string) ([][]string, summary) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		e.r.Fatalf("%v", err)
 	}
-	s, err := volumes.Open(root)
+	s, err := volumes.Open(root, volumes.WithSizePolicy(volumes.SizePolicy{Backend: volumes.BackendImage}))
 	if err != nil {
 		e.r.Fatalf("%v", err)
 	}
 	e.r.Cleanup(func() { s.Close(); unmountUnder(root) })
-	s.Reconfigure(volumes.WithSizePolicy(volumes.SizePolicy{Backend: volumes.BackendImage}))
 	size := 2*e.o.snapBytes + (256 << 20)
 	if _, err := s.Create("default", "db", volumes.CreateOptions{Size: size}); err != nil {
 		e.r.Fatalf("%v", err)

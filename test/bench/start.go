@@ -161,6 +161,16 @@ func formatPaired(med, lo, hi float64) string {
 	return fmt.Sprintf("%.3fx (%.3f-%.3f)", med, lo, hi)
 }
 
+// checkCopyUp is a warm-up check for a container of volImage on v: its
+// /data holds the image's files, copied up.
+func (e *benchEnv) checkCopyUp(v *variant) func(id string) {
+	return func(id string) {
+		if got := e.exec(v, id, "cat", "/data/d1/f15"); len(got) != 1024 {
+			e.r.Fatalf("%s: /data/d1/f15 has %d bytes after copy-up, want 1024", v.name, len(got))
+		}
+	}
+}
+
 // imageVolume: create+start of a container whose image declares VOLUME
 // /data over a small directory, against containerd's own image-volume
 // handling.
@@ -185,15 +195,8 @@ func (e *benchEnv) imageVolume() *section {
 	for _, v := range vs {
 		pods[v.name] = e.mustPod(v, "iv", nil)
 	}
-	check := func(v *variant) func(id string) {
-		return func(id string) {
-			if got := e.exec(v, id, "cat", "/data/d1/f15"); len(got) != 1024 {
-				e.r.Fatalf("%s: /data/d1/f15 has %d bytes after copy-up, want 1024", v.name, len(got))
-			}
-		}
-	}
 	res := e.interleave(vs, e.o.n,
-		func(v *variant, _ int) { e.createStart(v, pods[v.name], "warm", volImage.Name, nil, check(v)) },
+		func(v *variant, _ int) { e.createStart(v, pods[v.name], "warm", volImage.Name, nil, e.checkCopyUp(v)) },
 		func(v *variant, i int) time.Duration {
 			return e.createStart(v, pods[v.name], fmt.Sprintf("c%d", i), volImage.Name, nil, nil)
 		})
@@ -239,13 +242,6 @@ func (e *benchEnv) imageVolumeNewPod() *section {
 		vs = append(vs, e.newVariant(before, ignore, baselineVolumes, cfg, volImage))
 		names = append(names, before)
 	}
-	check := func(v *variant) func(id string) {
-		return func(id string) {
-			if got := e.exec(v, id, "cat", "/data/d1/f15"); len(got) != 1024 {
-				e.r.Fatalf("%s: /data/d1/f15 has %d bytes after copy-up, want 1024", v.name, len(got))
-			}
-		}
-	}
 	inNewPod := func(v *variant, name string, check func(string)) time.Duration {
 		p := e.mustPod(v, "ivp-"+name, nil)
 		d := e.createStart(v, p, name, volImage.Name, nil, check)
@@ -255,7 +251,7 @@ func (e *benchEnv) imageVolumeNewPod() *section {
 		return d
 	}
 	res := e.interleave(vs, e.o.n,
-		func(v *variant, _ int) { inNewPod(v, "warm", check(v)) },
+		func(v *variant, _ int) { inNewPod(v, "warm", e.checkCopyUp(v)) },
 		func(v *variant, i int) time.Duration { return inNewPod(v, fmt.Sprintf("c%d", i), nil) })
 	r := ratio(res[plugin].median(), res[base].median())
 	ri := ratio(res[ignored].median(), res[base].median())

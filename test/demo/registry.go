@@ -13,8 +13,7 @@ import (
 // registriesConfig lets the pods of namespace default seed volumes from the
 // demo registry's demo/ repositories, with its credentials and CA.
 func registriesConfig(reg *harness.Registry) string {
-	return fmt.Sprintf("registries:\n  authFile: %q\n  caFile: %q\n  allow:\n    - {namespaces: [default], refs: [%q]}\n",
-		reg.AuthFile, reg.CAFile, reg.Host+"/demo/*")
+	return harness.RegistriesYAML(reg.AuthFile, reg.CAFile, "default", reg.Host+"/demo/*")
 }
 
 // anotherNode moves a volume from another node's store to this one through

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -166,18 +165,9 @@ func TestImportHoldsContainersOut(t *testing.T) {
 	}
 }
 
-// vmHWM is the peak resident set of process pid, from /proc; false once it
+// vmHWM is the peak resident set of process pid, in bytes; false once it
 // has exited (a zombie has no memory to report).
 func vmHWM(pid int) (int64, bool) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, false
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kib << 10, err == nil
-		}
-	}
-	return 0, false
+	_, hwm, err := harness.ProcStatus(pid)
+	return hwm << 10, err == nil && hwm > 0
 }

@@ -17,19 +17,8 @@ import (
 // edit change its config before it is sealed and pushed.
 func pushTar(t *testing.T, reg *harness.Registry, ref string, entries []tarEntry, edit func(*ociartifact.Artifact)) *ociartifact.Artifact {
 	t.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range entries {
-		if err := tw.WriteHeader(&e.hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(e.data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tw.Close()
 	meta := ociartifact.Meta{Volume: "hostile", Namespace: "default"}
-	art, err := ociartifact.Build(&buf, t.TempDir(), meta, ociartifact.DefaultSplit)
+	art, err := ociartifact.Build(bytes.NewReader(tarOf(t, entries)), t.TempDir(), meta, ociartifact.DefaultSplit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,9 +34,30 @@ func pushTar(t *testing.T, reg *harness.Registry, ref string, entries []tarEntry
 	return art
 }
 
+// tarEntry is one entry of a tar that tarOf writes: its header as given,
+// then data.
 type tarEntry struct {
 	hdr  tar.Header
 	data []byte
+}
+
+// tarOf writes entries into a tar and returns it.
+func tarOf(t *testing.T, entries []tarEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		if err := tw.WriteHeader(&e.hdr); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(e.data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
 }
 
 func dir(name string) tarEntry {

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"crypto/rand"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -85,19 +83,6 @@ func newStallProxy(t *testing.T, target string, up bool, limit int64) *stallProx
 	return p
 }
 
-// authFor writes a docker-style auth file with reg's credentials for host.
-func authFor(t *testing.T, reg *harness.Registry, host string) string {
-	t.Helper()
-	auth, _ := json.Marshal(map[string]any{"auths": map[string]any{
-		host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(reg.User + ":" + reg.Password))},
-	}})
-	p := filepath.Join(t.TempDir(), "config.json")
-	if err := os.WriteFile(p, auth, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // interrupt starts the CLI with args, waits until the proxy stalls it in
 // the middle of a transfer, sends SIGINT and returns its exit and stderr.
 func interrupt(t *testing.T, bin string, p *stallProxy, args ...string) (error, string) {
@@ -142,7 +127,7 @@ func TestVolumePushPullInterrupted(t *testing.T) {
 
 	down := newStallProxy(t, reg.Host, false, 4<<20)
 	err, stderr := interrupt(t, bin, down, "volume", "pull", down.addr+"/int/data:1", "data", "--root", b.root,
-		"--auth-file", authFor(t, reg, down.addr), "--ca-file", reg.CAFile)
+		"--auth-file", reg.AuthFileFor(t, down.addr), "--ca-file", reg.CAFile)
 	if err == nil || !strings.Contains(stderr, "context canceled") {
 		t.Errorf("interrupted pull: %v %q", err, stderr)
 	}
@@ -161,7 +146,7 @@ func TestVolumePushPullInterrupted(t *testing.T) {
 	tmp := t.TempDir()
 	up := newStallProxy(t, reg.Host, true, 4<<20)
 	err, stderr = interrupt(t, bin, up, "volume", "push", "--layer-size", "1Mi", "--tmp-dir", tmp, "data", up.addr+"/int/data:2",
-		"--root", a.root, "--auth-file", authFor(t, reg, up.addr), "--ca-file", reg.CAFile)
+		"--root", a.root, "--auth-file", reg.AuthFileFor(t, up.addr), "--ca-file", reg.CAFile)
 	if err == nil || !strings.Contains(stderr, "context canceled") {
 		t.Errorf("interrupted push: %v %q", err, stderr)
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nri-volumes/nri-volumes/internal/fstree"
 	"github.com/nri-volumes/nri-volumes/test/harness"
 )
 
@@ -36,7 +37,7 @@ func TestPulledVolumeOnAnotherNode(t *testing.T) {
 		t.Fatalf("pull on node B: %v", res.Err)
 	}
 	ctr := e.cr.RunContainer(pod, "db", appImage, nil, nil)
-	sameTree(t, "volume pulled on node B", fullTree(t, a.data("pgdata")), fullTree(t, e.plugin.VolumeDir("default", "pgdata")))
+	fstree.Same(t, "volume pulled on node B", fullTree(t, a.data("pgdata")), fullTree(t, e.plugin.VolumeDir("default", "pgdata")))
 	got := trim(e.cr.Sh(ctr, "stat -c '%u:%g %a' /data/db/table /data/db; cat /data/hard; echo; readlink /data/rel-link; readlink /data/abs-link; "+
 		"stat -c '%i' /data/hard /data/db/table | uniq | wc -l"))
 	// busybox's stat prints the permission bits only (no set-id bits).

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/nri-volumes/nri-volumes/internal/fstree"
 	"github.com/nri-volumes/nri-volumes/internal/ociartifact"
 	"github.com/nri-volumes/nri-volumes/test/harness"
 )
@@ -27,8 +27,7 @@ import (
 // seedConfig lets namespace shop seed volumes from the registry's shop/
 // repositories, with the registry's credentials and CA.
 func seedConfig(reg *harness.Registry) harness.PluginConfig {
-	return harness.PluginConfig{Extra: fmt.Sprintf("registries:\n  authFile: %q\n  caFile: %q\n  allow:\n    - {namespaces: [shop], refs: [%q]}\n",
-		reg.AuthFile, reg.CAFile, reg.Host+"/shop/*")}
+	return harness.PluginConfig{Extra: harness.RegistriesYAML(reg.AuthFile, reg.CAFile, "shop", reg.Host+"/shop/*")}
 }
 
 // createSeeded creates a container as kubelet does: again while the plugin
@@ -67,7 +66,7 @@ func TestSeedFromRegistry(t *testing.T) {
 		t.Fatalf("container with from: %v", err)
 	}
 	e.cr.Start(ctr)
-	sameTree(t, "volume seeded on node B", fullTree(t, a.data("pgdata")), fullTree(t, e.plugin.VolumeDir("shop", "pgdata")))
+	fstree.Same(t, "volume seeded on node B", fullTree(t, a.data("pgdata")), fullTree(t, e.plugin.VolumeDir("shop", "pgdata")))
 	if got := trim(e.cr.Sh(ctr, "stat -c '%u:%g %a' /data/db/table; cat /data/hard")); got != "1000:1001 750\nrows" {
 		t.Errorf("seeded volume in the pod: %q", got)
 	}
@@ -76,9 +75,9 @@ func TestSeedFromRegistry(t *testing.T) {
 	// one whites out, plus what it adds.
 	imgRef := reg.Host + "/shop/postgres:16"
 	pushImage(t, reg, imgRef,
-		layerOf(t, tdir("var/"), tdir("var/lib/"), tdir("var/lib/pg/"), tfile("var/lib/pg/PG_VERSION", "16"), tfile("var/lib/pg/stale", "x"),
-			tdir("var/lib/pg/base/"), tfile("var/lib/pg/base/1", "data"), tfile("etc/passwd", "root")),
-		layerOf(t, tfile("var/lib/pg/.wh.stale", ""), tfile("var/lib/pg/base/2", "more")))
+		layerOf(t, dir("var/"), dir("var/lib/"), dir("var/lib/pg/"), file("var/lib/pg/PG_VERSION", "16"), file("var/lib/pg/stale", "x"),
+			dir("var/lib/pg/base/"), file("var/lib/pg/base/1", "data"), file("etc/passwd", "root")),
+		layerOf(t, file("var/lib/pg/.wh.stale", ""), file("var/lib/pg/base/2", "more")))
 	ipod := e.cr.RunPod("pg", "shop", "uid-pg", map[string]string{podKey: "- {target: /var/lib/postgresql/data, from: \"" + imgRef + "\", fromPath: /var/lib/pg}"})
 	ictr, err := createSeeded(t, e, ipod, "pg")
 	if err != nil {
@@ -123,35 +122,16 @@ func TestSeedFromRegistry(t *testing.T) {
 	}
 }
 
-func tdir(name string) seedEntry { return seedEntry{name: name, typ: tar.TypeDir} }
-
-func tfile(name, body string) seedEntry { return seedEntry{name: name, body: body, typ: tar.TypeReg} }
-
-type seedEntry struct {
-	name, body string
-	typ        byte
-}
-
-func layerOf(t *testing.T, entries ...seedEntry) []byte {
+// layerOf is the tar of entries as an image layer, every entry dated
+// 2001-09-09.
+func layerOf(t *testing.T, entries ...tarEntry) []byte {
 	t.Helper()
-	var b bytes.Buffer
-	tw := tar.NewWriter(&b)
-	for _, en := range entries {
-		hdr := &tar.Header{Name: en.name, Typeflag: en.typ, Mode: 0o644, Size: int64(len(en.body)), ModTime: time.Unix(1e9, 0)}
-		if en.typ == tar.TypeDir {
-			hdr.Mode, hdr.Size = 0o755, 0
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(en.body)); err != nil {
-			t.Fatal(err)
-		}
+	dated := make([]tarEntry, len(entries))
+	for i, e := range entries {
+		e.hdr.ModTime = time.Unix(1e9, 0)
+		dated[i] = e
 	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return tarOf(t, dated)
 }
 
 // pushImage pushes an image of the layers, lowest first, to ref in reg.

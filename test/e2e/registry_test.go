@@ -9,14 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nri-volumes/nri-volumes/internal/fstree"
 	"github.com/nri-volumes/nri-volumes/test/harness"
 )
 
@@ -135,20 +134,6 @@ func fullTree(t *testing.T, dir string) map[string]string {
 	return out
 }
 
-func sameTree(t *testing.T, what string, want, got map[string]string) {
-	t.Helper()
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s: %s: got %q, want %q", what, k, got[k], v)
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			t.Errorf("%s: %s: not in the source", what, k)
-		}
-	}
-}
-
 // fillVolume writes files files of size bytes each, in directories of 100,
 // plus the kinds of entries a copy most often gets wrong.
 func fillVolume(t *testing.T, dir string, files, size int) {
@@ -193,20 +178,15 @@ func fillVolume(t *testing.T, dir string, files, size int) {
 	must(unix.UtimesNano(filepath.Join(dir, "db"), ts))
 }
 
-var pushedRE = regexp.MustCompile(`^(sha256:[0-9a-f]{64}) (\d+) layers, uploaded (\d+) blobs, (\d+) bytes\n$`)
-
 // pushed parses push's line: the manifest digest, layers, blobs and bytes
 // uploaded.
 func pushed(t *testing.T, out string) (digest string, layers, blobs, bytes int64) {
 	t.Helper()
-	m := pushedRE.FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("push printed %q", out)
+	p, err := harness.ParsePushLine(out)
+	if err != nil {
+		t.Fatal(err)
 	}
-	layers, _ = strconv.ParseInt(m[2], 10, 64)
-	blobs, _ = strconv.ParseInt(m[3], 10, 64)
-	bytes, _ = strconv.ParseInt(m[4], 10, 64)
-	return m[1], layers, blobs, bytes
+	return p.Digest, p.Layers, p.Blobs, p.Sent
 }
 
 // TestVolumePushPullThroughRegistry moves a volume from one store to
@@ -232,14 +212,14 @@ func TestVolumePushPullThroughRegistry(t *testing.T) {
 		t.Errorf("pull printed %q", out)
 	}
 	want := fullTree(t, a.data("data"))
-	sameTree(t, "pulled volume", want, fullTree(t, b.data("data")))
+	fstree.Same(t, "pulled volume", want, fullTree(t, b.data("data")))
 	if out := b.must("inspect", "data", "--format", "{{json .Labels}}"); out != "{\"app\":\"db\"}\n" {
 		t.Errorf("pulled volume's labels: %q", out)
 	}
 
 	// By digest, into another namespace.
 	b.must("pull", "-n", "shop", reg.Host+"/backups/data@"+digest, "copy")
-	sameTree(t, "volume pulled by digest", want, fullTree(t, filepath.Join(b.root, "volumes", "shop", "copy", "_data")))
+	fstree.Same(t, "volume pulled by digest", want, fullTree(t, filepath.Join(b.root, "volumes", "shop", "copy", "_data")))
 
 	// Unchanged data: the same layers, nothing uploaded but the manifest.
 	_, _, blobs, _ = pushed(t, a.must("push", "--layer-size", "1Mi", "data", reg.Host+"/backups/data:again"))
@@ -260,7 +240,7 @@ func TestVolumePushPullThroughRegistry(t *testing.T) {
 		t.Errorf("push after one change sent %d bytes in %d blobs, the registry grew by %d; want under 5%% of %d", sent, blobs, after-before, stored)
 	}
 	b.must("pull", reg.Host+"/backups/data:v2", "data2")
-	sameTree(t, "volume pulled after the change", fullTree(t, a.data("data")), fullTree(t, b.data("data2")))
+	fstree.Same(t, "volume pulled after the change", fullTree(t, a.data("data")), fullTree(t, b.data("data2")))
 }
 
 // TestVolumePushNeedsCredentialsAndTrust: the registry's basic auth and

@@ -111,6 +111,23 @@ func installRuntime(t TB, base bool) *Bins {
 	return b
 }
 
+// GoTool makes sure the pinned Go tool name (registry, crane) is in the
+// runtime cache, building it with hack/install-NAME.sh when it is not, and
+// returns its path.
+func GoTool(t TB, name string) string {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	cache := CacheDir()
+	cmd := exec.Command("bash", filepath.Join(root, "hack", "install-"+name+".sh"), cache)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("install %s: %v", name, &CmdError{Args: cmd.Args, Stderr: string(out), Err: err})
+	}
+	return filepath.Join(cache, name)
+}
+
 // BuildPlugin builds ./cmd/nri-volumes into a temporary directory and returns
 // the binary's path.
 func BuildPlugin(t TB) string {

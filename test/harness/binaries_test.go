@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -50,7 +49,10 @@ func TestDemoRuntimeBuildsNoKubelet(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	versions := readVersions(t, filepath.Join(root, "hack", "versions.env"))
+	versions, err := Versions()
+	if err != nil {
+		t.Fatal(err)
+	}
 	stamp := "containerd=" + versions["CONTAINERD_VERSION"] + " runc=" + versions["RUNC_VERSION"] + "+seccomp crictl=" + versions["CRICTL_VERSION"]
 	if err := os.WriteFile(filepath.Join(cache, "versions.stamp"), []byte(stamp+"\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -84,22 +86,4 @@ func TestDemoRuntimeBuildsNoKubelet(t *testing.T) {
 			t.Errorf("the demo's runtime install made %s", p)
 		}
 	}
-}
-
-func readVersions(t *testing.T, path string) map[string]string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m := map[string]string{}
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		line := strings.TrimSpace(s.Text())
-		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
-			m[k] = v
-		}
-	}
-	return m
 }

@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -46,7 +48,7 @@ type Registry struct {
 // answers; a cleanup ends it by its PID.
 func StartRegistry(t TB) *Registry {
 	t.Helper()
-	bin := registryBinary(t)
+	bin := GoTool(t, "registry")
 	dir := tempDir(t, "registry")
 	r := &Registry{User: "pusher", Password: "s3cret-" + randomHex(t), Storage: filepath.Join(dir, "storage"), ConfigDir: filepath.Join(dir, "docker")}
 	r.Host = fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -85,11 +87,8 @@ auth:
 	if err := os.MkdirAll(r.ConfigDir, 0o700); err != nil {
 		t.Fatalf("%v", err)
 	}
-	auth, _ := json.Marshal(map[string]any{"auths": map[string]any{
-		r.Host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(r.User + ":" + r.Password))},
-	}})
 	r.AuthFile = filepath.Join(r.ConfigDir, "config.json")
-	mustWrite(t, r.AuthFile, string(auth))
+	r.writeAuthFile(t, r.AuthFile, r.Host)
 
 	cmd := exec.Command(bin, "serve", filepath.Join(dir, "config.yml"))
 	r.proc = startProcess(t, "registry", cmd, filepath.Join(dir, "registry.log"))
@@ -113,9 +112,72 @@ auth:
 	return r
 }
 
+// AuthFileFor writes a docker-style config.json with the registry's
+// credentials for host (a proxy's "127.0.0.1:PORT" in front of it) into a
+// new temporary directory and returns its path.
+func (r *Registry) AuthFileFor(t TB, host string) string {
+	t.Helper()
+	p := filepath.Join(tempDir(t, "auth"), "config.json")
+	r.writeAuthFile(t, p, host)
+	return p
+}
+
+func (r *Registry) writeAuthFile(t TB, path, host string) {
+	t.Helper()
+	auth, _ := json.Marshal(map[string]any{"auths": map[string]any{
+		host: map[string]string{"auth": base64.StdEncoding.EncodeToString([]byte(r.User + ":" + r.Password))},
+	}})
+	mustWrite(t, path, string(auth))
+}
+
+// PushStats is what one `volume push` says it did: the manifest's digest,
+// the layers of the artifact, and the blobs and bytes it uploaded.
+type PushStats struct {
+	Digest              string
+	Layers, Blobs, Sent int64
+}
+
+// pushLineRE is the one line `volume push` prints on success, and nothing
+// else.
+var pushLineRE = regexp.MustCompile(`^(sha256:[0-9a-f]{64}) (\d+) layers, uploaded (\d+) blobs, (\d+) bytes\n$`)
+
+// ParsePushLine reads the output of a `volume push` that succeeded.
+func ParsePushLine(out string) (PushStats, error) {
+	m := pushLineRE.FindStringSubmatch(out)
+	if m == nil {
+		return PushStats{}, fmt.Errorf("volume push printed %q, not its summary line", out)
+	}
+	n := func(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
+	return PushStats{Digest: m[1], Layers: n(m[2]), Blobs: n(m[3]), Sent: n(m[4])}, nil
+}
+
+// RegistriesYAML is the plugin's registries section: pods of namespace may
+// seed volumes from references matching refs, with the credentials of
+// authFile and the CA of caFile. It goes in PluginConfig.Extra.
+func RegistriesYAML(authFile, caFile, namespace, refs string) string {
+	return fmt.Sprintf("registries:\n  authFile: %q\n  caFile: %q\n  allow:\n    - {namespaces: [%s], refs: [%q]}\n",
+		authFile, caFile, namespace, refs)
+}
+
 // BlobBytes sums the sizes of the blobs the registry stores, and counts them.
 func (r *Registry) BlobBytes(t TB) (n int, bytes int64) {
 	t.Helper()
+	blobs, err := r.Blobs()
+	if err != nil {
+		t.Fatalf("walk registry storage: %v", err)
+	}
+	for _, size := range blobs {
+		bytes += size
+	}
+	return len(blobs), bytes
+}
+
+// Blobs maps each blob in the registry's storage (below
+// docker/registry/v2/blobs) to its size. A registry keeps a blob once
+// whichever repositories link it, so the blobs new between two listings are
+// what it received and had not held before.
+func (r *Registry) Blobs() (map[string]int64, error) {
+	blobs := map[string]int64{}
 	root := filepath.Join(r.Storage, "docker", "registry", "v2", "blobs")
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if os.IsNotExist(err) {
@@ -128,34 +190,19 @@ func (r *Registry) BlobBytes(t TB) (n int, bytes int64) {
 		if err != nil {
 			return err
 		}
-		n++
-		bytes += info.Size()
+		// .../blobs/sha256/ab/abcd.../data
+		hex := filepath.Base(filepath.Dir(p))
+		alg := filepath.Base(filepath.Dir(filepath.Dir(filepath.Dir(p))))
+		blobs[alg+":"+hex] = info.Size()
 		return nil
 	})
-	if err != nil {
-		t.Fatalf("walk registry storage: %v", err)
-	}
-	return n, bytes
+	return blobs, err
 }
 
 // BlobPath is where the registry keeps the blob of digest "sha256:HEX".
 func (r *Registry) BlobPath(digest string) string {
 	hex := digest[len("sha256:"):]
 	return filepath.Join(r.Storage, "docker", "registry", "v2", "blobs", "sha256", hex[:2], hex, "data")
-}
-
-func registryBinary(t TB) string {
-	t.Helper()
-	root, err := RepoRoot()
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	cache := CacheDir()
-	cmd := exec.Command("bash", filepath.Join(root, "hack", "install-registry.sh"), cache)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("install the registry: %v: %s", err, out)
-	}
-	return filepath.Join(cache, "registry")
 }
 
 func randomHex(t TB) string {
