@@ -42,7 +42,7 @@ func TestExportImportRoundTrip(t *testing.T) {
 	if _, err := s.Import("shop", "dst", bytes.NewReader(buf.Bytes()), ArchiveLimits{MaxFiles: 100, MaxBytes: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	archivetest.SameTree(t, archivetest.Describe(t, dst.Mountpoint), want)
+	fstree.Same(t, "round trip", want, archivetest.Describe(t, dst.Mountpoint))
 	if _, err := s.Import("shop", "dst", bytes.NewReader(buf.Bytes()), ArchiveLimits{}); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("import into a filled volume: %v", err)
 	}

@@ -67,7 +67,7 @@ func TestWriteReadRoundTrip(t *testing.T) {
 	if _, err := readTar(t, dst, bytes.NewReader(buf.Bytes()), archive.Limits{MaxFiles: 100, MaxBytes: 1 << 20}); err != nil {
 		t.Fatal(err)
 	}
-	archivetest.SameTree(t, archivetest.Describe(t, dst), want)
+	fstree.Same(t, "round trip", want, archivetest.Describe(t, dst))
 }
 
 // TestReadRefusesHostileTars: each hostile tar is refused with ErrRefused

@@ -80,22 +80,6 @@ func Describe(t testing.TB, dir string) map[string]string {
 	return out
 }
 
-// SameTree fails t for every entry of want that got describes otherwise,
-// and every entry of got that want lacks; both as Describe gives them.
-func SameTree(t testing.TB, got, want map[string]string) {
-	t.Helper()
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s:\n got %s\nwant %s", k, got[k], v)
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			t.Errorf("%s appeared: %s", k, got[k])
-		}
-	}
-}
-
 // FillTree makes a tree below dir with everything an archive must keep.
 func FillTree(t testing.TB, dir string) {
 	t.Helper()
